@@ -1,0 +1,54 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class WorkflowState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORKFLOW_STATE_UNSPECIFIED: _ClassVar[WorkflowState]
+    WORKFLOW_STATE_PENDING: _ClassVar[WorkflowState]
+    WORKFLOW_STATE_RUNNING: _ClassVar[WorkflowState]
+    WORKFLOW_STATE_COMPLETED: _ClassVar[WorkflowState]
+    WORKFLOW_STATE_FAILED: _ClassVar[WorkflowState]
+    WORKFLOW_STATE_COMPENSATED: _ClassVar[WorkflowState]
+    WORKFLOW_STATE_CANCELLED: _ClassVar[WorkflowState]
+WORKFLOW_STATE_UNSPECIFIED: WorkflowState
+WORKFLOW_STATE_PENDING: WorkflowState
+WORKFLOW_STATE_RUNNING: WorkflowState
+WORKFLOW_STATE_COMPLETED: WorkflowState
+WORKFLOW_STATE_FAILED: WorkflowState
+WORKFLOW_STATE_COMPENSATED: WorkflowState
+WORKFLOW_STATE_CANCELLED: WorkflowState
+
+class Payload(_message.Message):
+    __slots__ = ("metadata", "data")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    metadata: _containers.ScalarMap[str, bytes]
+    data: bytes
+    def __init__(self, metadata: _Optional[_Mapping[str, bytes]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Failure(_message.Message):
+    __slots__ = ("message", "type", "non_retryable", "stack_trace", "details")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    NON_RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    STACK_TRACE_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    type: str
+    non_retryable: bool
+    stack_trace: str
+    details: Payload
+    def __init__(self, message: _Optional[str] = ..., type: _Optional[str] = ..., non_retryable: _Optional[bool] = ..., stack_trace: _Optional[str] = ..., details: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
