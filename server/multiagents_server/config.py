@@ -1,0 +1,115 @@
+"""Server configuration: one frozen dataclass built from flags, environment
+variables (`MULTIAGENTS_<FIELD>`) and a YAML file, in that precedence."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or malformed; names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything a server replica needs to run."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    # None starts the embedded Redis in data_dir.
+    redis_url: str | None = None
+    data_dir: str = ".multiagents"
+    # Prefix of every Redis key; lets several deployments (or tests) share a Redis.
+    key_prefix: str = "ma"
+    heartbeat_interval_ms: int = 5_000
+    default_step_timeout_ms: int = 600_000
+    max_payload_bytes: int = 2 * 1024 * 1024
+    # How long finished executions (state and history) are kept.
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    # A replica that has not renewed its lease for this long is dead; its
+    # in-flight commands are reclaimed by another replica.
+    replica_lease_ms: int = 10_000
+    drain_timeout_ms: int = 10_000
+    client_tokens: tuple[str, ...] = ()
+    worker_tokens: tuple[str, ...] = ()
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    # When set, clients must present a certificate signed by this CA (mTLS).
+    tls_client_ca_file: str | None = None
+    log_level: str = "INFO"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.client_tokens or self.worker_tokens)
+
+    def replace(self, **changes: Any) -> ServerConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in fields(ServerConfig)}
+
+
+def _convert(key: str, value: Any) -> Any:
+    default = _FIELDS[key].default
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            return value.lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if isinstance(default, int):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        if isinstance(value, list | tuple):
+            return tuple(str(v) for v in value)
+        raise ConfigError(f"{key}: expected a list or comma-separated string")
+    return None if value is None else str(value)
+
+
+def load_config(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> ServerConfig:
+    """Build the configuration: flags win over env, env over the YAML file.
+
+    Flags whose value is None are treated as not given. Unknown keys in the
+    file are an error that names them.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or environ.get("MULTIAGENTS_CONFIG")
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}: invalid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+        unknown = sorted(set(loaded) - set(_FIELDS))
+        if unknown:
+            raise ConfigError(f"config file {path}: unknown keys: {', '.join(unknown)}")
+        values.update({k: _convert(k, v) for k, v in loaded.items()})
+    for key in _FIELDS:
+        env_value = environ.get(f"MULTIAGENTS_{key.upper()}")
+        if env_value is not None:
+            values[key] = _convert(key, env_value)
+    for key, value in (flags or {}).items():
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown setting: {key}")
+        if value is not None:
+            values[key] = _convert(key, value)
+    return ServerConfig(**values)

@@ -1,0 +1,355 @@
+"""Worker sessions of one replica, and the flow of commands to them.
+
+For every worker name served by a local session, a puller reads the name's
+command stream (consumer group, this replica as consumer) only as far as the
+sessions have free slots, so waiting commands stay in Redis. Answers are
+applied through the orchestrator and acknowledge their stream entry. A
+session that ends loses its in-flight commands (retryable `WorkerLost`
+failures); a replica that dies has its pending entries claimed by a live one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import redis.asyncio as redis
+
+from multiagents.v1 import worker_service_pb2 as wpb
+from multiagents_server import engine
+from multiagents_server.config import ServerConfig
+from multiagents_server.engine.saga import HEARTBEAT_TIMER, WORKER_LOST, timer_id
+from multiagents_server.orchestrator import Orchestrator
+from multiagents_server.store import CommandEntry, Store
+
+log = logging.getLogger(__name__)
+
+READ_BLOCK_MS = 2_000
+READ_BATCH = 100
+
+
+def transaction_of(command_id: str) -> str:
+    return command_id.rsplit(":", 2)[0]
+
+
+@dataclass(slots=True)
+class Inflight:
+    """A command sent to a session and not answered yet."""
+
+    command_id: str
+    worker: str
+    entry_id: bytes
+    started_ms: int
+    heartbeat_timeout_ms: int
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    """One connected worker process."""
+
+    id: str
+    worker_id: str
+    names: frozenset[str]
+    max_concurrency: int
+    sdk_language: str
+    sdk_version: str
+    connected_ms: int
+    last_seen_ms: int
+    outgoing: asyncio.Queue[wpb.ConnectResponse | None] = field(default_factory=asyncio.Queue)
+    inflight: dict[str, Inflight] = field(default_factory=dict)
+    draining: bool = False
+    closed: bool = False
+
+    @property
+    def free(self) -> int:
+        if self.draining or self.closed:
+            return 0
+        return self.max_concurrency - len(self.inflight)
+
+    def info(self, replica_id: str) -> dict[str, object]:
+        return {
+            "session_id": self.id,
+            "worker_id": self.worker_id,
+            "worker_names": sorted(self.names),
+            "max_concurrency": self.max_concurrency,
+            "in_flight": len(self.inflight),
+            "last_seen_ms": self.last_seen_ms,
+            "sdk_language": self.sdk_language,
+            "sdk_version": self.sdk_version,
+            "replica_id": replica_id,
+            "draining": self.draining,
+            "connected_ms": self.connected_ms,
+        }
+
+
+class Dispatcher:
+    """Sessions, pullers and the reaper of one replica."""
+
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        store: Store,
+        config: ServerConfig,
+        *,
+        replica_id: str,
+        reader: redis.Redis,
+    ) -> None:
+        self.orchestrator = orchestrator
+        self.store = store
+        self.config = config
+        self.replica_id = replica_id
+        self._reader = reader
+        self.sessions: dict[str, Session] = {}
+        self._pullers: dict[str, asyncio.Task[None]] = {}
+        self._backlog: dict[str, deque[CommandEntry]] = {}
+        self._wakeup: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    @property
+    def clock(self) -> int:
+        return self.orchestrator.clock()
+
+    # -- sessions -------------------------------------------------------------
+
+    def open_session(self, hello: wpb.Hello) -> Session:
+        now = self.clock
+        session = Session(
+            id=uuid.uuid4().hex,
+            worker_id=hello.worker_id,
+            names=frozenset(hello.worker_names),
+            max_concurrency=hello.max_concurrency,
+            sdk_language=hello.sdk_language,
+            sdk_version=hello.sdk_version,
+            connected_ms=now,
+            last_seen_ms=now,
+        )
+        self.sessions[session.id] = session
+        for name in session.names:
+            self._backlog.setdefault(name, deque())
+            self._wakeup.setdefault(name, asyncio.Event())
+            if name not in self._pullers or self._pullers[name].done():
+                self._pullers[name] = asyncio.create_task(self._pull(name), name=f"pull:{name}")
+        self._wake(session.names)
+        log.info(
+            "worker session opened",
+            extra={"session": session.id, "worker_id": session.worker_id,
+                   "workers": sorted(session.names), "language": session.sdk_language},
+        )  # fmt: skip
+        return session
+
+    async def close_session(self, session: Session, reason: str) -> None:
+        """End a session; its unanswered commands fail as WorkerLost (retryable)."""
+        if session.closed:
+            return
+        session.closed = True
+        self.sessions.pop(session.id, None)
+        session.outgoing.put_nowait(None)
+        lost = list(session.inflight.values())
+        session.inflight.clear()
+        log.info(
+            "worker session closed",
+            extra={"session": session.id, "reason": reason, "in_flight": len(lost)},
+        )
+        failure = engine.Failure(f"worker session lost: {reason}", WORKER_LOST)
+        await asyncio.gather(*(self._fail_lost(i, failure) for i in lost))
+        self._wake(session.names)
+
+    async def _fail_lost(self, inflight: Inflight, failure: engine.Failure) -> None:
+        await self.orchestrator.apply(
+            transaction_of(inflight.command_id),
+            engine.StepFailed(inflight.command_id, failure),
+            ack=(inflight.worker, inflight.entry_id),
+        )
+
+    def drain(self, session: Session) -> None:
+        session.draining = True
+
+    def seen(self, session: Session) -> None:
+        session.last_seen_ms = self.clock
+
+    async def complete(self, session: Session, command_id: str, result: dict[str, object]) -> None:
+        await self._answer(session, command_id, engine.StepCompleted(command_id, result))
+
+    async def fail(self, session: Session, command_id: str, failure: engine.Failure) -> None:
+        await self._answer(session, command_id, engine.StepFailed(command_id, failure))
+
+    async def _answer(
+        self, session: Session, command_id: str, event: engine.StepCompleted | engine.StepFailed
+    ) -> None:
+        inflight = session.inflight.pop(command_id, None)
+        # An answer for a command this session does not hold comes from a
+        # worker that reconnected; it counts if the attempt is still current.
+        ack = None if inflight is None else (inflight.worker, inflight.entry_id)
+        try:
+            await self.orchestrator.apply(transaction_of(command_id), event, ack=ack)
+        finally:
+            self._wake(session.names)
+
+    async def heartbeat(self, session: Session, command_ids: Iterable[str]) -> None:
+        now = self.clock
+        timers = []
+        for cid in command_ids:
+            inflight = session.inflight.get(cid)
+            if inflight is not None and inflight.heartbeat_timeout_ms > 0:
+                due = now + inflight.heartbeat_timeout_ms
+                timers.append((transaction_of(cid), timer_id(HEARTBEAT_TIMER, cid), due))
+        await self.store.extend_timers(timers)
+
+    def cancel_local(self, command_id: str, reason: str = "") -> None:
+        """Forward a cancellation to the local session running the command, if any."""
+        for session in self.sessions.values():
+            if command_id in session.inflight:
+                message = wpb.ConnectResponse(cancel=wpb.Cancel(command_id=command_id, reason=reason))
+                session.outgoing.put_nowait(message)
+
+    def session_infos(self) -> dict[str, bytes]:
+        return {
+            s.id: json.dumps(s.info(self.replica_id)).encode() for s in self.sessions.values()
+        }
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Ask every session to drain, wait for in-flight commands, then close."""
+        self._stopping = True
+        for session in list(self.sessions.values()):
+            session.draining = True
+            session.outgoing.put_nowait(
+                wpb.ConnectResponse(drain_request=wpb.DrainRequest(reason="server shutting down"))
+            )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while any(s.inflight for s in self.sessions.values()):
+                    await asyncio.sleep(0.05)
+        for session in list(self.sessions.values()):
+            await self.close_session(session, "server shutting down")
+        for task in self._pullers.values():
+            task.cancel()
+        await asyncio.gather(*self._pullers.values(), return_exceptions=True)
+        await self.store.requeue_commands([e for q in self._backlog.values() for e in q])
+        self._backlog.clear()
+
+    # -- flow of commands ---------------------------------------------------------------
+
+    def _wake(self, names: Iterable[str]) -> None:
+        for name in names:
+            event = self._wakeup.get(name)
+            if event is not None:
+                event.set()
+
+    def _serving(self, name: str) -> list[Session]:
+        return [s for s in self.sessions.values() if name in s.names and not s.closed]
+
+    async def _pull(self, name: str) -> None:
+        """Feed local sessions serving `name` from its stream, within their free slots."""
+        backlog = self._backlog[name]
+        wakeup = self._wakeup[name]
+        await self.store.ensure_group(name)
+        try:
+            while not self._stopping:
+                self._deliver(name)
+                serving = self._serving(name)
+                if not serving:
+                    break
+                free = sum(s.free for s in serving)
+                if free <= 0 or backlog:
+                    wakeup.clear()
+                    await wakeup.wait()
+                    continue
+                entries = await self.store.read_commands(
+                    self._reader, name, self.replica_id, min(free, READ_BATCH), READ_BLOCK_MS
+                )
+                backlog.extend(entries)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("command puller failed", extra={"worker": name})
+            raise
+        finally:
+            if not self._serving(name) and backlog:
+                entries = list(backlog)
+                backlog.clear()
+                await self.store.requeue_commands(entries)
+
+    def _deliver(self, name: str) -> None:
+        backlog = self._backlog[name]
+        if not backlog:
+            return
+        batches: dict[str, list[wpb.Command]] = {}
+        now = self.clock
+        stale: list[tuple[str, bytes]] = []
+        while backlog:
+            candidates = [s for s in self._serving(name) if s.free > 0]
+            if not candidates:
+                break
+            session = max(candidates, key=lambda s: s.free)
+            entry = backlog.popleft()
+            command = wpb.Command.FromString(entry.command)
+            if command.deadline.ToMilliseconds() <= now:
+                stale.append((entry.worker, entry.entry_id))  # its timeout already fired
+                continue
+            session.inflight[command.command_id] = Inflight(
+                command.command_id,
+                entry.worker,
+                entry.entry_id,
+                now,
+                command.heartbeat_timeout.ToMilliseconds() if command.HasField("heartbeat_timeout") else 0,
+            )
+            batches.setdefault(session.id, []).append(command)
+        for session_id, commands in batches.items():
+            message = (
+                wpb.ConnectResponse(command=commands[0])
+                if len(commands) == 1
+                else wpb.ConnectResponse(commands=wpb.Commands(commands=commands))
+            )
+            self.sessions[session_id].outgoing.put_nowait(message)
+        if stale:
+            self._spawn(self.store.ack_commands(stale))
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- replica liveness ----------------------------------------------------------------
+
+    async def renew_lease(self) -> None:
+        now = self.clock
+        await self.store.renew_lease(
+            self.replica_id,
+            now + self.config.replica_lease_ms,
+            self.session_infos(),
+            self.config.replica_lease_ms,
+        )
+
+    async def reap_dead_replicas(self) -> int:
+        """Claim commands pending at dead replicas; they fail as WorkerLost."""
+        now = self.clock
+        live = set(await self.store.live_replicas(now))
+        live.add(self.replica_id)
+        reclaimed = 0
+        for worker in await self.store.known_workers():
+            for consumer, pending in await self.store.consumers(worker):
+                if consumer in live:
+                    continue
+                while pending > 0:
+                    entries = await self.store.claim_pending(worker, consumer, self.replica_id)
+                    if not entries:
+                        break
+                    failure = engine.Failure(f"server replica {consumer} lost", WORKER_LOST)
+                    for entry in entries:
+                        command = wpb.Command.FromString(entry.command)
+                        inflight = Inflight(command.command_id, worker, entry.entry_id, now, 0)
+                        await self._fail_lost(inflight, failure)
+                    reclaimed += len(entries)
+                    pending -= len(entries)
+                await self.store.delete_consumer(worker, consumer)
+        await self.store.forget_dead_replicas(now)
+        if reclaimed:
+            log.warning("reclaimed commands of dead replicas", extra={"commands": reclaimed})
+        return reclaimed

@@ -1,0 +1,353 @@
+"""The service layer: runs the engine against the store.
+
+Every change to an execution follows one path, `_transition`: load the state,
+let the engine decide, commit the new state, its history and an outbox of
+effects with one revision-checked Lua call, then carry the effects out in one
+pipelined round trip. A crash between commit and effects leaves the outbox in
+the execution; a 'flush' timer set with the commit makes some replica carry
+it out later, so nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from multiagents import _payload
+from multiagents.v1 import events_pb2
+from multiagents_server import convert, engine
+from multiagents_server.config import ServerConfig
+from multiagents_server.engine import codec
+from multiagents_server.errors import AlreadyExists, FailedPrecondition, NotFound
+from multiagents_server.store import Outbox, Store
+from multiagents_server.store.store import FLUSH_TIMER
+
+log = logging.getLogger(__name__)
+
+FLUSH_DELAY_MS = 5_000
+LIST_SCAN_LIMIT = 5_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An execution and its revision."""
+
+    execution: engine.Execution
+    revision: int
+
+
+class Orchestrator:
+    """Definitions and executions, for the transport and the background loops."""
+
+    def __init__(
+        self, store: Store, config: ServerConfig, *, clock: Callable[[], int] = now_ms
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- definitions -----------------------------------------------------------
+
+    async def register(self, spec: engine.WorkflowSpec) -> bool:
+        """Store a definition; False if the identical one exists already."""
+        encoded = _json_bytes(codec.spec_to_json(spec))
+        existing = await self.store.add_definition(spec.name, spec.version, encoded)
+        if existing is None:
+            log.info("workflow registered", extra={"workflow": spec.name, "version": spec.version})
+            return True
+        if codec.spec_from_json(json.loads(existing)) == spec:
+            return False
+        raise AlreadyExists(
+            f"definition: workflow {spec.name!r} version {spec.version} is registered with a "
+            "different definition; register it under a new version"
+        )
+
+    async def definition(self, name: str, version: int = 0) -> engine.WorkflowSpec:
+        versions = await self.store.definition_versions(name)
+        if not versions:
+            raise NotFound(f"workflow_name: no workflow named {name!r}")
+        chosen = version or max(versions)
+        if chosen not in versions:
+            raise NotFound(f"version: workflow {name!r} has no version {version}")
+        return codec.spec_from_json(json.loads(versions[chosen]))
+
+    async def definitions(self) -> list[engine.WorkflowSpec]:
+        return [await self.definition(name) for name in await self.store.definition_names()]
+
+    # -- executions ----------------------------------------------------------------
+
+    async def execute(
+        self,
+        name: str,
+        input: dict[str, Any],
+        *,
+        version: int = 0,
+        request_id: str = "",
+        correlation_id: str = "",
+        metadata: dict[str, str] | None = None,
+    ) -> tuple[str, bool]:
+        """Start an execution; returns (transaction id, created).
+
+        With a request id the transaction id is derived from it, so a repeated
+        request finds the first execution instead of starting a second.
+        """
+        spec = await self.definition(name, version)
+        fingerprint = ""
+        if request_id:
+            tx = "r" + hashlib.sha256(request_id.encode()).hexdigest()[:31]
+            fingerprint = hashlib.sha256(
+                _json_bytes([name, version, input, correlation_id])
+            ).hexdigest()
+        else:
+            tx = uuid.uuid4().hex
+        now = self.clock()
+        transition = engine.start(
+            spec,
+            transaction_id=tx,
+            correlation_id=correlation_id,
+            input=input,
+            now_ms=now,
+            request_fingerprint=fingerprint,
+            metadata=metadata,
+        )
+        if await self._commit(transition, 0, now, created=True):
+            log.info(
+                "workflow started",
+                extra={"transaction_id": tx, "workflow": name, "correlation_id": correlation_id},
+            )
+            return tx, True
+        existing = await self.snapshot(tx)
+        if existing.execution.request_fingerprint != fingerprint:
+            raise AlreadyExists(
+                f"request_id: {request_id!r} was already used for a different request"
+            )
+        return tx, False
+
+    async def snapshot(self, transaction_id: str) -> Snapshot:
+        stored = await self.store.load(transaction_id)
+        if stored is None:
+            raise NotFound(f"transaction_id: no workflow {transaction_id!r}")
+        return Snapshot(codec.execution_from_json(json.loads(stored.state)), stored.revision)
+
+    async def cancel(self, transaction_id: str, reason: str) -> None:
+        try:
+            await self.apply(transaction_id, engine.CancelRequested(reason))
+        except engine.InvalidTransition as exc:
+            raise FailedPrecondition(str(exc)) from None
+
+    async def history(self, transaction_id: str) -> list[events_pb2.WorkflowEvent]:
+        entries = await self.store.history(transaction_id)
+        if not entries and await self.store.load(transaction_id) is None:
+            raise NotFound(f"transaction_id: no workflow {transaction_id!r}")
+        events = []
+        for sequence, raw in enumerate(entries, start=1):
+            event = events_pb2.WorkflowEvent.FromString(raw)
+            event.sequence = sequence
+            events.append(event)
+        return events
+
+    async def list(
+        self, *, state: engine.State | None, name: str, page_size: int, page_token: str
+    ) -> tuple[list[Snapshot], str]:
+        """A page of executions, newest first, filtered by state and name."""
+        before, after_tx = float("inf"), ""
+        if page_token:
+            score, _, after_tx = page_token.partition(":")
+            before = float(score)
+        found: list[Snapshot] = []
+        scanned = 0
+        cursor = ""
+        while len(found) < page_size and scanned < LIST_SCAN_LIMIT:
+            rows = await self.store.index_page(before, page_size + 50)
+            rows = [(tx, s) for tx, s in rows if not (s == before and after_tx and tx >= after_tx)]
+            if not rows:
+                return found, ""
+            stored = await self.store.load_many([tx for tx, _ in rows])
+            await self.store.prune_index([tx for (tx, _), st in zip(rows, stored) if st is None])
+            for (tx, score), st in zip(rows, stored, strict=True):
+                scanned += 1
+                before, after_tx = score, tx
+                cursor = f"{int(score)}:{tx}"
+                if st is None:
+                    continue
+                ex = codec.execution_from_json(json.loads(st.state))
+                if (state is None or ex.state is state) and (not name or ex.spec.name == name):
+                    found.append(Snapshot(ex, st.revision))
+                    if len(found) == page_size:
+                        break
+        return found, cursor
+
+    # -- engine inputs ---------------------------------------------------------------
+
+    async def apply(
+        self,
+        transaction_id: str,
+        event: engine.Event,
+        *,
+        ack: tuple[str, bytes] | None = None,
+    ) -> engine.Transition | None:
+        """Apply one event; None when the execution is gone.
+
+        `ack` is a command stream entry to acknowledge once the event is
+        applied (or found stale).
+        """
+        lock = self._locks.setdefault(transaction_id, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._transition(transaction_id, event, ack)
+        finally:
+            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+                self._locks.pop(transaction_id, None)
+
+    async def _transition(
+        self, transaction_id: str, event: engine.Event, ack: tuple[str, bytes] | None
+    ) -> engine.Transition | None:
+        while True:
+            stored = await self.store.load(transaction_id)
+            if stored is None:
+                if ack is not None:
+                    await self.store.ack_commands([ack])
+                return None
+            execution = codec.execution_from_json(json.loads(stored.state))
+            if stored.outbox is not None:
+                await self._replay_outbox(execution, stored.revision, stored.outbox)
+            now = self.clock()
+            transition = engine.apply(execution, event, now)
+            if not transition.changed:
+                if ack is not None:
+                    await self.store.ack_commands([ack])
+                return transition
+            if await self._commit(transition, stored.revision, now, ack=ack):
+                return transition
+            log.debug("revision conflict, retrying", extra={"transaction_id": transaction_id})
+
+    async def flush(self, transaction_id: str) -> None:
+        """Carry out an outbox left behind by a replica that died mid-transition."""
+        stored = await self.store.load(transaction_id)
+        if stored is None:
+            await self.store.delete_timer(transaction_id, FLUSH_TIMER)
+            return
+        if stored.outbox is None:
+            await self.store.delete_timer(transaction_id, FLUSH_TIMER)
+            return
+        execution = codec.execution_from_json(json.loads(stored.state))
+        await self._replay_outbox(execution, stored.revision, stored.outbox)
+
+    async def _commit(
+        self,
+        transition: engine.Transition,
+        expected_revision: int,
+        now: int,
+        *,
+        created: bool = False,
+        ack: tuple[str, bytes] | None = None,
+    ) -> bool:
+        ex = transition.execution
+        revision = expected_revision + 1
+        events = [
+            convert.history_to_proto(h, ex, revision, now).SerializeToString()
+            for h in transition.history
+        ]
+        outbox_json = _outbox_to_json(transition.effects)
+        ttl = self.config.retention_ms if ex.state.terminal else 0
+        committed = await self.store.commit(
+            ex.transaction_id,
+            expected_revision,
+            _json_bytes(codec.execution_to_json(ex)),
+            events,
+            outbox=outbox_json,
+            ttl_ms=ttl,
+            flush_due_ms=now + FLUSH_DELAY_MS,
+            created_ms=ex.created_ms if created else None,
+        )
+        if committed is None:
+            return False
+        outbox = self._outbox(ex, transition.effects)
+        outbox.events = events
+        outbox.ack = ack
+        await self.store.carry_out(
+            ex.transaction_id, committed if outbox_json is not None else None, outbox
+        )
+        return True
+
+    async def _replay_outbox(self, ex: engine.Execution, revision: int, raw: bytes) -> None:
+        effects = _outbox_from_json(json.loads(raw), ex)
+        log.info(
+            "carrying out a pending outbox",
+            extra={"transaction_id": ex.transaction_id, "effects": len(effects)},
+        )
+        await self.store.carry_out(ex.transaction_id, revision, self._outbox(ex, effects))
+
+    def _outbox(self, ex: engine.Execution, effects: tuple[engine.Effect, ...]) -> Outbox:
+        outbox = Outbox()
+        for effect in effects:
+            match effect:
+                case engine.DispatchCommand():
+                    command = convert.command_to_proto(effect, ex).SerializeToString()
+                    outbox.commands.append((effect.worker, command))
+                case engine.ScheduleTimer():
+                    outbox.schedule.append((effect.timer_id, effect.due_ms))
+                case engine.CancelTimer():
+                    outbox.unschedule.append(effect.timer_id)
+                case engine.CancelCommand():
+                    outbox.cancels.append(effect.command_id.encode())
+        return outbox
+
+
+def _json_bytes(value: Any) -> bytes:
+    return _payload.dumps(value)
+
+
+def _outbox_to_json(effects: tuple[engine.Effect, ...]) -> bytes | None:
+    """Effects in a compact form; dispatched contexts are not repeated because
+    they equal the stored execution's context (nothing changes it after a
+    dispatch within one transition)."""
+    if not effects:
+        return None
+    rows: list[list[Any]] = []
+    for e in effects:
+        match e:
+            case engine.DispatchCommand():
+                rows.append(
+                    ["d", e.command_id, e.kind.value, e.worker, e.step, e.attempt,
+                     e.deadline_ms, e.heartbeat_timeout_ms]
+                )  # fmt: skip
+            case engine.ScheduleTimer():
+                rows.append(["s", e.timer_id, e.due_ms])
+            case engine.CancelTimer():
+                rows.append(["u", e.timer_id])
+            case engine.CancelCommand():
+                rows.append(["c", e.command_id, e.reason])
+    return _json_bytes(rows)
+
+
+def _outbox_from_json(rows: list[list[Any]], ex: engine.Execution) -> tuple[engine.Effect, ...]:
+    effects: list[engine.Effect] = []
+    for row in rows or []:
+        match row:
+            case ["d", cid, kind, worker, step, attempt, deadline, heartbeat]:
+                effects.append(
+                    engine.DispatchCommand(
+                        cid, engine.CommandKind(kind), worker, step, attempt, ex.context,
+                        deadline, heartbeat,
+                    )
+                )  # fmt: skip
+            case ["s", timer, due]:
+                effects.append(engine.ScheduleTimer(timer, due))
+            case ["u", timer]:
+                effects.append(engine.CancelTimer(timer))
+            case ["c", cid, reason]:
+                effects.append(engine.CancelCommand(cid, reason))
+    return tuple(effects)

@@ -1,0 +1,106 @@
+/**
+ * The Node worker of the cross-language conformance suite (tests/ in the repo).
+ *
+ *   node dist/examples/conformance-worker.js --server 127.0.0.1:50051 --prefix P [--max-concurrency 4]
+ *
+ * Registers P.step, P.flaky, P.invalid, P.fail, P.compensate and P.slow;
+ * prints "READY" on stdout once the server has welcomed it; logs to stderr;
+ * on SIGTERM drains gracefully and exits 0. Token: $MULTIAGENTS_TOKEN.
+ */
+import { parseArgs } from "node:util";
+import { NonRetryableError, Worker, type Task } from "../src/index.js";
+
+const LANG = "node";
+
+const { values } = parseArgs({
+  options: {
+    server: { type: "string" },
+    prefix: { type: "string" },
+    "max-concurrency": { type: "string", default: "4" },
+  },
+});
+if (values.server === undefined || values.prefix === undefined) {
+  process.stderr.write("usage: conformance-worker --server host:port --prefix P [--max-concurrency N]\n");
+  process.exit(2);
+}
+const prefix = values.prefix;
+
+const worker = new Worker({
+  address: values.server,
+  maxConcurrency: Number(values["max-concurrency"]),
+  token: process.env["MULTIAGENTS_TOKEN"] || undefined,
+});
+
+worker.register(`${prefix}.step`, (ctx, task) => ({
+  visited: [...((ctx["visited"] as unknown[] | undefined) ?? []), LANG],
+  last_lang: LANG,
+  [`step_${task.step}`]: LANG,
+}));
+
+worker.register(`${prefix}.flaky`, (ctx, task) => {
+  const succeedOn = Number(ctx["succeed_on_attempt"] ?? 2);
+  if (task.attempt < succeedOn) throw new Error(`flaky attempt ${task.attempt}`);
+  return { flaky_attempts: task.attempt, last_lang: LANG };
+});
+
+worker.register(`${prefix}.invalid`, () => {
+  throw new NonRetryableError("invalid input", "ValueError");
+});
+
+worker.register(`${prefix}.fail`, () => {
+  throw new Error(`boom from ${LANG}`);
+});
+
+worker.register(`${prefix}.compensate`, (_ctx, task) => ({ compensated_by: LANG, compensated_step: task.step }));
+
+worker.register(`${prefix}.slow`, async (ctx, task) => {
+  const sleepMs = Number(ctx["sleep_ms"] ?? 1000);
+  await sliceSleep(sleepMs, task);
+  return { slept_ms: sleepMs, last_lang: LANG };
+});
+
+/** Sleeps in 50 ms slices, heartbeating every 100 ms; rejects when the task is aborted. */
+async function sliceSleep(totalMs: number, task: Task): Promise<void> {
+  const start = Date.now();
+  let lastBeat = start;
+  for (;;) {
+    task.signal.throwIfAborted();
+    const elapsed = Date.now() - start;
+    if (elapsed >= totalMs) return;
+    if (Date.now() - lastBeat >= 100) {
+      lastBeat = Date.now();
+      task.heartbeat({ progress: Math.min(1, elapsed / totalMs) });
+    }
+    await abortableDelay(Math.min(50, totalMs - elapsed), task.signal);
+  }
+}
+
+function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+worker.once("ready", () => process.stdout.write("READY\n"));
+for (const sig of ["SIGTERM", "SIGINT"] as const) {
+  process.once(sig, () => {
+    process.stderr.write(`conformance-worker: ${sig}, draining\n`);
+    void worker.shutdown();
+  });
+}
+
+try {
+  await worker.run();
+  process.exit(0);
+} catch (err) {
+  process.stderr.write(`conformance-worker: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,374 @@
+/**
+ * A client of WorkflowService: register definitions, start executions, read
+ * their status, and follow them with WatchWorkflow until they are terminal.
+ * Errors are grpc-js ServiceErrors (`err.code` is the gRPC status code).
+ */
+import {
+  credentials as grpcCredentials,
+  Metadata,
+  status as Status,
+  type CallOptions,
+  type ChannelCredentials,
+  type ChannelOptions,
+  type ClientUnaryCall,
+  type ServiceError,
+} from "@grpc/grpc-js";
+import type { Duration } from "./gen/google/protobuf/duration.js";
+import { type Failure, type Payload, WorkflowState, workflowStateToJSON } from "./gen/multiagents/v1/common.js";
+import type { StatusEvent } from "./gen/multiagents/v1/events.js";
+import { type RetryPolicy, type WorkflowStatus, stepStatusToJSON } from "./gen/multiagents/v1/workflow.js";
+import { WorkflowServiceClient, type WatchWorkflowResponse } from "./gen/multiagents/v1/workflow_service.js";
+import { backoffDelay, sleep } from "./backoff.js";
+import { decodeJson, decodeJsonObject, encodeJson, isPlainObject } from "./payload.js";
+
+/** Options of {@link Client}. */
+export interface ClientOptions {
+  /** Server address, "host:port". */
+  address: string;
+  /** Bearer token, sent as `authorization: Bearer <token>` metadata. */
+  token?: string;
+  /** Channel credentials; default insecure (plaintext). */
+  credentials?: ChannelCredentials;
+  /** Extra grpc-js channel options. */
+  channelOptions?: ChannelOptions;
+  /** Deadline of each unary call, in ms. Default 30 s. */
+  callTimeoutMs?: number;
+}
+
+/** A workflow state without its enum prefix. */
+export type WorkflowStateName = "UNSPECIFIED" | "PENDING" | "RUNNING" | "COMPLETED" | "FAILED" | "COMPENSATED" | "CANCELLED";
+
+const TERMINAL: ReadonlySet<WorkflowStateName> = new Set(["COMPLETED", "FAILED", "COMPENSATED", "CANCELLED"]);
+
+/** True for COMPLETED, FAILED, COMPENSATED and CANCELLED. */
+export function isTerminal(state: WorkflowStateName): boolean {
+  return TERMINAL.has(state);
+}
+
+/** A decoded wire Failure. */
+export interface FailureInfo {
+  message: string;
+  type: string;
+  nonRetryable: boolean;
+  stackTrace: string;
+  details: unknown;
+}
+
+/** One status change of an execution (a decoded StatusEvent). */
+export interface StatusUpdate {
+  transactionId: string;
+  correlationId: string;
+  state: WorkflowStateName;
+  currentStep: string;
+  /** Step name -> that step's result. */
+  stepResults: Record<string, unknown>;
+  timestamp: Date | undefined;
+  revision: number;
+  failure: FailureInfo | undefined;
+  requiresManualIntervention: boolean;
+}
+
+/** One step of an execution. */
+export interface StepInfoView {
+  name: string;
+  /** PENDING, RUNNING, COMPLETED, FAILED, COMPENSATED, COMPENSATION_FAILED, CANCELLED. */
+  status: string;
+  attempts: number;
+  lastFailure: FailureInfo | undefined;
+}
+
+/** A snapshot of an execution (a decoded WorkflowStatus). */
+export interface WorkflowStatusView {
+  transactionId: string;
+  correlationId: string;
+  workflowName: string;
+  workflowVersion: number;
+  state: WorkflowStateName;
+  currentStep: string;
+  stepResults: Record<string, unknown>;
+  /** The merged context: input plus every result so far. */
+  context: Record<string, unknown>;
+  failure: FailureInfo | undefined;
+  requiresManualIntervention: boolean;
+  steps: StepInfoView[];
+  createdAt: Date | undefined;
+  updatedAt: Date | undefined;
+  completedAt: Date | undefined;
+  revision: number;
+}
+
+/** Retry policy of a step; unset fields take the server's defaults. */
+export interface RetryPolicySpec {
+  maximumAttempts?: number;
+  initialIntervalMs?: number;
+  backoffCoefficient?: number;
+  maximumIntervalMs?: number;
+  nonRetryableErrorTypes?: string[];
+}
+
+/** One step of a {@link WorkflowSpec}. */
+export interface StepSpec {
+  name: string;
+  /** Worker name that executes the step. */
+  worker: string;
+  /** Worker name that undoes the step when a later step fails. */
+  compensation?: string;
+  retryPolicy?: RetryPolicySpec;
+  compensationRetryPolicy?: RetryPolicySpec;
+  /** Limit of one attempt, in ms. */
+  timeoutMs?: number;
+  /** The attempt fails when no heartbeat arrives for this long, in ms. */
+  heartbeatTimeoutMs?: number;
+}
+
+/** A workflow definition, with durations in milliseconds. */
+export interface WorkflowSpec {
+  name: string;
+  /** Default 1. */
+  version?: number;
+  steps: StepSpec[];
+  description?: string;
+}
+
+/** Options of {@link Client.executeWorkflow}. */
+export interface ExecuteOptions {
+  /** Definition version; default the latest. */
+  version?: number;
+  /** Idempotency key: a repeated request returns the first execution's id. */
+  requestId?: string;
+  /** Correlation id; defaults to the transaction id. */
+  correlationId?: string;
+}
+
+/** Options of {@link Client.watch}. */
+export interface WatchOptions {
+  /** Stops following when aborted (the iterator then throws the signal's reason). */
+  signal?: AbortSignal;
+}
+
+type UnaryMethod<Req, Res> = (
+  request: Req,
+  metadata: Metadata,
+  options: Partial<CallOptions>,
+  callback: (error: ServiceError | null, response: Res) => void,
+) => ClientUnaryCall;
+
+/** Codes after which a broken watch stream is reopened. */
+const RETRYABLE_WATCH_CODES: ReadonlySet<number> = new Set([Status.UNAVAILABLE, Status.INTERNAL, Status.UNKNOWN]);
+
+/**
+ * Client of WorkflowService.
+ *
+ * ```ts
+ * const client = new Client({ address: "127.0.0.1:50051" });
+ * const txId = await client.executeWorkflow("order", { order_id: 7 });
+ * for await (const update of client.watch(txId)) console.log(update.state, update.currentStep);
+ * client.close();
+ * ```
+ */
+export class Client {
+  /** The generated grpc-js client, for the calls this class does not wrap. */
+  readonly raw: WorkflowServiceClient;
+  private readonly options: ClientOptions;
+
+  constructor(options: ClientOptions) {
+    this.options = options;
+    this.raw = new WorkflowServiceClient(options.address, options.credentials ?? grpcCredentials.createInsecure(), {
+      "grpc.max_receive_message_length": -1,
+      ...options.channelOptions,
+    });
+  }
+
+  /** Registers a definition; false when the identical one was registered already. */
+  async registerWorkflow(spec: WorkflowSpec): Promise<boolean> {
+    const response = await this.unary(this.raw.registerWorkflow, {
+      definition: {
+        name: spec.name,
+        version: spec.version ?? 1,
+        description: spec.description ?? "",
+        steps: spec.steps.map((step) => ({
+          name: step.name,
+          worker: step.worker,
+          compensation: step.compensation ?? "",
+          retryPolicy: retryPolicy(step.retryPolicy),
+          compensationRetryPolicy: retryPolicy(step.compensationRetryPolicy),
+          timeout: duration(step.timeoutMs),
+          heartbeatTimeout: duration(step.heartbeatTimeoutMs),
+        })),
+      },
+    });
+    return response.created;
+  }
+
+  /** Starts an execution of `workflowName` with `input` (a JSON object); returns its transaction id. */
+  async executeWorkflow(workflowName: string, input: Record<string, unknown> = {}, options: ExecuteOptions = {}): Promise<string> {
+    if (!isPlainObject(input)) throw new TypeError("workflow input must be a JSON object");
+    const response = await this.unary(this.raw.executeWorkflow, {
+      workflowName,
+      version: options.version ?? 0,
+      input: encodeJson(input),
+      requestId: options.requestId ?? "",
+      correlationId: options.correlationId ?? "",
+    });
+    return response.transactionId;
+  }
+
+  /** The current status of an execution. */
+  async getStatus(transactionId: string): Promise<WorkflowStatusView> {
+    const response = await this.unary(this.raw.getStatus, { transactionId });
+    if (response.status === undefined) throw new Error(`GetStatus returned no status for ${transactionId}`);
+    return statusView(response.status);
+  }
+
+  /** Cancels a running execution (FAILED_PRECONDITION when it has finished). */
+  async cancelWorkflow(transactionId: string, reason = ""): Promise<void> {
+    await this.unary(this.raw.cancelWorkflow, { transactionId, reason });
+  }
+
+  /**
+   * Follows an execution: yields its current status, then every change,
+   * and returns after a terminal state. A stream broken by the network or a
+   * server restart is reopened; updates already seen (by revision) are skipped.
+   */
+  async *watch(transactionId: string, options: WatchOptions = {}): AsyncGenerator<StatusUpdate, void, undefined> {
+    const signal = options.signal;
+    let lastRevision = 0;
+    let failures = 0;
+    for (;;) {
+      signal?.throwIfAborted();
+      const call = this.raw.watchWorkflow({ transactionId }, this.metadata());
+      // Errors reach the loop through the async iterator; this keeps a late
+      // CANCELLED (after we stop reading) from becoming an unhandled 'error'.
+      call.on("error", () => undefined);
+      const onAbort = (): void => call.cancel();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        for await (const response of call as AsyncIterable<WatchWorkflowResponse>) {
+          failures = 0;
+          if (response.event === undefined) continue;
+          const update = statusUpdate(response.event);
+          if (update.revision > 0 && update.revision <= lastRevision) continue;
+          lastRevision = Math.max(lastRevision, update.revision);
+          yield update;
+          if (isTerminal(update.state)) return;
+        }
+        // Ended before a terminal state (e.g. the server is draining): reopen.
+      } catch (err) {
+        signal?.throwIfAborted();
+        if (!RETRYABLE_WATCH_CODES.has((err as ServiceError).code)) throw err;
+      } finally {
+        signal?.removeEventListener("abort", onAbort);
+        call.cancel();
+      }
+      await sleep(backoffDelay(failures++), signal);
+    }
+  }
+
+  /** Waits for an execution to reach a terminal state and returns that last update. */
+  async wait(transactionId: string, options: WatchOptions = {}): Promise<StatusUpdate> {
+    let last: StatusUpdate | undefined;
+    for await (const update of this.watch(transactionId, options)) last = update;
+    if (last === undefined) throw new Error(`watch of ${transactionId} ended without a status`);
+    return last;
+  }
+
+  /** Closes the channel. */
+  close(): void {
+    this.raw.close();
+  }
+
+  private metadata(): Metadata {
+    const metadata = new Metadata();
+    if (this.options.token) metadata.set("authorization", `Bearer ${this.options.token}`);
+    return metadata;
+  }
+
+  private unary<Req, Res>(method: UnaryMethod<Req, Res>, request: Req): Promise<Res> {
+    const deadline = Date.now() + (this.options.callTimeoutMs ?? 30_000);
+    return new Promise<Res>((resolve, reject) => {
+      method.call(this.raw, request, this.metadata(), { deadline }, (error, response) => {
+        if (error) reject(error);
+        else resolve(response);
+      });
+    });
+  }
+}
+
+function duration(ms: number | undefined): Duration | undefined {
+  if (ms === undefined) return undefined;
+  return { seconds: Math.floor(ms / 1000), nanos: Math.round((ms % 1000) * 1e6) };
+}
+
+function retryPolicy(spec: RetryPolicySpec | undefined): RetryPolicy | undefined {
+  if (spec === undefined) return undefined;
+  return {
+    maximumAttempts: spec.maximumAttempts ?? 0,
+    initialInterval: duration(spec.initialIntervalMs),
+    backoffCoefficient: spec.backoffCoefficient ?? 0,
+    maximumInterval: duration(spec.maximumIntervalMs),
+    nonRetryableErrorTypes: spec.nonRetryableErrorTypes ?? [],
+  };
+}
+
+function stateName(state: WorkflowState): WorkflowStateName {
+  return workflowStateToJSON(state).replace(/^WORKFLOW_STATE_/, "") as WorkflowStateName;
+}
+
+function failureInfo(failure: Failure | undefined): FailureInfo | undefined {
+  if (failure === undefined) return undefined;
+  return {
+    message: failure.message,
+    type: failure.type,
+    nonRetryable: failure.nonRetryable,
+    stackTrace: failure.stackTrace,
+    details: decodeJson(failure.details, "failure details"),
+  };
+}
+
+function jsonObject(payload: Payload | undefined, what: string): Record<string, unknown> {
+  return decodeJsonObject(payload, what);
+}
+
+/** Decodes a StatusEvent. */
+export function statusUpdate(event: StatusEvent): StatusUpdate {
+  return {
+    transactionId: event.transactionId,
+    correlationId: event.correlationId,
+    state: stateName(event.state),
+    currentStep: event.currentStep,
+    stepResults: jsonObject(event.stepResults, "step_results"),
+    timestamp: event.timestamp,
+    revision: event.revision,
+    failure: failureInfo(event.failure),
+    requiresManualIntervention: event.requiresManualIntervention,
+  };
+}
+
+/** Decodes a WorkflowStatus. */
+export function statusView(status: WorkflowStatus): WorkflowStatusView {
+  return {
+    transactionId: status.transactionId,
+    correlationId: status.correlationId,
+    workflowName: status.workflowName,
+    workflowVersion: status.workflowVersion,
+    state: stateName(status.state),
+    currentStep: status.currentStep,
+    stepResults: jsonObject(status.stepResults, "step_results"),
+    context: jsonObject(status.context, "context"),
+    failure: failureInfo(status.failure),
+    requiresManualIntervention: status.requiresManualIntervention,
+    steps: status.steps.map((step) => ({
+      name: step.name,
+      status: stepStatusToJSON(step.status).replace(/^STEP_STATUS_/, ""),
+      attempts: step.attempts,
+      lastFailure: failureInfo(step.lastFailure),
+    })),
+    createdAt: status.createdAt,
+    updatedAt: status.updatedAt,
+    completedAt: status.completedAt,
+    revision: status.revision,
+  };
+}
+
+/** Re-exported so callers can compare states without importing generated code. */
+export { WorkflowState };

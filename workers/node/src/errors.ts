@@ -1,0 +1,93 @@
+/**
+ * Errors a handler throws, and how they map to the wire `Failure`.
+ *
+ * Any thrown value fails the attempt. It is retried according to the step's
+ * retry policy unless it is a {@link NonRetryableError} (or an
+ * {@link ApplicationError} with `nonRetryable: true`), or its type is listed
+ * in the policy's `non_retryable_error_types`. The failure's `type` is the
+ * error's `type` for ApplicationError, otherwise its `name` (or its class
+ * name when `name` was left at "Error").
+ */
+
+/** Options of {@link ApplicationError}. */
+export interface ApplicationErrorOptions {
+  /** Failure.type; defaults to the error's class name. */
+  type?: string;
+  /** When true the step is not retried. Default false. */
+  nonRetryable?: boolean;
+  /** Structured details, sent as a json/plain payload. */
+  details?: unknown;
+  /** The underlying error. */
+  cause?: unknown;
+}
+
+/** An error with an explicit wire type, retry flag and details. */
+export class ApplicationError extends Error {
+  readonly type: string;
+  readonly nonRetryable: boolean;
+  readonly details: unknown;
+
+  constructor(message: string, options: ApplicationErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.type = options.type ?? new.target.name;
+    this.nonRetryable = options.nonRetryable ?? false;
+    this.details = options.details;
+  }
+}
+
+/**
+ * A failure that must not be retried: bad input, a validation error.
+ * `type` defaults to "ValueError", the type the Python SDK uses for the same case.
+ */
+export class NonRetryableError extends ApplicationError {
+  constructor(message: string, type = "ValueError", options: Omit<ApplicationErrorOptions, "type" | "nonRetryable"> = {}) {
+    super(message, { ...options, type, nonRetryable: true });
+  }
+}
+
+/** Reason of a task's AbortSignal when the server cancelled the command. */
+export class CancelledError extends Error {
+  constructor(message = "command cancelled by the server") {
+    super(message);
+    this.name = "CancelledError";
+  }
+}
+
+/** Reason of a task's AbortSignal when the command's deadline passed. */
+export class DeadlineExceededError extends Error {
+  constructor(message = "command deadline exceeded") {
+    super(message);
+    this.name = "DeadlineExceededError";
+  }
+}
+
+/** Reason of a task's AbortSignal when the worker was stopped before the task finished. */
+export class WorkerShutdownError extends Error {
+  constructor(message = "worker shut down before the command finished") {
+    super(message);
+    this.name = "WorkerShutdownError";
+  }
+}
+
+/** The server refused the session (bad credentials, bad Hello): retrying would not help. */
+export class SessionRejectedError extends Error {
+  /** gRPC status code. */
+  readonly code: number;
+  constructor(message: string, code: number) {
+    super(message);
+    this.name = "SessionRejectedError";
+    this.code = code;
+  }
+}
+
+/** The wire type of a thrown value. */
+export function errorType(err: unknown): string {
+  if (err instanceof ApplicationError) return err.type;
+  if (err instanceof Error) {
+    if (err.name && err.name !== "Error") return err.name;
+    const ctor = (err.constructor as { name?: unknown } | undefined)?.name;
+    return typeof ctor === "string" && ctor !== "" ? ctor : "Error";
+  }
+  return "Error";
+}

@@ -1,0 +1,43 @@
+/**
+ * MultiAgents worker library and client for Node.js.
+ *
+ * - {@link Worker}: serve worker names over WorkerService.Connect.
+ * - {@link Client}: register, execute, watch and cancel workflows.
+ * - Errors: {@link NonRetryableError} for validation failures; anything else is retried.
+ *
+ * The generated protobuf types are exported as
+ * "@multiagents/worker/gen/multiagents/v1/<file>.js", for the raw wire types.
+ */
+export { Worker, type Context, type Handler, type HandlerResult, type ShutdownOptions, type WorkerEvents, type WorkerOptions } from "./worker.js";
+export type { Task, TaskKind } from "./task.js";
+export type { SessionEnd, SessionInfo } from "./session.js";
+export {
+  ApplicationError,
+  CancelledError,
+  DeadlineExceededError,
+  NonRetryableError,
+  SessionRejectedError,
+  WorkerShutdownError,
+  type ApplicationErrorOptions,
+} from "./errors.js";
+export {
+  Client,
+  isTerminal,
+  statusUpdate,
+  statusView,
+  type ClientOptions,
+  type ExecuteOptions,
+  type FailureInfo,
+  type RetryPolicySpec,
+  type StatusUpdate,
+  type StepInfoView,
+  type StepSpec,
+  type WatchOptions,
+  type WorkflowSpec,
+  type WorkflowStateName,
+  type WorkflowStatusView,
+} from "./client.js";
+export { JSON_ENCODING, decodeJson, decodeJsonObject, encodeJson, type JsonObject, type JsonValue } from "./payload.js";
+export { consoleLogger, type LogFields, type LogLevel, type Logger } from "./logger.js";
+export type { BackoffOptions } from "./backoff.js";
+export { SDK_LANGUAGE, SDK_VERSION } from "./version.js";

@@ -1,0 +1,515 @@
+/**
+ * The worker runtime: registers handlers by worker name, keeps one session
+ * with the orchestrator open (reconnecting with backoff), runs the commands
+ * it receives concurrently, answers each with a result or a failure, sends
+ * heartbeats, and drains on request or on shutdown().
+ *
+ * Outcomes are buffered while disconnected and sent after the next Welcome:
+ * the server accepts the answer for the current attempt from any session.
+ */
+import { EventEmitter } from "node:events";
+import * as os from "node:os";
+import { credentials as grpcCredentials, Metadata, type ChannelCredentials, type ChannelOptions } from "@grpc/grpc-js";
+import type { Failure } from "./gen/multiagents/v1/common.js";
+import {
+  type Cancel,
+  type Command,
+  type CommandOutcome,
+  type ConnectRequest,
+  type DrainRequest,
+  type Hello,
+  ProtocolVersion,
+  WorkerServiceClient,
+} from "./gen/multiagents/v1/worker_service.js";
+import { backoffDelay, sleep, type BackoffOptions } from "./backoff.js";
+import {
+  ApplicationError,
+  CancelledError,
+  DeadlineExceededError,
+  NonRetryableError,
+  SessionRejectedError,
+  WorkerShutdownError,
+  errorType,
+} from "./errors.js";
+import { consoleLogger, type Logger } from "./logger.js";
+import { decodeJsonObject, describe, encodeJson, isPlainObject } from "./payload.js";
+import { DEFAULT_MAX_PAYLOAD_BYTES, FATAL_HANDSHAKE_CODES, Session, type SessionEnd, type SessionInfo } from "./session.js";
+import { makeTask, type Task } from "./task.js";
+import { SDK_LANGUAGE, SDK_VERSION } from "./version.js";
+
+/** The context a handler receives: the workflow's merged JSON context. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Context = Record<string, any>;
+
+/** What a handler may return: a JSON object; null/undefined mean `{}`. */
+export type HandlerResult = Record<string, unknown> | null | undefined | void;
+
+/** A step implementation. Throw to fail the attempt (see errors.ts for retry semantics). */
+export type Handler = (context: Context, task: Task) => HandlerResult | Promise<HandlerResult>;
+
+/** Options of {@link Worker}. */
+export interface WorkerOptions {
+  /** Server address, "host:port". */
+  address: string;
+  /** Most commands in flight at once; announced in Hello. Default 4. */
+  maxConcurrency?: number;
+  /** Bearer token, sent as `authorization: Bearer <token>` metadata. */
+  token?: string;
+  /** Channel credentials; default insecure (plaintext). */
+  credentials?: ChannelCredentials;
+  /** Extra grpc-js channel options. */
+  channelOptions?: ChannelOptions;
+  /** Id of this process in Hello; default "<hostname>-<pid>". */
+  workerId?: string;
+  /** Where to log; default {@link consoleLogger} (stderr). */
+  logger?: Logger;
+  /** Reconnect backoff; default 100 ms doubling up to 5 s, with jitter. */
+  backoff?: BackoffOptions;
+  /** How long to wait for Welcome after connecting, in ms. Default 30 s. */
+  handshakeTimeoutMs?: number;
+}
+
+/** Options of {@link Worker.shutdown}. */
+export interface ShutdownOptions {
+  /**
+   * Give up on draining after this many ms: abort the signals of the tasks
+   * still running, close the stream, and resolve. Their commands are
+   * redelivered by the server. Default: wait as long as it takes.
+   */
+  timeoutMs?: number;
+}
+
+/** Events of {@link Worker}. */
+export interface WorkerEvents {
+  /** A session was accepted (after every (re)connect). */
+  ready: [info: SessionInfo];
+  /** A session ended; the worker reconnects unless it is shutting down. */
+  disconnected: [end: SessionEnd];
+}
+
+interface Running {
+  readonly task: Task;
+  readonly controller: AbortController;
+  readonly deadlineTimer: NodeJS.Timeout | undefined;
+  /**
+   * Commands with a heartbeat timeout are kept alive only by task.heartbeat(),
+   * not by the session's periodic heartbeat: otherwise a hung handler would
+   * never time out while the process lives.
+   */
+  readonly explicitHeartbeats: boolean;
+}
+
+/** Longest setTimeout delay Node accepts. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Several outcomes go into one CommandOutcomes message up to about this size. */
+const BATCH_BYTES = 1024 * 1024;
+const BATCH_COUNT = 256;
+/** Failure texts are cut to this many characters. */
+const MAX_MESSAGE_CHARS = 8 * 1024;
+const MAX_STACK_CHARS = 32 * 1024;
+
+/**
+ * A worker process's connection to the orchestrator.
+ *
+ * ```ts
+ * const worker = new Worker({ address: "127.0.0.1:50051", maxConcurrency: 8 });
+ * worker.register("charge_payment", async (ctx, task) => ({ charged: true }));
+ * process.once("SIGTERM", () => void worker.shutdown());
+ * await worker.run();
+ * ```
+ */
+export class Worker extends EventEmitter<WorkerEvents> {
+  readonly workerId: string;
+  readonly maxConcurrency: number;
+  private readonly options: WorkerOptions;
+  private readonly logger: Logger;
+  private readonly handlers = new Map<string, Handler>();
+  private readonly running = new Map<string, Running>();
+  private outbox: CommandOutcome[] = [];
+  private flushScheduled = false;
+  private session: Session | undefined;
+  private lastInfo: SessionInfo | undefined;
+  private runPromise: Promise<void> | undefined;
+  private stopping = false;
+  private forced = false;
+  private drainRequested = false;
+  private wake = new AbortController();
+  private forceTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: WorkerOptions) {
+    super();
+    const maxConcurrency = options.maxConcurrency ?? 4;
+    if (!Number.isInteger(maxConcurrency) || maxConcurrency < 1) {
+      throw new RangeError(`maxConcurrency must be an integer >= 1, got ${maxConcurrency}`);
+    }
+    this.options = options;
+    this.maxConcurrency = maxConcurrency;
+    this.workerId = options.workerId ?? `${os.hostname()}-${process.pid}`;
+    this.logger = options.logger ?? consoleLogger();
+  }
+
+  /** Serves `name` with `handler`. Call before run(). */
+  register(name: string, handler: Handler): this {
+    if (name === "") throw new TypeError("worker name must not be empty");
+    if (this.handlers.has(name)) throw new Error(`worker "${name}" is already registered`);
+    if (this.runPromise !== undefined) throw new Error("register() must be called before run()");
+    this.handlers.set(name, handler);
+    return this;
+  }
+
+  /** The registered worker names, in registration order. */
+  get workerNames(): string[] {
+    return [...this.handlers.keys()];
+  }
+
+  /** Number of commands running now. */
+  get inFlight(): number {
+    return this.running.size;
+  }
+
+  /** The current session's Welcome, while connected. */
+  get sessionInfo(): SessionInfo | undefined {
+    return this.session?.welcome;
+  }
+
+  /**
+   * Connects and serves commands until {@link shutdown} has drained.
+   * Rejects with {@link SessionRejectedError} when the server refuses the
+   * session (bad token, bad Hello); any other stream error means reconnect.
+   */
+  run(): Promise<void> {
+    if (this.runPromise !== undefined) throw new Error("run() was already called");
+    if (this.handlers.size === 0) throw new Error("register at least one worker before run()");
+    this.runPromise = this.loop();
+    return this.runPromise;
+  }
+
+  /**
+   * Graceful shutdown: sends Drain, lets in-flight commands finish, sends
+   * their outcomes, closes the stream. Resolves when run() has returned.
+   * Safe to call more than once and before run().
+   */
+  async shutdown(options: ShutdownOptions = {}): Promise<void> {
+    if (this.runPromise === undefined) {
+      this.stopping = true;
+      return;
+    }
+    if (!this.stopping) {
+      this.stopping = true;
+      this.logger.info("shutting down: draining in-flight commands", { in_flight: this.running.size });
+      this.session?.send({ message: { $case: "drain", value: {} } });
+      this.maybeEndSession();
+      this.wake.abort();
+    }
+    if (options.timeoutMs !== undefined && this.forceTimer === undefined) {
+      this.forceTimer = setTimeout(() => this.forceStop(), options.timeoutMs);
+    }
+    await this.runPromise.catch(() => undefined);
+  }
+
+  private async loop(): Promise<void> {
+    const client = new WorkerServiceClient(
+      this.options.address,
+      this.options.credentials ?? grpcCredentials.createInsecure(),
+      {
+        // grpc-js's own reconnect backoff goes up to 120 s by default; keep it
+        // in line with ours so a restarted server is found within seconds.
+        "grpc.initial_reconnect_backoff_ms": this.options.backoff?.initialMs ?? 100,
+        "grpc.max_reconnect_backoff_ms": this.options.backoff?.maxMs ?? 5000,
+        // Batches of commands may exceed the 4 MiB default; the server bounds them.
+        "grpc.max_receive_message_length": -1,
+        ...this.options.channelOptions,
+      },
+    );
+    let failures = 0;
+    try {
+      while (!this.forced && !(this.stopping && this.idle())) {
+        const end = await this.runSession(client);
+        if (end.welcomed) failures = 0;
+        if (this.forced || (this.stopping && this.idle())) break;
+        if (!end.welcomed && FATAL_HANDSHAKE_CODES.has(end.status.code)) {
+          throw new SessionRejectedError(`server refused the session: ${end.status.details}`, end.status.code);
+        }
+        const delay = backoffDelay(failures++, this.options.backoff);
+        this.logger.info("reconnecting", { in_ms: delay, buffered_outcomes: this.outbox.length });
+        if (this.wake.signal.aborted) this.wake = new AbortController();
+        await sleep(delay, this.wake.signal);
+      }
+    } finally {
+      clearTimeout(this.forceTimer);
+      for (const entry of this.running.values()) entry.controller.abort(new WorkerShutdownError());
+      client.close();
+      this.logger.info("worker stopped", { dropped_outcomes: this.outbox.length || undefined });
+    }
+  }
+
+  private async runSession(client: WorkerServiceClient): Promise<SessionEnd> {
+    const metadata = new Metadata();
+    if (this.options.token) metadata.set("authorization", `Bearer ${this.options.token}`);
+    const hello: Hello = {
+      workerId: this.workerId,
+      workerNames: this.workerNames,
+      maxConcurrency: this.maxConcurrency,
+      sdkLanguage: SDK_LANGUAGE,
+      sdkVersion: SDK_VERSION,
+      protocolVersion: ProtocolVersion.PROTOCOL_VERSION_1,
+    };
+    this.drainRequested = false;
+    const session = new Session(
+      client,
+      metadata,
+      hello,
+      {
+        onWelcome: (info) => this.onWelcome(info),
+        onCommand: (command) => this.startTask(command),
+        onCancel: (cancel) => this.onCancel(cancel),
+        onPing: () => this.sendHeartbeat(),
+        onDrainRequest: (request) => this.onDrainRequest(request),
+        onHeartbeatDue: () => this.sendHeartbeat(),
+      },
+      this.logger,
+      this.options.handshakeTimeoutMs ?? 30_000,
+    );
+    this.session = session;
+    const end = await session.done;
+    this.session = undefined;
+    const fields = { code: end.status.code, details: end.status.details, in_flight: this.running.size };
+    if (this.stopping || this.drainRequested) this.logger.info("session closed", fields);
+    else this.logger.warn("session lost", fields);
+    this.emit("disconnected", end);
+    return end;
+  }
+
+  private onWelcome(info: SessionInfo): void {
+    this.lastInfo = info;
+    this.logger.info("connected", {
+      session_id: info.sessionId,
+      worker_id: this.workerId,
+      workers: this.workerNames.join(","),
+      max_concurrency: this.maxConcurrency,
+      heartbeat_interval_ms: info.heartbeatIntervalMs,
+    });
+    // Drain first so the server sends nothing new; outcomes buffered while
+    // disconnected go out right after.
+    if (this.stopping) this.session?.send({ message: { $case: "drain", value: {} } });
+    this.flush();
+    this.emit("ready", info);
+    this.maybeEndSession();
+  }
+
+  private onDrainRequest(request: DrainRequest): void {
+    this.logger.info("server asked to drain", { reason: request.reason, in_flight: this.running.size });
+    this.drainRequested = true;
+    this.maybeEndSession();
+  }
+
+  private onCancel(cancel: Cancel): void {
+    const entry = this.running.get(cancel.commandId);
+    if (entry === undefined) {
+      this.logger.debug("cancel for a command not running here", { command_id: cancel.commandId });
+      return;
+    }
+    this.logger.info("command cancelled", { command_id: cancel.commandId, reason: cancel.reason });
+    entry.controller.abort(new CancelledError(cancel.reason || undefined));
+  }
+
+  private startTask(command: Command): void {
+    const id = command.commandId;
+    if (this.running.has(id)) {
+      // Redelivered while the first delivery still runs: one answer covers both.
+      this.logger.warn("duplicate command ignored; it is already running", { command_id: id });
+      return;
+    }
+    const controller = new AbortController();
+    let deadlineTimer: NodeJS.Timeout | undefined;
+    if (command.deadline !== undefined) {
+      const ms = Math.max(0, Math.min(MAX_TIMER_MS, command.deadline.getTime() - Date.now()));
+      deadlineTimer = setTimeout(() => controller.abort(new DeadlineExceededError()), ms);
+    }
+    const task = makeTask(command, controller.signal, (details) => this.taskHeartbeat(id, details));
+    this.running.set(id, {
+      task,
+      controller,
+      deadlineTimer,
+      explicitHeartbeats: task.heartbeatTimeoutMs !== undefined,
+    });
+    this.logger.debug("command received", {
+      command_id: id,
+      worker: command.workerName,
+      kind: task.kind,
+      transaction_id: command.transactionId,
+      step: command.step,
+      attempt: command.attempt,
+    });
+    void this.execute(command, task);
+  }
+
+  private async execute(command: Command, task: Task): Promise<void> {
+    const started = performance.now();
+    let outcome: CommandOutcome;
+    try {
+      const handler = this.handlers.get(command.workerName);
+      if (handler === undefined) {
+        throw new ApplicationError(`no handler for worker "${command.workerName}" in this process`, { type: "UnknownWorker" });
+      }
+      const context = decodeJsonObject(command.context, "command context");
+      const value = await handler(context, task);
+      outcome = { outcome: { $case: "result", value: { commandId: command.commandId, result: this.encodeResult(command, value) } } };
+    } catch (err) {
+      outcome = { outcome: { $case: "failure", value: { commandId: command.commandId, failure: this.toFailure(err) } } };
+    } finally {
+      const entry = this.running.get(command.commandId);
+      clearTimeout(entry?.deadlineTimer);
+      this.running.delete(command.commandId);
+    }
+    const fields = {
+      command_id: command.commandId,
+      worker: command.workerName,
+      transaction_id: command.transactionId,
+      step: command.step,
+      attempt: command.attempt,
+      ms: Math.round(performance.now() - started),
+    };
+    if (outcome.outcome?.$case === "failure") {
+      const f = outcome.outcome.value.failure;
+      this.logger.info("command failed", { ...fields, type: f?.type, non_retryable: f?.nonRetryable, error: f?.message });
+    } else {
+      this.logger.debug("command completed", fields);
+    }
+    this.outbox.push(outcome);
+    this.scheduleFlush();
+  }
+
+  /** The handler's return value as a json/plain payload, or a non-retryable error. */
+  private encodeResult(command: Command, value: unknown) {
+    const result = value === undefined || value === null ? {} : value;
+    if (!isPlainObject(result)) {
+      throw new NonRetryableError(
+        `worker "${command.workerName}" must return a JSON object (or nothing), got ${describe(result)}`,
+        "TypeError",
+      );
+    }
+    let payload;
+    try {
+      payload = encodeJson(result);
+    } catch (err) {
+      throw new NonRetryableError(`worker "${command.workerName}" returned a ${(err as Error).message}`, "TypeError");
+    }
+    const limit = this.lastInfo?.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
+    if (payload.data.length > limit) {
+      throw new NonRetryableError(
+        `result of worker "${command.workerName}" is ${payload.data.length} bytes, over the server's limit of ${limit} bytes`,
+        "PayloadTooLarge",
+      );
+    }
+    return payload;
+  }
+
+  private toFailure(err: unknown): Failure {
+    const message = err instanceof Error ? err.message : String(err);
+    const stack = err instanceof Error ? err.stack ?? "" : "";
+    let details;
+    if (err instanceof ApplicationError && err.details !== undefined) {
+      try {
+        details = encodeJson(err.details);
+      } catch (encodeError) {
+        this.logger.warn("failure details dropped: not JSON-serialisable", { error: encodeError });
+      }
+    }
+    return {
+      message: truncate(message, MAX_MESSAGE_CHARS),
+      type: errorType(err),
+      nonRetryable: err instanceof ApplicationError && err.nonRetryable,
+      stackTrace: truncate(stack, MAX_STACK_CHARS),
+      details,
+    };
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    // One macrotask later, so outcomes finishing together share a message.
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  /** Sends buffered outcomes if a session is open; keeps them otherwise. */
+  private flush(): void {
+    const session = this.session;
+    if (session === undefined || !session.writable) return;
+    while (this.outbox.length > 0) {
+      let count = 0;
+      let bytes = 0;
+      while (count < this.outbox.length && count < BATCH_COUNT) {
+        const size = outcomeSize(this.outbox[count]!);
+        if (count > 0 && bytes + size > BATCH_BYTES) break;
+        bytes += size;
+        count++;
+      }
+      const batch = this.outbox.slice(0, count);
+      if (!session.send(outcomesMessage(batch))) return;
+      this.outbox.splice(0, count);
+    }
+    this.maybeEndSession();
+  }
+
+  /** Ends the session once a drain (ours or the server's) has nothing left to do. */
+  private maybeEndSession(): void {
+    const session = this.session;
+    if (session === undefined || !session.writable) return;
+    if (!(this.stopping || this.drainRequested)) return;
+    if (this.running.size > 0 || this.outbox.length > 0) return;
+    this.logger.debug("drained; closing the session");
+    session.end();
+  }
+
+  private sendHeartbeat(): void {
+    const ids: string[] = [];
+    for (const [id, entry] of this.running) if (!entry.explicitHeartbeats) ids.push(id);
+    this.session?.send({ message: { $case: "heartbeat", value: { commandIds: ids, details: undefined } } });
+  }
+
+  private taskHeartbeat(commandId: string, details: unknown): void {
+    if (!this.running.has(commandId)) return;
+    const payload = details === undefined ? undefined : encodeJson(details);
+    this.session?.send({ message: { $case: "heartbeat", value: { commandIds: [commandId], details: payload } } });
+  }
+
+  private idle(): boolean {
+    return this.running.size === 0 && this.outbox.length === 0;
+  }
+
+  private forceStop(): void {
+    if (this.forced) return;
+    this.forced = true;
+    this.logger.warn("shutdown timed out; abandoning in-flight commands", {
+      in_flight: this.running.size,
+      buffered_outcomes: this.outbox.length,
+    });
+    for (const entry of this.running.values()) entry.controller.abort(new WorkerShutdownError());
+    this.session?.cancel();
+    this.wake.abort();
+  }
+}
+
+function outcomesMessage(batch: CommandOutcome[]): ConnectRequest {
+  const only = batch.length === 1 ? batch[0]!.outcome : undefined;
+  if (only?.$case === "result") return { message: { $case: "result", value: only.value } };
+  if (only?.$case === "failure") return { message: { $case: "failure", value: only.value } };
+  return { message: { $case: "outcomes", value: { outcomes: batch } } };
+}
+
+/** A cheap upper-bound estimate of an outcome's encoded size. */
+function outcomeSize(outcome: CommandOutcome): number {
+  const o = outcome.outcome;
+  if (o === undefined) return 16;
+  if (o.$case === "result") return 64 + o.value.commandId.length + (o.value.result?.data.length ?? 0);
+  const f = o.value.failure;
+  return 64 + o.value.commandId.length + (f ? 3 * (f.message.length + f.stackTrace.length) + (f.details?.data.length ?? 0) : 0);
+}
+
+function truncate(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}... (${text.length - max} more characters)`;
+}
