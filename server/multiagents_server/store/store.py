@@ -52,9 +52,6 @@ class Store:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
         self.keys = keys
-        self._commit = client.register_script(scripts.COMMIT)
-        self._clear_outbox = client.register_script(scripts.CLEAR_OUTBOX)
-        self._claim_timers = client.register_script(scripts.CLAIM_TIMERS)
         self._groups: set[str] = set()
 
     # -- executions ----------------------------------------------------------
@@ -97,11 +94,18 @@ class Store:
             pipe.zadd(keys.timers, {keys.timer_member(transaction_id, FLUSH_TIMER): flush_due_ms})
         if created_ms is not None:
             pipe.zadd(keys.index, {transaction_id: created_ms})
-        args: list[bytes | str | int] = [expected_revision, state, outbox or b"", ttl_ms, *history]
-        self._commit(
-            keys=[keys.execution(transaction_id), keys.history(transaction_id)],
-            args=args,
-            client=pipe,
+        # EVAL rather than EVALSHA: the scripts are small, and a Redis that
+        # restarted (empty script cache) never fails a pipeline half-way.
+        pipe.eval(
+            scripts.COMMIT,
+            2,
+            keys.execution(transaction_id),
+            keys.history(transaction_id),
+            expected_revision,
+            state,
+            outbox or b"",
+            ttl_ms,
+            *history,
         )
         results = await pipe.execute()
         revision = int(results[-1])
@@ -127,7 +131,7 @@ class Store:
         for event in outbox.events:
             pipe.publish(keys.events_channel, event)
         if revision is not None:
-            self._clear_outbox(keys=[keys.execution(transaction_id)], args=[revision], client=pipe)
+            pipe.eval(scripts.CLEAR_OUTBOX, 1, keys.execution(transaction_id), revision)
             pipe.zrem(keys.timers, keys.timer_member(transaction_id, FLUSH_TIMER))
         if outbox.ack is not None:
             worker, entry_id = outbox.ack
@@ -175,7 +179,9 @@ class Store:
     # -- timers ----------------------------------------------------------------
 
     async def claim_timers(self, now_ms: int, lease_ms: int, limit: int) -> list[tuple[str, str]]:
-        members = await self._claim_timers(keys=[self.keys.timers], args=[now_ms, lease_ms, limit])
+        members = await self.redis.eval(
+            scripts.CLAIM_TIMERS, 1, self.keys.timers, now_ms, lease_ms, limit
+        )
         return [Keys.parse_timer_member(m.decode()) for m in members]
 
     async def delete_timer(self, transaction_id: str, timer_id: str) -> None:

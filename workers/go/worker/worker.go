@@ -205,6 +205,9 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	delay := minBackoff
 	for {
+		if ctx.Err() != nil && w.idle() {
+			return nil // cancelled while disconnected, with nothing left to deliver
+		}
 		welcomed, err := w.session(ctx, client)
 		if ctx.Err() != nil {
 			w.handlersWG.Wait()
@@ -237,6 +240,16 @@ func (w *Worker) Run(ctx context.Context) error {
 func isPermanent(err error) bool {
 	switch status.Code(err) {
 	case codes.InvalidArgument, codes.Unauthenticated, codes.PermissionDenied, codes.Unimplemented:
+		return true
+	}
+	return false
+}
+
+// rejectsMessages reports whether a session's error may be the server's
+// answer to a message of ours; such messages are not sent again.
+func rejectsMessages(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.ResourceExhausted, codes.FailedPrecondition, codes.OutOfRange:
 		return true
 	}
 	return false
@@ -302,7 +315,7 @@ func (w *Worker) session(ctx context.Context, client pb.WorkerServiceClient) (we
 	}
 	var sent []sentOutcome
 	defer func() {
-		if err != nil && err != errServerDrained {
+		if err != nil && err != errServerDrained && !rejectsMessages(err) {
 			cutoff := time.Now().Add(-resendWindow)
 			var again []*pb.CommandOutcome
 			for _, s := range sent {
@@ -602,8 +615,20 @@ func (w *Worker) flush(send func(*pb.ConnectRequest) error, sent []sentOutcome) 
 	outs, beats := w.outcomes, w.beats
 	w.outcomes, w.beats = nil, map[string]*pb.Payload{}
 	w.mu.Unlock()
+	// Heartbeats without details share one message; details are per command.
+	var plain []string
+	var hbs []*pb.Heartbeat
 	for _, id := range slices.Sorted(maps.Keys(beats)) {
-		hb := &pb.Heartbeat{CommandIds: []string{id}, Details: beats[id]}
+		if beats[id] == nil {
+			plain = append(plain, id)
+		} else {
+			hbs = append(hbs, &pb.Heartbeat{CommandIds: []string{id}, Details: beats[id]})
+		}
+	}
+	if len(plain) > 0 {
+		hbs = append(hbs, &pb.Heartbeat{CommandIds: plain})
+	}
+	for _, hb := range hbs {
 		if err := send(&pb.ConnectRequest{Message: &pb.ConnectRequest_Heartbeat{Heartbeat: hb}}); err != nil {
 			w.requeue(outs)
 			return sent, err

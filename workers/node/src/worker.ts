@@ -198,6 +198,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.stopping = true;
       this.logger.info("shutting down: draining in-flight commands", { in_flight: this.running.size });
       this.session?.send({ message: { $case: "drain", value: {} } });
+      // Mid-handshake with nothing to deliver: no reason to wait for Welcome.
+      if (this.session !== undefined && this.session.welcome === undefined && this.idle()) this.session.cancel();
       this.maybeEndSession();
       this.wake.abort();
     }

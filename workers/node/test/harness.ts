@@ -20,6 +20,7 @@ import { consoleLogger, type Logger } from "../src/logger.js";
 import { encodeJson } from "../src/payload.js";
 
 export type ClientMessage = NonNullable<ConnectRequest["message"]>;
+export type WelcomeOptions = { heartbeatIntervalMs?: number; maxPayloadBytes?: number };
 export type Outcome = { commandId: string; result?: Record<string, unknown>; failure?: CommandFailure["failure"] };
 
 /** A logger for tests: silent unless MULTIAGENTS_LOG_LEVEL is set. */
@@ -49,9 +50,19 @@ export class FakeSession {
       if (request.message) this.received.push(request.message);
       for (const wake of this.waiters.splice(0)) wake();
     });
-    this.clientEnded = new Promise((resolve) => call.on("end", () => resolve()));
+    // Like the real server: when the worker half-closes, the server ends the stream.
+    this.clientEnded = new Promise((resolve) =>
+      call.on("end", () => {
+        resolve();
+        if (FakeSession.autoEnd) this.endOk();
+      }),
+    );
     call.on("error", () => undefined);
   }
+
+  /** When false, the test ends streams itself after the worker half-closes. */
+  static autoEnd = true;
+  private ended = false;
 
   /** The next not-yet-consumed message for which `match` holds. */
   async next(match: (m: ClientMessage) => boolean, what: string, ms = 5000): Promise<ClientMessage> {
@@ -80,8 +91,14 @@ export class FakeSession {
   }
 
   /** Waits for Hello, then answers Welcome. */
-  async accept(options: { heartbeatIntervalMs?: number; maxPayloadBytes?: number } = {}): Promise<Hello> {
+  async accept(options: WelcomeOptions = {}): Promise<Hello> {
     const hello = await this.hello();
+    this.welcome(options);
+    return hello;
+  }
+
+  /** Answers Welcome (after Hello was awaited). */
+  welcome(options: WelcomeOptions = {}): void {
     const interval = options.heartbeatIntervalMs ?? 60_000;
     this.send({
       $case: "welcome",
@@ -92,7 +109,6 @@ export class FakeSession {
         maxPayloadBytes: options.maxPayloadBytes ?? 2 * 1024 * 1024,
       },
     });
-    return hello;
   }
 
   send(message: NonNullable<ConnectResponse["message"]>): void {
@@ -115,11 +131,15 @@ export class FakeSession {
 
   /** Ends the stream with OK (as a server shutting down gracefully does). */
   endOk(): void {
+    if (this.ended) return;
+    this.ended = true;
     this.call.end();
   }
 
   /** Ends the stream with an error status. */
   fail(code: grpc.status, details: string): void {
+    if (this.ended) return;
+    this.ended = true;
     this.call.emit("error", { code, details, metadata: new grpc.Metadata() });
   }
 }

@@ -1,0 +1,56 @@
+"""MultiAgents: a gRPC polyglot worker platform running saga workflows.
+
+The SDK: `@worker` declares workers, `WorkerRuntime` serves them to a server,
+`Client` submits and follows workflows, `WorkflowBuilder` builds definitions.
+"""
+
+__version__ = "0.1.0"
+
+from multiagents._runtime import WorkerRuntime, WorkerStartError
+from multiagents.client import Client, StatusUpdate, WorkflowStatus
+from multiagents.errors import (
+    AlreadyExistsError,
+    ApplicationError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    MultiAgentsError,
+    NotFoundError,
+    ResourceExhaustedError,
+    RPCError,
+    ServerUnavailableError,
+    UnauthenticatedError,
+    WorkerExecutionError,
+    WorkflowFailedError,
+)
+from multiagents.worker import CommandInfo, WorkerFunction, current_command, heartbeat, worker
+from multiagents.workflow import RetryPolicy, Step, Workflow, WorkflowBuilder
+
+__all__ = [
+    "AlreadyExistsError",
+    "ApplicationError",
+    "Client",
+    "CommandInfo",
+    "FailedPreconditionError",
+    "InvalidArgumentError",
+    "MultiAgentsError",
+    "NotFoundError",
+    "RPCError",
+    "ResourceExhaustedError",
+    "RetryPolicy",
+    "ServerUnavailableError",
+    "StatusUpdate",
+    "Step",
+    "UnauthenticatedError",
+    "WorkerExecutionError",
+    "WorkerFunction",
+    "WorkerRuntime",
+    "WorkerStartError",
+    "Workflow",
+    "WorkflowBuilder",
+    "WorkflowFailedError",
+    "WorkflowStatus",
+    "__version__",
+    "current_command",
+    "heartbeat",
+    "worker",
+]

@@ -1,0 +1,365 @@
+"""The worker runtime: one session stream to the server, commands run with
+bounded concurrency, heartbeats, reconnect with backoff, graceful drain.
+
+Answers (results and failures) produced while the session is down are kept
+and sent once a session is up again; the server accepts an answer for the
+current attempt from any session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import grpc
+
+from multiagents import _payload, __version__
+from multiagents.errors import to_failure
+from multiagents.v1 import common_pb2, worker_service_pb2 as wpb, worker_service_pb2_grpc
+from multiagents.worker import CommandInfo, WorkerFunction, reset_current, set_current
+
+log = logging.getLogger("multiagents.worker")
+
+# Errors that retrying cannot fix: the worker stops instead of reconnecting.
+FATAL_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+_Outgoing = asyncio.Queue[wpb.ConnectRequest | None]
+
+
+class WorkerStartError(Exception):
+    """The server refused the session for a reason retrying cannot fix."""
+
+
+def open_channel(
+    address: str, credentials: grpc.ChannelCredentials | None = None
+) -> grpc.aio.Channel:
+    """A channel to `address`, secure when credentials are given."""
+    if credentials is not None:
+        return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+class WorkerRuntime:
+    """Serves workers to a MultiAgents server until stopped.
+
+    `servers` lists addresses tried in turn (failover). `max_concurrency`
+    bounds the commands running at once in this process; the server never
+    sends more. Use `async with WorkerRuntime(...)`, or `await run()` and
+    `await stop()` (also triggered by SIGTERM in the CLI).
+    """
+
+    def __init__(
+        self,
+        workers: Iterable[WorkerFunction] = (),
+        *,
+        servers: str | Sequence[str] = "127.0.0.1:50051",
+        max_concurrency: int = 16,
+        token: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        worker_id: str | None = None,
+        drain_timeout: float = 30.0,
+        reconnect_initial: float = 0.1,
+        reconnect_max: float = 5.0,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        self.workers: dict[str, WorkerFunction] = {}
+        for w in workers:
+            self.register(w)
+        self.addresses = [servers] if isinstance(servers, str) else list(servers)
+        if not self.addresses:
+            raise ValueError("servers: at least one address is required")
+        self.max_concurrency = max_concurrency
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.drain_timeout = drain_timeout
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._credentials = credentials
+        self._reconnect = (reconnect_initial, reconnect_max)
+        self.ready = asyncio.Event()
+        self.session_id = ""
+        self.max_payload_bytes = 2 * 1024 * 1024
+        self._stopping = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._cancelled: set[str] = set()
+        self._unsent: list[wpb.ConnectRequest] = []
+        self._send: _Outgoing | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def register(self, worker: WorkerFunction) -> None:
+        """Add a worker; must happen before the session opens."""
+        if not isinstance(worker, WorkerFunction):
+            raise TypeError(f"{worker!r} is not a worker: decorate it with @worker(name)")
+        self.workers[worker.name] = worker
+
+    async def __aenter__(self) -> WorkerRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Run in the background; returns once the first session is open."""
+        self._task = asyncio.create_task(self.run(), name="multiagents-worker")
+        ready = asyncio.create_task(self.ready.wait())
+        done, _ = await asyncio.wait({ready, self._task}, timeout=timeout, return_when="FIRST_COMPLETED")
+        if self._task in done:
+            ready.cancel()
+            self._task.result()  # raises what stopped it
+            raise WorkerStartError("worker runtime stopped before connecting")
+        if not done:
+            ready.cancel()
+            await self.stop()
+            raise TimeoutError(f"no session with {self.addresses} within {timeout}s")
+
+    async def stop(self) -> None:
+        """Drain: take no new commands, finish running ones, send their answers."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        """Serve until `stop()`; reconnects with exponential backoff and jitter."""
+        if not self.workers:
+            raise ValueError("no workers registered")
+        failures = 0
+        index = 0
+        try:
+            while not self._stopping.is_set():
+                address = self.addresses[index % len(self.addresses)]
+                try:
+                    await self._session(address)
+                    failures = 0
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() in FATAL_CODES:
+                        raise WorkerStartError(f"{address}: {exc.code().name}: {exc.details()}") from None
+                    log.warning("session with %s lost: %s", address, exc.code().name)
+                except ConnectionError as exc:
+                    log.warning("session with %s lost: %s", address, exc)
+                finally:
+                    self.ready.clear()
+                if self._stopping.is_set():
+                    break
+                initial, maximum = self._reconnect
+                delay = min(maximum, initial * 2**failures) * random.uniform(0.5, 1.0)
+                failures += 1
+                index += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+        finally:
+            await self._finish_running()
+
+    async def _finish_running(self) -> None:
+        if not self._running:
+            return
+        _, pending = await asyncio.wait(set(self._running.values()), timeout=self.drain_timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _session(self, address: str) -> None:
+        queue: _Outgoing = asyncio.Queue()
+        queue.put_nowait(
+            wpb.ConnectRequest(
+                hello=wpb.Hello(
+                    worker_id=self.worker_id,
+                    worker_names=sorted(self.workers),
+                    max_concurrency=self.max_concurrency,
+                    sdk_language="python",
+                    sdk_version=__version__,
+                    protocol_version=wpb.PROTOCOL_VERSION_1,
+                )
+            )
+        )
+        async with open_channel(address, self._credentials) as channel:
+            stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
+            call = stub.Connect(_requests(queue), metadata=self._metadata)
+            first = await call.read()
+            if first is grpc.aio.EOF or first.WhichOneof("message") != "welcome":
+                raise ConnectionError("server closed the session before Welcome")
+            welcome = first.welcome
+            self.session_id = welcome.session_id
+            self.max_payload_bytes = welcome.max_payload_bytes or self.max_payload_bytes
+            for outcome in self._unsent:
+                queue.put_nowait(outcome)
+            self._unsent.clear()
+            self._send = queue
+            self.ready.set()
+            log.info("session %s open with %s", self.session_id, address)
+            interval = welcome.heartbeat_interval.ToMilliseconds() / 1000 or 5.0
+            helpers = [
+                asyncio.create_task(_heartbeats(queue, interval)),
+                asyncio.create_task(self._drain_on_stop(queue)),
+            ]
+            try:
+                while True:
+                    message = await call.read()
+                    if message is grpc.aio.EOF:
+                        break
+                    self._handle(message)
+            finally:
+                self._send = None
+                for task in helpers:
+                    task.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
+                while not queue.empty():
+                    item = queue.get_nowait()
+                    if item is not None and item.WhichOneof("message") in ("result", "failure", "outcomes"):
+                        self._unsent.append(item)
+                call.cancel()
+
+    async def _drain_on_stop(self, queue: _Outgoing) -> None:
+        await self._stopping.wait()
+        queue.put_nowait(wpb.ConnectRequest(drain=wpb.Drain()))
+        await self._finish_running()
+        queue.put_nowait(None)  # half-close: the server ends the session
+
+    def _handle(self, message: wpb.ConnectResponse) -> None:
+        kind = message.WhichOneof("message")
+        if kind == "command":
+            self._start(message.command)
+        elif kind == "commands":
+            for command in message.commands.commands:
+                self._start(command)
+        elif kind == "cancel":
+            task = self._running.get(message.cancel.command_id)
+            if task is not None:
+                self._cancelled.add(message.cancel.command_id)
+                task.cancel()
+        elif kind == "ping":
+            self._emit(wpb.ConnectRequest(heartbeat=wpb.Heartbeat()))
+        elif kind == "drain_request":
+            log.info("server asked to drain: %s", message.drain_request.reason)
+
+    def _start(self, command: wpb.Command) -> None:
+        task = asyncio.create_task(self._execute(command))
+        self._running[command.command_id] = task
+        task.add_done_callback(lambda _: self._running.pop(command.command_id, None))
+
+    def _emit(self, message: wpb.ConnectRequest) -> None:
+        if self._send is not None:
+            self._send.put_nowait(message)
+        elif message.WhichOneof("message") != "heartbeat":
+            self._unsent.append(message)
+
+    async def _execute(self, command: wpb.Command) -> None:
+        cid = command.command_id
+        try:
+            result = await self._run_worker(command)
+        except asyncio.CancelledError:
+            if cid in self._cancelled:
+                self._cancelled.discard(cid)
+                return  # the server cancelled it and ignores any answer
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported to the server
+            if not isinstance(exc, Exception):
+                raise
+            failure = to_failure(exc)
+            if isinstance(exc, TimeoutError) and command.HasField("deadline"):
+                failure.type = "StepTimeout"
+            self._emit(wpb.ConnectRequest(failure=wpb.CommandFailure(command_id=cid, failure=failure)))
+            return
+        self._emit(wpb.ConnectRequest(result=wpb.CommandResult(command_id=cid, result=result)))
+
+    async def _run_worker(self, command: wpb.Command) -> common_pb2.Payload:
+        worker = self.workers.get(command.worker_name)
+        if worker is None:
+            raise ValueError(f"this process does not serve worker {command.worker_name!r}")
+        context = _payload.decode_object(command.context, field="context")
+        info = CommandInfo(
+            command_id=command.command_id,
+            worker_name=command.worker_name,
+            transaction_id=command.transaction_id,
+            correlation_id=command.correlation_id,
+            step=command.step,
+            attempt=command.attempt,
+            compensation=command.kind == wpb.COMMAND_KIND_COMPENSATE,
+            heartbeat=self._heartbeater(command),
+        )
+        timeout = None
+        if command.HasField("deadline"):
+            timeout = max(command.deadline.ToMilliseconds() / 1000 - time.time(), 0.001)
+        token = set_current(info)
+        try:
+            async with asyncio.timeout(timeout):
+                result = await worker.execute(context)
+        finally:
+            reset_current(token)
+        payload = _payload.encode(result)
+        if len(payload.data) > self.max_payload_bytes:
+            raise ValueError(
+                f"result of worker {command.worker_name!r} is {len(payload.data)} bytes, "
+                f"over the server's limit of {self.max_payload_bytes}"
+            )
+        return payload
+
+    def _heartbeater(self, command: wpb.Command) -> Any:
+        if not command.HasField("heartbeat_timeout"):
+            return lambda details=None: None
+        every = command.heartbeat_timeout.ToMilliseconds() / 5000
+        last = [0.0]
+
+        def beat(details: dict[str, Any] | None = None) -> None:
+            now = time.monotonic()
+            if now - last[0] < every:
+                return
+            last[0] = now
+            message = wpb.Heartbeat(command_ids=[command.command_id])
+            if details is not None:
+                message.details.CopyFrom(_payload.encode(details))
+            self._emit(wpb.ConnectRequest(heartbeat=message))
+
+        return beat
+
+
+async def _requests(queue: _Outgoing) -> AsyncIterator[wpb.ConnectRequest]:
+    """The request stream: queued messages, with ready answers batched."""
+    while True:
+        message = await queue.get()
+        if message is None:
+            return
+        if message.WhichOneof("message") not in ("result", "failure") or queue.empty():
+            yield message
+            continue
+        batch = [message]
+        while not queue.empty():
+            following = queue._queue[0]  # type: ignore[attr-defined]
+            if following is None or following.WhichOneof("message") not in ("result", "failure"):
+                break
+            batch.append(queue.get_nowait())  # type: ignore[arg-type]
+        outcomes = [
+            wpb.CommandOutcome(result=m.result)
+            if m.WhichOneof("message") == "result"
+            else wpb.CommandOutcome(failure=m.failure)
+            for m in batch
+        ]
+        yield wpb.ConnectRequest(outcomes=wpb.CommandOutcomes(outcomes=outcomes))
+
+
+async def _heartbeats(queue: _Outgoing, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        queue.put_nowait(wpb.ConnectRequest(heartbeat=wpb.Heartbeat()))

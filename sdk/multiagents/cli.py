@@ -1,0 +1,397 @@
+"""The `multiagents` command line: serve, worker, run, status, watch, list,
+cancel, history, register, workers, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from multiagents import _payload
+from multiagents.client import STATES, Client, WorkflowStatus
+from multiagents.errors import RPCError, ServerUnavailableError
+from multiagents.worker import WorkerFunction
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+
+
+class UsageError(Exception):
+    """Bad input on the command line; printed without a traceback, exit 2."""
+
+
+def _print(*parts: object) -> None:
+    print(*parts, flush=True)  # noqa: T201 - the CLI's output
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def parse_json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{what}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def read_input(args: argparse.Namespace) -> dict[str, Any]:
+    if args.input_file:
+        try:
+            text = Path(args.input_file).read_text()
+        except OSError as exc:
+            raise UsageError(f"--input-file: cannot read {args.input_file}: {exc.strerror}") from None
+        return parse_json_object(text, f"--input-file {args.input_file}")
+    return parse_json_object(args.input, "--input") if args.input else {}
+
+
+def load_workers(targets: Sequence[str]) -> list[WorkerFunction]:
+    """Every @worker in the given modules (dotted names or .py paths)."""
+    found: dict[str, WorkerFunction] = {}
+    sys.path.insert(0, os.getcwd())
+    for target in targets:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise UsageError(f"worker module {target}: no such file")
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)
+        else:
+            try:
+                module = importlib.import_module(target)
+            except ModuleNotFoundError as exc:
+                raise UsageError(f"worker module {target}: {exc}") from None
+        for value in vars(module).values():
+            if isinstance(value, WorkerFunction):
+                found[value.name] = value
+    if not found:
+        raise UsageError(f"no @worker functions found in {', '.join(targets)}")
+    return list(found.values())
+
+
+def format_status(status: WorkflowStatus) -> str:
+    lines = [
+        f"transaction  {status.transaction_id}",
+        f"workflow     {status.workflow_name} v{status.workflow_version}",
+        f"state        {status.state}",
+    ]
+    if status.current_step:
+        lines.append(f"current step {status.current_step}")
+    for step in status.steps:
+        failure = f"  ({step.last_failure['type']}: {step.last_failure['message']})" if step.last_failure else ""
+        lines.append(f"  - {step.name:<24} {step.status:<20} attempts={step.attempts}{failure}")
+    if status.error:
+        lines.append(f"error        {status.error['type']}: {status.error['message']}")
+    if status.requires_manual_intervention:
+        lines.append("ATTENTION    a compensation failed: manual intervention required")
+    lines.append(f"results      {json.dumps(status.step_results, sort_keys=True)}")
+    return "\n".join(lines)
+
+
+async def follow(client: Client, tx: str) -> WorkflowStatus:
+    """Print every change of an execution until it is terminal."""
+    async for update in client.watch(tx):
+        step = f" step={update.current_step}" if update.current_step else ""
+        _print(f"[{tx[:12]}] {update.state}{step}")
+        if update.terminal:
+            break
+    return await client.get_status(tx)
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    from multiagents_server.app import Server
+    from multiagents_server.config import ConfigError, load_config
+
+    flags = {
+        "host": args.host, "port": args.port, "redis_url": args.redis_url,
+        "data_dir": args.data_dir, "key_prefix": args.key_prefix, "log_level": args.log_level,
+    }  # fmt: skip
+    try:
+        config = load_config(flags, config_file=args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    logging.getLogger().setLevel(config.log_level.upper())
+    server = Server(config)
+    await server.start()
+    _print(f"multiagents server listening on {server.address} (redis: {server.redis_url})")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    _print("shutting down: draining workers")
+    await server.stop()
+    return 0
+
+
+async def cmd_worker(args: argparse.Namespace) -> int:
+    from multiagents._runtime import WorkerRuntime
+
+    workers = load_workers(args.modules)
+    runtime = WorkerRuntime(
+        workers,
+        servers=args.server,
+        max_concurrency=args.concurrency,
+        token=args.token,
+        drain_timeout=args.drain_timeout,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(runtime.stop()))
+    _print(f"serving {', '.join(sorted(w.name for w in workers))} to {', '.join(args.server)}")
+    await runtime.run()
+    return 0
+
+
+async def cmd_register(args: argparse.Namespace) -> int:
+    from multiagents.workflow import Workflow
+
+    try:
+        text = Path(args.file).read_text()
+    except OSError as exc:
+        raise UsageError(f"{args.file}: {exc.strerror}") from None
+    if args.file.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            raise UsageError("YAML definitions need PyYAML: pip install pyyaml") from None
+        data = yaml.safe_load(text)
+    else:
+        data = parse_json_object(text, args.file)
+    try:
+        workflow = Workflow.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"{args.file}: invalid workflow definition: {exc}") from None
+    async with _client(args) as client:
+        created = await client.register_workflow(workflow)
+    _print(f"{'registered' if created else 'already registered'}: {workflow.name} v{workflow.version}")
+    return 0
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    data = read_input(args)
+    async with _client(args) as client:
+        tx = await client.execute_workflow(
+            args.workflow, data, version=args.version,
+            request_id=args.request_id, correlation_id=args.correlation_id,
+        )  # fmt: skip
+        _print(f"started {args.workflow}: {tx}")
+        if args.no_follow:
+            return 0
+        status = await follow(client, tx)
+    _print(format_status(status))
+    return 0 if status.state == "completed" else 3
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        status = await client.get_status(args.transaction_id)
+    _print(json.dumps(status.to_dict(), indent=2) if args.json else format_status(status))
+    return 0
+
+
+async def cmd_watch(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        status = await follow(client, args.transaction_id)
+    _print(format_status(status))
+    return 0
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        rows, token = await client.list_workflows(
+            state=args.state, workflow_name=args.workflow,
+            page_size=args.page_size, page_token=args.page_token,
+        )  # fmt: skip
+    for s in rows:
+        _print(f"{s.transaction_id}  {s.workflow_name:<20} {s.state:<12} {s.current_step or ''}")
+    if token:
+        _print(f"next page: --page-token {token}")
+    return 0
+
+
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        await client.cancel_workflow(args.transaction_id, args.reason)
+    _print(f"cancel requested: {args.transaction_id}")
+    return 0
+
+
+async def cmd_history(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        events = await client.get_history(args.transaction_id)
+    for event in events:
+        kind = event.WhichOneof("event")
+        body = getattr(event, kind)
+        if kind == "status":
+            detail = f"{STATES[body.state]} {body.current_step}"
+        elif kind == "error":
+            detail = f"{body.step} {body.error.type}: {body.error.message} retry={body.will_retry}"
+        elif kind == "result":
+            detail = f"{body.step} {_payload.decode(body.result)}"
+        else:
+            detail = f"{body.step} -> {body.worker_name} (retry_count={body.retry_count})"
+        _print(f"{event.sequence:>4} {body.timestamp.ToJsonString()} {kind:<12} {detail}")
+    return 0
+
+
+async def cmd_workers(args: argparse.Namespace) -> int:
+    from multiagents.v1 import monitoring_service_pb2, monitoring_service_pb2_grpc
+
+    async with _client(args) as client:
+        stub = monitoring_service_pb2_grpc.MonitoringServiceStub(client._channel)
+        try:
+            response = await stub.ListWorkers(
+                monitoring_service_pb2.ListWorkersRequest(), metadata=client._metadata, timeout=30
+            )
+        except grpc.aio.AioRpcError as exc:
+            from multiagents.errors import from_rpc_error
+
+            raise from_rpc_error(exc) from None
+    if not response.sessions:
+        _print("no workers connected")
+    for s in response.sessions:
+        _print(
+            f"{s.session_id[:12]}  {s.sdk_language:<7} {s.worker_id:<24} "
+            f"in-flight {s.in_flight}/{s.max_concurrency}  {', '.join(s.worker_names)}"
+        )
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    from multiagents_demo.demo import run_demo
+
+    return await run_demo(orders=args.orders, data_dir=args.data_dir)
+
+
+@contextlib.asynccontextmanager
+async def _client(args: argparse.Namespace) -> Any:
+    client = Client(args.server[0], token=args.token)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+# -- parser -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multiagents", description="MultiAgents: saga workflows for polyglot workers over gRPC."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, fn: Callable[[argparse.Namespace], Awaitable[int]], help: str, *, server: bool = True
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(fn=fn)
+        if server:
+            p.add_argument(
+                "--server", action="append",
+                default=None, help=f"server address (repeatable; env MULTIAGENTS_SERVER; default {DEFAULT_SERVER})",
+            )  # fmt: skip
+            p.add_argument("--token", default=os.environ.get("MULTIAGENTS_TOKEN"),
+                           help="bearer token (env MULTIAGENTS_TOKEN)")  # fmt: skip
+        return p
+
+    p = command("serve", cmd_serve, "Run a server replica (embedded Redis unless --redis-url).", server=False)
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="gRPC port (default 50051; 0 picks a free one)")
+    p.add_argument("--redis-url", help="external Redis (env MULTIAGENTS_REDIS_URL); default: embedded")
+    p.add_argument("--data-dir", help="embedded Redis data directory (default ./.multiagents)")
+    p.add_argument("--key-prefix", help="prefix of every Redis key (default ma)")
+    p.add_argument("--config", help="YAML configuration file (env MULTIAGENTS_CONFIG)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+
+    p = command("worker", cmd_worker, "Serve the @worker functions of Python modules.")
+    p.add_argument("modules", nargs="+", help="module names or .py files with @worker functions")
+    p.add_argument("--concurrency", type=int, default=16, help="commands run at once (default 16)")
+    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish work on SIGTERM")
+
+    p = command("register", cmd_register, "Register a workflow definition from a YAML or JSON file.")
+    p.add_argument("file")
+
+    p = command("run", cmd_run, "Start a workflow and follow it step by step.")
+    p.add_argument("workflow")
+    p.add_argument("--input", help="input as a JSON object")
+    p.add_argument("--input-file", help="file holding the input JSON object")
+    p.add_argument("--version", type=int, default=0, help="definition version (default latest)")
+    p.add_argument("--request-id", default="", help="idempotency key")
+    p.add_argument("--correlation-id", default="")
+    p.add_argument("--no-follow", action="store_true", help="print the transaction id and exit")
+
+    for name, fn, text in (
+        ("status", cmd_status, "Show the status of one execution."),
+        ("watch", cmd_watch, "Follow one execution until it ends."),
+        ("history", cmd_history, "Print every event of one execution."),
+    ):
+        p = command(name, fn, text)
+        p.add_argument("transaction_id")
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print the seed's status dict as JSON")
+
+    p = command("cancel", cmd_cancel, "Cancel a running execution (compensates completed steps).")
+    p.add_argument("transaction_id")
+    p.add_argument("--reason", default="cancelled from the command line")
+
+    p = command("list", cmd_list, "List executions, newest first.")
+    p.add_argument("--state", choices=sorted(STATES.values()))
+    p.add_argument("--workflow", default="", help="only this workflow name")
+    p.add_argument("--page-size", type=int, default=20)
+    p.add_argument("--page-token", default="")
+
+    command("workers", cmd_workers, "List connected worker sessions.")
+
+    p = command("demo", cmd_demo, "Run the order-processing saga demo on an embedded server.", server=False)
+    p.add_argument("--orders", type=int, default=8, help="number of orders to submit (default 8)")
+    p.add_argument("--data-dir", default=".multiagents/demo", help="embedded Redis data directory")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "server", None) is None and "server" in vars(args):
+        args.server = [os.environ.get("MULTIAGENTS_SERVER", DEFAULT_SERVER)]
+    logging.basicConfig(
+        level=logging.INFO if args.command in ("serve", "worker") else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(args.fn(args))
+    except UsageError as exc:
+        _print(f"error: {exc}")
+        return 2
+    except ServerUnavailableError:
+        _print(f"error: cannot reach the server at {args.server[0]} (is `multiagents serve` running?)")
+        return 1
+    except RPCError as exc:
+        _print(f"error: {exc.code.name}: {exc.message}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

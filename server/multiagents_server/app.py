@@ -1,0 +1,197 @@
+"""Wiring and lifecycle of one server replica: Redis (embedded or external),
+the gRPC server with its services, and the background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from pathlib import Path
+
+import grpc
+import redis.asyncio as redis
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from multiagents.v1 import (
+    monitoring_service_pb2,
+    monitoring_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+    workflow_service_pb2,
+    workflow_service_pb2_grpc,
+)
+from multiagents_server.config import ServerConfig
+from multiagents_server.dispatcher import Dispatcher
+from multiagents_server.embedded_redis import EmbeddedRedis
+from multiagents_server.events import EventHub
+from multiagents_server.orchestrator import Orchestrator
+from multiagents_server.store import Keys, Store
+from multiagents_server.timers import run_timers
+from multiagents_server.transport.auth import BearerAuthInterceptor
+from multiagents_server.transport.monitoring_service import MonitoringService
+from multiagents_server.transport.worker_service import WorkerService
+from multiagents_server.transport.workflow_service import WorkflowService
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    workflow_service_pb2.DESCRIPTOR.services_by_name["WorkflowService"].full_name,
+    worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+    monitoring_service_pb2.DESCRIPTOR.services_by_name["MonitoringService"].full_name,
+)
+
+
+class Server:
+    """One replica. `await start()` … `await stop()`, or `async with Server(cfg)`."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.replica_id = uuid.uuid4().hex[:12]
+        self.port = 0
+        self.embedded_redis: EmbeddedRedis | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._redis: redis.Redis | None = None
+        self._reader: redis.Redis | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._health: health.aio.HealthServicer | None = None
+        self.orchestrator: Orchestrator | None = None
+        self.dispatcher: Dispatcher | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    @property
+    def redis_url(self) -> str:
+        if self.config.redis_url:
+            return self.config.redis_url
+        assert self.embedded_redis is not None
+        return self.embedded_redis.url
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        config = self.config
+        if not config.redis_url:
+            self.embedded_redis = EmbeddedRedis(Path(config.data_dir) / "redis")
+            await self.embedded_redis.start()
+        self._redis = redis.Redis.from_url(self.redis_url, decode_responses=False)
+        self._reader = redis.Redis.from_url(self.redis_url, decode_responses=False)
+        await self._redis.ping()
+        keys = Keys(config.key_prefix)
+        store = Store(self._redis, keys)
+        self.orchestrator = orchestrator = Orchestrator(store, config)
+        self.dispatcher = dispatcher = Dispatcher(
+            orchestrator, store, config, replica_id=self.replica_id, reader=self._reader
+        )
+        hub = EventHub(self._redis, keys.events_channel, keys.cancel_channel, dispatcher.cancel_local)
+
+        options = [
+            ("grpc.max_receive_message_length", config.max_payload_bytes * 2 + 1024 * 1024),
+            ("grpc.max_send_message_length", config.max_payload_bytes * 4 + 1024 * 1024),
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+        interceptors = []
+        if config.auth_enabled:
+            interceptors.append(BearerAuthInterceptor(config.client_tokens, config.worker_tokens))
+        server = grpc.aio.server(options=options, interceptors=interceptors)
+        workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(
+            WorkflowService(orchestrator, hub, config), server
+        )
+        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
+            WorkerService(dispatcher, config), server
+        )
+        monitoring_service_pb2_grpc.add_MonitoringServiceServicer_to_server(
+            MonitoringService(orchestrator, hub), server
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = f"{config.host}:{config.port}"
+        if config.tls_cert_file and config.tls_key_file:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(config.tls_key_file).read_bytes(), Path(config.tls_cert_file).read_bytes())],
+                root_certificates=(
+                    Path(config.tls_client_ca_file).read_bytes()
+                    if config.tls_client_ca_file
+                    else None
+                ),
+                require_client_auth=bool(config.tls_client_ca_file),
+            )
+            self.port = server.add_secure_port(address, credentials)
+        else:
+            self.port = server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind the gRPC port {address}")
+        await dispatcher.renew_lease()
+        self._tasks = [
+            asyncio.create_task(hub.run(), name="event-hub"),
+            asyncio.create_task(run_timers(orchestrator), name="timers"),
+            asyncio.create_task(self._liveness(dispatcher), name="liveness"),
+        ]
+        await asyncio.wait_for(hub.ready.wait(), 10)
+        await server.start()
+        self._grpc = server
+        self._health = health_servicer
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "server started",
+            extra={"address": self.address, "replica": self.replica_id, "redis": self.redis_url},
+        )
+
+    async def _liveness(self, dispatcher: Dispatcher) -> None:
+        """Renew this replica's lease and reclaim the work of dead replicas."""
+        period = max(self.config.replica_lease_ms / 3000, 0.1)
+        while True:
+            try:
+                await dispatcher.renew_lease()
+                await dispatcher.reap_dead_replicas()
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                log.warning("liveness loop cannot reach redis", extra={"error": str(exc)})
+            await asyncio.sleep(period)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drain workers, stop serving, stop the loops, close Redis."""
+        grace = self.config.drain_timeout_ms / 1000 if grace_s is None else grace_s
+        if self._health is not None and self._grpc is not None:
+            for name in ("", *SERVICE_NAMES):
+                await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.dispatcher is not None and self._grpc is not None:
+            await self.dispatcher.shutdown(grace)
+        if self._grpc is not None:
+            await self._grpc.stop(min(grace, 1.0))
+            self._grpc = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self.dispatcher is not None and self._redis is not None:
+            with contextlib.suppress(redis.ConnectionError, OSError):
+                await self.dispatcher.store.drop_lease(self.replica_id)
+        for client in (self._redis, self._reader):
+            if client is not None:
+                await client.aclose()
+        self._redis = self._reader = None
+        if self.embedded_redis is not None:
+            await self.embedded_redis.stop()
+            self.embedded_redis = None
+        log.info("server stopped", extra={"replica": self.replica_id})
+
+    async def wait(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.wait_for_termination()

@@ -1,0 +1,1 @@
+"""gRPC servicers: decode, validate, authorise, call the service layer, encode."""

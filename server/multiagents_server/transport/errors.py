@@ -1,0 +1,61 @@
+"""The one place where service-layer exceptions become gRPC status codes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from multiagents_server import errors
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+}
+
+R = TypeVar("R")
+
+
+def status_of(exc: errors.ServiceError) -> grpc.StatusCode:
+    return STATUS.get(type(exc), grpc.StatusCode.INTERNAL)
+
+
+def unary(
+    method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
+    """Map ServiceError raised by a unary method to its status code."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await method(self, request, context)
+        except errors.ServiceError as exc:
+            await context.abort(status_of(exc), str(exc))
+            raise  # unreachable: abort raises
+
+    return wrapper
+
+
+def streaming(
+    method: Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[R]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[R]]:
+    """Map ServiceError raised by a server-streaming method to its status code."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[R]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except errors.ServiceError as exc:
+            await context.abort(status_of(exc), str(exc))
+
+    return wrapper

@@ -1,0 +1,209 @@
+"""WorkerService.Connect: one bidirectional session per worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from multiagents.v1 import worker_service_pb2 as wpb
+from multiagents.v1 import worker_service_pb2_grpc
+from multiagents_server import convert
+from multiagents_server.config import ServerConfig
+from multiagents_server.dispatcher import Dispatcher, Session
+from multiagents_server.engine import Failure
+from multiagents_server.errors import InvalidArgument, ResourceExhausted
+
+log = logging.getLogger(__name__)
+
+MAX_CONCURRENCY_LIMIT = 10_000
+
+
+def _check_hello(message: wpb.ConnectRequest) -> wpb.Hello:
+    if message.WhichOneof("message") != "hello":
+        raise InvalidArgument("hello: the first message of a session must be Hello")
+    hello = message.hello
+    if not hello.worker_names:
+        raise InvalidArgument("hello.worker_names: at least one worker name is required")
+    for i, name in enumerate(hello.worker_names):
+        convert.check_name(name, f"hello.worker_names[{i}]")
+    if not 1 <= hello.max_concurrency <= MAX_CONCURRENCY_LIMIT:
+        raise InvalidArgument(
+            f"hello.max_concurrency: must be between 1 and {MAX_CONCURRENCY_LIMIT}, "
+            f"got {hello.max_concurrency}"
+        )
+    if hello.protocol_version not in (
+        wpb.PROTOCOL_VERSION_UNSPECIFIED,
+        wpb.PROTOCOL_VERSION_1,
+    ):
+        raise InvalidArgument(
+            f"hello.protocol_version: unsupported version {hello.protocol_version}; "
+            "this server speaks PROTOCOL_VERSION_1"
+        )
+    return hello
+
+
+class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
+    """Accepts worker sessions and relays commands and answers."""
+
+    def __init__(self, dispatcher: Dispatcher, config: ServerConfig) -> None:
+        self.dispatcher = dispatcher
+        self.config = config
+
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[wpb.ConnectRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[wpb.ConnectResponse]:
+        try:
+            first = await anext(aiter(request_iterator))
+            hello = _check_hello(first)
+        except StopAsyncIteration:
+            return
+        except InvalidArgument as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        session = self.dispatcher.open_session(hello)
+        interval = self.config.heartbeat_interval_ms
+        yield wpb.ConnectResponse(
+            welcome=wpb.Welcome(
+                session_id=session.id,
+                heartbeat_interval=convert.duration(interval),
+                protocol_version=wpb.PROTOCOL_VERSION_1,
+                max_payload_bytes=self.config.max_payload_bytes,
+            )
+        )
+        answers: set[asyncio.Task[None]] = set()
+        reader = asyncio.create_task(self._read(session, request_iterator, answers))
+        watchdog = asyncio.create_task(self._watchdog(session, interval))
+        reason = "stream ended"
+        try:
+            while True:
+                message = await session.outgoing.get()
+                if message is None:
+                    break
+                yield _coalesce(message, session.outgoing)
+        except asyncio.CancelledError:
+            reason = "worker disconnected"
+            raise
+        finally:
+            reader.cancel()
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            # Answers already received are applied before the session's
+            # remaining commands count as lost.
+            if answers:
+                await asyncio.gather(*answers, return_exceptions=True)
+            await self.dispatcher.close_session(session, reason)
+
+    async def _read(
+        self,
+        session: Session,
+        requests: AsyncIterator[wpb.ConnectRequest],
+        answers: set[asyncio.Task[None]],
+    ) -> None:
+        reason = "worker closed the stream"
+        try:
+            async for message in requests:
+                self.dispatcher.seen(session)
+                for coro in self._handle(session, message):
+                    task = asyncio.create_task(coro)
+                    answers.add(task)
+                    task.add_done_callback(answers.discard)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as exc:
+            reason = f"stream error: {exc.code().name}"
+        except Exception:
+            log.exception("worker session failed", extra={"session": session.id})
+            reason = "internal error"
+        if answers:
+            await asyncio.gather(*answers, return_exceptions=True)
+        await self.dispatcher.close_session(session, reason)
+
+    def _handle(self, session: Session, message: wpb.ConnectRequest) -> list:  # type: ignore[type-arg]
+        kind = message.WhichOneof("message")
+        if kind == "result":
+            return [self._result(session, message.result)]
+        if kind == "failure":
+            return [self._failure(session, message.failure)]
+        if kind == "outcomes":
+            return [
+                self._result(session, o.result)
+                if o.WhichOneof("outcome") == "result"
+                else self._failure(session, o.failure)
+                for o in message.outcomes.outcomes
+            ]
+        if kind == "heartbeat":
+            if message.heartbeat.command_ids:
+                return [self.dispatcher.heartbeat(session, message.heartbeat.command_ids)]
+            return []
+        if kind == "drain":
+            self.dispatcher.drain(session)
+            if not session.inflight:
+                session.outgoing.put_nowait(None)
+            return []
+        log.warning("unexpected worker message", extra={"session": session.id, "kind": kind})
+        return []
+
+    async def _result(self, session: Session, result: wpb.CommandResult) -> None:
+        try:
+            value = convert.json_object(
+                result.result, "result", self.config.max_payload_bytes
+            )
+        except (InvalidArgument, ResourceExhausted) as exc:
+            failure = Failure(str(exc), type(exc).__name__, non_retryable=True)
+            await self.dispatcher.fail(session, result.command_id, failure)
+        else:
+            await self.dispatcher.complete(session, result.command_id, value)
+        self._finish_drain(session)
+
+    async def _failure(self, session: Session, failure: wpb.CommandFailure) -> None:
+        await self.dispatcher.fail(
+            session, failure.command_id, convert.failure_from_proto(failure.failure)
+        )
+        self._finish_drain(session)
+
+    def _finish_drain(self, session: Session) -> None:
+        if session.draining and not session.inflight and not session.closed:
+            session.outgoing.put_nowait(None)
+
+    async def _watchdog(self, session: Session, interval_ms: int) -> None:
+        """Ends a session that sent nothing for three heartbeat intervals."""
+        limit = 3 * interval_ms
+        while True:
+            await asyncio.sleep(interval_ms / 1000)
+            silent = self.dispatcher.clock - session.last_seen_ms
+            if silent > limit:
+                log.warning(
+                    "worker session missed its heartbeats",
+                    extra={"session": session.id, "silent_ms": silent},
+                )
+                await self.dispatcher.close_session(session, "missed heartbeats")
+                return
+
+
+def _coalesce(
+    message: wpb.ConnectResponse, queue: asyncio.Queue[wpb.ConnectResponse | None]
+) -> wpb.ConnectResponse:
+    """Merge commands queued right behind `message` into one batch message."""
+    kind = message.WhichOneof("message")
+    if kind not in ("command", "commands") or queue.empty():
+        return message
+    commands = [message.command] if kind == "command" else list(message.commands.commands)
+    while not queue.empty():
+        following = queue._queue[0]  # type: ignore[attr-defined]
+        if following is None or following.WhichOneof("message") not in ("command", "commands"):
+            break
+        queue.get_nowait()
+        if following.WhichOneof("message") == "command":
+            commands.append(following.command)
+        else:
+            commands.extend(following.commands.commands)
+    return wpb.ConnectResponse(commands=wpb.Commands(commands=commands))

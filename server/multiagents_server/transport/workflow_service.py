@@ -1,0 +1,180 @@
+"""WorkflowService: what clients call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+
+from multiagents.v1 import common_pb2, events_pb2, workflow_service_pb2 as pb
+from multiagents.v1 import workflow_service_pb2_grpc
+from multiagents_server import convert
+from multiagents_server.config import ServerConfig
+from multiagents_server.errors import InvalidArgument
+from multiagents_server.events import EventHub
+from multiagents_server.orchestrator import Orchestrator
+from multiagents_server.transport.errors import streaming, unary
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+# The watch stream re-reads the state this often in case a live event was
+# missed (a pub/sub reconnect); normally every change arrives as it happens.
+WATCH_RESYNC_S = 10.0
+
+
+def _require(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{field}: required")
+    return value
+
+
+class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
+    """Registers definitions, starts, follows and cancels executions."""
+
+    def __init__(self, orchestrator: Orchestrator, hub: EventHub, config: ServerConfig) -> None:
+        self.orchestrator = orchestrator
+        self.hub = hub
+        self.config = config
+
+    @unary
+    async def RegisterWorkflow(
+        self, request: pb.RegisterWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterWorkflowResponse:
+        if not request.HasField("definition"):
+            raise InvalidArgument("definition: required")
+        spec = convert.spec_from_proto(
+            request.definition, default_timeout_ms=self.config.default_step_timeout_ms
+        )
+        return pb.RegisterWorkflowResponse(created=await self.orchestrator.register(spec))
+
+    @unary
+    async def GetWorkflowDefinition(
+        self, request: pb.GetWorkflowDefinitionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetWorkflowDefinitionResponse:
+        spec = await self.orchestrator.definition(_require(request.name, "name"), request.version)
+        return pb.GetWorkflowDefinitionResponse(definition=convert.spec_to_proto(spec))
+
+    @unary
+    async def ListWorkflowDefinitions(
+        self, request: pb.ListWorkflowDefinitionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListWorkflowDefinitionsResponse:
+        specs = await self.orchestrator.definitions()
+        return pb.ListWorkflowDefinitionsResponse(
+            definitions=[convert.spec_to_proto(s) for s in specs]
+        )
+
+    @unary
+    async def ExecuteWorkflow(
+        self, request: pb.ExecuteWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExecuteWorkflowResponse:
+        name = _require(request.workflow_name, "workflow_name")
+        if request.version < 0:
+            raise InvalidArgument("version: must be >= 0 (0 means latest)")
+        input = convert.json_object(request.input, "input", self.config.max_payload_bytes)
+        metadata = {
+            k: v for k, v in context.invocation_metadata() or () if k == "traceparent"
+        }
+        tx, created = await self.orchestrator.execute(
+            name,
+            input,
+            version=request.version,
+            request_id=request.request_id,
+            correlation_id=request.correlation_id,
+            metadata={k: str(v) for k, v in metadata.items()},
+        )
+        return pb.ExecuteWorkflowResponse(transaction_id=tx, created=created)
+
+    @unary
+    async def GetStatus(
+        self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetStatusResponse:
+        tx = _require(request.transaction_id, "transaction_id")
+        snap = await self.orchestrator.snapshot(tx)
+        return pb.GetStatusResponse(status=convert.status_to_proto(snap.execution, snap.revision))
+
+    @streaming
+    async def WatchWorkflow(
+        self, request: pb.WatchWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchWorkflowResponse]:
+        tx = _require(request.transaction_id, "transaction_id")
+        # Subscribe before reading the state, so no change falls in between.
+        with self.hub.subscribe(tx) as events:
+            snap = await self.orchestrator.snapshot(tx)
+            floor = latest = snap.revision
+            now = self.orchestrator.clock()
+            yield pb.WatchWorkflowResponse(event=convert.status_event(snap.execution, floor, now))
+            if snap.execution.state.terminal:
+                return
+            while True:
+                event: events_pb2.WorkflowEvent | None = None
+                with contextlib.suppress(TimeoutError):
+                    event = await asyncio.wait_for(events.get(), WATCH_RESYNC_S)
+                if event is None:
+                    snap = await self.orchestrator.snapshot(tx)
+                    if snap.revision <= latest:
+                        continue
+                    latest = snap.revision
+                    now = self.orchestrator.clock()
+                    status = convert.status_event(snap.execution, latest, now)
+                elif event.WhichOneof("event") == "status" and event.status.revision > floor:
+                    status = event.status
+                    latest = max(latest, status.revision)
+                else:
+                    continue
+                yield pb.WatchWorkflowResponse(event=status)
+                if status.state in TERMINAL:
+                    return
+
+    @unary
+    async def CancelWorkflow(
+        self, request: pb.CancelWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelWorkflowResponse:
+        tx = _require(request.transaction_id, "transaction_id")
+        await self.orchestrator.cancel(tx, request.reason)
+        return pb.CancelWorkflowResponse()
+
+    @unary
+    async def ListWorkflows(
+        self, request: pb.ListWorkflowsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListWorkflowsResponse:
+        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size: must be between 0 and {MAX_PAGE_SIZE}")
+        state = None
+        if request.state != common_pb2.WORKFLOW_STATE_UNSPECIFIED:
+            if request.state not in convert.STATE_FROM_PROTO:
+                raise InvalidArgument(f"state: unknown value {request.state}")
+            state = convert.STATE_FROM_PROTO[request.state]
+        if request.page_token and ":" not in request.page_token:
+            raise InvalidArgument("page_token: malformed; pass next_page_token unchanged")
+        try:
+            found, token = await self.orchestrator.list(
+                state=state,
+                name=request.workflow_name,
+                page_size=request.page_size or DEFAULT_PAGE_SIZE,
+                page_token=request.page_token,
+            )
+        except ValueError:
+            raise InvalidArgument("page_token: malformed; pass next_page_token unchanged") from None
+        return pb.ListWorkflowsResponse(
+            workflows=[convert.status_to_proto(s.execution, s.revision) for s in found],
+            next_page_token=token,
+        )
+
+    @unary
+    async def GetHistory(
+        self, request: pb.GetHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetHistoryResponse:
+        tx = _require(request.transaction_id, "transaction_id")
+        return pb.GetHistoryResponse(events=await self.orchestrator.history(tx))
+
+
+TERMINAL = frozenset(
+    {
+        common_pb2.WORKFLOW_STATE_COMPLETED,
+        common_pb2.WORKFLOW_STATE_FAILED,
+        common_pb2.WORKFLOW_STATE_COMPENSATED,
+        common_pb2.WORKFLOW_STATE_CANCELLED,
+    }
+)

@@ -1,0 +1,351 @@
+// Package client submits and follows MultiAgents workflows
+// (multiagents.v1.WorkflowService).
+//
+//	c, err := client.New("127.0.0.1:50051", client.Options{Token: os.Getenv("MULTIAGENTS_TOKEN")})
+//	if err != nil { ... }
+//	defer c.Close()
+//	tx, err := c.ExecuteWorkflow(ctx, "order", map[string]any{"amount": 42}, client.ExecuteOptions{})
+//	final, err := c.Watch(ctx, tx, func(e *client.StatusEvent) { fmt.Println(e.State, e.CurrentStep) })
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/multiagents/multiagents/workers/go/gen/multiagents/v1"
+	"github.com/multiagents/multiagents/workers/go/internal/payload"
+)
+
+// Options configures a Client.
+type Options struct {
+	// Token, when set, is sent as "authorization: Bearer <token>" metadata
+	// on every call.
+	Token string
+	// Credentials secures the connection (TLS, mTLS); nil is plaintext.
+	Credentials credentials.TransportCredentials
+	// DialOptions are extra gRPC dial options.
+	DialOptions []grpc.DialOption
+}
+
+// Client calls WorkflowService. It is safe for concurrent use.
+type Client struct {
+	conn *grpc.ClientConn
+	svc  pb.WorkflowServiceClient
+}
+
+// New returns a Client for the server at address (host:port). It connects
+// lazily, on the first call.
+func New(address string, opts Options) (*Client, error) {
+	creds := opts.Credentials
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	dial := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
+	}
+	if opts.Token != "" {
+		dial = append(dial, grpc.WithPerRPCCredentials(bearer{opts.Token, opts.Credentials != nil}))
+	}
+	conn, err := grpc.NewClient(address, append(dial, opts.DialOptions...)...)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{conn: conn, svc: pb.NewWorkflowServiceClient(conn)}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Service returns the generated WorkflowService client on the same
+// connection (with the same token), for the calls this package does not wrap.
+func (c *Client) Service() pb.WorkflowServiceClient { return c.svc }
+
+type bearer struct {
+	token  string
+	secure bool
+}
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+func (b bearer) RequireTransportSecurity() bool { return b.secure }
+
+// ExecuteOptions are the optional parts of ExecuteWorkflow.
+type ExecuteOptions struct {
+	// Version of the workflow; 0 means the latest.
+	Version int
+	// RequestID makes the submit idempotent: a second submit with the same id
+	// returns the first one's transaction id and starts nothing.
+	RequestID string
+	// CorrelationID defaults to the transaction id.
+	CorrelationID string
+}
+
+// RegisterWorkflow registers a workflow definition. It reports false when the
+// identical definition was registered already.
+func (c *Client) RegisterWorkflow(ctx context.Context, def *pb.WorkflowDefinition) (created bool, err error) {
+	resp, err := c.svc.RegisterWorkflow(ctx, &pb.RegisterWorkflowRequest{Definition: def})
+	return resp.GetCreated(), err
+}
+
+// ExecuteWorkflow starts the named workflow with input (a JSON object, nil
+// is {}) and returns the transaction id of the execution.
+func (c *Client) ExecuteWorkflow(ctx context.Context, name string, input map[string]any, opts ExecuteOptions) (string, error) {
+	p, err := payload.Encode(input)
+	if err != nil {
+		return "", fmt.Errorf("client: input is not JSON-encodable: %w", err)
+	}
+	resp, err := c.svc.ExecuteWorkflow(ctx, &pb.ExecuteWorkflowRequest{
+		WorkflowName:  name,
+		Version:       int32(opts.Version),
+		Input:         p,
+		RequestId:     opts.RequestID,
+		CorrelationId: opts.CorrelationID,
+	})
+	if err != nil {
+		return "", err
+	}
+	return resp.GetTransactionId(), nil
+}
+
+// GetStatus returns a snapshot of one execution.
+func (c *Client) GetStatus(ctx context.Context, transactionID string) (*Status, error) {
+	resp, err := c.svc.GetStatus(ctx, &pb.GetStatusRequest{TransactionId: transactionID})
+	if err != nil {
+		return nil, err
+	}
+	return statusFromProto(resp.GetStatus())
+}
+
+// CancelWorkflow cancels a running execution.
+func (c *Client) CancelWorkflow(ctx context.Context, transactionID, reason string) error {
+	_, err := c.svc.CancelWorkflow(ctx, &pb.CancelWorkflowRequest{TransactionId: transactionID, Reason: reason})
+	return err
+}
+
+// Watch follows the execution's status changes until it reaches a terminal
+// state, calling fn (if not nil) once per change, the current status first,
+// and returns the terminal event. When the stream breaks (server restart,
+// network) it reopens it with backoff and skips changes fn has seen already.
+func (c *Client) Watch(ctx context.Context, transactionID string, fn func(*StatusEvent)) (*StatusEvent, error) {
+	var lastRevision int64 = -1
+	delay := 100 * time.Millisecond
+	for {
+		final, err := c.watchOnce(ctx, transactionID, &lastRevision, fn)
+		if final != nil {
+			return final, nil
+		}
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case err != nil && status.Code(err) != codes.Unavailable:
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay/2 + rand.N(delay/2+1)):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// watchOnce follows one WatchWorkflow stream. It returns the terminal event,
+// or the error that ended the stream (nil when it ended early without one).
+func (c *Client) watchOnce(ctx context.Context, transactionID string, lastRevision *int64, fn func(*StatusEvent)) (*StatusEvent, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.svc.WatchWorkflow(ctx, &pb.WatchWorkflowRequest{TransactionId: transactionID})
+	if err != nil {
+		return nil, err
+	}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		e, err := statusEventFromProto(resp.GetEvent())
+		if err != nil {
+			return nil, err
+		}
+		if e.Revision > 0 && e.Revision <= *lastRevision {
+			continue // seen before the stream was reopened
+		}
+		*lastRevision = e.Revision
+		if fn != nil {
+			fn(e)
+		}
+		if e.State.Terminal() {
+			return e, nil
+		}
+	}
+}
+
+// State is the lifecycle state of an execution: "PENDING", "RUNNING",
+// "COMPLETED", "FAILED", "COMPENSATED" or "CANCELLED".
+type State string
+
+// The states of an execution.
+const (
+	StatePending     State = "PENDING"
+	StateRunning     State = "RUNNING"
+	StateCompleted   State = "COMPLETED"
+	StateFailed      State = "FAILED"
+	StateCompensated State = "COMPENSATED"
+	StateCancelled   State = "CANCELLED"
+)
+
+// Terminal reports whether the execution is finished.
+func (s State) Terminal() bool {
+	switch s {
+	case StateCompleted, StateFailed, StateCompensated, StateCancelled:
+		return true
+	}
+	return false
+}
+
+func stateFromProto(s pb.WorkflowState) State {
+	return State(strings.TrimPrefix(s.String(), "WORKFLOW_STATE_"))
+}
+
+// Failure is a structured failure of a step or compensation.
+type Failure struct {
+	Message      string
+	Type         string
+	NonRetryable bool
+	StackTrace   string
+}
+
+func failureFromProto(f *pb.Failure) *Failure {
+	if f == nil {
+		return nil
+	}
+	return &Failure{Message: f.GetMessage(), Type: f.GetType(), NonRetryable: f.GetNonRetryable(), StackTrace: f.GetStackTrace()}
+}
+
+// StatusEvent is one status change of an execution.
+type StatusEvent struct {
+	TransactionID string
+	CorrelationID string
+	State         State
+	// CurrentStep is the step being executed or compensated.
+	CurrentStep string
+	// StepResults maps step name to that step's result.
+	StepResults map[string]any
+	Timestamp   time.Time
+	Revision    int64
+	// Failure stopped the forward path, if any.
+	Failure *Failure
+	// RequiresManualIntervention is set when a compensation failed for good.
+	RequiresManualIntervention bool
+}
+
+func statusEventFromProto(e *pb.StatusEvent) (*StatusEvent, error) {
+	results, err := payload.Decode(e.GetStepResults())
+	if err != nil {
+		return nil, fmt.Errorf("client: step_results: %w", err)
+	}
+	return &StatusEvent{
+		TransactionID:              e.GetTransactionId(),
+		CorrelationID:              e.GetCorrelationId(),
+		State:                      stateFromProto(e.GetState()),
+		CurrentStep:                e.GetCurrentStep(),
+		StepResults:                results,
+		Timestamp:                  timeOf(e.GetTimestamp()),
+		Revision:                   e.GetRevision(),
+		Failure:                    failureFromProto(e.GetFailure()),
+		RequiresManualIntervention: e.GetRequiresManualIntervention(),
+	}, nil
+}
+
+// Status is a snapshot of one execution.
+type Status struct {
+	TransactionID   string
+	CorrelationID   string
+	WorkflowName    string
+	WorkflowVersion int
+	State           State
+	CurrentStep     string
+	// StepResults maps step name to that step's result.
+	StepResults map[string]any
+	// Context is the merged context: the input plus every result so far.
+	Context                    map[string]any
+	Failure                    *Failure
+	RequiresManualIntervention bool
+	Steps                      []StepInfo
+	CreatedAt                  time.Time
+	UpdatedAt                  time.Time
+	CompletedAt                time.Time // zero until terminal
+	Revision                   int64
+}
+
+// StepInfo is the state of one step of an execution.
+type StepInfo struct {
+	Name string
+	// Status is "PENDING", "RUNNING", "COMPLETED", "FAILED", "COMPENSATED",
+	// "COMPENSATION_FAILED" or "CANCELLED".
+	Status      string
+	Attempts    int
+	LastFailure *Failure
+}
+
+func statusFromProto(s *pb.WorkflowStatus) (*Status, error) {
+	results, err := payload.Decode(s.GetStepResults())
+	if err != nil {
+		return nil, fmt.Errorf("client: step_results: %w", err)
+	}
+	context, err := payload.Decode(s.GetContext())
+	if err != nil {
+		return nil, fmt.Errorf("client: context: %w", err)
+	}
+	out := &Status{
+		TransactionID:              s.GetTransactionId(),
+		CorrelationID:              s.GetCorrelationId(),
+		WorkflowName:               s.GetWorkflowName(),
+		WorkflowVersion:            int(s.GetWorkflowVersion()),
+		State:                      stateFromProto(s.GetState()),
+		CurrentStep:                s.GetCurrentStep(),
+		StepResults:                results,
+		Context:                    context,
+		Failure:                    failureFromProto(s.GetFailure()),
+		RequiresManualIntervention: s.GetRequiresManualIntervention(),
+		CreatedAt:                  timeOf(s.GetCreatedAt()),
+		UpdatedAt:                  timeOf(s.GetUpdatedAt()),
+		CompletedAt:                timeOf(s.GetCompletedAt()),
+		Revision:                   s.GetRevision(),
+	}
+	for _, st := range s.GetSteps() {
+		out.Steps = append(out.Steps, StepInfo{
+			Name:        st.GetName(),
+			Status:      strings.TrimPrefix(st.GetStatus().String(), "STEP_STATUS_"),
+			Attempts:    int(st.GetAttempts()),
+			LastFailure: failureFromProto(st.GetLastFailure()),
+		})
+	}
+	return out, nil
+}
+
+func timeOf(ts *timestamppb.Timestamp) time.Time {
+	if ts == nil {
+		return time.Time{}
+	}
+	return ts.AsTime()
+}

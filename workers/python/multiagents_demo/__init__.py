@@ -1,0 +1,1 @@
+"""The order-processing saga demo: workers and the `multiagents demo` runner."""
