@@ -143,9 +143,11 @@ class Orchestrator:
 
     async def cancel(self, transaction_id: str, reason: str) -> None:
         try:
-            await self.apply(transaction_id, engine.CancelRequested(reason))
+            transition = await self.apply(transaction_id, engine.CancelRequested(reason))
         except engine.InvalidTransition as exc:
             raise FailedPrecondition(str(exc)) from None
+        if transition is None:
+            raise NotFound(f"transaction_id: no workflow {transaction_id!r}")
 
     async def history(self, transaction_id: str) -> list[events_pb2.WorkflowEvent]:
         entries = await self.store.history(transaction_id)

@@ -1,0 +1,182 @@
+"""Every error code of the contract (DESIGN.md §2), with the field named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from integration.helpers import make_config, serving
+
+from multiagents import (
+    AlreadyExistsError,
+    Client,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    WorkflowBuilder,
+    worker,
+)
+from multiagents.v1 import common_pb2, workflow_pb2
+from multiagents.v1 import workflow_service_pb2 as pb
+from multiagents.v1 import workflow_service_pb2_grpc
+from multiagents_server.app import Server
+from multiagents_server.embedded_redis import EmbeddedRedis
+
+
+async def test_unknown_transaction_is_not_found(client: Client) -> None:
+    for call in (client.get_status, client.cancel_workflow, client.get_history):
+        with pytest.raises(NotFoundError, match="transaction_id"):
+            await call("no-such-tx")
+    with pytest.raises(NotFoundError):
+        async for _ in client.watch("no-such-tx"):
+            pass
+
+
+async def test_unknown_workflow_and_version_are_not_found(client: Client, uid: str) -> None:
+    with pytest.raises(NotFoundError, match="workflow_name"):
+        await client.execute_workflow(f"{uid}.missing", {})
+    await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", "w").build())
+    with pytest.raises(NotFoundError, match="version"):
+        await client.execute_workflow(f"{uid}.wf", {}, version=9)
+
+
+@pytest.mark.parametrize(
+    ("definition", "field"),
+    [
+        (workflow_pb2.WorkflowDefinition(name="", version=1), "definition.name"),
+        (workflow_pb2.WorkflowDefinition(name="w", version=0), "definition.version"),
+        (workflow_pb2.WorkflowDefinition(name="w", version=1), "definition.steps"),
+        (
+            workflow_pb2.WorkflowDefinition(
+                name="w", version=1, steps=[workflow_pb2.StepDefinition(name="s", worker="")]
+            ),
+            r"definition.steps\[0\].worker",
+        ),
+        (
+            workflow_pb2.WorkflowDefinition(
+                name="w",
+                version=1,
+                steps=[
+                    workflow_pb2.StepDefinition(name="s", worker="a"),
+                    workflow_pb2.StepDefinition(name="s", worker="b"),
+                ],
+            ),
+            r"definition.steps\[1\].name",
+        ),
+        (
+            workflow_pb2.WorkflowDefinition(
+                name="w",
+                version=1,
+                steps=[
+                    workflow_pb2.StepDefinition(
+                        name="s", worker="a", retry_policy=workflow_pb2.RetryPolicy(maximum_attempts=-1)
+                    )
+                ],
+            ),
+            r"definition.steps\[0\].retry_policy.maximum_attempts",
+        ),
+    ],
+)
+async def test_bad_definition_is_invalid_argument_naming_the_field(
+    client: Client, definition: workflow_pb2.WorkflowDefinition, field: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=field):
+        await client.register_workflow(definition)
+
+
+async def test_bad_input_payload_is_invalid_argument(server: Server, client: Client, uid: str) -> None:
+    await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", "w").build())
+    stub = workflow_service_pb2_grpc.WorkflowServiceStub(client._channel)
+    cases = [
+        (common_pb2.Payload(metadata={"encoding": b"json/plain"}, data=b"{not json"), "input: invalid JSON"),
+        (common_pb2.Payload(metadata={"encoding": b"json/plain"}, data=b"[1, 2]"), "input: expected a JSON object"),
+        (common_pb2.Payload(metadata={"encoding": b"binary/x"}, data=b"x"), "input: unsupported encoding"),
+    ]
+    for payload, message in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.ExecuteWorkflow(pb.ExecuteWorkflowRequest(workflow_name=f"{uid}.wf", input=payload))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert message in (info.value.details() or "")
+
+
+async def test_different_definition_under_same_version_already_exists(client: Client, uid: str) -> None:
+    assert await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", "w1").build())
+    assert not await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", "w1").build())
+    with pytest.raises(AlreadyExistsError, match=f"{uid}.wf"):
+        await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", "w2").build())
+    assert await client.register_workflow(WorkflowBuilder(f"{uid}.wf", version=2).add_step("s", "w2").build())
+    latest = await client.get_workflow_definition(f"{uid}.wf")
+    assert (latest.version, latest.steps[0].worker) == (2, "w2")
+
+
+async def test_reused_request_id_with_other_input_already_exists(client: Client, uid: str) -> None:
+    await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", f"{uid}.nobody").build())
+    await client.execute_workflow(f"{uid}.wf", {"a": 1}, request_id=f"{uid}-r")
+    with pytest.raises(AlreadyExistsError, match="request_id"):
+        await client.execute_workflow(f"{uid}.wf", {"a": 2}, request_id=f"{uid}-r")
+
+
+async def test_cancel_of_finished_workflow_is_failed_precondition(
+    server: Server, client: Client, uid: str
+) -> None:
+    @worker(f"{uid}.w")
+    async def w(ctx: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    async with serving(server, w):
+        await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", w).build())
+        tx = await client.execute_workflow(f"{uid}.wf", {})
+        await client.wait(tx, timeout=10)
+    with pytest.raises(FailedPreconditionError, match="already completed"):
+        await client.cancel_workflow(tx)
+
+
+async def test_oversized_input_is_resource_exhausted_with_size_and_limit(
+    server: Server, client: Client, uid: str
+) -> None:
+    await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", "w").build())
+    limit = server.config.max_payload_bytes
+    with pytest.raises(ResourceExhaustedError) as info:
+        await client.execute_workflow(f"{uid}.wf", {"blob": "x" * limit})
+    assert str(limit) in info.value.message and "input" in info.value.message
+
+
+async def test_oversized_result_fails_the_step_instead_of_crashing(
+    server: Server, client: Client, uid: str
+) -> None:
+    @worker(f"{uid}.big")
+    async def big(ctx: dict[str, Any]) -> dict[str, Any]:
+        return {"blob": "x" * (server.config.max_payload_bytes + 1)}
+
+    async with serving(server, big):
+        await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", big).build())
+        tx = await client.execute_workflow(f"{uid}.wf", {})
+        status = await client.wait(tx, timeout=10)
+    assert status.state == "failed"
+    assert status.error is not None and "over the server's limit" in status.error["message"]
+
+
+async def test_missing_or_wrong_token_is_unauthenticated(redis_server: EmbeddedRedis, uid: str) -> None:
+    config = make_config(redis_server.url, client_tokens=("client-secret",), worker_tokens=("worker-secret",))
+    async with Server(config) as secured:
+        for token in (None, "wrong", "worker-secret"):
+            async with Client(secured.address, token=token) as c:
+                with pytest.raises(UnauthenticatedError, match="client role"):
+                    await c.list_workflow_definitions()
+        async with Client(secured.address, token="client-secret") as c:
+            assert await c.list_workflow_definitions() == []
+
+        from multiagents import WorkerRuntime, WorkerStartError
+
+        @worker(f"{uid}.w")
+        async def w(ctx: dict[str, Any]) -> dict[str, Any]:
+            return {}
+
+        with pytest.raises(WorkerStartError, match="UNAUTHENTICATED"):
+            await WorkerRuntime([w], servers=secured.address, token="client-secret").start(timeout=5)
+        runtime = WorkerRuntime([w], servers=secured.address, token="worker-secret")
+        await runtime.start(timeout=5)
+        await runtime.stop()
