@@ -65,6 +65,13 @@ class Session:
     inflight: dict[str, Inflight] = field(default_factory=dict)
     draining: bool = False
     closed: bool = False
+    end_reason: str = ""
+
+    def end(self, reason: str) -> None:
+        """Ask the session's stream to finish; the servicer then closes it."""
+        if not self.end_reason:
+            self.end_reason = reason
+            self.outgoing.put_nowait(None)
 
     @property
     def free(self) -> int:
@@ -150,15 +157,16 @@ class Dispatcher:
             return
         session.closed = True
         self.sessions.pop(session.id, None)
-        session.outgoing.put_nowait(None)
+        session.end(reason)
         lost = list(session.inflight.values())
         session.inflight.clear()
         log.info(
-            "worker session closed",
-            extra={"session": session.id, "reason": reason, "in_flight": len(lost)},
-        )
+            "worker session %s closed (%s) with %d commands in flight",
+            session.id, reason, len(lost),
+        )  # fmt: skip
         failure = engine.Failure(f"worker session lost: {reason}", WORKER_LOST)
-        await asyncio.gather(*(self._fail_lost(i, failure) for i in lost))
+        # Shielded: a cancelled caller must not leave lost commands unfailed.
+        await asyncio.shield(asyncio.gather(*(self._fail_lost(i, failure) for i in lost)))
         self._wake(session.names)
 
     async def _fail_lost(self, inflight: Inflight, failure: engine.Failure) -> None:

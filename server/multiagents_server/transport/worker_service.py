@@ -79,7 +79,6 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         answers: set[asyncio.Task[None]] = set()
         reader = asyncio.create_task(self._read(session, request_iterator, answers))
         watchdog = asyncio.create_task(self._watchdog(session, interval))
-        reason = "stream ended"
         try:
             while True:
                 message = await session.outgoing.get()
@@ -87,20 +86,17 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                     break
                 yield _coalesce(message, session.outgoing)
         except asyncio.CancelledError:
-            reason = "worker disconnected"
+            session.end("worker disconnected")
             raise
         finally:
-            reader.cancel()
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
+            for task in (reader, watchdog):
+                task.cancel()
+            await asyncio.gather(reader, watchdog, return_exceptions=True)
             # Answers already received are applied before the session's
             # remaining commands count as lost.
             if answers:
                 await asyncio.gather(*answers, return_exceptions=True)
-            await self.dispatcher.close_session(session, reason)
+            await self.dispatcher.close_session(session, session.end_reason or "stream ended")
 
     async def _read(
         self,
@@ -116,16 +112,12 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                     task = asyncio.create_task(coro)
                     answers.add(task)
                     task.add_done_callback(answers.discard)
-        except asyncio.CancelledError:
-            raise
         except grpc.aio.AioRpcError as exc:
             reason = f"stream error: {exc.code().name}"
         except Exception:
             log.exception("worker session failed", extra={"session": session.id})
             reason = "internal error"
-        if answers:
-            await asyncio.gather(*answers, return_exceptions=True)
-        await self.dispatcher.close_session(session, reason)
+        session.end(reason)
 
     def _handle(self, session: Session, message: wpb.ConnectRequest) -> list:  # type: ignore[type-arg]
         kind = message.WhichOneof("message")
@@ -147,7 +139,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         if kind == "drain":
             self.dispatcher.drain(session)
             if not session.inflight:
-                session.outgoing.put_nowait(None)
+                session.end("drained")
             return []
         log.warning("unexpected worker message", extra={"session": session.id, "kind": kind})
         return []
@@ -171,8 +163,8 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         self._finish_drain(session)
 
     def _finish_drain(self, session: Session) -> None:
-        if session.draining and not session.inflight and not session.closed:
-            session.outgoing.put_nowait(None)
+        if session.draining and not session.inflight:
+            session.end("drained")
 
     async def _watchdog(self, session: Session, interval_ms: int) -> None:
         """Ends a session that sent nothing for three heartbeat intervals."""
@@ -185,7 +177,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                     "worker session missed its heartbeats",
                     extra={"session": session.id, "silent_ms": silent},
                 )
-                await self.dispatcher.close_session(session, "missed heartbeats")
+                session.end("missed heartbeats")
                 return
 
 

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -194,6 +195,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	dial := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
+		// gRPC's own reconnect backoff (up to 120 s by default) would hold
+		// the channel in TRANSIENT_FAILURE longer than our session backoff.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
+			BaseDelay: minBackoff, Multiplier: 2, Jitter: 0.2, MaxDelay: maxBackoff}}),
 	}, w.opts.DialOptions...)
 	conn, err := grpc.NewClient(w.opts.Address, dial...)
 	if err != nil {
@@ -214,7 +219,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.mu.Lock()
 			lost := len(w.outcomes)
 			w.mu.Unlock()
-			if err != nil || lost > 0 {
+			if (err != nil && !errors.Is(err, errServerDrained)) || lost > 0 {
 				w.log.Warn("multiagents worker stopped without a clean drain", "error", err, "undelivered_outcomes", lost)
 			} else {
 				w.log.Info("multiagents worker drained and stopped")
@@ -228,12 +233,17 @@ func (w *Worker) Run(ctx context.Context) error {
 			delay = minBackoff
 		}
 		sleep := delay/2 + rand.N(delay/2+1)
-		w.log.Warn("multiagents session ended; reconnecting", "address", w.opts.Address, "error", err, "backoff", sleep)
+		level := slog.LevelWarn
+		if errors.Is(err, errServerDrained) {
+			level = slog.LevelInfo
+		}
+		w.log.Log(ctx, level, "multiagents session ended; reconnecting", "address", w.opts.Address, "error", err, "backoff", sleep)
 		select {
 		case <-ctx.Done():
 		case <-time.After(sleep):
 		}
 		delay = min(delay*2, maxBackoff)
+		conn.ResetConnectBackoff() // dial now, not when gRPC's channel backoff says
 	}
 }
 
@@ -446,14 +456,7 @@ func (w *Worker) hello() *pb.Hello {
 	}
 }
 
-func (w *Worker) names() []string {
-	names := make([]string, 0, len(w.handlers))
-	for name := range w.handlers {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	return names
-}
+func (w *Worker) names() []string { return slices.Sorted(maps.Keys(w.handlers)) }
 
 // start runs cmd in its own goroutine unless it is already running.
 func (w *Worker) start(runCtx context.Context, cmd *pb.Command) {

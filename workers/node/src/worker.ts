@@ -132,6 +132,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private runPromise: Promise<void> | undefined;
   private stopping = false;
   private forced = false;
+  private finished = false;
   private drainRequested = false;
   private wake = new AbortController();
   private forceTimer: NodeJS.Timeout | undefined;
@@ -203,10 +204,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.maybeEndSession();
       this.wake.abort();
     }
-    if (options.timeoutMs !== undefined && this.forceTimer === undefined) {
+    if (options.timeoutMs !== undefined && this.forceTimer === undefined && !this.finished) {
       this.forceTimer = setTimeout(() => this.forceStop(), options.timeoutMs);
     }
     await this.runPromise.catch(() => undefined);
+    clearTimeout(this.forceTimer);
   }
 
   private async loop(): Promise<void> {
@@ -236,10 +238,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.logger.info("reconnecting", { in_ms: delay, buffered_outcomes: this.outbox.length });
         if (this.wake.signal.aborted) this.wake = new AbortController();
         await sleep(delay, this.wake.signal);
+        // Shutting down with work still running and nothing to deliver: a
+        // session would only be drained and closed at once, so wait for an outcome.
+        while (this.stopping && !this.forced && this.outbox.length === 0 && this.running.size > 0) {
+          if (this.wake.signal.aborted) this.wake = new AbortController();
+          await sleep(MAX_TIMER_MS, this.wake.signal);
+        }
       }
     } finally {
+      this.finished = true;
       clearTimeout(this.forceTimer);
-      for (const entry of this.running.values()) entry.controller.abort(new WorkerShutdownError());
+      for (const entry of this.running.values()) {
+        clearTimeout(entry.deadlineTimer);
+        entry.controller.abort(new WorkerShutdownError());
+      }
       client.close();
       this.logger.info("worker stopped", { dropped_outcomes: this.outbox.length || undefined });
     }
@@ -291,10 +303,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       max_concurrency: this.maxConcurrency,
       heartbeat_interval_ms: info.heartbeatIntervalMs,
     });
-    // Drain first so the server sends nothing new; outcomes buffered while
-    // disconnected go out right after.
+    // Outcomes buffered while disconnected go first: a server that gets Drain
+    // with nothing in flight on the session ends the stream at once.
+    this.flush(false);
     if (this.stopping) this.session?.send({ message: { $case: "drain", value: {} } });
-    this.flush();
     this.emit("ready", info);
     this.maybeEndSession();
   }
@@ -358,7 +370,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const value = await handler(context, task);
       outcome = { outcome: { $case: "result", value: { commandId: command.commandId, result: this.encodeResult(command, value) } } };
     } catch (err) {
-      outcome = { outcome: { $case: "failure", value: { commandId: command.commandId, failure: this.toFailure(err) } } };
+      const failure = this.toFailure(err);
+      // Same wire type as the server's own step timeout (and the Python SDK's),
+      // so retry policies naming "StepTimeout" apply whichever side noticed first.
+      if (task.signal.reason instanceof DeadlineExceededError && isAbortOutcome(err, task.signal.reason)) failure.type = "StepTimeout";
+      outcome = { outcome: { $case: "failure", value: { commandId: command.commandId, failure } } };
     } finally {
       const entry = this.running.get(command.commandId);
       clearTimeout(entry?.deadlineTimer);
@@ -380,6 +396,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     this.outbox.push(outcome);
     this.scheduleFlush();
+    if (this.stopping && this.session === undefined) this.wake.abort();
   }
 
   /** The handler's return value as a json/plain payload, or a non-retryable error. */
@@ -438,7 +455,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /** Sends buffered outcomes if a session is open; keeps them otherwise. */
-  private flush(): void {
+  private flush(endIfDrained = true): void {
     const session = this.session;
     if (session === undefined || !session.writable) return;
     while (this.outbox.length > 0) {
@@ -454,7 +471,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (!session.send(outcomesMessage(batch))) return;
       this.outbox.splice(0, count);
     }
-    this.maybeEndSession();
+    if (endIfDrained) this.maybeEndSession();
   }
 
   /** Ends the session once a drain (ours or the server's) has nothing left to do. */
@@ -510,6 +527,11 @@ function outcomeSize(outcome: CommandOutcome): number {
   if (o.$case === "result") return 64 + o.value.commandId.length + (o.value.result?.data.length ?? 0);
   const f = o.value.failure;
   return 64 + o.value.commandId.length + (f ? 3 * (f.message.length + f.stackTrace.length) + (f.details?.data.length ?? 0) : 0);
+}
+
+/** True when `err` is how a handler reacts to its signal being aborted with `reason`. */
+function isAbortOutcome(err: unknown, reason: unknown): boolean {
+  return err === reason || (err instanceof Error && (err.name === "AbortError" || err instanceof DeadlineExceededError));
 }
 
 function truncate(text: string, max: number): string {

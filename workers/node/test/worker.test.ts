@@ -295,7 +295,8 @@ describe("commands", () => {
     const sent = Date.now();
     session.command({ commandId: "c1", workerName: "long", deadline: new Date(Date.now() + 150) });
     const [outcome] = await session.outcomes(1);
-    assert.equal(outcome!.failure?.type, "DeadlineExceededError");
+    assert.equal(outcome!.failure?.type, "StepTimeout");
+    assert.equal(outcome!.failure?.nonRetryable, false);
     assert.ok(Date.now() - sent >= 140, "aborted before the deadline");
     assert.equal(new DeadlineExceededError().name, "DeadlineExceededError");
   });
@@ -449,6 +450,34 @@ describe("reconnecting", () => {
     assert.equal(second.received.filter((m) => m.$case !== "hello").length, 0, "sent an outcome before Welcome");
     second.welcome();
     assert.deepEqual(await second.outcomes(1), [{ commandId: "c1", result: { late: true } }]);
+  });
+
+  it("shutting down while disconnected waits for running work, then delivers its outcome and drains", async () => {
+    const release = gate();
+    const started = gate();
+    const { orch, worker, run } = await setup((w) =>
+      w.register("wait", async () => {
+        started.open();
+        await release.promise;
+        return { done: true };
+      }),
+    );
+    const first = await connected(orch);
+    first.command({ commandId: "c1", workerName: "wait" });
+    await within(started.promise, 2000, "handler start");
+    first.fail(grpc.status.UNAVAILABLE, "replica going away");
+    const stopped = worker.shutdown();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(orch.sessions.length, 1, "reconnected with nothing to deliver");
+    release.open();
+    const second = await connected(orch);
+    assert.deepEqual(await second.outcomes(1), [{ commandId: "c1", result: { done: true } }]);
+    await second.next((m) => m.$case === "drain", "Drain");
+    assert.deepEqual(
+      second.received.map((m) => m.$case),
+      ["hello", "result", "drain"],
+    );
+    await within(Promise.all([stopped, run]), 2000, "shutdown");
   });
 
   it("keeps retrying until the server comes up", async () => {

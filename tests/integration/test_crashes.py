@@ -1,0 +1,147 @@
+"""Fault injection: real processes killed with SIGKILL. The invariant checked
+is that every accepted workflow reaches a terminal state and none is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from integration.helpers import make_config, wait_for
+
+from multiagents import Client, RetryPolicy, WorkerRuntime, WorkflowBuilder
+from multiagents.v1 import monitoring_service_pb2, monitoring_service_pb2_grpc
+from multiagents_server.app import Server
+from multiagents_server.embedded_redis import EmbeddedRedis, free_port
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+CRASH_WORKERS = str(ROOT / "tests" / "fixtures" / "crash_workers.py")
+
+
+def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "multiagents.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test started; killed by pid at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+async def session_count(address: str, worker_name: str) -> int:
+    async with Client(address) as c:
+        stub = monitoring_service_pb2_grpc.MonitoringServiceStub(c._channel)
+        response = await stub.ListWorkers(monitoring_service_pb2.ListWorkersRequest())
+    return sum(worker_name in s.worker_names for s in response.sessions)
+
+
+async def test_worker_killed_mid_step_runs_again_on_another_worker(
+    server: Server, client: Client, processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    for _ in range(2):
+        processes.append(spawn("worker", CRASH_WORKERS, "--server", server.address, "--concurrency", "1"))
+    # Sessions appear in ListWorkers with the next lease renewal.
+    await wait_for(lambda: session_count(server.address, "crash.slow"), timeout=20, interval=0.1)
+    await wait_for(
+        lambda: _at_least(session_count(server.address, "crash.slow"), 2), timeout=20, interval=0.1
+    )
+    wf = (
+        WorkflowBuilder("crash.slow_wf")
+        .add_step("slow", "crash.slow", retry=RetryPolicy(max_attempts=3, initial_interval=0.05))
+        .build()
+    )
+    await client.register_workflow(wf)
+    tx = await client.execute_workflow(wf.name, {"marker_dir": str(tmp_path), "sleep": 1.5})
+    await wait_for(lambda: any(tmp_path.iterdir()), timeout=10)
+    victim = int(next(tmp_path.iterdir()).name)
+    os.kill(victim, signal.SIGKILL)
+    status = await client.wait(tx, timeout=30)
+    assert status.state == "completed"
+    assert status.step_results["slow"]["pid"] != victim
+    assert status.steps[0].attempts == 2
+    history = await client.get_history(tx)
+    assert [e.error.error.type for e in history if e.HasField("error")] == ["WorkerLost"]
+
+
+async def _at_least(count: object, n: int) -> bool:
+    return await count >= n  # type: ignore[misc, operator, no-any-return]
+
+
+@pytest.fixture
+async def replica(
+    redis_server: EmbeddedRedis, processes: list[subprocess.Popen[bytes]]
+) -> AsyncIterator[tuple[str, list[str]]]:
+    config = make_config(redis_server.url)
+    port = free_port()
+    args = ["serve", "--port", str(port), "--redis-url", redis_server.url, "--key-prefix", config.key_prefix]
+    yield f"127.0.0.1:{port}", args
+
+
+async def test_server_killed_with_100_in_flight_loses_nothing_after_restart(
+    replica: tuple[str, list[str]], processes: list[subprocess.Popen[bytes]]
+) -> None:
+    address, args = replica
+    env = {"MULTIAGENTS_REPLICA_LEASE_MS": "1500", "MULTIAGENTS_HEARTBEAT_INTERVAL_MS": "300"}
+    server = spawn(*args, env=env)
+    processes.append(server)
+    wf = WorkflowBuilder("crash.three_naps")
+    for step in ("a", "b", "c"):
+        wf.add_step(step, "crash.nap", retry=RetryPolicy(max_attempts=10, initial_interval=0.1))
+    async with Client(address) as client:
+        await wait_for(_registers(client, wf.build()), timeout=20, interval=0.1)
+        runtime = WorkerRuntime(
+            [_import_nap()], servers=address, max_concurrency=20, reconnect_max=0.5
+        )
+        await runtime.start(timeout=20)
+        try:
+            ids = [await client.execute_workflow("crash.three_naps", {"nap": 0.2}) for _ in range(100)]
+            statuses = await asyncio.gather(*(client.get_status(tx) for tx in ids))
+            assert any(not s.terminal for s in statuses), "the kill must hit workflows in flight"
+            server.send_signal(signal.SIGKILL)
+            server.wait()
+            processes.append(spawn(*args, env=env))
+            finals = await asyncio.gather(*(client.wait(tx, timeout=90) for tx in ids))
+        finally:
+            await runtime.stop()
+    assert [s.state for s in finals] == ["completed"] * 100
+    assert all(set(s.step_results) == {"a", "b", "c"} for s in finals)
+
+
+def _registers(client: Client, workflow: object) -> object:
+    async def attempt() -> bool:
+        try:
+            await client.register_workflow(workflow)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - the server is still starting
+            return False
+        return True
+
+    return attempt
+
+
+def _import_nap() -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("crash_workers", CRASH_WORKERS)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.nap
