@@ -12,11 +12,10 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from multiagents import Client  # noqa: E402
-from multiagents_server.app import Server  # noqa: E402
-from multiagents_server.embedded_redis import EmbeddedRedis  # noqa: E402
-
-from integration.helpers import make_config  # noqa: E402
+from integration.helpers import make_config
+from multiagents import Client
+from multiagents_server.app import Server
+from multiagents_server.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,4 +9,5 @@ out=sdk/multiagents/v1
 find "$out" -name '*_pb2*.py*' -delete
 "$PY" -m grpc_tools.protoc -I protos \
   --python_out=sdk --pyi_out=sdk --grpc_python_out=sdk \
+  --plugin=protoc-gen-mypy_grpc="$(dirname "$PY")/protoc-gen-mypy_grpc" --mypy_grpc_out=sdk \
   protos/multiagents/v1/*.proto

@@ -18,7 +18,9 @@ class PayloadError(ValueError):
 def dumps(value: Any) -> bytes:
     """Compact JSON bytes of `value`; raises PayloadError when not JSON-able."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"value is not JSON-serialisable: {exc}") from None
 

@@ -20,9 +20,10 @@ from typing import Any
 
 import grpc
 
-from multiagents import _payload, __version__
+from multiagents import __version__, _payload
 from multiagents.errors import to_failure
-from multiagents.v1 import common_pb2, worker_service_pb2 as wpb, worker_service_pb2_grpc
+from multiagents.v1 import common_pb2, worker_service_pb2_grpc
+from multiagents.v1 import worker_service_pb2 as wpb
 from multiagents.worker import CommandInfo, WorkerFunction, reset_current, set_current
 
 log = logging.getLogger("multiagents.worker")
@@ -124,7 +125,9 @@ class WorkerRuntime:
         """Run in the background; returns once the first session is open."""
         self._task = asyncio.create_task(self.run(), name="multiagents-worker")
         ready = asyncio.create_task(self.ready.wait())
-        done, _ = await asyncio.wait({ready, self._task}, timeout=timeout, return_when="FIRST_COMPLETED")
+        done, _ = await asyncio.wait(
+            {ready, self._task}, timeout=timeout, return_when="FIRST_COMPLETED"
+        )
         if self._task in done:
             ready.cancel()
             self._task.result()  # raises what stopped it
@@ -155,7 +158,9 @@ class WorkerRuntime:
                     failures = 0
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() in FATAL_CODES:
-                        raise WorkerStartError(f"{address}: {exc.code().name}: {exc.details()}") from None
+                        raise WorkerStartError(
+                            f"{address}: {exc.code().name}: {exc.details()}"
+                        ) from None
                     log.warning("session with %s lost: %s", address, exc.code().name)
                 except ConnectionError as exc:
                     log.warning("session with %s lost: %s", address, exc)
@@ -227,7 +232,11 @@ class WorkerRuntime:
                 await asyncio.gather(*helpers, return_exceptions=True)
                 while not queue.empty():
                     item = queue.get_nowait()
-                    if item is not None and item.WhichOneof("message") in ("result", "failure", "outcomes"):
+                    if item is not None and item.WhichOneof("message") in (
+                        "result",
+                        "failure",
+                        "outcomes",
+                    ):
                         self._unsent.append(item)
                 call.cancel()
 
@@ -274,13 +283,15 @@ class WorkerRuntime:
                 self._cancelled.discard(cid)
                 return  # the server cancelled it and ignores any answer
             raise
-        except BaseException as exc:  # noqa: BLE001 - every failure is reported to the server
+        except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise
             failure = to_failure(exc)
             if isinstance(exc, TimeoutError) and command.HasField("deadline"):
                 failure.type = "StepTimeout"
-            self._emit(wpb.ConnectRequest(failure=wpb.CommandFailure(command_id=cid, failure=failure)))
+            self._emit(
+                wpb.ConnectRequest(failure=wpb.CommandFailure(command_id=cid, failure=failure))
+            )
             return
         self._emit(wpb.ConnectRequest(result=wpb.CommandResult(command_id=cid, result=result)))
 

@@ -32,7 +32,7 @@ class UsageError(Exception):
 
 
 def _print(*parts: object) -> None:
-    print(*parts, flush=True)  # noqa: T201 - the CLI's output
+    print(*parts, flush=True)
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -42,7 +42,9 @@ def parse_json_object(text: str, what: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{what}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        raise UsageError(
+            f"{what}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
     if not isinstance(value, dict):
         raise UsageError(f"{what}: expected a JSON object, got {type(value).__name__}")
     return value
@@ -53,7 +55,9 @@ def read_input(args: argparse.Namespace) -> dict[str, Any]:
         try:
             text = Path(args.input_file).read_text()
         except OSError as exc:
-            raise UsageError(f"--input-file: cannot read {args.input_file}: {exc.strerror}") from None
+            raise UsageError(
+                f"--input-file: cannot read {args.input_file}: {exc.strerror}"
+            ) from None
         return parse_json_object(text, f"--input-file {args.input_file}")
     return parse_json_object(args.input, "--input") if args.input else {}
 
@@ -94,7 +98,11 @@ def format_status(status: WorkflowStatus) -> str:
     if status.current_step:
         lines.append(f"current step {status.current_step}")
     for step in status.steps:
-        failure = f"  ({step.last_failure['type']}: {step.last_failure['message']})" if step.last_failure else ""
+        failure = (
+            f"  ({step.last_failure['type']}: {step.last_failure['message']})"
+            if step.last_failure
+            else ""
+        )
         lines.append(f"  - {step.name:<24} {step.status:<20} attempts={step.attempts}{failure}")
     if status.error:
         lines.append(f"error        {status.error['type']}: {status.error['message']}")
@@ -183,7 +191,9 @@ async def cmd_register(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.file}: invalid workflow definition: {exc}") from None
     async with _client(args) as client:
         created = await client.register_workflow(workflow)
-    _print(f"{'registered' if created else 'already registered'}: {workflow.name} v{workflow.version}")
+    _print(
+        f"{'registered' if created else 'already registered'}: {workflow.name} v{workflow.version}"
+    )
     return 0
 
 
@@ -297,28 +307,42 @@ async def _client(args: argparse.Namespace) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="multiagents", description="MultiAgents: saga workflows for polyglot workers over gRPC."
+        prog="multiagents",
+        description="MultiAgents: saga workflows for polyglot workers over gRPC.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
-        name: str, fn: Callable[[argparse.Namespace], Awaitable[int]], help: str, *, server: bool = True
+        name: str,
+        fn: Callable[[argparse.Namespace], Awaitable[int]],
+        help: str,
+        *,
+        server: bool = True,
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(fn=fn)
         if server:
             p.add_argument(
-                "--server", action="append",
-                default=None, help=f"server address (repeatable; env MULTIAGENTS_SERVER; default {DEFAULT_SERVER})",
-            )  # fmt: skip
+                "--server",
+                action="append",
+                default=None,
+                help=f"server address, repeatable (default {DEFAULT_SERVER})",
+            )
             p.add_argument("--token", default=os.environ.get("MULTIAGENTS_TOKEN"),
                            help="bearer token (env MULTIAGENTS_TOKEN)")  # fmt: skip
         return p
 
-    p = command("serve", cmd_serve, "Run a server replica (embedded Redis unless --redis-url).", server=False)
+    p = command(
+        "serve",
+        cmd_serve,
+        "Run a server replica (embedded Redis unless --redis-url).",
+        server=False,
+    )
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="gRPC port (default 50051; 0 picks a free one)")
-    p.add_argument("--redis-url", help="external Redis (env MULTIAGENTS_REDIS_URL); default: embedded")
+    p.add_argument(
+        "--redis-url", help="external Redis (env MULTIAGENTS_REDIS_URL); default: embedded"
+    )
     p.add_argument("--data-dir", help="embedded Redis data directory (default ./.multiagents)")
     p.add_argument("--key-prefix", help="prefix of every Redis key (default ma)")
     p.add_argument("--config", help="YAML configuration file (env MULTIAGENTS_CONFIG)")
@@ -327,9 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("worker", cmd_worker, "Serve the @worker functions of Python modules.")
     p.add_argument("modules", nargs="+", help="module names or .py files with @worker functions")
     p.add_argument("--concurrency", type=int, default=16, help="commands run at once (default 16)")
-    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish work on SIGTERM")
+    p.add_argument(
+        "--drain-timeout", type=float, default=30.0, help="seconds to finish work on SIGTERM"
+    )
 
-    p = command("register", cmd_register, "Register a workflow definition from a YAML or JSON file.")
+    p = command(
+        "register", cmd_register, "Register a workflow definition from a YAML or JSON file."
+    )
     p.add_argument("file")
 
     p = command("run", cmd_run, "Start a workflow and follow it step by step.")
@@ -349,7 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = command(name, fn, text)
         p.add_argument("transaction_id")
         if name == "status":
-            p.add_argument("--json", action="store_true", help="print the seed's status dict as JSON")
+            p.add_argument(
+                "--json", action="store_true", help="print the seed's status dict as JSON"
+            )
 
     p = command("cancel", cmd_cancel, "Cancel a running execution (compensates completed steps).")
     p.add_argument("transaction_id")
@@ -363,7 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("workers", cmd_workers, "List connected worker sessions.")
 
-    p = command("demo", cmd_demo, "Run the order-processing saga demo on an embedded server.", server=False)
+    p = command(
+        "demo", cmd_demo, "Run the order-processing saga demo on an embedded server.", server=False
+    )
     p.add_argument("--orders", type=int, default=8, help="number of orders to submit (default 8)")
     p.add_argument("--data-dir", default=".multiagents/demo", help="embedded Redis data directory")
     return parser
@@ -379,12 +411,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return asyncio.run(args.fn(args))
+        return int(asyncio.run(args.fn(args)))
     except UsageError as exc:
         _print(f"error: {exc}")
         return 2
     except ServerUnavailableError:
-        _print(f"error: cannot reach the server at {args.server[0]} (is `multiagents serve` running?)")
+        _print(
+            f"error: cannot reach the server at {args.server[0]} (is `multiagents serve` running?)"
+        )
         return 1
     except RPCError as exc:
         _print(f"error: {exc.code.name}: {exc.message}")

@@ -13,9 +13,8 @@ import grpc
 from multiagents import _payload
 from multiagents._runtime import open_channel
 from multiagents.errors import RPCError, from_rpc_error
-from multiagents.v1 import common_pb2, events_pb2, workflow_pb2
+from multiagents.v1 import common_pb2, events_pb2, workflow_pb2, workflow_service_pb2_grpc
 from multiagents.v1 import workflow_service_pb2 as pb
-from multiagents.v1 import workflow_service_pb2_grpc
 from multiagents.workflow import Workflow
 
 STATES = {
@@ -182,7 +181,9 @@ class Client:
         self, name: str, version: int = 0
     ) -> workflow_pb2.WorkflowDefinition:
         request = pb.GetWorkflowDefinitionRequest(name=name, version=version)
-        response = await self._call(self._stub.GetWorkflowDefinition, request)
+        response: pb.GetWorkflowDefinitionResponse = await self._call(
+            self._stub.GetWorkflowDefinition, request
+        )
         return response.definition
 
     async def list_workflow_definitions(self) -> list[workflow_pb2.WorkflowDefinition]:

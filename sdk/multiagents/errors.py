@@ -26,7 +26,9 @@ class WorkerExecutionError(MultiAgentsError):
 class ApplicationError(MultiAgentsError):
     """A worker failure with an explicit type and retry decision."""
 
-    def __init__(self, message: str, *, type: str = "ApplicationError", non_retryable: bool = False):
+    def __init__(
+        self, message: str, *, type: str = "ApplicationError", non_retryable: bool = False
+    ):
         super().__init__(message)
         self.type = type
         self.non_retryable = non_retryable

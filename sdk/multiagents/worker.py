@@ -63,7 +63,7 @@ class WorkerFunction:
         self.name = name
         self.fn = fn
         self.is_async = inspect.iscoroutinefunction(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, context: Context) -> Any:
         return self.fn(context)

@@ -91,7 +91,9 @@ class Server:
         self.dispatcher = dispatcher = Dispatcher(
             orchestrator, store, config, replica_id=self.replica_id, reader=self._reader
         )
-        hub = EventHub(self._redis, keys.events_channel, keys.cancel_channel, dispatcher.cancel_local)
+        hub = EventHub(
+            self._redis, keys.events_channel, keys.cancel_channel, dispatcher.cancel_local
+        )
 
         options = [
             ("grpc.max_receive_message_length", config.max_payload_bytes * 2 + 1024 * 1024),

@@ -16,8 +16,9 @@ import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -214,13 +215,13 @@ class Dispatcher:
         """Forward a cancellation to the local session running the command, if any."""
         for session in self.sessions.values():
             if command_id in session.inflight:
-                message = wpb.ConnectResponse(cancel=wpb.Cancel(command_id=command_id, reason=reason))
+                message = wpb.ConnectResponse(
+                    cancel=wpb.Cancel(command_id=command_id, reason=reason)
+                )
                 session.outgoing.put_nowait(message)
 
     def session_infos(self) -> dict[str, bytes]:
-        return {
-            s.id: json.dumps(s.info(self.replica_id)).encode() for s in self.sessions.values()
-        }
+        return {s.id: json.dumps(s.info(self.replica_id)).encode() for s in self.sessions.values()}
 
     async def shutdown(self, timeout_s: float) -> None:
         """Ask every session to drain, wait for in-flight commands, then close."""
@@ -306,7 +307,9 @@ class Dispatcher:
                 entry.worker,
                 entry.entry_id,
                 now,
-                command.heartbeat_timeout.ToMilliseconds() if command.HasField("heartbeat_timeout") else 0,
+                command.heartbeat_timeout.ToMilliseconds()
+                if command.HasField("heartbeat_timeout")
+                else 0,
             )
             batches.setdefault(session.id, []).append(command)
         for session_id, commands in batches.items():
@@ -319,8 +322,8 @@ class Dispatcher:
         if stale:
             self._spawn(self.store.ack_commands(stale))
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -108,7 +108,7 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets PDEATHSIG
+            preexec_fn=_die_with_parent,
         )
         (self.data_dir / "redis.pid").write_text(str(self._process.pid))
         deadline = time.monotonic() + timeout

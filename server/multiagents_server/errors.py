@@ -8,25 +8,25 @@ class ServiceError(Exception):
     """Root of the server's request errors."""
 
 
-class NotFound(ServiceError):  # noqa: N818 - names mirror the gRPC codes they map to
+class NotFound(ServiceError):
     """Unknown transaction, workflow or version."""
 
 
-class InvalidArgument(ServiceError):  # noqa: N818
+class InvalidArgument(ServiceError):
     """Bad definition or payload; the message names the field."""
 
 
-class AlreadyExists(ServiceError):  # noqa: N818
+class AlreadyExists(ServiceError):
     """A different definition under the same name and version, or a reused request id."""
 
 
-class FailedPrecondition(ServiceError):  # noqa: N818
+class FailedPrecondition(ServiceError):
     """Not allowed in the current state, e.g. cancelling a finished workflow."""
 
 
-class ResourceExhausted(ServiceError):  # noqa: N818
+class ResourceExhausted(ServiceError):
     """A payload over the size limit."""
 
 
-class Unauthenticated(ServiceError):  # noqa: N818
+class Unauthenticated(ServiceError):
     """Missing or invalid credentials."""

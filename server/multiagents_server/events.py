@@ -45,7 +45,9 @@ class EventHub:
         self.ready = asyncio.Event()
 
     @contextlib.contextmanager
-    def subscribe(self, transaction_id: str = ALL) -> Iterator[asyncio.Queue[events_pb2.WorkflowEvent]]:
+    def subscribe(
+        self, transaction_id: str = ALL
+    ) -> Iterator[asyncio.Queue[events_pb2.WorkflowEvent]]:
         """A queue of the events of one transaction (or of all) while in the block."""
         queue: asyncio.Queue[events_pb2.WorkflowEvent] = asyncio.Queue(QUEUE_LIMIT)
         self._subscribers.setdefault(transaction_id, set()).add(queue)
@@ -76,7 +78,7 @@ class EventHub:
                 await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         if channel.decode() == self._cancel_channel:
@@ -89,6 +91,8 @@ class EventHub:
         for key in (tx, ALL):
             for queue in self._subscribers.get(key, ()):
                 if queue.full():
-                    log.warning("slow event subscriber, dropping an event", extra={"transaction_id": tx})
+                    log.warning(
+                        "slow event subscriber, dropping an event", extra={"transaction_id": tx}
+                    )
                     continue
                 queue.put_nowait(event)

@@ -166,8 +166,8 @@ class Orchestrator:
         """A page of executions, newest first, filtered by state and name."""
         before, after_tx = float("inf"), ""
         if page_token:
-            score, _, after_tx = page_token.partition(":")
-            before = float(score)
+            token_score, _, after_tx = page_token.partition(":")
+            before = float(token_score)
         found: list[Snapshot] = []
         scanned = 0
         cursor = ""
@@ -177,7 +177,8 @@ class Orchestrator:
             if not rows:
                 return found, ""
             stored = await self.store.load_many([tx for tx, _ in rows])
-            await self.store.prune_index([tx for (tx, _), st in zip(rows, stored) if st is None])
+            gone = [tx for (tx, _), st in zip(rows, stored, strict=True) if st is None]
+            await self.store.prune_index(gone)
             for (tx, score), st in zip(rows, stored, strict=True):
                 scanned += 1
                 before, after_tx = score, tx
@@ -210,7 +211,7 @@ class Orchestrator:
             async with lock:
                 return await self._transition(transaction_id, event, ack)
         finally:
-            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+            if not lock.locked() and not lock._waiters:
                 self._locks.pop(transaction_id, None)
 
     async def _transition(

@@ -35,7 +35,9 @@ async def run_timers(orchestrator: Orchestrator) -> None:
                     await store.delete_timer(transaction_id, timer)
             except Exception:
                 # The claim lease expires and the timer fires again.
-                log.exception("timer failed", extra={"transaction_id": transaction_id, "timer": timer})
+                log.exception(
+                    "timer failed", extra={"transaction_id": transaction_id, "timer": timer}
+                )
 
     try:
         while True:

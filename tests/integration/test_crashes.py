@@ -12,14 +12,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from integration.helpers import make_config, wait_for
 
+from conftest import ROOT
+from integration.helpers import make_config, wait_for
 from multiagents import Client, RetryPolicy, WorkerRuntime, WorkflowBuilder
 from multiagents.v1 import monitoring_service_pb2, monitoring_service_pb2_grpc
 from multiagents_server.app import Server
 from multiagents_server.embedded_redis import EmbeddedRedis, free_port
-
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +57,9 @@ async def test_worker_killed_mid_step_runs_again_on_another_worker(
     server: Server, client: Client, processes: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     for _ in range(2):
-        processes.append(spawn("worker", CRASH_WORKERS, "--server", server.address, "--concurrency", "1"))
+        processes.append(
+            spawn("worker", CRASH_WORKERS, "--server", server.address, "--concurrency", "1")
+        )
     # Sessions appear in ListWorkers with the next lease renewal.
     await wait_for(lambda: session_count(server.address, "crash.slow"), timeout=20, interval=0.1)
     await wait_for(
@@ -92,7 +93,15 @@ async def replica(
 ) -> AsyncIterator[tuple[str, list[str]]]:
     config = make_config(redis_server.url)
     port = free_port()
-    args = ["serve", "--port", str(port), "--redis-url", redis_server.url, "--key-prefix", config.key_prefix]
+    args = [
+        "serve",
+        "--port",
+        str(port),
+        "--redis-url",
+        redis_server.url,
+        "--key-prefix",
+        config.key_prefix,
+    ]
     yield f"127.0.0.1:{port}", args
 
 
@@ -113,7 +122,9 @@ async def test_server_killed_with_100_in_flight_loses_nothing_after_restart(
         )
         await runtime.start(timeout=20)
         try:
-            ids = [await client.execute_workflow("crash.three_naps", {"nap": 0.2}) for _ in range(100)]
+            ids = [
+                await client.execute_workflow("crash.three_naps", {"nap": 0.2}) for _ in range(100)
+            ]
             statuses = await asyncio.gather(*(client.get_status(tx) for tx in ids))
             assert any(not s.terminal for s in statuses), "the kill must hit workflows in flight"
             server.send_signal(signal.SIGKILL)
@@ -130,7 +141,7 @@ def _registers(client: Client, workflow: object) -> object:
     async def attempt() -> bool:
         try:
             await client.register_workflow(workflow)  # type: ignore[arg-type]
-        except Exception:  # noqa: BLE001 - the server is still starting
+        except Exception:
             return False
         return True
 

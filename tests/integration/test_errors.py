@@ -6,8 +6,8 @@ from typing import Any
 
 import grpc
 import pytest
-from integration.helpers import make_config, serving
 
+from integration.helpers import make_config, serving
 from multiagents import (
     AlreadyExistsError,
     Client,
@@ -19,9 +19,8 @@ from multiagents import (
     WorkflowBuilder,
     worker,
 )
-from multiagents.v1 import common_pb2, workflow_pb2
+from multiagents.v1 import common_pb2, workflow_pb2, workflow_service_pb2_grpc
 from multiagents.v1 import workflow_service_pb2 as pb
-from multiagents.v1 import workflow_service_pb2_grpc
 from multiagents_server.app import Server
 from multiagents_server.embedded_redis import EmbeddedRedis
 
@@ -72,7 +71,9 @@ async def test_unknown_workflow_and_version_are_not_found(client: Client, uid: s
                 version=1,
                 steps=[
                     workflow_pb2.StepDefinition(
-                        name="s", worker="a", retry_policy=workflow_pb2.RetryPolicy(maximum_attempts=-1)
+                        name="s",
+                        worker="a",
+                        retry_policy=workflow_pb2.RetryPolicy(maximum_attempts=-1),
                     )
                 ],
             ),
@@ -87,33 +88,54 @@ async def test_bad_definition_is_invalid_argument_naming_the_field(
         await client.register_workflow(definition)
 
 
-async def test_bad_input_payload_is_invalid_argument(server: Server, client: Client, uid: str) -> None:
+async def test_bad_input_payload_is_invalid_argument(
+    server: Server, client: Client, uid: str
+) -> None:
     await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", "w").build())
     stub = workflow_service_pb2_grpc.WorkflowServiceStub(client._channel)
     cases = [
-        (common_pb2.Payload(metadata={"encoding": b"json/plain"}, data=b"{not json"), "input: invalid JSON"),
-        (common_pb2.Payload(metadata={"encoding": b"json/plain"}, data=b"[1, 2]"), "input: expected a JSON object"),
-        (common_pb2.Payload(metadata={"encoding": b"binary/x"}, data=b"x"), "input: unsupported encoding"),
+        (
+            common_pb2.Payload(metadata={"encoding": b"json/plain"}, data=b"{not json"),
+            "input: invalid JSON",
+        ),
+        (
+            common_pb2.Payload(metadata={"encoding": b"json/plain"}, data=b"[1, 2]"),
+            "input: expected a JSON object",
+        ),
+        (
+            common_pb2.Payload(metadata={"encoding": b"binary/x"}, data=b"x"),
+            "input: unsupported encoding",
+        ),
     ]
     for payload, message in cases:
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.ExecuteWorkflow(pb.ExecuteWorkflowRequest(workflow_name=f"{uid}.wf", input=payload))
+            await stub.ExecuteWorkflow(
+                pb.ExecuteWorkflowRequest(workflow_name=f"{uid}.wf", input=payload)
+            )
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert message in (info.value.details() or "")
 
 
-async def test_different_definition_under_same_version_already_exists(client: Client, uid: str) -> None:
+async def test_different_definition_under_same_version_already_exists(
+    client: Client, uid: str
+) -> None:
     assert await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", "w1").build())
-    assert not await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", "w1").build())
+    assert not await client.register_workflow(
+        WorkflowBuilder(f"{uid}.wf").add_step("s", "w1").build()
+    )
     with pytest.raises(AlreadyExistsError, match=f"{uid}.wf"):
         await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", "w2").build())
-    assert await client.register_workflow(WorkflowBuilder(f"{uid}.wf", version=2).add_step("s", "w2").build())
+    assert await client.register_workflow(
+        WorkflowBuilder(f"{uid}.wf", version=2).add_step("s", "w2").build()
+    )
     latest = await client.get_workflow_definition(f"{uid}.wf")
     assert (latest.version, latest.steps[0].worker) == (2, "w2")
 
 
 async def test_reused_request_id_with_other_input_already_exists(client: Client, uid: str) -> None:
-    await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", f"{uid}.nobody").build())
+    await client.register_workflow(
+        WorkflowBuilder(f"{uid}.wf").add_step("s", f"{uid}.nobody").build()
+    )
     await client.execute_workflow(f"{uid}.wf", {"a": 1}, request_id=f"{uid}-r")
     with pytest.raises(AlreadyExistsError, match="request_id"):
         await client.execute_workflow(f"{uid}.wf", {"a": 2}, request_id=f"{uid}-r")
@@ -159,8 +181,12 @@ async def test_oversized_result_fails_the_step_instead_of_crashing(
     assert status.error is not None and "over the server's limit" in status.error["message"]
 
 
-async def test_missing_or_wrong_token_is_unauthenticated(redis_server: EmbeddedRedis, uid: str) -> None:
-    config = make_config(redis_server.url, client_tokens=("client-secret",), worker_tokens=("worker-secret",))
+async def test_missing_or_wrong_token_is_unauthenticated(
+    redis_server: EmbeddedRedis, uid: str
+) -> None:
+    config = make_config(
+        redis_server.url, client_tokens=("client-secret",), worker_tokens=("worker-secret",)
+    )
     async with Server(config) as secured:
         for token in (None, "wrong", "worker-secret"):
             async with Client(secured.address, token=token) as c:
@@ -176,7 +202,9 @@ async def test_missing_or_wrong_token_is_unauthenticated(redis_server: EmbeddedR
             return {}
 
         with pytest.raises(WorkerStartError, match="UNAUTHENTICATED"):
-            await WorkerRuntime([w], servers=secured.address, token="client-secret").start(timeout=5)
+            await WorkerRuntime([w], servers=secured.address, token="client-secret").start(
+                timeout=5
+            )
         runtime = WorkerRuntime([w], servers=secured.address, token="worker-secret")
         await runtime.start(timeout=5)
         await runtime.stop()

@@ -6,14 +6,15 @@ import asyncio
 from typing import Any
 
 from integration.helpers import kinds, run, serving
-
 from multiagents import Client, RetryPolicy, WorkerExecutionError, WorkflowBuilder, worker
 from multiagents_server.app import Server
 
 FAST = RetryPolicy(max_attempts=3, initial_interval=0.05)
 
 
-async def test_completed_workflow_flows_context_forward(server: Server, client: Client, uid: str) -> None:
+async def test_completed_workflow_flows_context_forward(
+    server: Server, client: Client, uid: str
+) -> None:
     seen: list[dict[str, Any]] = []
 
     @worker(f"{uid}.a")
@@ -31,12 +32,17 @@ async def test_completed_workflow_flows_context_forward(server: Server, client: 
         status = await run(client, wf, {"n": 1})
     assert status.state == "completed"
     assert seen == [{"n": 1}, {"n": 1, "x": 2, "shared": "a"}]
-    assert status.step_results == {"first": {"x": 2, "shared": "a"}, "second": {"y": 20, "shared": "b"}}
+    assert status.step_results == {
+        "first": {"x": 2, "shared": "a"},
+        "second": {"y": 20, "shared": "b"},
+    }
     assert status.context == {"n": 1, "x": 2, "y": 20, "shared": "b"}
     assert status.current_step is None
 
 
-async def test_retryable_error_is_retried_then_succeeds(server: Server, client: Client, uid: str) -> None:
+async def test_retryable_error_is_retried_then_succeeds(
+    server: Server, client: Client, uid: str
+) -> None:
     attempts = 0
 
     @worker(f"{uid}.flaky")
@@ -53,11 +59,15 @@ async def test_retryable_error_is_retried_then_succeeds(server: Server, client: 
     assert status.state == "completed"
     assert status.step_results == {"s": {"ok": 3}}
     assert status.steps[0].attempts == 3
-    errors = [e.error for e in await client.get_history(status.transaction_id) if e.HasField("error")]
+    errors = [
+        e.error for e in await client.get_history(status.transaction_id) if e.HasField("error")
+    ]
     assert [(e.error.type, e.will_retry) for e in errors] == [("WorkerExecutionError", True)] * 2
 
 
-async def test_validation_error_is_not_retried_and_fails(server: Server, client: Client, uid: str) -> None:
+async def test_validation_error_is_not_retried_and_fails(
+    server: Server, client: Client, uid: str
+) -> None:
     calls = 0
 
     @worker(f"{uid}.validate")
@@ -148,7 +158,9 @@ async def test_failing_compensation_is_flagged_for_manual_intervention(
     assert status.steps[0].status == "compensation_failed"
     assert status.steps[0].last_failure is not None
     assert status.steps[0].last_failure["message"] == "booking system down"
-    compensations = [k for k, s in await kinds(client, status.transaction_id) if k == "compensation"]
+    compensations = [
+        k for k, s in await kinds(client, status.transaction_id) if k == "compensation"
+    ]
     assert len(compensations) == 3  # the compensation's own retry policy: 3 attempts
 
 
@@ -164,7 +176,9 @@ async def test_step_timeout_is_retried_then_fails(server: Server, client: Client
 
     wf = (
         WorkflowBuilder(f"{uid}.wf")
-        .add_step("hang", hang, timeout=0.3, retry=RetryPolicy(max_attempts=2, initial_interval=0.05))
+        .add_step(
+            "hang", hang, timeout=0.3, retry=RetryPolicy(max_attempts=2, initial_interval=0.05)
+        )
         .build()
     )
     async with serving(server, hang):
@@ -200,7 +214,12 @@ async def test_cancel_running_workflow_compensates_and_ends_cancelled(
             raise
         return {}
 
-    wf = WorkflowBuilder(f"{uid}.wf").add_step("quick", quick, compensation=undo).add_step("long", long).build()
+    wf = (
+        WorkflowBuilder(f"{uid}.wf")
+        .add_step("quick", quick, compensation=undo)
+        .add_step("long", long)
+        .build()
+    )
     async with serving(server, quick, undo, long):
         await client.register_workflow(wf)
         tx = await client.execute_workflow(wf.name, {})
@@ -213,7 +232,9 @@ async def test_cancel_running_workflow_compensates_and_ends_cancelled(
     assert [s.status for s in status.steps] == ["compensated", "cancelled"]
 
 
-async def test_idempotent_submit_returns_the_same_execution(server: Server, client: Client, uid: str) -> None:
+async def test_idempotent_submit_returns_the_same_execution(
+    server: Server, client: Client, uid: str
+) -> None:
     runs = 0
 
     @worker(f"{uid}.once")

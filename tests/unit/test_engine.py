@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
+
 from multiagents_server.engine import (
     Attempt,
     CancelCommand,

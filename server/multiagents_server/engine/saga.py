@@ -311,9 +311,7 @@ def _on_failed(ex: Execution, command_id: str, failure: Failure, now_ms: int) ->
         b.set_step(attempt.step_index, status=StepStatus.COMPENSATION_FAILED)
         # A cancelled execution has no forward failure: record this one, so a
         # FAILED execution always says why.
-        b.ex = replace(
-            b.ex, requires_manual_intervention=True, failure=b.ex.failure or failure
-        )
+        b.ex = replace(b.ex, requires_manual_intervention=True, failure=b.ex.failure or failure)
         b.next_compensation_or_finish()
     else:
         b.set_step(attempt.step_index, status=StepStatus.FAILED)

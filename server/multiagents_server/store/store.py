@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as redis
 from redis.exceptions import ResponseError
@@ -50,7 +51,10 @@ class Store:
     """All Redis access of a server replica."""
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        self.redis = client
+        # Typed as Any on purpose: redis-py annotates replies as str/bytes
+        # unions, but the client runs with decode_responses=False, so every
+        # reply is bytes; this class converts them at its boundary.
+        self.redis: Any = client
         self.keys = keys
         self._groups: set[str] = set()
 
@@ -144,9 +148,7 @@ class Store:
         entries = await self.redis.xrange(self.keys.history(transaction_id))
         return [fields[b"e"] for _, fields in entries]
 
-    async def index_page(
-        self, before_score: float, count: int
-    ) -> list[tuple[str, float]]:
+    async def index_page(self, before_score: float, count: int) -> list[tuple[str, float]]:
         """Executions created at or before `before_score`, newest first."""
         rows = await self.redis.zrevrangebyscore(
             self.keys.index, before_score, "-inf", start=0, num=count, withscores=True
@@ -216,7 +218,7 @@ class Store:
         self._groups.add(worker)
 
     async def read_commands(
-        self, client: redis.Redis, worker: str, consumer: str, count: int, block_ms: int
+        self, client: Any, worker: str, consumer: str, count: int, block_ms: int
     ) -> list[CommandEntry]:
         """Take up to `count` new commands of `worker`, waiting up to `block_ms`."""
         reply = await client.xreadgroup(

@@ -26,7 +26,7 @@ def _allowed(token: str | None, tokens: tuple[str, ...]) -> bool:
     return token is not None and any(hmac.compare_digest(token, t) for t in tokens)
 
 
-class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
+class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Rejects calls without a valid token for their role with UNAUTHENTICATED."""
 
     def __init__(self, client_tokens: tuple[str, ...], worker_tokens: tuple[str, ...]) -> None:

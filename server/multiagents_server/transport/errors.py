@@ -51,7 +51,9 @@ def streaming(
     """Map ServiceError raised by a server-streaming method to its status code."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[R]:
+    async def wrapper(
+        self: Any, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[R]:
         try:
             async for item in method(self, request, context):
                 yield item

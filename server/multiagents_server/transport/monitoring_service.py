@@ -59,6 +59,9 @@ class MonitoringService(monitoring_service_pb2_grpc.MonitoringServiceServicer):
                     continue
                 if request.correlation_id:
                     kind = event.WhichOneof("event")
-                    if kind is None or getattr(event, kind).correlation_id != request.correlation_id:
+                    if (
+                        kind is None
+                        or getattr(event, kind).correlation_id != request.correlation_id
+                    ):
                         continue
                 yield mpb.StreamEventsResponse(event=event)

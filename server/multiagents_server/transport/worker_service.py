@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -146,9 +145,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
 
     async def _result(self, session: Session, result: wpb.CommandResult) -> None:
         try:
-            value = convert.json_object(
-                result.result, "result", self.config.max_payload_bytes
-            )
+            value = convert.json_object(result.result, "result", self.config.max_payload_bytes)
         except (InvalidArgument, ResourceExhausted) as exc:
             failure = Failure(str(exc), type(exc).__name__, non_retryable=True)
             await self.dispatcher.fail(session, result.command_id, failure)

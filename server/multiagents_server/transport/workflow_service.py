@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from multiagents.v1 import common_pb2, events_pb2, workflow_service_pb2 as pb
-from multiagents.v1 import workflow_service_pb2_grpc
+from multiagents.v1 import common_pb2, events_pb2, workflow_service_pb2_grpc
+from multiagents.v1 import workflow_service_pb2 as pb
 from multiagents_server import convert
 from multiagents_server.config import ServerConfig
 from multiagents_server.errors import InvalidArgument
@@ -73,9 +73,7 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
         if request.version < 0:
             raise InvalidArgument("version: must be >= 0 (0 means latest)")
         input = convert.json_object(request.input, "input", self.config.max_payload_bytes)
-        metadata = {
-            k: v for k, v in context.invocation_metadata() or () if k == "traceparent"
-        }
+        metadata = {k: v for k, v in context.invocation_metadata() or () if k == "traceparent"}
         tx, created = await self.orchestrator.execute(
             name,
             input,

@@ -54,7 +54,11 @@ export class CancelledError extends Error {
   }
 }
 
-/** Reason of a task's AbortSignal when the command's deadline passed. */
+/**
+ * Reason of a task's AbortSignal when the command's deadline passed. A handler
+ * that then fails with it (or with an AbortError) is reported as
+ * Failure.type "StepTimeout", the server's own type for a step timeout.
+ */
 export class DeadlineExceededError extends Error {
   constructor(message = "command deadline exceeded") {
     super(message);

@@ -229,13 +229,22 @@ export class Worker extends EventEmitter<WorkerEvents> {
     try {
       while (!this.forced && !(this.stopping && this.idle())) {
         const end = await this.runSession(client);
-        if (end.welcomed) failures = 0;
+        const fields = { code: end.status.code, details: end.status.details, in_flight: this.running.size };
+        if (end.welcomed) {
+          failures = 0;
+          if (this.stopping || this.drainRequested) this.logger.info("session closed", fields);
+          else this.logger.warn("session lost", fields);
+        } else if (failures === 0) {
+          this.logger.warn("cannot connect; retrying with backoff", { address: this.options.address, ...fields });
+        } else {
+          this.logger.debug("cannot connect", fields);
+        }
         if (this.forced || (this.stopping && this.idle())) break;
         if (!end.welcomed && FATAL_HANDSHAKE_CODES.has(end.status.code)) {
           throw new SessionRejectedError(`server refused the session: ${end.status.details}`, end.status.code);
         }
         const delay = backoffDelay(failures++, this.options.backoff);
-        this.logger.info("reconnecting", { in_ms: delay, buffered_outcomes: this.outbox.length });
+        this.logger.debug("reconnecting", { in_ms: delay, buffered_outcomes: this.outbox.length });
         if (this.wake.signal.aborted) this.wake = new AbortController();
         await sleep(delay, this.wake.signal);
         // Shutting down with work still running and nothing to deliver: a
@@ -287,9 +296,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.session = session;
     const end = await session.done;
     this.session = undefined;
-    const fields = { code: end.status.code, details: end.status.details, in_flight: this.running.size };
-    if (this.stopping || this.drainRequested) this.logger.info("session closed", fields);
-    else this.logger.warn("session lost", fields);
     this.emit("disconnected", end);
     return end;
   }

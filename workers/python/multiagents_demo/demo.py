@@ -15,7 +15,7 @@ CITIES = ["Lisbon", "Osaka", "Atlantis", "Nairobi", "Toronto", "El Dorado", "Osl
 
 
 def _say(*parts: object) -> None:
-    print(*parts, flush=True)  # noqa: T201 - the demo's output
+    print(*parts, flush=True)
 
 
 def demo_orders(count: int) -> list[dict[str, Any]]:
