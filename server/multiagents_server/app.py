@@ -114,7 +114,7 @@ class Server:
             WorkerService(dispatcher, config), server
         )
         monitoring_service_pb2_grpc.add_MonitoringServiceServicer_to_server(
-            MonitoringService(orchestrator, hub), server
+            MonitoringService(orchestrator, hub, config), server
         )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -44,6 +44,12 @@ class ServerConfig:
     # When set, clients must present a certificate signed by this CA (mTLS).
     tls_client_ca_file: str | None = None
     log_level: str = "INFO"
+    # Monitoring (the seed's MonitoringConfig maps onto these).
+    event_monitoring: bool = True
+    trace_retention_ms: int = 24 * 3600 * 1000
+    worker_monitoring: bool = True
+    # A worker whose last heartbeat is older than this is not healthy.
+    health_check_interval_ms: int = 30_000
 
     @property
     def auth_enabled(self) -> bool:

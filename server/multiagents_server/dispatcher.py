@@ -27,7 +27,7 @@ from multiagents_server import engine
 from multiagents_server.config import ServerConfig
 from multiagents_server.engine.saga import HEARTBEAT_TIMER, WORKER_LOST, timer_id
 from multiagents_server.orchestrator import Orchestrator
-from multiagents_server.store import CommandEntry, Store
+from multiagents_server.store import CommandEntry, OutcomeRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,14 @@ class Inflight:
     entry_id: bytes
     started_ms: int
     heartbeat_timeout_ms: int
+    step: str = ""
+    correlation_id: str = ""
+    session_id: str = ""
+
+    @property
+    def dispatched_ms(self) -> int:
+        """When the command was queued: the stream entry id is its XADD time."""
+        return int(self.entry_id.split(b"-", 1)[0])
 
 
 @dataclass(eq=False, slots=True)
@@ -175,6 +183,44 @@ class Dispatcher:
             transaction_of(inflight.command_id),
             engine.StepFailed(inflight.command_id, failure),
             ack=(inflight.worker, inflight.entry_id),
+            outcome=self._outcome(inflight, failure),
+        )
+
+    def _outcome(self, inflight: Inflight, failure: engine.Failure | None) -> OutcomeRecord | None:
+        """The monitoring record of an answered (or lost) command."""
+        config = self.config
+        if not (config.event_monitoring or config.worker_monitoring):
+            return None
+        now = self.clock
+        trace = None
+        if config.event_monitoring:
+            trace = json.dumps(
+                {
+                    "command_id": inflight.command_id,
+                    "transaction_id": transaction_of(inflight.command_id),
+                    "correlation_id": inflight.correlation_id,
+                    "worker_name": inflight.worker,
+                    "step": inflight.step,
+                    "session_id": inflight.session_id,
+                    "dispatched_ms": inflight.dispatched_ms,
+                    "picked_up_ms": inflight.started_ms,
+                    "completed_ms": now,
+                    "success": failure is None,
+                    "failure": None
+                    if failure is None
+                    else {"message": failure.message, "type": failure.type},
+                }
+            ).encode()
+        return OutcomeRecord(
+            worker=inflight.worker,
+            transaction_id=transaction_of(inflight.command_id),
+            command_id=inflight.command_id,
+            success=failure is None,
+            error_type="" if failure is None else failure.type,
+            duration_ms=now - inflight.started_ms,
+            trace=trace,
+            trace_ttl_ms=config.trace_retention_ms,
+            count=config.worker_monitoring,
         )
 
     def drain(self, session: Session) -> None:
@@ -195,9 +241,15 @@ class Dispatcher:
         inflight = session.inflight.pop(command_id, None)
         # An answer for a command this session does not hold comes from a
         # worker that reconnected; it counts if the attempt is still current.
-        ack = None if inflight is None else (inflight.worker, inflight.entry_id)
+        ack = outcome = None
+        if inflight is not None:
+            ack = (inflight.worker, inflight.entry_id)
+            failure = event.failure if isinstance(event, engine.StepFailed) else None
+            outcome = self._outcome(inflight, failure)
         try:
-            await self.orchestrator.apply(transaction_of(command_id), event, ack=ack)
+            await self.orchestrator.apply(
+                transaction_of(command_id), event, ack=ack, outcome=outcome
+            )
         finally:
             self._wake(session.names)
 
@@ -310,6 +362,9 @@ class Dispatcher:
                 command.heartbeat_timeout.ToMilliseconds()
                 if command.HasField("heartbeat_timeout")
                 else 0,
+                step=command.step,
+                correlation_id=command.correlation_id,
+                session_id=session.id,
             )
             batches.setdefault(session.id, []).append(command)
         for session_id, commands in batches.items():
@@ -355,7 +410,10 @@ class Dispatcher:
                     failure = engine.Failure(f"server replica {consumer} lost", WORKER_LOST)
                     for entry in entries:
                         command = wpb.Command.FromString(entry.command)
-                        inflight = Inflight(command.command_id, worker, entry.entry_id, now, 0)
+                        inflight = Inflight(
+                            command.command_id, worker, entry.entry_id, now, 0,
+                            step=command.step, correlation_id=command.correlation_id,
+                        )  # fmt: skip
                         await self._fail_lost(inflight, failure)
                     reclaimed += len(entries)
                     pending -= len(entries)

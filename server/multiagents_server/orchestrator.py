@@ -26,7 +26,7 @@ from multiagents_server import convert, engine
 from multiagents_server.config import ServerConfig
 from multiagents_server.engine import codec
 from multiagents_server.errors import AlreadyExists, FailedPrecondition, NotFound
-from multiagents_server.store import Outbox, Store
+from multiagents_server.store import Outbox, OutcomeRecord, Store
 from multiagents_server.store.store import FLUSH_TIMER
 
 log = logging.getLogger(__name__)
@@ -200,28 +200,34 @@ class Orchestrator:
         event: engine.Event,
         *,
         ack: tuple[str, bytes] | None = None,
+        outcome: OutcomeRecord | None = None,
     ) -> engine.Transition | None:
         """Apply one event; None when the execution is gone.
 
         `ack` is a command stream entry to acknowledge once the event is
-        applied (or found stale).
+        applied (or found stale); `outcome` is recorded for monitoring in the
+        same round trip.
         """
         lock = self._locks.setdefault(transaction_id, asyncio.Lock())
         try:
             async with lock:
-                return await self._transition(transaction_id, event, ack)
+                return await self._transition(transaction_id, event, ack, outcome)
         finally:
             if not lock.locked() and not lock._waiters:
                 self._locks.pop(transaction_id, None)
 
     async def _transition(
-        self, transaction_id: str, event: engine.Event, ack: tuple[str, bytes] | None
+        self,
+        transaction_id: str,
+        event: engine.Event,
+        ack: tuple[str, bytes] | None,
+        outcome: OutcomeRecord | None,
     ) -> engine.Transition | None:
+        acks = [] if ack is None else [ack]
         while True:
             stored = await self.store.load(transaction_id)
             if stored is None:
-                if ack is not None:
-                    await self.store.ack_commands([ack])
+                await self.store.ack_commands(acks, outcome)
                 return None
             execution = codec.execution_from_json(json.loads(stored.state))
             if stored.outbox is not None:
@@ -229,10 +235,9 @@ class Orchestrator:
             now = self.clock()
             transition = engine.apply(execution, event, now)
             if not transition.changed:
-                if ack is not None:
-                    await self.store.ack_commands([ack])
+                await self.store.ack_commands(acks, outcome)
                 return transition
-            if await self._commit(transition, stored.revision, now, ack=ack):
+            if await self._commit(transition, stored.revision, now, ack=ack, outcome=outcome):
                 return transition
             log.debug("revision conflict, retrying", extra={"transaction_id": transaction_id})
 
@@ -256,6 +261,7 @@ class Orchestrator:
         *,
         created: bool = False,
         ack: tuple[str, bytes] | None = None,
+        outcome: OutcomeRecord | None = None,
     ) -> bool:
         ex = transition.execution
         revision = expected_revision + 1
@@ -280,6 +286,7 @@ class Orchestrator:
         outbox = self._outbox(ex, transition.effects)
         outbox.events = events
         outbox.ack = ack
+        outbox.outcome = outcome
         await self.store.carry_out(
             ex.transaction_id, committed if outbox_json is not None else None, outbox
         )

@@ -59,7 +59,21 @@ class Keys:
         return f"{self.prefix}:sessions:{{{replica_id}}}"
 
     def worker_stats(self, worker: str) -> str:
+        """Hash of a worker name's counters: succeeded, failed, err:<type>."""
         return f"{self.prefix}:stats:{{{worker}}}"
+
+    def worker_durations(self, worker: str) -> str:
+        """Capped list of a worker name's recent processing times (ms)."""
+        return f"{self.prefix}:durations:{{{worker}}}"
+
+    def traces(self, transaction_id: str) -> str:
+        """Hash of one execution's command traces (command id -> JSON)."""
+        return f"{self.prefix}:trace:{{{transaction_id}}}"
+
+    @property
+    def recent_traces(self) -> str:
+        """Capped list of the newest command traces of every execution."""
+        return f"{self.prefix}:traces"
 
     @property
     def events_channel(self) -> str:

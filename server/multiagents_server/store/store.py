@@ -26,6 +26,27 @@ class Stored:
     outbox: bytes | None
 
 
+DURATIONS_KEPT = 1000
+RECENT_TRACES_KEPT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRecord:
+    """Monitoring record of one answered command: counters, timing, trace."""
+
+    worker: str
+    transaction_id: str
+    command_id: str
+    success: bool
+    error_type: str
+    duration_ms: int
+    # None when event monitoring is off; counters are skipped when
+    # worker monitoring is off.
+    trace: bytes | None
+    trace_ttl_ms: int
+    count: bool = True
+
+
 @dataclass(slots=True)
 class Outbox:
     """Side effects of one committed transition, carried out in one round trip."""
@@ -36,6 +57,7 @@ class Outbox:
     cancels: list[bytes] = field(default_factory=list)
     events: list[bytes] = field(default_factory=list)
     ack: tuple[str, bytes] | None = None
+    outcome: OutcomeRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +163,45 @@ class Store:
             worker, entry_id = outbox.ack
             pipe.xack(keys.commands(worker), DISPATCH_GROUP, entry_id)
             pipe.xdel(keys.commands(worker), entry_id)
+        if outbox.outcome is not None:
+            self._record_outcome(pipe, outbox.outcome)
         if len(pipe):
             await pipe.execute()
+
+    def _record_outcome(self, pipe: Any, record: OutcomeRecord) -> None:
+        keys = self.keys
+        if record.count:
+            stats = keys.worker_stats(record.worker)
+            pipe.hincrby(stats, "succeeded" if record.success else "failed", 1)
+            if not record.success:
+                pipe.hincrby(stats, f"err:{record.error_type}", 1)
+            durations = keys.worker_durations(record.worker)
+            pipe.lpush(durations, record.duration_ms)
+            pipe.ltrim(durations, 0, DURATIONS_KEPT - 1)
+        if record.trace is not None:
+            traces = keys.traces(record.transaction_id)
+            pipe.hset(traces, record.command_id, record.trace)
+            pipe.pexpire(traces, record.trace_ttl_ms)
+            pipe.lpush(keys.recent_traces, record.trace)
+            pipe.ltrim(keys.recent_traces, 0, RECENT_TRACES_KEPT - 1)
+
+    async def record_outcome(self, record: OutcomeRecord) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        self._record_outcome(pipe, record)
+        await pipe.execute()
+
+    async def worker_stats(self, worker: str) -> tuple[dict[str, int], list[int]]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.worker_stats(worker))
+        pipe.lrange(self.keys.worker_durations(worker), 0, -1)
+        counters, durations = await pipe.execute()
+        return {k.decode(): int(v) for k, v in counters.items()}, [int(d) for d in durations]
+
+    async def traces_of(self, transaction_id: str) -> list[bytes]:
+        return list((await self.redis.hgetall(self.keys.traces(transaction_id))).values())
+
+    async def recent_traces(self, count: int) -> list[bytes]:
+        return list(await self.redis.lrange(self.keys.recent_traces, 0, count - 1))
 
     async def history(self, transaction_id: str) -> list[bytes]:
         entries = await self.redis.xrange(self.keys.history(transaction_id))
@@ -231,13 +290,17 @@ class Store:
                     entries.append(CommandEntry(worker, entry_id, fields[b"c"]))
         return entries
 
-    async def ack_commands(self, entries: Sequence[tuple[str, bytes]]) -> None:
-        if not entries:
+    async def ack_commands(
+        self, entries: Sequence[tuple[str, bytes]], outcome: OutcomeRecord | None = None
+    ) -> None:
+        if not entries and outcome is None:
             return
         pipe = self.redis.pipeline(transaction=False)
         for worker, entry_id in entries:
             pipe.xack(self.keys.commands(worker), DISPATCH_GROUP, entry_id)
             pipe.xdel(self.keys.commands(worker), entry_id)
+        if outcome is not None:
+            self._record_outcome(pipe, outcome)
         await pipe.execute()
 
     async def requeue_commands(self, entries: Sequence[CommandEntry]) -> None:
