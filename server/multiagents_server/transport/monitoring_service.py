@@ -94,7 +94,7 @@ class MonitoringService(monitoring_service_pb2_grpc.MonitoringServiceServicer):
 
     def _health(
         self, serving: list[dict[str, Any]], succeeded: int, failed: int, now: int
-    ) -> mpb.WorkerHealth.ValueType:
+    ) -> mpb.WorkerHealth:
         if not serving:
             return mpb.WORKER_HEALTH_OFFLINE
         fresh = any(
