@@ -279,10 +279,15 @@ class WorkerRuntime:
         try:
             result = await self._run_worker(command)
         except asyncio.CancelledError:
-            if cid in self._cancelled:
-                self._cancelled.discard(cid)
-                return  # the server cancelled it and ignores any answer
-            raise
+            if cid not in self._cancelled:
+                raise
+            # The server ignores this answer, but it frees the command's slot.
+            self._cancelled.discard(cid)
+            failure = common_pb2.Failure(message="cancelled by the server", type="Cancelled")
+            self._emit(
+                wpb.ConnectRequest(failure=wpb.CommandFailure(command_id=cid, failure=failure))
+            )
+            return
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise

@@ -8,7 +8,7 @@
  * on SIGTERM drains gracefully and exits 0. Token: $MULTIAGENTS_TOKEN.
  */
 import { parseArgs } from "node:util";
-import { NonRetryableError, Worker, type Task } from "../src/index.js";
+import { NonRetryableError, Worker, consoleLogger, type Task } from "../src/index.js";
 
 const LANG = "node";
 
@@ -24,11 +24,13 @@ if (values.server === undefined || values.prefix === undefined) {
   process.exit(2);
 }
 const prefix = values.prefix;
+const log = consoleLogger(undefined, "conformance-worker");
 
 const worker = new Worker({
   address: values.server,
   maxConcurrency: Number(values["max-concurrency"]),
   token: process.env["MULTIAGENTS_TOKEN"] || undefined,
+  logger: log,
 });
 
 worker.register(`${prefix}.step`, (ctx, task) => ({
@@ -92,7 +94,7 @@ function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
 worker.once("ready", () => process.stdout.write("READY\n"));
 for (const sig of ["SIGTERM", "SIGINT"] as const) {
   process.once(sig, () => {
-    process.stderr.write(`conformance-worker: ${sig}, draining\n`);
+    log.info(`${sig}: draining`);
     void worker.shutdown();
   });
 }
@@ -101,6 +103,6 @@ try {
   await worker.run();
   process.exit(0);
 } catch (err) {
-  process.stderr.write(`conformance-worker: ${(err as Error).stack ?? String(err)}\n`);
+  log.error("stopped", { error: (err as Error).stack ?? String(err) });
   process.exit(1);
 }

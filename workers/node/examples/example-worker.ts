@@ -1,8 +1,12 @@
-// A MultiAgents worker in Node.js: serves two workers of the "node_example" workflow
-// (see submit.ts). Run: node dist/examples/example-worker.js  (server on 127.0.0.1:50051)
+// A MultiAgents worker in Node.js, serving the two steps of the "node_example" workflow
+// (submit.ts registers and runs it). Run: node dist/examples/example-worker.js
 import { NonRetryableError, Worker } from "../src/index.js";
 
-const worker = new Worker({ address: process.env["MULTIAGENTS_ADDRESS"] ?? "127.0.0.1:50051", maxConcurrency: 8, token: process.env["MULTIAGENTS_TOKEN"] });
+const worker = new Worker({
+  address: process.env["MULTIAGENTS_ADDRESS"] ?? "127.0.0.1:50051",
+  maxConcurrency: 8,
+  token: process.env["MULTIAGENTS_TOKEN"],
+});
 worker.register("node_example.greet", async (ctx) => {
   if (typeof ctx["name"] !== "string") throw new NonRetryableError("input needs a string 'name'", "ValueError");
   return { greeting: `Hello, ${ctx["name"]}!` };

@@ -10,35 +10,25 @@
 import { EventEmitter } from "node:events";
 import * as os from "node:os";
 import { credentials as grpcCredentials, Metadata, type ChannelCredentials, type ChannelOptions } from "@grpc/grpc-js";
-import type { Failure } from "./gen/multiagents/v1/common.js";
 import {
   type Cancel,
   type Command,
   type CommandOutcome,
-  type ConnectRequest,
   type DrainRequest,
   type Hello,
   ProtocolVersion,
   WorkerServiceClient,
 } from "./gen/multiagents/v1/worker_service.js";
 import { backoffDelay, sleep, type BackoffOptions } from "./backoff.js";
-import {
-  ApplicationError,
-  CancelledError,
-  DeadlineExceededError,
-  NonRetryableError,
-  SessionRejectedError,
-  WorkerShutdownError,
-  errorType,
-} from "./errors.js";
+import { ApplicationError, CancelledError, DeadlineExceededError, SessionRejectedError, WorkerShutdownError } from "./errors.js";
 import { consoleLogger, type Logger } from "./logger.js";
-import { decodeJsonObject, describe, encodeJson, isPlainObject } from "./payload.js";
+import { batchLength, failureOutcome, outcomesMessage, resultOutcome } from "./outcomes.js";
+import { decodeJsonObject, encodeJson } from "./payload.js";
 import { DEFAULT_MAX_PAYLOAD_BYTES, FATAL_HANDSHAKE_CODES, Session, type SessionEnd, type SessionInfo } from "./session.js";
 import { makeTask, type Task } from "./task.js";
 import { SDK_LANGUAGE, SDK_VERSION } from "./version.js";
 
 /** The context a handler receives: the workflow's merged JSON context. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Context = Record<string, any>;
 
 /** What a handler may return: a JSON object; null/undefined mean `{}`. */
@@ -101,12 +91,6 @@ interface Running {
 
 /** Longest setTimeout delay Node accepts. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-/** Several outcomes go into one CommandOutcomes message up to about this size. */
-const BATCH_BYTES = 1024 * 1024;
-const BATCH_COUNT = 256;
-/** Failure texts are cut to this many characters. */
-const MAX_MESSAGE_CHARS = 8 * 1024;
-const MAX_STACK_CHARS = 32 * 1024;
 
 /**
  * A worker process's connection to the orchestrator.
@@ -234,15 +218,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
           failures = 0;
           if (this.stopping || this.drainRequested) this.logger.info("session closed", fields);
           else this.logger.warn("session lost", fields);
+        } else if (FATAL_HANDSHAKE_CODES.has(end.status.code) && !this.forced) {
+          this.logger.error("server refused the session", { address: this.options.address, ...fields });
+          throw new SessionRejectedError(`server refused the session: ${end.status.details}`, end.status.code);
         } else if (failures === 0) {
           this.logger.warn("cannot connect; retrying with backoff", { address: this.options.address, ...fields });
         } else {
           this.logger.debug("cannot connect", fields);
         }
         if (this.forced || (this.stopping && this.idle())) break;
-        if (!end.welcomed && FATAL_HANDSHAKE_CODES.has(end.status.code)) {
-          throw new SessionRejectedError(`server refused the session: ${end.status.details}`, end.status.code);
-        }
         const delay = backoffDelay(failures++, this.options.backoff);
         this.logger.debug("reconnecting", { in_ms: delay, buffered_outcomes: this.outbox.length });
         if (this.wake.signal.aborted) this.wake = new AbortController();
@@ -374,13 +358,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }
       const context = decodeJsonObject(command.context, "command context");
       const value = await handler(context, task);
-      outcome = { outcome: { $case: "result", value: { commandId: command.commandId, result: this.encodeResult(command, value) } } };
+      outcome = resultOutcome(command, value, this.lastInfo?.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES);
     } catch (err) {
-      const failure = this.toFailure(err);
-      // Same wire type as the server's own step timeout (and the Python SDK's),
-      // so retry policies naming "StepTimeout" apply whichever side noticed first.
-      if (task.signal.reason instanceof DeadlineExceededError && isAbortOutcome(err, task.signal.reason)) failure.type = "StepTimeout";
-      outcome = { outcome: { $case: "failure", value: { commandId: command.commandId, failure } } };
+      outcome = failureOutcome(command.commandId, err, task.signal);
     } finally {
       const entry = this.running.get(command.commandId);
       clearTimeout(entry?.deadlineTimer);
@@ -405,51 +385,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (this.stopping && this.session === undefined) this.wake.abort();
   }
 
-  /** The handler's return value as a json/plain payload, or a non-retryable error. */
-  private encodeResult(command: Command, value: unknown) {
-    const result = value === undefined || value === null ? {} : value;
-    if (!isPlainObject(result)) {
-      throw new NonRetryableError(
-        `worker "${command.workerName}" must return a JSON object (or nothing), got ${describe(result)}`,
-        "TypeError",
-      );
-    }
-    let payload;
-    try {
-      payload = encodeJson(result);
-    } catch (err) {
-      throw new NonRetryableError(`worker "${command.workerName}" returned a ${(err as Error).message}`, "TypeError");
-    }
-    const limit = this.lastInfo?.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
-    if (payload.data.length > limit) {
-      throw new NonRetryableError(
-        `result of worker "${command.workerName}" is ${payload.data.length} bytes, over the server's limit of ${limit} bytes`,
-        "PayloadTooLarge",
-      );
-    }
-    return payload;
-  }
-
-  private toFailure(err: unknown): Failure {
-    const message = err instanceof Error ? err.message : String(err);
-    const stack = err instanceof Error ? err.stack ?? "" : "";
-    let details;
-    if (err instanceof ApplicationError && err.details !== undefined) {
-      try {
-        details = encodeJson(err.details);
-      } catch (encodeError) {
-        this.logger.warn("failure details dropped: not JSON-serialisable", { error: encodeError });
-      }
-    }
-    return {
-      message: truncate(message, MAX_MESSAGE_CHARS),
-      type: errorType(err),
-      nonRetryable: err instanceof ApplicationError && err.nonRetryable,
-      stackTrace: truncate(stack, MAX_STACK_CHARS),
-      details,
-    };
-  }
-
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
@@ -465,16 +400,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const session = this.session;
     if (session === undefined || !session.writable) return;
     while (this.outbox.length > 0) {
-      let count = 0;
-      let bytes = 0;
-      while (count < this.outbox.length && count < BATCH_COUNT) {
-        const size = outcomeSize(this.outbox[count]!);
-        if (count > 0 && bytes + size > BATCH_BYTES) break;
-        bytes += size;
-        count++;
-      }
-      const batch = this.outbox.slice(0, count);
-      if (!session.send(outcomesMessage(batch))) return;
+      const count = batchLength(this.outbox);
+      if (!session.send(outcomesMessage(this.outbox.slice(0, count)))) return;
       this.outbox.splice(0, count);
     }
     if (endIfDrained) this.maybeEndSession();
@@ -517,29 +444,4 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.session?.cancel();
     this.wake.abort();
   }
-}
-
-function outcomesMessage(batch: CommandOutcome[]): ConnectRequest {
-  const only = batch.length === 1 ? batch[0]!.outcome : undefined;
-  if (only?.$case === "result") return { message: { $case: "result", value: only.value } };
-  if (only?.$case === "failure") return { message: { $case: "failure", value: only.value } };
-  return { message: { $case: "outcomes", value: { outcomes: batch } } };
-}
-
-/** A cheap upper-bound estimate of an outcome's encoded size. */
-function outcomeSize(outcome: CommandOutcome): number {
-  const o = outcome.outcome;
-  if (o === undefined) return 16;
-  if (o.$case === "result") return 64 + o.value.commandId.length + (o.value.result?.data.length ?? 0);
-  const f = o.value.failure;
-  return 64 + o.value.commandId.length + (f ? 3 * (f.message.length + f.stackTrace.length) + (f.details?.data.length ?? 0) : 0);
-}
-
-/** True when `err` is how a handler reacts to its signal being aborted with `reason`. */
-function isAbortOutcome(err: unknown, reason: unknown): boolean {
-  return err === reason || (err instanceof Error && (err.name === "AbortError" || err instanceof DeadlineExceededError));
-}
-
-function truncate(text: string, max: number): string {
-  return text.length <= max ? text : `${text.slice(0, max)}... (${text.length - max} more characters)`;
 }

@@ -1,0 +1,1 @@
+"""Seed-compatible `multiagents.core` (factory and exceptions)."""

@@ -1,0 +1,5 @@
+"""Seed-compatible import path of the SDK's exceptions."""
+
+from multiagents.errors import ApplicationError, MultiAgentsError, WorkerExecutionError
+
+__all__ = ["ApplicationError", "MultiAgentsError", "WorkerExecutionError"]

@@ -1,0 +1,1 @@
+"""Seed-compatible `multiagents.orchestrator` (the workflow builder)."""
