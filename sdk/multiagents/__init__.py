@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 from multiagents._runtime import WorkerRuntime, WorkerStartError
 from multiagents.client import Client, StatusUpdate, WorkflowStatus
+from multiagents.dspy import dspy_worker
 from multiagents.errors import (
     AlreadyExistsError,
     ApplicationError,
@@ -51,6 +52,7 @@ __all__ = [
     "WorkflowStatus",
     "__version__",
     "current_command",
+    "dspy_worker",
     "heartbeat",
     "worker",
 ]

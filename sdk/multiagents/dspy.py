@@ -99,6 +99,7 @@ class DSPyWorkerFunction(WorkerFunction):
         self._lm_spec = lm
         self._lm: Any = None
         self._module: Any = None
+        self._signature: Any = None
 
     def __call__(self, context: Context) -> Coroutine[Any, Any, Result]:
         return self.execute(context)
@@ -135,34 +136,34 @@ class DSPyWorkerFunction(WorkerFunction):
         returned = await super().execute(context)
         dspy = await _import_dspy()
         module = self._get_module(dspy)
-        inputs, extras = self._split(module.signature, returned)
+        inputs, extras = self._split(self._signature, returned)
         lm = self._get_lm(dspy)
-        scope = dspy.context(lm=lm) if lm is not None else contextlib.nullcontext()
+        scope = contextlib.nullcontext()
         try:
             with scope:
                 prediction = await module.acall(**inputs)
         except Exception as exc:
             raise _map_error(self.name, exc, dspy) from exc
-        result = {**extras, **self._outputs(module.signature, prediction)}
+        result = {**extras, **self._outputs(self._signature, prediction)}
         for hook in self.hooks:
             result = await _run_hook(self.name, hook, result, context)
         return result
 
     def _get_module(self, dspy: Any) -> Any:
         if self._module is None:
-            signature = self.signature_spec
-            if isinstance(signature, str):
-                signature = dspy.Signature(signature)
-            elif not issubclass(signature, dspy.Signature):
+            spec = self.signature_spec
+            if not isinstance(spec, str) and not issubclass(spec, dspy.Signature):
                 raise TypeError(
-                    f"dspy_worker {self.name!r}: signature {signature.__name__} is not a "
+                    f"dspy_worker {self.name!r}: signature {spec.__name__} is not a "
                     f"dspy.Signature subclass"
                 )
+            signature = dspy.ensure_signature(spec)
             cls = getattr(dspy, _MODULE_CLASSES[self.module_kind])
             if self.module_kind == "react":
-                self._module = cls(signature, tools=self.tools)
+                module = cls(signature, tools=self.tools)
             else:
-                self._module = cls(signature)
+                module = cls(signature)
+            self._signature, self._module = signature, module
         return self._module
 
     def _get_lm(self, dspy: Any) -> Any:

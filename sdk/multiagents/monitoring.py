@@ -158,12 +158,7 @@ class MonitoringConfig:
         }
 
     def configure_logging(self) -> pylogging.Logger:
-        """Point the `multiagents` loggers at the console or a file, at `level`."""
-        logger = pylogging.getLogger("multiagents")
-        logger.setLevel(_level(self.logging.level))
-        for old in [h for h in logger.handlers if getattr(h, "_multiagents", False)]:
-            logger.removeHandler(old)
-            old.close()
+        """Send the SDK's and the server's logs to the console or a file, at `level`."""
         handler: pylogging.Handler
         if self.logging.default_logger == "file":
             handler = pylogging.FileHandler(self.logging.file_path)
@@ -171,10 +166,14 @@ class MonitoringConfig:
             handler = pylogging.StreamHandler()
         handler.setFormatter(pylogging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         setattr(handler, "_multiagents", True)  # noqa: B010 - marks our own handler
-        logger.addHandler(handler)
-        for name in ("multiagents_server",):
-            pylogging.getLogger(name).setLevel(_level(self.logging.level))
-        return logger
+        for name in ("multiagents", "multiagents_server"):
+            logger = pylogging.getLogger(name)
+            logger.setLevel(_level(self.logging.level))
+            for old in [h for h in logger.handlers if getattr(h, "_multiagents", False)]:
+                logger.removeHandler(old)
+                old.close()
+            logger.addHandler(handler)
+        return pylogging.getLogger("multiagents")
 
 
 def _level(name: str) -> Any:

@@ -153,6 +153,7 @@ class Dispatcher:
             if name not in self._pullers or self._pullers[name].done():
                 self._pullers[name] = asyncio.create_task(self._pull(name), name=f"pull:{name}")
         self._wake(session.names)
+        self._spawn(self.renew_lease())  # publish the session for ListWorkers now
         log.info(
             "worker session opened",
             extra={"session": session.id, "worker_id": session.worker_id,
@@ -177,6 +178,8 @@ class Dispatcher:
         # Shielded: a cancelled caller must not leave lost commands unfailed.
         await asyncio.shield(asyncio.gather(*(self._fail_lost(i, failure) for i in lost)))
         self._wake(session.names)
+        if not self._stopping:
+            self._spawn(self.renew_lease())
 
     async def _fail_lost(self, inflight: Inflight, failure: engine.Failure) -> None:
         await self.orchestrator.apply(

