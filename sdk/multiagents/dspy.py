@@ -82,10 +82,10 @@ class DSPyWorkerFunction(WorkerFunction):
                     f"dspy_worker {name!r}: a string signature reads 'inputs -> outputs', "
                     f"got {signature!r}"
                 )
-        elif not isinstance(signature, type):
+        elif not isinstance(signature, type) or not _is_signature_class(signature):
             raise TypeError(
                 f"dspy_worker {name!r}: signature must be a dspy.Signature subclass or a "
-                f"string like 'question -> answer', not {type(signature).__name__}"
+                f"string like 'question -> answer', not {signature!r}"
             )
         if lm is not None and not callable(lm):
             raise TypeError(
@@ -138,7 +138,7 @@ class DSPyWorkerFunction(WorkerFunction):
         module = self._get_module(dspy)
         inputs, extras = self._split(self._signature, returned)
         lm = self._get_lm(dspy)
-        scope = contextlib.nullcontext()
+        scope = dspy.context(lm=lm) if lm is not None else contextlib.nullcontext()
         try:
             with scope:
                 prediction = await module.acall(**inputs)
@@ -238,6 +238,12 @@ def dspy_worker(
         return DSPyWorkerFunction(name, fn, signature=signature, module=module, tools=tools, lm=lm)
 
     return decorate
+
+
+def _is_signature_class(cls: type) -> bool:
+    # A signature class was defined with dspy imported, so this costs no import.
+    dspy = sys.modules.get("dspy")
+    return dspy is None or issubclass(cls, dspy.Signature)
 
 
 async def _import_dspy() -> Any:

@@ -526,6 +526,9 @@ func (w *Worker) execute(ctx context.Context, cmd *pb.Command) *pb.CommandOutcom
 	if err != nil {
 		f := failureOf(err)
 		f.StackTrace = stack
+		if f.Type == "DeadlineExceeded" && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			f.Type = "StepTimeout" // the server's own type, as the Python and Node workers report it
+		}
 		return fail(f)
 	}
 	p, err := payload.Encode(result)
@@ -676,11 +679,11 @@ func outcomeMessage(outs []*pb.CommandOutcome) *pb.ConnectRequest {
 	panic("worker: empty outcome")
 }
 
+// heartbeatAll is the periodic session heartbeat. It names no command: only
+// Task.Heartbeat extends a command's heartbeat timeout, so a hung handler in a
+// live process still times out.
 func (w *Worker) heartbeatAll() *pb.ConnectRequest {
-	w.mu.Lock()
-	ids := slices.Sorted(maps.Keys(w.inflight))
-	w.mu.Unlock()
-	return &pb.ConnectRequest{Message: &pb.ConnectRequest_Heartbeat{Heartbeat: &pb.Heartbeat{CommandIds: ids}}}
+	return &pb.ConnectRequest{Message: &pb.ConnectRequest_Heartbeat{Heartbeat: &pb.Heartbeat{}}}
 }
 
 func (w *Worker) idle() bool {

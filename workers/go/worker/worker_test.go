@@ -232,12 +232,12 @@ func TestDeadlineCancelsTheHandlersContext(t *testing.T) {
 	s, _ := f.open(t, time.Minute)
 	s.command(t, &pb.Command{CommandId: "c1", WorkerName: "slow", Attempt: 1,
 		Deadline: timestamppb.New(time.Now().Add(100 * time.Millisecond))})
-	if _, fl := failureOf(t, s.nextOutcome(t)); fl.GetType() != "DeadlineExceeded" {
+	if _, fl := failureOf(t, s.nextOutcome(t)); fl.GetType() != "StepTimeout" {
 		t.Errorf("failure %v", fl)
 	}
 }
 
-func TestHeartbeatsCarryInFlightCommandsAtTheServersInterval(t *testing.T) {
+func TestPeriodicHeartbeatsNameNoCommandSoHungHandlersStillTimeOut(t *testing.T) {
 	f := startFakeServer(t)
 	release := make(chan struct{})
 	h, started := blocking(release)
@@ -248,9 +248,9 @@ func TestHeartbeatsCarryInFlightCommandsAtTheServersInterval(t *testing.T) {
 	}
 	s.command(t, &pb.Command{CommandId: "c1", WorkerName: "slow", Attempt: 1})
 	waitStarted(t, started)
-	for {
-		if hb := s.nextHeartbeat(t); slices.Equal(hb.GetCommandIds(), []string{"c1"}) {
-			break
+	for range 3 { // several intervals while c1 runs without calling Heartbeat
+		if hb := s.nextHeartbeat(t); len(hb.GetCommandIds()) != 0 {
+			t.Errorf("periodic heartbeat carries %v", hb.GetCommandIds())
 		}
 	}
 	close(release)
@@ -271,7 +271,7 @@ func TestPingIsAnsweredAndTaskHeartbeatIsSentAtOnce(t *testing.T) {
 	s, _ := f.open(t, time.Minute)
 	s.command(t, &pb.Command{CommandId: "c1", WorkerName: "slow", Attempt: 1})
 	s.send(t, &pb.ConnectResponse{Message: &pb.ConnectResponse_Ping{Ping: &pb.Ping{}}})
-	if hb := s.nextHeartbeat(t); !slices.Equal(hb.GetCommandIds(), []string{"c1"}) || hb.GetDetails() != nil {
+	if hb := s.nextHeartbeat(t); len(hb.GetCommandIds()) != 0 || hb.GetDetails() != nil {
 		t.Errorf("ping answer %v", hb)
 	}
 	close(beat)
