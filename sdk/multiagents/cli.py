@@ -35,6 +35,10 @@ def _print(*parts: object) -> None:
     print(*parts, flush=True)
 
 
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
 # -- helpers ---------------------------------------------------------------------
 
 
@@ -413,15 +417,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(asyncio.run(args.fn(args)))
     except UsageError as exc:
-        _print(f"error: {exc}")
+        _error(str(exc))
         return 2
     except ServerUnavailableError:
-        _print(
-            f"error: cannot reach the server at {args.server[0]} (is `multiagents serve` running?)"
-        )
+        _error(f"cannot reach the server at {args.server[0]} (is `multiagents serve` running?)")
         return 1
     except RPCError as exc:
-        _print(f"error: {exc.code.name}: {exc.message}")
+        _error(f"{exc.code.name}: {exc.message}")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,82 @@
+"""The command line, run as a user runs it: a subprocess against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from integration.helpers import serving
+
+from multiagents import worker
+from multiagents_server.app import Server
+
+from conftest import ROOT
+
+COMMANDS = ["serve", "worker", "register", "run", "status", "watch", "history",
+            "cancel", "list", "workers", "demo"]  # fmt: skip
+
+
+async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    def call() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "multiagents.cli", *args],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    return await asyncio.to_thread(call)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+async def test_every_command_has_help(command: str) -> None:
+    result = await cli(command, "--help")
+    assert result.returncode == 0
+    assert f"multiagents {command}" in result.stdout
+
+
+async def test_bad_input_gets_a_clear_error_and_exit_code(server: Server, uid: str) -> None:
+    address = server.address
+    cases = [
+        (("run", "wf", "--input", "{oops", "--server", address), 2, "--input: not valid JSON"),
+        (("run", "wf", "--input", "[1]", "--server", address), 2, "expected a JSON object"),
+        (("run", f"{uid}.nope", "--server", address), 1, "no workflow named"),
+        (("status", f"{uid}-tx", "--server", address), 1, "NOT_FOUND: transaction_id"),
+        (("status", "tx", "--server", "127.0.0.1:1"), 1, "cannot reach the server"),
+        (("register", "/no/such/file.yaml", "--server", address), 2, "No such file"),
+    ]
+    for args, code, message in cases:
+        result = await cli(*args)
+        assert (result.returncode, message in result.stderr) == (code, True), (args, result.stderr)
+
+
+async def test_register_run_status_history_list(server: Server, uid: str, tmp_path: Path) -> None:
+    @worker(f"{uid}.hello")
+    async def hello(ctx: dict[str, Any]) -> dict[str, Any]:
+        return {"greeting": f"hello {ctx['name']}"}
+
+    definition = tmp_path / "wf.yaml"
+    definition.write_text(
+        f"name: {uid}.wf\nversion: 1\nsteps:\n  - {{name: greet, worker: {uid}.hello, timeout: 5}}\n"
+    )
+    address = server.address
+    registered = await cli("register", str(definition), "--server", address)
+    assert registered.returncode == 0, registered.stderr
+    async with serving(server, hello):
+        run = await cli("run", f"{uid}.wf", "--input", '{"name": "ada"}', "--server", address)
+    assert run.returncode == 0, run.stderr
+    assert "] completed" in run.stdout  # the live progress line of the final state
+    assert '"greeting": "hello ada"' in run.stdout
+    tx = run.stdout.split("started ")[1].split(": ")[1].split()[0]
+    status = await cli("status", tx, "--json", "--server", address)
+    assert '"greeting": "hello ada"' in status.stdout
+    history = await cli("history", tx, "--server", address)
+    assert [line.split()[2] for line in history.stdout.splitlines()] == [
+        "status", "command", "status", "result", "status",
+    ]  # fmt: skip
+    listed = await cli("list", "--workflow", f"{uid}.wf", "--server", address)
+    assert tx in listed.stdout
+    cancel = await cli("cancel", tx, "--server", address)
+    assert cancel.returncode == 1 and "FAILED_PRECONDITION" in cancel.stderr
