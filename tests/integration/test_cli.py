@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.helpers import serving
-
-from multiagents import worker
-from multiagents_server.app import Server
 
 from conftest import ROOT
+from integration.helpers import serving
+from multiagents import worker
+from multiagents_server.app import Server
 
 COMMANDS = ["serve", "worker", "register", "run", "status", "watch", "history",
             "cancel", "list", "workers", "demo"]  # fmt: skip
@@ -59,7 +58,8 @@ async def test_register_run_status_history_list(server: Server, uid: str, tmp_pa
 
     definition = tmp_path / "wf.yaml"
     definition.write_text(
-        f"name: {uid}.wf\nversion: 1\nsteps:\n  - {{name: greet, worker: {uid}.hello, timeout: 5}}\n"
+        f"name: {uid}.wf\nversion: 1\nsteps:\n"
+        f"  - {{name: greet, worker: {uid}.hello, timeout: 5}}\n"
     )
     address = server.address
     registered = await cli("register", str(definition), "--server", address)
