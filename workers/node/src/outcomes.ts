@@ -4,7 +4,7 @@
  */
 import type { Failure } from "./gen/multiagents/v1/common.js";
 import type { Command, CommandOutcome, ConnectRequest } from "./gen/multiagents/v1/worker_service.js";
-import { ApplicationError, DeadlineExceededError, NonRetryableError, errorType } from "./errors.js";
+import { ApplicationError, CancelledError, DeadlineExceededError, NonRetryableError, errorType } from "./errors.js";
 import { describe, encodeJson, isPlainObject } from "./payload.js";
 
 /** Several outcomes go into one CommandOutcomes message up to about this size... */
@@ -49,6 +49,8 @@ export function failureOutcome(commandId: string, err: unknown, signal: AbortSig
   // Same wire type as the server's own step timeout (and the Python SDK's), so
   // retry policies naming "StepTimeout" apply whichever side noticed first.
   if (signal.reason instanceof DeadlineExceededError && isAbortOutcome(err, signal.reason)) failure.type = "StepTimeout";
+  // A command the server cancelled is reported as "Cancelled", as the Python and Go SDKs do.
+  if (signal.reason instanceof CancelledError && isAbortOutcome(err, signal.reason)) failure.type = "Cancelled";
   return { outcome: { $case: "failure", value: { commandId, failure } } };
 }
 

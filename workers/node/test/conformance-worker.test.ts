@@ -78,7 +78,7 @@ describe("conformance worker", () => {
     await session.next((m) => m.$case === "heartbeat" && m.value.commandIds[0] === "long", "long's heartbeat");
     session.send({ $case: "cancel", value: { commandId: "long", reason: "test" } });
     const [outcome] = await session.outcomes(1);
-    assert.equal(outcome!.failure?.type, "CancelledError");
+    assert.equal(outcome!.failure?.type, "Cancelled");
   });
 
   it("drains on SIGTERM: finishes in-flight work, answers, exits 0", async () => {

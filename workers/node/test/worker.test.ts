@@ -283,7 +283,7 @@ describe("commands", () => {
     session.send({ $case: "cancel", value: { commandId: "c1", reason: "workflow cancelled" } });
     const [outcome] = await session.outcomes(1);
     assert.ok(reason instanceof CancelledError);
-    assert.equal(outcome!.failure?.type, "CancelledError");
+    assert.equal(outcome!.failure?.type, "Cancelled");
     assert.equal(outcome!.failure?.message, "workflow cancelled");
   });
 
