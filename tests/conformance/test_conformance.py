@@ -23,6 +23,7 @@ from conformance.harness import (
 )
 from integration.helpers import wait_for
 from multiagents import Client, RetryPolicy, WorkflowBuilder, WorkflowStatus
+from multiagents.monitoring import EventMonitor, WorkerMonitor
 from multiagents.v1 import common_pb2, events_pb2
 from multiagents.workflow import Workflow
 
@@ -397,6 +398,24 @@ async def test_mixed_workflow_passes_context_across_languages(
         ("ship", f"{uid}-node.step"),
     ]
     assert errors(history) == [] and compensations(history) == []
+
+    # The seed's monitors see workers of every language.
+    events = EventMonitor(address=client.address)
+    lifecycle = await events.lifecycle(status.transaction_id)
+    await events.close()
+    assert [(t.step, t.worker_name, t.success) for t in lifecycle] == [
+        ("reserve", f"{uid}-py.step", True),
+        ("charge", f"{uid}-go.step", True),
+        ("ship", f"{uid}-node.step", True),
+    ]
+    assert all(t.dispatched_at <= t.picked_up_at <= t.completed_at for t in lifecycle)  # type: ignore[operator]
+    workers = WorkerMonitor(address=client.address)
+    stats = await workers.stats(f"{uid}-go.step", f"{uid}-node.step")
+    await workers.close()
+    for name, lang in ((f"{uid}-go.step", "go"), (f"{uid}-node.step", "node")):
+        assert (stats[name].succeeded, stats[name].success_rate) == (1, 1.0)
+        assert stats[name].languages == (lang,)
+        assert stats[name].health == "healthy"
 
 
 async def test_mixed_workflow_compensates_across_languages_in_reverse(

@@ -67,6 +67,62 @@ async def worker_function(context: dict[str, Any]) -> dict[str, Any]:
     return {"output_field": result, "status": "success", "timestamp": datetime.utcnow().isoformat()}
 
 
+# -- 2. DSPy Worker Pattern (the LM is DSPy's own DummyLM: no network) ---------------------
+
+
+def validate_output(dspy_result: dict[str, Any]) -> dict[str, Any]:
+    if not dspy_result.get("output_field"):
+        raise ValueError("empty LLM output")
+    return dict(dspy_result)
+
+
+def dspy_pattern_workers() -> Any:
+    import dspy
+
+    from multiagents import dspy_worker
+
+    class WorkerSignature(dspy.Signature):
+        """Define structured input/output for LLM."""
+
+        input_field = dspy.InputField(desc="Input description")
+        output_field = dspy.OutputField(desc="Output description")
+
+    @dspy_worker("llm_worker", signature=WorkerSignature)
+    async def llm_worker(context: dict[str, Any]) -> dict[str, Any]:
+        return {"input_field": context.get("input"), "processing_type": "llm_analysis"}
+
+    @llm_worker.post_process
+    async def validate_llm_output(
+        dspy_result: dict[str, Any], original_context: dict[str, Any]
+    ) -> dict[str, Any]:
+        validated_output = validate_output(dspy_result)
+        validated_output["validation_timestamp"] = datetime.utcnow().isoformat()
+        return validated_output
+
+    return llm_worker
+
+
+async def test_pattern_2_dspy_worker_runs_the_signature_and_post_process() -> None:
+    import dspy
+    from dspy.utils import DummyLM
+
+    llm_worker = dspy_pattern_workers()
+    workflow = WorkflowBuilder("llm_flow").add_step("analyse", "llm_worker").build()
+    previous = dspy.settings.lm
+    dspy.configure(lm=DummyLM([{"output_field": "a thoughtful analysis"}] * 3))
+    parts = await setup_framework(workflow, [llm_worker])
+    try:
+        status = await execute_workflow(parts[2], "llm_flow", {"input": "quarterly report"})
+    finally:
+        await shutdown_framework(*parts)
+        dspy.configure(lm=previous)
+    assert status["state"] == "completed"
+    result = status["step_results"]["analyse"]
+    assert result["output_field"] == "a thoughtful analysis"
+    assert result["processing_type"] == "llm_analysis"
+    assert "validation_timestamp" in result
+
+
 # -- 3./4. Workflow Definition and Compensation Worker Patterns --------------------------------
 
 
