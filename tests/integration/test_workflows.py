@@ -276,3 +276,36 @@ async def test_watch_streams_every_state_change(server: Server, client: Client, 
             if len(updates) == 1:
                 gate.set()  # the workflow moves only after the watch is attached
     assert updates == [("running", "one"), ("running", "two"), ("completed", None)]
+
+
+async def test_heartbeat_timeout_fails_a_silent_step_and_heartbeats_keep_one_alive(
+    server: Server, client: Client, uid: str
+) -> None:
+    from multiagents import heartbeat
+
+    @worker(f"{uid}.silent")
+    async def silent(ctx: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(5)  # never reports progress
+        return {}
+
+    @worker(f"{uid}.chatty")
+    async def chatty(ctx: dict[str, Any]) -> dict[str, Any]:
+        for i in range(12):
+            heartbeat({"progress": i})
+            await asyncio.sleep(0.1)
+        return {"done": True}
+
+    no_retry = RetryPolicy(max_attempts=1)
+    quiet = WorkflowBuilder(f"{uid}.quiet").add_step(
+        "s", silent, heartbeat_timeout=0.4, retry=no_retry
+    )
+    busy = WorkflowBuilder(f"{uid}.busy").add_step(
+        "s", chatty, heartbeat_timeout=0.4, retry=no_retry
+    )
+    async with serving(server, silent, chatty):
+        quiet_status, busy_status = await asyncio.gather(
+            run(client, quiet.build(), {}), run(client, busy.build(), {})
+        )
+    assert quiet_status.state == "failed"
+    assert quiet_status.error is not None and quiet_status.error["type"] == "HeartbeatTimeout"
+    assert busy_status.state == "completed"
