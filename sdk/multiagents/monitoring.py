@@ -259,7 +259,11 @@ class WorkerStats:
 
 class _MonitorClient:
     def __init__(
-        self, logger: pylogging.Logger | None, address: str | None, token: str | None
+        self,
+        logger: pylogging.Logger | None = None,
+        *,
+        address: str | None = None,
+        token: str | None = None,
     ) -> None:
         self.logger = logger or pylogging.getLogger("multiagents.monitoring")
         self._address = address
@@ -289,15 +293,6 @@ class EventMonitor(_MonitorClient):
     `EventMonitor(logger=logger)` finds the framework started in this context
     (or MULTIAGENTS_SERVER); pass `address=` to watch another server.
     """
-
-    def __init__(
-        self,
-        logger: pylogging.Logger | None = None,
-        *,
-        address: str | None = None,
-        token: str | None = None,
-    ) -> None:
-        super().__init__(logger, address, token)
 
     async def traces(
         self, *, transaction_id: str = "", correlation_id: str = "", limit: int = 100
@@ -339,15 +334,6 @@ class EventMonitor(_MonitorClient):
 
 class WorkerMonitor(_MonitorClient):
     """Reads per-worker success/failure rates, timings, health and error patterns."""
-
-    def __init__(
-        self,
-        logger: pylogging.Logger | None = None,
-        *,
-        address: str | None = None,
-        token: str | None = None,
-    ) -> None:
-        super().__init__(logger, address, token)
 
     async def stats(self, *worker_names: str) -> dict[str, WorkerStats]:
         """Statistics by worker name (all known names when none are given)."""
