@@ -32,6 +32,13 @@ from multiagents_server.store.store import FLUSH_TIMER
 log = logging.getLogger(__name__)
 
 FLUSH_DELAY_MS = 5_000
+# Running executions whose last transition this replica committed (see
+# `Orchestrator._cache`); the oldest are forgotten beyond this many.
+CACHE_LIMIT = 10_000
+# How often (at most) a finishing execution also prunes the index of
+# executions whose retention is over, and how many entries one pass looks at.
+INDEX_PRUNE_EVERY_MS = 1_000
+INDEX_PRUNE_BATCH = 1_000
 LIST_SCAN_LIMIT = 5_000
 
 
@@ -57,6 +64,15 @@ class Orchestrator:
         self.config = config
         self.clock = clock
         self._locks: dict[str, asyncio.Lock] = {}
+        # The state and revision of running executions as this replica last
+        # committed them, so that the next event skips loading them. The
+        # commit's revision check stays the judge: if another replica moved
+        # an execution on, the commit fails and the state is loaded; an event
+        # that the remembered state finds stale is judged again on the stored
+        # state before it is dropped.
+        self._cache: dict[str, Snapshot] = {}
+        self._next_prune_ms = 0
+        self._prune_after = float("-inf")
 
     # -- definitions -----------------------------------------------------------
 
@@ -224,21 +240,30 @@ class Orchestrator:
         outcome: OutcomeRecord | None,
     ) -> engine.Transition | None:
         acks = [] if ack is None else [ack]
+        cached = self._cache.pop(transaction_id, None)
         while True:
-            stored = await self.store.load(transaction_id)
-            if stored is None:
-                await self.store.ack_commands(acks, outcome)
-                return None
-            execution = codec.execution_from_json(json.loads(stored.state))
-            if stored.outbox is not None:
-                await self._replay_outbox(execution, stored.revision, stored.outbox)
+            if cached is not None:
+                execution, revision = cached.execution, cached.revision
+            else:
+                stored = await self.store.load(transaction_id)
+                if stored is None:
+                    await self.store.ack_commands(acks, outcome)
+                    return None
+                execution = codec.execution_from_json(json.loads(stored.state))
+                revision = stored.revision
+                if stored.outbox is not None:
+                    await self._replay_outbox(execution, revision, stored.outbox)
             now = self.clock()
             transition = engine.apply(execution, event, now)
             if not transition.changed:
+                if cached is not None:
+                    cached = None  # judge a stale-looking event on the stored state
+                    continue
                 await self.store.ack_commands(acks, outcome)
                 return transition
-            if await self._commit(transition, stored.revision, now, ack=ack, outcome=outcome):
+            if await self._commit(transition, revision, now, ack=ack, outcome=outcome):
                 return transition
+            cached = None
             log.debug("revision conflict, retrying", extra={"transaction_id": transaction_id})
 
     async def flush(self, transaction_id: str) -> None:
@@ -290,7 +315,32 @@ class Orchestrator:
         await self.store.carry_out(
             ex.transaction_id, committed if outbox_json is not None else None, outbox
         )
+        if not ex.state.terminal:
+            self._remember(ex, committed)
+        elif now >= self._next_prune_ms:
+            self._next_prune_ms = now + INDEX_PRUNE_EVERY_MS
+            await self._prune_index(now)
         return True
+
+    async def _prune_index(self, now: int) -> None:
+        """Drop index entries of expired executions, so the index is bounded by
+        the retention like the executions it lists (a pass per second at
+        most, continuing where the last one stopped)."""
+        try:
+            resume = await self.store.prune_expired_index(
+                self._prune_after, now - self.config.retention_ms, INDEX_PRUNE_BATCH
+            )
+        except Exception:
+            # Housekeeping only: the transition is committed; the next pass retries.
+            log.warning("index pruning failed", exc_info=True)
+            return
+        self._prune_after = float("-inf") if resume is None else resume
+
+    def _remember(self, ex: engine.Execution, revision: int) -> None:
+        """Keep a committed state whose outbox was carried out (see `_cache`)."""
+        self._cache[ex.transaction_id] = Snapshot(ex, revision)
+        if len(self._cache) > CACHE_LIMIT:
+            del self._cache[next(iter(self._cache))]
 
     async def _replay_outbox(self, ex: engine.Execution, revision: int, raw: bytes) -> None:
         effects = _outbox_from_json(json.loads(raw), ex)

@@ -12,6 +12,7 @@ import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from multiagents_server.store import scripts
+from multiagents_server.store.autopipeline import AutoPipeline
 from multiagents_server.store.keys import DISPATCH_GROUP, Keys
 
 FLUSH_TIMER = "flush"
@@ -79,22 +80,26 @@ class Store:
         self.redis: Any = client
         self.keys = keys
         self._groups: set[str] = set()
+        # The operations on a workflow's path (load, commit, carry out, ack)
+        # share pipelines with the concurrent ones: a few round trips per
+        # burst, and a bounded number of connections however many run at once.
+        self._auto = AutoPipeline(client)
 
     # -- executions ----------------------------------------------------------
 
     async def load(self, transaction_id: str) -> Stored | None:
-        state, rev, outbox = await self.redis.hmget(
-            self.keys.execution(transaction_id), ["s", "rev", "ob"]
-        )
+        cmds = self._auto.commands()
+        cmds.hmget(self.keys.execution(transaction_id), ["s", "rev", "ob"])
+        ((state, rev, outbox),) = await cmds.execute()
         if state is None:
             return None
         return Stored(state, int(rev), outbox)
 
     async def load_many(self, transaction_ids: Sequence[str]) -> list[Stored | None]:
-        pipe = self.redis.pipeline(transaction=False)
+        cmds = self._auto.commands()
         for tx in transaction_ids:
-            pipe.hmget(self.keys.execution(tx), ["s", "rev", "ob"])
-        rows = await pipe.execute()
+            cmds.hmget(self.keys.execution(tx), ["s", "rev", "ob"])
+        rows = await cmds.execute()
         return [None if s is None else Stored(s, int(r), o) for s, r, o in rows]
 
     async def commit(
@@ -115,7 +120,7 @@ class Store:
         before carrying the outbox out, the timer makes another one do it.
         """
         keys = self.keys
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self._auto.commands()
         if outbox is not None:
             pipe.zadd(keys.timers, {keys.timer_member(transaction_id, FLUSH_TIMER): flush_due_ms})
         if created_ms is not None:
@@ -140,7 +145,7 @@ class Store:
     async def carry_out(self, transaction_id: str, revision: int | None, outbox: Outbox) -> None:
         """Perform a committed transition's effects, then forget its outbox."""
         keys = self.keys
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self._auto.commands()
         for worker, command in outbox.commands:
             pipe.xadd(keys.commands(worker), {"c": command})
         if outbox.schedule:
@@ -218,6 +223,27 @@ class Store:
         if transaction_ids:
             await self.redis.zrem(self.keys.index, *transaction_ids)
 
+    async def prune_expired_index(self, after: float, before: float, limit: int) -> float | None:
+        """Forget index entries created in (after, before] whose execution has expired.
+
+        Looks at up to `limit` entries; returns the score to continue after,
+        or None when the range is done. Executions still stored (running, or
+        finished within the retention) keep their entry.
+        """
+        rows = await self.redis.zrangebyscore(
+            self.keys.index, f"({after}", before, start=0, num=limit, withscores=True
+        )
+        if not rows:
+            return None
+        cmds = self._auto.commands()
+        for tx, _ in rows:
+            cmds.exists(self.keys.execution(tx.decode()))
+        found = await cmds.execute()
+        gone = [tx for (tx, _), exists in zip(rows, found, strict=True) if not exists]
+        if gone:
+            await self.redis.zrem(self.keys.index, *gone)
+        return float(rows[-1][1]) if len(rows) == limit else None
+
     # -- definitions ----------------------------------------------------------
 
     async def add_definition(self, name: str, version: int, definition: bytes) -> bytes | None:
@@ -231,7 +257,9 @@ class Store:
         return None if created else existing
 
     async def definition_versions(self, name: str) -> dict[int, bytes]:
-        raw = await self.redis.hgetall(self.keys.definition(name))
+        cmds = self._auto.commands()
+        cmds.hgetall(self.keys.definition(name))
+        (raw,) = await cmds.execute()
         return {int(k): v for k, v in raw.items()}
 
     async def definition_names(self) -> list[str]:
@@ -246,7 +274,9 @@ class Store:
         return [Keys.parse_timer_member(m.decode()) for m in members]
 
     async def delete_timer(self, transaction_id: str, timer_id: str) -> None:
-        await self.redis.zrem(self.keys.timers, self.keys.timer_member(transaction_id, timer_id))
+        cmds = self._auto.commands()
+        cmds.zrem(self.keys.timers, self.keys.timer_member(transaction_id, timer_id))
+        await cmds.execute()
 
     async def extend_timers(self, timers: Sequence[tuple[str, str, int]]) -> None:
         """Move existing timers (transaction, timer, due); absent ones stay absent."""
@@ -295,7 +325,7 @@ class Store:
     ) -> None:
         if not entries and outcome is None:
             return
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self._auto.commands()
         for worker, entry_id in entries:
             pipe.xack(self.keys.commands(worker), DISPATCH_GROUP, entry_id)
             pipe.xdel(self.keys.commands(worker), entry_id)

@@ -1,0 +1,1 @@
+"""Benchmarks of MultiAgents against Celery (not run by the test suite)."""
