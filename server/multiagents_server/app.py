@@ -43,6 +43,20 @@ SERVICE_NAMES = (
 )
 
 
+# redis-py's default pool fails past its limit instead of waiting; these
+# pools wait for a free connection (up to REDIS_POOL_WAIT_S) instead.
+REDIS_CONNECTIONS = 64
+READER_CONNECTIONS = 1024
+REDIS_POOL_WAIT_S = 30
+
+
+def _client(url: str, connections: int) -> redis.Redis:
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=connections, timeout=REDIS_POOL_WAIT_S, decode_responses=False
+    )
+    return redis.Redis.from_pool(pool)  # closing the client closes its pool
+
+
 class Server:
     """One replica. `await start()` … `await stop()`, or `async with Server(cfg)`."""
 
@@ -82,8 +96,9 @@ class Server:
         if not config.redis_url:
             self.embedded_redis = EmbeddedRedis(Path(config.data_dir) / "redis")
             await self.embedded_redis.start()
-        self._redis = redis.Redis.from_url(self.redis_url, decode_responses=False)
-        self._reader = redis.Redis.from_url(self.redis_url, decode_responses=False)
+        self._redis = _client(self.redis_url, REDIS_CONNECTIONS)
+        # Blocking stream reads hold a connection each: one per worker name.
+        self._reader = _client(self.redis_url, READER_CONNECTIONS)
         await self._redis.ping()
         keys = Keys(config.key_prefix)
         store = Store(self._redis, keys)
