@@ -221,12 +221,16 @@ class Client:
 
     async def watch(self, transaction_id: str) -> AsyncIterator[StatusUpdate]:
         """The current status, then every change, until a terminal state."""
+        async for response in self._watch(transaction_id):
+            yield StatusUpdate.from_proto(response.event)
+
+    async def _watch(self, transaction_id: str) -> AsyncIterator[pb.WatchWorkflowResponse]:
         call = self._stub.WatchWorkflow(
             pb.WatchWorkflowRequest(transaction_id=transaction_id), metadata=self._metadata
         )
         try:
             async for response in call:
-                yield StatusUpdate.from_proto(response.event)
+                yield response
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         finally:
@@ -242,9 +246,9 @@ class Client:
         async def follow() -> WorkflowStatus:
             while True:
                 try:
-                    async for update in self.watch(transaction_id):
-                        if update.terminal:
-                            return await self.get_status(transaction_id)
+                    async for response in self._watch(transaction_id):
+                        if response.HasField("final_status"):
+                            return WorkflowStatus.from_proto(response.final_status)
                 except RPCError as exc:
                     if exc.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
                         raise

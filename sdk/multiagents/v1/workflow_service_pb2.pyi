@@ -86,10 +86,12 @@ class WatchWorkflowRequest(_message.Message):
     def __init__(self, transaction_id: _Optional[str] = ...) -> None: ...
 
 class WatchWorkflowResponse(_message.Message):
-    __slots__ = ("event",)
+    __slots__ = ("event", "final_status")
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    FINAL_STATUS_FIELD_NUMBER: _ClassVar[int]
     event: _events_pb2.StatusEvent
-    def __init__(self, event: _Optional[_Union[_events_pb2.StatusEvent, _Mapping]] = ...) -> None: ...
+    final_status: _workflow_pb2.WorkflowStatus
+    def __init__(self, event: _Optional[_Union[_events_pb2.StatusEvent, _Mapping]] = ..., final_status: _Optional[_Union[_workflow_pb2.WorkflowStatus, _Mapping]] = ...) -> None: ...
 
 class CancelWorkflowRequest(_message.Message):
     __slots__ = ("transaction_id", "reason")

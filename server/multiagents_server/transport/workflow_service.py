@@ -102,9 +102,12 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
             snap = await self.orchestrator.snapshot(tx)
             floor = latest = snap.revision
             now = self.orchestrator.clock()
-            yield pb.WatchWorkflowResponse(event=convert.status_event(snap.execution, floor, now))
+            first = pb.WatchWorkflowResponse(event=convert.status_event(snap.execution, floor, now))
             if snap.execution.state.terminal:
+                first.final_status.CopyFrom(convert.status_to_proto(snap.execution, floor))
+                yield first
                 return
+            yield first
             while True:
                 event: events_pb2.WorkflowEvent | None = None
                 with contextlib.suppress(TimeoutError):
@@ -121,9 +124,15 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
                     latest = max(latest, status.revision)
                 else:
                     continue
-                yield pb.WatchWorkflowResponse(event=status)
-                if status.state in TERMINAL:
-                    return
+                if status.state not in TERMINAL:
+                    yield pb.WatchWorkflowResponse(event=status)
+                    continue
+                final = await self.orchestrator.snapshot(tx)
+                yield pb.WatchWorkflowResponse(
+                    event=status,
+                    final_status=convert.status_to_proto(final.execution, final.revision),
+                )
+                return
 
     @unary
     async def CancelWorkflow(

@@ -36,6 +36,7 @@ function event(state: WorkflowState, revision: number, extra: Partial<StatusEven
       requiresManualIntervention: false,
       ...extra,
     },
+    finalStatus: undefined,
   };
 }
 

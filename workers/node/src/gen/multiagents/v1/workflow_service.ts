@@ -115,7 +115,14 @@ export interface WatchWorkflowRequest {
  */
 export interface WatchWorkflowResponse {
   /** Status change. */
-  event: StatusEvent | undefined;
+  event:
+    | StatusEvent
+    | undefined;
+  /**
+   * The full status, set on the last message (terminal state) only, so a
+   * client waiting for the end needs no GetStatus call.
+   */
+  finalStatus: WorkflowStatus | undefined;
 }
 
 /** CancelWorkflowRequest cancels an execution. */
@@ -1031,13 +1038,16 @@ export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
 };
 
 function createBaseWatchWorkflowResponse(): WatchWorkflowResponse {
-  return { event: undefined };
+  return { event: undefined, finalStatus: undefined };
 }
 
 export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
   encode(message: WatchWorkflowResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.event !== undefined) {
       StatusEvent.encode(message.event, writer.uint32(10).fork()).join();
+    }
+    if (message.finalStatus !== undefined) {
+      WorkflowStatus.encode(message.finalStatus, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1063,6 +1073,14 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
             message.event = StatusEvent.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.finalStatus = WorkflowStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1076,13 +1094,23 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
   },
 
   fromJSON(object: any): WatchWorkflowResponse {
-    return { event: isSet(object.event) ? StatusEvent.fromJSON(object.event) : undefined };
+    return {
+      event: isSet(object.event) ? StatusEvent.fromJSON(object.event) : undefined,
+      finalStatus: isSet(object.finalStatus)
+        ? WorkflowStatus.fromJSON(object.finalStatus)
+        : isSet(object.final_status)
+        ? WorkflowStatus.fromJSON(object.final_status)
+        : undefined,
+    };
   },
 
   toJSON(message: WatchWorkflowResponse): unknown {
     const obj: any = {};
     if (message.event !== undefined) {
       obj.event = StatusEvent.toJSON(message.event);
+    }
+    if (message.finalStatus !== undefined) {
+      obj.finalStatus = WorkflowStatus.toJSON(message.finalStatus);
     }
     return obj;
   },
@@ -1094,6 +1122,9 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
     const message = createBaseWatchWorkflowResponse();
     message.event = (object.event !== undefined && object.event !== null)
       ? StatusEvent.fromPartial(object.event)
+      : undefined;
+    message.finalStatus = (object.finalStatus !== undefined && object.finalStatus !== null)
+      ? WorkflowStatus.fromPartial(object.finalStatus)
       : undefined;
     return message;
   },
