@@ -176,7 +176,7 @@ class Server:
             try:
                 await dispatcher.renew_lease()
                 await dispatcher.reap_dead_replicas()
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except (redis.RedisError, OSError) as exc:
                 log.warning("liveness loop cannot reach redis", extra={"error": str(exc)})
             await asyncio.sleep(period)
 

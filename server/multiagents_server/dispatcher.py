@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 from multiagents.v1 import worker_service_pb2 as wpb
 from multiagents_server import engine
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 READ_BLOCK_MS = 2_000
 READ_BATCH = 100
+REDIS_RETRY_S = 0.5
+# How long an answer is retried while Redis is unreachable before the step's
+# timeout is left to recover it.
+ANSWER_RETRY_S = 60.0
 
 
 def transaction_of(command_id: str) -> str:
@@ -182,12 +187,41 @@ class Dispatcher:
             self._spawn(self.renew_lease())
 
     async def _fail_lost(self, inflight: Inflight, failure: engine.Failure) -> None:
-        await self.orchestrator.apply(
+        await self._apply(
             transaction_of(inflight.command_id),
             engine.StepFailed(inflight.command_id, failure),
             ack=(inflight.worker, inflight.entry_id),
             outcome=self._outcome(inflight, failure),
         )
+
+    async def _apply(
+        self,
+        transaction_id: str,
+        event: engine.StepCompleted | engine.StepFailed,
+        *,
+        ack: tuple[str, bytes] | None,
+        outcome: OutcomeRecord | None,
+    ) -> None:
+        """Apply a worker's answer, retrying while Redis is unreachable.
+
+        Giving up is safe: the command stays pending and the step's timeout
+        timer fails and retries the attempt.
+        """
+        delay = 0.1
+        try:
+            async with asyncio.timeout(ANSWER_RETRY_S):
+                while True:
+                    try:
+                        await self.orchestrator.apply(
+                            transaction_id, event, ack=ack, outcome=outcome
+                        )
+                        return
+                    except (RedisError, OSError) as exc:
+                        log.warning("cannot apply an answer for %s yet: %s", transaction_id, exc)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 2.0)
+        except TimeoutError:
+            log.error("gave up applying an answer for %s; its timeout will", transaction_id)
 
     def _outcome(self, inflight: Inflight, failure: engine.Failure | None) -> OutcomeRecord | None:
         """The monitoring record of an answered (or lost) command."""
@@ -250,9 +284,7 @@ class Dispatcher:
             failure = event.failure if isinstance(event, engine.StepFailed) else None
             outcome = self._outcome(inflight, failure)
         try:
-            await self.orchestrator.apply(
-                transaction_of(command_id), event, ack=ack, outcome=outcome
-            )
+            await self._apply(transaction_of(command_id), event, ack=ack, outcome=outcome)
         finally:
             self._wake(session.names)
 
@@ -313,7 +345,6 @@ class Dispatcher:
         """Feed local sessions serving `name` from its stream, within their free slots."""
         backlog = self._backlog[name]
         wakeup = self._wakeup[name]
-        await self.store.ensure_group(name)
         try:
             while not self._stopping:
                 self._deliver(name)
@@ -325,15 +356,18 @@ class Dispatcher:
                     wakeup.clear()
                     await wakeup.wait()
                     continue
-                entries = await self.store.read_commands(
-                    self._reader, name, self.replica_id, min(free, READ_BATCH), READ_BLOCK_MS
-                )
+                try:
+                    await self.store.ensure_group(name)
+                    entries = await self.store.read_commands(
+                        self._reader, name, self.replica_id, min(free, READ_BATCH), READ_BLOCK_MS
+                    )
+                except (RedisError, OSError) as exc:
+                    # Redis restarting or unreachable: keep the puller, try again.
+                    log.warning("cannot read commands of %s: %s", name, exc)
+                    self.store.forget_group(name)
+                    await asyncio.sleep(REDIS_RETRY_S)
+                    continue
                 backlog.extend(entries)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("command puller failed", extra={"worker": name})
-            raise
         finally:
             if not self._serving(name) and backlog:
                 entries = list(backlog)

@@ -73,7 +73,7 @@ class EventHub:
                     self._dispatch(message["channel"], message["data"])
             except asyncio.CancelledError:
                 raise
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except (redis.RedisError, OSError) as exc:
                 log.warning("event feed lost, reconnecting", extra={"error": str(exc)})
                 await asyncio.sleep(0.5)
             finally:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from redis.exceptions import RedisError
+
 from multiagents_server import engine
 from multiagents_server.orchestrator import Orchestrator
 from multiagents_server.store.store import FLUSH_TIMER
@@ -43,7 +45,7 @@ async def run_timers(orchestrator: Orchestrator) -> None:
         while True:
             try:
                 due = await store.claim_timers(orchestrator.clock(), CLAIM_LEASE_MS, CLAIM_LIMIT)
-            except (ConnectionError, OSError) as exc:
+            except (RedisError, OSError) as exc:
                 log.warning("timer loop cannot reach redis", extra={"error": str(exc)})
                 await asyncio.sleep(1)
                 continue

@@ -293,6 +293,10 @@ class Store:
 
     # -- command streams ----------------------------------------------------------
 
+    def forget_group(self, worker: str) -> None:
+        """Check the group again next time (Redis may have restarted without it)."""
+        self._groups.discard(worker)
+
     async def ensure_group(self, worker: str) -> None:
         if worker in self._groups:
             return

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from redis.exceptions import RedisError
 
 from multiagents_server import errors
 
@@ -41,6 +42,9 @@ def unary(
         except errors.ServiceError as exc:
             await context.abort(status_of(exc), str(exc))
             raise  # unreachable: abort raises
+        except (RedisError, OSError) as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"storage unavailable, retry: {exc}")
+            raise
 
     return wrapper
 
@@ -59,5 +63,7 @@ def streaming(
                 yield item
         except errors.ServiceError as exc:
             await context.abort(status_of(exc), str(exc))
+        except (RedisError, OSError) as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"storage unavailable, retry: {exc}")
 
     return wrapper
