@@ -17,8 +17,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from multiagents import _payload
 from multiagents.client import STATES, Client, WorkflowStatus
 from multiagents.errors import RPCError, ServerUnavailableError
@@ -269,21 +267,16 @@ async def cmd_history(args: argparse.Namespace) -> int:
 
 
 async def cmd_workers(args: argparse.Namespace) -> int:
-    from multiagents.v1 import monitoring_service_pb2, monitoring_service_pb2_grpc
+    from multiagents.monitoring import WorkerMonitor
 
-    async with _client(args) as client:
-        stub = monitoring_service_pb2_grpc.MonitoringServiceStub(client._channel)
-        try:
-            response = await stub.ListWorkers(
-                monitoring_service_pb2.ListWorkersRequest(), metadata=client._metadata, timeout=30
-            )
-        except grpc.aio.AioRpcError as exc:
-            from multiagents.errors import from_rpc_error
-
-            raise from_rpc_error(exc) from None
-    if not response.sessions:
+    monitor = WorkerMonitor(address=args.server[0], token=args.token)
+    try:
+        sessions = await monitor.sessions()
+    finally:
+        await monitor.close()
+    if not sessions:
         _print("no workers connected")
-    for s in response.sessions:
+    for s in sessions:
         _print(
             f"{s.session_id[:12]}  {s.sdk_language:<7} {s.worker_id:<24} "
             f"in-flight {s.in_flight}/{s.max_concurrency}  {', '.join(s.worker_names)}"

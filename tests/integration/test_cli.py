@@ -66,6 +66,8 @@ async def test_register_run_status_history_list(server: Server, uid: str, tmp_pa
     assert registered.returncode == 0, registered.stderr
     async with serving(server, hello):
         run = await cli("run", f"{uid}.wf", "--input", '{"name": "ada"}', "--server", address)
+        workers = await cli("workers", "--server", address)
+    assert f"{uid}.hello" in workers.stdout and "python" in workers.stdout
     assert run.returncode == 0, run.stderr
     assert "] completed" in run.stdout  # the live progress line of the final state
     assert '"greeting": "hello ada"' in run.stdout
