@@ -6,7 +6,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.setup-stamp
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: setup demo test check lint typecheck gen gen-check buf-check go-test node-test pytest clean \
+.PHONY: setup demo test check lint typecheck gen gen-check buf-check go-test node-test pytest proto-baseline clean \
 	bench bench-scale bench-roundtrips bench-deps
 
 setup: $(STAMP)
@@ -37,6 +37,11 @@ typecheck:
 buf-check:
 	npx --no-install buf lint
 	npx --no-install buf format --diff --exit-code
+	npx --no-install buf breaking --against tools/proto-baseline.binpb
+
+# The released contract that `buf breaking` protects; refresh it on a release.
+proto-baseline:
+	npx --no-install buf build -o tools/proto-baseline.binpb
 
 gen:
 	tools/gen.sh
