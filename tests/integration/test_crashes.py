@@ -118,7 +118,7 @@ async def test_server_killed_with_100_in_flight_loses_nothing_after_restart(
     async with Client(address) as client:
         await wait_for(_registers(client, wf.build()), timeout=20, interval=0.1)
         runtime = WorkerRuntime(
-            [_import_nap()], servers=address, max_concurrency=20, reconnect_max=0.5
+            [_import_worker("nap")], servers=address, max_concurrency=20, reconnect_max=0.5
         )
         await runtime.start(timeout=20)
         try:
@@ -148,14 +148,14 @@ def _registers(client: Client, workflow: object) -> object:
     return attempt
 
 
-def _import_nap() -> object:
+def _import_worker(name: str) -> object:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("crash_workers", CRASH_WORKERS)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.nap
+    return getattr(module, name)
 
 
 async def test_redis_restart_mid_step_loses_nothing(tmp_path: Path) -> None:
@@ -194,3 +194,42 @@ async def test_redis_restart_mid_step_loses_nothing(tmp_path: Path) -> None:
         assert status.step_results == {"s": {"survived": True}, "t": {"survived": True}}
     finally:
         await redis.stop()
+
+
+async def test_two_replicas_share_work_and_survive_one_being_killed(
+    redis_server: EmbeddedRedis, processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """Workers on replica A, clients on replica B; A is SIGKILLed mid-step."""
+    config = make_config(redis_server.url)
+    port_a = free_port()
+    env = {"MULTIAGENTS_REPLICA_LEASE_MS": "1500", "MULTIAGENTS_HEARTBEAT_INTERVAL_MS": "300"}
+    replica_a = spawn(
+        "serve", "--port", str(port_a), "--redis-url", redis_server.url,
+        "--key-prefix", config.key_prefix, env=env,
+    )  # fmt: skip
+    processes.append(replica_a)
+    address_a = f"127.0.0.1:{port_a}"
+    async with Server(config) as replica_b, Client(replica_b.address) as client:
+        wf = WorkflowBuilder("replicas.wf").add_step(
+            "slow", "crash.slow", retry=RetryPolicy(max_attempts=3, initial_interval=0.05)
+        )
+        await client.register_workflow(wf.build())
+        # The worker prefers A and fails over to B.
+        runtime = WorkerRuntime(
+            [_import_worker("slow")], servers=[address_a, replica_b.address], reconnect_max=0.3
+        )
+        await runtime.start(timeout=20)
+        try:
+            tx = await client.execute_workflow(
+                "replicas.wf", {"marker_dir": str(tmp_path), "sleep": 1}
+            )
+            await wait_for(lambda: any(tmp_path.iterdir()), timeout=10)
+            sessions = await session_count(replica_b.address, "crash.slow")
+            assert sessions == 1  # one session, on A (B sees it through A's lease)
+            replica_a.send_signal(signal.SIGKILL)
+            replica_a.wait()
+            status = await client.wait(tx, timeout=60)
+        finally:
+            await runtime.stop()
+    assert status.state == "completed"
+    assert status.steps[0].attempts in (1, 2)  # the held answer, or a rerun after WorkerLost
