@@ -45,6 +45,7 @@ class StepState:
     status: str
     attempts: int
     last_failure: dict[str, Any] | None
+    child_transaction_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class WorkflowStatus:
     requires_manual_intervention: bool = False
     steps: tuple[StepState, ...] = ()
     revision: int = 0
+    parent_transaction_id: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -83,6 +85,7 @@ class WorkflowStatus:
             "steps": [
                 {"name": s.name, "status": s.status, "attempts": s.attempts} for s in self.steps
             ],
+            "parent_transaction_id": self.parent_transaction_id,
         }
 
     @classmethod
@@ -104,10 +107,12 @@ class WorkflowStatus:
                     STEP_STATUSES.get(st.status, "unspecified"),
                     st.attempts,
                     failure_dict(st.last_failure) if st.HasField("last_failure") else None,
+                    st.child_transaction_id or None,
                 )
                 for st in s.steps
             ),
             revision=s.revision,
+            parent_transaction_id=s.parent_transaction_id or None,
         )
 
 

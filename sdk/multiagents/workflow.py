@@ -52,10 +52,17 @@ class Step:
     timeout: float | None = None
     heartbeat_timeout: float | None = None
     compensation_retry: RetryPolicy | None = None
+    # A sub-workflow run instead of a worker (then `worker` is "").
+    workflow: str | None = None
+    workflow_version: int = 0
 
     def to_proto(self) -> workflow_pb2.StepDefinition:
         step = workflow_pb2.StepDefinition(
-            name=self.name, worker=self.worker, compensation=self.compensation or ""
+            name=self.name,
+            worker=self.worker,
+            compensation=self.compensation or "",
+            workflow=self.workflow or "",
+            workflow_version=self.workflow_version,
         )
         if self.retry is not None:
             step.retry_policy.CopyFrom(self.retry.to_proto())
@@ -95,10 +102,21 @@ class Workflow:
         builder = WorkflowBuilder(d["name"], version=int(d.get("version", 1)))
         for i, s in enumerate(d.get("steps", [])):
             allowed = {"name", "worker", "compensation", "retry", "timeout",
-                       "heartbeat_timeout", "compensation_retry"}  # fmt: skip
+                       "heartbeat_timeout", "compensation_retry", "workflow",
+                       "workflow_version"}  # fmt: skip
             extra = set(s) - allowed
             if extra:
                 raise ValueError(f"workflow.steps[{i}]: unknown keys {sorted(extra)}")
+            if "workflow" in s:
+                builder.add_workflow_step(
+                    s["name"],
+                    s["workflow"],
+                    version=int(s.get("workflow_version", 0)),
+                    compensation=s.get("compensation"),
+                    retry=RetryPolicy.from_dict(s["retry"]) if "retry" in s else None,
+                    timeout=s.get("timeout"),
+                )
+                continue
             builder.add_step(
                 s["name"],
                 s["worker"],
@@ -155,6 +173,41 @@ class WorkflowBuilder:
                 timeout=timeout,
                 heartbeat_timeout=heartbeat_timeout,
                 compensation_retry=compensation_retry,
+            )
+        )
+        return self
+
+    def add_workflow_step(
+        self,
+        name: str,
+        workflow: str | Workflow,
+        *,
+        version: int = 0,
+        compensation: str | WorkerFunction | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> WorkflowBuilder:
+        """Append a step that runs another workflow as a sub-workflow.
+
+        The step receives the child's final context as its result; a child
+        that does not complete fails the step (and its retry policy decides).
+        Cancelling the parent cancels the child. `version=0` means the latest
+        version when the step starts.
+        """
+        if any(s.name == name for s in self._steps):
+            raise ValueError(f"duplicate step name {name!r}")
+        if isinstance(workflow, Workflow):
+            version = version or workflow.version
+            workflow = workflow.name
+        self._steps.append(
+            Step(
+                name=name,
+                worker="",
+                compensation=None if compensation is None else self._worker_name(compensation),
+                retry=retry,
+                timeout=timeout,
+                workflow=workflow,
+                workflow_version=version,
             )
         )
         return self

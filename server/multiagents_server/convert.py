@@ -111,7 +111,18 @@ def spec_from_proto(
         if s.name in seen:
             raise InvalidArgument(f"{where}.name: duplicate step name {s.name!r}")
         seen.add(s.name)
-        check_name(s.worker, f"{where}.worker")
+        if bool(s.worker) == bool(s.workflow):
+            raise InvalidArgument(f"{where}.worker: set exactly one of worker and workflow")
+        if s.worker:
+            check_name(s.worker, f"{where}.worker")
+        else:
+            check_name(s.workflow, f"{where}.workflow")
+            if s.workflow_version < 0:
+                raise InvalidArgument(f"{where}.workflow_version: must be >= 0 (0 means latest)")
+            if s.HasField("heartbeat_timeout"):
+                raise InvalidArgument(
+                    f"{where}.heartbeat_timeout: not supported on a sub-workflow step"
+                )
         if s.compensation:
             check_name(s.compensation, f"{where}.compensation")
         timeout = s.timeout.ToMilliseconds() if s.HasField("timeout") else default_timeout_ms
@@ -135,6 +146,8 @@ def spec_from_proto(
                 ),
                 timeout_ms=timeout,
                 heartbeat_timeout_ms=heartbeat,
+                workflow=s.workflow,
+                workflow_version=s.workflow_version,
             )
         )
     return engine.WorkflowSpec(d.name, d.version, tuple(steps), d.description)
@@ -149,6 +162,8 @@ def spec_to_proto(spec: engine.WorkflowSpec) -> workflow_pb2.WorkflowDefinition:
             compensation=s.compensation,
             retry_policy=_retry_to_proto(s.retry),
             timeout=duration(s.timeout_ms),
+            workflow=s.workflow,
+            workflow_version=s.workflow_version,
         )
         if s.compensation_retry is not None:
             step.compensation_retry_policy.CopyFrom(_retry_to_proto(s.compensation_retry))
@@ -198,12 +213,14 @@ def status_to_proto(ex: engine.Execution, revision: int) -> workflow_pb2.Workflo
                 status=_STEP_STATUS[rec.status],
                 attempts=rec.attempts,
                 last_failure=failure_to_proto(rec.last_failure),
+                child_transaction_id=rec.child_transaction_id,
             )
             for spec, rec in zip(ex.spec.steps, ex.steps, strict=True)
         ],
         created_at=timestamp(ex.created_ms),
         updated_at=timestamp(ex.updated_ms),
         revision=revision,
+        parent_transaction_id=ex.parent_transaction_id,
     )
     if ex.completed_ms:
         status.completed_at.CopyFrom(timestamp(ex.completed_ms))

@@ -11,6 +11,7 @@ it out later, so nothing accepted is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -143,6 +144,7 @@ class Orchestrator:
                 "workflow started",
                 extra={"transaction_id": tx, "workflow": name, "correlation_id": correlation_id},
             )
+            await self._follow_up(transition)
             return tx, True
         existing = await self.snapshot(tx)
         if existing.execution.request_fingerprint != fingerprint:
@@ -227,10 +229,59 @@ class Orchestrator:
         lock = self._locks.setdefault(transaction_id, asyncio.Lock())
         try:
             async with lock:
-                return await self._transition(transaction_id, event, ack, outcome)
+                transition = await self._transition(transaction_id, event, ack, outcome)
         finally:
             if not lock.locked() and not lock._waiters:
                 self._locks.pop(transaction_id, None)
+        # Outside the lock: a follow-up changes other executions (parent,
+        # children), which may in turn come back to this one.
+        if transition is not None and transition.changed:
+            await self._follow_up(transition)
+        return transition
+
+    # -- sub-workflows -------------------------------------------------------------
+
+    async def _follow_up(self, transition: engine.Transition) -> None:
+        """Start or cancel sub-workflows, and answer the parent of a finished one.
+
+        These run after the commit and its effects. If the replica dies in
+        between, the parent step's timeout fails the attempt and retries it.
+        """
+        ex = transition.execution
+        for effect in transition.effects:
+            if isinstance(effect, engine.StartChild):
+                await self._start_child(ex, effect)
+            elif isinstance(effect, engine.CancelChild):
+                with contextlib.suppress(NotFound, FailedPrecondition):
+                    await self.cancel(effect.child_transaction_id, effect.reason)
+        if ex.state.terminal and ex.parent_transaction_id:
+            await self.apply(ex.parent_transaction_id, _answer_parent(ex))
+
+    async def _start_child(self, parent: engine.Execution, effect: engine.StartChild) -> None:
+        try:
+            spec = await self.definition(effect.workflow, effect.version)
+        except NotFound as exc:
+            failure = engine.Failure(str(exc), "ChildWorkflowNotFound", non_retryable=True)
+            await self.apply(parent.transaction_id, engine.StepFailed(effect.command_id, failure))
+            return
+        now = self.clock()
+        transition = engine.start(
+            spec,
+            transaction_id=effect.child_transaction_id,
+            correlation_id=parent.correlation_id,
+            input=effect.context,
+            now_ms=now,
+            metadata=parent.metadata,
+            parent_transaction_id=parent.transaction_id,
+            parent_command_id=effect.command_id,
+        )
+        if await self._commit(transition, 0, now, created=True):  # else: started already
+            log.info(
+                "sub-workflow started",
+                extra={"transaction_id": effect.child_transaction_id,
+                       "parent": parent.transaction_id},
+            )  # fmt: skip
+            await self._follow_up(transition)
 
     async def _transition(
         self,
@@ -276,7 +327,8 @@ class Orchestrator:
             await self.store.delete_timer(transaction_id, FLUSH_TIMER)
             return
         execution = codec.execution_from_json(json.loads(stored.state))
-        await self._replay_outbox(execution, stored.revision, stored.outbox)
+        effects = await self._replay_outbox(execution, stored.revision, stored.outbox)
+        await self._follow_up(engine.Transition(execution, effects))
 
     async def _commit(
         self,
@@ -342,13 +394,16 @@ class Orchestrator:
         if len(self._cache) > CACHE_LIMIT:
             del self._cache[next(iter(self._cache))]
 
-    async def _replay_outbox(self, ex: engine.Execution, revision: int, raw: bytes) -> None:
+    async def _replay_outbox(
+        self, ex: engine.Execution, revision: int, raw: bytes
+    ) -> tuple[engine.Effect, ...]:
         effects = _outbox_from_json(json.loads(raw), ex)
         log.info(
             "carrying out a pending outbox",
             extra={"transaction_id": ex.transaction_id, "effects": len(effects)},
         )
         await self.store.carry_out(ex.transaction_id, revision, self._outbox(ex, effects))
+        return effects
 
     def _outbox(self, ex: engine.Execution, effects: tuple[engine.Effect, ...]) -> Outbox:
         outbox = Outbox()
@@ -390,6 +445,10 @@ def _outbox_to_json(effects: tuple[engine.Effect, ...]) -> bytes | None:
                 rows.append(["u", e.timer_id])
             case engine.CancelCommand():
                 rows.append(["c", e.command_id, e.reason])
+            case engine.StartChild():
+                rows.append(["w", e.command_id, e.workflow, e.version, e.child_transaction_id])
+            case engine.CancelChild():
+                rows.append(["k", e.child_transaction_id, e.reason])
     return _json_bytes(rows)
 
 
@@ -410,4 +469,24 @@ def _outbox_from_json(rows: list[list[Any]], ex: engine.Execution) -> tuple[engi
                 effects.append(engine.CancelTimer(timer))
             case ["c", cid, reason]:
                 effects.append(engine.CancelCommand(cid, reason))
+            case ["w", cid, workflow, version, child]:
+                effects.append(engine.StartChild(cid, workflow, version, child, ex.context))
+            case ["k", child, reason]:
+                effects.append(engine.CancelChild(child, reason))
     return tuple(effects)
+
+
+def _answer_parent(child: engine.Execution) -> engine.StepCompleted | engine.StepFailed:
+    """The parent step's outcome: the child's final context, or its failure."""
+    if child.state is engine.State.COMPLETED:
+        return engine.StepCompleted(child.parent_command_id, child.context)
+    cause = child.failure
+    message = f"sub-workflow {child.transaction_id} ended {child.state.value}"
+    if cause is not None:
+        message += f": {cause.message}"
+    return engine.StepFailed(
+        child.parent_command_id,
+        engine.Failure(
+            message, "ChildWorkflowFailed", non_retryable=cause is None or cause.non_retryable
+        ),
+    )

@@ -79,6 +79,14 @@ async def test_unknown_workflow_and_version_are_not_found(client: Client, uid: s
             ),
             r"definition.steps\[0\].retry_policy.maximum_attempts",
         ),
+        (
+            workflow_pb2.WorkflowDefinition(
+                name="w",
+                version=1,
+                steps=[workflow_pb2.StepDefinition(name="s", worker="a", workflow="child")],
+            ),
+            r"definition.steps\[0\].worker: set exactly one of worker and workflow",
+        ),
     ],
 )
 async def test_bad_definition_is_invalid_argument_naming_the_field(

@@ -1001,3 +1001,25 @@ def test_second_cancel_leaves_execution_unchanged() -> None:
     assert t.changed is False
     assert t.execution is ex
     assert t.effects == () and t.history == ()
+
+
+# -- sub-workflow steps ---------------------------------------------------------
+
+
+def test_sub_workflow_step_starts_a_child_and_cancel_or_timeout_cancels_it() -> None:
+    from multiagents_server.engine import CancelChild, StartChild, StepSpec, WorkflowSpec
+
+    spec = WorkflowSpec(
+        "parent", 1, (StepSpec("run", "", workflow="child", workflow_version=2, timeout_ms=1000),)
+    )
+    started = start(spec, transaction_id="tx-1", correlation_id="", input={"a": 1}, now_ms=0)
+    children = [e for e in started.effects if isinstance(e, StartChild)]
+    assert children == [StartChild("tx-1:x0:1", "child", 2, "tx-1.0.1", {"a": 1})]
+    assert started.execution.steps[0].child_transaction_id == "tx-1.0.1"
+    assert not [e for e in started.effects if isinstance(e, DispatchCommand)]
+
+    cancelled = apply(started.execution, CancelRequested("stop"), 10)
+    assert CancelChild("tx-1.0.1", "stop") in cancelled.effects
+
+    timed_out = apply(started.execution, TimerFired("timeout:tx-1:x0:1"), 1000)
+    assert timed_out.effects[0] == CancelChild("tx-1.0.1", "step 'run' timed out after 1000 ms")

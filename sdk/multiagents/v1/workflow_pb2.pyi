@@ -46,7 +46,7 @@ class RetryPolicy(_message.Message):
     def __init__(self, maximum_attempts: _Optional[int] = ..., initial_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., backoff_coefficient: _Optional[float] = ..., maximum_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., non_retryable_error_types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StepDefinition(_message.Message):
-    __slots__ = ("name", "worker", "compensation", "retry_policy", "timeout", "heartbeat_timeout", "compensation_retry_policy")
+    __slots__ = ("name", "worker", "compensation", "retry_policy", "timeout", "heartbeat_timeout", "compensation_retry_policy", "workflow", "workflow_version")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     COMPENSATION_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,8 @@ class StepDefinition(_message.Message):
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     COMPENSATION_RETRY_POLICY_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_VERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     worker: str
     compensation: str
@@ -61,7 +63,9 @@ class StepDefinition(_message.Message):
     timeout: _duration_pb2.Duration
     heartbeat_timeout: _duration_pb2.Duration
     compensation_retry_policy: RetryPolicy
-    def __init__(self, name: _Optional[str] = ..., worker: _Optional[str] = ..., compensation: _Optional[str] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., compensation_retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ...) -> None: ...
+    workflow: str
+    workflow_version: int
+    def __init__(self, name: _Optional[str] = ..., worker: _Optional[str] = ..., compensation: _Optional[str] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., compensation_retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., workflow: _Optional[str] = ..., workflow_version: _Optional[int] = ...) -> None: ...
 
 class WorkflowDefinition(_message.Message):
     __slots__ = ("name", "version", "steps", "description")
@@ -76,19 +80,21 @@ class WorkflowDefinition(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[StepDefinition, _Mapping]]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class StepInfo(_message.Message):
-    __slots__ = ("name", "status", "attempts", "last_failure")
+    __slots__ = ("name", "status", "attempts", "last_failure", "child_transaction_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     LAST_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    CHILD_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     status: StepStatus
     attempts: int
     last_failure: _common_pb2.Failure
-    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., attempts: _Optional[int] = ..., last_failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ...) -> None: ...
+    child_transaction_id: str
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., attempts: _Optional[int] = ..., last_failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., child_transaction_id: _Optional[str] = ...) -> None: ...
 
 class WorkflowStatus(_message.Message):
-    __slots__ = ("transaction_id", "correlation_id", "workflow_name", "workflow_version", "state", "current_step", "step_results", "context", "failure", "requires_manual_intervention", "steps", "created_at", "updated_at", "completed_at", "revision")
+    __slots__ = ("transaction_id", "correlation_id", "workflow_name", "workflow_version", "state", "current_step", "step_results", "context", "failure", "requires_manual_intervention", "steps", "created_at", "updated_at", "completed_at", "revision", "parent_transaction_id")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +110,7 @@ class WorkflowStatus(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    PARENT_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     correlation_id: str
     workflow_name: str
@@ -119,4 +126,5 @@ class WorkflowStatus(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     completed_at: _timestamp_pb2.Timestamp
     revision: int
-    def __init__(self, transaction_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., workflow_version: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.WorkflowState, str]] = ..., current_step: _Optional[str] = ..., step_results: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., context: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., requires_manual_intervention: _Optional[bool] = ..., steps: _Optional[_Iterable[_Union[StepInfo, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+    parent_transaction_id: str
+    def __init__(self, transaction_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., workflow_version: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.WorkflowState, str]] = ..., current_step: _Optional[str] = ..., step_results: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., context: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., requires_manual_intervention: _Optional[bool] = ..., steps: _Optional[_Iterable[_Union[StepInfo, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., parent_transaction_id: _Optional[str] = ...) -> None: ...

@@ -2,6 +2,7 @@
 
 from multiagents_server.engine.model import (
     Attempt,
+    CancelChild,
     CancelCommand,
     CancelRequested,
     CancelTimer,
@@ -18,6 +19,7 @@ from multiagents_server.engine.model import (
     ResultRecorded,
     RetryPolicy,
     ScheduleTimer,
+    StartChild,
     State,
     StatusChanged,
     StepCompleted,
@@ -28,12 +30,14 @@ from multiagents_server.engine.model import (
     TimerFired,
     Transition,
     WorkflowSpec,
+    child_transaction_id,
     command_id,
 )
 from multiagents_server.engine.saga import apply, start, timer_id
 
 __all__ = [
     "Attempt",
+    "CancelChild",
     "CancelCommand",
     "CancelRequested",
     "CancelTimer",
@@ -50,6 +54,7 @@ __all__ = [
     "ResultRecorded",
     "RetryPolicy",
     "ScheduleTimer",
+    "StartChild",
     "State",
     "StatusChanged",
     "StepCompleted",
@@ -61,6 +66,7 @@ __all__ = [
     "Transition",
     "WorkflowSpec",
     "apply",
+    "child_transaction_id",
     "command_id",
     "start",
     "timer_id",

@@ -55,6 +55,8 @@ def spec_to_json(spec: WorkflowSpec) -> dict[str, Any]:
                 ),
                 "timeout_ms": s.timeout_ms,
                 "heartbeat_timeout_ms": s.heartbeat_timeout_ms,
+                "workflow": s.workflow,
+                "workflow_version": s.workflow_version,
             }
             for s in spec.steps
         ],
@@ -77,6 +79,8 @@ def spec_from_json(d: dict[str, Any]) -> WorkflowSpec:
                 ),
                 timeout_ms=s["timeout_ms"],
                 heartbeat_timeout_ms=s["heartbeat_timeout_ms"],
+                workflow=s.get("workflow", ""),
+                workflow_version=s.get("workflow_version", 0),
             )
             for s in d["steps"]
         ),
@@ -116,6 +120,7 @@ def execution_to_json(ex: Execution) -> dict[str, Any]:
                 "attempts": s.attempts,
                 "compensation_attempts": s.compensation_attempts,
                 "last_failure": failure_to_json(s.last_failure),
+                "child_transaction_id": s.child_transaction_id,
             }
             for s in ex.steps
         ],
@@ -133,6 +138,8 @@ def execution_to_json(ex: Execution) -> dict[str, Any]:
         "completed_ms": ex.completed_ms,
         "request_fingerprint": ex.request_fingerprint,
         "metadata": ex.metadata,
+        "parent_transaction_id": ex.parent_transaction_id,
+        "parent_command_id": ex.parent_command_id,
     }
 
 
@@ -152,6 +159,7 @@ def execution_from_json(d: dict[str, Any]) -> Execution:
                 attempts=s["attempts"],
                 compensation_attempts=s["compensation_attempts"],
                 last_failure=failure_from_json(s["last_failure"]),
+                child_transaction_id=s.get("child_transaction_id", ""),
             )
             for s in d["steps"]
         ),
@@ -169,4 +177,6 @@ def execution_from_json(d: dict[str, Any]) -> Execution:
         completed_ms=d["completed_ms"],
         request_fingerprint=d["request_fingerprint"],
         metadata=d["metadata"],
+        parent_transaction_id=d.get("parent_transaction_id", ""),
+        parent_command_id=d.get("parent_command_id", ""),
     )

@@ -78,6 +78,9 @@ class StepSpec:
     compensation_retry: RetryPolicy | None = None
     timeout_ms: int = 600_000
     heartbeat_timeout_ms: int = 0
+    # A sub-workflow run instead of a worker (exactly one of worker/workflow).
+    workflow: str = ""
+    workflow_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,7 @@ class StepRecord:
     attempts: int = 0
     compensation_attempts: int = 0
     last_failure: Failure | None = None
+    child_transaction_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +149,9 @@ class Execution:
     completed_ms: int = 0
     request_fingerprint: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    # Set when this execution is a sub-workflow step of another one.
+    parent_transaction_id: str = ""
+    parent_command_id: str = ""
 
     @property
     def current_step(self) -> str:
@@ -155,6 +162,11 @@ class Execution:
 
     def command_id(self, attempt: Attempt) -> str:
         return command_id(self.transaction_id, attempt)
+
+
+def child_transaction_id(transaction_id: str, attempt: Attempt) -> str:
+    """Deterministic id of the sub-workflow started by an attempt (idempotent start)."""
+    return f"{transaction_id}.{attempt.step_index}.{attempt.number}"
 
 
 def command_id(transaction_id: str, attempt: Attempt) -> str:
@@ -239,7 +251,26 @@ class CancelCommand:
     reason: str
 
 
-Effect = DispatchCommand | ScheduleTimer | CancelTimer | CancelCommand
+@dataclass(frozen=True, slots=True)
+class StartChild:
+    """Start a sub-workflow; its end answers `command_id` of the parent."""
+
+    command_id: str
+    workflow: str
+    version: int
+    child_transaction_id: str
+    context: JsonObject
+
+
+@dataclass(frozen=True, slots=True)
+class CancelChild:
+    """Cancel a sub-workflow that the parent no longer waits for."""
+
+    child_transaction_id: str
+    reason: str
+
+
+Effect = DispatchCommand | ScheduleTimer | CancelTimer | CancelCommand | StartChild | CancelChild
 
 
 # -- history: what is recorded (mirrors the seed's event types) ------------

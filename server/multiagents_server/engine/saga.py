@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from multiagents_server.engine.model import (
     Attempt,
+    CancelChild,
     CancelCommand,
     CancelRequested,
     CancelTimer,
@@ -32,6 +33,7 @@ from multiagents_server.engine.model import (
     ResultRecorded,
     RetryPolicy,
     ScheduleTimer,
+    StartChild,
     State,
     StatusChanged,
     StepCompleted,
@@ -41,6 +43,7 @@ from multiagents_server.engine.model import (
     TimerFired,
     Transition,
     WorkflowSpec,
+    child_transaction_id,
 )
 
 RETRY_TIMER = "retry"
@@ -52,6 +55,14 @@ STEP_TIMEOUT = "StepTimeout"
 HEARTBEAT_TIMEOUT = "HeartbeatTimeout"
 WORKER_LOST = "WorkerLost"
 CANCELLED = "Cancelled"
+
+
+def cancel_effect(ex: Execution, attempt: Attempt, reason: str) -> Effect:
+    """How to stop a dispatched attempt: cancel its command, or its sub-workflow."""
+    spec = ex.spec.steps[attempt.step_index]
+    if attempt.kind is CommandKind.EXECUTE and spec.workflow:
+        return CancelChild(child_transaction_id(ex.transaction_id, attempt), reason)
+    return CancelCommand(ex.command_id(attempt), reason)
 
 
 def timer_id(kind: str, command_id: str) -> str:
@@ -95,22 +106,32 @@ class _Builder:
             or (ex.current.kind is not kind)
         )
         self.ex = replace(ex, current=attempt)
-        if kind is CommandKind.EXECUTE:
-            self.set_step(step_index, status=StepStatus.RUNNING, attempts=number)
-        else:
-            self.set_step(step_index, compensation_attempts=number)
-        self.effects.append(
-            DispatchCommand(
-                command_id=cid,
-                kind=kind,
-                worker=worker,
-                step=spec.name,
-                attempt=number,
-                context=ex.context,
-                deadline_ms=self.now_ms + spec.timeout_ms,
-                heartbeat_timeout_ms=spec.heartbeat_timeout_ms,
+        if kind is CommandKind.EXECUTE and spec.workflow:
+            child = child_transaction_id(ex.transaction_id, attempt)
+            worker = spec.workflow
+            self.set_step(
+                step_index, status=StepStatus.RUNNING, attempts=number, child_transaction_id=child
             )
-        )
+            self.effects.append(
+                StartChild(cid, spec.workflow, spec.workflow_version, child, ex.context)
+            )
+        else:
+            if kind is CommandKind.EXECUTE:
+                self.set_step(step_index, status=StepStatus.RUNNING, attempts=number)
+            else:
+                self.set_step(step_index, compensation_attempts=number)
+            self.effects.append(
+                DispatchCommand(
+                    command_id=cid,
+                    kind=kind,
+                    worker=worker,
+                    step=spec.name,
+                    attempt=number,
+                    context=ex.context,
+                    deadline_ms=self.now_ms + spec.timeout_ms,
+                    heartbeat_timeout_ms=spec.heartbeat_timeout_ms,
+                )
+            )
         self.effects.append(
             ScheduleTimer(timer_id(TIMEOUT_TIMER, cid), self.now_ms + spec.timeout_ms)
         )
@@ -135,7 +156,7 @@ class _Builder:
         cid = self.ex.command_id(attempt)
         if attempt.dispatched:
             self.stop_attempt_timers(attempt)
-            self.effects.append(CancelCommand(cid, reason))
+            self.effects.append(cancel_effect(self.ex, attempt, reason))
         else:
             self.effects.append(CancelTimer(timer_id(RETRY_TIMER, cid)))
         if attempt.kind is CommandKind.EXECUTE:
@@ -183,6 +204,8 @@ def start(
     now_ms: int,
     request_fingerprint: str = "",
     metadata: dict[str, str] | None = None,
+    parent_transaction_id: str = "",
+    parent_command_id: str = "",
 ) -> Transition:
     """Create an execution and dispatch its first step."""
     if not spec.steps:
@@ -200,6 +223,8 @@ def start(
         updated_ms=now_ms,
         request_fingerprint=request_fingerprint,
         metadata=dict(metadata or {}),
+        parent_transaction_id=parent_transaction_id,
+        parent_command_id=parent_command_id,
     )
     b = _Builder(execution, now_ms)
     b.history.append(StatusChanged(State.PENDING, ""))
@@ -341,7 +366,7 @@ def _on_timer(ex: Execution, timer: str, now_ms: int) -> Transition:
                 f"no heartbeat from step {spec.name!r} for {limit} ms", HEARTBEAT_TIMEOUT
             )
         transition = _on_failed(ex, command_id, failure, now_ms)
-        cancel = CancelCommand(command_id, failure.message)
+        cancel = cancel_effect(ex, attempt, failure.message)
         return replace(transition, effects=(cancel, *transition.effects))
     return _unchanged(ex)
 

@@ -109,8 +109,12 @@ export interface RetryPolicySpec {
 /** One step of a {@link WorkflowSpec}. */
 export interface StepSpec {
   name: string;
-  /** Worker name that executes the step. */
+  /** Worker name that executes the step (or "" with `workflow`). */
   worker: string;
+  /** Run this workflow as a sub-workflow instead of a worker. */
+  workflow?: string;
+  /** Version of the sub-workflow; 0 (default) means the latest. */
+  workflowVersion?: number;
   /** Worker name that undoes the step when a later step fails. */
   compensation?: string;
   retryPolicy?: RetryPolicySpec;
@@ -194,6 +198,8 @@ export class Client {
           compensationRetryPolicy: retryPolicy(step.compensationRetryPolicy),
           timeout: duration(step.timeoutMs),
           heartbeatTimeout: duration(step.heartbeatTimeoutMs),
+          workflow: step.workflow ?? "",
+          workflowVersion: step.workflowVersion ?? 0,
         })),
       },
     });

@@ -196,8 +196,13 @@ type StepDefinition struct {
 	HeartbeatTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=heartbeat_timeout,json=heartbeatTimeout,proto3" json:"heartbeat_timeout,omitempty"`
 	// Retry policy of the compensation; unset means the step's retry policy.
 	CompensationRetryPolicy *RetryPolicy `protobuf:"bytes,7,opt,name=compensation_retry_policy,json=compensationRetryPolicy,proto3" json:"compensation_retry_policy,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Run this workflow as a sub-workflow instead of a worker (set exactly one
+	// of worker and workflow). Its final context is the step's result.
+	Workflow string `protobuf:"bytes,8,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	// Version of the sub-workflow; 0 means the latest when the step starts.
+	WorkflowVersion int32 `protobuf:"varint,9,opt,name=workflow_version,json=workflowVersion,proto3" json:"workflow_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StepDefinition) Reset() {
@@ -277,6 +282,20 @@ func (x *StepDefinition) GetCompensationRetryPolicy() *RetryPolicy {
 		return x.CompensationRetryPolicy
 	}
 	return nil
+}
+
+func (x *StepDefinition) GetWorkflow() string {
+	if x != nil {
+		return x.Workflow
+	}
+	return ""
+}
+
+func (x *StepDefinition) GetWorkflowVersion() int32 {
+	if x != nil {
+		return x.WorkflowVersion
+	}
+	return 0
 }
 
 // WorkflowDefinition is a named, versioned sequence of steps.
@@ -362,9 +381,11 @@ type StepInfo struct {
 	// Attempts made so far (of the step, not of its compensation).
 	Attempts int32 `protobuf:"varint,3,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	// Last failure of the step or of its compensation.
-	LastFailure   *Failure `protobuf:"bytes,4,opt,name=last_failure,json=lastFailure,proto3" json:"last_failure,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LastFailure *Failure `protobuf:"bytes,4,opt,name=last_failure,json=lastFailure,proto3" json:"last_failure,omitempty"`
+	// Transaction id of the sub-workflow run by the latest attempt, if any.
+	ChildTransactionId string `protobuf:"bytes,5,opt,name=child_transaction_id,json=childTransactionId,proto3" json:"child_transaction_id,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *StepInfo) Reset() {
@@ -425,6 +446,13 @@ func (x *StepInfo) GetLastFailure() *Failure {
 	return nil
 }
 
+func (x *StepInfo) GetChildTransactionId() string {
+	if x != nil {
+		return x.ChildTransactionId
+	}
+	return ""
+}
+
 // WorkflowStatus is a snapshot of one execution.
 type WorkflowStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -457,9 +485,11 @@ type WorkflowStatus struct {
 	// When the execution reached a terminal state.
 	CompletedAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=completed_at,json=completedAt,proto3" json:"completed_at,omitempty"`
 	// Monotonic revision of the execution; increases with every change.
-	Revision      int64 `protobuf:"varint,15,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Revision int64 `protobuf:"varint,15,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The execution that runs this one as a sub-workflow step, if any.
+	ParentTransactionId string `protobuf:"bytes,16,opt,name=parent_transaction_id,json=parentTransactionId,proto3" json:"parent_transaction_id,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *WorkflowStatus) Reset() {
@@ -597,6 +627,13 @@ func (x *WorkflowStatus) GetRevision() int64 {
 	return 0
 }
 
+func (x *WorkflowStatus) GetParentTransactionId() string {
+	if x != nil {
+		return x.ParentTransactionId
+	}
+	return ""
+}
+
 var File_multiagents_v1_workflow_proto protoreflect.FileDescriptor
 
 const file_multiagents_v1_workflow_proto_rawDesc = "" +
@@ -607,7 +644,7 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\x10initial_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0finitialInterval\x12/\n" +
 	"\x13backoff_coefficient\x18\x03 \x01(\x01R\x12backoffCoefficient\x12D\n" +
 	"\x10maximum_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fmaximumInterval\x129\n" +
-	"\x19non_retryable_error_types\x18\x05 \x03(\tR\x16nonRetryableErrorTypes\"\xf6\x02\n" +
+	"\x19non_retryable_error_types\x18\x05 \x03(\tR\x16nonRetryableErrorTypes\"\xbd\x03\n" +
 	"\x0eStepDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06worker\x18\x02 \x01(\tR\x06worker\x12\"\n" +
@@ -615,17 +652,20 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\fretry_policy\x18\x04 \x01(\v2\x1b.multiagents.v1.RetryPolicyR\vretryPolicy\x123\n" +
 	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12F\n" +
 	"\x11heartbeat_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x10heartbeatTimeout\x12W\n" +
-	"\x19compensation_retry_policy\x18\a \x01(\v2\x1b.multiagents.v1.RetryPolicyR\x17compensationRetryPolicy\"\x9a\x01\n" +
+	"\x19compensation_retry_policy\x18\a \x01(\v2\x1b.multiagents.v1.RetryPolicyR\x17compensationRetryPolicy\x12\x1a\n" +
+	"\bworkflow\x18\b \x01(\tR\bworkflow\x12)\n" +
+	"\x10workflow_version\x18\t \x01(\x05R\x0fworkflowVersion\"\x9a\x01\n" +
 	"\x12WorkflowDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x05R\aversion\x124\n" +
 	"\x05steps\x18\x03 \x03(\v2\x1e.multiagents.v1.StepDefinitionR\x05steps\x12 \n" +
-	"\vdescription\x18\x04 \x01(\tR\vdescription\"\xaa\x01\n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\"\xdc\x01\n" +
 	"\bStepInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1a.multiagents.v1.StepStatusR\x06status\x12\x1a\n" +
 	"\battempts\x18\x03 \x01(\x05R\battempts\x12:\n" +
-	"\flast_failure\x18\x04 \x01(\v2\x17.multiagents.v1.FailureR\vlastFailure\"\xeb\x05\n" +
+	"\flast_failure\x18\x04 \x01(\v2\x17.multiagents.v1.FailureR\vlastFailure\x120\n" +
+	"\x14child_transaction_id\x18\x05 \x01(\tR\x12childTransactionId\"\x9f\x06\n" +
 	"\x0eWorkflowStatus\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12%\n" +
 	"\x0ecorrelation_id\x18\x02 \x01(\tR\rcorrelationId\x12#\n" +
@@ -644,7 +684,8 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12=\n" +
 	"\fcompleted_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vcompletedAt\x12\x1a\n" +
-	"\brevision\x18\x0f \x01(\x03R\brevision*\xeb\x01\n" +
+	"\brevision\x18\x0f \x01(\x03R\brevision\x122\n" +
+	"\x15parent_transaction_id\x18\x10 \x01(\tR\x13parentTransactionId*\xeb\x01\n" +
 	"\n" +
 	"StepStatus\x12\x1b\n" +
 	"\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +

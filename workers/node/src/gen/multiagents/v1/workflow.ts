@@ -134,7 +134,16 @@ export interface StepDefinition {
     | Duration
     | undefined;
   /** Retry policy of the compensation; unset means the step's retry policy. */
-  compensationRetryPolicy: RetryPolicy | undefined;
+  compensationRetryPolicy:
+    | RetryPolicy
+    | undefined;
+  /**
+   * Run this workflow as a sub-workflow instead of a worker (set exactly one
+   * of worker and workflow). Its final context is the step's result.
+   */
+  workflow: string;
+  /** Version of the sub-workflow; 0 means the latest when the step starts. */
+  workflowVersion: number;
 }
 
 /** WorkflowDefinition is a named, versioned sequence of steps. */
@@ -158,7 +167,11 @@ export interface StepInfo {
   /** Attempts made so far (of the step, not of its compensation). */
   attempts: number;
   /** Last failure of the step or of its compensation. */
-  lastFailure: Failure | undefined;
+  lastFailure:
+    | Failure
+    | undefined;
+  /** Transaction id of the sub-workflow run by the latest attempt, if any. */
+  childTransactionId: string;
 }
 
 /** WorkflowStatus is a snapshot of one execution. */
@@ -205,6 +218,8 @@ export interface WorkflowStatus {
     | undefined;
   /** Monotonic revision of the execution; increases with every change. */
   revision: number;
+  /** The execution that runs this one as a sub-workflow step, if any. */
+  parentTransactionId: string;
 }
 
 function createBaseRetryPolicy(): RetryPolicy {
@@ -379,6 +394,8 @@ function createBaseStepDefinition(): StepDefinition {
     timeout: undefined,
     heartbeatTimeout: undefined,
     compensationRetryPolicy: undefined,
+    workflow: "",
+    workflowVersion: 0,
   };
 }
 
@@ -404,6 +421,12 @@ export const StepDefinition: MessageFns<StepDefinition> = {
     }
     if (message.compensationRetryPolicy !== undefined) {
       RetryPolicy.encode(message.compensationRetryPolicy, writer.uint32(58).fork()).join();
+    }
+    if (message.workflow !== "") {
+      writer.uint32(66).string(message.workflow);
+    }
+    if (message.workflowVersion !== 0) {
+      writer.uint32(72).int32(message.workflowVersion);
     }
     return writer;
   },
@@ -477,6 +500,22 @@ export const StepDefinition: MessageFns<StepDefinition> = {
             message.compensationRetryPolicy = RetryPolicy.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.workflow = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.workflowVersion = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -510,6 +549,12 @@ export const StepDefinition: MessageFns<StepDefinition> = {
         : isSet(object.compensation_retry_policy)
         ? RetryPolicy.fromJSON(object.compensation_retry_policy)
         : undefined,
+      workflow: isSet(object.workflow) ? globalThis.String(object.workflow) : "",
+      workflowVersion: isSet(object.workflowVersion)
+        ? globalThis.Number(object.workflowVersion)
+        : isSet(object.workflow_version)
+        ? globalThis.Number(object.workflow_version)
+        : 0,
     };
   },
 
@@ -536,6 +581,12 @@ export const StepDefinition: MessageFns<StepDefinition> = {
     if (message.compensationRetryPolicy !== undefined) {
       obj.compensationRetryPolicy = RetryPolicy.toJSON(message.compensationRetryPolicy);
     }
+    if (message.workflow !== "") {
+      obj.workflow = message.workflow;
+    }
+    if (message.workflowVersion !== 0) {
+      obj.workflowVersion = Math.round(message.workflowVersion);
+    }
     return obj;
   },
 
@@ -560,6 +611,8 @@ export const StepDefinition: MessageFns<StepDefinition> = {
       (object.compensationRetryPolicy !== undefined && object.compensationRetryPolicy !== null)
         ? RetryPolicy.fromPartial(object.compensationRetryPolicy)
         : undefined;
+    message.workflow = object.workflow ?? "";
+    message.workflowVersion = object.workflowVersion ?? 0;
     return message;
   },
 };
@@ -682,7 +735,7 @@ export const WorkflowDefinition: MessageFns<WorkflowDefinition> = {
 };
 
 function createBaseStepInfo(): StepInfo {
-  return { name: "", status: 0, attempts: 0, lastFailure: undefined };
+  return { name: "", status: 0, attempts: 0, lastFailure: undefined, childTransactionId: "" };
 }
 
 export const StepInfo: MessageFns<StepInfo> = {
@@ -698,6 +751,9 @@ export const StepInfo: MessageFns<StepInfo> = {
     }
     if (message.lastFailure !== undefined) {
       Failure.encode(message.lastFailure, writer.uint32(34).fork()).join();
+    }
+    if (message.childTransactionId !== "") {
+      writer.uint32(42).string(message.childTransactionId);
     }
     return writer;
   },
@@ -747,6 +803,14 @@ export const StepInfo: MessageFns<StepInfo> = {
             message.lastFailure = Failure.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.childTransactionId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -769,6 +833,11 @@ export const StepInfo: MessageFns<StepInfo> = {
         : isSet(object.last_failure)
         ? Failure.fromJSON(object.last_failure)
         : undefined,
+      childTransactionId: isSet(object.childTransactionId)
+        ? globalThis.String(object.childTransactionId)
+        : isSet(object.child_transaction_id)
+        ? globalThis.String(object.child_transaction_id)
+        : "",
     };
   },
 
@@ -786,6 +855,9 @@ export const StepInfo: MessageFns<StepInfo> = {
     if (message.lastFailure !== undefined) {
       obj.lastFailure = Failure.toJSON(message.lastFailure);
     }
+    if (message.childTransactionId !== "") {
+      obj.childTransactionId = message.childTransactionId;
+    }
     return obj;
   },
 
@@ -800,6 +872,7 @@ export const StepInfo: MessageFns<StepInfo> = {
     message.lastFailure = (object.lastFailure !== undefined && object.lastFailure !== null)
       ? Failure.fromPartial(object.lastFailure)
       : undefined;
+    message.childTransactionId = object.childTransactionId ?? "";
     return message;
   },
 };
@@ -821,6 +894,7 @@ function createBaseWorkflowStatus(): WorkflowStatus {
     updatedAt: undefined,
     completedAt: undefined,
     revision: 0,
+    parentTransactionId: "",
   };
 }
 
@@ -870,6 +944,9 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
     }
     if (message.revision !== 0) {
       writer.uint32(120).int64(message.revision);
+    }
+    if (message.parentTransactionId !== "") {
+      writer.uint32(130).string(message.parentTransactionId);
     }
     return writer;
   },
@@ -1007,6 +1084,14 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
             message.revision = longToNumber(reader.int64());
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.parentTransactionId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1078,6 +1163,11 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
         ? fromJsonTimestamp(object.completed_at)
         : undefined,
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      parentTransactionId: isSet(object.parentTransactionId)
+        ? globalThis.String(object.parentTransactionId)
+        : isSet(object.parent_transaction_id)
+        ? globalThis.String(object.parent_transaction_id)
+        : "",
     };
   },
 
@@ -1128,6 +1218,9 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.parentTransactionId !== "") {
+      obj.parentTransactionId = message.parentTransactionId;
+    }
     return obj;
   },
 
@@ -1157,6 +1250,7 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
     message.updatedAt = object.updatedAt ?? undefined;
     message.completedAt = object.completedAt ?? undefined;
     message.revision = object.revision ?? 0;
+    message.parentTransactionId = object.parentTransactionId ?? "";
     return message;
   },
 };
