@@ -259,6 +259,7 @@ def history_to_proto(
                     retry_count=entry.attempt - 1,
                     step=entry.step,
                     command_id=entry.command_id,
+                    child_transaction_id=entry.child_transaction_id,
                 )
             )
         case engine.CommandRecorded():

@@ -39,6 +39,12 @@ async def test_sub_workflow_result_flows_into_the_parent(
     assert status.step_results["report"] == {"report": "n=21 doubled=42"}
     child_tx = status.steps[0].child_transaction_id
     assert child_tx is not None
+    history = await client.get_history(tx)
+    dispatched = [e.command for e in history if e.HasField("command")]
+    assert [(c.step, c.worker_name, c.child_transaction_id) for c in dispatched] == [
+        ("compute", f"{uid}.child", child_tx),
+        ("report", f"{uid}.report", ""),
+    ]
     child_status = await client.get_status(child_tx)
     assert child_status.parent_transaction_id == tx
     assert child_status.state == "completed"

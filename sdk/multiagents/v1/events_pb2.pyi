@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CommandEvent(_message.Message):
-    __slots__ = ("worker_name", "transaction_id", "correlation_id", "context", "timestamp", "retry_count", "step", "command_id")
+    __slots__ = ("worker_name", "transaction_id", "correlation_id", "context", "timestamp", "retry_count", "step", "command_id", "child_transaction_id")
     WORKER_NAME_FIELD_NUMBER: _ClassVar[int]
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class CommandEvent(_message.Message):
     RETRY_COUNT_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    CHILD_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     worker_name: str
     transaction_id: str
     correlation_id: str
@@ -27,7 +28,8 @@ class CommandEvent(_message.Message):
     retry_count: int
     step: str
     command_id: str
-    def __init__(self, worker_name: _Optional[str] = ..., transaction_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retry_count: _Optional[int] = ..., step: _Optional[str] = ..., command_id: _Optional[str] = ...) -> None: ...
+    child_transaction_id: str
+    def __init__(self, worker_name: _Optional[str] = ..., transaction_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retry_count: _Optional[int] = ..., step: _Optional[str] = ..., command_id: _Optional[str] = ..., child_transaction_id: _Optional[str] = ...) -> None: ...
 
 class ResultEvent(_message.Message):
     __slots__ = ("worker_name", "transaction_id", "correlation_id", "result", "success", "timestamp", "step", "command_id", "compensation")

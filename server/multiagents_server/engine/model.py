@@ -286,6 +286,7 @@ class CommandRecorded:
     command_id: str
     attempt: int
     context: JsonObject
+    child_transaction_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

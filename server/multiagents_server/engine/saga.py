@@ -106,6 +106,7 @@ class _Builder:
             or (ex.current.kind is not kind)
         )
         self.ex = replace(ex, current=attempt)
+        child = ""
         if kind is CommandKind.EXECUTE and spec.workflow:
             child = child_transaction_id(ex.transaction_id, attempt)
             worker = spec.workflow
@@ -138,7 +139,9 @@ class _Builder:
         if spec.heartbeat_timeout_ms > 0:
             due = self.now_ms + spec.heartbeat_timeout_ms
             self.effects.append(ScheduleTimer(timer_id(HEARTBEAT_TIMER, cid), due))
-        self.history.append(CommandRecorded(kind, worker, spec.name, cid, number, ex.context))
+        self.history.append(
+            CommandRecorded(kind, worker, spec.name, cid, number, ex.context, child)
+        )
         if new_step:
             self.history.append(StatusChanged(self.ex.state, spec.name))
 

@@ -40,9 +40,11 @@ type CommandEvent struct {
 	// Step name.
 	Step string `protobuf:"bytes,7,opt,name=step,proto3" json:"step,omitempty"`
 	// Attempt-scoped command id.
-	CommandId     string `protobuf:"bytes,8,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CommandId string `protobuf:"bytes,8,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	// The sub-workflow started for this step, when the step runs a workflow.
+	ChildTransactionId string `protobuf:"bytes,9,opt,name=child_transaction_id,json=childTransactionId,proto3" json:"child_transaction_id,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *CommandEvent) Reset() {
@@ -127,6 +129,13 @@ func (x *CommandEvent) GetStep() string {
 func (x *CommandEvent) GetCommandId() string {
 	if x != nil {
 		return x.CommandId
+	}
+	return ""
+}
+
+func (x *CommandEvent) GetChildTransactionId() string {
+	if x != nil {
+		return x.ChildTransactionId
 	}
 	return ""
 }
@@ -754,7 +763,7 @@ var File_multiagents_v1_events_proto protoreflect.FileDescriptor
 
 const file_multiagents_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1bmultiagents/v1/events.proto\x12\x0emultiagents.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\"\xbe\x02\n" +
+	"\x1bmultiagents/v1/events.proto\x12\x0emultiagents.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\"\xf0\x02\n" +
 	"\fCommandEvent\x12\x1f\n" +
 	"\vworker_name\x18\x01 \x01(\tR\n" +
 	"workerName\x12%\n" +
@@ -766,7 +775,8 @@ const file_multiagents_v1_events_proto_rawDesc = "" +
 	"retryCount\x12\x12\n" +
 	"\x04step\x18\a \x01(\tR\x04step\x12\x1d\n" +
 	"\n" +
-	"command_id\x18\b \x01(\tR\tcommandId\"\xd8\x02\n" +
+	"command_id\x18\b \x01(\tR\tcommandId\x120\n" +
+	"\x14child_transaction_id\x18\t \x01(\tR\x12childTransactionId\"\xd8\x02\n" +
 	"\vResultEvent\x12\x1f\n" +
 	"\vworker_name\x18\x01 \x01(\tR\n" +
 	"workerName\x12%\n" +

@@ -35,6 +35,8 @@ export interface CommandEvent {
   step: string;
   /** Attempt-scoped command id. */
   commandId: string;
+  /** The sub-workflow started for this step, when the step runs a workflow. */
+  childTransactionId: string;
 }
 
 /** ResultEvent: a worker returned a result. */
@@ -177,6 +179,7 @@ function createBaseCommandEvent(): CommandEvent {
     retryCount: 0,
     step: "",
     commandId: "",
+    childTransactionId: "",
   };
 }
 
@@ -205,6 +208,9 @@ export const CommandEvent: MessageFns<CommandEvent> = {
     }
     if (message.commandId !== "") {
       writer.uint32(66).string(message.commandId);
+    }
+    if (message.childTransactionId !== "") {
+      writer.uint32(74).string(message.childTransactionId);
     }
     return writer;
   },
@@ -286,6 +292,14 @@ export const CommandEvent: MessageFns<CommandEvent> = {
             message.commandId = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.childTransactionId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -328,6 +342,11 @@ export const CommandEvent: MessageFns<CommandEvent> = {
         : isSet(object.command_id)
         ? globalThis.String(object.command_id)
         : "",
+      childTransactionId: isSet(object.childTransactionId)
+        ? globalThis.String(object.childTransactionId)
+        : isSet(object.child_transaction_id)
+        ? globalThis.String(object.child_transaction_id)
+        : "",
     };
   },
 
@@ -357,6 +376,9 @@ export const CommandEvent: MessageFns<CommandEvent> = {
     if (message.commandId !== "") {
       obj.commandId = message.commandId;
     }
+    if (message.childTransactionId !== "") {
+      obj.childTransactionId = message.childTransactionId;
+    }
     return obj;
   },
 
@@ -375,6 +397,7 @@ export const CommandEvent: MessageFns<CommandEvent> = {
     message.retryCount = object.retryCount ?? 0;
     message.step = object.step ?? "";
     message.commandId = object.commandId ?? "";
+    message.childTransactionId = object.childTransactionId ?? "";
     return message;
   },
 };
