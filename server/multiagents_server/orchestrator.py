@@ -23,7 +23,7 @@ from typing import Any
 
 from multiagents import _payload
 from multiagents.v1 import events_pb2
-from multiagents_server import convert, engine
+from multiagents_server import convert, engine, outbox_codec
 from multiagents_server.config import ServerConfig
 from multiagents_server.engine import codec
 from multiagents_server.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -79,7 +79,7 @@ class Orchestrator:
 
     async def register(self, spec: engine.WorkflowSpec) -> bool:
         """Store a definition; False if the identical one exists already."""
-        encoded = _json_bytes(codec.spec_to_json(spec))
+        encoded = _payload.dumps(codec.spec_to_json(spec))
         existing = await self.store.add_definition(spec.name, spec.version, encoded)
         if existing is None:
             log.info("workflow registered", extra={"workflow": spec.name, "version": spec.version})
@@ -125,7 +125,7 @@ class Orchestrator:
         if request_id:
             tx = "r" + hashlib.sha256(request_id.encode()).hexdigest()[:31]
             fingerprint = hashlib.sha256(
-                _json_bytes([name, version, input, correlation_id])
+                _payload.dumps([name, version, input, correlation_id])
             ).hexdigest()
         else:
             tx = uuid.uuid4().hex
@@ -346,12 +346,12 @@ class Orchestrator:
             convert.history_to_proto(h, ex, revision, now).SerializeToString()
             for h in transition.history
         ]
-        outbox_json = _outbox_to_json(transition.effects)
+        outbox_json = outbox_codec.encode(transition.effects)
         ttl = self.config.retention_ms if ex.state.terminal else 0
         committed = await self.store.commit(
             ex.transaction_id,
             expected_revision,
-            _json_bytes(codec.execution_to_json(ex)),
+            _payload.dumps(codec.execution_to_json(ex)),
             events,
             outbox=outbox_json,
             ttl_ms=ttl,
@@ -397,7 +397,7 @@ class Orchestrator:
     async def _replay_outbox(
         self, ex: engine.Execution, revision: int, raw: bytes
     ) -> tuple[engine.Effect, ...]:
-        effects = _outbox_from_json(json.loads(raw), ex)
+        effects = outbox_codec.decode(raw, ex)
         log.info(
             "carrying out a pending outbox",
             extra={"transaction_id": ex.transaction_id, "effects": len(effects)},
@@ -419,61 +419,6 @@ class Orchestrator:
                 case engine.CancelCommand():
                     outbox.cancels.append(effect.command_id.encode())
         return outbox
-
-
-def _json_bytes(value: Any) -> bytes:
-    return _payload.dumps(value)
-
-
-def _outbox_to_json(effects: tuple[engine.Effect, ...]) -> bytes | None:
-    """Effects in a compact form; dispatched contexts are not repeated because
-    they equal the stored execution's context (nothing changes it after a
-    dispatch within one transition)."""
-    if not effects:
-        return None
-    rows: list[list[Any]] = []
-    for e in effects:
-        match e:
-            case engine.DispatchCommand():
-                rows.append(
-                    ["d", e.command_id, e.kind.value, e.worker, e.step, e.attempt,
-                     e.deadline_ms, e.heartbeat_timeout_ms]
-                )  # fmt: skip
-            case engine.ScheduleTimer():
-                rows.append(["s", e.timer_id, e.due_ms])
-            case engine.CancelTimer():
-                rows.append(["u", e.timer_id])
-            case engine.CancelCommand():
-                rows.append(["c", e.command_id, e.reason])
-            case engine.StartChild():
-                rows.append(["w", e.command_id, e.workflow, e.version, e.child_transaction_id])
-            case engine.CancelChild():
-                rows.append(["k", e.child_transaction_id, e.reason])
-    return _json_bytes(rows)
-
-
-def _outbox_from_json(rows: list[list[Any]], ex: engine.Execution) -> tuple[engine.Effect, ...]:
-    effects: list[engine.Effect] = []
-    for row in rows or []:
-        match row:
-            case ["d", cid, kind, worker, step, attempt, deadline, heartbeat]:
-                effects.append(
-                    engine.DispatchCommand(
-                        cid, engine.CommandKind(kind), worker, step, attempt, ex.context,
-                        deadline, heartbeat,
-                    )
-                )  # fmt: skip
-            case ["s", timer, due]:
-                effects.append(engine.ScheduleTimer(timer, due))
-            case ["u", timer]:
-                effects.append(engine.CancelTimer(timer))
-            case ["c", cid, reason]:
-                effects.append(engine.CancelCommand(cid, reason))
-            case ["w", cid, workflow, version, child]:
-                effects.append(engine.StartChild(cid, workflow, version, child, ex.context))
-            case ["k", child, reason]:
-                effects.append(engine.CancelChild(child, reason))
-    return tuple(effects)
 
 
 def _answer_parent(child: engine.Execution) -> engine.StepCompleted | engine.StepFailed:
