@@ -47,6 +47,8 @@ CHANNEL_OPTIONS = [
 ]
 
 _Outgoing = asyncio.Queue[wpb.ConnectRequest | None]
+# Time allowed after the drain timeout for the session stream to close.
+STOP_GRACE_S = 5.0
 
 
 class WorkerStartError(Exception):
@@ -140,9 +142,17 @@ class WorkerRuntime:
     async def stop(self) -> None:
         """Drain: take no new commands, finish running ones, send their answers."""
         self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # Draining takes at most drain_timeout; the rest is closing the stream.
+        done, _ = await asyncio.wait({task}, timeout=self.drain_timeout + STOP_GRACE_S)
+        if not done:
+            log.warning("worker runtime did not stop within its drain timeout; cancelling it")
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        elif not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
     async def run(self) -> None:
         """Serve until `stop()`; reconnects with exponential backoff and jitter."""

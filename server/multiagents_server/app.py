@@ -48,6 +48,8 @@ SERVICE_NAMES = (
 REDIS_CONNECTIONS = 64
 READER_CONNECTIONS = 1024
 REDIS_POOL_WAIT_S = 30
+# Time allowed after the drain timeout for sessions to close on shutdown.
+STOP_GRACE_S = 5.0
 
 
 def _client(url: str, connections: int) -> redis.Redis:
@@ -187,7 +189,11 @@ class Server:
             for name in ("", *SERVICE_NAMES):
                 await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.dispatcher is not None and self._grpc is not None:
-            await self.dispatcher.shutdown(grace)
+            try:
+                async with asyncio.timeout(grace + STOP_GRACE_S):
+                    await self.dispatcher.shutdown(grace)
+            except TimeoutError:
+                log.warning("worker sessions did not close in time; stopping anyway")
         if self._grpc is not None:
             await self._grpc.stop(min(grace, 1.0))
             self._grpc = None
