@@ -94,6 +94,14 @@ class Server:
         await self.stop()
 
     async def start(self) -> None:
+        """Start Redis (when embedded), the gRPC server and the background loops."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(grace_s=0)  # release what was started, e.g. a busy port
+            raise
+
+    async def _start(self) -> None:
         config = self.config
         if not config.redis_url:
             self.embedded_redis = EmbeddedRedis(Path(config.data_dir) / "redis")
@@ -119,6 +127,9 @@ class Server:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            # gRPC sets SO_REUSEPORT by default: a second server on a busy port
+            # would then start and silently take half the connections.
+            ("grpc.so_reuseport", 0),
         ]
         interceptors = []
         if config.auth_enabled:

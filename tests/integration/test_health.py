@@ -30,3 +30,11 @@ async def test_reflection_lists_the_services(server: Server) -> None:
         "multiagents.v1.MonitoringService",
         "grpc.health.v1.Health",
     } <= names
+
+
+async def test_a_second_server_on_a_busy_port_fails_to_start(server: Server) -> None:
+    import pytest
+
+    second = Server(server.config.replace(port=server.port))
+    with pytest.raises(RuntimeError, match="bind"):
+        await second.start()
