@@ -3,8 +3,12 @@ session, on free localhost ports, stopped by pid at the end."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,6 +22,8 @@ from multiagents_server.app import Server
 from multiagents_server.embedded_redis import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
+# Session teardown never waits longer than this for one component.
+TEARDOWN_S = 30
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +37,15 @@ async def redis_server(tmp_root: Path) -> AsyncIterator[EmbeddedRedis]:
     redis = EmbeddedRedis(tmp_root / "redis")
     await redis.start()
     yield redis
-    await redis.stop()
+    pid = redis.pid
+    try:
+        await asyncio.wait_for(redis.stop(), TEARDOWN_S)
+    except TimeoutError:
+        # Reported, not raised: the tests are done; the process goes by pid.
+        warnings.warn(f"redis-server did not stop within {TEARDOWN_S}s; killed", stacklevel=1)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +54,10 @@ async def server(redis_server: EmbeddedRedis) -> AsyncIterator[Server]:
     srv = Server(make_config(redis_server.url))
     await srv.start()
     yield srv
-    await srv.stop(grace_s=1)
+    try:
+        await asyncio.wait_for(srv.stop(grace_s=1), TEARDOWN_S)
+    except TimeoutError:
+        warnings.warn(f"the session's server did not stop within {TEARDOWN_S}s", stacklevel=1)
 
 
 @pytest.fixture
