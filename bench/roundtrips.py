@@ -41,7 +41,7 @@ from multiagents_server.transport import worker_service
 
 WORKFLOW = "bench3"
 BACKGROUND = {
-    "claim_timers", "next_timer_due", "renew_lease", "drop_lease", "live_replicas",
+    "claim_timers", "renew_lease", "drop_lease", "live_replicas",
     "forget_dead_replicas", "known_workers", "consumers", "sessions_of", "run",
     "ensure_group", "prune_index", "prune_expired_index", "_run",
 }  # fmt: skip

@@ -43,15 +43,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent_prefix() -> list[str]:
-    """`setpriv --pdeathsig TERM` when available: the child gets SIGTERM if we die.
+def die_with_parent_prefix(signal_name: str = "TERM") -> list[str]:
+    """`setpriv --pdeathsig SIG` when available: the child gets SIG if we die.
 
     Done with setpriv rather than a preexec_fn: forking a process that runs
     gRPC threads and then running Python code in the child can deadlock or
     abort; without preexec_fn, subprocess uses vfork and exec directly.
     """
     setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM"] if setpriv else []
+    return [setpriv, "--pdeathsig", signal_name] if setpriv else []
 
 
 def _pid_alive(pid: int) -> bool:
@@ -94,7 +94,7 @@ class EmbeddedRedis:
         if not self.port:
             self.port = free_port()
         args = [
-            *_die_with_parent_prefix(),
+            *die_with_parent_prefix(),
             redis_server_binary(),
             "--bind", "127.0.0.1",
             "--port", str(self.port),

@@ -27,7 +27,7 @@ from conftest import ROOT
 from integration.helpers import wait_for
 from multiagents import Client
 from multiagents.v1 import monitoring_service_pb2, monitoring_service_pb2_grpc
-from multiagents_server.embedded_redis import free_port
+from multiagents_server.embedded_redis import die_with_parent_prefix, free_port
 
 LANGS = ("python", "go", "node")
 PYTHON_WORKER = Path(__file__).resolve().parent / "python_worker.py"
@@ -41,12 +41,6 @@ SERVER_ENV = {
     "MULTIAGENTS_REPLICA_LEASE_MS": "1500",
     "MULTIAGENTS_DRAIN_TIMEOUT_MS": "2000",
 }
-
-
-def _die_with_parent() -> list[str]:
-    """Children get SIGKILL if pytest itself dies, so nothing outlives a crashed run."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -118,7 +112,7 @@ class ServerProcess:
         self.address = f"127.0.0.1:{self.port}"
         self.log_dir = log_dir
         self.argv = [
-            *_die_with_parent(),
+            *die_with_parent_prefix("KILL"),
             sys.executable, "-m", "multiagents.cli", "serve",
             "--port", str(self.port), "--redis-url", redis_url, "--key-prefix", key_prefix,
         ]  # fmt: skip
@@ -216,7 +210,11 @@ async def launch_worker(argv: list[str], lang: str, prefix: str, log: Path) -> W
     """Start a worker process and return once it printed READY (connected)."""
     with log.open("wb") as err:
         proc = await asyncio.create_subprocess_exec(
-            *_die_with_parent(), *argv, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=err
+            *die_with_parent_prefix("KILL"),
+            *argv,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
         )
     worker = WorkerProcess(lang, prefix, proc, log)
     assert proc.stdout is not None

@@ -190,11 +190,6 @@ class Store:
             pipe.lpush(keys.recent_traces, record.trace)
             pipe.ltrim(keys.recent_traces, 0, RECENT_TRACES_KEPT - 1)
 
-    async def record_outcome(self, record: OutcomeRecord) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        self._record_outcome(pipe, record)
-        await pipe.execute()
-
     async def worker_stats(self, worker: str) -> tuple[dict[str, int], list[int]]:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.worker_stats(worker))
@@ -286,10 +281,6 @@ class Store:
         for tx, timer_id, due in timers:
             pipe.zadd(self.keys.timers, {self.keys.timer_member(tx, timer_id): due}, xx=True)
         await pipe.execute()
-
-    async def next_timer_due(self) -> int | None:
-        rows = await self.redis.zrange(self.keys.timers, 0, 0, withscores=True)
-        return int(rows[0][1]) if rows else None
 
     # -- command streams ----------------------------------------------------------
 
