@@ -17,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,14 +227,18 @@ class Orchestrator:
         same round trip.
         """
         lock = self._locks.setdefault(transaction_id, asyncio.Lock())
+        replayed: list[engine.Transition] = []
         try:
             async with lock:
-                transition = await self._transition(transaction_id, event, ack, outcome)
+                transition = await self._transition(transaction_id, event, ack, outcome, replayed)
         finally:
             if not lock.locked() and not lock._waiters:
                 self._locks.pop(transaction_id, None)
         # Outside the lock: a follow-up changes other executions (parent,
-        # children), which may in turn come back to this one.
+        # children), which may in turn come back to this one. An outbox left
+        # by a dead replica is followed up like a fresh transition.
+        for done in replayed:
+            await self._follow_up(done)
         if transition is not None and transition.changed:
             await self._follow_up(transition)
         return transition
@@ -289,6 +293,7 @@ class Orchestrator:
         event: engine.Event,
         ack: tuple[str, bytes] | None,
         outcome: OutcomeRecord | None,
+        replayed: MutableSequence[engine.Transition],
     ) -> engine.Transition | None:
         acks = [] if ack is None else [ack]
         cached = self._cache.pop(transaction_id, None)
@@ -303,7 +308,8 @@ class Orchestrator:
                 execution = codec.execution_from_json(json.loads(stored.state))
                 revision = stored.revision
                 if stored.outbox is not None:
-                    await self._replay_outbox(execution, revision, stored.outbox)
+                    effects = await self._replay_outbox(execution, revision, stored.outbox)
+                    replayed.append(engine.Transition(execution, effects))
             now = self.clock()
             transition = engine.apply(execution, event, now)
             if not transition.changed:
