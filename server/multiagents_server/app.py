@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import grpc
-import redis.asyncio as redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -27,7 +26,7 @@ from multiagents_server.dispatcher import Dispatcher
 from multiagents_server.embedded_redis import EmbeddedRedis
 from multiagents_server.events import EventHub
 from multiagents_server.orchestrator import Orchestrator
-from multiagents_server.store import Keys, Store
+from multiagents_server.store import Store, StoreUnavailable, open_store
 from multiagents_server.timers import run_timers
 from multiagents_server.transport.auth import BearerAuthInterceptor
 from multiagents_server.transport.monitoring_service import MonitoringService
@@ -42,21 +41,10 @@ SERVICE_NAMES = (
     monitoring_service_pb2.DESCRIPTOR.services_by_name["MonitoringService"].full_name,
 )
 
-
-# redis-py's default pool fails past its limit instead of waiting; these
-# pools wait for a free connection (up to REDIS_POOL_WAIT_S) instead.
-REDIS_CONNECTIONS = 64
-READER_CONNECTIONS = 1024
-REDIS_POOL_WAIT_S = 30
 # Time allowed after the drain timeout for sessions to close on shutdown.
 STOP_GRACE_S = 5.0
-
-
-def _client(url: str, connections: int) -> redis.Redis:
-    pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=connections, timeout=REDIS_POOL_WAIT_S, decode_responses=False
-    )
-    return redis.Redis.from_pool(pool)  # closing the client closes its pool
+# How often buffered monitoring counters are written to Redis.
+OUTCOMES_FLUSH_S = 1.0
 
 
 class Server:
@@ -68,8 +56,7 @@ class Server:
         self.port = 0
         self.embedded_redis: EmbeddedRedis | None = None
         self._grpc: grpc.aio.Server | None = None
-        self._redis: redis.Redis | None = None
-        self._reader: redis.Redis | None = None
+        self._store: Store | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._health: health.aio.HealthServicer | None = None
         self.orchestrator: Orchestrator | None = None
@@ -106,19 +93,17 @@ class Server:
         if not config.redis_url:
             self.embedded_redis = EmbeddedRedis(Path(config.data_dir) / "redis")
             await self.embedded_redis.start()
-        self._redis = _client(self.redis_url, REDIS_CONNECTIONS)
-        # Blocking stream reads hold a connection each: one per worker name.
-        self._reader = _client(self.redis_url, READER_CONNECTIONS)
-        await self._redis.ping()
-        keys = Keys(config.key_prefix)
-        store = Store(self._redis, keys)
-        self.orchestrator = orchestrator = Orchestrator(store, config)
+        self._store = store = await open_store(
+            self.redis_url,
+            prefix=config.key_prefix,
+            mode=config.redis_mode,
+            buckets=config.buckets,
+        )
+        self.orchestrator = orchestrator = Orchestrator(store, config, replica_id=self.replica_id)
         self.dispatcher = dispatcher = Dispatcher(
-            orchestrator, store, config, replica_id=self.replica_id, reader=self._reader
+            orchestrator, store, config, replica_id=self.replica_id
         )
-        hub = EventHub(
-            self._redis, keys.events_channel, keys.cancel_channel, dispatcher.cancel_local
-        )
+        hub = EventHub(store, on_cancel=dispatcher.cancel_local, on_wake=dispatcher.wake)
 
         options = [
             ("grpc.max_receive_message_length", config.max_payload_bytes * 2 + 1024 * 1024),
@@ -166,10 +151,12 @@ class Server:
         if self.port == 0:
             raise RuntimeError(f"cannot bind the gRPC port {address}")
         await dispatcher.renew_lease()
+        await orchestrator.join()
         self._tasks = [
             asyncio.create_task(hub.run(), name="event-hub"),
-            asyncio.create_task(run_timers(orchestrator), name="timers"),
+            asyncio.create_task(run_timers(orchestrator, dispatcher), name="timers"),
             asyncio.create_task(self._liveness(dispatcher), name="liveness"),
+            asyncio.create_task(self._flush_outcomes(orchestrator), name="outcomes"),
         ]
         await asyncio.wait_for(hub.ready.wait(), 10)
         await server.start()
@@ -189,9 +176,22 @@ class Server:
             try:
                 await dispatcher.renew_lease()
                 await dispatcher.reap_dead_replicas()
-            except (redis.RedisError, OSError) as exc:
+            except StoreUnavailable as exc:
                 log.warning("liveness loop cannot reach redis", extra={"error": str(exc)})
             await asyncio.sleep(period)
+
+    async def _flush_outcomes(self, orchestrator: Orchestrator) -> None:
+        """Write the monitoring counters every second (and once at the end)."""
+        try:
+            while True:
+                await asyncio.sleep(OUTCOMES_FLUSH_S)
+                try:
+                    await orchestrator.flush_outcomes()
+                except StoreUnavailable as exc:
+                    log.warning("cannot write monitoring counters", extra={"error": str(exc)})
+        finally:
+            with contextlib.suppress(StoreUnavailable):
+                await orchestrator.flush_outcomes()
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain workers, stop serving, stop the loops, close Redis."""
@@ -214,13 +214,11 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        if self.dispatcher is not None and self._redis is not None:
-            with contextlib.suppress(redis.ConnectionError, OSError):
-                await self.dispatcher.store.drop_lease(self.replica_id)
-        for client in (self._redis, self._reader):
-            if client is not None:
-                await client.aclose()
-        self._redis = self._reader = None
+        if self._store is not None:
+            with contextlib.suppress(StoreUnavailable):
+                await self._store.leave(self.replica_id)
+            await self._store.close()
+            self._store = None
         if self.embedded_redis is not None:
             await self.embedded_redis.stop()
             self.embedded_redis = None

@@ -28,6 +28,12 @@ class ServerConfig:
     data_dir: str = ".multiagents"
     # Prefix of every Redis key; lets several deployments (or tests) share a Redis.
     key_prefix: str = "ma"
+    # "auto" detects a Redis Cluster (cluster_enabled); "standalone" or
+    # "cluster" insist, and a server pointed at the other kind fails at start.
+    redis_mode: str = "auto"
+    # Buckets of the keyspace (the unit of a commit's slot and of timer
+    # ownership); fixed by the first server that uses a keyspace.
+    buckets: int = 64
     heartbeat_interval_ms: int = 5_000
     default_step_timeout_ms: int = 600_000
     max_payload_bytes: int = 2 * 1024 * 1024

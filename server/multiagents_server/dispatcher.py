@@ -1,11 +1,17 @@
 """Worker sessions of one replica, and the flow of commands to them.
 
-For every worker name served by a local session, a puller reads the name's
-command stream (consumer group, this replica as consumer) only as far as the
-sessions have free slots, so waiting commands stay in Redis. Answers are
-applied through the orchestrator and acknowledge their stream entry. A
-session that ends loses its in-flight commands (retryable `WorkerLost`
-failures); a replica that dies has its pending entries claimed by a live one.
+A command reaches a local session one of two ways. On the hot path, the
+commit that enqueues it also claims it for this replica when a local session
+serving its worker has a slot free (reserved before the commit): no read at
+all. Otherwise it waits in its bucket's queue, and the puller of its worker
+name, told by a wake-up on the bus which bucket has work, takes it when a
+slot frees (consumer group, this replica as consumer), so waiting commands
+stay in Redis. Pullers also scan every bucket now and then, in case a
+wake-up was lost. Answers are applied through the orchestrator, whose
+commit acknowledges the queue entry. A session that ends loses its
+in-flight commands (retryable `WorkerLost` failures); a replica whose lease
+expires is fenced off the buckets and its pending entries are claimed by a
+live one.
 """
 
 from __future__ import annotations
@@ -16,24 +22,22 @@ import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import redis.asyncio as redis
-from redis.exceptions import RedisError
 
 from multiagents.v1 import worker_service_pb2 as wpb
 from multiagents_server import engine
 from multiagents_server.config import ServerConfig
 from multiagents_server.engine.saga import HEARTBEAT_TIMER, WORKER_LOST, timer_id
-from multiagents_server.orchestrator import Orchestrator
-from multiagents_server.store import CommandEntry, OutcomeRecord, Store
+from multiagents_server.orchestrator import Orchestrator, Outcome
+from multiagents_server.store import CommandEntry, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-READ_BLOCK_MS = 2_000
 READ_BATCH = 100
+# A puller with free slots and no wake-up scans every bucket this often.
+SCAN_S = 1.0
 REDIS_RETRY_S = 0.5
 # How long an answer is retried while Redis is unreachable before the step's
 # timeout is left to recover it.
@@ -49,8 +53,7 @@ class Inflight:
     """A command sent to a session and not answered yet."""
 
     command_id: str
-    worker: str
-    entry_id: bytes
+    entry: CommandEntry
     started_ms: int
     heartbeat_timeout_ms: int
     step: str = ""
@@ -58,9 +61,13 @@ class Inflight:
     session_id: str = ""
 
     @property
+    def worker(self) -> str:
+        return self.entry.worker
+
+    @property
     def dispatched_ms(self) -> int:
-        """When the command was queued: the stream entry id is its XADD time."""
-        return int(self.entry_id.split(b"-", 1)[0])
+        """When the command was queued: the queue entry id is its XADD time."""
+        return int(self.entry.entry_id.split(b"-", 1)[0])
 
 
 @dataclass(eq=False, slots=True)
@@ -77,6 +84,8 @@ class Session:
     last_seen_ms: int
     outgoing: asyncio.Queue[wpb.ConnectResponse | None] = field(default_factory=asyncio.Queue)
     inflight: dict[str, Inflight] = field(default_factory=dict)
+    # Slots held for commands that a commit in progress may claim.
+    reserved: int = 0
     draining: bool = False
     closed: bool = False
     end_reason: str = ""
@@ -91,7 +100,7 @@ class Session:
     def free(self) -> int:
         if self.draining or self.closed:
             return 0
-        return self.max_concurrency - len(self.inflight)
+        return self.max_concurrency - len(self.inflight) - self.reserved
 
     def info(self, replica_id: str) -> dict[str, object]:
         return {
@@ -119,19 +128,24 @@ class Dispatcher:
         config: ServerConfig,
         *,
         replica_id: str,
-        reader: redis.Redis,
     ) -> None:
         self.orchestrator = orchestrator
         self.store = store
         self.config = config
         self.replica_id = replica_id
-        self._reader = reader
         self.sessions: dict[str, Session] = {}
         self._pullers: dict[str, asyncio.Task[None]] = {}
         self._backlog: dict[str, deque[CommandEntry]] = {}
         self._wakeup: dict[str, asyncio.Event] = {}
+        # Buckets whose queue of a worker name may hold commands not taken yet.
+        self._dirty: dict[str, set[int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._rejoin: asyncio.Task[None] | None = None
+        # The buckets whose timers this replica fires (see `renew_lease`).
+        self.owned_buckets: list[int] = list(store.buckets)
+        orchestrator.local = self
+        orchestrator.on_fenced = self.fenced
 
     @property
     def clock(self) -> int:
@@ -155,6 +169,7 @@ class Dispatcher:
         for name in session.names:
             self._backlog.setdefault(name, deque())
             self._wakeup.setdefault(name, asyncio.Event())
+            self._dirty.setdefault(name, set(self.store.buckets))
             if name not in self._pullers or self._pullers[name].done():
                 self._pullers[name] = asyncio.create_task(self._pull(name), name=f"pull:{name}")
         self._wake(session.names)
@@ -190,7 +205,7 @@ class Dispatcher:
         await self._apply(
             transaction_of(inflight.command_id),
             engine.StepFailed(inflight.command_id, failure),
-            ack=(inflight.worker, inflight.entry_id),
+            ack=inflight.entry,
             outcome=self._outcome(inflight, failure),
         )
 
@@ -199,8 +214,8 @@ class Dispatcher:
         transaction_id: str,
         event: engine.StepCompleted | engine.StepFailed,
         *,
-        ack: tuple[str, bytes] | None,
-        outcome: OutcomeRecord | None,
+        ack: CommandEntry | None,
+        outcome: Outcome | None,
     ) -> None:
         """Apply a worker's answer, retrying while Redis is unreachable.
 
@@ -216,14 +231,14 @@ class Dispatcher:
                             transaction_id, event, ack=ack, outcome=outcome
                         )
                         return
-                    except (RedisError, OSError) as exc:
+                    except StoreUnavailable as exc:
                         log.warning("cannot apply an answer for %s yet: %s", transaction_id, exc)
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, 2.0)
         except TimeoutError:
             log.error("gave up applying an answer for %s; its timeout will", transaction_id)
 
-    def _outcome(self, inflight: Inflight, failure: engine.Failure | None) -> OutcomeRecord | None:
+    def _outcome(self, inflight: Inflight, failure: engine.Failure | None) -> Outcome | None:
         """The monitoring record of an answered (or lost) command."""
         config = self.config
         if not (config.event_monitoring or config.worker_monitoring):
@@ -248,16 +263,13 @@ class Dispatcher:
                     else {"message": failure.message, "type": failure.type},
                 }
             ).encode()
-        return OutcomeRecord(
+        return Outcome(
             worker=inflight.worker,
-            transaction_id=transaction_of(inflight.command_id),
             command_id=inflight.command_id,
             success=failure is None,
             error_type="" if failure is None else failure.type,
             duration_ms=now - inflight.started_ms,
             trace=trace,
-            trace_ttl_ms=config.trace_retention_ms,
-            count=config.worker_monitoring,
         )
 
     def drain(self, session: Session) -> None:
@@ -280,7 +292,7 @@ class Dispatcher:
         # worker that reconnected; it counts if the attempt is still current.
         ack = outcome = None
         if inflight is not None:
-            ack = (inflight.worker, inflight.entry_id)
+            ack = inflight.entry
             failure = event.failure if isinstance(event, engine.StepFailed) else None
             outcome = self._outcome(inflight, failure)
         try:
@@ -324,9 +336,10 @@ class Dispatcher:
                     await asyncio.sleep(0.05)
         for session in list(self.sessions.values()):
             await self.close_session(session, "server shutting down")
-        for task in self._pullers.values():
+        tasks = [*self._pullers.values(), *([self._rejoin] if self._rejoin else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._pullers.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.store.requeue_commands([e for q in self._backlog.values() for e in q])
         self._backlog.clear()
 
@@ -338,13 +351,50 @@ class Dispatcher:
             if event is not None:
                 event.set()
 
+    def wake(self, bucket: int, worker: str) -> None:
+        """A command of `worker` waits in `bucket` (a wake-up from the bus)."""
+        dirty = self._dirty.get(worker)
+        if dirty is not None:
+            dirty.add(bucket)
+            self._wake((worker,))
+
     def _serving(self, name: str) -> list[Session]:
         return [s for s in self.sessions.values() if name in s.names and not s.closed]
 
+    # LocalDispatch: the commit path claims commands for local sessions.
+
+    def reserve(self, worker: str) -> bool:
+        candidates = [s for s in self._serving(worker) if s.free > 0]
+        if not candidates:
+            return False
+        max(candidates, key=lambda s: s.free).reserved += 1
+        return True
+
+    def release(self, worker: str) -> None:
+        for session in self._serving(worker):
+            if session.reserved > 0:
+                session.reserved -= 1
+                break
+        self._wake((worker,))
+
+    def deliver(self, entries: Sequence[CommandEntry]) -> None:
+        for entry in entries:
+            self.release(entry.worker)
+            self._backlog.setdefault(entry.worker, deque()).appendleft(entry)
+        for worker in {e.worker for e in entries}:
+            self._deliver(worker)
+            puller = self._pullers.get(worker)
+            if self._backlog[worker] and (puller is None or puller.done()):
+                # The sessions went away meanwhile: back to the queue.
+                left = list(self._backlog[worker])
+                self._backlog[worker].clear()
+                self._spawn(self.store.requeue_commands(left))
+
     async def _pull(self, name: str) -> None:
-        """Feed local sessions serving `name` from its stream, within their free slots."""
+        """Feed local sessions serving `name` from its queues, within their free slots."""
         backlog = self._backlog[name]
         wakeup = self._wakeup[name]
+        dirty = self._dirty[name]
         try:
             while not self._stopping:
                 self._deliver(name)
@@ -352,22 +402,31 @@ class Dispatcher:
                 if not serving:
                     break
                 free = sum(s.free for s in serving)
-                if free <= 0 or backlog:
+                if free <= 0 or backlog or not dirty:
                     wakeup.clear()
-                    await wakeup.wait()
+                    try:
+                        async with asyncio.timeout(SCAN_S):
+                            await wakeup.wait()
+                    except TimeoutError:
+                        dirty.update(self.store.buckets)  # in case a wake-up was lost
                     continue
+                buckets = sorted(dirty)
+                per_bucket = max(1, min(READ_BATCH, -(-free // len(buckets))))
                 try:
-                    await self.store.ensure_group(name)
-                    entries = await self.store.read_commands(
-                        self._reader, name, self.replica_id, min(free, READ_BATCH), READ_BLOCK_MS
+                    await self.store.ensure_groups(name)
+                    taken = await self.store.read_commands(
+                        name, self.replica_id, buckets, per_bucket
                     )
-                except (RedisError, OSError) as exc:
+                except StoreError as exc:
                     # Redis restarting or unreachable: keep the puller, try again.
                     log.warning("cannot read commands of %s: %s", name, exc)
-                    self.store.forget_group(name)
+                    self.store.forget_groups()
                     await asyncio.sleep(REDIS_RETRY_S)
                     continue
-                backlog.extend(entries)
+                for bucket, entries in taken.items():
+                    if len(entries) < per_bucket:
+                        dirty.discard(bucket)
+                    backlog.extend(entries)
         finally:
             if not self._serving(name) and backlog:
                 entries = list(backlog)
@@ -380,7 +439,7 @@ class Dispatcher:
             return
         batches: dict[str, list[wpb.Command]] = {}
         now = self.clock
-        stale: list[tuple[str, bytes]] = []
+        stale: list[CommandEntry] = []
         while backlog:
             candidates = [s for s in self._serving(name) if s.free > 0]
             if not candidates:
@@ -389,12 +448,11 @@ class Dispatcher:
             entry = backlog.popleft()
             command = wpb.Command.FromString(entry.command)
             if command.deadline.ToMilliseconds() <= now:
-                stale.append((entry.worker, entry.entry_id))  # its timeout already fired
+                stale.append(entry)  # its timeout already fired
                 continue
             session.inflight[command.command_id] = Inflight(
                 command.command_id,
-                entry.worker,
-                entry.entry_id,
+                entry,
                 now,
                 command.heartbeat_timeout.ToMilliseconds()
                 if command.HasField("heartbeat_timeout")
@@ -419,43 +477,72 @@ class Dispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- replica liveness ----------------------------------------------------------------
+    # -- replica liveness and fencing ------------------------------------------------------
 
     async def renew_lease(self) -> None:
+        """Renew this replica's lease, publish its sessions, and take its share
+        of the buckets' timers (bucket b goes to the b-th live replica, modulo)."""
         now = self.clock
-        await self.store.renew_lease(
-            self.replica_id,
-            now + self.config.replica_lease_ms,
-            self.session_infos(),
-            self.config.replica_lease_ms,
+        lease = self.config.replica_lease_ms
+        await self.store.renew_lease(self.replica_id, now + lease, self.session_infos(), lease)
+        live = sorted(
+            {r for r, expires in await self.store.replicas() if expires >= now} | {self.replica_id}
         )
+        me = live.index(self.replica_id)
+        self.owned_buckets = [b for b in self.store.buckets if b % len(live) == me]
+
+    def fenced(self) -> None:
+        """A commit found this replica fenced off: rejoin with a new epoch."""
+        if self._rejoin is None or self._rejoin.done():
+            log.error(
+                "this replica was fenced off (its lease expired); rejoining",
+                extra={"replica": self.replica_id},
+            )
+            self._rejoin = asyncio.create_task(self._rejoin_buckets())
+
+    async def _rejoin_buckets(self) -> None:
+        while not self._stopping:
+            try:
+                await self.renew_lease()
+                await self.orchestrator.join()
+                return
+            except StoreUnavailable as exc:
+                log.warning("cannot rejoin yet: %s", exc)
+                await asyncio.sleep(REDIS_RETRY_S)
 
     async def reap_dead_replicas(self) -> int:
-        """Claim commands pending at dead replicas; they fail as WorkerLost."""
+        """Fence off replicas whose lease expired, then claim the commands
+        pending at them; those fail as WorkerLost (and are retried)."""
         now = self.clock
-        live = set(await self.store.live_replicas(now))
-        live.add(self.replica_id)
+        dead = [
+            r for r, expires in await self.store.replicas()
+            if expires < now and r != self.replica_id
+        ]  # fmt: skip
+        if not dead:
+            return 0
+        workers = await self.store.known_workers()
         reclaimed = 0
-        for worker in await self.store.known_workers():
-            for consumer, pending in await self.store.consumers(worker):
-                if consumer in live:
-                    continue
-                while pending > 0:
-                    entries = await self.store.claim_pending(worker, consumer, self.replica_id)
-                    if not entries:
-                        break
-                    failure = engine.Failure(f"server replica {consumer} lost", WORKER_LOST)
-                    for entry in entries:
-                        command = wpb.Command.FromString(entry.command)
-                        inflight = Inflight(
-                            command.command_id, worker, entry.entry_id, now, 0,
-                            step=command.step, correlation_id=command.correlation_id,
-                        )  # fmt: skip
-                        await self._fail_lost(inflight, failure)
-                    reclaimed += len(entries)
-                    pending -= len(entries)
-                await self.store.delete_consumer(worker, consumer)
-        await self.store.forget_dead_replicas(now)
-        if reclaimed:
-            log.warning("reclaimed commands of dead replicas", extra={"commands": reclaimed})
+        for replica in dead:
+            # Fenced first: from here on the dead replica cannot commit, so
+            # nothing it still holds can be applied twice.
+            await self.store.fence(replica)
+            failure = engine.Failure(f"server replica {replica} lost", WORKER_LOST)
+            while True:
+                entries = await self.store.claim_pending_of(replica, self.replica_id, workers)
+                if not entries:
+                    break
+                for entry in entries:
+                    command = wpb.Command.FromString(entry.command)
+                    inflight = Inflight(
+                        command.command_id, entry, now, 0,
+                        step=command.step, correlation_id=command.correlation_id,
+                    )  # fmt: skip
+                    await self._fail_lost(inflight, failure)
+                reclaimed += len(entries)
+            await self.store.delete_consumer(replica, workers)
+            await self.store.forget_replica(replica)
+            log.warning(
+                "fenced off a dead replica and reclaimed its commands",
+                extra={"replica": replica, "commands": reclaimed},
+            )
         return reclaimed

@@ -1,8 +1,10 @@
-"""Live fan-out of history events to watchers on this replica.
+"""Live fan-out of notifications on this replica.
 
-One pub/sub connection per replica receives every event and every command
-cancellation; watchers register a local queue per transaction (or for all).
-Pub/sub is only the live feed: the history stream is the record.
+One subscription per replica to the store's bus receives every committed
+transition's history events (one notification per transition), command
+cancellations and queue wake-ups; watchers register a local queue per
+transaction (or for all). The bus is only the live feed: the history
+stream is the record, and pullers poll as a safety net for lost wake-ups.
 """
 
 from __future__ import annotations
@@ -10,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
-
-import redis.asyncio as redis
+import struct
+from collections.abc import Callable, Iterator, Sequence
 
 from multiagents.v1 import events_pb2
+from multiagents_server.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 ALL = "*"
 QUEUE_LIMIT = 10_000
+_LENGTH = struct.Struct(">I")
 
 
 def event_transaction(event: events_pb2.WorkflowEvent) -> str:
@@ -27,20 +30,34 @@ def event_transaction(event: events_pb2.WorkflowEvent) -> str:
     return getattr(event, kind).transaction_id if kind else ""
 
 
+def frame(events: Sequence[bytes]) -> bytes:
+    """Serialized events as one notification (length-prefixed)."""
+    return b"".join(_LENGTH.pack(len(e)) + e for e in events)
+
+
+def unframe(data: bytes) -> list[bytes]:
+    out, at = [], 0
+    while at < len(data):
+        (size,) = _LENGTH.unpack_from(data, at)
+        at += _LENGTH.size
+        out.append(data[at : at + size])
+        at += size
+    return out
+
+
 class EventHub:
-    """Receives the events channel and hands events to local subscribers."""
+    """Receives the bus and hands its notifications to local subscribers."""
 
     def __init__(
         self,
-        client: redis.Redis,
-        events_channel: str,
-        cancel_channel: str,
+        store: Store,
+        *,
         on_cancel: Callable[[str], None],
+        on_wake: Callable[[int, str], None],
     ) -> None:
-        self._client = client
-        self._events_channel = events_channel
-        self._cancel_channel = cancel_channel
+        self._store = store
         self._on_cancel = on_cancel
+        self._on_wake = on_wake
         self._subscribers: dict[str, set[asyncio.Queue[events_pb2.WorkflowEvent]]] = {}
         self.ready = asyncio.Event()
 
@@ -63,36 +80,30 @@ class EventHub:
     async def run(self) -> None:
         """Listen until cancelled; reconnects after connection errors."""
         while True:
-            pubsub = self._client.pubsub()
             try:
-                await pubsub.subscribe(self._events_channel, self._cancel_channel)
-                self.ready.set()
-                async for message in pubsub.listen():
-                    if message["type"] != "message":
-                        continue
-                    self._dispatch(message["channel"], message["data"])
-            except asyncio.CancelledError:
-                raise
-            except (redis.RedisError, OSError) as exc:
+                async for message in self._store.listen(self.ready.set):
+                    if message.kind == "events":
+                        self._events(message.data)
+                    elif message.kind == "wake":
+                        bucket, _, worker = message.data.decode().partition("|")
+                        self._on_wake(int(bucket), worker)
+                    else:
+                        self._on_cancel(message.data.decode())
+            except StoreUnavailable as exc:
                 log.warning("event feed lost, reconnecting", extra={"error": str(exc)})
                 await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    def _dispatch(self, channel: bytes, data: bytes) -> None:
-        if channel.decode() == self._cancel_channel:
-            self._on_cancel(data.decode())
-            return
+    def _events(self, data: bytes) -> None:
         if not self._subscribers:
             return
-        event = events_pb2.WorkflowEvent.FromString(data)
-        tx = event_transaction(event)
-        for key in (tx, ALL):
-            for queue in self._subscribers.get(key, ()):
-                if queue.full():
-                    log.warning(
-                        "slow event subscriber, dropping an event", extra={"transaction_id": tx}
-                    )
-                    continue
-                queue.put_nowait(event)
+        for raw in unframe(data):
+            event = events_pb2.WorkflowEvent.FromString(raw)
+            tx = event_transaction(event)
+            for key in (tx, ALL):
+                for queue in self._subscribers.get(key, ()):
+                    if queue.full():
+                        log.warning(
+                            "slow event subscriber, dropping an event", extra={"transaction_id": tx}
+                        )
+                        continue
+                    queue.put_nowait(event)

@@ -1,11 +1,14 @@
 """The service layer: runs the engine against the store.
 
-Every change to an execution follows one path, `_transition`: load the state,
-let the engine decide, commit the new state, its history and an outbox of
-effects with one revision-checked Lua call, then carry the effects out in one
-pipelined round trip. A crash between commit and effects leaves the outbox in
-the execution; a 'flush' timer set with the commit makes some replica carry
-it out later, so nothing accepted is lost.
+Every change to an execution follows one path, `_transition`: take the
+state (remembered from this replica's last commit, else loaded), let the
+engine decide, and commit in one Lua call everything the transition does to
+its execution: the state, its history, its timers, the index, the next
+command(s) in the bucket's queue (claimed at once for a local worker with a
+free slot), the acknowledgement of the answered command, the trace and the
+watch notification. One round trip per step. Work on other executions
+(sub-workflows, the parent) is stored by the same commit as follow-ups and
+carried out right after it (see `followups`).
 """
 
 from __future__ import annotations
@@ -17,18 +20,25 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from multiagents import _payload
 from multiagents.v1 import events_pb2
-from multiagents_server import convert, engine, outbox_codec
+from multiagents_server import convert, engine, followups
 from multiagents_server.config import ServerConfig
 from multiagents_server.engine import codec
 from multiagents_server.errors import AlreadyExists, FailedPrecondition, NotFound
-from multiagents_server.store import Outbox, OutcomeRecord, Store
-from multiagents_server.store.store import FLUSH_TIMER
+from multiagents_server.events import frame
+from multiagents_server.store import (
+    CommandEntry,
+    Commit,
+    Fenced,
+    QueuedCommand,
+    Store,
+    WorkerOutcomes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +65,53 @@ class Snapshot:
     revision: int
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Monitoring record of one answered (or lost) command."""
+
+    worker: str
+    command_id: str
+    success: bool
+    error_type: str
+    duration_ms: int
+    trace: bytes | None  # None when event monitoring is off
+
+
+class LocalDispatch(Protocol):
+    """This replica's worker sessions, as the commit path sees them."""
+
+    def reserve(self, worker: str) -> bool:
+        """Take a free local slot for `worker`'s next command, if there is one."""
+
+    def release(self, worker: str) -> None:
+        """Give back a reserved slot that no command filled."""
+
+    def deliver(self, entries: Sequence[CommandEntry]) -> None:
+        """Send claimed commands to local sessions (their slots are reserved)."""
+
+
 class Orchestrator:
     """Definitions and executions, for the transport and the background loops."""
 
     def __init__(
-        self, store: Store, config: ServerConfig, *, clock: Callable[[], int] = now_ms
+        self,
+        store: Store,
+        config: ServerConfig,
+        *,
+        replica_id: str,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
+        self.replica_id = replica_id
+        # This replica's membership epoch in every bucket (set by `join`).
+        self.epoch = 0
+        self.local: LocalDispatch | None = None
+        # Called when a commit finds this replica fenced off.
+        self.on_fenced: Callable[[], None] = lambda: None
+        # Told of every timer this replica's commits schedule (bucket, due ms).
+        self.on_schedule: Callable[[int, int], None] = lambda bucket, due: None
         self._locks: dict[str, asyncio.Lock] = {}
         # The state and revision of running executions as this replica last
         # committed them, so that the next event skips loading them. The
@@ -73,7 +121,18 @@ class Orchestrator:
         # state before it is dropped.
         self._cache: dict[str, Snapshot] = {}
         self._next_prune_ms = 0
+        self._prune_bucket = 0
         self._prune_after = float("-inf")
+        # Monitoring counters, written to the store by `flush_outcomes`.
+        self._outcomes: dict[str, WorkerOutcomes] = {}
+        self._traces: list[bytes] = []
+
+    async def join(self) -> None:
+        """Become a member of every bucket with a new epoch (on start, and
+        after being fenced off)."""
+        self.epoch = await self.store.join(self.replica_id)
+        self._cache.clear()
+        log.info("joined the buckets", extra={"replica": self.replica_id, "epoch": self.epoch})
 
     # -- definitions -----------------------------------------------------------
 
@@ -139,12 +198,11 @@ class Orchestrator:
             request_fingerprint=fingerprint,
             metadata=metadata,
         )
-        if await self._commit(transition, 0, now, created=True):
+        if await self._create(transition, now):
             log.info(
                 "workflow started",
                 extra={"transaction_id": tx, "workflow": name, "correlation_id": correlation_id},
             )
-            await self._follow_up(transition)
             return tx, True
         existing = await self.snapshot(tx)
         if existing.execution.request_fingerprint != fingerprint:
@@ -217,49 +275,220 @@ class Orchestrator:
         transaction_id: str,
         event: engine.Event,
         *,
-        ack: tuple[str, bytes] | None = None,
-        outcome: OutcomeRecord | None = None,
+        ack: CommandEntry | None = None,
+        outcome: Outcome | None = None,
     ) -> engine.Transition | None:
         """Apply one event; None when the execution is gone.
 
-        `ack` is a command stream entry to acknowledge once the event is
-        applied (or found stale); `outcome` is recorded for monitoring in the
-        same round trip.
+        `ack` is the queue entry of the answered command, acknowledged by
+        the same commit (or at once when the answer is stale); `outcome` is
+        recorded for monitoring. A fired timer is removed by the commit.
         """
         lock = self._locks.setdefault(transaction_id, asyncio.Lock())
-        replayed: list[engine.Transition] = []
         try:
             async with lock:
-                transition = await self._transition(transaction_id, event, ack, outcome, replayed)
+                transition, revision = await self._transition(transaction_id, event, ack, outcome)
         finally:
             if not lock.locked() and not lock._waiters:
                 self._locks.pop(transaction_id, None)
+        if outcome is not None:
+            self._record(outcome)
         # Outside the lock: a follow-up changes other executions (parent,
-        # children), which may in turn come back to this one. An outbox left
-        # by a dead replica is followed up like a fresh transition.
-        for done in replayed:
-            await self._follow_up(done)
+        # children), which may in turn come back to this one.
         if transition is not None and transition.changed:
-            await self._follow_up(transition)
+            found = followups.of_transition(transition)
+            if found:
+                await self._follow_up(transition.execution, found, revision)
         return transition
 
-    # -- sub-workflows -------------------------------------------------------------
+    async def _transition(
+        self,
+        transaction_id: str,
+        event: engine.Event,
+        ack: CommandEntry | None,
+        outcome: Outcome | None,
+    ) -> tuple[engine.Transition | None, int]:
+        """The transition made (None when the execution is gone) and its revision."""
+        cached = self._cache.pop(transaction_id, None)
+        while True:
+            if cached is not None:
+                execution, revision = cached.execution, cached.revision
+            else:
+                stored = await self.store.load(transaction_id)
+                if stored is None:
+                    await self._discard(transaction_id, event, ack, outcome)
+                    return None, 0
+                execution = codec.execution_from_json(json.loads(stored.state))
+                revision = stored.revision
+            now = self.clock()
+            transition = engine.apply(execution, event, now)
+            if not transition.changed:
+                if cached is not None:
+                    cached = None  # judge a stale-looking event on the stored state
+                    continue
+                self._remember(execution, revision)
+                await self._discard(transaction_id, event, ack, outcome)
+                return transition, revision
+            trace = None if outcome is None or outcome.trace is None else (
+                outcome.command_id, outcome.trace)  # fmt: skip
+            fired = (event.timer_id,) if isinstance(event, engine.TimerFired) else ()
+            committed = await self._commit(
+                transition, revision, now, ack=ack, trace=trace, fired=fired
+            )
+            if committed is not None:
+                return transition, committed
+            cached = None
+            log.debug("revision conflict, retrying", extra={"transaction_id": transaction_id})
 
-    async def _follow_up(self, transition: engine.Transition) -> None:
-        """Start or cancel sub-workflows, and answer the parent of a finished one.
+    async def _discard(
+        self,
+        transaction_id: str,
+        event: engine.Event,
+        ack: CommandEntry | None,
+        outcome: Outcome | None,
+    ) -> None:
+        """What a stale event leaves: its queue entry, its timer, its trace."""
+        if ack is not None:
+            await self.store.ack_commands([ack])
+        if isinstance(event, engine.TimerFired):
+            await self.store.delete_timer(transaction_id, event.timer_id)
+        if outcome is not None and outcome.trace is not None:
+            await self.store.add_trace(
+                transaction_id, outcome.command_id, outcome.trace, self.config.trace_retention_ms
+            )
 
-        These run after the commit and its effects. If the replica dies in
-        between, the parent step's timeout fails the attempt and retries it.
-        """
+    async def _create(self, transition: engine.Transition, now: int) -> bool:
+        """Commit a new execution; False if it exists already."""
+        revision = await self._commit(transition, 0, now, created=True)
+        if revision is None:
+            return False
+        found = followups.of_transition(transition)
+        if found:
+            await self._follow_up(transition.execution, found, revision)
+        return True
+
+    async def _commit(
+        self,
+        transition: engine.Transition,
+        expected_revision: int,
+        now: int,
+        *,
+        created: bool = False,
+        ack: CommandEntry | None = None,
+        trace: tuple[str, bytes] | None = None,
+        fired: tuple[str, ...] = (),
+    ) -> int | None:
+        """Commit a transition; its revision, or None on a revision conflict."""
         ex = transition.execution
+        revision = expected_revision + 1
+        events = tuple(
+            convert.history_to_proto(h, ex, revision, now).SerializeToString()
+            for h in transition.history
+        )
+        schedule: list[tuple[str, int]] = []
+        unschedule: list[str] = list(fired)
+        commands: list[QueuedCommand] = []
+        cancels: list[str] = []
+        reserved: list[str] = []
         for effect in transition.effects:
-            if isinstance(effect, engine.StartChild):
-                await self._start_child(ex, effect)
-            elif isinstance(effect, engine.CancelChild):
-                with contextlib.suppress(NotFound, FailedPrecondition):
-                    await self.cancel(effect.child_transaction_id, effect.reason)
-        if ex.state.terminal and ex.parent_transaction_id:
-            await self.apply(ex.parent_transaction_id, _answer_parent(ex))
+            match effect:
+                case engine.DispatchCommand():
+                    claim = self.local is not None and self.local.reserve(effect.worker)
+                    if claim:
+                        reserved.append(effect.worker)
+                    command = convert.command_to_proto(effect, ex).SerializeToString()
+                    commands.append(QueuedCommand(effect.worker, command, claim))
+                case engine.ScheduleTimer():
+                    schedule.append((effect.timer_id, effect.due_ms))
+                case engine.CancelTimer():
+                    unschedule.append(effect.timer_id)
+                case engine.CancelCommand():
+                    cancels.append(effect.command_id)
+        commit = Commit(
+            transaction_id=ex.transaction_id,
+            expected_revision=expected_revision,
+            state=_payload.dumps(codec.execution_to_json(ex)),
+            history=events,
+            followups=followups.encode(followups.of_transition(transition)),
+            flush_due_ms=now + FLUSH_DELAY_MS,
+            ttl_ms=self.config.retention_ms if ex.state.terminal else 0,
+            created_ms=ex.created_ms if created else 0,
+            notification=frame(events),
+            schedule=tuple(schedule),
+            unschedule=tuple(unschedule),
+            commands=tuple(commands),
+            ack=ack,
+            cancels=tuple(cancels),
+            trace=trace,
+            trace_ttl_ms=self.config.trace_retention_ms,
+        )
+        claimed: tuple[CommandEntry, ...] = ()
+        try:
+            committed = await self.store.commit(
+                commit, replica_id=self.replica_id, epoch=self.epoch
+            )
+            claimed = committed.claimed
+        except Fenced:
+            self.on_fenced()
+            raise
+        finally:
+            # Reserved slots that no claimed command filled go back.
+            for entry in claimed:
+                reserved.remove(entry.worker)
+            for worker in reserved:
+                assert self.local is not None
+                self.local.release(worker)
+        if committed.revision is None:
+            return None
+        bucket = self.store.keys.bucket_of(ex.transaction_id)
+        for _, due in schedule:
+            self.on_schedule(bucket, due)
+        if commit.followups is not None:
+            self.on_schedule(bucket, commit.flush_due_ms)
+        if claimed:
+            assert self.local is not None
+            self.local.deliver(claimed)
+        if not ex.state.terminal:
+            self._remember(ex, committed.revision)
+        elif now >= self._next_prune_ms:
+            self._next_prune_ms = now + INDEX_PRUNE_EVERY_MS
+            await self._prune_index(now)
+        return committed.revision
+
+    # -- follow-ups (sub-workflows) ------------------------------------------------------
+
+    async def _follow_up(
+        self, ex: engine.Execution, found: Sequence[followups.Followup], revision: int
+    ) -> None:
+        """Start or cancel sub-workflows, answer the parent; then forget the
+        follow-ups stored by the commit of `revision` (a flush timer redoes
+        them if this replica dies first)."""
+        for f in found:
+            match f:
+                case engine.StartChild():
+                    await self._start_child(ex, f)
+                case engine.CancelChild():
+                    with contextlib.suppress(NotFound, FailedPrecondition):
+                        await self.cancel(f.child_transaction_id, f.reason)
+                case followups.AnswerParent():
+                    await self.apply(ex.parent_transaction_id, _answer_parent(ex))
+        await self.store.clear_followups(ex.transaction_id, [f"ob:{revision}"])
+
+    async def flush(self, transaction_id: str) -> None:
+        """Carry out follow-ups left behind by a replica that died after its commit."""
+        stored = await self.store.load(transaction_id)
+        pending = await self.store.followups(transaction_id) if stored is not None else {}
+        if stored is None or not pending:
+            await self.store.clear_followups(transaction_id, list(pending))
+            return
+        execution = codec.execution_from_json(json.loads(stored.state))
+        log.info(
+            "carrying out pending follow-ups",
+            extra={"transaction_id": transaction_id, "commits": len(pending)},
+        )
+        for field, raw in pending.items():
+            revision = int(field.removeprefix("ob:"))
+            await self._follow_up(execution, followups.decode(raw, execution), revision)
 
     async def _start_child(self, parent: engine.Execution, effect: engine.StartChild) -> None:
         try:
@@ -279,152 +508,63 @@ class Orchestrator:
             parent_transaction_id=parent.transaction_id,
             parent_command_id=effect.command_id,
         )
-        if await self._commit(transition, 0, now, created=True):  # else: started already
+        if await self._create(transition, now):  # else: started already
             log.info(
                 "sub-workflow started",
                 extra={"transaction_id": effect.child_transaction_id,
                        "parent": parent.transaction_id},
             )  # fmt: skip
-            await self._follow_up(transition)
 
-    async def _transition(
-        self,
-        transaction_id: str,
-        event: engine.Event,
-        ack: tuple[str, bytes] | None,
-        outcome: OutcomeRecord | None,
-        replayed: MutableSequence[engine.Transition],
-    ) -> engine.Transition | None:
-        acks = [] if ack is None else [ack]
-        cached = self._cache.pop(transaction_id, None)
-        while True:
-            if cached is not None:
-                execution, revision = cached.execution, cached.revision
-            else:
-                stored = await self.store.load(transaction_id)
-                if stored is None:
-                    await self.store.ack_commands(acks, outcome)
-                    return None
-                execution = codec.execution_from_json(json.loads(stored.state))
-                revision = stored.revision
-                if stored.outbox is not None:
-                    effects = await self._replay_outbox(execution, revision, stored.outbox)
-                    replayed.append(engine.Transition(execution, effects))
-            now = self.clock()
-            transition = engine.apply(execution, event, now)
-            if not transition.changed:
-                if cached is not None:
-                    cached = None  # judge a stale-looking event on the stored state
-                    continue
-                await self.store.ack_commands(acks, outcome)
-                return transition
-            if await self._commit(transition, revision, now, ack=ack, outcome=outcome):
-                return transition
-            cached = None
-            log.debug("revision conflict, retrying", extra={"transaction_id": transaction_id})
-
-    async def flush(self, transaction_id: str) -> None:
-        """Carry out an outbox left behind by a replica that died mid-transition."""
-        stored = await self.store.load(transaction_id)
-        if stored is None:
-            await self.store.delete_timer(transaction_id, FLUSH_TIMER)
-            return
-        if stored.outbox is None:
-            await self.store.delete_timer(transaction_id, FLUSH_TIMER)
-            return
-        execution = codec.execution_from_json(json.loads(stored.state))
-        effects = await self._replay_outbox(execution, stored.revision, stored.outbox)
-        await self._follow_up(engine.Transition(execution, effects))
-
-    async def _commit(
-        self,
-        transition: engine.Transition,
-        expected_revision: int,
-        now: int,
-        *,
-        created: bool = False,
-        ack: tuple[str, bytes] | None = None,
-        outcome: OutcomeRecord | None = None,
-    ) -> bool:
-        ex = transition.execution
-        revision = expected_revision + 1
-        events = [
-            convert.history_to_proto(h, ex, revision, now).SerializeToString()
-            for h in transition.history
-        ]
-        outbox_json = outbox_codec.encode(transition.effects)
-        ttl = self.config.retention_ms if ex.state.terminal else 0
-        committed = await self.store.commit(
-            ex.transaction_id,
-            expected_revision,
-            _payload.dumps(codec.execution_to_json(ex)),
-            events,
-            outbox=outbox_json,
-            ttl_ms=ttl,
-            flush_due_ms=now + FLUSH_DELAY_MS,
-            created_ms=ex.created_ms if created else None,
-        )
-        if committed is None:
-            return False
-        outbox = self._outbox(ex, transition.effects)
-        outbox.events = events
-        outbox.ack = ack
-        outbox.outcome = outcome
-        await self.store.carry_out(
-            ex.transaction_id, committed if outbox_json is not None else None, outbox
-        )
-        if not ex.state.terminal:
-            self._remember(ex, committed)
-        elif now >= self._next_prune_ms:
-            self._next_prune_ms = now + INDEX_PRUNE_EVERY_MS
-            await self._prune_index(now)
-        return True
+    # -- housekeeping ----------------------------------------------------------------------
 
     async def _prune_index(self, now: int) -> None:
         """Drop index entries of expired executions, so the index is bounded by
-        the retention like the executions it lists (a pass per second at
-        most, continuing where the last one stopped)."""
+        the retention like the executions it lists (one bucket per pass, a
+        pass per second at most, continuing where the last one stopped)."""
         try:
             resume = await self.store.prune_expired_index(
-                self._prune_after, now - self.config.retention_ms, INDEX_PRUNE_BATCH
-            )
+                self._prune_bucket, self._prune_after, now - self.config.retention_ms,
+                INDEX_PRUNE_BATCH,
+            )  # fmt: skip
         except Exception:
             # Housekeeping only: the transition is committed; the next pass retries.
             log.warning("index pruning failed", exc_info=True)
             return
-        self._prune_after = float("-inf") if resume is None else resume
+        if resume is None:
+            self._prune_after = float("-inf")
+            self._prune_bucket = (self._prune_bucket + 1) % self.store.keys.buckets
+        else:
+            self._prune_after = resume
 
     def _remember(self, ex: engine.Execution, revision: int) -> None:
-        """Keep a committed state whose outbox was carried out (see `_cache`)."""
+        """Keep a committed state (see `_cache`)."""
+        if ex.state.terminal:
+            return
         self._cache[ex.transaction_id] = Snapshot(ex, revision)
         if len(self._cache) > CACHE_LIMIT:
             del self._cache[next(iter(self._cache))]
 
-    async def _replay_outbox(
-        self, ex: engine.Execution, revision: int, raw: bytes
-    ) -> tuple[engine.Effect, ...]:
-        effects = outbox_codec.decode(raw, ex)
-        log.info(
-            "carrying out a pending outbox",
-            extra={"transaction_id": ex.transaction_id, "effects": len(effects)},
-        )
-        await self.store.carry_out(ex.transaction_id, revision, self._outbox(ex, effects))
-        return effects
+    # -- monitoring -------------------------------------------------------------------------
 
-    def _outbox(self, ex: engine.Execution, effects: tuple[engine.Effect, ...]) -> Outbox:
-        outbox = Outbox()
-        for effect in effects:
-            match effect:
-                case engine.DispatchCommand():
-                    command = convert.command_to_proto(effect, ex).SerializeToString()
-                    outbox.commands.append((effect.worker, command))
-                case engine.ScheduleTimer():
-                    outbox.schedule.append((effect.timer_id, effect.due_ms))
-                case engine.CancelTimer():
-                    outbox.unschedule.append(effect.timer_id)
-                case engine.CancelCommand():
-                    outbox.cancels.append(effect.command_id.encode())
-        return outbox
+    def _record(self, outcome: Outcome) -> None:
+        if self.config.worker_monitoring:
+            o = self._outcomes.setdefault(outcome.worker, WorkerOutcomes())
+            if outcome.success:
+                o.succeeded += 1
+            else:
+                o.failed += 1
+                o.errors[outcome.error_type] = o.errors.get(outcome.error_type, 0) + 1
+            o.durations_ms.append(outcome.duration_ms)
+        if outcome.trace is not None:
+            self._traces.append(outcome.trace)
+
+    async def flush_outcomes(self) -> None:
+        """Write the monitoring counters gathered since the last flush."""
+        if not self._outcomes and not self._traces:
+            return
+        outcomes, traces = self._outcomes, self._traces
+        self._outcomes, self._traces = {}, []
+        await self.store.record_outcomes(outcomes, traces)
 
 
 def _answer_parent(child: engine.Execution) -> engine.StepCompleted | engine.StepFailed:

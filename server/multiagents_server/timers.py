@@ -1,31 +1,46 @@
 """The timer loop: fires due timers (retry backoff, step and heartbeat
-timeouts, outbox flushes) of every execution, on whichever replica claims
-them first. A claim is a lease: if the claimer dies, the timer fires again."""
+timeouts, follow-up flushes) of the buckets this replica owns. A claim is a
+lease: if the claimer dies, the timer fires again elsewhere.
+
+Each bucket's earliest due time is remembered from the last claim (and
+lowered by this replica's own commits, which schedule most timers), so a
+tick claims only the buckets with something due; every bucket is claimed at
+least once a `SWEEP_MS`, which bounds how late a timer scheduled by another
+replica can fire.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from redis.exceptions import RedisError
-
 from multiagents_server import engine
+from multiagents_server.dispatcher import Dispatcher
 from multiagents_server.orchestrator import Orchestrator
-from multiagents_server.store.store import FLUSH_TIMER
+from multiagents_server.store import FLUSH_TIMER, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.05
+POLL_S = 0.02
+SWEEP_MS = 1_000
 CLAIM_LEASE_MS = 10_000
 CLAIM_LIMIT = 200
 CONCURRENCY = 64
 
 
-async def run_timers(orchestrator: Orchestrator) -> None:
+async def run_timers(orchestrator: Orchestrator, dispatcher: Dispatcher) -> None:
     """Fire due timers until cancelled."""
     store = orchestrator.store
     limit = asyncio.Semaphore(CONCURRENCY)
     running: set[asyncio.Task[None]] = set()
+    # Earliest due time per bucket as last seen; 0 = look now.
+    next_due = {b: 0 for b in store.buckets}
+
+    def scheduled(bucket: int, due: int) -> None:
+        next_due[bucket] = min(next_due[bucket], due)
+
+    orchestrator.on_schedule = scheduled
+    next_sweep = 0
 
     async def fire(transaction_id: str, timer: str) -> None:
         async with limit:
@@ -34,7 +49,6 @@ async def run_timers(orchestrator: Orchestrator) -> None:
                     await orchestrator.flush(transaction_id)
                 else:
                     await orchestrator.apply(transaction_id, engine.TimerFired(timer))
-                    await store.delete_timer(transaction_id, timer)
             except Exception:
                 # The claim lease expires and the timer fires again.
                 log.exception(
@@ -43,17 +57,31 @@ async def run_timers(orchestrator: Orchestrator) -> None:
 
     try:
         while True:
+            now = orchestrator.clock()
+            owned = dispatcher.owned_buckets
+            if now >= next_sweep:
+                buckets = owned
+                next_sweep = now + SWEEP_MS
+            else:
+                buckets = [b for b in owned if next_due[b] <= now]
+            if not buckets:
+                await asyncio.sleep(POLL_S)
+                continue
             try:
-                due = await store.claim_timers(orchestrator.clock(), CLAIM_LEASE_MS, CLAIM_LIMIT)
-            except (RedisError, OSError) as exc:
+                claimed = await store.claim_timers(buckets, now, CLAIM_LEASE_MS, CLAIM_LIMIT)
+            except StoreUnavailable as exc:
                 log.warning("timer loop cannot reach redis", extra={"error": str(exc)})
                 await asyncio.sleep(1)
                 continue
-            for transaction_id, timer in due:
-                task = asyncio.create_task(fire(transaction_id, timer))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            if len(due) < CLAIM_LIMIT:
+            full = False
+            for bucket, due, first in claimed:
+                next_due[bucket] = now + SWEEP_MS if first is None else first
+                full = full or len(due) == CLAIM_LIMIT
+                for transaction_id, timer in due:
+                    task = asyncio.create_task(fire(transaction_id, timer))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            if not full:
                 await asyncio.sleep(POLL_S)
     finally:
         for task in running:

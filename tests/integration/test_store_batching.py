@@ -1,4 +1,5 @@
-"""The store's shared pipelines, the orchestrator's memory of the executions it
+"""The store's shared pipelines, the one-call commit with its fencing and its
+claim of the next command, the orchestrator's memory of the executions it
 committed, and the pruning of the index by retention, against a real Redis
 (no gRPC): what must hold however they are batched or cached."""
 
@@ -6,17 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import pytest
 import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
-from integration.helpers import make_config
+from integration.helpers import make_config, wait_for
+from multiagents.v1 import worker_service_pb2 as wpb
 from multiagents_server import engine
 from multiagents_server.embedded_redis import EmbeddedRedis
 from multiagents_server.orchestrator import Orchestrator
-from multiagents_server.store import Keys, Store
+from multiagents_server.store import CommandEntry, Fenced, open_store
 from multiagents_server.store.autopipeline import AutoPipeline
 
 SPEC = engine.WorkflowSpec(
@@ -33,10 +37,42 @@ async def client(redis_server: EmbeddedRedis) -> AsyncIterator[redis.Redis]:
     await c.aclose()
 
 
-def replica(client: redis.Redis, prefix: str, **config: object) -> Orchestrator:
-    """One server replica's orchestrator over the shared Redis."""
-    cfg = make_config("unused", key_prefix=prefix, **config)
-    return Orchestrator(Store(client, Keys(prefix)), cfg)
+@pytest.fixture
+async def replica(redis_server: EmbeddedRedis) -> AsyncIterator[Callable[..., Any]]:
+    """Makes server replicas' orchestrators (joined, no gRPC) over the shared Redis."""
+    stores = []
+
+    async def make(prefix: str, *, buckets: int = 64, **config: object) -> Orchestrator:
+        cfg = make_config("unused", key_prefix=prefix, **config)
+        store = await open_store(redis_server.url, prefix=prefix, buckets=buckets)
+        stores.append(store)
+        orchestrator = Orchestrator(store, cfg, replica_id=uuid.uuid4().hex[:12])
+        await orchestrator.join()
+        return orchestrator
+
+    yield make
+    for store in stores:
+        await store.close()
+
+
+class Claims:
+    """A replica's local sessions, as the commit path sees them: `free` slots."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self.delivered: list[CommandEntry] = []
+
+    def reserve(self, worker: str) -> bool:
+        if self.free == 0:
+            return False
+        self.free -= 1
+        return True
+
+    def release(self, worker: str) -> None:
+        self.free += 1
+
+    def deliver(self, entries: Sequence[CommandEntry]) -> None:
+        self.delivered += entries
 
 
 async def test_concurrent_operations_get_their_own_replies_and_errors(
@@ -75,9 +111,9 @@ async def test_shared_pipeline_reconnects_after_its_connection_is_dropped(
 
 
 async def test_result_after_another_replica_moved_the_execution_on_is_judged_on_stored_state(
-    client: redis.Redis, uid: str
+    replica: Callable[..., Any], uid: str
 ) -> None:
-    a, b = replica(client, uid), replica(client, uid)
+    a, b = await replica(uid), await replica(uid)
     await a.register(SPEC)
     tx, _ = await a.execute(SPEC.name, {"n": 1})  # replica A remembers revision 1
     first = f"{tx}:x0:1"
@@ -92,8 +128,10 @@ async def test_result_after_another_replica_moved_the_execution_on_is_judged_on_
     assert snap.execution.step_results == {"one": {"a": 1}, "two": {"b": 2}}
 
 
-async def test_remembered_state_loses_to_a_newer_commit(client: redis.Redis, uid: str) -> None:
-    a, b = replica(client, uid), replica(client, uid)
+async def test_remembered_state_loses_to_a_newer_commit(
+    replica: Callable[..., Any], uid: str
+) -> None:
+    a, b = await replica(uid), await replica(uid)
     await a.register(SPEC)
     tx, _ = await a.execute(SPEC.name, {})
     await b.cancel(tx, "stop")  # B moves it on; A's memory is now stale
@@ -105,9 +143,9 @@ async def test_remembered_state_loses_to_a_newer_commit(client: redis.Redis, uid
 
 
 async def test_index_forgets_expired_executions_and_keeps_live_ones(
-    client: redis.Redis, uid: str
+    client: redis.Redis, replica: Callable[..., Any], uid: str
 ) -> None:
-    orch = replica(client, uid, retention_ms=50)
+    orch = await replica(uid, buckets=1, retention_ms=50)
     await orch.register(SPEC)
     running, _ = await orch.execute(SPEC.name, {})
     finished = []
@@ -115,34 +153,81 @@ async def test_index_forgets_expired_executions_and_keeps_live_ones(
         tx, _ = await orch.execute(SPEC.name, {})
         await orch.cancel(tx, "done")  # terminal: expires after the retention
         finished.append(tx)
-    await asyncio.sleep(0.2)
     keys = orch.store.keys
-    assert not any([await client.exists(keys.execution(tx)) for tx in finished])
+
+    async def expired() -> bool:
+        return not any([await client.exists(keys.execution(tx)) for tx in finished])
+
+    await wait_for(expired, timeout=5)
     orch._next_prune_ms = 0  # prune on the next finishing execution
     last, _ = await orch.execute(SPEC.name, {})
     await orch.cancel(last, "done")
-    indexed = {m.decode() for m in await client.zrange(keys.index, 0, -1)}
+    indexed = {m.decode() for m in await client.zrange(keys.index(0), 0, -1)}
     assert running in indexed and last in indexed
     assert not indexed & set(finished)
 
 
 async def test_index_pruning_continues_past_many_live_executions(
-    client: redis.Redis, uid: str
+    client: redis.Redis, replica: Callable[..., Any], uid: str
 ) -> None:
-    store = Store(client, Keys(uid))
+    store = (await replica(uid, buckets=1)).store
     keys = store.keys
     old = int(time.time() * 1000) - 60_000
     live = [f"live{i}" for i in range(5)]
     gone = [f"gone{i}" for i in range(5)]
     for i, tx in enumerate(live + gone):
-        await client.zadd(keys.index, {tx: old + i})
+        await client.zadd(keys.index(0), {tx: old + i})
     for tx in live:
         await client.hset(keys.execution(tx), "s", b"{}")
     after = float("-inf")
     for _ in range(10):
-        resume = await store.prune_expired_index(after, old + 1000, 3)
+        resume = await store.prune_expired_index(0, after, old + 1000, 3)
         if resume is None:
             break
         after = resume
-    indexed = {m.decode() for m in await client.zrange(keys.index, 0, -1)}
+    indexed = {m.decode() for m in await client.zrange(keys.index(0), 0, -1)}
     assert indexed == set(live)
+
+
+async def test_the_commit_claims_the_next_command_for_a_free_local_slot(
+    client: redis.Redis, replica: Callable[..., Any], uid: str
+) -> None:
+    orch = await replica(uid)
+    claims = Claims(free=1)
+    orch.local = claims
+    await orch.register(SPEC)
+    claimed_tx, _ = await orch.execute(SPEC.name, {"n": 1})
+    queued_tx, _ = await orch.execute(SPEC.name, {"n": 2})  # no slot left: stays queued
+    assert [wpb.Command.FromString(e.command).transaction_id for e in claims.delivered] == [
+        claimed_tx
+    ]
+    assert claims.free == 0
+    keys = orch.store.keys
+    queued = keys.queue(keys.bucket_of(queued_tx), "w_one")
+    entries = await client.xrange(queued)
+    assert [wpb.Command.FromString(f[b"c"]).transaction_id for _, f in entries] == [queued_tx]
+    # The claimed entry is pending at this replica, acknowledged by the next commit.
+    entry = claims.delivered[0]
+    pending = await client.xpending(keys.queue(entry.bucket, entry.worker), "dispatchers")
+    assert pending["pending"] == 1
+    await orch.apply(claimed_tx, engine.StepCompleted(f"{claimed_tx}:x0:1", {}), ack=entry)
+    assert await client.xlen(keys.queue(entry.bucket, entry.worker)) == 0
+
+
+async def test_a_fenced_replica_cannot_commit_until_it_rejoins(
+    replica: Callable[..., Any], uid: str
+) -> None:
+    a, b = await replica(uid), await replica(uid)
+    fenced = asyncio.Event()
+    a.on_fenced = fenced.set
+    await a.register(SPEC)
+    tx, _ = await a.execute(SPEC.name, {})
+    await b.store.fence(a.replica_id)  # what a live replica does to one whose lease expired
+    with pytest.raises(Fenced):
+        await a.apply(tx, engine.StepCompleted(f"{tx}:x0:1", {"late": True}))
+    assert fenced.is_set()
+    snap = await b.snapshot(tx)
+    assert snap.revision == 1 and snap.execution.step_results == {}
+    await a.join()  # a new epoch
+    transition = await a.apply(tx, engine.StepCompleted(f"{tx}:x0:1", {"now": True}))
+    assert transition is not None and transition.changed

@@ -1,6 +1,37 @@
-"""Redis storage and event bus of the server."""
+"""Redis storage and event bus of the server: the only package that imports redis."""
 
+from multiagents_server.store.connect import REDIS_MODES, open_store
 from multiagents_server.store.keys import Keys
-from multiagents_server.store.store import CommandEntry, Outbox, OutcomeRecord, Store, Stored
+from multiagents_server.store.records import (
+    CommandEntry,
+    Commit,
+    Committed,
+    Fenced,
+    Message,
+    QueuedCommand,
+    Stored,
+    StoreError,
+    StoreSetupError,
+    StoreUnavailable,
+    WorkerOutcomes,
+)
+from multiagents_server.store.store import FLUSH_TIMER, Store
 
-__all__ = ["CommandEntry", "Keys", "Outbox", "OutcomeRecord", "Store", "Stored"]
+__all__ = [
+    "FLUSH_TIMER",
+    "REDIS_MODES",
+    "CommandEntry",
+    "Commit",
+    "Committed",
+    "Fenced",
+    "Keys",
+    "Message",
+    "QueuedCommand",
+    "Store",
+    "StoreError",
+    "StoreSetupError",
+    "StoreUnavailable",
+    "Stored",
+    "WorkerOutcomes",
+    "open_store",
+]

@@ -8,7 +8,8 @@ loop, or, when `slots` pipelines are already in flight, as soon as one of
 them returns; so the busier the server, the larger the batches, and the
 client never holds more than `slots` connections for them. Each operation
 gets exactly the replies to its own commands, and the first error among
-them is raised to it alone, as if it had sent its own pipeline.
+them is raised to it alone (or all are returned in place, `execute_raw`),
+as if it had sent its own pipeline.
 
 A batch is sent on a connection from the client's pool (which checks it
 as for any command) with one deadline for the whole batch instead of
@@ -57,7 +58,15 @@ class Commands:
         return len(self._calls)
 
     async def execute(self) -> list[Any]:
-        """The replies to these commands, in order."""
+        """The replies to these commands, in order; raises the first error."""
+        replies = await self.execute_raw()
+        failed = next((r for r in replies if isinstance(r, Exception)), None)
+        if failed is not None:
+            raise failed
+        return replies
+
+    async def execute_raw(self) -> list[Any]:
+        """The replies to these commands, in order, errors in place."""
         if not self._calls:
             return []
         return await self._pipeline.send(self._calls)
@@ -66,8 +75,11 @@ class Commands:
 class AutoPipeline:
     """Merges the commands of concurrent operations into shared pipelines."""
 
-    def __init__(self, client: Any, *, slots: int = 4) -> None:
+    def __init__(self, client: Any, *, cluster: bool = False, slots: int = 4) -> None:
         self._client = client
+        # On a cluster, redis-py's cluster pipeline sends each node its share
+        # of a batch (one round trip per node) and follows MOVED/ASK.
+        self._cluster = cluster
         self._slots = slots
         self._in_flight = 0
         self._scheduled = False
@@ -108,7 +120,10 @@ class AutoPipeline:
             for calls, _ in batch:
                 for name, args, kwargs in calls:
                     getattr(pipe, name)(*args, **kwargs)
-            replies = await self._send(pipe.command_stack)
+            if self._cluster:
+                replies = await pipe.execute(raise_on_error=False)
+            else:
+                replies = await self._send(pipe.command_stack)
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else ConnectionError("redis call cancelled")
             for _, future in batch:
@@ -126,12 +141,7 @@ class AutoPipeline:
         for calls, future in batch:
             own = replies[start : start + len(calls)]
             start += len(calls)
-            if future.done():  # the caller was cancelled
-                continue
-            failed = next((r for r in own if isinstance(r, Exception)), None)
-            if failed is not None:
-                future.set_exception(failed)
-            else:
+            if not future.done():  # else the caller was cancelled
                 future.set_result(own)
 
     async def _send(self, commands: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Any]:

@@ -1,91 +1,132 @@
 """Redis key names: the only place that knows them.
 
-Keys of one execution share the hash tag `{<transaction id>}`, so every Lua
-script touches one Redis Cluster slot. Shared keys (command streams, timers,
-the index) are touched only by single-key commands.
+The keyspace is split into a fixed number of buckets (recorded once in the
+meta key). A transaction's bucket is derived from its id, so finding it needs
+no lookup; a sub-workflow's id starts with its root's id and lands in the
+same bucket. Every key an execution owns and every per-bucket structure
+(timers, index, command queues, the fencing members) carries the bucket's
+hash tag `{b}`: one bucket is one Redis Cluster slot, so one Lua call can
+commit a transition atomically on a single node or on a cluster.
+
+Rare global data (definitions, the replica registry, monitoring counters)
+lives under the tag `{g}`, in one slot of its own.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 DISPATCH_GROUP = "dispatchers"
+DEFAULT_BUCKETS = 64
+
+
+def root_transaction(transaction_id: str) -> str:
+    """The id of the top-level execution that `transaction_id` belongs to."""
+    return transaction_id.split(".", 1)[0]
 
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Key names under one prefix."""
+    """Key names under one prefix, for a keyspace of `buckets` buckets."""
 
     prefix: str
+    buckets: int = DEFAULT_BUCKETS
+
+    def bucket_of(self, transaction_id: str) -> int:
+        return zlib.crc32(root_transaction(transaction_id).encode()) % self.buckets
+
+    def _b(self, bucket: int) -> str:
+        return f"{self.prefix}:{{{bucket}}}"
+
+    # -- one execution (in its bucket) -------------------------------------------
 
     def execution(self, transaction_id: str) -> str:
-        return f"{self.prefix}:wf:{{{transaction_id}}}"
+        """Hash: `s` state JSON, `rev` revision, `ob` pending follow-ups."""
+        return f"{self._b(self.bucket_of(transaction_id))}:wf:{transaction_id}"
 
     def history(self, transaction_id: str) -> str:
-        return f"{self.prefix}:hist:{{{transaction_id}}}"
+        return f"{self._b(self.bucket_of(transaction_id))}:h:{transaction_id}"
 
-    def commands(self, worker: str) -> str:
-        """Stream of commands for one worker name (the worker's queue)."""
-        return f"{self.prefix}:cmd:{{{worker}}}"
+    def traces(self, transaction_id: str) -> str:
+        """Hash of one execution's command traces (command id -> JSON)."""
+        return f"{self._b(self.bucket_of(transaction_id))}:tr:{transaction_id}"
+
+    # -- per bucket ---------------------------------------------------------------
+
+    def timers(self, bucket: int) -> str:
+        """Sorted set of the bucket's timers (`<tx>|<timer>` by due ms)."""
+        return f"{self._b(bucket)}:timers"
+
+    def index(self, bucket: int) -> str:
+        """Sorted set of the bucket's executions by creation time."""
+        return f"{self._b(bucket)}:index"
+
+    def queue(self, bucket: int, worker: str) -> str:
+        """Stream of commands for one worker name in one bucket."""
+        return f"{self._b(bucket)}:q:{worker}"
+
+    def members(self, bucket: int) -> str:
+        """Hash replica id -> epoch: who may commit into this bucket (fencing)."""
+        return f"{self._b(bucket)}:members"
+
+    # -- global (tag {g}) ---------------------------------------------------------
+
+    @property
+    def _g(self) -> str:
+        return f"{self.prefix}:{{g}}"
+
+    @property
+    def meta(self) -> str:
+        """Hash: `buckets`, fixed when the keyspace is first used."""
+        return f"{self._g}:meta"
+
+    @property
+    def epoch(self) -> str:
+        """Counter handing out replica epochs."""
+        return f"{self._g}:epoch"
 
     def definition(self, name: str) -> str:
-        return f"{self.prefix}:def:{{{name}}}"
+        return f"{self._g}:def:{name}"
 
     @property
     def definitions(self) -> str:
-        return f"{self.prefix}:defs"
-
-    @property
-    def timers(self) -> str:
-        return f"{self.prefix}:timers"
-
-    @property
-    def index(self) -> str:
-        """Sorted set of every execution by creation time."""
-        return f"{self.prefix}:index"
+        return f"{self._g}:defs"
 
     @property
     def worker_names(self) -> str:
-        """Set of worker names that ever had a command stream."""
-        return f"{self.prefix}:workers"
+        """Set of worker names that ever had a command queue."""
+        return f"{self._g}:workers"
 
     @property
     def replicas(self) -> str:
         """Sorted set of replica ids scored by lease expiry."""
-        return f"{self.prefix}:replicas"
+        return f"{self._g}:replicas"
 
     def sessions(self, replica_id: str) -> str:
         """Hash of one replica's worker sessions (session id -> JSON)."""
-        return f"{self.prefix}:sessions:{{{replica_id}}}"
+        return f"{self._g}:sessions:{replica_id}"
 
     def worker_stats(self, worker: str) -> str:
         """Hash of a worker name's counters: succeeded, failed, err:<type>."""
-        return f"{self.prefix}:stats:{{{worker}}}"
+        return f"{self._g}:stats:{worker}"
 
     def worker_durations(self, worker: str) -> str:
         """Capped list of a worker name's recent processing times (ms)."""
-        return f"{self.prefix}:durations:{{{worker}}}"
-
-    def traces(self, transaction_id: str) -> str:
-        """Hash of one execution's command traces (command id -> JSON)."""
-        return f"{self.prefix}:trace:{{{transaction_id}}}"
+        return f"{self._g}:durations:{worker}"
 
     @property
     def recent_traces(self) -> str:
         """Capped list of the newest command traces of every execution."""
-        return f"{self.prefix}:traces"
+        return f"{self._g}:traces"
 
     @property
-    def events_channel(self) -> str:
-        """Pub/sub channel of every history event (live fan-out only)."""
-        return f"{self.prefix}:events"
+    def bus(self) -> str:
+        """Pub/sub channel of live notifications (history events, wake-ups, cancels)."""
+        return f"{self.prefix}:bus"
 
-    @property
-    def cancel_channel(self) -> str:
-        """Pub/sub channel of command cancellations, for the replica holding the command."""
-        return f"{self.prefix}:cancel"
-
-    def timer_member(self, transaction_id: str, timer_id: str) -> str:
+    @staticmethod
+    def timer_member(transaction_id: str, timer_id: str) -> str:
         return f"{transaction_id}|{timer_id}"
 
     @staticmethod

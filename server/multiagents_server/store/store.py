@@ -1,232 +1,267 @@
-"""Redis storage and bus: executions, history, definitions, command streams,
-timers, replica leases. Values cross this boundary as bytes and strings; the
-store knows key names and Redis commands, not the engine's types."""
+"""Redis storage and bus: executions, history, definitions, command queues,
+timers, replica membership. The only module (with its package) that knows
+Redis: values cross its boundary as the typed records of `records`, and
+Redis failures as `StoreUnavailable` (or `Fenced`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+import functools
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as redis
-from redis.exceptions import ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    ConnectionError,
+    NoScriptError,
+    RedisClusterException,
+    ResponseError,
+    TimeoutError,
+    TryAgainError,
+)
 
 from multiagents_server.store import scripts
 from multiagents_server.store.autopipeline import AutoPipeline
 from multiagents_server.store.keys import DISPATCH_GROUP, Keys
+from multiagents_server.store.records import (
+    CommandEntry,
+    Commit,
+    Committed,
+    Fenced,
+    Message,
+    Stored,
+    StoreError,
+    StoreUnavailable,
+    WorkerOutcomes,
+)
 
 FLUSH_TIMER = "flush"
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """One execution as stored: its JSON, revision and pending outbox."""
-
-    state: bytes
-    revision: int
-    outbox: bytes | None
-
-
 DURATIONS_KEPT = 1000
 RECENT_TRACES_KEPT = 10_000
 
+_UNAVAILABLE = (
+    ConnectionError,
+    TimeoutError,
+    BusyLoadingError,
+    ClusterDownError,
+    TryAgainError,
+    RedisClusterException,
+    OSError,
+)
 
-@dataclass(frozen=True, slots=True)
-class OutcomeRecord:
-    """Monitoring record of one answered command: counters, timing, trace."""
-
-    worker: str
-    transaction_id: str
-    command_id: str
-    success: bool
-    error_type: str
-    duration_ms: int
-    # None when event monitoring is off; counters are skipped when
-    # worker monitoring is off.
-    trace: bytes | None
-    trace_ttl_ms: int
-    count: bool = True
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-@dataclass(slots=True)
-class Outbox:
-    """Side effects of one committed transition, carried out in one round trip."""
+def _guarded(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Redis failures leave the store as StoreUnavailable; other Redis errors
+    (a bug, a script error) as StoreError, never as redis-py's types."""
 
-    commands: list[tuple[str, bytes]] = field(default_factory=list)
-    schedule: list[tuple[str, int]] = field(default_factory=list)
-    unschedule: list[str] = field(default_factory=list)
-    cancels: list[bytes] = field(default_factory=list)
-    events: list[bytes] = field(default_factory=list)
-    ack: tuple[str, bytes] | None = None
-    outcome: OutcomeRecord | None = None
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except StoreError:
+            raise
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+        except ResponseError as exc:
+            if str(exc).startswith(("MOVED", "ASK", "CLUSTERDOWN", "LOADING", "TRYAGAIN")):
+                raise StoreUnavailable(str(exc)) from exc
+            raise StoreError(str(exc)) from exc
 
-
-@dataclass(frozen=True, slots=True)
-class CommandEntry:
-    """A command read from a worker's stream."""
-
-    worker: str
-    entry_id: bytes
-    command: bytes
+    return wrapper
 
 
 class Store:
     """All Redis access of a server replica."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: Any, keys: Keys, *, cluster: bool) -> None:
         # Typed as Any on purpose: redis-py annotates replies as str/bytes
         # unions, but the client runs with decode_responses=False, so every
         # reply is bytes; this class converts them at its boundary.
         self.redis: Any = client
         self.keys = keys
-        self._groups: set[str] = set()
-        # The operations on a workflow's path (load, commit, carry out, ack)
-        # share pipelines with the concurrent ones: a few round trips per
-        # burst, and a bounded number of connections however many run at once.
-        self._auto = AutoPipeline(client)
+        self.cluster = cluster
+        self.buckets = range(keys.buckets)
+        self._sha = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in
+                     scripts.SCRIPTS.items()}  # fmt: skip
+        self._groups: set[tuple[int, str]] = set()
+        # The operations of concurrent transitions share pipelines: a few
+        # round trips per burst (one per node on a cluster), and a bounded
+        # number of connections however many run at once.
+        self._auto = AutoPipeline(client, cluster=cluster)
 
-    # -- executions ----------------------------------------------------------
+    async def close(self) -> None:
+        await self.redis.aclose()
 
+    # -- scripts -------------------------------------------------------------------
+
+    async def load_scripts(self) -> None:
+        for body in scripts.SCRIPTS.values():
+            if self.cluster:
+                await self.redis.script_load(body, target_nodes=RedisCluster.PRIMARIES)
+            else:
+                await self.redis.script_load(body)
+
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a script by its SHA; reload the scripts once if Redis forgot them."""
+        for first in (True, False):
+            cmds = self._auto.commands()
+            cmds.evalsha(self._sha[name], len(keys), *keys, *args)
+            try:
+                (reply,) = await cmds.execute()
+                return reply
+            except NoScriptError:
+                if not first:
+                    raise
+                await self.load_scripts()
+        raise AssertionError("unreachable")
+
+    # -- executions ----------------------------------------------------------------
+
+    @_guarded
     async def load(self, transaction_id: str) -> Stored | None:
         cmds = self._auto.commands()
-        cmds.hmget(self.keys.execution(transaction_id), ["s", "rev", "ob"])
-        ((state, rev, outbox),) = await cmds.execute()
-        if state is None:
-            return None
-        return Stored(state, int(rev), outbox)
+        cmds.hmget(self.keys.execution(transaction_id), ["s", "rev"])
+        ((state, rev),) = await cmds.execute()
+        return None if state is None else Stored(state, int(rev))
 
+    @_guarded
     async def load_many(self, transaction_ids: Sequence[str]) -> list[Stored | None]:
         cmds = self._auto.commands()
         for tx in transaction_ids:
-            cmds.hmget(self.keys.execution(tx), ["s", "rev", "ob"])
+            cmds.hmget(self.keys.execution(tx), ["s", "rev"])
         rows = await cmds.execute()
-        return [None if s is None else Stored(s, int(r), o) for s, r, o in rows]
+        return [None if s is None else Stored(s, int(r)) for s, r in rows]
 
-    async def commit(
-        self,
-        transaction_id: str,
-        expected_revision: int,
-        state: bytes,
-        history: Sequence[bytes],
-        *,
-        outbox: bytes | None,
-        ttl_ms: int,
-        flush_due_ms: int,
-        created_ms: int | None = None,
-    ) -> int | None:
-        """Store a new state if the revision still matches; None on conflict.
+    @_guarded
+    async def commit(self, c: Commit, *, replica_id: str, epoch: int) -> Committed:
+        """Apply one transition atomically if the revision still matches.
 
-        With an outbox, a 'flush' timer is set first: if this replica dies
-        before carrying the outbox out, the timer makes another one do it.
+        Raises `Fenced` when this replica lost its membership of the bucket.
         """
         keys = self.keys
-        pipe = self._auto.commands()
-        if outbox is not None:
-            pipe.zadd(keys.timers, {keys.timer_member(transaction_id, FLUSH_TIMER): flush_due_ms})
-        if created_ms is not None:
-            pipe.zadd(keys.index, {transaction_id: created_ms})
-        # EVAL rather than EVALSHA: the scripts are small, and a Redis that
-        # restarted (empty script cache) never fails a pipeline half-way.
-        pipe.eval(
-            scripts.COMMIT,
-            2,
-            keys.execution(transaction_id),
-            keys.history(transaction_id),
-            expected_revision,
-            state,
-            outbox or b"",
-            ttl_ms,
-            *history,
+        tx = c.transaction_id
+        bucket = keys.bucket_of(tx)
+        script_keys = [
+            keys.execution(tx),
+            keys.history(tx),
+            keys.timers(bucket),
+            keys.index(bucket),
+            keys.members(bucket),
+            keys.traces(tx),
+        ]
+        queue_index: dict[str, int] = {}
+
+        def queue(worker: str) -> int:
+            if worker not in queue_index:
+                script_keys.append(keys.queue(bucket, worker))
+                queue_index[worker] = len(script_keys)
+            return queue_index[worker]
+
+        args: list[Any] = [
+            c.expected_revision, replica_id, epoch, tx, c.state, c.followups or b"",
+            c.flush_due_ms, c.ttl_ms, c.created_ms, keys.bus, c.notification, DISPATCH_GROUP,
+            bucket, len(c.history), *c.history, len(c.schedule),
+        ]  # fmt: skip
+        for timer, due in c.schedule:
+            args += [timer, due]
+        args += [len(c.unschedule), *c.unschedule, len(c.commands)]
+        for command in c.commands:
+            args += [queue(command.worker), command.worker, command.command, int(command.claim)]
+        if c.ack is not None:
+            args += [queue(c.ack.worker), c.ack.entry_id]
+        else:
+            args += [0, ""]
+        args += [len(c.cancels), *c.cancels]
+        if c.trace is not None:
+            args += [c.trace[0], c.trace[1], c.trace_ttl_ms]
+        else:
+            args += ["", "", 0]
+        reply = await self._script("commit", script_keys, args)
+        revision = int(reply[0])
+        if revision == -1:
+            return Committed(None)
+        if revision == -2:
+            raise Fenced(f"replica {replica_id} epoch {epoch} was fenced off bucket {bucket}")
+        by_index = {i: w for w, i in queue_index.items()}
+        claimed = tuple(
+            CommandEntry(bucket, by_index[int(reply[i])], reply[i + 1], reply[i + 2])
+            for i in range(1, len(reply), 3)
         )
-        results = await pipe.execute()
-        revision = int(results[-1])
-        return None if revision < 0 else revision
+        return Committed(revision, claimed)
 
-    async def carry_out(self, transaction_id: str, revision: int | None, outbox: Outbox) -> None:
-        """Perform a committed transition's effects, then forget its outbox."""
+    @_guarded
+    async def followups(self, transaction_id: str) -> dict[str, bytes]:
+        """Follow-ups of committed transitions not carried out yet, by field."""
+        raw = await self.redis.hgetall(self.keys.execution(transaction_id))
+        return {k.decode(): v for k, v in raw.items() if k.startswith(b"ob:")}
+
+    @_guarded
+    async def clear_followups(self, transaction_id: str, fields: Sequence[str]) -> None:
         keys = self.keys
-        pipe = self._auto.commands()
-        for worker, command in outbox.commands:
-            pipe.xadd(keys.commands(worker), {"c": command})
-        if outbox.schedule:
-            pipe.zadd(
-                keys.timers,
-                {keys.timer_member(transaction_id, t): due for t, due in outbox.schedule},
-            )
-        if outbox.unschedule:
-            pipe.zrem(
-                keys.timers, *[keys.timer_member(transaction_id, t) for t in outbox.unschedule]
-            )
-        for command_id in outbox.cancels:
-            pipe.publish(keys.cancel_channel, command_id)
-        for event in outbox.events:
-            pipe.publish(keys.events_channel, event)
-        if revision is not None:
-            pipe.eval(scripts.CLEAR_OUTBOX, 1, keys.execution(transaction_id), revision)
-            pipe.zrem(keys.timers, keys.timer_member(transaction_id, FLUSH_TIMER))
-        if outbox.ack is not None:
-            worker, entry_id = outbox.ack
-            pipe.xack(keys.commands(worker), DISPATCH_GROUP, entry_id)
-            pipe.xdel(keys.commands(worker), entry_id)
-        if outbox.outcome is not None:
-            self._record_outcome(pipe, outbox.outcome)
-        if len(pipe):
-            await pipe.execute()
+        timers = keys.timers(keys.bucket_of(transaction_id))
+        await self._script(
+            "clear_followups", [keys.execution(transaction_id), timers], [transaction_id, *fields]
+        )
 
-    def _record_outcome(self, pipe: Any, record: OutcomeRecord) -> None:
-        keys = self.keys
-        if record.count:
-            stats = keys.worker_stats(record.worker)
-            pipe.hincrby(stats, "succeeded" if record.success else "failed", 1)
-            if not record.success:
-                pipe.hincrby(stats, f"err:{record.error_type}", 1)
-            durations = keys.worker_durations(record.worker)
-            pipe.lpush(durations, record.duration_ms)
-            pipe.ltrim(durations, 0, DURATIONS_KEPT - 1)
-        if record.trace is not None:
-            traces = keys.traces(record.transaction_id)
-            pipe.hset(traces, record.command_id, record.trace)
-            pipe.pexpire(traces, record.trace_ttl_ms)
-            pipe.lpush(keys.recent_traces, record.trace)
-            pipe.ltrim(keys.recent_traces, 0, RECENT_TRACES_KEPT - 1)
+    @_guarded
+    async def history(self, transaction_id: str) -> list[bytes]:
+        entries = await self.redis.xrange(self.keys.history(transaction_id))
+        return [event for _, fields in entries for event in fields.values()]
 
-    async def worker_stats(self, worker: str) -> tuple[dict[str, int], list[int]]:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.keys.worker_stats(worker))
-        pipe.lrange(self.keys.worker_durations(worker), 0, -1)
-        counters, durations = await pipe.execute()
-        return {k.decode(): int(v) for k, v in counters.items()}, [int(d) for d in durations]
+    @_guarded
+    async def add_trace(self, transaction_id: str, command_id: str, trace: bytes,
+                        ttl_ms: int) -> None:  # fmt: skip
+        """Record the trace of a command whose answer changed nothing (stale)."""
+        key = self.keys.traces(transaction_id)
+        cmds = self._auto.commands()
+        cmds.hset(key, command_id, trace)
+        cmds.pexpire(key, ttl_ms)
+        await cmds.execute()
 
+    @_guarded
     async def traces_of(self, transaction_id: str) -> list[bytes]:
         return list((await self.redis.hgetall(self.keys.traces(transaction_id))).values())
 
-    async def recent_traces(self, count: int) -> list[bytes]:
-        return list(await self.redis.lrange(self.keys.recent_traces, 0, count - 1))
+    # -- the index ------------------------------------------------------------------
 
-    async def history(self, transaction_id: str) -> list[bytes]:
-        entries = await self.redis.xrange(self.keys.history(transaction_id))
-        return [fields[b"e"] for _, fields in entries]
-
+    @_guarded
     async def index_page(self, before_score: float, count: int) -> list[tuple[str, float]]:
-        """Executions created at or before `before_score`, newest first."""
-        rows = await self.redis.zrevrangebyscore(
-            self.keys.index, before_score, "-inf", start=0, num=count, withscores=True
-        )
-        return [(m.decode(), s) for m, s in rows]
+        """Executions created at or before `before_score`, newest first, from
+        every bucket (each gives its newest `count`; merged)."""
+        cmds = self._auto.commands()
+        for bucket in self.buckets:
+            cmds.zrevrangebyscore(
+                self.keys.index(bucket), before_score, "-inf", start=0, num=count, withscores=True
+            )
+        rows = [(m.decode(), s) for page in await cmds.execute() for m, s in page]
+        rows.sort(key=lambda r: (r[1], r[0]), reverse=True)
+        return rows[:count]
 
+    @_guarded
     async def prune_index(self, transaction_ids: Sequence[str]) -> None:
-        if transaction_ids:
-            await self.redis.zrem(self.keys.index, *transaction_ids)
+        if not transaction_ids:
+            return
+        cmds = self._auto.commands()
+        for tx in transaction_ids:
+            cmds.zrem(self.keys.index(self.keys.bucket_of(tx)), tx)
+        await cmds.execute()
 
-    async def prune_expired_index(self, after: float, before: float, limit: int) -> float | None:
-        """Forget index entries created in (after, before] whose execution has expired.
-
-        Looks at up to `limit` entries; returns the score to continue after,
-        or None when the range is done. Executions still stored (running, or
-        finished within the retention) keep their entry.
-        """
+    @_guarded
+    async def prune_expired_index(
+        self, bucket: int, after: float, before: float, limit: int
+    ) -> float | None:
+        """Forget index entries of `bucket` created in (after, before] whose
+        execution has expired. Looks at up to `limit` entries; returns the
+        score to continue after, or None when the range is done."""
+        index = self.keys.index(bucket)
         rows = await self.redis.zrangebyscore(
-            self.keys.index, f"({after}", before, start=0, num=limit, withscores=True
+            index, f"({after}", before, start=0, num=limit, withscores=True
         )
         if not rows:
             return None
@@ -236,174 +271,335 @@ class Store:
         found = await cmds.execute()
         gone = [tx for (tx, _), exists in zip(rows, found, strict=True) if not exists]
         if gone:
-            await self.redis.zrem(self.keys.index, *gone)
+            await self.redis.zrem(index, *gone)
         return float(rows[-1][1]) if len(rows) == limit else None
 
-    # -- definitions ----------------------------------------------------------
+    # -- definitions ------------------------------------------------------------------
 
+    @_guarded
     async def add_definition(self, name: str, version: int, definition: bytes) -> bytes | None:
         """Store a definition unless that version exists; returns the existing one."""
         key = self.keys.definition(name)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hsetnx(key, str(version), definition)
-        pipe.hget(key, str(version))
-        pipe.sadd(self.keys.definitions, name)
-        created, existing, _ = await pipe.execute()
+        cmds = self._auto.commands()
+        cmds.hsetnx(key, str(version), definition)
+        cmds.hget(key, str(version))
+        cmds.sadd(self.keys.definitions, name)
+        created, existing, _ = await cmds.execute()
         return None if created else existing
 
+    @_guarded
     async def definition_versions(self, name: str) -> dict[int, bytes]:
         cmds = self._auto.commands()
         cmds.hgetall(self.keys.definition(name))
         (raw,) = await cmds.execute()
         return {int(k): v for k, v in raw.items()}
 
+    @_guarded
     async def definition_names(self) -> list[str]:
         return sorted(n.decode() for n in await self.redis.smembers(self.keys.definitions))
 
-    # -- timers ----------------------------------------------------------------
+    # -- timers ------------------------------------------------------------------------
 
-    async def claim_timers(self, now_ms: int, lease_ms: int, limit: int) -> list[tuple[str, str]]:
-        members = await self.redis.eval(
-            scripts.CLAIM_TIMERS, 1, self.keys.timers, now_ms, lease_ms, limit
-        )
-        return [Keys.parse_timer_member(m.decode()) for m in members]
-
-    async def delete_timer(self, transaction_id: str, timer_id: str) -> None:
+    @_guarded
+    async def claim_timers(
+        self, buckets: Sequence[int], now_ms: int, lease_ms: int, limit: int
+    ) -> list[tuple[int, list[tuple[str, str]], int | None]]:
+        """Claim due timers of `buckets`: per bucket, the due (transaction,
+        timer) pairs and the earliest due time left (None when empty)."""
         cmds = self._auto.commands()
-        cmds.zrem(self.keys.timers, self.keys.timer_member(transaction_id, timer_id))
+        for bucket in buckets:
+            cmds.evalsha(
+                self._sha["claim_timers"], 1, self.keys.timers(bucket), now_ms, lease_ms, limit
+            )
+        try:
+            replies = await cmds.execute()
+        except NoScriptError:
+            await self.load_scripts()
+            return []
+        out = []
+        for bucket, (due, first) in zip(buckets, replies, strict=True):
+            timers = [Keys.parse_timer_member(m.decode()) for m in due]
+            out.append((bucket, timers, None if first is None else int(float(first))))
+        return out
+
+    @_guarded
+    async def delete_timer(self, transaction_id: str, timer_id: str) -> None:
+        keys = self.keys
+        member = keys.timer_member(transaction_id, timer_id)
+        cmds = self._auto.commands()
+        cmds.zrem(keys.timers(keys.bucket_of(transaction_id)), member)
         await cmds.execute()
 
+    @_guarded
     async def extend_timers(self, timers: Sequence[tuple[str, str, int]]) -> None:
         """Move existing timers (transaction, timer, due); absent ones stay absent."""
         if not timers:
             return
-        pipe = self.redis.pipeline(transaction=False)
+        keys = self.keys
+        cmds = self._auto.commands()
         for tx, timer_id, due in timers:
-            pipe.zadd(self.keys.timers, {self.keys.timer_member(tx, timer_id): due}, xx=True)
-        await pipe.execute()
+            cmds.zadd(keys.timers(keys.bucket_of(tx)), {keys.timer_member(tx, timer_id): due},
+                      xx=True)  # fmt: skip
+        await cmds.execute()
 
-    # -- command streams ----------------------------------------------------------
+    # -- command queues -------------------------------------------------------------------
 
-    def forget_group(self, worker: str) -> None:
-        """Check the group again next time (Redis may have restarted without it)."""
-        self._groups.discard(worker)
-
-    async def ensure_group(self, worker: str) -> None:
-        if worker in self._groups:
+    @_guarded
+    async def ensure_groups(self, worker: str) -> None:
+        """Create the consumer group of `worker`'s queue in every bucket (once)."""
+        missing = [b for b in self.buckets if (b, worker) not in self._groups]
+        if not missing:
             return
+        cmds = self._auto.commands()
+        for bucket in missing:
+            cmds.xgroup_create(self.keys.queue(bucket, worker), DISPATCH_GROUP, id="0",
+                               mkstream=True)  # fmt: skip
+        cmds.sadd(self.keys.worker_names, worker)
         try:
-            await self.redis.xgroup_create(
-                self.keys.commands(worker), DISPATCH_GROUP, id="0", mkstream=True
-            )
+            await cmds.execute()
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        await self.redis.sadd(self.keys.worker_names, worker)
-        self._groups.add(worker)
+            # Some existed: create the others one by one.
+            for bucket in missing:
+                try:
+                    await self.redis.xgroup_create(
+                        self.keys.queue(bucket, worker), DISPATCH_GROUP, id="0", mkstream=True
+                    )
+                except ResponseError as one:
+                    if "BUSYGROUP" not in str(one):
+                        raise
+        self._groups.update((b, worker) for b in missing)
 
+    def forget_groups(self) -> None:
+        """Check the groups again next time (Redis may have restarted without them)."""
+        self._groups.clear()
+
+    @_guarded
     async def read_commands(
-        self, client: Any, worker: str, consumer: str, count: int, block_ms: int
-    ) -> list[CommandEntry]:
-        """Take up to `count` new commands of `worker`, waiting up to `block_ms`."""
-        reply = await client.xreadgroup(
-            DISPATCH_GROUP, consumer, {self.keys.commands(worker): ">"}, count=count, block=block_ms
-        )
-        entries: list[CommandEntry] = []
-        for _, rows in reply or []:
-            for entry_id, fields in rows:
-                if fields:  # a deleted entry still pending shows up empty
-                    entries.append(CommandEntry(worker, entry_id, fields[b"c"]))
-        return entries
+        self, worker: str, consumer: str, buckets: Sequence[int], count: int
+    ) -> dict[int, list[CommandEntry]]:
+        """Take up to `count` new commands of `worker` from each of `buckets`
+        (without blocking); the entries taken per bucket."""
+        cmds = self._auto.commands()
+        for bucket in buckets:
+            cmds.xreadgroup(DISPATCH_GROUP, consumer, {self.keys.queue(bucket, worker): ">"},
+                            count=count)  # fmt: skip
+        taken: dict[int, list[CommandEntry]] = {}
+        for bucket, reply in zip(buckets, await cmds.execute(), strict=True):
+            entries = taken.setdefault(bucket, [])
+            for _, rows in _stream_rows(reply):
+                for entry_id, fields in rows:
+                    if fields:  # a deleted entry still pending shows up empty
+                        entries.append(CommandEntry(bucket, worker, entry_id, fields[b"c"]))
+        return taken
 
-    async def ack_commands(
-        self, entries: Sequence[tuple[str, bytes]], outcome: OutcomeRecord | None = None
-    ) -> None:
-        if not entries and outcome is None:
-            return
-        pipe = self._auto.commands()
-        for worker, entry_id in entries:
-            pipe.xack(self.keys.commands(worker), DISPATCH_GROUP, entry_id)
-            pipe.xdel(self.keys.commands(worker), entry_id)
-        if outcome is not None:
-            self._record_outcome(pipe, outcome)
-        await pipe.execute()
-
-    async def requeue_commands(self, entries: Sequence[CommandEntry]) -> None:
-        """Give commands taken but never started back to the queue."""
+    @_guarded
+    async def ack_commands(self, entries: Sequence[CommandEntry]) -> None:
         if not entries:
             return
-        pipe = self.redis.pipeline(transaction=False)
+        cmds = self._auto.commands()
         for e in entries:
-            pipe.xadd(self.keys.commands(e.worker), {"c": e.command})
-            pipe.xack(self.keys.commands(e.worker), DISPATCH_GROUP, e.entry_id)
-            pipe.xdel(self.keys.commands(e.worker), e.entry_id)
-        await pipe.execute()
+            queue = self.keys.queue(e.bucket, e.worker)
+            cmds.xack(queue, DISPATCH_GROUP, e.entry_id)
+            cmds.xdel(queue, e.entry_id)
+        await cmds.execute()
 
+    @_guarded
+    async def requeue_commands(self, entries: Sequence[CommandEntry]) -> None:
+        """Give commands taken but never started back to their queues."""
+        if not entries:
+            return
+        cmds = self._auto.commands()
+        for e in entries:
+            queue = self.keys.queue(e.bucket, e.worker)
+            cmds.xadd(queue, {"c": e.command})
+            cmds.xack(queue, DISPATCH_GROUP, e.entry_id)
+            cmds.xdel(queue, e.entry_id)
+            cmds.publish(self.keys.bus, f"w{e.bucket}|{e.worker}")
+        await cmds.execute()
+
+    @_guarded
     async def known_workers(self) -> list[str]:
         return sorted(w.decode() for w in await self.redis.smembers(self.keys.worker_names))
 
-    async def consumers(self, worker: str) -> list[tuple[str, int]]:
-        """Consumers of a worker's stream and their pending counts."""
-        try:
-            rows = await self.redis.xinfo_consumers(self.keys.commands(worker), DISPATCH_GROUP)
-        except ResponseError:
-            return []
-        return [(_text(r["name"]), int(r["pending"])) for r in rows]
-
-    async def claim_pending(
-        self, worker: str, dead_consumer: str, consumer: str, count: int = 100
+    @_guarded
+    async def claim_pending_of(
+        self, dead_consumer: str, consumer: str, workers: Sequence[str], count: int = 100
     ) -> list[CommandEntry]:
-        """Move a dead consumer's pending commands to `consumer`."""
-        stream = self.keys.commands(worker)
-        pending = await self.redis.xpending_range(
-            stream, DISPATCH_GROUP, min="-", max="+", count=count, consumername=dead_consumer
-        )
-        ids = [p["message_id"] for p in pending]
-        if not ids:
-            return []
-        claimed = await self.redis.xclaim(stream, DISPATCH_GROUP, consumer, 0, ids)
-        found = [CommandEntry(worker, eid, f[b"c"]) for eid, f in claimed if f]
-        missing = {eid for eid, f in claimed if not f} | (set(ids) - {e for e, _ in claimed})
-        if missing:  # deleted while pending: nothing to redeliver
-            await self.ack_commands([(worker, eid) for eid in missing])
+        """Move up to `count` commands per queue pending at `dead_consumer` to `consumer`."""
+        queues = [(b, w) for w in workers for b in self.buckets]
+        cmds = self._auto.commands()
+        for b, w in queues:
+            cmds.xpending_range(self.keys.queue(b, w), DISPATCH_GROUP, min="-", max="+",
+                                count=count, consumername=dead_consumer)  # fmt: skip
+        pending = await cmds.execute()
+        found: list[CommandEntry] = []
+        gone: list[CommandEntry] = []
+        for (b, w), rows in zip(queues, pending, strict=True):
+            if isinstance(rows, Exception) or not rows:
+                continue
+            ids = [p["message_id"] for p in rows]
+            claimed = await self.redis.xclaim(self.keys.queue(b, w), DISPATCH_GROUP, consumer, 0,
+                                              ids)  # fmt: skip
+            found += [CommandEntry(b, w, eid, f[b"c"]) for eid, f in claimed if f]
+            present = {eid for eid, f in claimed if f}
+            gone += [CommandEntry(b, w, eid, b"") for eid in ids if eid not in present]
+        await self.ack_commands(gone)  # deleted while pending: nothing to redeliver
         return found
 
-    async def delete_consumer(self, worker: str, consumer: str) -> None:
-        await self.redis.xgroup_delconsumer(self.keys.commands(worker), DISPATCH_GROUP, consumer)
+    @_guarded
+    async def delete_consumer(self, consumer: str, workers: Sequence[str]) -> None:
+        cmds = self._auto.commands()
+        for w in workers:
+            for b in self.buckets:
+                cmds.xgroup_delconsumer(self.keys.queue(b, w), DISPATCH_GROUP, consumer)
+        await cmds.execute_raw()
 
-    # -- replicas and sessions ----------------------------------------------------
+    # -- monitoring -------------------------------------------------------------------------
 
+    @_guarded
+    async def record_outcomes(
+        self, outcomes: dict[str, WorkerOutcomes], traces: Sequence[bytes]
+    ) -> None:
+        """Add a batch of answered commands to the per-worker counters and the
+        recent traces (aggregated by the replica between flushes)."""
+        keys = self.keys
+        cmds = self._auto.commands()
+        for worker, o in outcomes.items():
+            stats = keys.worker_stats(worker)
+            if o.succeeded:
+                cmds.hincrby(stats, "succeeded", o.succeeded)
+            if o.failed:
+                cmds.hincrby(stats, "failed", o.failed)
+            for error_type, n in o.errors.items():
+                cmds.hincrby(stats, f"err:{error_type}", n)
+            if o.durations_ms:
+                durations = keys.worker_durations(worker)
+                cmds.lpush(durations, *o.durations_ms[-DURATIONS_KEPT:])
+                cmds.ltrim(durations, 0, DURATIONS_KEPT - 1)
+        if traces:
+            cmds.lpush(keys.recent_traces, *traces[-RECENT_TRACES_KEPT:])
+            cmds.ltrim(keys.recent_traces, 0, RECENT_TRACES_KEPT - 1)
+        await cmds.execute()
+
+    @_guarded
+    async def worker_stats(self, worker: str) -> tuple[dict[str, int], list[int]]:
+        cmds = self._auto.commands()
+        cmds.hgetall(self.keys.worker_stats(worker))
+        cmds.lrange(self.keys.worker_durations(worker), 0, -1)
+        counters, durations = await cmds.execute()
+        return {k.decode(): int(v) for k, v in counters.items()}, [int(d) for d in durations]
+
+    @_guarded
+    async def recent_traces(self, count: int) -> list[bytes]:
+        return list(await self.redis.lrange(self.keys.recent_traces, 0, count - 1))
+
+    # -- replicas, membership and sessions -------------------------------------------------
+
+    @_guarded
+    async def join(self, replica_id: str) -> int:
+        """A new epoch for `replica_id`, made a member of every bucket."""
+        epoch = int(await self.redis.incr(self.keys.epoch))
+        cmds = self._auto.commands()
+        for bucket in self.buckets:
+            cmds.hset(self.keys.members(bucket), replica_id, epoch)
+        await cmds.execute()
+        return epoch
+
+    @_guarded
+    async def fence(self, replica_id: str) -> None:
+        """Remove `replica_id` from every bucket: its commits fail from now on."""
+        cmds = self._auto.commands()
+        for bucket in self.buckets:
+            cmds.hdel(self.keys.members(bucket), replica_id)
+        await cmds.execute()
+
+    @_guarded
     async def renew_lease(
         self, replica_id: str, expires_ms: int, sessions: dict[str, bytes], ttl_ms: int
     ) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(self.keys.replicas, {replica_id: expires_ms})
+        cmds = self._auto.commands()
+        cmds.zadd(self.keys.replicas, {replica_id: expires_ms})
         key = self.keys.sessions(replica_id)
-        pipe.delete(key)
+        cmds.delete(key)
         if sessions:
-            pipe.hset(key, mapping=sessions)
-            pipe.pexpire(key, ttl_ms)
-        await pipe.execute()
+            cmds.hset(key, mapping=sessions)
+            cmds.pexpire(key, ttl_ms)
+        await cmds.execute()
 
-    async def drop_lease(self, replica_id: str) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrem(self.keys.replicas, replica_id)
-        pipe.delete(self.keys.sessions(replica_id))
-        await pipe.execute()
+    @_guarded
+    async def leave(self, replica_id: str) -> None:
+        """A clean stop: the replica is no longer registered nor a member."""
+        await self.fence(replica_id)
+        cmds = self._auto.commands()
+        cmds.zrem(self.keys.replicas, replica_id)
+        cmds.delete(self.keys.sessions(replica_id))
+        await cmds.execute()
 
-    async def live_replicas(self, now_ms: int) -> list[str]:
-        rows = await self.redis.zrangebyscore(self.keys.replicas, now_ms, "+inf")
-        return [r.decode() for r in rows]
+    @_guarded
+    async def replicas(self) -> list[tuple[str, int]]:
+        """Registered replicas and their lease expiry (ms)."""
+        rows = await self.redis.zrange(self.keys.replicas, 0, -1, withscores=True)
+        return [(r.decode(), int(s)) for r, s in rows]
 
-    async def forget_dead_replicas(self, now_ms: int) -> None:
-        await self.redis.zremrangebyscore(self.keys.replicas, "-inf", now_ms)
+    @_guarded
+    async def forget_replica(self, replica_id: str) -> None:
+        await self.redis.zrem(self.keys.replicas, replica_id)
 
+    @_guarded
     async def sessions_of(self, replica_ids: Sequence[str]) -> list[bytes]:
-        pipe = self.redis.pipeline(transaction=False)
+        cmds = self._auto.commands()
         for r in replica_ids:
-            pipe.hvals(self.keys.sessions(r))
-        return [s for rows in await pipe.execute() for s in rows]
+            cmds.hvals(self.keys.sessions(r))
+        return [s for rows in await cmds.execute() for s in rows]
+
+    # -- the bus --------------------------------------------------------------------------------
+
+    async def listen(self, ready: Callable[[], None]) -> AsyncIterator[Message]:
+        """Live notifications until the connection fails (StoreUnavailable).
+
+        `ready` is called once subscribed. On a cluster, a PUBLISH reaches
+        every node, so one connection to any node hears all of them.
+        """
+        kinds = {ord("e"): "events", ord("w"): "wake", ord("c"): "cancel"}
+        client = self.redis
+        if self.cluster:
+            client = redis.Redis(connection_pool=_node_pool(self.redis))
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(self.keys.bus)
+            ready()
+            async for message in pubsub.listen():
+                if message["type"] != "message":
+                    continue
+                data: bytes = message["data"]
+                kind = kinds.get(data[0]) if data else None
+                if kind is not None:
+                    yield Message(kind, data[1:])
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        finally:
+            try:
+                await pubsub.aclose()
+            finally:
+                if client is not self.redis:
+                    await client.aclose()
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _stream_rows(reply: Any) -> list[tuple[Any, list[tuple[bytes, dict[bytes, bytes]]]]]:
+    """XREADGROUP's reply as (stream, rows), whatever RESP version shaped it."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return [(k, v[0] if v and isinstance(v[0], list) else v) for k, v in reply.items()]
+    return list(reply)
+
+
+def _node_pool(cluster: Any) -> redis.ConnectionPool:
+    """A plain connection pool to one node of `cluster` (for pub/sub)."""
+    node = cluster.get_default_node()
+    kwargs = dict(cluster.connection_kwargs)
+    for key in ("host", "port", "connection_class"):
+        kwargs.pop(key, None)
+    return redis.ConnectionPool(host=node.host, port=node.port, **kwargs)

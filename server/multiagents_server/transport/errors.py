@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from redis.exceptions import RedisError
 
 from multiagents_server import errors
+from multiagents_server.store import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ def unary(
         except errors.ServiceError as exc:
             await context.abort(status_of(exc), str(exc))
             raise  # unreachable: abort raises
-        except (RedisError, OSError) as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"storage unavailable, retry: {exc}")
+        except StoreError as exc:
+            await context.abort(*_storage_status(exc))
             raise
 
     return wrapper
@@ -63,7 +63,14 @@ def streaming(
                 yield item
         except errors.ServiceError as exc:
             await context.abort(status_of(exc), str(exc))
-        except (RedisError, OSError) as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"storage unavailable, retry: {exc}")
+        except StoreError as exc:
+            await context.abort(*_storage_status(exc))
 
     return wrapper
+
+
+def _storage_status(exc: StoreError) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, StoreUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, f"storage unavailable, retry: {exc}"
+    log.error("storage error", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"storage error: {exc}"

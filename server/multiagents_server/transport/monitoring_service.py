@@ -28,7 +28,8 @@ class MonitoringService(monitoring_service_pb2_grpc.MonitoringServiceServicer):
 
     async def _sessions(self) -> list[dict[str, Any]]:
         store = self.orchestrator.store
-        replicas = await store.live_replicas(self.orchestrator.clock())
+        now = self.orchestrator.clock()
+        replicas = [r for r, expires in await store.replicas() if expires >= now]
         return [json.loads(raw) for raw in await store.sessions_of(replicas)]
 
     @unary
@@ -58,6 +59,9 @@ class MonitoringService(monitoring_service_pb2_grpc.MonitoringServiceServicer):
     async def GetWorkerStats(
         self, request: mpb.GetWorkerStatsRequest, context: grpc.aio.ServicerContext
     ) -> mpb.GetWorkerStatsResponse:
+        # This replica's buffered counters first, so a caller reads its own
+        # workflows' outcomes; other replicas' follow within a second.
+        await self.orchestrator.flush_outcomes()
         store = self.orchestrator.store
         sessions = await self._sessions()
         names = list(request.worker_names) or sorted(
@@ -111,6 +115,7 @@ class MonitoringService(monitoring_service_pb2_grpc.MonitoringServiceServicer):
         if request.limit < 0:
             raise InvalidArgument("limit: must not be negative")
         limit = request.limit or 100
+        await self.orchestrator.flush_outcomes()
         store = self.orchestrator.store
         if request.transaction_id:
             rows = [json.loads(r) for r in await store.traces_of(request.transaction_id)]

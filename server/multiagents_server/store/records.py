@@ -1,0 +1,101 @@
+"""The typed records and errors that cross the store's boundary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class StoreError(Exception):
+    """Root of the store's errors."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis cannot be reached now (down, restarting, failing over): retry later."""
+
+
+class Fenced(StoreError):
+    """This replica's epoch is no longer a member of the bucket: it lost its
+    lease (it was paused or cut off for longer than the lease) and another
+    replica has taken over its work. It must rejoin with a new epoch."""
+
+
+class StoreSetupError(StoreError):
+    """The Redis the server was pointed at cannot be used; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One execution as stored: its JSON and revision."""
+
+    state: bytes
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommandEntry:
+    """A command taken from a worker's queue in one bucket."""
+
+    bucket: int
+    worker: str
+    entry_id: bytes
+    command: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedCommand:
+    """A command a transition enqueues; `claim` takes it for this replica at once."""
+
+    worker: str
+    command: bytes
+    claim: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Everything one transition writes, in one atomic call."""
+
+    transaction_id: str
+    expected_revision: int
+    state: bytes
+    history: tuple[bytes, ...] = ()
+    # Work on other executions (sub-workflows, the parent) that follows the
+    # commit; kept until carried out, with a flush timer as the safety net.
+    followups: bytes | None = None
+    flush_due_ms: int = 0
+    ttl_ms: int = 0
+    created_ms: int = 0
+    notification: bytes = b""
+    schedule: tuple[tuple[str, int], ...] = ()
+    unschedule: tuple[str, ...] = ()
+    commands: tuple[QueuedCommand, ...] = ()
+    ack: CommandEntry | None = None
+    cancels: tuple[str, ...] = ()
+    trace: tuple[str, bytes] | None = None
+    trace_ttl_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A commit's outcome: the new revision (None on a revision conflict) and
+    the commands claimed for this replica."""
+
+    revision: int | None
+    claimed: tuple[CommandEntry, ...] = ()
+
+
+@dataclass(slots=True)
+class WorkerOutcomes:
+    """Monitoring counters of one worker name, accumulated between flushes."""
+
+    succeeded: int = 0
+    failed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    durations_ms: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A live notification from the bus."""
+
+    kind: str  # "events", "wake", "cancel"
+    data: bytes
