@@ -4,6 +4,7 @@ stream (no polling)."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,11 +27,26 @@ STATES = {
     common_pb2.WORKFLOW_STATE_CANCELLED: "cancelled",
 }
 STATE_VALUES = {v: k for k, v in STATES.items()}
+# The server's retry hint on RESOURCE_EXHAUSTED (gRPC's own trailer name).
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
 TERMINAL_STATES = frozenset({"completed", "failed", "compensated", "cancelled"})
 STEP_STATUSES = {
     v.number: v.name.removeprefix("STEP_STATUS_").lower()
     for v in workflow_pb2.StepStatus.DESCRIPTOR.values
 }
+
+
+def _pushback_s(error: grpc.aio.AioRpcError) -> float | None:
+    """Seconds the server asked to wait before retrying, if it did."""
+    if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    for key, value in error.trailing_metadata() or ():
+        if key == PUSHBACK_KEY:
+            try:
+                return max(int(value), 0) / 1000
+            except ValueError:
+                return None
+    return None
 
 
 def failure_dict(f: common_pb2.Failure) -> dict[str, Any]:
@@ -154,11 +170,14 @@ class Client:
         *,
         token: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        max_inflight_calls: int = 1000,
     ) -> None:
         self.address = address
         self._channel = open_channel(address, credentials)
         self._stub = workflow_service_pb2_grpc.WorkflowServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        # Back-pressure: calls beyond this many wait here, not in the server.
+        self._inflight = asyncio.Semaphore(max_inflight_calls)
 
     async def __aenter__(self) -> Client:
         return self
@@ -170,10 +189,21 @@ class Client:
         await self._channel.close()
 
     async def _call(self, method: Any, request: Any, timeout: float | None = 30.0) -> Any:
-        try:
-            return await method(request, metadata=self._metadata, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
+        """One unary call; an overloaded server (RESOURCE_EXHAUSTED with a
+        retry hint: nothing was applied) is retried after the hint, within
+        `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            left = None if deadline is None else max(deadline - loop.time(), 0.001)
+            try:
+                async with self._inflight:
+                    return await method(request, metadata=self._metadata, timeout=left)
+            except grpc.aio.AioRpcError as exc:
+                pause = _pushback_s(exc)
+                if pause is None or (deadline is not None and loop.time() + pause >= deadline):
+                    raise from_rpc_error(exc) from None
+                await asyncio.sleep(pause * (0.5 + random.random()))
 
     async def register_workflow(self, workflow: Workflow | workflow_pb2.WorkflowDefinition) -> bool:
         """Register a definition; False when the identical one was there already."""

@@ -115,6 +115,12 @@ class Server:
             # gRPC sets SO_REUSEPORT by default: a second server on a busy port
             # would then start and silently take half the connections.
             ("grpc.so_reuseport", 0),
+            # gRPC core cancels calls beyond 1,000 (soft) / 3,000 (hard)
+            # waiting for a handler: a burst of submits would be lost as
+            # CANCELLED. Calls wait instead; ExecuteWorkflow sheds load
+            # itself with RESOURCE_EXHAUSTED and a retry hint.
+            ("grpc.server.max_pending_requests", 1_000_000),
+            ("grpc.server.max_pending_requests_hard_limit", 1_000_000),
         ]
         interceptors = []
         if config.auth_enabled:

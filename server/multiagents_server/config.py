@@ -37,6 +37,9 @@ class ServerConfig:
     heartbeat_interval_ms: int = 5_000
     default_step_timeout_ms: int = 600_000
     max_payload_bytes: int = 2 * 1024 * 1024
+    # ExecuteWorkflow calls handled at once; beyond, RESOURCE_EXHAUSTED with
+    # a retry hint (nothing applied), which the SDK clients retry.
+    max_inflight_submits: int = 2_000
     # How long finished executions (state and history) are kept.
     retention_ms: int = 7 * 24 * 3600 * 1000
     # A replica that has not renewed its lease for this long is dead; its

@@ -25,7 +25,15 @@ class FailedPrecondition(ServiceError):
 
 
 class ResourceExhausted(ServiceError):
-    """A payload over the size limit."""
+    """A payload over the size limit, or an overloaded server."""
+
+
+class Overloaded(ResourceExhausted):
+    """Too many requests in flight: nothing was applied; retry after `retry_after_ms`."""
+
+    def __init__(self, message: str, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
 
 
 class Unauthenticated(ServiceError):

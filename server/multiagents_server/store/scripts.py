@@ -17,7 +17,8 @@
 #   n commands, then (queue key index, worker name, command, claim 0|1) rows,
 #   ack queue key index (0 = none), ack entry id,
 #   n cancelled command ids, then each,
-#   trace command id ('' none), trace JSON, trace ttl ms.
+#   trace command id ('' none), trace JSON, trace ttl ms (set when the
+#   execution ends: the traces of a running one are kept like its state).
 #
 # Returns {-1} when the revision does not match, {-2} when the replica has
 # been fenced off (its epoch is not the bucket's), else
@@ -100,13 +101,11 @@ end
 count = tonumber(arg())
 for i = 1, count do redis.call('PUBLISH', bus, 'c' .. arg()) end
 local trace_id, trace, trace_ttl = arg(), arg(), arg()
-if trace_id ~= '' then
-  redis.call('HSET', KEYS[6], trace_id, trace)
-  redis.call('PEXPIRE', KEYS[6], trace_ttl)
-end
+if trace_id ~= '' then redis.call('HSET', KEYS[6], trace_id, trace) end
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[6], trace_ttl)
 end
 if notification ~= '' then redis.call('PUBLISH', bus, 'e' .. notification) end
 return out

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as redis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
@@ -102,16 +101,15 @@ class Store:
 
     async def load_scripts(self) -> None:
         for body in scripts.SCRIPTS.values():
-            if self.cluster:
-                await self.redis.script_load(body, target_nodes=RedisCluster.PRIMARIES)
-            else:
-                await self.redis.script_load(body)
+            await self.redis.script_load(body)  # on a cluster: on every node
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a script by its SHA; reload the scripts once if Redis forgot them."""
         for first in (True, False):
             cmds = self._auto.commands()
-            cmds.evalsha(self._sha[name], len(keys), *keys, *args)
+            # EVALSHA through execute_command: the cluster pipeline blocks its
+            # evalsha() helper, but routes the raw command by its keys.
+            cmds.execute_command("EVALSHA", self._sha[name], len(keys), *keys, *args)
             try:
                 (reply,) = await cmds.execute()
                 return reply
@@ -178,10 +176,7 @@ class Store:
         else:
             args += [0, ""]
         args += [len(c.cancels), *c.cancels]
-        if c.trace is not None:
-            args += [c.trace[0], c.trace[1], c.trace_ttl_ms]
-        else:
-            args += ["", "", 0]
+        args += [*(c.trace or ("", "")), c.trace_ttl_ms]
         reply = await self._script("commit", script_keys, args)
         revision = int(reply[0])
         if revision == -1:
@@ -308,9 +303,10 @@ class Store:
         timer) pairs and the earliest due time left (None when empty)."""
         cmds = self._auto.commands()
         for bucket in buckets:
-            cmds.evalsha(
-                self._sha["claim_timers"], 1, self.keys.timers(bucket), now_ms, lease_ms, limit
-            )
+            cmds.execute_command(
+                "EVALSHA", self._sha["claim_timers"], 1, self.keys.timers(bucket), now_ms,
+                lease_ms, limit,
+            )  # fmt: skip
         try:
             replies = await cmds.execute()
         except NoScriptError:
@@ -416,7 +412,7 @@ class Store:
             cmds.xadd(queue, {"c": e.command})
             cmds.xack(queue, DISPATCH_GROUP, e.entry_id)
             cmds.xdel(queue, e.entry_id)
-            cmds.publish(self.keys.bus, f"w{e.bucket}|{e.worker}")
+            cmds.execute_command("PUBLISH", self.keys.bus, f"w{e.bucket}|{e.worker}")
         await cmds.execute()
 
     @_guarded

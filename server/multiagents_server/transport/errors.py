@@ -24,10 +24,22 @@ STATUS = {
 }
 
 R = TypeVar("R")
+# gRPC's own name for a server's retry hint (used by gRPC's retry support too).
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 
 def status_of(exc: errors.ServiceError) -> grpc.StatusCode:
-    return STATUS.get(type(exc), grpc.StatusCode.INTERNAL)
+    for kind in type(exc).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return grpc.StatusCode.INTERNAL
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: errors.ServiceError) -> None:
+    trailers: tuple[tuple[str, str], ...] = ()
+    if isinstance(exc, errors.Overloaded):
+        trailers = ((PUSHBACK_KEY, str(exc.retry_after_ms)),)
+    await context.abort(status_of(exc), str(exc), trailing_metadata=trailers)
 
 
 def unary(
@@ -40,7 +52,7 @@ def unary(
         try:
             return await method(self, request, context)
         except errors.ServiceError as exc:
-            await context.abort(status_of(exc), str(exc))
+            await _abort(context, exc)
             raise  # unreachable: abort raises
         except StoreError as exc:
             await context.abort(*_storage_status(exc))
@@ -62,7 +74,7 @@ def streaming(
             async for item in method(self, request, context):
                 yield item
         except errors.ServiceError as exc:
-            await context.abort(status_of(exc), str(exc))
+            await _abort(context, exc)
         except StoreError as exc:
             await context.abort(*_storage_status(exc))
 

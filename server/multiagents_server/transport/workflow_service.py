@@ -12,13 +12,15 @@ from multiagents.v1 import common_pb2, events_pb2, workflow_service_pb2_grpc
 from multiagents.v1 import workflow_service_pb2 as pb
 from multiagents_server import convert
 from multiagents_server.config import ServerConfig
-from multiagents_server.errors import InvalidArgument
+from multiagents_server.errors import InvalidArgument, Overloaded
 from multiagents_server.events import EventHub
 from multiagents_server.orchestrator import Orchestrator
 from multiagents_server.transport.errors import streaming, unary
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
+# How long an overloaded server asks clients to wait before a retry.
+OVERLOAD_RETRY_MS = 50
 # The watch stream re-reads the state this often in case a live event was
 # missed (a pub/sub reconnect); normally every change arrives as it happens.
 WATCH_RESYNC_S = 10.0
@@ -37,6 +39,7 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
         self.orchestrator = orchestrator
         self.hub = hub
         self.config = config
+        self._submits = 0
 
     @unary
     async def RegisterWorkflow(
@@ -74,14 +77,24 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
             raise InvalidArgument("version: must be >= 0 (0 means latest)")
         input = convert.json_object(request.input, "input", self.config.max_payload_bytes)
         metadata = {k: v for k, v in context.invocation_metadata() or () if k == "traceparent"}
-        tx, created = await self.orchestrator.execute(
-            name,
-            input,
-            version=request.version,
-            request_id=request.request_id,
-            correlation_id=request.correlation_id,
-            metadata={k: str(v) for k, v in metadata.items()},
-        )
+        if self._submits >= self.config.max_inflight_submits:
+            raise Overloaded(
+                f"server overloaded: {self._submits} submits in flight (max_inflight_submits); "
+                f"nothing was started, retry after {OVERLOAD_RETRY_MS} ms",
+                OVERLOAD_RETRY_MS,
+            )
+        self._submits += 1
+        try:
+            tx, created = await self.orchestrator.execute(
+                name,
+                input,
+                version=request.version,
+                request_id=request.request_id,
+                correlation_id=request.correlation_id,
+                metadata={k: str(v) for k, v in metadata.items()},
+            )
+        finally:
+            self._submits -= 1
         return pb.ExecuteWorkflowResponse(transaction_id=tx, created=created)
 
     @unary
