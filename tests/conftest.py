@@ -1,5 +1,11 @@
 """Shared fixtures: one real embedded Redis and one real gRPC server per test
-session, on free localhost ports, stopped by pid at the end."""
+session, on free localhost ports, stopped by pid at the end.
+
+With `MULTIAGENTS_TEST_REDIS=cluster` (the cluster lane, `make test-cluster`)
+the session's Redis is a real 3-master Redis Cluster instead, and every
+test that takes `redis_server` runs against it; tests that need a single
+node (they restart it) are marked `single_node` and skipped there.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +26,21 @@ from integration.helpers import make_config
 from multiagents import Client
 from multiagents_server.app import Server
 from multiagents_server.embedded_redis import EmbeddedRedis
+from redis_cluster import RedisCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 # Session teardown never waits longer than this for one component.
 TEARDOWN_S = 30
+CLUSTER_LANE = os.environ.get("MULTIAGENTS_TEST_REDIS") == "cluster"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip = pytest.mark.skip(
+        reason="needs a single-node Redis it can restart (not the cluster lane)"
+    )
+    for item in items:
+        if CLUSTER_LANE and "single_node" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -31,25 +48,49 @@ def tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("multiagents")
 
 
-@pytest.fixture(scope="session")
-async def redis_server(tmp_root: Path) -> AsyncIterator[EmbeddedRedis]:
-    """The session's real redis-server (the same embedded Redis the product uses)."""
-    redis = EmbeddedRedis(tmp_root / "redis")
+@contextlib.asynccontextmanager
+async def _running(redis: EmbeddedRedis | RedisCluster, what: str) -> AsyncIterator[None]:
+    """Start `redis`; stop it at the end within TEARDOWN_S, else kill it by pid."""
     await redis.start()
-    yield redis
-    pid = redis.pid
+    pid = redis.pid if isinstance(redis, EmbeddedRedis) else None
     try:
-        await asyncio.wait_for(redis.stop(), TEARDOWN_S)
-    except TimeoutError:
-        # Reported, not raised: the tests are done; the process goes by pid.
-        warnings.warn(f"redis-server did not stop within {TEARDOWN_S}s; killed", stacklevel=1)
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        yield
+    finally:
+        try:
+            await asyncio.wait_for(redis.stop(), TEARDOWN_S)
+        except TimeoutError:
+            # Reported, not raised: the tests are done; the processes go by pid.
+            warnings.warn(f"{what} did not stop within {TEARDOWN_S}s; killed", stacklevel=1)
+            if isinstance(redis, RedisCluster):
+                redis.kill_all()
+            elif pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
-async def server(redis_server: EmbeddedRedis) -> AsyncIterator[Server]:
+async def redis_cluster(tmp_root: Path) -> AsyncIterator[RedisCluster]:
+    """A real 3-master Redis Cluster (3 redis-server processes, no replicas)."""
+    cluster = RedisCluster(tmp_root / "redis-cluster")
+    async with _running(cluster, "the Redis Cluster"):
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+async def redis_server(tmp_root: Path) -> AsyncIterator[EmbeddedRedis | RedisCluster]:
+    """The session's real Redis: the embedded single node the product uses,
+    or a 3-master cluster in the cluster lane. Both have `.url`."""
+    redis: EmbeddedRedis | RedisCluster
+    if CLUSTER_LANE:
+        redis = RedisCluster(tmp_root / "lane-cluster")
+    else:
+        redis = EmbeddedRedis(tmp_root / "redis")
+    async with _running(redis, "the session's Redis"):
+        yield redis
+
+
+@pytest.fixture(scope="session")
+async def server(redis_server: EmbeddedRedis | RedisCluster) -> AsyncIterator[Server]:
     """A real gRPC server replica shared by the session's tests."""
     srv = Server(make_config(redis_server.url))
     await srv.start()

@@ -25,14 +25,33 @@ pytestmark = pytest.mark.slow
 CRASH_WORKERS = str(ROOT / "tests" / "fixtures" / "crash_workers.py")
 
 
-def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "multiagents.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def spawn(
+    *args: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """The CLI in a child process; its stderr goes to `log` when given."""
+    with open(log or os.devnull, "wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "multiagents.cli", *args],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
+FAST_LEASE = {"MULTIAGENTS_REPLICA_LEASE_MS": "1500", "MULTIAGENTS_HEARTBEAT_INTERVAL_MS": "300"}
+
+
+def spawn_replica(
+    redis_url: str, prefix: str, *, log: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A server replica in a child process sharing `redis_url` and `prefix`."""
+    port = free_port()
+    process = spawn(
+        "serve", "--port", str(port), "--redis-url", redis_url, "--key-prefix", prefix,
+        env=FAST_LEASE, log=log,
+    )  # fmt: skip
+    return process, f"127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -158,6 +177,7 @@ def _import_worker(name: str) -> object:
     return getattr(module, name)
 
 
+@pytest.mark.single_node
 async def test_redis_restart_mid_step_loses_nothing(tmp_path: Path) -> None:
     """With AOF on, a Redis restart while a step runs loses nothing."""
     redis = EmbeddedRedis(tmp_path / "redis")
@@ -233,3 +253,86 @@ async def test_two_replicas_share_work_and_survive_one_being_killed(
             await runtime.stop()
     assert status.state == "completed"
     assert status.steps[0].attempts in (1, 2)  # the held answer, or a rerun after WorkerLost
+
+
+async def test_three_replicas_lose_nothing_when_one_is_killed_mid_run(
+    redis_server: EmbeddedRedis, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """Workers spread over replicas A, B and C; A is SIGKILLed with workflows in flight."""
+    prefix = make_config(redis_server.url).key_prefix
+    replicas = [spawn_replica(redis_server.url, prefix) for _ in range(3)]
+    processes.extend(p for p, _ in replicas)
+    addresses = [a for _, a in replicas]
+    wf = WorkflowBuilder("replicas.three_naps")
+    for step in ("a", "b", "c"):
+        wf.add_step(step, "crash.nap", retry=RetryPolicy(max_attempts=10, initial_interval=0.1))
+    nap = _import_worker("nap")
+    # Each runtime prefers another replica and fails over to the next ones.
+    runtimes = [
+        WorkerRuntime(
+            [nap], servers=addresses[i:] + addresses[:i], max_concurrency=10, reconnect_max=0.3
+        )
+        for i in range(3)
+    ]
+    async with Client(addresses[1]) as client:
+        await wait_for(_registers(client, wf.build()), timeout=20, interval=0.1)
+        for runtime in runtimes:
+            await runtime.start(timeout=20)
+        try:
+            ids = await asyncio.gather(
+                *(client.execute_workflow("replicas.three_naps", {"nap": 0.3}) for _ in range(60))
+            )
+            statuses = await asyncio.gather(*(client.get_status(tx) for tx in ids))
+            assert any(not s.terminal for s in statuses), "the kill must hit workflows in flight"
+            replicas[0][0].send_signal(signal.SIGKILL)
+            replicas[0][0].wait()
+            finals = await asyncio.gather(*(client.wait(tx, timeout=90) for tx in ids))
+        finally:
+            for runtime in runtimes:
+                await runtime.stop()
+    assert [s.state for s in finals] == ["completed"] * 60
+    assert all(set(s.step_results) == {"a", "b", "c"} for s in finals)
+
+
+async def test_a_paused_replica_is_fenced_off_and_its_late_answer_is_refused(
+    redis_server: EmbeddedRedis, processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    """Replica A is SIGSTOPped (a long GC pause) while its worker runs a step;
+    B fences A off and fails the step as WorkerLost; the worker's answer reaches
+    A after SIGCONT and A's commit is refused (fenced), so the step's result is
+    the retry's, run after A rejoined."""
+    config = make_config(redis_server.url)
+    log = tmp_path / "replica-a.log"
+    replica_a, address_a = spawn_replica(redis_server.url, config.key_prefix, log=log)
+    processes.append(replica_a)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    async with Server(config) as replica_b, Client(replica_b.address) as client:
+        wf = WorkflowBuilder("fencing.wf").add_step(
+            "slow", "crash.slow", retry=RetryPolicy(max_attempts=3, initial_interval=0.05)
+        )
+        await client.register_workflow(wf.build())
+        runtime = WorkerRuntime([_import_worker("slow")], servers=[address_a], reconnect_max=0.3)
+        await runtime.start(timeout=20)
+        try:
+            tx = await client.execute_workflow("fencing.wf", {"marker_dir": str(markers),
+                                                              "sleep": 1})  # fmt: skip
+            await wait_for(lambda: any(markers.iterdir()), timeout=10)
+            replica_a.send_signal(signal.SIGSTOP)
+            try:
+
+                async def lost() -> bool:
+                    errors = [e.error for e in await client.get_history(tx) if e.HasField("error")]
+                    return any(e.error.type == "WorkerLost" for e in errors)
+
+                await wait_for(lost, timeout=20, interval=0.1)
+            finally:
+                replica_a.send_signal(signal.SIGCONT)
+            status = await client.wait(tx, timeout=60)
+            history = await client.get_history(tx)
+        finally:
+            await runtime.stop()
+    assert status.state == "completed"
+    results = [e.result.command_id for e in history if e.HasField("result")]
+    assert results == [f"{tx}:x0:2"]  # attempt 1's answer, held by fenced A, never landed
+    assert "fenced off" in log.read_text()

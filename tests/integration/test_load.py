@@ -5,6 +5,7 @@ its own calls in flight and retries on the hint."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -51,10 +52,8 @@ async def test_an_overloaded_server_answers_resource_exhausted_with_a_retry_hint
 
     async def submit(i: int) -> tuple[grpc.StatusCode, dict[str, str]]:
         call = stub.ExecuteWorkflow(pb.ExecuteWorkflowRequest(workflow_name=uid), timeout=30)
-        try:
+        with contextlib.suppress(grpc.aio.AioRpcError):
             await call
-        except grpc.aio.AioRpcError:
-            pass
         return await call.code(), {k: str(v) for k, v in await call.trailing_metadata() or ()}
 
     outcomes = await asyncio.gather(*(submit(i) for i in range(200)))

@@ -11,14 +11,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as ClusterClient
 from redis.exceptions import ClusterDownError
 
-from cluster_conftest_snippet import redis_cluster as _redis_cluster_fixture
 from integration.helpers import wait_for
 from redis_cluster import RedisCluster
 
 pytestmark = pytest.mark.cluster
-
-# Until the fixture is merged into conftest.py (then delete this line and the import).
-redis_cluster = _redis_cluster_fixture
 
 
 def _owner(rc: ClusterClient, key: str) -> int:

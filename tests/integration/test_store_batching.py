@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster as ClusterClient
 from redis.exceptions import ResponseError
 
+from conftest import CLUSTER_LANE
 from integration.helpers import make_config, wait_for
 from multiagents.v1 import worker_service_pb2 as wpb
 from multiagents_server import engine
@@ -31,8 +33,13 @@ SPEC = engine.WorkflowSpec(
 
 
 @pytest.fixture
-async def client(redis_server: EmbeddedRedis) -> AsyncIterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_server.url, decode_responses=False)
+async def client(redis_server: EmbeddedRedis) -> AsyncIterator[Any]:
+    """A plain redis-py client of the session's Redis (a cluster client in the cluster lane)."""
+    c: Any
+    if CLUSTER_LANE:
+        c = ClusterClient.from_url(redis_server.url, decode_responses=False)
+    else:
+        c = redis.Redis.from_url(redis_server.url, decode_responses=False)
     yield c
     await c.aclose()
 
@@ -78,7 +85,7 @@ class Claims:
 async def test_concurrent_operations_get_their_own_replies_and_errors(
     client: redis.Redis, uid: str
 ) -> None:
-    auto = AutoPipeline(client, slots=2)
+    auto = AutoPipeline(client, cluster=CLUSTER_LANE, slots=2)
 
     async def op(i: int) -> list[object]:
         cmds = auto.commands()
@@ -96,6 +103,7 @@ async def test_concurrent_operations_get_their_own_replies_and_errors(
             assert result == [True, str(i).encode()]
 
 
+@pytest.mark.single_node
 async def test_shared_pipeline_reconnects_after_its_connection_is_dropped(
     client: redis.Redis, uid: str
 ) -> None:

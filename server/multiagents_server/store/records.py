@@ -13,10 +13,11 @@ class StoreUnavailable(StoreError):
     """Redis cannot be reached now (down, restarting, failing over): retry later."""
 
 
-class Fenced(StoreError):
+class Fenced(StoreUnavailable):
     """This replica's epoch is no longer a member of the bucket: it lost its
     lease (it was paused or cut off for longer than the lease) and another
-    replica has taken over its work. It must rejoin with a new epoch."""
+    replica has taken over its work. Nothing was written; the replica rejoins
+    with a new epoch, after which a retry is judged on the stored state."""
 
 
 class StoreSetupError(StoreError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -593,9 +594,15 @@ def _stream_rows(reply: Any) -> list[tuple[Any, list[tuple[bytes, dict[bytes, by
 
 
 def _node_pool(cluster: Any) -> redis.ConnectionPool:
-    """A plain connection pool to one node of `cluster` (for pub/sub)."""
-    node = cluster.get_default_node()
-    kwargs = dict(cluster.connection_kwargs)
-    for key in ("host", "port", "connection_class"):
-        kwargs.pop(key, None)
-    return redis.ConnectionPool(host=node.host, port=node.port, **kwargs)
+    """A plain connection pool to one live node of `cluster` (for pub/sub: a
+    PUBLISH reaches every node). Each reconnect picks a node anew."""
+    nodes = cluster.get_nodes()
+    node = random.choice(nodes) if nodes else cluster.get_default_node()
+    kwargs = cluster.connection_kwargs
+    return redis.ConnectionPool(
+        host=node.host,
+        port=node.port,
+        username=kwargs.get("username"),
+        password=kwargs.get("password"),
+        socket_connect_timeout=5,
+    )
