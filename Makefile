@@ -67,7 +67,7 @@ pytest-cluster:
 clean:
 	rm -rf .venv node_modules .multiagents
 
-# Benchmarks (bench/README.md): MultiAgents against Celery on one embedded
+# Benchmarks (bench/README.md): MultiAgents against Celery and arq on one embedded
 # Redis; never part of `make test`. BENCH_ARGS passes options through, e.g.
 # `make bench BENCH_ARGS="--profile bench/profiles"`.
 BENCH_ARGS ?=
@@ -82,7 +82,7 @@ bench: bench-deps
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 bench-scale: bench-deps
-	$(PY) -m bench.run --scale 100000 $(BENCH_ARGS)
+	$(PY) -m bench.scale $(BENCH_ARGS)
 
 bench-roundtrips: bench-deps
 	$(PY) -m bench.roundtrips $(BENCH_ARGS)

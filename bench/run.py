@@ -1,14 +1,16 @@
-"""MultiAgents against Celery on one machine and one embedded Redis.
+"""MultiAgents against Celery and arq on one machine and one embedded Redis.
 
-    python -m bench.run               # both systems, then the ratios us/Celery
-    python -m bench.run --scale 100000   # the scale run (MultiAgents only)
+    python -m bench.run                    # the three systems, then the ratios
+    python -m bench.run --systems celery,arq --latency-n 50 --throughput-n 500
 
 For each system: end-to-end latency of one 3-step workflow at a time (p50,
 p99 over `--latency-n` sequential runs), throughput (`--throughput-n`
 submitted at once, time until every one is terminal), CPU seconds per
-workflow (server, workers and Redis, measured over the throughput phase) and
-the peak RSS of the server (Celery has no server: its worker processes are
-the nearest thing, and are reported as such). See bench/README.md.
+workflow (server, workers and Redis, measured over the throughput phase),
+Redis commands per workflow and the peak RSS of the server (Celery and arq
+have no server: their worker processes are the nearest thing, and are
+reported as such). Then the ratios of MultiAgents against each peer, with the
+targets. The scale run is `python -m bench.scale`. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,12 +32,18 @@ import psutil
 import redis as redis_sync
 
 from bench import procs
+from bench.common import PREFIX, WORKFLOW, bench3_definition, embedded_redis, log, start_multiagents
 from bench.profile import Profiler
 from multiagents_server.embedded_redis import EmbeddedRedis, free_port
 
 T = TypeVar("T")
-WORKFLOW = "bench3"
-PREFIX = "bench"
+SYSTEMS = ("multiagents", "celery", "arq")
+# Databases of the one embedded Redis: MultiAgents 0, Celery's broker 1 and
+# result backend 2, arq 3.
+CELERY_BROKER_DB, CELERY_BACKEND_DB, ARQ_DB = 1, 2, 3
+# arq enqueues at most this many workflows at a time in the throughput phase
+# (each enqueue holds a connection; redis-py's pool fails beyond 100).
+ARQ_SUBMIT_CONCURRENCY = 50
 
 
 @dataclass
@@ -63,10 +70,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
-
-
-def log(*parts: object) -> None:
-    print(*parts, file=sys.stderr, flush=True)
 
 
 class RedisProcess:
@@ -101,23 +104,15 @@ class CpuMeter:
 
 async def bench_multiagents(args: argparse.Namespace, redis_url: str, work: Path) -> Figures:
     from multiagents import Client
-    from multiagents.workflow import WorkflowBuilder
 
     figures = Figures("MultiAgents")
     port = free_port()
     address = f"127.0.0.1:{port}"
-    server, worker = start_multiagents(args, redis_url, port, work, {})
+    server, worker = start_multiagents(args.ma_concurrency, redis_url, port, work, {})
     rcli = redis_sync.Redis.from_url(redis_url)
     try:
         async with Client(address) as client:
-            workflow = (
-                WorkflowBuilder(WORKFLOW)
-                .add_step("one", "bench_step1")
-                .add_step("two", "bench_step2")
-                .add_step("three", "bench_step3")
-                .build()
-            )
-            await client.register_workflow(workflow)
+            await client.register_workflow(bench3_definition())
 
             async def one(i: int) -> None:
                 tx = await client.execute_workflow(WORKFLOW, {"n": i})
@@ -197,33 +192,12 @@ async def completed_steps(rcli: Any) -> int:
     return int(value or 0)
 
 
-def start_multiagents(
-    args: argparse.Namespace, redis_url: str, port: int, work: Path, env: dict[str, str]
-) -> tuple[procs.Child, procs.Child]:
-    server = procs.start(
-        "ma-server",
-        [str(procs.BIN / "multiagents"), "serve", "--port", str(port),
-         "--redis-url", redis_url, "--key-prefix", PREFIX, "--log-level", "WARNING"],
-        work,
-        env,
-    )  # fmt: skip
-    procs.wait_for_line(server, "listening on")
-    worker = procs.start(
-        "ma-worker",
-        [str(procs.BIN / "multiagents"), "worker", "bench/ma_workers.py",
-         "--server", f"127.0.0.1:{port}", "--concurrency", str(args.ma_concurrency)],
-        work,
-    )  # fmt: skip
-    procs.wait_for_line(worker, "serving")
-    return server, worker
-
-
 # -- Celery -----------------------------------------------------------------------
 
 
 def bench_celery(args: argparse.Namespace, redis_url: str, work: Path) -> Figures:
     base = redis_url.rsplit("/", 1)[0]
-    broker, backend = f"{base}/1", f"{base}/2"
+    broker, backend = f"{base}/{CELERY_BROKER_DB}", f"{base}/{CELERY_BACKEND_DB}"
     env = {"BENCH_CELERY_BROKER": broker, "BENCH_CELERY_BACKEND": backend}
     os.environ.update(env)
     from celery import chain
@@ -304,6 +278,97 @@ def bench_celery(args: argparse.Namespace, redis_url: str, work: Path) -> Figure
     return figures
 
 
+# -- arq --------------------------------------------------------------------------
+
+
+async def bench_arq(args: argparse.Namespace, redis_url: str, work: Path) -> Figures:
+    from arq import create_pool
+    from arq.connections import RedisSettings
+
+    from bench.arq_app import job_id, job_result
+
+    url = f"{redis_url.rsplit('/', 1)[0]}/{ARQ_DB}"
+    env = {"BENCH_ARQ_REDIS": url, "BENCH_ARQ_MAX_JOBS": str(args.arq_max_jobs)}
+    figures = Figures("arq")
+    worker = procs.start(
+        "arq-worker",
+        [str(procs.BIN / "arq"), "bench.arq_app.WorkerSettings",
+         "--custom-log-dict", "bench.arq_app.LOG_CONFIG"],
+        work,
+        env,
+    )  # fmt: skip
+    rcli = redis_sync.Redis.from_url(redis_url)
+    pool = None
+    try:
+        pool = await create_pool(RedisSettings.from_dsn(url))
+
+        async def submit(i: int) -> str:
+            """Enqueue step 1 of a new workflow; its jobs are `<workflow>:1`, `:2`, `:3`."""
+            workflow = uuid.uuid4().hex
+            job = await pool.enqueue_job("step1", {"n": i}, _job_id=job_id(workflow, 1))
+            if job is None:
+                raise RuntimeError(f"arq refused job {job_id(workflow, 1)}")
+            return workflow
+
+        async def check(workflow: str, timeout: float = 600) -> None:
+            """Follow the chain: job 1's result, then job 2's, then job 3's."""
+            value: Any = None
+            for step in (1, 2, 3):
+                value = await job_result(pool, job_id(workflow, step), timeout)
+            if value.get("s3") != 3:
+                raise RuntimeError(f"unexpected arq chain result {value!r}")
+
+        log("arq: warm-up")
+        await check(await submit(-1), timeout=60)  # queued until the worker is up
+        warm = [await submit(i) for i in range(args.warmup)]
+        for w in warm:
+            await check(w)
+
+        log(f"arq: latency, {args.latency_n} sequential chains")
+        samples = []
+        for i in range(args.latency_n):
+            t0 = time.perf_counter()
+            await check(await submit(i))
+            samples.append((time.perf_counter() - t0) * 1000)
+        fill_latency(figures, samples)
+
+        n = args.throughput_n
+        log(f"arq: throughput, {n} chains submitted at once")
+        limit = asyncio.Semaphore(ARQ_SUBMIT_CONCURRENCY)
+
+        async def bounded(i: int) -> str:
+            async with limit:
+                return await submit(i)
+
+        meter = CpuMeter(
+            {
+                "worker": worker.cpu_seconds,
+                "redis": args.redis_proc.cpu_seconds,
+                "client": time.process_time,
+            }
+        )
+        rcli.config_resetstat()
+        profiler = Profiler(args.profile, "arq", [worker])
+        profiler.start()
+        meter.start()
+        t0 = time.perf_counter()
+        workflows = await asyncio.gather(*(bounded(i) for i in range(n)))
+        for w in workflows:  # in order, like Celery's .get() loop
+            await check(w)
+        elapsed = time.perf_counter() - t0
+        meter.stop()
+        profiler.stop()
+        fill_throughput(figures, n, elapsed, meter, procs.commandstats(rcli))
+        figures.server_peak_rss_mb = worker.peak_rss_mb()
+        figures.server_label = f"arq worker (one process, max_jobs {args.arq_max_jobs})"
+    finally:
+        worker.stop()
+        if pool is not None:
+            await pool.aclose()
+        rcli.close()
+    return figures
+
+
 # -- figures ----------------------------------------------------------------------
 
 
@@ -330,6 +395,55 @@ def fill_throughput(
     figures.redis_commands = {k: round(v / n, 2) for k, v in top}
 
 
+# The targets, as (metric, peer, comparison, bound) on the ratio MultiAgents/peer.
+TARGETS = (
+    ("latency_p50", "Celery", "<=", 0.5),
+    ("throughput", "arq", ">=", 2.0),
+    ("cpu_per_workflow", "arq", "<=", 1.0),
+    ("redis_commands_per_workflow", "Celery", "<=", 1.0),
+)
+# Each ratio: its label and the field of Figures it divides (the ones with a
+# target last, so that they are the report's final lines).
+RATIOS = {
+    "latency_p99": ("latency p99", "latency_p99_ms"),
+    "peak_rss": ("peak RSS", "server_peak_rss_mb"),
+    "latency_p50": ("latency p50", "latency_p50_ms"),
+    "throughput": ("throughput", "workflows_per_s"),
+    "cpu_per_workflow": ("CPU/workflow (system)", "cpu_s_per_workflow"),
+    "redis_commands_per_workflow": ("Redis commands/workflow", "redis_commands_per_workflow"),
+}
+PEERS = ("Celery", "arq")
+
+
+def ratios(results: list[Figures]) -> dict[str, dict[str, float | None]]:
+    """MultiAgents/peer for each ratio and each peer that ran (empty without MultiAgents)."""
+    by_name = {f.system: f for f in results}
+    us = by_name.get("MultiAgents")
+    out: dict[str, dict[str, float | None]] = {}
+    if us is None:
+        return out
+    for peer in PEERS:
+        them = by_name.get(peer)
+        if them is None:
+            continue
+        out[peer] = {}
+        for key, (_, name) in RATIOS.items():
+            theirs = getattr(them, name)
+            out[peer][key] = getattr(us, name) / theirs if theirs else None
+    return out
+
+
+def targets(ratio: dict[str, dict[str, float | None]]) -> list[dict[str, Any]]:
+    """Each target with the ratio it is judged on; `met` is None when the peer did not run."""
+    out = []
+    for key, peer, op, bound in TARGETS:
+        value = ratio.get(peer, {}).get(key)
+        met = None if value is None else (value <= bound if op == "<=" else value >= bound)
+        target = f"{op} {bound:g}x"
+        out.append({"metric": key, "peer": peer, "target": target, "ratio": value, "met": met})
+    return out
+
+
 def report(results: list[Figures]) -> str:
     lines = []
     for f in results:
@@ -346,22 +460,26 @@ def report(results: list[Figures]) -> str:
             f"peak RSS of the server: {f.server_peak_rss_mb:.1f} MB ({f.server_label})",
             f"redis commands per workflow: {f.redis_commands_per_workflow:.1f} [{cmds}]",
         ]
-    by_name = {f.system: f for f in results}
-    us, them = by_name.get("MultiAgents"), by_name.get("Celery")
-    if us and them:
-        thr = us.workflows_per_s / them.workflows_per_s
-        p50 = us.latency_p50_ms / them.latency_p50_ms
-        p99 = us.latency_p99_ms / them.latency_p99_ms
-        cpu = us.cpu_s_per_workflow / them.cpu_s_per_workflow
-        rss = us.server_peak_rss_mb / them.server_peak_rss_mb
-        lines += [
-            "== ratios us/Celery (same run, same machine, same Redis)",
-            f"throughput     {thr:6.2f}x   (target >= 5x: {'met' if thr >= 5 else 'NOT met'})",
-            f"latency p50    {p50:6.2f}x   (target <= 0.5x: {'met' if p50 <= 0.5 else 'NOT met'})",
-            f"latency p99    {p99:6.2f}x",
-            f"CPU/workflow   {cpu:6.2f}x",
-            f"peak RSS       {rss:6.2f}x",
+    ratio = ratios(results)
+    if not ratio:
+        lines.append("(no ratios: they need MultiAgents and at least one of Celery, arq)")
+        return "\n".join(lines)
+    goals = {t["metric"]: t for t in targets(ratio)}
+    lines += [
+        "== ratios MultiAgents/peer (same run, same machine, same Redis)",
+        f"{'':24} {'us/Celery':>9} {'us/arq':>9}   target",
+    ]
+    for key, (label, _) in RATIOS.items():
+        cells = [
+            f"{'-':>9}" if ratio.get(p, {}).get(key) is None else f"{ratio[p][key]:8.2f}x"
+            for p in PEERS
         ]
+        line = f"{label:24} {cells[0]} {cells[1]}"
+        goal = goals.get(key)
+        if goal is not None:
+            verdict = {True: "met", False: "NOT met", None: f"{goal['peer']} not run"}
+            line += f"   {goal['target']} {goal['peer']}: {verdict[goal['met']]}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -369,8 +487,14 @@ def report(results: list[Figures]) -> str:
 
 
 async def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
-    parser.add_argument("--systems", default="multiagents,celery")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"comma-separated, of {', '.join(SYSTEMS)} (default: all)",
+    )
     parser.add_argument("--latency-n", type=int, default=200)
     parser.add_argument("--throughput-n", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=50)
@@ -386,45 +510,39 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--celery-pool", default="prefork")
     parser.add_argument("--celery-concurrency", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--celery-prefetch", type=int, default=4)
+    parser.add_argument(
+        "--arq-max-jobs", type=int, default=10, help="the arq worker's max_jobs (arq's default)"
+    )
     parser.add_argument("--profile", metavar="DIR", help="py-spy the server and workers into DIR")
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
-    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    parser.add_argument("--scale", type=int, default=0, help="run the scale run with N workflows")
-    parser.add_argument("--retention-ms", type=int, default=15_000, help="retention (scale run)")
-    parser.add_argument("--in-flight", type=int, default=500, help="workflows open (scale run)")
+    parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     args = parser.parse_args(argv)
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = sorted(set(systems) - set(SYSTEMS))
+    if unknown or not systems:
+        parser.error(f"--systems: unknown {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
 
-    work = Path(tempfile.mkdtemp(prefix="ma-bench-"))
-    ok = False
-    try:
-        embedded = EmbeddedRedis(work / "redis")
-        await embedded.start()
+    async with embedded_redis(args.keep) as (embedded, work):
         args.redis_proc = RedisProcess(embedded)
-        log(f"embedded redis at {embedded.url}; logs in {work}")
-        try:
-            if args.scale:
-                from bench.scale import scale_run
-
-                print(await scale_run(args, embedded.url, work), flush=True)
-                ok = True
-                return 0
-            results = []
-            systems = args.systems.split(",")
-            if "multiagents" in systems:
-                results.append(await bench_multiagents(args, embedded.url, work))
-            if "celery" in systems:
-                results.append(bench_celery(args, embedded.url, work))
-            print(report(results), flush=True)
-            if args.json:
-                Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
-            ok = True
-        finally:
-            await embedded.stop()
-    finally:
-        if ok and not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            log(f"failed: the processes' logs are kept in {work}")
+        results = []
+        if "multiagents" in systems:
+            results.append(await bench_multiagents(args, embedded.url, work))
+        if "celery" in systems:
+            results.append(bench_celery(args, embedded.url, work))
+        if "arq" in systems:
+            results.append(await bench_arq(args, embedded.url, work))
+        print(report(results), flush=True)
+        if args.json:
+            ratio = ratios(results)
+            settings = {k: v for k, v in vars(args).items() if k not in ("redis_proc", "json")}
+            document = {
+                "settings": settings,
+                "systems": [asdict(r) for r in results],
+                "ratios": ratio,
+                "targets": targets(ratio),
+            }
+            Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+            log(f"figures written to {args.json}")
     return 0
 
 

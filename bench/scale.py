@@ -1,12 +1,17 @@
 """The scale run: many workflows through one server, with Redis memory and the
 server's RSS recorded before, during and after, to show that finished
 workflows are bounded by the retention setting and that the server does not
-grow with the number of workflows it has run."""
+grow with the number of workflows it has run.
+
+    python -m bench.scale                      # 100,000 workflows (make bench-scale)
+    python -m bench.scale --workflows 20000 --retention-ms 30000
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +19,14 @@ from typing import Any
 
 import redis as redis_sync
 
-from bench.run import PREFIX, WORKFLOW, log, start_multiagents
+from bench.common import (
+    PREFIX,
+    WORKFLOW,
+    bench3_definition,
+    embedded_redis,
+    log,
+    start_multiagents,
+)
 from multiagents_server.embedded_redis import free_port
 
 CHECKPOINTS = (10_000, 25_000, 50_000, 75_000)
@@ -63,29 +75,21 @@ def snapshot(
 
 async def scale_run(args: argparse.Namespace, redis_url: str, work: Path) -> str:
     from multiagents import Client
-    from multiagents.workflow import WorkflowBuilder
 
-    total = args.scale
+    total = args.workflows
     # Command traces (monitoring) have their own retention; bound both.
     env = {
         "MULTIAGENTS_RETENTION_MS": str(args.retention_ms),
         "MULTIAGENTS_TRACE_RETENTION_MS": str(args.retention_ms),
     }
     port = free_port()
-    server, worker = start_multiagents(args, redis_url, port, work, env)
+    server, worker = start_multiagents(args.ma_concurrency, redis_url, port, work, env)
     rcli = redis_sync.Redis.from_url(redis_url)
     snaps: list[Snapshot] = []
     t0 = time.perf_counter()
     try:
         async with Client(f"127.0.0.1:{port}") as client:
-            workflow = (
-                WorkflowBuilder(WORKFLOW)
-                .add_step("one", "bench_step1")
-                .add_step("two", "bench_step2")
-                .add_step("three", "bench_step3")
-                .build()
-            )
-            await client.register_workflow(workflow)
+            await client.register_workflow(bench3_definition())
             snaps.append(snapshot("before", 0, t0, rcli, server, worker))
             completed = 0
             next_index = 0
@@ -164,3 +168,22 @@ def scale_report(snaps: list[Snapshot], total: int, run_s: float, retention_ms: 
             f"{snaps[-1].index} once pruned"
         )
     return "\n".join(lines)
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.scale", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--workflows", type=int, default=100_000, help="workflows to run")
+    parser.add_argument("--retention-ms", type=int, default=15_000, help="retention of finished")
+    parser.add_argument("--in-flight", type=int, default=500, help="workflows open at a time")
+    parser.add_argument("--ma-concurrency", type=int, default=1000)
+    parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
+    args = parser.parse_args(argv)
+    async with embedded_redis(args.keep) as (embedded, work):
+        print(await scale_run(args, embedded.url, work), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
