@@ -61,13 +61,20 @@ def bench3_definition() -> Workflow:
 
 
 def start_multiagents(
-    concurrency: int, redis_url: str, port: int, work: Path, env: dict[str, str]
+    concurrency: int,
+    redis_url: str,
+    port: int,
+    work: Path,
+    env: dict[str, str],
+    processes: int = 1,
 ) -> tuple[procs.Child, procs.Child]:
-    """`multiagents serve` on 127.0.0.1:`port` and one worker process of bench/ma_workers.py."""
+    """`multiagents serve` (`processes` replicas) on 127.0.0.1:`port` and one
+    worker process of bench/ma_workers.py."""
     server = procs.start(
         "ma-server",
         [str(procs.BIN / "multiagents"), "serve", "--port", str(port),
-         "--redis-url", redis_url, "--key-prefix", PREFIX, "--log-level", "WARNING"],
+         "--redis-url", redis_url, "--key-prefix", PREFIX, "--log-level", "WARNING",
+         "--processes", str(processes)],
         work,
         env,
     )  # fmt: skip

@@ -102,13 +102,17 @@ class CpuMeter:
 # -- MultiAgents ------------------------------------------------------------------
 
 
-async def bench_multiagents(args: argparse.Namespace, redis_url: str, work: Path) -> Figures:
+async def bench_multiagents(
+    args: argparse.Namespace, redis_url: str, work: Path, processes: int
+) -> Figures:
     from multiagents import Client
 
-    figures = Figures("MultiAgents")
+    figures = Figures(ma_name(processes))
     port = free_port()
     address = f"127.0.0.1:{port}"
-    server, worker = start_multiagents(args.ma_concurrency, redis_url, port, work, {})
+    server, worker = start_multiagents(
+        args.ma_concurrency, redis_url, port, work, {}, processes=processes
+    )
     rcli = redis_sync.Redis.from_url(redis_url)
     try:
         async with Client(address) as client:
@@ -178,7 +182,11 @@ async def bench_multiagents(args: argparse.Namespace, redis_url: str, work: Path
                 raise RuntimeError(f"{len(bad)} workflows did not complete: {bad[0]}")
             fill_throughput(figures, n, elapsed, meter, procs.commandstats(rcli))
             figures.server_peak_rss_mb = server.peak_rss_mb()
-            figures.server_label = "multiagents serve (one process)"
+            figures.server_label = (
+                "multiagents serve (one process)"
+                if processes == 1
+                else f"multiagents serve --processes {processes} (all processes)"
+            )
     finally:
         worker.stop()
         server.stop()
@@ -188,7 +196,7 @@ async def bench_multiagents(args: argparse.Namespace, redis_url: str, work: Path
 
 async def completed_steps(rcli: Any) -> int:
     """Successful commands of the workflow's last worker (the server's monitoring counters)."""
-    value = await asyncio.to_thread(rcli.hget, f"{PREFIX}:stats:{{bench_step3}}", "succeeded")
+    value = await asyncio.to_thread(rcli.hget, f"{PREFIX}:{{g}}:stats:bench_step3", "succeeded")
     return int(value or 0)
 
 
@@ -413,16 +421,30 @@ RATIOS = {
     "redis_commands_per_workflow": ("Redis commands/workflow", "redis_commands_per_workflow"),
 }
 PEERS = ("Celery", "arq")
+DEFAULT_PROCESSES = os.cpu_count() or 1
+
+
+def peers(results: list[Figures]) -> list[str]:
+    others = [f.system for f in results if f.system.startswith("MultiAgents (")]
+    return [*PEERS, *others]
+
+
+def ma_name(processes: int) -> str:
+    """The name of a MultiAgents run: the default (one replica per core) is "MultiAgents"."""
+    if processes == DEFAULT_PROCESSES:
+        return "MultiAgents"
+    return f"MultiAgents ({processes} process{'es' if processes > 1 else ''})"
 
 
 def ratios(results: list[Figures]) -> dict[str, dict[str, float | None]]:
-    """MultiAgents/peer for each ratio and each peer that ran (empty without MultiAgents)."""
+    """MultiAgents/peer for each ratio and each peer that ran (empty without MultiAgents).
+    A MultiAgents run with another process count counts as a peer of the default."""
     by_name = {f.system: f for f in results}
     us = by_name.get("MultiAgents")
     out: dict[str, dict[str, float | None]] = {}
     if us is None:
         return out
-    for peer in PEERS:
+    for peer in peers(results):
         them = by_name.get(peer)
         if them is None:
             continue
@@ -465,16 +487,20 @@ def report(results: list[Figures]) -> str:
         lines.append("(no ratios: they need MultiAgents and at least one of Celery, arq)")
         return "\n".join(lines)
     goals = {t["metric"]: t for t in targets(ratio)}
+    columns = peers(results)
     lines += [
-        "== ratios MultiAgents/peer (same run, same machine, same Redis)",
-        f"{'':24} {'us/Celery':>9} {'us/arq':>9}   target",
+        f"== ratios MultiAgents (serve default: {DEFAULT_PROCESSES} processes on "
+        f"{os.cpu_count()} cores)/peer (same run, same machine, same Redis)",
+        f"{'':24} "
+        + " ".join(f"{'us/' + p.removeprefix('MultiAgents '):>12}" for p in columns)
+        + "   target",
     ]
     for key, (label, _) in RATIOS.items():
         cells = [
-            f"{'-':>9}" if ratio.get(p, {}).get(key) is None else f"{ratio[p][key]:8.2f}x"
-            for p in PEERS
+            f"{'-':>12}" if ratio.get(p, {}).get(key) is None else f"{ratio[p][key]:11.2f}x"
+            for p in columns
         ]
-        line = f"{label:24} {cells[0]} {cells[1]}"
+        line = f"{label:24} " + " ".join(cells)
         goal = goals.get(key)
         if goal is not None:
             verdict = {True: "met", False: "NOT met", None: f"{goal['peer']} not run"}
@@ -499,6 +525,13 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput-n", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--ma-concurrency", type=int, default=1000)
+    parser.add_argument(
+        "--ma-processes",
+        type=lambda v: [int(p) for p in v.split(",")],
+        default=sorted({DEFAULT_PROCESSES, 1}),
+        help="server processes to run MultiAgents with, comma-separated (default: 1 and "
+        "the core count, serve's default)",
+    )
     parser.add_argument("--client-rpcs", type=int, default=500, help="RPCs open at once")
     parser.add_argument(
         "--observe",
@@ -526,7 +559,8 @@ async def main(argv: list[str] | None = None) -> int:
         args.redis_proc = RedisProcess(embedded)
         results = []
         if "multiagents" in systems:
-            results.append(await bench_multiagents(args, embedded.url, work))
+            for processes in args.ma_processes:
+                results.append(await bench_multiagents(args, embedded.url, work, processes))
         if "celery" in systems:
             results.append(bench_celery(args, embedded.url, work))
         if "arq" in systems:

@@ -130,19 +130,29 @@ async def follow(client: Client, tx: str) -> WorkflowStatus:
 async def cmd_serve(args: argparse.Namespace) -> int:
     from multiagents_server.app import Server
     from multiagents_server.config import ConfigError, load_config
+    from multiagents_server.store import StoreSetupError
+    from multiagents_server.supervisor import Supervisor, process_count
 
     flags = {
         "host": args.host, "port": args.port, "redis_url": args.redis_url,
         "data_dir": args.data_dir, "key_prefix": args.key_prefix, "log_level": args.log_level,
+        "processes": args.processes,
     }  # fmt: skip
     try:
         config = load_config(flags, config_file=args.config)
+        count = process_count(config)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     logging.getLogger().setLevel(config.log_level.upper())
-    server = Server(config)
-    await server.start()
-    _print(f"multiagents server listening on {server.address} (redis: {server.redis_url})")
+    server: Server | Supervisor = Server(config) if count == 1 else Supervisor(config, count)
+    try:
+        await server.start()
+    except (ConfigError, StoreSetupError) as exc:
+        raise UsageError(str(exc)) from None
+    replicas = "one process" if count == 1 else f"{count} processes"
+    _print(
+        f"multiagents server listening on {server.address} (redis: {server.redis_url}; {replicas})"
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -344,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-prefix", help="prefix of every Redis key (default ma)")
     p.add_argument("--config", help="YAML configuration file (env MULTIAGENTS_CONFIG)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        help="server replicas behind the one port (default: one per core; 1 = in this process)",
+    )
 
     p = command("worker", cmd_worker, "Serve the @worker functions of Python modules.")
     p.add_argument("modules", nargs="+", help="module names or .py files with @worker functions")

@@ -113,8 +113,9 @@ class Server:
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
             # gRPC sets SO_REUSEPORT by default: a second server on a busy port
-            # would then start and silently take half the connections.
-            ("grpc.so_reuseport", 0),
+            # would then start and silently take half the connections. Only
+            # the replicas of one supervisor share their port, on purpose.
+            ("grpc.so_reuseport", 1 if config.reuse_port else 0),
             # gRPC core cancels calls beyond 1,000 (soft) / 3,000 (hard)
             # waiting for a handler: a burst of submits would be lost as
             # CANCELLED. Calls wait instead; ExecuteWorkflow sheds load
@@ -202,6 +203,7 @@ class Server:
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain workers, stop serving, stop the loops, close Redis."""
         grace = self.config.drain_timeout_ms / 1000 if grace_s is None else grace_s
+        started = self._grpc is not None
         if self._health is not None and self._grpc is not None:
             for name in ("", *SERVICE_NAMES):
                 await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -228,7 +230,8 @@ class Server:
         if self.embedded_redis is not None:
             await self.embedded_redis.stop()
             self.embedded_redis = None
-        log.info("server stopped", extra={"replica": self.replica_id})
+        if started:
+            log.info("server stopped", extra={"replica": self.replica_id})
 
     async def wait(self) -> None:
         if self._grpc is not None:

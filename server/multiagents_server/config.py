@@ -23,6 +23,11 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 50051
+    # Replicas run by `serve` on this machine behind the one port (0 = one
+    # per core); see supervisor.py.
+    processes: int = 0
+    # Set by the supervisor for its replicas: share the port (SO_REUSEPORT).
+    reuse_port: bool = False
     # None starts the embedded Redis in data_dir.
     redis_url: str | None = None
     data_dir: str = ".multiagents"

@@ -30,19 +30,22 @@ def event_transaction(event: events_pb2.WorkflowEvent) -> str:
     return getattr(event, kind).transaction_id if kind else ""
 
 
-def frame(events: Sequence[bytes]) -> bytes:
-    """Serialized events as one notification (length-prefixed)."""
-    return b"".join(_LENGTH.pack(len(e)) + e for e in events)
+def frame(transaction_id: str, events: Sequence[bytes]) -> bytes:
+    """The serialized events of one transition as one notification: the
+    transaction id (so a replica with no watcher of it skips the rest), then
+    the events, length-prefixed."""
+    return transaction_id.encode() + b"|" + b"".join(_LENGTH.pack(len(e)) + e for e in events)
 
 
-def unframe(data: bytes) -> list[bytes]:
+def unframe(data: bytes) -> tuple[str, list[bytes]]:
+    head, _, data = data.partition(b"|")
     out, at = [], 0
     while at < len(data):
         (size,) = _LENGTH.unpack_from(data, at)
         at += _LENGTH.size
         out.append(data[at : at + size])
         at += size
-    return out
+    return head.decode(), out
 
 
 class EventHub:
@@ -96,14 +99,16 @@ class EventHub:
     def _events(self, data: bytes) -> None:
         if not self._subscribers:
             return
-        for raw in unframe(data):
+        tx = data[: data.find(b"|")].decode()
+        queues = [*self._subscribers.get(tx, ()), *self._subscribers.get(ALL, ())]
+        if not queues:
+            return
+        for raw in unframe(data)[1]:
             event = events_pb2.WorkflowEvent.FromString(raw)
-            tx = event_transaction(event)
-            for key in (tx, ALL):
-                for queue in self._subscribers.get(key, ()):
-                    if queue.full():
-                        log.warning(
-                            "slow event subscriber, dropping an event", extra={"transaction_id": tx}
-                        )
-                        continue
-                    queue.put_nowait(event)
+            for queue in queues:
+                if queue.full():
+                    log.warning(
+                        "slow event subscriber, dropping an event", extra={"transaction_id": tx}
+                    )
+                    continue
+                queue.put_nowait(event)

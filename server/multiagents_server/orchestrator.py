@@ -113,6 +113,9 @@ class Orchestrator:
         # Told of every timer this replica's commits schedule (bucket, due ms).
         self.on_schedule: Callable[[int, int], None] = lambda bucket, due: None
         self._locks: dict[str, asyncio.Lock] = {}
+        self._definitions: dict[tuple[str, int], engine.WorkflowSpec] = {}
+        # Executions this replica finished, for the watchers' final status.
+        self._finished: dict[str, Snapshot] = {}
         # The state and revision of running executions as this replica last
         # committed them, so that the next event skips loading them. The
         # commit's revision check stays the judge: if another replica moved
@@ -151,13 +154,30 @@ class Orchestrator:
         )
 
     async def definition(self, name: str, version: int = 0) -> engine.WorkflowSpec:
-        versions = await self.store.definition_versions(name)
-        if not versions:
-            raise NotFound(f"workflow_name: no workflow named {name!r}")
-        chosen = version or max(versions)
-        if chosen not in versions:
+        """A registered definition; version 0 is the latest. A version never
+        changes once registered, so parsed definitions are cached; only the
+        list of version numbers is read for the latest."""
+        if version:
+            spec = self._definitions.get((name, version))
+            if spec is not None:
+                return spec
+            chosen = version
+        else:
+            versions = await self.store.definition_version_numbers(name)
+            if not versions:
+                raise NotFound(f"workflow_name: no workflow named {name!r}")
+            chosen = max(versions)
+            spec = self._definitions.get((name, chosen))
+            if spec is not None:
+                return spec
+        raw = await self.store.definition(name, chosen)
+        if raw is None:
+            if version and not await self.store.definition_version_numbers(name):
+                raise NotFound(f"workflow_name: no workflow named {name!r}")
             raise NotFound(f"version: workflow {name!r} has no version {version}")
-        return codec.spec_from_json(json.loads(versions[chosen]))
+        spec = codec.spec_from_json(json.loads(raw))
+        self._definitions[(name, chosen)] = spec
+        return spec
 
     async def definitions(self) -> list[engine.WorkflowSpec]:
         return [await self.definition(name) for name in await self.store.definition_names()]
@@ -216,6 +236,14 @@ class Orchestrator:
         if stored is None:
             raise NotFound(f"transaction_id: no workflow {transaction_id!r}")
         return Snapshot(codec.execution_from_json(json.loads(stored.state)), stored.revision)
+
+    async def snapshot_at(self, transaction_id: str, revision: int) -> Snapshot:
+        """The execution at `revision` or later: from memory when this replica
+        committed exactly that revision as its end, else loaded."""
+        finished = self._finished.get(transaction_id)
+        if finished is not None and finished.revision == revision:
+            return finished
+        return await self.snapshot(transaction_id)
 
     async def cancel(self, transaction_id: str, reason: str) -> None:
         try:
@@ -413,7 +441,7 @@ class Orchestrator:
             flush_due_ms=now + FLUSH_DELAY_MS,
             ttl_ms=self.config.retention_ms if ex.state.terminal else 0,
             created_ms=ex.created_ms if created else 0,
-            notification=frame(events),
+            notification=frame(ex.transaction_id, events),
             schedule=tuple(schedule),
             unschedule=tuple(unschedule),
             commands=tuple(commands),
@@ -450,7 +478,11 @@ class Orchestrator:
             self.local.deliver(claimed)
         if not ex.state.terminal:
             self._remember(ex, committed.revision)
-        elif now >= self._next_prune_ms:
+        else:
+            self._finished[ex.transaction_id] = Snapshot(ex, committed.revision)
+            if len(self._finished) > CACHE_LIMIT:
+                del self._finished[next(iter(self._finished))]
+        if ex.state.terminal and now >= self._next_prune_ms:
             self._next_prune_ms = now + INDEX_PRUNE_EVERY_MS
             await self._prune_index(now)
         return committed.revision

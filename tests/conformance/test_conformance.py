@@ -409,8 +409,17 @@ async def test_mixed_workflow_passes_context_across_languages(
         ("ship", f"{uid}-node.step", True),
     ]
     assert all(t.dispatched_at <= t.picked_up_at <= t.completed_at for t in lifecycle)  # type: ignore[operator]
+    # Counters are written by each replica every second: wait for them.
     workers = WorkerMonitor(address=client.address)
-    stats = await workers.stats(f"{uid}-go.step", f"{uid}-node.step")
+    names = (f"{uid}-go.step", f"{uid}-node.step")
+    stats = {}
+
+    async def counted() -> bool:
+        nonlocal stats
+        stats = await workers.stats(*names)
+        return all(stats[n].succeeded == 1 for n in names)
+
+    await wait_for(counted, timeout=10, interval=0.2)
     await workers.close()
     for name, lang in ((f"{uid}-go.step", "go"), (f"{uid}-node.step", "node")):
         assert (stats[name].succeeded, stats[name].success_rate) == (1, 1.0)

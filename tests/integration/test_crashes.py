@@ -49,7 +49,7 @@ def spawn_replica(
     port = free_port()
     process = spawn(
         "serve", "--port", str(port), "--redis-url", redis_url, "--key-prefix", prefix,
-        env=FAST_LEASE, log=log,
+        "--processes", "1", env=FAST_LEASE, log=log,
     )  # fmt: skip
     return process, f"127.0.0.1:{port}"
 
@@ -114,6 +114,8 @@ async def replica(
     port = free_port()
     args = [
         "serve",
+        "--processes",
+        "1",
         "--port",
         str(port),
         "--redis-url",
@@ -224,7 +226,7 @@ async def test_two_replicas_share_work_and_survive_one_being_killed(
     port_a = free_port()
     env = {"MULTIAGENTS_REPLICA_LEASE_MS": "1500", "MULTIAGENTS_HEARTBEAT_INTERVAL_MS": "300"}
     replica_a = spawn(
-        "serve", "--port", str(port_a), "--redis-url", redis_server.url,
+        "serve", "--processes", "1", "--port", str(port_a), "--redis-url", redis_server.url,
         "--key-prefix", config.key_prefix, env=env,
     )  # fmt: skip
     processes.append(replica_a)
@@ -336,3 +338,48 @@ async def test_a_paused_replica_is_fenced_off_and_its_late_answer_is_refused(
     results = [e.result.command_id for e in history if e.HasField("result")]
     assert results == [f"{tx}:x0:2"]  # attempt 1's answer, held by fenced A, never landed
     assert "fenced off" in log.read_text()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def test_serve_processes_restarts_a_killed_replica_and_loses_nothing(
+    redis_server: EmbeddedRedis, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """`serve --processes 2`: two replicas behind one port; one is SIGKILLed
+    mid-run, the supervisor starts another, every workflow completes."""
+    prefix = make_config(redis_server.url).key_prefix
+    port = free_port()
+    supervisor = spawn(
+        "serve", "--processes", "2", "--port", str(port), "--redis-url", redis_server.url,
+        "--key-prefix", prefix, env=FAST_LEASE,
+    )  # fmt: skip
+    processes.append(supervisor)
+    address = f"127.0.0.1:{port}"
+    wf = WorkflowBuilder("supervised.naps")
+    for step in ("a", "b"):
+        wf.add_step(step, "crash.nap", retry=RetryPolicy(max_attempts=10, initial_interval=0.1))
+    async with Client(address) as client:
+        await wait_for(_registers(client, wf.build()), timeout=30, interval=0.1)
+        replicas = _children(supervisor.pid)
+        assert len(replicas) == 2
+        runtime = WorkerRuntime(
+            [_import_worker("nap")], servers=address, max_concurrency=20, reconnect_max=0.3
+        )
+        await runtime.start(timeout=20)
+        try:
+            ids = await asyncio.gather(
+                *(client.execute_workflow("supervised.naps", {"nap": 0.3}) for _ in range(40))
+            )
+            os.kill(replicas[0], signal.SIGKILL)
+            await wait_for(
+                lambda: len(set(_children(supervisor.pid)) - {replicas[0]}) == 2, timeout=30
+            )
+            finals = await asyncio.gather(*(client.wait(tx, timeout=90) for tx in ids))
+        finally:
+            await runtime.stop()
+    assert [s.state for s in finals] == ["completed"] * 40
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=30) == 0
+    assert all(not Path(f"/proc/{pid}").exists() for pid in replicas[1:])

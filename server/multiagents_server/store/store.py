@@ -284,11 +284,18 @@ class Store:
         return None if created else existing
 
     @_guarded
-    async def definition_versions(self, name: str) -> dict[int, bytes]:
+    async def definition_version_numbers(self, name: str) -> list[int]:
         cmds = self._auto.commands()
-        cmds.hgetall(self.keys.definition(name))
+        cmds.hkeys(self.keys.definition(name))
         (raw,) = await cmds.execute()
-        return {int(k): v for k, v in raw.items()}
+        return [int(k) for k in raw]
+
+    @_guarded
+    async def definition(self, name: str, version: int) -> bytes | None:
+        cmds = self._auto.commands()
+        cmds.hget(self.keys.definition(name), str(version))
+        (raw,) = await cmds.execute()
+        return raw  # type: ignore[no-any-return]
 
     @_guarded
     async def definition_names(self) -> list[str]:

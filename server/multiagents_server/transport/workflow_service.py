@@ -140,7 +140,7 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 if status.state not in TERMINAL:
                     yield pb.WatchWorkflowResponse(event=status)
                     continue
-                final = await self.orchestrator.snapshot(tx)
+                final = await self.orchestrator.snapshot_at(tx, status.revision)
                 yield pb.WatchWorkflowResponse(
                     event=status,
                     final_status=convert.status_to_proto(final.execution, final.revision),

