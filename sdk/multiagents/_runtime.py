@@ -52,7 +52,14 @@ STOP_GRACE_S = 5.0
 
 
 class WorkerStartError(Exception):
-    """The server refused the session for a reason retrying cannot fix."""
+    """The server refused the session for a reason retrying cannot fix.
+
+    `code` is the gRPC status code of the refusal, when there was one.
+    """
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def open_channel(
@@ -169,7 +176,7 @@ class WorkerRuntime:
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() in FATAL_CODES:
                         raise WorkerStartError(
-                            f"{address}: {exc.code().name}: {exc.details()}"
+                            f"{address}: {exc.code().name}: {exc.details()}", exc.code()
                         ) from None
                     log.warning("session with %s lost: %s", address, exc.code().name)
                 except ConnectionError as exc:

@@ -6,18 +6,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import importlib
 import importlib.util
 import json
 import logging
 import os
 import signal
+import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from multiagents import _payload
+from multiagents._runtime import WorkerStartError
+from multiagents._syntax import json_error, yaml_error
 from multiagents.client import STATES, Client, WorkflowStatus
 from multiagents.errors import RPCError, ServerUnavailableError
 from multiagents.worker import WorkerFunction
@@ -27,6 +33,30 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 
 class UsageError(Exception):
     """Bad input on the command line; printed without a traceback, exit 2."""
+
+
+def known_error(exc: BaseException) -> str | None:
+    """The one-line message of an error caused by the input or the environment
+    (printed as `error: ...`, exit 2), or None for anything else: a bug, which
+    keeps its traceback."""
+    if isinstance(exc, UsageError):
+        return str(exc)
+    if isinstance(exc, WorkerStartError):
+        refused = exc.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+        hint = " (check --token or MULTIAGENTS_TOKEN)" if refused else ""
+        return f"the server refused the worker: {exc}{hint}"
+    try:  # errors of `serve`, which needs the server extra
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        from multiagents_server.config import ConfigError
+    except ImportError:
+        return None
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return f"cannot connect to Redis: {exc}"
+    return None
 
 
 def _print(*parts: object) -> None:
@@ -62,6 +92,41 @@ def read_input(args: argparse.Namespace) -> dict[str, Any]:
             ) from None
         return parse_json_object(text, f"--input-file {args.input_file}")
     return parse_json_object(args.input, "--input") if args.input else {}
+
+
+def load_definition(path: str) -> dict[str, Any]:
+    """The dict form of a YAML (.yaml, .yml) or JSON definition file.
+
+    A syntax error is reported with the file, line and column.
+    """
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a text file") from None
+    data: Any = None
+    if path.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            raise UsageError("YAML definitions need PyYAML: pip install pyyaml") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UsageError(yaml_error(path, exc)) from None
+    elif text.strip():
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(json_error(path, exc)) from None
+    if data is None:
+        raise UsageError(f"{path}: the file is empty: expected a workflow definition")
+    if not isinstance(data, dict):
+        raise UsageError(
+            f"{path}: expected a mapping with name, version and steps, got {type(data).__name__}"
+        )
+    return data
 
 
 def load_workers(targets: Sequence[str]) -> list[WorkerFunction]:
@@ -124,24 +189,86 @@ async def follow(client: Client, tx: str) -> WorkflowStatus:
     return await client.get_status(tx)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """UsageError when something already listens on host:port.
+
+    Checked before anything starts, so the error is the only output. gRPC
+    reports a busy port too, but only after the embedded Redis has started,
+    and with a traceback.
+    """
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        return  # gRPC reports an unusable host itself
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise UsageError(
+                        f"cannot listen on {host}:{port}: the port is already in use"
+                    ) from None
+
+
+class _HeldRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def held_logs() -> Iterator[None]:
+    """Hold back the log records emitted in the block.
+
+    They are written when the block succeeds or fails with a bug, and dropped
+    when it fails with a known error, whose one-line message says it all
+    (a server that could not start otherwise logs that it stopped).
+    """
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    held = _HeldRecords()
+    for handler in handlers:
+        root.removeHandler(handler)
+    root.addHandler(held)
+    release = True
+    try:
+        yield
+    except BaseException as exc:
+        release = known_error(exc) is None
+        raise
+    finally:
+        root.removeHandler(held)
+        for handler in handlers:
+            root.addHandler(handler)
+        if release:
+            for record in held.records:
+                root.handle(record)
+
+
 # -- commands -----------------------------------------------------------------------
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
     from multiagents_server.app import Server
-    from multiagents_server.config import ConfigError, load_config
+    from multiagents_server.config import load_config
 
     flags = {
         "host": args.host, "port": args.port, "redis_url": args.redis_url,
         "data_dir": args.data_dir, "key_prefix": args.key_prefix, "log_level": args.log_level,
     }  # fmt: skip
-    try:
-        config = load_config(flags, config_file=args.config)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    logging.getLogger().setLevel(config.log_level.upper())
+    config = load_config(flags, config_file=args.config)
+    logging.getLogger().setLevel(config.log_level)
+    check_port_free(config.host, config.port)
     server = Server(config)
-    await server.start()
+    with held_logs():
+        await server.start()
     _print(f"multiagents server listening on {server.address} (redis: {server.redis_url})")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -175,18 +302,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 async def cmd_register(args: argparse.Namespace) -> int:
     from multiagents.workflow import Workflow
 
-    try:
-        text = Path(args.file).read_text()
-    except OSError as exc:
-        raise UsageError(f"{args.file}: {exc.strerror}") from None
-    if args.file.endswith((".yaml", ".yml")):
-        try:
-            import yaml
-        except ImportError:
-            raise UsageError("YAML definitions need PyYAML: pip install pyyaml") from None
-        data = yaml.safe_load(text)
-    else:
-        data = parse_json_object(text, args.file)
+    data = load_definition(args.file)
     try:
         workflow = Workflow.from_dict(data)
     except (KeyError, TypeError, ValueError) as exc:
@@ -409,9 +525,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(asyncio.run(args.fn(args)))
-    except UsageError as exc:
-        _error(str(exc))
-        return 2
     except ServerUnavailableError:
         _error(f"cannot reach the server at {args.server[0]} (is `multiagents serve` running?)")
         return 1
@@ -420,6 +533,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = known_error(exc)
+        if message is None:
+            raise  # a bug: keep the traceback
+        _error(message)
+        return 2
 
 
 if __name__ == "__main__":
