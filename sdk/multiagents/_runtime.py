@@ -24,7 +24,13 @@ from multiagents import __version__, _payload
 from multiagents.errors import to_failure
 from multiagents.v1 import common_pb2, worker_service_pb2_grpc
 from multiagents.v1 import worker_service_pb2 as wpb
-from multiagents.worker import CommandInfo, WorkerFunction, reset_current, set_current
+from multiagents.worker import (
+    CommandInfo,
+    WorkerFunction,
+    check_unique_name,
+    reset_current,
+    set_current,
+)
 
 log = logging.getLogger("multiagents.worker")
 
@@ -118,9 +124,13 @@ class WorkerRuntime:
         self._task: asyncio.Task[None] | None = None
 
     def register(self, worker: WorkerFunction) -> None:
-        """Add a worker; must happen before the session opens."""
+        """Add a worker; must happen before the session opens.
+
+        Raises ValueError when another function already serves that name.
+        """
         if not isinstance(worker, WorkerFunction):
             raise TypeError(f"{worker!r} is not a worker: decorate it with @worker(name)")
+        check_unique_name(self.workers, worker)
         self.workers[worker.name] = worker
 
     async def __aenter__(self) -> WorkerRuntime:

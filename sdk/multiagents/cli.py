@@ -26,7 +26,7 @@ from multiagents._runtime import WorkerStartError
 from multiagents._syntax import json_error, yaml_error
 from multiagents.client import STATES, Client, WorkflowStatus
 from multiagents.errors import RPCError, ServerUnavailableError
-from multiagents.worker import WorkerFunction
+from multiagents.worker import WorkerFunction, check_unique_name
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
@@ -130,7 +130,10 @@ def load_definition(path: str) -> dict[str, Any]:
 
 
 def load_workers(targets: Sequence[str]) -> list[WorkerFunction]:
-    """Every @worker in the given modules (dotted names or .py paths)."""
+    """Every @worker in the given modules (dotted names or .py paths).
+
+    Two functions with the same worker name are an error: one would never run.
+    """
     found: dict[str, WorkerFunction] = {}
     sys.path.insert(0, os.getcwd())
     for target in targets:
@@ -150,6 +153,10 @@ def load_workers(targets: Sequence[str]) -> list[WorkerFunction]:
                 raise UsageError(f"worker module {target}: {exc}") from None
         for value in vars(module).values():
             if isinstance(value, WorkerFunction):
+                try:
+                    check_unique_name(found, value)
+                except ValueError as exc:
+                    raise UsageError(str(exc)) from None
                 found[value.name] = value
     if not found:
         raise UsageError(f"no @worker functions found in {', '.join(targets)}")

@@ -173,3 +173,21 @@ async def test_worker_without_its_token_stops_in_one_line(
         wrong = await cli("worker", str(module), "--server", secured.address, "--token", "not-it")
     assert_one_line_error(result, secured.address, "UNAUTHENTICATED", "--token")
     assert_one_line_error(wrong, "UNAUTHENTICATED")
+
+
+# -- duplicate worker names ----------------------------------------------------------------
+
+
+async def test_two_workers_with_one_name_are_rejected(tmp_path: Path, uid: str) -> None:
+    for stem, fn in (("first", "one"), ("second", "two")):
+        (tmp_path / f"{uid}_{stem}.py").write_text(
+            "from multiagents import worker\n\n"
+            f"@worker('{uid}.same')\nasync def {fn}(ctx):\n    return {{}}\n"
+        )
+    result = await cli(
+        "worker", str(tmp_path / f"{uid}_first.py"), str(tmp_path / f"{uid}_second.py"),
+        "--server", "127.0.0.1:1",
+    )  # fmt: skip
+    assert_one_line_error(
+        result, f"two @worker functions named '{uid}.same'", f"{uid}_first.one", f"{uid}_second.two"
+    )
