@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -190,10 +191,14 @@ async def follow(client: Client, tx: str) -> WorkflowStatus:
     """Print every change of an execution until it is terminal."""
     async for update in client.watch(tx):
         step = f" step={update.current_step}" if update.current_step else ""
-        _print(f"[{tx[:12]}] {update.state}{step}")
+        _print(f"[{tx}] {update.state}{step}")
         if update.terminal:
             break
     return await client.get_status(tx)
+
+
+def _time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -329,9 +334,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
             args.workflow, data, version=args.version,
             request_id=args.request_id, correlation_id=args.correlation_id,
         )  # fmt: skip
-        _print(f"started {args.workflow}: {tx}")
         if args.no_follow:
+            _print(tx)  # only the id, for scripts: tx=$(multiagents run wf --no-follow)
             return 0
+        _print(f"started {args.workflow}: {tx}")
         status = await follow(client, tx)
     _print(format_status(status))
     return 0 if status.state == "completed" else 3
@@ -357,8 +363,18 @@ async def cmd_list(args: argparse.Namespace) -> int:
             state=args.state, workflow_name=args.workflow,
             page_size=args.page_size, page_token=args.page_token,
         )  # fmt: skip
-    for s in rows:
-        _print(f"{s.transaction_id}  {s.workflow_name:<20} {s.state:<12} {s.current_step or ''}")
+    table = [("TRANSACTION", "WORKFLOW", "STATE", "CREATED", "UPDATED", "STEP")]
+    table += [
+        (s.transaction_id, s.workflow_name, s.state, _time(s.created_at), _time(s.updated_at),
+         s.current_step or "")
+        for s in rows
+    ]  # fmt: skip
+    if rows:
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+        for row in table:
+            _print("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]))
+    else:
+        _print("no executions")
     if token:
         _print(f"next page: --page-token {token}")
     return 0
@@ -487,7 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, default=0, help="definition version (default latest)")
     p.add_argument("--request-id", default="", help="idempotency key")
     p.add_argument("--correlation-id", default="")
-    p.add_argument("--no-follow", action="store_true", help="print the transaction id and exit")
+    p.add_argument(
+        "--no-follow", action="store_true", help="print only the transaction id and exit"
+    )
 
     for name, fn, text in (
         ("status", cmd_status, "Show the status of one execution."),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from conftest import ROOT
 from integration.helpers import serving
-from multiagents import worker
+from multiagents import Client, WorkflowBuilder, worker
 from multiagents_server.app import Server
 
 COMMANDS = ["serve", "worker", "register", "run", "status", "watch", "history",
@@ -82,3 +83,35 @@ async def test_register_run_status_history_list(server: Server, uid: str, tmp_pa
     assert tx in listed.stdout
     cancel = await cli("cancel", tx, "--server", address)
     assert cancel.returncode == 1 and "FAILED_PRECONDITION" in cancel.stderr
+
+
+async def test_run_no_follow_prints_the_bare_id_and_list_prints_ids_status_accepts(
+    server: Server, uid: str, client: Client
+) -> None:
+    await client.register_workflow(
+        WorkflowBuilder(f"{uid}.wf").add_step("only", f"{uid}.nobody").build()
+    )
+    address = server.address
+    runs = [await cli("run", f"{uid}.wf", "--no-follow", "--server", address) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+    ids = [r.stdout.strip() for r in runs]
+    assert all(r.stdout == f"{tx}\n" and " " not in tx for r, tx in zip(runs, ids, strict=True))
+
+    listed = await cli("list", "--workflow", f"{uid}.wf", "--server", address)
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["TRANSACTION", "WORKFLOW", "STATE", "CREATED", "UPDATED", "STEP"]
+    assert len(rows) == 2
+    listed_ids = [row.split()[0] for row in rows]
+    assert sorted(listed_ids) == sorted(ids)
+    for row in rows:
+        _, name, state, created_date, created_time, *_ = row.split()
+        assert (name, state) == (f"{uid}.wf", "running")
+        datetime.strptime(f"{created_date} {created_time}", "%Y-%m-%d %H:%M:%SZ")
+    for tx in listed_ids:  # what list prints, status accepts
+        status = await cli("status", tx, "--server", address)
+        assert status.returncode == 0 and f"transaction  {tx}" in status.stdout, status.stderr
+        await client.cancel_workflow(tx)
+
+    empty = await cli("list", "--workflow", f"{uid}.none", "--server", address)
+    assert empty.stdout == "no executions\n"
