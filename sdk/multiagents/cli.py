@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from multiagents import _payload
+from multiagents import __version__, _payload
 from multiagents._runtime import WorkerStartError
 from multiagents._syntax import json_error, yaml_error
 from multiagents.client import STATES, Client, WorkflowStatus
@@ -446,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="multiagents",
         description="MultiAgents: saga workflows for polyglot workers over gRPC.",
     )
+    parser.add_argument("--version", action="version", version=f"multiagents {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
@@ -521,7 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("cancel", cmd_cancel, "Cancel a running execution (compensates completed steps).")
     p.add_argument("transaction_id")
-    p.add_argument("--reason", default="cancelled from the command line")
+    p.add_argument(
+        "--reason", default="cancelled from the command line", help="sent with the request"
+    )
 
     p = command("list", cmd_list, "List executions, newest first.")
     p.add_argument("--state", choices=sorted(STATES.values()))

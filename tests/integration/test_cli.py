@@ -9,11 +9,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+import multiagents
 from conftest import ROOT
 from integration.helpers import serving
 from multiagents import Client, WorkflowBuilder, worker
+from multiagents.v1 import workflow_service_pb2 as pb
+from multiagents.v1 import workflow_service_pb2_grpc
 from multiagents_server.app import Server
 
 COMMANDS = ["serve", "worker", "register", "run", "status", "watch", "history",
@@ -115,3 +119,35 @@ async def test_run_no_follow_prints_the_bare_id_and_list_prints_ids_status_accep
 
     empty = await cli("list", "--workflow", f"{uid}.none", "--server", address)
     assert empty.stdout == "no executions\n"
+
+
+async def test_version() -> None:
+    result = await cli("--version")
+    assert (result.returncode, result.stdout) == (0, f"multiagents {multiagents.__version__}\n")
+
+
+async def test_cancel_sends_its_reason() -> None:
+    # The server does not record the reason yet; this checks the flag reaches it.
+    received: list[pb.CancelWorkflowRequest] = []
+
+    class Recorder(workflow_service_pb2_grpc.WorkflowServiceServicer):
+        async def CancelWorkflow(
+            self, request: pb.CancelWorkflowRequest, context: grpc.aio.ServicerContext
+        ) -> pb.CancelWorkflowResponse:
+            received.append(request)
+            return pb.CancelWorkflowResponse()
+
+    recorder = grpc.aio.server()
+    workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(Recorder(), recorder)
+    address = f"127.0.0.1:{recorder.add_insecure_port('127.0.0.1:0')}"
+    await recorder.start()
+    try:
+        given = await cli("cancel", "tx-1", "--reason", "customer asked", "--server", address)
+        default = await cli("cancel", "tx-2", "--server", address)
+    finally:
+        await recorder.stop(None)
+    assert (given.returncode, default.returncode) == (0, 0), (given.stderr, default.stderr)
+    assert [(r.transaction_id, r.reason) for r in received] == [
+        ("tx-1", "customer asked"),
+        ("tx-2", "cancelled from the command line"),
+    ]
