@@ -24,7 +24,13 @@ from multiagents import __version__, _payload
 from multiagents.errors import to_failure
 from multiagents.v1 import common_pb2, worker_service_pb2_grpc
 from multiagents.v1 import worker_service_pb2 as wpb
-from multiagents.worker import CommandInfo, WorkerFunction, reset_current, set_current
+from multiagents.worker import (
+    CommandInfo,
+    WorkerFunction,
+    check_unique_name,
+    reset_current,
+    set_current,
+)
 
 log = logging.getLogger("multiagents.worker")
 
@@ -52,7 +58,14 @@ STOP_GRACE_S = 5.0
 
 
 class WorkerStartError(Exception):
-    """The server refused the session for a reason retrying cannot fix."""
+    """The server refused the session for a reason retrying cannot fix.
+
+    `code` is the gRPC status code of the refusal, when there was one.
+    """
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def open_channel(
@@ -111,9 +124,13 @@ class WorkerRuntime:
         self._task: asyncio.Task[None] | None = None
 
     def register(self, worker: WorkerFunction) -> None:
-        """Add a worker; must happen before the session opens."""
+        """Add a worker; must happen before the session opens.
+
+        Raises ValueError when another function already serves that name.
+        """
         if not isinstance(worker, WorkerFunction):
             raise TypeError(f"{worker!r} is not a worker: decorate it with @worker(name)")
+        check_unique_name(self.workers, worker)
         self.workers[worker.name] = worker
 
     async def __aenter__(self) -> WorkerRuntime:
@@ -169,7 +186,7 @@ class WorkerRuntime:
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() in FATAL_CODES:
                         raise WorkerStartError(
-                            f"{address}: {exc.code().name}: {exc.details()}"
+                            f"{address}: {exc.code().name}: {exc.details()}", exc.code()
                         ) from None
                     log.warning("session with %s lost: %s", address, exc.code().name)
                 except ConnectionError as exc:

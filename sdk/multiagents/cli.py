@@ -13,20 +13,45 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from multiagents import _payload
+import grpc
+
+from multiagents import __version__, _payload
+from multiagents._runtime import WorkerStartError
+from multiagents._syntax import json_error, yaml_error
 from multiagents.client import STATES, Client, WorkflowStatus
 from multiagents.errors import RPCError, ServerUnavailableError
-from multiagents.worker import WorkerFunction
+from multiagents.worker import WorkerFunction, check_unique_name
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
 
 class UsageError(Exception):
     """Bad input on the command line; printed without a traceback, exit 2."""
+
+
+def known_error(exc: BaseException) -> str | None:
+    """The one-line message of an error caused by the input or the environment
+    (printed as `error: ...`, exit 2), or None for anything else: a bug, which
+    keeps its traceback."""
+    if isinstance(exc, UsageError):
+        return str(exc)
+    if isinstance(exc, WorkerStartError):
+        refused = exc.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+        hint = " (check --token or MULTIAGENTS_TOKEN)" if refused else ""
+        return f"the server refused the worker: {exc}{hint}"
+    try:  # errors of `serve`, which needs the server extra
+        from multiagents_server.config import ConfigError
+        from multiagents_server.store import StoreSetupError
+    except ImportError:
+        return None
+    if isinstance(exc, ConfigError | StoreSetupError):
+        return str(exc)
+    return None
 
 
 def _print(*parts: object) -> None:
@@ -64,8 +89,46 @@ def read_input(args: argparse.Namespace) -> dict[str, Any]:
     return parse_json_object(args.input, "--input") if args.input else {}
 
 
+def load_definition(path: str) -> dict[str, Any]:
+    """The dict form of a YAML (.yaml, .yml) or JSON definition file.
+
+    A syntax error is reported with the file, line and column.
+    """
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a text file") from None
+    data: Any = None
+    if path.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            raise UsageError("YAML definitions need PyYAML: pip install pyyaml") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UsageError(yaml_error(path, exc)) from None
+    elif text.strip():
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(json_error(path, exc)) from None
+    if data is None:
+        raise UsageError(f"{path}: the file is empty: expected a workflow definition")
+    if not isinstance(data, dict):
+        raise UsageError(
+            f"{path}: expected a mapping with name, version and steps, got {type(data).__name__}"
+        )
+    return data
+
+
 def load_workers(targets: Sequence[str]) -> list[WorkerFunction]:
-    """Every @worker in the given modules (dotted names or .py paths)."""
+    """Every @worker in the given modules (dotted names or .py paths).
+
+    Two functions with the same worker name are an error: one would never run.
+    """
     found: dict[str, WorkerFunction] = {}
     sys.path.insert(0, os.getcwd())
     for target in targets:
@@ -85,6 +148,10 @@ def load_workers(targets: Sequence[str]) -> list[WorkerFunction]:
                 raise UsageError(f"worker module {target}: {exc}") from None
         for value in vars(module).values():
             if isinstance(value, WorkerFunction):
+                try:
+                    check_unique_name(found, value)
+                except ValueError as exc:
+                    raise UsageError(str(exc)) from None
                 found[value.name] = value
     if not found:
         raise UsageError(f"no @worker functions found in {', '.join(targets)}")
@@ -118,10 +185,52 @@ async def follow(client: Client, tx: str) -> WorkflowStatus:
     """Print every change of an execution until it is terminal."""
     async for update in client.watch(tx):
         step = f" step={update.current_step}" if update.current_step else ""
-        _print(f"[{tx[:12]}] {update.state}{step}")
+        _print(f"[{tx}] {update.state}{step}")
         if update.terminal:
             break
     return await client.get_status(tx)
+
+
+def _time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+
+class _HeldRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def held_logs() -> Iterator[None]:
+    """Hold back the log records emitted in the block.
+
+    They are written when the block succeeds or fails with a bug, and dropped
+    when it fails with a known error, whose one-line message says it all
+    (a server that could not start otherwise logs that it stopped).
+    """
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    held = _HeldRecords()
+    for handler in handlers:
+        root.removeHandler(handler)
+    root.addHandler(held)
+    release = True
+    try:
+        yield
+    except BaseException as exc:
+        release = known_error(exc) is None
+        raise
+    finally:
+        root.removeHandler(held)
+        for handler in handlers:
+            root.addHandler(handler)
+        if release:
+            for record in held.records:
+                root.handle(record)
 
 
 # -- commands -----------------------------------------------------------------------
@@ -129,26 +238,21 @@ async def follow(client: Client, tx: str) -> WorkflowStatus:
 
 async def cmd_serve(args: argparse.Namespace) -> int:
     from multiagents_server.app import Server
-    from multiagents_server.config import ConfigError, load_config
-    from multiagents_server.store import StoreSetupError
-    from multiagents_server.supervisor import Supervisor, process_count
+    from multiagents_server.config import load_config
+    from multiagents_server.supervisor import Supervisor, check_port_free, process_count
 
     flags = {
         "host": args.host, "port": args.port, "redis_url": args.redis_url,
         "data_dir": args.data_dir, "key_prefix": args.key_prefix, "log_level": args.log_level,
         "processes": args.processes,
     }  # fmt: skip
-    try:
-        config = load_config(flags, config_file=args.config)
-        count = process_count(config)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    logging.getLogger().setLevel(config.log_level.upper())
+    config = load_config(flags, config_file=args.config)
+    count = process_count(config)
+    logging.getLogger().setLevel(config.log_level)
+    check_port_free(config.host, config.port)
     server: Server | Supervisor = Server(config) if count == 1 else Supervisor(config, count)
-    try:
+    with held_logs():
         await server.start()
-    except (ConfigError, StoreSetupError) as exc:
-        raise UsageError(str(exc)) from None
     replicas = "one process" if count == 1 else f"{count} processes"
     _print(
         f"multiagents server listening on {server.address} (redis: {server.redis_url}; {replicas})"
@@ -185,18 +289,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 async def cmd_register(args: argparse.Namespace) -> int:
     from multiagents.workflow import Workflow
 
-    try:
-        text = Path(args.file).read_text()
-    except OSError as exc:
-        raise UsageError(f"{args.file}: {exc.strerror}") from None
-    if args.file.endswith((".yaml", ".yml")):
-        try:
-            import yaml
-        except ImportError:
-            raise UsageError("YAML definitions need PyYAML: pip install pyyaml") from None
-        data = yaml.safe_load(text)
-    else:
-        data = parse_json_object(text, args.file)
+    data = load_definition(args.file)
     try:
         workflow = Workflow.from_dict(data)
     except (KeyError, TypeError, ValueError) as exc:
@@ -216,9 +309,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
             args.workflow, data, version=args.version,
             request_id=args.request_id, correlation_id=args.correlation_id,
         )  # fmt: skip
-        _print(f"started {args.workflow}: {tx}")
         if args.no_follow:
+            _print(tx)  # only the id, for scripts: tx=$(multiagents run wf --no-follow)
             return 0
+        _print(f"started {args.workflow}: {tx}")
         status = await follow(client, tx)
     _print(format_status(status))
     return 0 if status.state == "completed" else 3
@@ -244,8 +338,18 @@ async def cmd_list(args: argparse.Namespace) -> int:
             state=args.state, workflow_name=args.workflow,
             page_size=args.page_size, page_token=args.page_token,
         )  # fmt: skip
-    for s in rows:
-        _print(f"{s.transaction_id}  {s.workflow_name:<20} {s.state:<12} {s.current_step or ''}")
+    table = [("TRANSACTION", "WORKFLOW", "STATE", "CREATED", "UPDATED", "STEP")]
+    table += [
+        (s.transaction_id, s.workflow_name, s.state, _time(s.created_at), _time(s.updated_at),
+         s.current_step or "")
+        for s in rows
+    ]  # fmt: skip
+    if rows:
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+        for row in table:
+            _print("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]))
+    else:
+        _print("no executions")
     if token:
         _print(f"next page: --page-token {token}")
     return 0
@@ -317,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="multiagents",
         description="MultiAgents: saga workflows for polyglot workers over gRPC.",
     )
+    parser.add_argument("--version", action="version", version=f"multiagents {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
@@ -379,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, default=0, help="definition version (default latest)")
     p.add_argument("--request-id", default="", help="idempotency key")
     p.add_argument("--correlation-id", default="")
-    p.add_argument("--no-follow", action="store_true", help="print the transaction id and exit")
+    p.add_argument(
+        "--no-follow", action="store_true", help="print only the transaction id and exit"
+    )
 
     for name, fn, text in (
         ("status", cmd_status, "Show the status of one execution."),
@@ -395,7 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("cancel", cmd_cancel, "Cancel a running execution (compensates completed steps).")
     p.add_argument("transaction_id")
-    p.add_argument("--reason", default="cancelled from the command line")
+    p.add_argument(
+        "--reason", default="cancelled from the command line", help="sent with the request"
+    )
 
     p = command("list", cmd_list, "List executions, newest first.")
     p.add_argument("--state", choices=sorted(STATES.values()))
@@ -424,9 +533,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(asyncio.run(args.fn(args)))
-    except UsageError as exc:
-        _error(str(exc))
-        return 2
     except ServerUnavailableError:
         _error(f"cannot reach the server at {args.server[0]} (is `multiagents serve` running?)")
         return 1
@@ -435,6 +541,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = known_error(exc)
+        if message is None:
+            raise  # a bug: keep the traceback
+        _error(message)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from multiagents import _payload
 from multiagents._runtime import open_channel
@@ -81,6 +83,9 @@ class WorkflowStatus:
     steps: tuple[StepState, ...] = ()
     revision: int = 0
     parent_transaction_id: str | None = None
+    # When the execution was accepted, and its last change (UTC).
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
     @property
     def terminal(self) -> bool:
@@ -129,7 +134,13 @@ class WorkflowStatus:
             ),
             revision=s.revision,
             parent_transaction_id=s.parent_transaction_id or None,
+            created_at=_utc(s.created_at) if s.HasField("created_at") else None,
+            updated_at=_utc(s.updated_at) if s.HasField("updated_at") else None,
         )
+
+
+def _utc(ts: timestamp_pb2.Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

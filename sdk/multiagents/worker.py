@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -79,6 +79,25 @@ class WorkerFunction:
             ctx = contextvars.copy_context()
             result = await asyncio.to_thread(ctx.run, self.fn, context)
         return _check_result(self.name, result)
+
+
+def describe(worker: WorkerFunction) -> str:
+    """Where a worker's function is defined: `module.qualname`."""
+    module = getattr(worker, "__module__", None) or "?"
+    return f"{module}.{getattr(worker, '__qualname__', worker.fn)}"
+
+
+def check_unique_name(registered: Mapping[str, WorkerFunction], worker: WorkerFunction) -> None:
+    """Raise ValueError when `registered` holds another function under `worker`'s name.
+
+    Registering the same worker twice is allowed; two functions with one name
+    are not: one of them would silently never run.
+    """
+    other = registered.get(worker.name)
+    if other is not None and other is not worker:
+        raise ValueError(
+            f"two @worker functions named {worker.name!r}: {describe(other)} and {describe(worker)}"
+        )
 
 
 def _check_result(name: str, result: Any) -> Result:

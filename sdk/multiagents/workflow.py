@@ -3,7 +3,7 @@ converts to the protobuf definition and to/from a JSON/YAML-friendly dict."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from google.protobuf import duration_pb2
@@ -35,10 +35,21 @@ class RetryPolicy:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RetryPolicy:
+        """From the JSON/YAML form; ValueError names unknown keys."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a mapping of {', '.join(_RETRY_KEYS)}")
+        unknown = set(d) - set(_RETRY_KEYS)
+        if unknown:
+            raise ValueError(
+                f"unknown keys {sorted(unknown)} (expected some of {', '.join(_RETRY_KEYS)})"
+            )
         d = dict(d)
         if "non_retryable_error_types" in d:
             d["non_retryable_error_types"] = tuple(d["non_retryable_error_types"])
         return cls(**d)
+
+
+_RETRY_KEYS = tuple(f.name for f in fields(RetryPolicy))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +124,7 @@ class Workflow:
                     s["workflow"],
                     version=int(s.get("workflow_version", 0)),
                     compensation=s.get("compensation"),
-                    retry=RetryPolicy.from_dict(s["retry"]) if "retry" in s else None,
+                    retry=_retry(s, "retry", i),
                     timeout=s.get("timeout"),
                 )
                 continue
@@ -121,14 +132,10 @@ class Workflow:
                 s["name"],
                 s["worker"],
                 compensation=s.get("compensation"),
-                retry=RetryPolicy.from_dict(s["retry"]) if "retry" in s else None,
+                retry=_retry(s, "retry", i),
                 timeout=s.get("timeout"),
                 heartbeat_timeout=s.get("heartbeat_timeout"),
-                compensation_retry=(
-                    RetryPolicy.from_dict(s["compensation_retry"])
-                    if "compensation_retry" in s
-                    else None
-                ),
+                compensation_retry=_retry(s, "compensation_retry", i),
             )
         built = builder.build()
         return Workflow(built.name, built.steps, built.version, d.get("description", ""))
@@ -224,6 +231,15 @@ class WorkflowBuilder:
         return Workflow(
             self.name, tuple(self._steps), self.version, self.description, tuple(self._workers)
         )
+
+
+def _retry(step: dict[str, Any], key: str, index: int) -> RetryPolicy | None:
+    if key not in step:
+        return None
+    try:
+        return RetryPolicy.from_dict(step[key])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"workflow.steps[{index}].{key}: {exc}") from None
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from multiagents._syntax import yaml_error
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or malformed; names the key."""
@@ -76,8 +78,16 @@ class ServerConfig:
 _FIELDS = {f.name: f for f in fields(ServerConfig)}
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def _convert(key: str, value: Any) -> Any:
     default = _FIELDS[key].default
+    if key == "log_level":
+        level = str(value).upper()
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+        return level
     if isinstance(default, bool):
         if isinstance(value, str):
             return value.lower() in ("1", "true", "yes", "on")
@@ -116,7 +126,7 @@ def load_config(
         except OSError as exc:
             raise ConfigError(f"config file {path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path}: invalid YAML: {exc}") from None
+            raise ConfigError(f"config file {yaml_error(path, exc)}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping at the top level")
         unknown = sorted(set(loaded) - set(_FIELDS))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from multiagents_server.config import ConfigError, ServerConfig, load_config
 from multiagents_server.embedded_redis import EmbeddedRedis, die_with_parent_prefix, free_port
+from multiagents_server.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +46,30 @@ def process_count(config: ServerConfig) -> int:
     return config.processes or os.cpu_count() or 1
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """Fail now, with one line, if someone else holds the port (SO_REUSEPORT
-    would otherwise let the replicas share it with a stranger)."""
-    with socket.socket() as s:
-        # As gRPC binds: a port in TIME_WAIT is free, a listening one is not.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(f"port: cannot bind {host}:{port}: {exc.strerror}") from None
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError (one line) when something already listens on host:port.
+
+    Checked before anything starts, so the error is the only output; and
+    before replicas bind with SO_REUSEPORT, which would otherwise let them
+    share the port with a stranger.
+    """
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        return  # gRPC reports an unusable host itself
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As gRPC binds: a port in TIME_WAIT is free, a listening one is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ConfigError(
+                        f"cannot listen on {host}:{port}: the port is already in use"
+                    ) from None
 
 
 class Supervisor:
@@ -72,16 +88,22 @@ class Supervisor:
     async def start(self) -> None:
         config = self.config
         port = config.port or free_port()
-        _check_port_free(config.host, port)
+        check_port_free(config.host, port)
         self.address = f"{config.host}:{port}"
-        if not config.redis_url:
-            self.embedded_redis = EmbeddedRedis(Path(config.data_dir) / "redis")
-            await self.embedded_redis.start()
-            self.redis_url = self.embedded_redis.url
-        self._replica_config = config.replace(
-            redis_url=self.redis_url, port=port, reuse_port=True, processes=1
-        )
         try:
+            if not config.redis_url:
+                self.embedded_redis = EmbeddedRedis(Path(config.data_dir) / "redis")
+                await self.embedded_redis.start()
+                self.redis_url = self.embedded_redis.url
+            # Refuse an unusable Redis here, in one line, not once per replica.
+            store = await open_store(
+                self.redis_url, prefix=config.key_prefix, mode=config.redis_mode,
+                buckets=config.buckets,
+            )  # fmt: skip
+            await store.close()
+            self._replica_config = config.replace(
+                redis_url=self.redis_url, port=port, reuse_port=True, processes=1
+            )
             await asyncio.gather(*(self._start_replica(i) for i in range(self.count)))
         except BaseException:
             await self.stop()

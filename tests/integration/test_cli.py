@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+import multiagents
 from conftest import ROOT
 from integration.helpers import serving
-from multiagents import worker
+from multiagents import Client, WorkflowBuilder, worker
+from multiagents.v1 import workflow_service_pb2 as pb
+from multiagents.v1 import workflow_service_pb2_grpc
 from multiagents_server.app import Server
 
 COMMANDS = ["serve", "worker", "register", "run", "status", "watch", "history",
@@ -82,3 +87,67 @@ async def test_register_run_status_history_list(server: Server, uid: str, tmp_pa
     assert tx in listed.stdout
     cancel = await cli("cancel", tx, "--server", address)
     assert cancel.returncode == 1 and "FAILED_PRECONDITION" in cancel.stderr
+
+
+async def test_run_no_follow_prints_the_bare_id_and_list_prints_ids_status_accepts(
+    server: Server, uid: str, client: Client
+) -> None:
+    await client.register_workflow(
+        WorkflowBuilder(f"{uid}.wf").add_step("only", f"{uid}.nobody").build()
+    )
+    address = server.address
+    runs = [await cli("run", f"{uid}.wf", "--no-follow", "--server", address) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+    ids = [r.stdout.strip() for r in runs]
+    assert all(r.stdout == f"{tx}\n" and " " not in tx for r, tx in zip(runs, ids, strict=True))
+
+    listed = await cli("list", "--workflow", f"{uid}.wf", "--server", address)
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["TRANSACTION", "WORKFLOW", "STATE", "CREATED", "UPDATED", "STEP"]
+    assert len(rows) == 2
+    listed_ids = [row.split()[0] for row in rows]
+    assert sorted(listed_ids) == sorted(ids)
+    for row in rows:
+        _, name, state, created_date, created_time, *_ = row.split()
+        assert (name, state) == (f"{uid}.wf", "running")
+        datetime.strptime(f"{created_date} {created_time}", "%Y-%m-%d %H:%M:%SZ")
+    for tx in listed_ids:  # what list prints, status accepts
+        status = await cli("status", tx, "--server", address)
+        assert status.returncode == 0 and f"transaction  {tx}" in status.stdout, status.stderr
+        await client.cancel_workflow(tx)
+
+    empty = await cli("list", "--workflow", f"{uid}.none", "--server", address)
+    assert empty.stdout == "no executions\n"
+
+
+async def test_version() -> None:
+    result = await cli("--version")
+    assert (result.returncode, result.stdout) == (0, f"multiagents {multiagents.__version__}\n")
+
+
+async def test_cancel_sends_its_reason() -> None:
+    # The server does not record the reason yet; this checks the flag reaches it.
+    received: list[pb.CancelWorkflowRequest] = []
+
+    class Recorder(workflow_service_pb2_grpc.WorkflowServiceServicer):
+        async def CancelWorkflow(
+            self, request: pb.CancelWorkflowRequest, context: grpc.aio.ServicerContext
+        ) -> pb.CancelWorkflowResponse:
+            received.append(request)
+            return pb.CancelWorkflowResponse()
+
+    recorder = grpc.aio.server()
+    workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(Recorder(), recorder)
+    address = f"127.0.0.1:{recorder.add_insecure_port('127.0.0.1:0')}"
+    await recorder.start()
+    try:
+        given = await cli("cancel", "tx-1", "--reason", "customer asked", "--server", address)
+        default = await cli("cancel", "tx-2", "--server", address)
+    finally:
+        await recorder.stop(None)
+    assert (given.returncode, default.returncode) == (0, 0), (given.stderr, default.stderr)
+    assert [(r.transaction_id, r.reason) for r in received] == [
+        ("tx-1", "customer asked"),
+        ("tx-2", "cancelled from the command line"),
+    ]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from multiagents._runtime import WorkerRuntime
 from multiagents.client import Client, WorkflowStatus
 from multiagents.monitoring import MonitoringConfig, current_server
-from multiagents.worker import WorkerFunction
+from multiagents.worker import WorkerFunction, check_unique_name
 from multiagents.workflow import Workflow
 
 if TYPE_CHECKING:
@@ -91,11 +91,15 @@ class WorkerManager:
         self.runtime: WorkerRuntime | None = None
 
     def register(self, worker: WorkerFunction) -> None:
-        """Add a `@worker` (or `@dspy_worker`); call before `start()`."""
+        """Add a `@worker` (or `@dspy_worker`); call before `start()`.
+
+        Raises ValueError when another function is registered under that name.
+        """
         if not isinstance(worker, WorkerFunction):
             raise TypeError(f"{worker!r} is not a worker: decorate it with @worker(name)")
         if self.runtime is not None:
             raise RuntimeError("register workers before worker_manager.start()")
+        check_unique_name(self._workers, worker)
         self._workers[worker.name] = worker
 
     async def start(self) -> None:

@@ -4,8 +4,11 @@ tokens are configured for it; health and reflection stay open."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 
@@ -51,8 +54,20 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return _deny(handler, f"missing or invalid bearer token for the {role} role")
 
 
+# How long a denied streaming call may take to send its first message.
+FIRST_MESSAGE_TIMEOUT_S = 5.0
+
+
 def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    async def abort(_request: object, context: grpc.aio.ServicerContext) -> None:
+    async def abort(request: Any, context: grpc.aio.ServicerContext) -> None:
+        if handler.request_streaming:
+            # Take the first message before closing: a grpcio client still
+            # sending it when the call ends reports INTERNAL ("Internal error
+            # from Core") instead of this status, and a worker would retry.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FIRST_MESSAGE_TIMEOUT_S):
+                    async for _ in request:
+                        break
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     kwargs = {
