@@ -7,7 +7,7 @@ STAMP   := .venv/.setup-stamp
 export PATH := $(PATH):/usr/local/go/bin
 
 .PHONY: setup demo test check lint typecheck gen gen-check buf-check go-test node-test pytest pytest-cluster proto-baseline clean \
-	bench bench-scale bench-roundtrips bench-deps
+	bench bench-scale bench-roundtrips bench-cluster bench-deps
 
 setup: $(STAMP)
 
@@ -86,3 +86,6 @@ bench-scale: bench-deps
 
 bench-roundtrips: bench-deps
 	$(PY) -m bench.roundtrips $(BENCH_ARGS)
+
+bench-cluster: bench-deps
+	$(PY) -m bench.cluster $(BENCH_ARGS)

@@ -103,7 +103,12 @@ class Server:
         self.dispatcher = dispatcher = Dispatcher(
             orchestrator, store, config, replica_id=self.replica_id
         )
-        hub = EventHub(store, on_cancel=dispatcher.cancel_local, on_wake=dispatcher.wake)
+        hub = EventHub(
+            store,
+            on_cancel=dispatcher.cancel_local,
+            on_wake=dispatcher.wake,
+            on_definition=orchestrator.forget_latest,
+        )
 
         options = [
             ("grpc.max_receive_message_length", config.max_payload_bytes * 2 + 1024 * 1024),

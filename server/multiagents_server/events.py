@@ -2,7 +2,7 @@
 
 One subscription per replica to the store's bus receives every committed
 transition's history events (one notification per transition), command
-cancellations and queue wake-ups; watchers register a local queue per
+cancellations, queue wake-ups and registered definitions; watchers register a local queue per
 transaction (or for all). The bus is only the live feed: the history
 stream is the record, and pullers poll as a safety net for lost wake-ups.
 """
@@ -57,10 +57,14 @@ class EventHub:
         *,
         on_cancel: Callable[[str], None],
         on_wake: Callable[[int, str], None],
+        on_definition: Callable[[str | None], None],
     ) -> None:
         self._store = store
         self._on_cancel = on_cancel
         self._on_wake = on_wake
+        # A definition name was registered; None: any may have been (the
+        # feed was lost for a while).
+        self._on_definition = on_definition
         self._subscribers: dict[str, set[asyncio.Queue[events_pb2.WorkflowEvent]]] = {}
         self.ready = asyncio.Event()
 
@@ -82,11 +86,18 @@ class EventHub:
 
     async def run(self) -> None:
         """Listen until cancelled; reconnects after connection errors."""
+
+        def subscribed() -> None:
+            self._on_definition(None)
+            self.ready.set()
+
         while True:
             try:
-                async for message in self._store.listen(self.ready.set):
+                async for message in self._store.listen(subscribed):
                     if message.kind == "events":
                         self._events(message.data)
+                    elif message.kind == "definition":
+                        self._on_definition(message.data.decode())
                     elif message.kind == "wake":
                         bucket, _, worker = message.data.decode().partition("|")
                         self._on_wake(int(bucket), worker)

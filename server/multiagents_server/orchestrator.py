@@ -114,6 +114,7 @@ class Orchestrator:
         self.on_schedule: Callable[[int, int], None] = lambda bucket, due: None
         self._locks: dict[str, asyncio.Lock] = {}
         self._definitions: dict[tuple[str, int], engine.WorkflowSpec] = {}
+        self._latest: dict[str, int] = {}
         # Executions this replica finished, for the watchers' final status.
         self._finished: dict[str, Snapshot] = {}
         # The state and revision of running executions as this replica last
@@ -143,6 +144,7 @@ class Orchestrator:
         """Store a definition; False if the identical one exists already."""
         encoded = _payload.dumps(codec.spec_to_json(spec))
         existing = await self.store.add_definition(spec.name, spec.version, encoded)
+        self.forget_latest(spec.name)  # at once here; the bus tells the other replicas
         if existing is None:
             log.info("workflow registered", extra={"workflow": spec.name, "version": spec.version})
             return True
@@ -155,18 +157,22 @@ class Orchestrator:
 
     async def definition(self, name: str, version: int = 0) -> engine.WorkflowSpec:
         """A registered definition; version 0 is the latest. A version never
-        changes once registered, so parsed definitions are cached; only the
-        list of version numbers is read for the latest."""
+        changes once registered, so parsed definitions are cached, and so is
+        the latest version of a name, until the bus says that name was
+        registered again (or the bus was lost: then all are forgotten)."""
         if version:
             spec = self._definitions.get((name, version))
             if spec is not None:
                 return spec
             chosen = version
         else:
-            versions = await self.store.definition_version_numbers(name)
-            if not versions:
-                raise NotFound(f"workflow_name: no workflow named {name!r}")
-            chosen = max(versions)
+            latest = self._latest.get(name)
+            if latest is None:
+                versions = await self.store.definition_version_numbers(name)
+                if not versions:
+                    raise NotFound(f"workflow_name: no workflow named {name!r}")
+                latest = self._latest[name] = max(versions)
+            chosen = latest
             spec = self._definitions.get((name, chosen))
             if spec is not None:
                 return spec
@@ -178,6 +184,13 @@ class Orchestrator:
         spec = codec.spec_from_json(json.loads(raw))
         self._definitions[(name, chosen)] = spec
         return spec
+
+    def forget_latest(self, name: str | None) -> None:
+        """The latest version of `name` (of every name when None) may have changed."""
+        if name is None:
+            self._latest.clear()
+        else:
+            self._latest.pop(name, None)
 
     async def definitions(self) -> list[engine.WorkflowSpec]:
         return [await self.definition(name) for name in await self.store.definition_names()]

@@ -122,7 +122,8 @@ class Keys:
 
     @property
     def bus(self) -> str:
-        """Pub/sub channel of live notifications (history events, wake-ups, cancels)."""
+        """Pub/sub channel of live notifications (history events, wake-ups,
+        cancels, registered definitions)."""
         return f"{self.prefix}:bus"
 
     @staticmethod

@@ -98,5 +98,5 @@ class WorkerOutcomes:
 class Message:
     """A live notification from the bus."""
 
-    kind: str  # "events", "wake", "cancel"
+    kind: str  # "events", "wake", "cancel", "definition"
     data: bytes

@@ -280,7 +280,9 @@ class Store:
         cmds.hsetnx(key, str(version), definition)
         cmds.hget(key, str(version))
         cmds.sadd(self.keys.definitions, name)
-        created, existing, _ = await cmds.execute()
+        # Replicas cache the latest version of each name: tell them.
+        cmds.execute_command("PUBLISH", self.keys.bus, b"d" + name.encode())
+        created, existing, _, _ = await cmds.execute()
         return None if created else existing
 
     @_guarded
@@ -566,7 +568,7 @@ class Store:
         `ready` is called once subscribed. On a cluster, a PUBLISH reaches
         every node, so one connection to any node hears all of them.
         """
-        kinds = {ord("e"): "events", ord("w"): "wake", ord("c"): "cancel"}
+        kinds = {ord("e"): "events", ord("w"): "wake", ord("c"): "cancel", ord("d"): "definition"}
         client = self.redis
         if self.cluster:
             client = redis.Redis(connection_pool=_node_pool(self.redis))
