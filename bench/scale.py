@@ -55,16 +55,18 @@ def snapshot(
     label: str, completed: int, t0: float, rcli: Any, server: Any, worker: Any
 ) -> Snapshot:
     info = rcli.info()
-    streams = [f"{PREFIX}:cmd:{{bench_step{i}}}" for i in (1, 2, 3)]
+    # The keyspace is split into buckets (docs/architecture.md): sum over them.
+    buckets = range(int(rcli.hget(f"{PREFIX}:{{g}}:meta", "buckets") or 0))
+    streams = [f"{PREFIX}:{{{b}}}:q:bench_step{i}" for b in buckets for i in (1, 2, 3)]
     snap = Snapshot(
         label=label,
         completed=completed,
         elapsed_s=time.perf_counter() - t0,
         redis_used_mb=info["used_memory"] / 2**20,
-        executions=count(rcli, f"{PREFIX}:wf:*"),
+        executions=count(rcli, f"{PREFIX}:{{*}}:wf:*"),
         keys=info.get("db0", {}).get("keys", 0),
-        index=rcli.zcard(f"{PREFIX}:index"),
-        timers=rcli.zcard(f"{PREFIX}:timers"),
+        index=sum(rcli.zcard(f"{PREFIX}:{{{b}}}:index") for b in buckets),
+        timers=sum(rcli.zcard(f"{PREFIX}:{{{b}}}:timers") for b in buckets),
         command_entries=sum(rcli.xlen(s) for s in streams if rcli.exists(s)),
         server_rss_mb=server.rss_mb(),
         worker_rss_mb=worker.rss_mb(),
