@@ -21,7 +21,7 @@ from multiagents.v1 import (
     workflow_service_pb2,
     workflow_service_pb2_grpc,
 )
-from multiagents_server.config import ServerConfig
+from multiagents_server.config import ServerConfig, check
 from multiagents_server.dispatcher import Dispatcher
 from multiagents_server.embedded_redis import EmbeddedRedis
 from multiagents_server.events import EventHub
@@ -29,6 +29,7 @@ from multiagents_server.orchestrator import Orchestrator
 from multiagents_server.store import Store, StoreUnavailable, open_store
 from multiagents_server.timers import run_timers
 from multiagents_server.transport.auth import BearerAuthInterceptor
+from multiagents_server.transport.malformed import MalformedRequestInterceptor
 from multiagents_server.transport.monitoring_service import MonitoringService
 from multiagents_server.transport.worker_service import WorkerService
 from multiagents_server.transport.workflow_service import WorkflowService
@@ -90,6 +91,7 @@ class Server:
 
     async def _start(self) -> None:
         config = self.config
+        check(config)
         if not config.redis_url:
             self.embedded_redis = EmbeddedRedis(Path(config.data_dir) / "redis")
             await self.embedded_redis.start()
@@ -128,9 +130,10 @@ class Server:
             ("grpc.server.max_pending_requests", 1_000_000),
             ("grpc.server.max_pending_requests_hard_limit", 1_000_000),
         ]
-        interceptors = []
+        interceptors: list[grpc.aio.ServerInterceptor] = []
         if config.auth_enabled:
             interceptors.append(BearerAuthInterceptor(config.client_tokens, config.worker_tokens))
+        interceptors.append(MalformedRequestInterceptor())
         server = grpc.aio.server(options=options, interceptors=interceptors)
         workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(
             WorkflowService(orchestrator, hub, config), server

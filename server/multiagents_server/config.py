@@ -55,6 +55,9 @@ class ServerConfig:
     drain_timeout_ms: int = 10_000
     client_tokens: tuple[str, ...] = ()
     worker_tokens: tuple[str, ...] = ()
+    # With client tokens set, a server without worker tokens refuses to start
+    # unless this says that anonymous workers are meant.
+    allow_anonymous_workers: bool = False
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     # When set, clients must present a certificate signed by this CA (mTLS).
@@ -142,4 +145,15 @@ def load_config(
             raise ConfigError(f"unknown setting: {key}")
         if value is not None:
             values[key] = _convert(key, value)
-    return ServerConfig(**values)
+    config = ServerConfig(**values)
+    check(config)
+    return config
+
+
+def check(config: ServerConfig) -> None:
+    """Settings that are each fine but wrong together: ConfigError."""
+    if config.client_tokens and not config.worker_tokens and not config.allow_anonymous_workers:
+        raise ConfigError(
+            "worker_tokens: client tokens are set but no worker tokens, so any process "
+            "could connect as a worker; set worker_tokens, or allow_anonymous_workers: true"
+        )

@@ -3,6 +3,7 @@ the validation of definitions (errors name the offending field)."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -64,17 +65,38 @@ def duration(ms: int) -> duration_pb2.Duration:
 # -- definitions ---------------------------------------------------------------
 
 
+# Bounds of a retry policy and of a step's timeouts (documented in the proto).
+MAX_ATTEMPTS = 10_000
+MAX_BACKOFF_COEFFICIENT = 100.0
+MAX_INTERVAL_MS = 30 * 24 * 3600 * 1000
+MAX_TIMEOUT_MS = 365 * 24 * 3600 * 1000
+# JSON payloads nested deeper than this are refused (a client's input:
+# INVALID_ARGUMENT; a worker's result: a non-retryable failure of the attempt).
+MAX_JSON_DEPTH = 100
+
+
+def _interval(p: Any, name: str, field: str, default: int) -> int:
+    value = getattr(p, name).ToMilliseconds() if p.HasField(name) else default
+    if not 0 <= value <= MAX_INTERVAL_MS:
+        raise InvalidArgument(
+            f"{field}.{name}: must be between 0 and {MAX_INTERVAL_MS} ms (30 days)"
+        )
+    return int(value)
+
+
 def _retry_from_proto(p: workflow_pb2.RetryPolicy, field: str) -> engine.RetryPolicy:
-    if p.maximum_attempts < 0:
-        raise InvalidArgument(f"{field}.maximum_attempts: must be >= 0")
-    if p.backoff_coefficient < 0 or (0 < p.backoff_coefficient < 1):
-        raise InvalidArgument(f"{field}.backoff_coefficient: must be >= 1 (0 means 2.0)")
-    initial = p.initial_interval.ToMilliseconds() if p.HasField("initial_interval") else 1000
-    if initial < 0:
-        raise InvalidArgument(f"{field}.initial_interval: must not be negative")
-    maximum = p.maximum_interval.ToMilliseconds() if p.HasField("maximum_interval") else 0
-    if maximum < 0:
-        raise InvalidArgument(f"{field}.maximum_interval: must not be negative")
+    if not 0 <= p.maximum_attempts <= MAX_ATTEMPTS:
+        raise InvalidArgument(
+            f"{field}.maximum_attempts: must be between 0 and {MAX_ATTEMPTS} (0 means 3)"
+        )
+    c = p.backoff_coefficient
+    if not math.isfinite(c) or not (c == 0 or 1 <= c <= MAX_BACKOFF_COEFFICIENT):
+        raise InvalidArgument(
+            f"{field}.backoff_coefficient: must be a finite number between 1 and "
+            f"{MAX_BACKOFF_COEFFICIENT:g} (0 means 2.0), got {c}"
+        )
+    initial = _interval(p, "initial_interval", field, 1000)
+    maximum = _interval(p, "maximum_interval", field, 0)
     return engine.RetryPolicy(
         max_attempts=p.maximum_attempts or 3,
         initial_interval_ms=initial,
@@ -126,9 +148,11 @@ def spec_from_proto(
         if s.compensation:
             check_name(s.compensation, f"{where}.compensation")
         timeout = s.timeout.ToMilliseconds() if s.HasField("timeout") else default_timeout_ms
-        if timeout <= 0:
-            raise InvalidArgument(f"{where}.timeout: must be positive")
+        if not 0 < timeout <= MAX_TIMEOUT_MS:
+            raise InvalidArgument(f"{where}.timeout: must be positive and at most 365 days")
         heartbeat = s.heartbeat_timeout.ToMilliseconds() if s.HasField("heartbeat_timeout") else 0
+        if heartbeat > MAX_TIMEOUT_MS:
+            raise InvalidArgument(f"{where}.heartbeat_timeout: must be at most 365 days")
         if heartbeat < 0:
             raise InvalidArgument(f"{where}.heartbeat_timeout: must not be negative")
         steps.append(
@@ -337,6 +361,28 @@ def json_object(payload: common_pb2.Payload, field: str, limit: int) -> dict[str
     if size > limit:
         raise ResourceExhausted(f"{field}: payload of {size} bytes is over the limit of {limit}")
     try:
-        return _payload.decode_object(payload, field=field)
+        value = _payload.decode_object(payload, field=field)
     except _payload.PayloadError as exc:
         raise InvalidArgument(str(exc)) from None
+    except RecursionError:
+        value = None
+    # Only a payload with that many brackets can nest that deep: most are
+    # not walked at all.
+    brackets = payload.data.count(b"{") + payload.data.count(b"[")
+    if value is None or (brackets > MAX_JSON_DEPTH and _depth_over(value, MAX_JSON_DEPTH)):
+        raise InvalidArgument(f"{field}: JSON nested deeper than the limit of {MAX_JSON_DEPTH}")
+    return value
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether `value` nests containers more than `limit` deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False

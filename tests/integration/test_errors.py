@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 
 from integration.helpers import make_config, serving
 from multiagents import (
@@ -22,7 +23,17 @@ from multiagents import (
 from multiagents.v1 import common_pb2, workflow_pb2, workflow_service_pb2_grpc
 from multiagents.v1 import workflow_service_pb2 as pb
 from multiagents_server.app import Server
+from multiagents_server.config import ConfigError
 from multiagents_server.embedded_redis import EmbeddedRedis
+
+
+def _with_retry(policy: workflow_pb2.RetryPolicy) -> workflow_pb2.WorkflowDefinition:
+    step = workflow_pb2.StepDefinition(name="s", worker="a", retry_policy=policy)
+    return workflow_pb2.WorkflowDefinition(name="w", version=1, steps=[step])
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"a":' * depth + b"1" + b"}" * depth
 
 
 async def test_unknown_transaction_is_not_found(client: Client) -> None:
@@ -87,6 +98,22 @@ async def test_unknown_workflow_and_version_are_not_found(client: Client, uid: s
             ),
             r"definition.steps\[0\].worker: set exactly one of worker and workflow",
         ),
+        *[
+            (
+                _with_retry(policy),
+                rf"definition.steps\[0\].retry_policy.{field}: must be",
+            )
+            for policy, field in (
+                (workflow_pb2.RetryPolicy(backoff_coefficient=float("nan")), "backoff_coefficient"),
+                (workflow_pb2.RetryPolicy(backoff_coefficient=float("inf")), "backoff_coefficient"),
+                (workflow_pb2.RetryPolicy(backoff_coefficient=1e300), "backoff_coefficient"),
+                (workflow_pb2.RetryPolicy(maximum_attempts=1_000_000), "maximum_attempts"),
+                (
+                    workflow_pb2.RetryPolicy(maximum_interval=duration_pb2.Duration(seconds=10**9)),
+                    "maximum_interval",
+                ),
+            )
+        ],
     ],
 )
 async def test_bad_definition_is_invalid_argument_naming_the_field(
@@ -113,6 +140,14 @@ async def test_bad_input_payload_is_invalid_argument(
         (
             common_pb2.Payload(metadata={"encoding": b"binary/x"}, data=b"x"),
             "input: unsupported encoding",
+        ),
+        (
+            common_pb2.Payload(metadata={"encoding": b"json/plain"}, data=_nested(10_000)),
+            "input: JSON nested deeper than the limit of 100",
+        ),
+        (
+            common_pb2.Payload(metadata={"encoding": b"json/plain"}, data=_nested(101)),
+            "input: JSON nested deeper than the limit of 100",
         ),
     ]
     for payload, message in cases:
@@ -189,17 +224,22 @@ async def test_oversized_result_fails_the_step_instead_of_crashing(
     assert status.error is not None and "over the server's limit" in status.error["message"]
 
 
-async def test_missing_or_wrong_token_is_unauthenticated(
+async def test_missing_or_wrong_token_is_unauthenticated_and_the_wrong_role_denied(
     redis_server: EmbeddedRedis, uid: str
 ) -> None:
     config = make_config(
         redis_server.url, client_tokens=("client-secret",), worker_tokens=("worker-secret",)
     )
     async with Server(config) as secured:
-        for token in (None, "wrong", "worker-secret"):
+        for token, code in (
+            (None, grpc.StatusCode.UNAUTHENTICATED),
+            ("wrong", grpc.StatusCode.UNAUTHENTICATED),
+            ("worker-secret", grpc.StatusCode.PERMISSION_DENIED),
+        ):
             async with Client(secured.address, token=token) as c:
-                with pytest.raises(UnauthenticatedError, match="client role"):
+                with pytest.raises(UnauthenticatedError, match="client role") as raised:
                     await c.list_workflow_definitions()
+                assert raised.value.code == code
         async with Client(secured.address, token="client-secret") as c:
             assert await c.list_workflow_definitions() == []
 
@@ -209,10 +249,74 @@ async def test_missing_or_wrong_token_is_unauthenticated(
         async def w(ctx: dict[str, Any]) -> dict[str, Any]:
             return {}
 
-        with pytest.raises(WorkerStartError, match="UNAUTHENTICATED"):
+        with pytest.raises(WorkerStartError, match="PERMISSION_DENIED"):
             await WorkerRuntime([w], servers=secured.address, token="client-secret").start(
                 timeout=5
             )
+        with pytest.raises(WorkerStartError, match="UNAUTHENTICATED"):
+            await WorkerRuntime([w], servers=secured.address, token="wrong").start(timeout=5)
         runtime = WorkerRuntime([w], servers=secured.address, token="worker-secret")
         await runtime.start(timeout=5)
         await runtime.stop()
+
+
+async def test_client_tokens_without_worker_tokens_refuse_to_start(
+    redis_server: EmbeddedRedis,
+) -> None:
+    config = make_config(redis_server.url, client_tokens=("client-secret",))
+    with pytest.raises(ConfigError, match="worker_tokens: client tokens are set but no worker"):
+        await Server(config).start()
+    allowed = config.replace(allow_anonymous_workers=True)
+    async with Server(allowed) as server, Client(server.address, token="client-secret") as c:
+        assert await c.list_workflow_definitions() == []
+
+
+async def test_a_result_nested_too_deep_fails_its_attempt_for_good(
+    server: Server, client: Client, uid: str
+) -> None:
+    @worker(f"{uid}.deep")
+    async def deep(ctx: dict[str, Any]) -> dict[str, Any]:
+        value: dict[str, Any] = {"leaf": 1}
+        for _ in range(150):
+            value = {"a": value}
+        return value
+
+    async with serving(server, deep):
+        await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", deep).build())
+        tx = await client.execute_workflow(f"{uid}.wf", {})
+        status = await client.wait(tx, timeout=10)
+    assert status.state == "failed"
+    assert status.steps[0].attempts == 1  # not retried
+    assert status.error is not None
+    assert "result: JSON nested deeper than the limit of 100" in status.error["message"]
+
+
+async def test_garbage_bytes_are_invalid_argument_and_the_server_goes_on(
+    server: Server, client: Client
+) -> None:
+    garbage = b"\xff\xfe\x00garbage\x99"
+    channel = grpc.aio.insecure_channel(server.address)
+    connect = channel.stream_stream(
+        "/multiagents.v1.WorkerService/Connect",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+
+    async def one_message() -> Any:
+        yield garbage
+
+    with pytest.raises(grpc.aio.AioRpcError) as streamed:
+        async for _ in connect(one_message()):
+            pass
+    execute = channel.unary_unary(
+        "/multiagents.v1.WorkflowService/ExecuteWorkflow",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as unary:
+        await execute(garbage)
+    await channel.close()
+    for raised in (streamed.value, unary.value):
+        assert raised.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "request: not a valid message" in (raised.details() or "")
+    assert await client.list_workflow_definitions() is not None  # still serving

@@ -1023,3 +1023,18 @@ def test_sub_workflow_step_starts_a_child_and_cancel_or_timeout_cancels_it() -> 
 
     timed_out = apply(started.execution, TimerFired("timeout:tx-1:x0:1"), 1000)
     assert timed_out.effects[0] == CancelChild("tx-1.0.1", "step 'run' timed out after 1000 ms")
+
+
+@pytest.mark.parametrize(
+    ("policy", "attempt"),
+    [
+        (RetryPolicy(10_000, initial_interval_ms=1000, backoff_coefficient=2.0,
+                     max_interval_ms=60_000), 1_025),
+        (RetryPolicy(10_000, initial_interval_ms=1000, backoff_coefficient=100.0,
+                     max_interval_ms=60_000), 9_999),
+    ],
+)  # fmt: skip
+def test_backoff_of_a_late_attempt_is_the_maximum_interval_without_overflow(
+    policy: RetryPolicy, attempt: int
+) -> None:
+    assert policy.backoff_ms(attempt) == 60_000

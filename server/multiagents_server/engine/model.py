@@ -7,6 +7,7 @@ epoch, passed in by the caller: the engine never reads a clock.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -62,9 +63,20 @@ class RetryPolicy:
     non_retryable_error_types: tuple[str, ...] = ()
 
     def backoff_ms(self, failed_attempt: int) -> int:
-        """Delay before the attempt that follows `failed_attempt` (1-based)."""
-        delay = self.initial_interval_ms * self.backoff_coefficient ** (failed_attempt - 1)
-        return int(min(delay, self.max_interval_ms))
+        """Delay before the attempt that follows `failed_attempt` (1-based),
+        capped by `max_interval_ms`; computed in logarithms first, so a large
+        attempt number or coefficient cannot overflow."""
+        initial, cap = self.initial_interval_ms, self.max_interval_ms
+        if initial <= 0:
+            return 0
+        if initial >= cap:
+            return cap
+        exponent = failed_attempt - 1
+        if exponent <= 0 or self.backoff_coefficient <= 1:
+            return initial
+        if exponent * math.log(self.backoff_coefficient) >= math.log(cap / initial):
+            return cap
+        return int(min(initial * self.backoff_coefficient**exponent, cap))
 
 
 @dataclass(frozen=True, slots=True)

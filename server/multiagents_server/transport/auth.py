@@ -30,7 +30,8 @@ def _allowed(token: str | None, tokens: tuple[str, ...]) -> bool:
 
 
 class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Rejects calls without a valid token for their role with UNAUTHENTICATED."""
+    """Rejects calls without a valid token for their role: UNAUTHENTICATED,
+    or PERMISSION_DENIED for a valid token of the other role."""
 
     def __init__(self, client_tokens: tuple[str, ...], worker_tokens: tuple[str, ...]) -> None:
         self._client_tokens = client_tokens
@@ -48,9 +49,18 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             tokens, role = self._client_tokens, "client"
         else:
             return await continuation(details)
-        if not tokens or _allowed(_token(details.invocation_metadata), tokens):
+        token = _token(details.invocation_metadata)
+        if not tokens or _allowed(token, tokens):
             return await continuation(details)
         handler = await continuation(details)
+        other = self._client_tokens if role == "worker" else self._worker_tokens
+        if _allowed(token, other):
+            # Authenticated, but for the other role: say so.
+            return _deny(
+                handler,
+                f"this token is not for the {role} role",
+                grpc.StatusCode.PERMISSION_DENIED,
+            )
         return _deny(handler, f"missing or invalid bearer token for the {role} role")
 
 
@@ -58,7 +68,11 @@ class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 FIRST_MESSAGE_TIMEOUT_S = 5.0
 
 
-def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+def _deny(
+    handler: grpc.RpcMethodHandler,
+    message: str,
+    code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED,
+) -> grpc.RpcMethodHandler:
     async def abort(request: Any, context: grpc.aio.ServicerContext) -> None:
         if handler.request_streaming:
             # Take the first message before closing: a grpcio client still
@@ -68,7 +82,7 @@ def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler
                 async with asyncio.timeout(FIRST_MESSAGE_TIMEOUT_S):
                     async for _ in request:
                         break
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(code, message)
 
     kwargs = {
         "request_deserializer": handler.request_deserializer,
