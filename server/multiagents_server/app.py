@@ -46,6 +46,9 @@ SERVICE_NAMES = (
 STOP_GRACE_S = 5.0
 # How often buffered monitoring counters are written to Redis.
 OUTCOMES_FLUSH_S = 1.0
+# How often health checks that Redis answers; the embedded one's restart backoff.
+REDIS_HEALTH_PERIOD_S = 1.0
+REDIS_RESTART_BACKOFF_S = (0.2, 10.0)
 
 
 class Server:
@@ -172,6 +175,7 @@ class Server:
             asyncio.create_task(run_timers(orchestrator, dispatcher), name="timers"),
             asyncio.create_task(self._liveness(dispatcher), name="liveness"),
             asyncio.create_task(self._flush_outcomes(orchestrator), name="outcomes"),
+            asyncio.create_task(self._watch_redis(store), name="redis-health"),
         ]
         await asyncio.wait_for(hub.ready.wait(), 10)
         await server.start()
@@ -186,7 +190,7 @@ class Server:
 
     async def _liveness(self, dispatcher: Dispatcher) -> None:
         """Renew this replica's lease and reclaim the work of dead replicas."""
-        period = max(self.config.replica_lease_ms / 3000, 0.1)
+        period = max(self.config.replica_lease_ms / 5000, 0.1)
         while True:
             try:
                 await dispatcher.renew_lease()
@@ -194,6 +198,52 @@ class Server:
             except StoreUnavailable as exc:
                 log.warning("liveness loop cannot reach redis", extra={"error": str(exc)})
             await asyncio.sleep(period)
+
+    async def _watch_redis(self, store: Store) -> None:
+        """Health follows Redis: NOT_SERVING while it does not answer. The
+        embedded Redis, if it died, is started again (same port, same data
+        directory: its append-only file loses nothing), with backoff."""
+        serving = True
+        delay = REDIS_RESTART_BACKOFF_S[0]
+        while True:
+            await asyncio.sleep(REDIS_HEALTH_PERIOD_S)
+            embedded = self.embedded_redis
+            if embedded is not None and not embedded.alive:
+                log.error("the embedded Redis died; restarting it in %.1f s", delay)
+                if serving:
+                    serving = False
+                    await self._set_health(False)
+                await asyncio.sleep(delay)
+                try:
+                    await embedded.restart()
+                except RuntimeError as exc:
+                    log.error("the embedded Redis did not restart: %s", exc)
+                    delay = min(delay * 2, REDIS_RESTART_BACKOFF_S[1])
+                    continue
+                delay = REDIS_RESTART_BACKOFF_S[0]
+            try:
+                await store.ping()
+                ok = True
+            except StoreUnavailable as exc:
+                ok = False
+                if serving:
+                    log.error("redis unreachable; health is NOT_SERVING: %s", exc)
+            if ok != serving:
+                serving = ok
+                await self._set_health(serving)
+                if ok:
+                    log.info("redis reachable again; health is SERVING")
+
+    async def _set_health(self, serving: bool) -> None:
+        if self._health is None:
+            return
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, status)
 
     async def _flush_outcomes(self, orchestrator: Orchestrator) -> None:
         """Write the monitoring counters every second (and once at the end)."""

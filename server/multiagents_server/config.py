@@ -49,9 +49,12 @@ class ServerConfig:
     max_inflight_submits: int = 2_000
     # How long finished executions (state and history) are kept.
     retention_ms: int = 7 * 24 * 3600 * 1000
-    # A replica that has not renewed its lease for this long is dead; its
-    # in-flight commands are reclaimed by another replica.
-    replica_lease_ms: int = 10_000
+    # A replica that has not renewed its lease for this long is dead: it is
+    # fenced off and its in-flight commands are reclaimed by another replica.
+    # Renewed (and dead replicas looked for) every fifth of it, so work resumes
+    # elsewhere within lease + lease/5 (3 s), and a pause of up to 4/5 of it
+    # (2 s) is not taken for a death.
+    replica_lease_ms: int = 2_500
     drain_timeout_ms: int = 10_000
     client_tokens: tuple[str, ...] = ()
     worker_tokens: tuple[str, ...] = ()

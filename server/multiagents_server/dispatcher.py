@@ -141,11 +141,9 @@ class Dispatcher:
         self._dirty: dict[str, set[int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self._rejoin: asyncio.Task[None] | None = None
         # The buckets whose timers this replica fires (see `renew_lease`).
         self.owned_buckets: list[int] = list(store.buckets)
         orchestrator.local = self
-        orchestrator.on_fenced = self.fenced
 
     @property
     def clock(self) -> int:
@@ -336,10 +334,9 @@ class Dispatcher:
                     await asyncio.sleep(0.05)
         for session in list(self.sessions.values()):
             await self.close_session(session, "server shutting down")
-        tasks = [*self._pullers.values(), *([self._rejoin] if self._rejoin else [])]
-        for task in tasks:
+        for task in self._pullers.values():
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._pullers.values(), return_exceptions=True)
         await self.store.requeue_commands([e for q in self._backlog.values() for e in q])
         self._backlog.clear()
 
@@ -490,25 +487,6 @@ class Dispatcher:
         )
         me = live.index(self.replica_id)
         self.owned_buckets = [b for b in self.store.buckets if b % len(live) == me]
-
-    def fenced(self) -> None:
-        """A commit found this replica fenced off: rejoin with a new epoch."""
-        if self._rejoin is None or self._rejoin.done():
-            log.error(
-                "this replica was fenced off (its lease expired); rejoining",
-                extra={"replica": self.replica_id},
-            )
-            self._rejoin = asyncio.create_task(self._rejoin_buckets())
-
-    async def _rejoin_buckets(self) -> None:
-        while not self._stopping:
-            try:
-                await self.renew_lease()
-                await self.orchestrator.join()
-                return
-            except StoreUnavailable as exc:
-                log.warning("cannot rejoin yet: %s", exc)
-                await asyncio.sleep(REDIS_RETRY_S)
 
     async def reap_dead_replicas(self) -> int:
         """Fence off replicas whose lease expired, then claim the commands

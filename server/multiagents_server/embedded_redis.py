@@ -80,6 +80,19 @@ class EmbeddedRedis:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    @property
+    def alive(self) -> bool:
+        """Whether the started redis-server process is still running."""
+        return self._process is not None and self._process.poll() is None
+
+    async def restart(self) -> None:
+        """Start again on the same port and data directory (after it died)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            self._process = process
+            await self.stop()
+        await self.start()
+
     async def __aenter__(self) -> EmbeddedRedis:
         await self.start()
         return self

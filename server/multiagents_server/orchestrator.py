@@ -46,6 +46,8 @@ FLUSH_DELAY_MS = 5_000
 # Running executions whose last transition this replica committed (see
 # `Orchestrator._cache`); the oldest are forgotten beyond this many.
 CACHE_LIMIT = 10_000
+# Finished executions kept for their watchers' final status (read at once).
+FINISHED_LIMIT = 1_000
 # How often (at most) a finishing execution also prunes the index of
 # executions whose retention is over, and how many entries one pass looks at.
 INDEX_PRUNE_EVERY_MS = 1_000
@@ -108,8 +110,7 @@ class Orchestrator:
         # This replica's membership epoch in every bucket (set by `join`).
         self.epoch = 0
         self.local: LocalDispatch | None = None
-        # Called when a commit finds this replica fenced off.
-        self.on_fenced: Callable[[], None] = lambda: None
+        self._join_lock = asyncio.Lock()
         # Told of every timer this replica's commits schedule (bucket, due ms).
         self.on_schedule: Callable[[int, int], None] = lambda bucket, due: None
         self._locks: dict[str, asyncio.Lock] = {}
@@ -137,6 +138,19 @@ class Orchestrator:
         self.epoch = await self.store.join(self.replica_id)
         self._cache.clear()
         log.info("joined the buckets", extra={"replica": self.replica_id, "epoch": self.epoch})
+
+    async def _rejoin(self, fenced_epoch: int) -> None:
+        """A commit with `fenced_epoch` was refused: this replica's lease had
+        expired (a long pause, or cut off from Redis) and another replica
+        fenced it off and took its work. Join again, once for all the
+        commits that found out at the same time."""
+        async with self._join_lock:
+            if self.epoch == fenced_epoch:
+                log.error(
+                    "this replica was fenced off (its lease expired); rejoining",
+                    extra={"replica": self.replica_id, "epoch": fenced_epoch},
+                )
+                await self.join()
 
     # -- definitions -----------------------------------------------------------
 
@@ -465,13 +479,17 @@ class Orchestrator:
         )
         claimed: tuple[CommandEntry, ...] = ()
         try:
-            committed = await self.store.commit(
-                commit, replica_id=self.replica_id, epoch=self.epoch
-            )
+            epoch = self.epoch
+            try:
+                committed = await self.store.commit(commit, replica_id=self.replica_id, epoch=epoch)
+            except Fenced:
+                # Nothing was written. Rejoin, then judge the transition again
+                # on the stored state (the caller retries on a conflict).
+                await self._rejoin(epoch)
+                committed = await self.store.commit(
+                    commit, replica_id=self.replica_id, epoch=self.epoch
+                )
             claimed = committed.claimed
-        except Fenced:
-            self.on_fenced()
-            raise
         finally:
             # Reserved slots that no claimed command filled go back.
             for entry in claimed:
@@ -493,7 +511,7 @@ class Orchestrator:
             self._remember(ex, committed.revision)
         else:
             self._finished[ex.transaction_id] = Snapshot(ex, committed.revision)
-            if len(self._finished) > CACHE_LIMIT:
+            if len(self._finished) > FINISHED_LIMIT:
                 del self._finished[next(iter(self._finished))]
         if ex.state.terminal and now >= self._next_prune_ms:
             self._next_prune_ms = now + INDEX_PRUNE_EVERY_MS

@@ -22,7 +22,7 @@ from multiagents.v1 import worker_service_pb2 as wpb
 from multiagents_server import engine
 from multiagents_server.embedded_redis import EmbeddedRedis
 from multiagents_server.orchestrator import Orchestrator
-from multiagents_server.store import CommandEntry, Fenced, open_store
+from multiagents_server.store import CommandEntry, Commit, Fenced, open_store
 from multiagents_server.store.autopipeline import AutoPipeline
 
 SPEC = engine.WorkflowSpec(
@@ -226,16 +226,21 @@ async def test_a_fenced_replica_cannot_commit_until_it_rejoins(
     replica: Callable[..., Any], uid: str
 ) -> None:
     a, b = await replica(uid), await replica(uid)
-    fenced = asyncio.Event()
-    a.on_fenced = fenced.set
     await a.register(SPEC)
     tx, _ = await a.execute(SPEC.name, {})
+    fenced_epoch = a.epoch
     await b.store.fence(a.replica_id)  # what a live replica does to one whose lease expired
+    # The fenced epoch writes nothing, even with the right revision...
+    stored = await a.store.load(tx)
+    assert stored is not None
+    late = Commit(tx, stored.revision, b'{"late": true}')
     with pytest.raises(Fenced):
-        await a.apply(tx, engine.StepCompleted(f"{tx}:x0:1", {"late": True}))
-    assert fenced.is_set()
-    snap = await b.snapshot(tx)
-    assert snap.revision == 1 and snap.execution.step_results == {}
-    await a.join()  # a new epoch
+        await a.store.commit(late, replica_id=a.replica_id, epoch=fenced_epoch)
+    assert await a.store.load(tx) == stored
+    # ...and the orchestrator, refused once, rejoins with a new epoch and
+    # judges the event again on the stored state.
     transition = await a.apply(tx, engine.StepCompleted(f"{tx}:x0:1", {"now": True}))
+    assert a.epoch > fenced_epoch
     assert transition is not None and transition.changed
+    snap = await b.snapshot(tx)
+    assert snap.execution.step_results == {"one": {"now": True}}

@@ -98,6 +98,11 @@ class Store:
     async def close(self) -> None:
         await self.redis.aclose()
 
+    @_guarded
+    async def ping(self) -> None:
+        """StoreUnavailable unless Redis answers."""
+        await self.redis.ping()
+
     # -- scripts -------------------------------------------------------------------
 
     async def load_scripts(self) -> None:
