@@ -43,6 +43,17 @@ _KIND = {
 }
 
 
+# Length limits of free-form strings (characters), documented in the protos.
+MAX_ID_LENGTH = 200
+MAX_REASON_LENGTH = 1000
+MAX_METADATA_VALUE_LENGTH = 512
+
+
+def check_length(value: str, field: str, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidArgument(f"{field}: at most {limit} characters, got {len(value)}")
+
+
 def check_name(value: str, field: str) -> None:
     if not _NAME.match(value):
         raise InvalidArgument(

@@ -273,6 +273,7 @@ class Orchestrator:
         return await self.snapshot(transaction_id)
 
     async def cancel(self, transaction_id: str, reason: str) -> None:
+        log.info("cancel requested", extra={"transaction_id": transaction_id, "reason": reason})
         try:
             transition = await self.apply(transaction_id, engine.CancelRequested(reason))
         except engine.InvalidTransition as exc:

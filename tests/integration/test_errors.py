@@ -320,3 +320,37 @@ async def test_garbage_bytes_are_invalid_argument_and_the_server_goes_on(
         assert raised.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "request: not a valid message" in (raised.details() or "")
     assert await client.list_workflow_definitions() is not None  # still serving
+
+
+async def test_over_long_ids_and_reasons_are_invalid_argument_naming_the_field(
+    client: Client, uid: str
+) -> None:
+    await client.register_workflow(WorkflowBuilder(f"{uid}.wf").add_step("s", "w").build())
+    with pytest.raises(InvalidArgumentError, match="request_id: at most 200 characters"):
+        await client.execute_workflow(f"{uid}.wf", {}, request_id="r" * 201)
+    with pytest.raises(InvalidArgumentError, match="correlation_id: at most 200 characters"):
+        await client.execute_workflow(f"{uid}.wf", {}, correlation_id="c" * 201)
+    with pytest.raises(InvalidArgumentError, match="transaction_id: at most 200 characters"):
+        await client.get_status("t" * 201)
+    tx = await client.execute_workflow(f"{uid}.wf", {})
+    with pytest.raises(InvalidArgumentError, match="reason: at most 1000 characters"):
+        await client.cancel_workflow(tx, reason="x" * 1001)
+    assert (await client.get_status(tx)).state == "running"  # nothing applied
+
+
+async def test_an_over_long_hello_field_ends_the_session_naming_it(server: Server) -> None:
+    from multiagents.v1 import worker_service_pb2 as wpb
+    from multiagents.v1 import worker_service_pb2_grpc
+
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
+        hello = wpb.Hello(worker_id="w" * 201, worker_names=["ok"], max_concurrency=1)
+
+        async def messages() -> Any:
+            yield wpb.ConnectRequest(hello=hello)
+
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for _ in stub.Connect(messages()):
+                pass
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "hello.worker_id: at most 200 characters" in (raised.value.details() or "")

@@ -19,6 +19,7 @@ from multiagents_server.errors import InvalidArgument, ResourceExhausted
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENCY_LIMIT = 10_000
+MAX_WORKER_NAMES = 1_000
 
 
 def _check_hello(message: wpb.ConnectRequest) -> wpb.Hello:
@@ -27,8 +28,12 @@ def _check_hello(message: wpb.ConnectRequest) -> wpb.Hello:
     hello = message.hello
     if not hello.worker_names:
         raise InvalidArgument("hello.worker_names: at least one worker name is required")
+    if len(hello.worker_names) > MAX_WORKER_NAMES:
+        raise InvalidArgument(f"hello.worker_names: at most {MAX_WORKER_NAMES} names")
     for i, name in enumerate(hello.worker_names):
         convert.check_name(name, f"hello.worker_names[{i}]")
+    for field in ("worker_id", "sdk_language", "sdk_version"):
+        convert.check_length(getattr(hello, field), f"hello.{field}", convert.MAX_ID_LENGTH)
     if not 1 <= hello.max_concurrency <= MAX_CONCURRENCY_LIMIT:
         raise InvalidArgument(
             f"hello.max_concurrency: must be between 1 and {MAX_CONCURRENCY_LIMIT}, "

@@ -29,6 +29,7 @@ WATCH_RESYNC_S = 10.0
 def _require(value: str, field: str) -> str:
     if not value:
         raise InvalidArgument(f"{field}: required")
+    convert.check_length(value, field, convert.MAX_ID_LENGTH)
     return value
 
 
@@ -76,7 +77,11 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
         if request.version < 0:
             raise InvalidArgument("version: must be >= 0 (0 means latest)")
         input = convert.json_object(request.input, "input", self.config.max_payload_bytes)
+        convert.check_length(request.request_id, "request_id", convert.MAX_ID_LENGTH)
+        convert.check_length(request.correlation_id, "correlation_id", convert.MAX_ID_LENGTH)
         metadata = {k: v for k, v in context.invocation_metadata() or () if k == "traceparent"}
+        for key, value in metadata.items():
+            convert.check_length(str(value), f"metadata {key}", convert.MAX_METADATA_VALUE_LENGTH)
         if self._submits >= self.config.max_inflight_submits:
             raise Overloaded(
                 f"server overloaded: {self._submits} submits in flight (max_inflight_submits); "
@@ -152,6 +157,7 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
         self, request: pb.CancelWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelWorkflowResponse:
         tx = _require(request.transaction_id, "transaction_id")
+        convert.check_length(request.reason, "reason", convert.MAX_REASON_LENGTH)
         await self.orchestrator.cancel(tx, request.reason)
         return pb.CancelWorkflowResponse()
 

@@ -438,15 +438,16 @@ func (*ConnectResponse_Commands) isConnectResponse_Message() {}
 // Hello opens a session.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Stable id of the worker process (e.g. host-pid).
+	// Stable id of the worker process (e.g. host-pid); at most 200 characters.
 	WorkerId string `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	// Worker names this process serves.
+	// Worker names this process serves: 1 to 1,000 names, each 1-200
+	// characters of letters, digits and _ . - : /.
 	WorkerNames []string `protobuf:"bytes,2,rep,name=worker_names,json=workerNames,proto3" json:"worker_names,omitempty"`
 	// Most commands in flight at once on this session; >= 1.
 	MaxConcurrency int32 `protobuf:"varint,3,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
-	// SDK language, e.g. "python", "go", "node".
+	// SDK language, e.g. "python", "go", "node"; at most 200 characters.
 	SdkLanguage string `protobuf:"bytes,4,opt,name=sdk_language,json=sdkLanguage,proto3" json:"sdk_language,omitempty"`
-	// SDK version.
+	// SDK version; at most 200 characters.
 	SdkVersion string `protobuf:"bytes,5,opt,name=sdk_version,json=sdkVersion,proto3" json:"sdk_version,omitempty"`
 	// Protocol version the worker speaks.
 	ProtocolVersion ProtocolVersion `protobuf:"varint,6,opt,name=protocol_version,json=protocolVersion,proto3,enum=multiagents.v1.ProtocolVersion" json:"protocol_version,omitempty"`

@@ -307,9 +307,10 @@ type ExecuteWorkflowRequest struct {
 	// Input: a JSON object, the first step's context.
 	Input *Payload `protobuf:"bytes,3,opt,name=input,proto3" json:"input,omitempty"`
 	// Optional idempotency key: a second request with the same key returns the
-	// first one's transaction id and starts nothing.
+	// first one's transaction id and starts nothing. At most 200 characters.
 	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	// Optional correlation id; defaults to the transaction id.
+	// Optional correlation id; defaults to the transaction id. At most 200
+	// characters.
 	CorrelationId string `protobuf:"bytes,5,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -635,7 +636,8 @@ type CancelWorkflowRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Transaction id.
 	TransactionId string `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
-	// Why; recorded in the history.
+	// Why; at most 1,000 characters. Logged by the server; not yet recorded
+	// in the history nor sent with the worker's Cancel.
 	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

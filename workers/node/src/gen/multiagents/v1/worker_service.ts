@@ -156,15 +156,18 @@ export interface ConnectResponse {
 
 /** Hello opens a session. */
 export interface Hello {
-  /** Stable id of the worker process (e.g. host-pid). */
+  /** Stable id of the worker process (e.g. host-pid); at most 200 characters. */
   workerId: string;
-  /** Worker names this process serves. */
+  /**
+   * Worker names this process serves: 1 to 1,000 names, each 1-200
+   * characters of letters, digits and _ . - : /.
+   */
   workerNames: string[];
   /** Most commands in flight at once on this session; >= 1. */
   maxConcurrency: number;
-  /** SDK language, e.g. "python", "go", "node". */
+  /** SDK language, e.g. "python", "go", "node"; at most 200 characters. */
   sdkLanguage: string;
-  /** SDK version. */
+  /** SDK version; at most 200 characters. */
   sdkVersion: string;
   /** Protocol version the worker speaks. */
   protocolVersion: ProtocolVersion;

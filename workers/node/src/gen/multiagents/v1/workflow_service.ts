@@ -76,10 +76,13 @@ export interface ExecuteWorkflowRequest {
     | undefined;
   /**
    * Optional idempotency key: a second request with the same key returns the
-   * first one's transaction id and starts nothing.
+   * first one's transaction id and starts nothing. At most 200 characters.
    */
   requestId: string;
-  /** Optional correlation id; defaults to the transaction id. */
+  /**
+   * Optional correlation id; defaults to the transaction id. At most 200
+   * characters.
+   */
   correlationId: string;
 }
 
@@ -129,7 +132,10 @@ export interface WatchWorkflowResponse {
 export interface CancelWorkflowRequest {
   /** Transaction id. */
   transactionId: string;
-  /** Why; recorded in the history. */
+  /**
+   * Why; at most 1,000 characters. Logged by the server; not yet recorded
+   * in the history nor sent with the worker's Cancel.
+   */
   reason: string;
 }
 
