@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from multiagents import __version__, _payload
+from multiagents import __version__, wire
 from multiagents.errors import to_failure
 from multiagents.v1 import common_pb2, worker_service_pb2_grpc
 from multiagents.v1 import worker_service_pb2 as wpb
@@ -331,7 +331,7 @@ class WorkerRuntime:
         worker = self.workers.get(command.worker_name)
         if worker is None:
             raise ValueError(f"this process does not serve worker {command.worker_name!r}")
-        context = _payload.decode_object(command.context, field="context")
+        context = wire.decode_object(command.context, field="context")
         info = CommandInfo(
             command_id=command.command_id,
             worker_name=command.worker_name,
@@ -351,7 +351,7 @@ class WorkerRuntime:
                 result = await worker.execute(context)
         finally:
             reset_current(token)
-        payload = _payload.encode(result)
+        payload = wire.encode(result)
         if len(payload.data) > self.max_payload_bytes:
             raise ValueError(
                 f"result of worker {command.worker_name!r} is {len(payload.data)} bytes, "
@@ -372,7 +372,7 @@ class WorkerRuntime:
             last[0] = now
             message = wpb.Heartbeat(command_ids=[command.command_id])
             if details is not None:
-                message.details.CopyFrom(_payload.encode(details))
+                message.details.CopyFrom(wire.encode(details))
             self._emit(wpb.ConnectRequest(heartbeat=message))
 
         return beat

@@ -20,11 +20,11 @@ from typing import Any
 
 import grpc
 
-from multiagents import __version__, _payload
+from multiagents import __version__, wire
 from multiagents._runtime import WorkerStartError
-from multiagents._syntax import json_error, yaml_error
 from multiagents.client import STATES, Client, WorkflowStatus
 from multiagents.errors import RPCError, ServerUnavailableError
+from multiagents.syntax import json_error, yaml_error
 from multiagents.worker import WorkerFunction, check_unique_name
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -373,7 +373,7 @@ async def cmd_history(args: argparse.Namespace) -> int:
         elif kind == "error":
             detail = f"{body.step} {body.error.type}: {body.error.message} retry={body.will_retry}"
         elif kind == "result":
-            detail = f"{body.step} {_payload.decode(body.result)}"
+            detail = f"{body.step} {wire.decode(body.result)}"
         else:
             detail = f"{body.step} -> {body.worker_name} (retry_count={body.retry_count})"
         _print(f"{event.sequence:>4} {body.timestamp.ToJsonString()} {kind:<12} {detail}")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from multiagents import _payload
+from multiagents import wire as _payload
 from multiagents.v1 import events_pb2
 from multiagents_server import convert, engine, followups
 from multiagents_server.config import ServerConfig
