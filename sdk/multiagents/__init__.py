@@ -6,7 +6,6 @@ The SDK: `@worker` declares workers, `WorkerRuntime` serves them to a server,
 
 __version__ = "0.1.0"
 
-from multiagents._runtime import WorkerRuntime, WorkerStartError
 from multiagents.client import Client, StatusUpdate, WorkflowStatus
 from multiagents.dspy import dspy_worker
 from multiagents.errors import (
@@ -23,6 +22,7 @@ from multiagents.errors import (
     WorkerExecutionError,
     WorkflowFailedError,
 )
+from multiagents.runtime import WorkerRuntime, WorkerStartError
 from multiagents.worker import CommandInfo, WorkerFunction, current_command, heartbeat, worker
 from multiagents.workflow import RetryPolicy, Step, Workflow, WorkflowBuilder
 

@@ -21,9 +21,9 @@ from typing import Any
 import grpc
 
 from multiagents import __version__, wire
-from multiagents._runtime import WorkerStartError
 from multiagents.client import STATES, Client, WorkflowStatus
 from multiagents.errors import RPCError, ServerUnavailableError
+from multiagents.runtime import WorkerStartError
 from multiagents.syntax import json_error, yaml_error
 from multiagents.worker import WorkerFunction, check_unique_name
 
@@ -268,7 +268,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
-    from multiagents._runtime import WorkerRuntime
+    from multiagents.runtime import WorkerRuntime
 
     workers = load_workers(args.modules)
     runtime = WorkerRuntime(

@@ -14,7 +14,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from multiagents import wire
-from multiagents._runtime import open_channel
+from multiagents.channel import open_channel
 from multiagents.errors import RPCError, from_rpc_error
 from multiagents.v1 import common_pb2, events_pb2, workflow_pb2, workflow_service_pb2_grpc
 from multiagents.v1 import workflow_service_pb2 as pb

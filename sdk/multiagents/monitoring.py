@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from multiagents._runtime import open_channel
+from multiagents.channel import open_channel
 from multiagents.errors import from_rpc_error
 from multiagents.v1 import events_pb2, monitoring_service_pb2_grpc
 from multiagents.v1 import monitoring_service_pb2 as mpb

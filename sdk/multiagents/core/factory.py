@@ -15,9 +15,9 @@ import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from multiagents._runtime import WorkerRuntime
 from multiagents.client import Client, WorkflowStatus
 from multiagents.monitoring import MonitoringConfig, current_server
+from multiagents.runtime import WorkerRuntime
 from multiagents.worker import WorkerFunction, check_unique_name
 from multiagents.workflow import Workflow
 
