@@ -20,7 +20,6 @@ from multiagents.errors import (
     ServerUnavailableError,
     UnauthenticatedError,
     WorkerExecutionError,
-    WorkflowFailedError,
 )
 from multiagents.runtime import WorkerRuntime, WorkerStartError
 from multiagents.worker import CommandInfo, WorkerFunction, current_command, heartbeat, worker
@@ -48,7 +47,6 @@ __all__ = [
     "WorkerStartError",
     "Workflow",
     "WorkflowBuilder",
-    "WorkflowFailedError",
     "WorkflowStatus",
     "__version__",
     "current_command",

@@ -34,15 +34,6 @@ class ApplicationError(MultiAgentsError):
         self.non_retryable = non_retryable
 
 
-class WorkflowFailedError(MultiAgentsError):
-    """Raised by `Client.result()` when an execution did not complete."""
-
-    def __init__(self, transaction_id: str, state: str, message: str) -> None:
-        super().__init__(f"workflow {transaction_id} ended {state}: {message}")
-        self.transaction_id = transaction_id
-        self.state = state
-
-
 class RPCError(MultiAgentsError):
     """A call to the server failed; `code` is the gRPC status code."""
 
