@@ -34,6 +34,11 @@ class ApplicationError(MultiAgentsError):
         self.non_retryable = non_retryable
 
 
+class ServerNotInstalledError(MultiAgentsError):
+    """Starting a server (`multiagents serve`, `create_simple_framework`)
+    needs the server package: `pip install 'multiagents[server]'`."""
+
+
 class RPCError(MultiAgentsError):
     """A call to the server failed; `code` is the gRPC status code."""
 
