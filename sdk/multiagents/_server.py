@@ -2,7 +2,7 @@
 by the package that provides it) instead of imported: the SDK works installed
 alone, names no server module, and a worker process never loads the server.
 
-`multiagents serve` runs the `cli` entry point in its own process;
+`multiagents serve` runs the `cli` entry point in the same process;
 `create_simple_framework` starts the `embedded` one.
 """
 

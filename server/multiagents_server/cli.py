@@ -1,5 +1,5 @@
 """The server's command line: `multiagents-server`, `python -m multiagents_server`,
-and `multiagents serve` (the SDK's command line runs this `main` in its own
+and `multiagents serve` (the SDK's command line runs this `main` in the same
 process, found through the `multiagents.server` entry points).
 
 One replica in this process, or a supervisor with `--processes N`; the
