@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import os
 import signal
+import tomllib
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,22 @@ ROOT = Path(__file__).resolve().parent.parent
 # Session teardown never waits longer than this for one component.
 TEARDOWN_S = 30
 CLUSTER_LANE = os.environ.get("MULTIAGENTS_TEST_REDIS") == "cluster"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to run against an install older than pyproject.toml: the SDK
+    finds the server through the package's entry points, so every test that
+    starts one would fail, each in its own way."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["entry-points"]["multiagents.server"]
+    installed = {e.name: e.value for e in entry_points(group="multiagents.server")}
+    if installed != declared:
+        pytest.exit(
+            f"the installed multiagents.server entry points {installed} are not those of "
+            f"pyproject.toml {declared}: reinstall the package (make setup, or "
+            "pip install --no-deps --no-build-isolation -e .)",
+            returncode=4,
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

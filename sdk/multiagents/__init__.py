@@ -6,7 +6,6 @@ The SDK: `@worker` declares workers, `WorkerRuntime` serves them to a server,
 
 __version__ = "0.1.0"
 
-from multiagents._runtime import WorkerRuntime, WorkerStartError
 from multiagents.client import Client, StatusUpdate, WorkflowStatus
 from multiagents.dspy import dspy_worker
 from multiagents.errors import (
@@ -18,11 +17,12 @@ from multiagents.errors import (
     NotFoundError,
     ResourceExhaustedError,
     RPCError,
+    ServerNotInstalledError,
     ServerUnavailableError,
     UnauthenticatedError,
     WorkerExecutionError,
-    WorkflowFailedError,
 )
+from multiagents.runtime import WorkerRuntime, WorkerStartError
 from multiagents.worker import CommandInfo, WorkerFunction, current_command, heartbeat, worker
 from multiagents.workflow import RetryPolicy, Step, Workflow, WorkflowBuilder
 
@@ -38,6 +38,7 @@ __all__ = [
     "RPCError",
     "ResourceExhaustedError",
     "RetryPolicy",
+    "ServerNotInstalledError",
     "ServerUnavailableError",
     "StatusUpdate",
     "Step",
@@ -48,7 +49,6 @@ __all__ = [
     "WorkerStartError",
     "Workflow",
     "WorkflowBuilder",
-    "WorkflowFailedError",
     "WorkflowStatus",
     "__version__",
     "current_command",

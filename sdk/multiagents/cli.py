@@ -13,18 +13,19 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import grpc
 
-from multiagents import __version__, _payload
-from multiagents._runtime import WorkerStartError
-from multiagents._syntax import json_error, yaml_error
+from multiagents import __version__, _server, wire
 from multiagents.client import STATES, Client, WorkflowStatus
-from multiagents.errors import RPCError, ServerUnavailableError
+from multiagents.errors import RPCError, ServerNotInstalledError, ServerUnavailableError
+from multiagents.runtime import WorkerStartError
+from multiagents.syntax import json_error, yaml_error
 from multiagents.worker import WorkerFunction, check_unique_name
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -44,13 +45,6 @@ def known_error(exc: BaseException) -> str | None:
         refused = exc.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
         hint = " (check --token or MULTIAGENTS_TOKEN)" if refused else ""
         return f"the server refused the worker: {exc}{hint}"
-    try:  # errors of `serve`, which needs the server extra
-        from multiagents_server.config import ConfigError
-        from multiagents_server.store import StoreSetupError
-    except ImportError:
-        return None
-    if isinstance(exc, ConfigError | StoreSetupError):
-        return str(exc)
     return None
 
 
@@ -124,6 +118,19 @@ def load_definition(path: str) -> dict[str, Any]:
     return data
 
 
+def _load_file(name: str, path: Path, *, package: bool = False) -> ModuleType:
+    """Execute the file at `path` as the module `name` (a package, whose
+    submodules are found next to it, when `package`)."""
+    spec = importlib.util.spec_from_file_location(
+        name, path, submodule_search_locations=[str(path.parent)] if package else None
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_workers(targets: Sequence[str]) -> list[WorkerFunction]:
     """Every @worker in the given modules (dotted names or .py paths).
 
@@ -136,11 +143,7 @@ def load_workers(targets: Sequence[str]) -> list[WorkerFunction]:
             path = Path(target)
             if not path.is_file():
                 raise UsageError(f"worker module {target}: no such file")
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[path.stem] = module
-            spec.loader.exec_module(module)
+            module = _load_file(path.stem, path)
         else:
             try:
                 module = importlib.import_module(target)
@@ -195,80 +198,17 @@ def _time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
 
 
-class _HeldRecords(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextlib.contextmanager
-def held_logs() -> Iterator[None]:
-    """Hold back the log records emitted in the block.
-
-    They are written when the block succeeds or fails with a bug, and dropped
-    when it fails with a known error, whose one-line message says it all
-    (a server that could not start otherwise logs that it stopped).
-    """
-    root = logging.getLogger()
-    handlers = root.handlers[:]
-    held = _HeldRecords()
-    for handler in handlers:
-        root.removeHandler(handler)
-    root.addHandler(held)
-    release = True
-    try:
-        yield
-    except BaseException as exc:
-        release = known_error(exc) is None
-        raise
-    finally:
-        root.removeHandler(held)
-        for handler in handlers:
-            root.addHandler(handler)
-        if release:
-            for record in held.records:
-                root.handle(record)
-
-
 # -- commands -----------------------------------------------------------------------
 
 
-async def cmd_serve(args: argparse.Namespace) -> int:
-    from multiagents_server.app import Server
-    from multiagents_server.config import load_config
-    from multiagents_server.supervisor import Supervisor, check_port_free, process_count
-
-    flags = {
-        "host": args.host, "port": args.port, "redis_url": args.redis_url,
-        "data_dir": args.data_dir, "key_prefix": args.key_prefix, "log_level": args.log_level,
-        "processes": args.processes,
-    }  # fmt: skip
-    config = load_config(flags, config_file=args.config)
-    count = process_count(config)
-    logging.getLogger().setLevel(config.log_level)
-    check_port_free(config.host, config.port)
-    server: Server | Supervisor = Server(config) if count == 1 else Supervisor(config, count)
-    with held_logs():
-        await server.start()
-    replicas = "one process" if count == 1 else f"{count} processes"
-    _print(
-        f"multiagents server listening on {server.address} (redis: {server.redis_url}; {replicas})"
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    _print("shutting down: draining workers")
-    await server.stop()
-    return 0
+def serve(argv: Sequence[str]) -> int:
+    """`multiagents serve ARGS`: the server's own command line, run in this
+    process. Its options and their help are the server's."""
+    return _server.run_cli(argv, prog="multiagents serve")
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
-    from multiagents._runtime import WorkerRuntime
+    from multiagents.runtime import WorkerRuntime
 
     workers = load_workers(args.modules)
     runtime = WorkerRuntime(
@@ -373,7 +313,7 @@ async def cmd_history(args: argparse.Namespace) -> int:
         elif kind == "error":
             detail = f"{body.step} {body.error.type}: {body.error.message} retry={body.will_retry}"
         elif kind == "result":
-            detail = f"{body.step} {_payload.decode(body.result)}"
+            detail = f"{body.step} {wire.decode(body.result)}"
         else:
             detail = f"{body.step} -> {body.worker_name} (retry_count={body.retry_count})"
         _print(f"{event.sequence:>4} {body.timestamp.ToJsonString()} {kind:<12} {detail}")
@@ -398,10 +338,26 @@ async def cmd_workers(args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_demo(args: argparse.Namespace) -> int:
-    from multiagents_demo.demo import run_demo
+# The demo is example code of the repository (workers/python), not part of the
+# SDK: loaded from its files, like the modules of `multiagents worker x.py`.
+DEMO_DIR = Path(__file__).resolve().parents[2] / "workers" / "python" / "multiagents_demo"
 
-    return await run_demo(orders=args.orders, data_dir=args.data_dir)
+
+def load_demo(directory: Path = DEMO_DIR) -> ModuleType:
+    """The demo's `demo` module, loaded from `directory` as the package
+    `multiagents_demo` (its modules import each other by that name)."""
+    if not (directory / "demo.py").is_file():
+        raise UsageError(
+            f"the demo is not here ({directory}): it ships with the source repository; "
+            "run `make demo` in a checkout"
+        )
+    _load_file("multiagents_demo", directory / "__init__.py", package=True)
+    return _load_file("multiagents_demo.demo", directory / "demo.py")
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    demo = load_demo()
+    return int(await demo.run_demo(orders=args.orders, data_dir=args.data_dir))
 
 
 @contextlib.asynccontextmanager
@@ -444,25 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="bearer token (env MULTIAGENTS_TOKEN)")  # fmt: skip
         return p
 
-    p = command(
+    # Listed here; `main` hands `serve` and everything after it to the server.
+    sub.add_parser(
         "serve",
-        cmd_serve,
-        "Run a server replica (embedded Redis unless --redis-url).",
-        server=False,
-    )
-    p.add_argument("--host", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="gRPC port (default 50051; 0 picks a free one)")
-    p.add_argument(
-        "--redis-url", help="external Redis (env MULTIAGENTS_REDIS_URL); default: embedded"
-    )
-    p.add_argument("--data-dir", help="embedded Redis data directory (default ./.multiagents)")
-    p.add_argument("--key-prefix", help="prefix of every Redis key (default ma)")
-    p.add_argument("--config", help="YAML configuration file (env MULTIAGENTS_CONFIG)")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
-    p.add_argument(
-        "--processes",
-        type=int,
-        help="server replicas behind the one port (default: one per core; 1 = in this process)",
+        help="Run the server (embedded Redis unless --redis-url).",
+        add_help=False,
     )
 
     p = command("worker", cmd_worker, "Serve the @worker functions of Python modules.")
@@ -523,12 +465,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        try:
+            return serve(argv[1:])
+        except ServerNotInstalledError as exc:
+            _error(str(exc))
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "server", None) is None and "server" in vars(args):
         args.server = [os.environ.get("MULTIAGENTS_SERVER", DEFAULT_SERVER)]
     logging.basicConfig(
-        level=logging.INFO if args.command in ("serve", "worker") else logging.WARNING,
+        level=logging.INFO if args.command == "worker" else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

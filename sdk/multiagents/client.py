@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
-from multiagents import _payload
-from multiagents._runtime import open_channel
+from multiagents import wire
+from multiagents.channel import open_channel
 from multiagents.errors import RPCError, from_rpc_error
 from multiagents.v1 import common_pb2, events_pb2, workflow_pb2, workflow_service_pb2_grpc
 from multiagents.v1 import workflow_service_pb2 as pb
@@ -115,11 +115,11 @@ class WorkflowStatus:
             transaction_id=s.transaction_id,
             state=STATES[s.state],
             current_step=s.current_step or None,
-            step_results=_payload.decode_object(s.step_results),
+            step_results=wire.decode_object(s.step_results),
             workflow_name=s.workflow_name,
             workflow_version=s.workflow_version,
             correlation_id=s.correlation_id,
-            context=_payload.decode_object(s.context),
+            context=wire.decode_object(s.context),
             error=failure_dict(s.failure) if s.HasField("failure") else None,
             requires_manual_intervention=s.requires_manual_intervention,
             steps=tuple(
@@ -165,7 +165,7 @@ class StatusUpdate:
             transaction_id=e.transaction_id,
             state=STATES[e.state],
             current_step=e.current_step or None,
-            step_results=_payload.decode_object(e.step_results),
+            step_results=wire.decode_object(e.step_results),
             revision=e.revision,
             error=failure_dict(e.failure) if e.HasField("failure") else None,
             requires_manual_intervention=e.requires_manual_intervention,
@@ -253,7 +253,7 @@ class Client:
         request = pb.ExecuteWorkflowRequest(
             workflow_name=workflow_name,
             version=version,
-            input=_payload.encode(input or {}),
+            input=wire.encode(input or {}),
             request_id=request_id,
             correlation_id=correlation_id,
         )

@@ -34,13 +34,9 @@ class ApplicationError(MultiAgentsError):
         self.non_retryable = non_retryable
 
 
-class WorkflowFailedError(MultiAgentsError):
-    """Raised by `Client.result()` when an execution did not complete."""
-
-    def __init__(self, transaction_id: str, state: str, message: str) -> None:
-        super().__init__(f"workflow {transaction_id} ended {state}: {message}")
-        self.transaction_id = transaction_id
-        self.state = state
+class ServerNotInstalledError(MultiAgentsError):
+    """Starting a server (`multiagents serve`, `create_simple_framework`)
+    needs the server package: `pip install 'multiagents[server]'`."""
 
 
 class RPCError(MultiAgentsError):

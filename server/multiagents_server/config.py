@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from multiagents._syntax import yaml_error
+from multiagents.syntax import yaml_error
 
 
 class ConfigError(ValueError):

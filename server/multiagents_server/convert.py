@@ -9,7 +9,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from multiagents import _payload
+from multiagents import wire
 from multiagents.v1 import common_pb2, events_pb2, worker_service_pb2, workflow_pb2
 from multiagents_server import engine
 from multiagents_server.engine import CommandKind, State
@@ -238,8 +238,8 @@ def status_to_proto(ex: engine.Execution, revision: int) -> workflow_pb2.Workflo
         workflow_version=ex.spec.version,
         state=STATE_TO_PROTO[ex.state],
         current_step=ex.current_step,
-        step_results=_payload.encode(ex.step_results),
-        context=_payload.encode(ex.context),
+        step_results=wire.encode(ex.step_results),
+        context=wire.encode(ex.context),
         failure=failure_to_proto(ex.failure),
         requires_manual_intervention=ex.requires_manual_intervention,
         steps=[
@@ -268,7 +268,7 @@ def status_event(ex: engine.Execution, revision: int, now_ms: int) -> events_pb2
         transaction_id=ex.transaction_id,
         state=STATE_TO_PROTO[ex.state],
         current_step=ex.current_step,
-        step_results=_payload.encode(ex.step_results),
+        step_results=wire.encode(ex.step_results),
         timestamp=timestamp(now_ms),
         correlation_id=ex.correlation_id,
         revision=revision,
@@ -289,7 +289,7 @@ def history_to_proto(
                     worker_name=entry.worker,
                     transaction_id=tx,
                     correlation_id=corr,
-                    context=_payload.encode(entry.context),
+                    context=wire.encode(entry.context),
                     timestamp=ts,
                     retry_count=entry.attempt - 1,
                     step=entry.step,
@@ -303,7 +303,7 @@ def history_to_proto(
                     worker_name=entry.worker,
                     transaction_id=tx,
                     correlation_id=corr,
-                    context=_payload.encode(entry.context),
+                    context=wire.encode(entry.context),
                     timestamp=ts,
                     step=entry.step,
                     command_id=entry.command_id,
@@ -316,7 +316,7 @@ def history_to_proto(
                     worker_name=entry.worker,
                     transaction_id=tx,
                     correlation_id=corr,
-                    result=_payload.encode(entry.result),
+                    result=wire.encode(entry.result),
                     success=True,
                     timestamp=ts,
                     step=entry.step,
@@ -356,7 +356,7 @@ def command_to_proto(
         transaction_id=ex.transaction_id,
         correlation_id=ex.correlation_id,
         step=effect.step,
-        context=_payload.encode(effect.context),
+        context=wire.encode(effect.context),
         attempt=effect.attempt,
         deadline=timestamp(effect.deadline_ms),
         metadata=ex.metadata,
@@ -372,8 +372,8 @@ def json_object(payload: common_pb2.Payload, field: str, limit: int) -> dict[str
     if size > limit:
         raise ResourceExhausted(f"{field}: payload of {size} bytes is over the limit of {limit}")
     try:
-        value = _payload.decode_object(payload, field=field)
-    except _payload.PayloadError as exc:
+        value = wire.decode_object(payload, field=field)
+    except wire.PayloadError as exc:
         raise InvalidArgument(str(exc)) from None
     except RecursionError:
         value = None

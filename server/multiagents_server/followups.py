@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from multiagents import _payload
+from multiagents import wire
 from multiagents_server import engine
 
 
@@ -53,7 +53,7 @@ def encode(followups: tuple[Followup, ...]) -> bytes | None:
                 rows.append(["k", f.child_transaction_id, f.reason])
             case AnswerParent():
                 rows.append(["p"])
-    return _payload.dumps(rows)
+    return wire.dumps(rows)
 
 
 def decode(raw: bytes, ex: engine.Execution) -> tuple[Followup, ...]:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from multiagents import _payload
+from multiagents import wire
 from multiagents.v1 import events_pb2
 from multiagents_server import convert, engine, followups
 from multiagents_server.config import ServerConfig
@@ -156,7 +156,7 @@ class Orchestrator:
 
     async def register(self, spec: engine.WorkflowSpec) -> bool:
         """Store a definition; False if the identical one exists already."""
-        encoded = _payload.dumps(codec.spec_to_json(spec))
+        encoded = wire.dumps(codec.spec_to_json(spec))
         existing = await self.store.add_definition(spec.name, spec.version, encoded)
         self.forget_latest(spec.name)  # at once here; the bus tells the other replicas
         if existing is None:
@@ -231,7 +231,7 @@ class Orchestrator:
         if request_id:
             tx = "r" + hashlib.sha256(request_id.encode()).hexdigest()[:31]
             fingerprint = hashlib.sha256(
-                _payload.dumps([name, version, input, correlation_id])
+                wire.dumps([name, version, input, correlation_id])
             ).hexdigest()
         else:
             tx = uuid.uuid4().hex
@@ -463,7 +463,7 @@ class Orchestrator:
         commit = Commit(
             transaction_id=ex.transaction_id,
             expected_revision=expected_revision,
-            state=_payload.dumps(codec.execution_to_json(ex)),
+            state=wire.dumps(codec.execution_to_json(ex)),
             history=events,
             followups=followups.encode(followups.of_transition(transition)),
             flush_due_ms=now + FLUSH_DELAY_MS,

@@ -121,6 +121,22 @@ async def test_run_no_follow_prints_the_bare_id_and_list_prints_ids_status_accep
     assert empty.stdout == "no executions\n"
 
 
+async def test_the_server_has_its_own_command_line() -> None:
+    def call(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *argv, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+
+    server, serve = await asyncio.gather(
+        asyncio.to_thread(call, "-m", "multiagents_server"),
+        asyncio.to_thread(call, "-m", "multiagents.cli", "serve"),
+    )
+    assert server.returncode == 0 and server.stdout.startswith("usage: multiagents-server")
+    # `multiagents serve` is the same command line under the SDK's name.
+    assert serve.returncode == 0 and serve.stdout.startswith("usage: multiagents serve")
+    assert serve.stdout.partition("options:")[2] == server.stdout.partition("options:")[2]
+
+
 async def test_version() -> None:
     result = await cli("--version")
     assert (result.returncode, result.stdout) == (0, f"multiagents {multiagents.__version__}\n")

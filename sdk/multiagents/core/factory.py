@@ -4,8 +4,9 @@ The three objects the seed expects are thin handles over one code path:
 `EventBus` starts an embedded server (gRPC on localhost, its own real Redis
 child process), `WorkerManager` serves registered workers to it through a
 `WorkerRuntime` over gRPC, and `Orchestrator` is a `Client` that registers the
-workflows and runs them. The server package is imported here, lazily, so a
-worker process that imports `multiagents` never loads it.
+workflows and runs them. The server is not imported: `EventBus.start()`
+loads it through the `multiagents.server` entry points, so the SDK works
+installed alone and a worker process never loads the server.
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from multiagents._runtime import WorkerRuntime
+from multiagents._server import EmbeddedServer, embedded_server
 from multiagents.client import Client, WorkflowStatus
 from multiagents.monitoring import MonitoringConfig, current_server
+from multiagents.runtime import WorkerRuntime
 from multiagents.worker import WorkerFunction, check_unique_name
 from multiagents.workflow import Workflow
-
-if TYPE_CHECKING:
-    from multiagents_server.app import Server
 
 
 class EventBus:
@@ -41,7 +40,7 @@ class EventBus:
         self._redis_url = redis_url
         self._monitoring = monitoring
         self._settings = server_settings
-        self.server: Server | None = None
+        self.server: EmbeddedServer | None = None
 
     @property
     def address(self) -> str:
@@ -50,9 +49,6 @@ class EventBus:
         return self.server.address
 
     async def start(self) -> None:
-        from multiagents_server.app import Server
-        from multiagents_server.config import ServerConfig
-
         if self.server is not None:
             return
         if self._data_dir is None:
@@ -67,7 +63,7 @@ class EventBus:
             settings.update(self._monitoring.server_settings())
             self._monitoring.configure_logging()
         settings.update(self._settings)
-        server = Server(ServerConfig(**settings))
+        server = embedded_server(**settings)
         await server.start()
         self.server = server
         current_server.set(server.address)

@@ -1,7 +1,7 @@
 """Workers of the order-processing saga: validate order -> reserve inventory
 [release] -> charge payment [refund] -> ship.
 
-Serve them with `multiagents worker multiagents_demo.order_workers`.
+Serve them with `multiagents worker workers/python/multiagents_demo/order_workers.py`.
 """
 
 from __future__ import annotations

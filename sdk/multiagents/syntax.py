@@ -1,5 +1,6 @@
 """One-line messages for syntax errors in YAML and JSON files, in the
-`file:line:column: problem` form editors and terminals link to."""
+`file:line:column: problem` form editors and terminals link to. Used by the
+CLI's definition files and the server's configuration file."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ if TYPE_CHECKING:
 
 
 def json_error(path: str | os.PathLike[str], exc: json.JSONDecodeError) -> str:
+    """`path:line:column: invalid JSON: problem` for a JSON syntax error."""
     return f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}"
 
 
 def yaml_error(path: str | os.PathLike[str], exc: yaml.YAMLError) -> str:
+    """`path:line:column: invalid YAML: problem` (with the context's line when
+    PyYAML gives one) for a YAML error; needs PyYAML, as the caller does."""
     import yaml  # only here: PyYAML is not a dependency of the SDK
 
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:

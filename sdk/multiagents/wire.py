@@ -1,4 +1,7 @@
-"""JSON payloads: the default `json/plain` encoding of the wire `Payload`."""
+"""The wire format of user data, shared by the SDK and the server: the
+`json/plain` encoding of the protocol's `Payload` (the messages themselves are
+the generated `multiagents.v1`). Public, so the server depends on it as on
+any other published module."""
 
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import grpc
 
-from multiagents import __version__, _payload
+from multiagents import __version__, wire
+from multiagents.channel import open_channel
 from multiagents.errors import to_failure
 from multiagents.v1 import common_pb2, worker_service_pb2_grpc
 from multiagents.v1 import worker_service_pb2 as wpb
@@ -44,14 +45,6 @@ FATAL_CODES = frozenset(
     }
 )
 
-CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-]
-
 _Outgoing = asyncio.Queue[wpb.ConnectRequest | None]
 # Time allowed after the drain timeout for the session stream to close.
 STOP_GRACE_S = 5.0
@@ -66,15 +59,6 @@ class WorkerStartError(Exception):
     def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
         super().__init__(message)
         self.code = code
-
-
-def open_channel(
-    address: str, credentials: grpc.ChannelCredentials | None = None
-) -> grpc.aio.Channel:
-    """A channel to `address`, secure when credentials are given."""
-    if credentials is not None:
-        return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 
 class WorkerRuntime:
@@ -331,7 +315,7 @@ class WorkerRuntime:
         worker = self.workers.get(command.worker_name)
         if worker is None:
             raise ValueError(f"this process does not serve worker {command.worker_name!r}")
-        context = _payload.decode_object(command.context, field="context")
+        context = wire.decode_object(command.context, field="context")
         info = CommandInfo(
             command_id=command.command_id,
             worker_name=command.worker_name,
@@ -351,7 +335,7 @@ class WorkerRuntime:
                 result = await worker.execute(context)
         finally:
             reset_current(token)
-        payload = _payload.encode(result)
+        payload = wire.encode(result)
         if len(payload.data) > self.max_payload_bytes:
             raise ValueError(
                 f"result of worker {command.worker_name!r} is {len(payload.data)} bytes, "
@@ -372,7 +356,7 @@ class WorkerRuntime:
             last[0] = now
             message = wpb.Heartbeat(command_ids=[command.command_id])
             if details is not None:
-                message.details.CopyFrom(_payload.encode(details))
+                message.details.CopyFrom(wire.encode(details))
             self._emit(wpb.ConnectRequest(heartbeat=message))
 
         return beat
