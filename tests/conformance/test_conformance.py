@@ -250,13 +250,16 @@ async def test_heartbeats_keep_a_long_step_alive(
     lang: str, start_worker: StartWorker, client: Client, uid: str
 ) -> None:
     await start_worker(lang, uid)
+    # Beats every 100 ms; the timeout leaves room for a loaded machine (with
+    # 0.5 s, a 400 ms stall of the worker process failed the step once, at a
+    # load average over 4 on 2 cores). The step lasts 2.5 timeouts.
     wf = WorkflowBuilder(f"{uid}.heartbeat").add_step(
-        "long", f"{uid}.slow", timeout=20, heartbeat_timeout=0.5, retry=NO_RETRY
+        "long", f"{uid}.slow", timeout=20, heartbeat_timeout=1.0, retry=NO_RETRY
     )
-    status, history = await run(client, wf.build(), {"sleep_ms": 1500})
+    status, history = await run(client, wf.build(), {"sleep_ms": 2500})
 
     assert status.state == "completed"
-    assert status.step_results["long"] == {"slept_ms": 1500, "last_lang": lang}
+    assert status.step_results["long"] == {"slept_ms": 2500, "last_lang": lang}
     assert status.steps[0].attempts == 1
     assert errors(history) == []
 
