@@ -250,9 +250,10 @@ async def test_heartbeats_keep_a_long_step_alive(
     lang: str, start_worker: StartWorker, client: Client, uid: str
 ) -> None:
     await start_worker(lang, uid)
-    # Beats every 100 ms; the timeout leaves room for a loaded machine (with
-    # 0.5 s, a 400 ms stall of the worker process failed the step once, at a
-    # load average over 4 on 2 cores). The step lasts 2.5 timeouts.
+    # Beats every 100 ms; the timeout leaves room for a loaded machine: with
+    # 0.5 s the step failed once (HeartbeatTimeout) in a full run while other
+    # suites ran on the same 2 cores, and never in isolation, so most likely a
+    # 400 ms stall of a process. The step lasts 2.5 timeouts.
     wf = WorkflowBuilder(f"{uid}.heartbeat").add_step(
         "long", f"{uid}.slow", timeout=20, heartbeat_timeout=1.0, retry=NO_RETRY
     )
