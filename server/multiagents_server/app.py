@@ -25,6 +25,7 @@ from multiagents_server.config import ServerConfig, check
 from multiagents_server.dispatcher import Dispatcher
 from multiagents_server.embedded_redis import EmbeddedRedis
 from multiagents_server.events import EventHub
+from multiagents_server.liveness import Liveness
 from multiagents_server.orchestrator import Orchestrator
 from multiagents_server.store import Store, StoreUnavailable, open_store
 from multiagents_server.timers import run_timers
@@ -112,7 +113,7 @@ class Server:
             store,
             on_cancel=dispatcher.cancel_local,
             on_wake=dispatcher.wake,
-            on_definition=orchestrator.forget_latest,
+            on_definition=orchestrator.definitions.forget_latest,
         )
 
         options = [
@@ -168,12 +169,13 @@ class Server:
             self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"cannot bind the gRPC port {address}")
-        await dispatcher.renew_lease()
+        liveness = Liveness(store, config, dispatcher, replica_id=self.replica_id)
+        await liveness.renew_lease()
         await orchestrator.join()
         self._tasks = [
             asyncio.create_task(hub.run(), name="event-hub"),
-            asyncio.create_task(run_timers(orchestrator, dispatcher), name="timers"),
-            asyncio.create_task(self._liveness(dispatcher), name="liveness"),
+            asyncio.create_task(run_timers(orchestrator, liveness), name="timers"),
+            asyncio.create_task(self._liveness(liveness), name="liveness"),
             asyncio.create_task(self._flush_outcomes(orchestrator), name="outcomes"),
             asyncio.create_task(self._watch_redis(store), name="redis-health"),
         ]
@@ -188,13 +190,13 @@ class Server:
             extra={"address": self.address, "replica": self.replica_id, "redis": self.redis_url},
         )
 
-    async def _liveness(self, dispatcher: Dispatcher) -> None:
+    async def _liveness(self, liveness: Liveness) -> None:
         """Renew this replica's lease and reclaim the work of dead replicas."""
         period = max(self.config.replica_lease_ms / 5000, 0.1)
         while True:
             try:
-                await dispatcher.renew_lease()
-                await dispatcher.reap_dead_replicas()
+                await liveness.renew_lease()
+                await liveness.reap_dead_replicas()
             except StoreUnavailable as exc:
                 log.warning("liveness loop cannot reach redis", extra={"error": str(exc)})
             await asyncio.sleep(period)
@@ -251,12 +253,12 @@ class Server:
             while True:
                 await asyncio.sleep(OUTCOMES_FLUSH_S)
                 try:
-                    await orchestrator.flush_outcomes()
+                    await orchestrator.outcomes.flush()
                 except StoreUnavailable as exc:
                     log.warning("cannot write monitoring counters", extra={"error": str(exc)})
         finally:
             with contextlib.suppress(StoreUnavailable):
-                await orchestrator.flush_outcomes()
+                await orchestrator.outcomes.flush()
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drain workers, stop serving, stop the loops, close Redis."""

@@ -9,9 +9,8 @@ slot frees (consumer group, this replica as consumer), so waiting commands
 stay in Redis. Pullers also scan every bucket now and then, in case a
 wake-up was lost. Answers are applied through the orchestrator, whose
 commit acknowledges the queue entry. A session that ends loses its
-in-flight commands (retryable `WorkerLost` failures); a replica whose lease
-expires is fenced off the buckets and its pending entries are claimed by a
-live one.
+in-flight commands (retryable `WorkerLost` failures); a replica that dies
+is handled by `liveness`.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +29,8 @@ from multiagents.v1 import worker_service_pb2 as wpb
 from multiagents_server import engine
 from multiagents_server.config import ServerConfig
 from multiagents_server.engine.saga import HEARTBEAT_TIMER, WORKER_LOST, timer_id
-from multiagents_server.orchestrator import Orchestrator, Outcome
+from multiagents_server.orchestrator import Orchestrator
+from multiagents_server.outcomes import Outcome
 from multiagents_server.store import CommandEntry, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -141,8 +141,8 @@ class Dispatcher:
         self._dirty: dict[str, set[int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
-        # The buckets whose timers this replica fires (see `renew_lease`).
-        self.owned_buckets: list[int] = list(store.buckets)
+        # Called when the sessions change, to publish them (the liveness loop's renewal).
+        self.on_sessions_changed: Callable[[], Coroutine[Any, Any, None]] | None = None
         orchestrator.local = self
 
     @property
@@ -171,7 +171,7 @@ class Dispatcher:
             if name not in self._pullers or self._pullers[name].done():
                 self._pullers[name] = asyncio.create_task(self._pull(name), name=f"pull:{name}")
         self._wake(session.names)
-        self._spawn(self.renew_lease())  # publish the session for ListWorkers now
+        self._sessions_changed()  # publish the session for ListWorkers now
         log.info(
             "worker session opened",
             extra={"session": session.id, "worker_id": session.worker_id,
@@ -194,12 +194,17 @@ class Dispatcher:
         )  # fmt: skip
         failure = engine.Failure(f"worker session lost: {reason}", WORKER_LOST)
         # Shielded: a cancelled caller must not leave lost commands unfailed.
-        await asyncio.shield(asyncio.gather(*(self._fail_lost(i, failure) for i in lost)))
+        await asyncio.shield(asyncio.gather(*(self.fail_lost(i, failure) for i in lost)))
         self._wake(session.names)
         if not self._stopping:
-            self._spawn(self.renew_lease())
+            self._sessions_changed()
 
-    async def _fail_lost(self, inflight: Inflight, failure: engine.Failure) -> None:
+    def _sessions_changed(self) -> None:
+        if self.on_sessions_changed is not None:
+            self._spawn(self.on_sessions_changed())
+
+    async def fail_lost(self, inflight: Inflight, failure: engine.Failure) -> None:
+        """Fail a command whose session (or replica) is gone: WorkerLost, retried."""
         await self._apply(
             transaction_of(inflight.command_id),
             engine.StepFailed(inflight.command_id, failure),
@@ -473,54 +478,3 @@ class Dispatcher:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    # -- replica liveness and fencing ------------------------------------------------------
-
-    async def renew_lease(self) -> None:
-        """Renew this replica's lease, publish its sessions, and take its share
-        of the buckets' timers (bucket b goes to the b-th live replica, modulo)."""
-        now = self.clock
-        lease = self.config.replica_lease_ms
-        await self.store.renew_lease(self.replica_id, now + lease, self.session_infos(), lease)
-        live = sorted(
-            {r for r, expires in await self.store.replicas() if expires >= now} | {self.replica_id}
-        )
-        me = live.index(self.replica_id)
-        self.owned_buckets = [b for b in self.store.buckets if b % len(live) == me]
-
-    async def reap_dead_replicas(self) -> int:
-        """Fence off replicas whose lease expired, then claim the commands
-        pending at them; those fail as WorkerLost (and are retried)."""
-        now = self.clock
-        dead = [
-            r for r, expires in await self.store.replicas()
-            if expires < now and r != self.replica_id
-        ]  # fmt: skip
-        if not dead:
-            return 0
-        workers = await self.store.known_workers()
-        reclaimed = 0
-        for replica in dead:
-            # Fenced first: from here on the dead replica cannot commit, so
-            # nothing it still holds can be applied twice.
-            await self.store.fence(replica)
-            failure = engine.Failure(f"server replica {replica} lost", WORKER_LOST)
-            while True:
-                entries = await self.store.claim_pending_of(replica, self.replica_id, workers)
-                if not entries:
-                    break
-                for entry in entries:
-                    command = wpb.Command.FromString(entry.command)
-                    inflight = Inflight(
-                        command.command_id, entry, now, 0,
-                        step=command.step, correlation_id=command.correlation_id,
-                    )  # fmt: skip
-                    await self._fail_lost(inflight, failure)
-                reclaimed += len(entries)
-            await self.store.delete_consumer(replica, workers)
-            await self.store.forget_replica(replica)
-            log.warning(
-                "fenced off a dead replica and reclaimed its commands",
-                extra={"replica": replica, "commands": reclaimed},
-            )
-        return reclaimed

@@ -28,16 +28,17 @@ from multiagents import wire
 from multiagents.v1 import events_pb2
 from multiagents_server import convert, engine, followups
 from multiagents_server.config import ServerConfig
+from multiagents_server.definitions import Definitions
 from multiagents_server.engine import codec
 from multiagents_server.errors import AlreadyExists, FailedPrecondition, NotFound
 from multiagents_server.events import frame
+from multiagents_server.outcomes import Outcome, Outcomes
 from multiagents_server.store import (
     CommandEntry,
     Commit,
     Fenced,
     QueuedCommand,
     Store,
-    WorkerOutcomes,
 )
 
 log = logging.getLogger(__name__)
@@ -65,18 +66,6 @@ class Snapshot:
 
     execution: engine.Execution
     revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """Monitoring record of one answered (or lost) command."""
-
-    worker: str
-    command_id: str
-    success: bool
-    error_type: str
-    duration_ms: int
-    trace: bytes | None  # None when event monitoring is off
 
 
 class LocalDispatch(Protocol):
@@ -114,8 +103,8 @@ class Orchestrator:
         # Told of every timer this replica's commits schedule (bucket, due ms).
         self.on_schedule: Callable[[int, int], None] = lambda bucket, due: None
         self._locks: dict[str, asyncio.Lock] = {}
-        self._definitions: dict[tuple[str, int], engine.WorkflowSpec] = {}
-        self._latest: dict[str, int] = {}
+        self.definitions = Definitions(store)
+        self.outcomes = Outcomes(store, config)
         # Executions this replica finished, for the watchers' final status.
         self._finished: dict[str, Snapshot] = {}
         # The state and revision of running executions as this replica last
@@ -128,9 +117,6 @@ class Orchestrator:
         self._next_prune_ms = 0
         self._prune_bucket = 0
         self._prune_after = float("-inf")
-        # Monitoring counters, written to the store by `flush_outcomes`.
-        self._outcomes: dict[str, WorkerOutcomes] = {}
-        self._traces: list[bytes] = []
 
     async def join(self) -> None:
         """Become a member of every bucket with a new epoch (on start, and
@@ -152,63 +138,6 @@ class Orchestrator:
                 )
                 await self.join()
 
-    # -- definitions -----------------------------------------------------------
-
-    async def register(self, spec: engine.WorkflowSpec) -> bool:
-        """Store a definition; False if the identical one exists already."""
-        encoded = wire.dumps(codec.spec_to_json(spec))
-        existing = await self.store.add_definition(spec.name, spec.version, encoded)
-        self.forget_latest(spec.name)  # at once here; the bus tells the other replicas
-        if existing is None:
-            log.info("workflow registered", extra={"workflow": spec.name, "version": spec.version})
-            return True
-        if codec.spec_from_json(json.loads(existing)) == spec:
-            return False
-        raise AlreadyExists(
-            f"definition: workflow {spec.name!r} version {spec.version} is registered with a "
-            "different definition; register it under a new version"
-        )
-
-    async def definition(self, name: str, version: int = 0) -> engine.WorkflowSpec:
-        """A registered definition; version 0 is the latest. A version never
-        changes once registered, so parsed definitions are cached, and so is
-        the latest version of a name, until the bus says that name was
-        registered again (or the bus was lost: then all are forgotten)."""
-        if version:
-            spec = self._definitions.get((name, version))
-            if spec is not None:
-                return spec
-            chosen = version
-        else:
-            latest = self._latest.get(name)
-            if latest is None:
-                versions = await self.store.definition_version_numbers(name)
-                if not versions:
-                    raise NotFound(f"workflow_name: no workflow named {name!r}")
-                latest = self._latest[name] = max(versions)
-            chosen = latest
-            spec = self._definitions.get((name, chosen))
-            if spec is not None:
-                return spec
-        raw = await self.store.definition(name, chosen)
-        if raw is None:
-            if version and not await self.store.definition_version_numbers(name):
-                raise NotFound(f"workflow_name: no workflow named {name!r}")
-            raise NotFound(f"version: workflow {name!r} has no version {version}")
-        spec = codec.spec_from_json(json.loads(raw))
-        self._definitions[(name, chosen)] = spec
-        return spec
-
-    def forget_latest(self, name: str | None) -> None:
-        """The latest version of `name` (of every name when None) may have changed."""
-        if name is None:
-            self._latest.clear()
-        else:
-            self._latest.pop(name, None)
-
-    async def definitions(self) -> list[engine.WorkflowSpec]:
-        return [await self.definition(name) for name in await self.store.definition_names()]
-
     # -- executions ----------------------------------------------------------------
 
     async def execute(
@@ -226,7 +155,7 @@ class Orchestrator:
         With a request id the transaction id is derived from it, so a repeated
         request finds the first execution instead of starting a second.
         """
-        spec = await self.definition(name, version)
+        spec = await self.definitions.get(name, version)
         fingerprint = ""
         if request_id:
             tx = "r" + hashlib.sha256(request_id.encode()).hexdigest()[:31]
@@ -348,7 +277,7 @@ class Orchestrator:
             if not lock.locked() and not lock._waiters:
                 self._locks.pop(transaction_id, None)
         if outcome is not None:
-            self._record(outcome)
+            self.outcomes.record(outcome)
         # Outside the lock: a follow-up changes other executions (parent,
         # children), which may in turn come back to this one.
         if transition is not None and transition.changed:
@@ -556,7 +485,7 @@ class Orchestrator:
 
     async def _start_child(self, parent: engine.Execution, effect: engine.StartChild) -> None:
         try:
-            spec = await self.definition(effect.workflow, effect.version)
+            spec = await self.definitions.get(effect.workflow, effect.version)
         except NotFound as exc:
             failure = engine.Failure(str(exc), "ChildWorkflowNotFound", non_retryable=True)
             await self.apply(parent.transaction_id, engine.StepFailed(effect.command_id, failure))
@@ -607,28 +536,6 @@ class Orchestrator:
         self._cache[ex.transaction_id] = Snapshot(ex, revision)
         if len(self._cache) > CACHE_LIMIT:
             del self._cache[next(iter(self._cache))]
-
-    # -- monitoring -------------------------------------------------------------------------
-
-    def _record(self, outcome: Outcome) -> None:
-        if self.config.worker_monitoring:
-            o = self._outcomes.setdefault(outcome.worker, WorkerOutcomes())
-            if outcome.success:
-                o.succeeded += 1
-            else:
-                o.failed += 1
-                o.errors[outcome.error_type] = o.errors.get(outcome.error_type, 0) + 1
-            o.durations_ms.append(outcome.duration_ms)
-        if outcome.trace is not None:
-            self._traces.append(outcome.trace)
-
-    async def flush_outcomes(self) -> None:
-        """Write the monitoring counters gathered since the last flush."""
-        if not self._outcomes and not self._traces:
-            return
-        outcomes, traces = self._outcomes, self._traces
-        self._outcomes, self._traces = {}, []
-        await self.store.record_outcomes(outcomes, traces)
 
 
 def _answer_parent(child: engine.Execution) -> engine.StepCompleted | engine.StepFailed:

@@ -15,7 +15,7 @@ import asyncio
 import logging
 
 from multiagents_server import engine
-from multiagents_server.dispatcher import Dispatcher
+from multiagents_server.liveness import Liveness
 from multiagents_server.orchestrator import Orchestrator
 from multiagents_server.store import FLUSH_TIMER, StoreUnavailable
 
@@ -28,7 +28,7 @@ CLAIM_LIMIT = 200
 CONCURRENCY = 64
 
 
-async def run_timers(orchestrator: Orchestrator, dispatcher: Dispatcher) -> None:
+async def run_timers(orchestrator: Orchestrator, liveness: Liveness) -> None:
     """Fire due timers until cancelled."""
     store = orchestrator.store
     limit = asyncio.Semaphore(CONCURRENCY)
@@ -58,7 +58,7 @@ async def run_timers(orchestrator: Orchestrator, dispatcher: Dispatcher) -> None
     try:
         while True:
             now = orchestrator.clock()
-            owned = dispatcher.owned_buckets
+            owned = liveness.owned_buckets
             if now >= next_sweep:
                 buckets = owned
                 next_sweep = now + SWEEP_MS

@@ -122,7 +122,7 @@ async def test_result_after_another_replica_moved_the_execution_on_is_judged_on_
     replica: Callable[..., Any], uid: str
 ) -> None:
     a, b = await replica(uid), await replica(uid)
-    await a.register(SPEC)
+    await a.definitions.register(SPEC)
     tx, _ = await a.execute(SPEC.name, {"n": 1})  # replica A remembers revision 1
     first = f"{tx}:x0:1"
     await b.apply(tx, engine.StepCompleted(first, {"a": 1}))  # B dispatches step two
@@ -140,7 +140,7 @@ async def test_remembered_state_loses_to_a_newer_commit(
     replica: Callable[..., Any], uid: str
 ) -> None:
     a, b = await replica(uid), await replica(uid)
-    await a.register(SPEC)
+    await a.definitions.register(SPEC)
     tx, _ = await a.execute(SPEC.name, {})
     await b.cancel(tx, "stop")  # B moves it on; A's memory is now stale
     transition = await a.apply(tx, engine.StepCompleted(f"{tx}:x0:1", {"late": True}))
@@ -154,7 +154,7 @@ async def test_index_forgets_expired_executions_and_keeps_live_ones(
     client: redis.Redis, replica: Callable[..., Any], uid: str
 ) -> None:
     orch = await replica(uid, buckets=1, retention_ms=50)
-    await orch.register(SPEC)
+    await orch.definitions.register(SPEC)
     running, _ = await orch.execute(SPEC.name, {})
     finished = []
     for _ in range(3):
@@ -203,7 +203,7 @@ async def test_the_commit_claims_the_next_command_for_a_free_local_slot(
     orch = await replica(uid)
     claims = Claims(free=1)
     orch.local = claims
-    await orch.register(SPEC)
+    await orch.definitions.register(SPEC)
     claimed_tx, _ = await orch.execute(SPEC.name, {"n": 1})
     queued_tx, _ = await orch.execute(SPEC.name, {"n": 2})  # no slot left: stays queued
     assert [wpb.Command.FromString(e.command).transaction_id for e in claims.delivered] == [
@@ -232,7 +232,7 @@ async def test_a_fenced_replica_cannot_commit_until_it_rejoins(
     replica: Callable[..., Any], uid: str
 ) -> None:
     a, b = await replica(uid), await replica(uid)
-    await a.register(SPEC)
+    await a.definitions.register(SPEC)
     tx, _ = await a.execute(SPEC.name, {})
     fenced_epoch = a.epoch
     await b.store.fence(a.replica_id)  # what a live replica does to one whose lease expired

@@ -61,7 +61,7 @@ class MonitoringService(monitoring_service_pb2_grpc.MonitoringServiceServicer):
     ) -> mpb.GetWorkerStatsResponse:
         # This replica's buffered counters first, so a caller reads its own
         # workflows' outcomes; other replicas' follow within a second.
-        await self.orchestrator.flush_outcomes()
+        await self.orchestrator.outcomes.flush()
         store = self.orchestrator.store
         sessions = await self._sessions()
         names = list(request.worker_names) or sorted(
@@ -115,7 +115,7 @@ class MonitoringService(monitoring_service_pb2_grpc.MonitoringServiceServicer):
         if request.limit < 0:
             raise InvalidArgument("limit: must not be negative")
         limit = request.limit or 100
-        await self.orchestrator.flush_outcomes()
+        await self.orchestrator.outcomes.flush()
         store = self.orchestrator.store
         if request.transaction_id:
             rows = [json.loads(r) for r in await store.traces_of(request.transaction_id)]

@@ -51,20 +51,24 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
         spec = convert.spec_from_proto(
             request.definition, default_timeout_ms=self.config.default_step_timeout_ms
         )
-        return pb.RegisterWorkflowResponse(created=await self.orchestrator.register(spec))
+        return pb.RegisterWorkflowResponse(
+            created=await self.orchestrator.definitions.register(spec)
+        )
 
     @unary
     async def GetWorkflowDefinition(
         self, request: pb.GetWorkflowDefinitionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetWorkflowDefinitionResponse:
-        spec = await self.orchestrator.definition(_require(request.name, "name"), request.version)
+        spec = await self.orchestrator.definitions.get(
+            _require(request.name, "name"), request.version
+        )
         return pb.GetWorkflowDefinitionResponse(definition=convert.spec_to_proto(spec))
 
     @unary
     async def ListWorkflowDefinitions(
         self, request: pb.ListWorkflowDefinitionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListWorkflowDefinitionsResponse:
-        specs = await self.orchestrator.definitions()
+        specs = await self.orchestrator.definitions.all()
         return pb.ListWorkflowDefinitionsResponse(
             definitions=[convert.spec_to_proto(s) for s in specs]
         )

@@ -1,0 +1,88 @@
+"""Replica liveness: the lease, the share of the buckets' timers, and the
+fencing of replicas whose lease expired.
+
+Each replica renews its lease (with its session list, for ListWorkers) every
+fifth of `replica_lease_ms`. Bucket b's timers belong to the b-th live
+replica (modulo their count). A replica whose lease has expired is fenced
+off every bucket — from then on its commits are refused — and only then are
+its pending commands claimed and failed as `WorkerLost` (retried).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from multiagents.v1 import worker_service_pb2 as wpb
+from multiagents_server import engine
+from multiagents_server.config import ServerConfig
+from multiagents_server.dispatcher import Dispatcher, Inflight
+from multiagents_server.engine.saga import WORKER_LOST
+from multiagents_server.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Liveness:
+    """One replica's lease and its view of the others."""
+
+    def __init__(
+        self, store: Store, config: ServerConfig, dispatcher: Dispatcher, *, replica_id: str
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.dispatcher = dispatcher
+        self.replica_id = replica_id
+        # The buckets whose timers this replica fires (see `renew_lease`).
+        self.owned_buckets: list[int] = list(store.buckets)
+        dispatcher.on_sessions_changed = self.renew_lease
+
+    async def renew_lease(self) -> None:
+        """Renew this replica's lease, publish its sessions, and take its share
+        of the buckets' timers (bucket b goes to the b-th live replica, modulo)."""
+        now = self.dispatcher.clock
+        lease = self.config.replica_lease_ms
+        await self.store.renew_lease(
+            self.replica_id, now + lease, self.dispatcher.session_infos(), lease
+        )
+        live = sorted(
+            {r for r, expires in await self.store.replicas() if expires >= now} | {self.replica_id}
+        )
+        me = live.index(self.replica_id)
+        self.owned_buckets = [b for b in self.store.buckets if b % len(live) == me]
+
+    async def reap_dead_replicas(self) -> int:
+        """Fence off replicas whose lease expired, then claim the commands
+        pending at them; those fail as WorkerLost (and are retried)."""
+        now = self.dispatcher.clock
+        dead = [
+            r for r, expires in await self.store.replicas()
+            if expires < now and r != self.replica_id
+        ]  # fmt: skip
+        if not dead:
+            return 0
+        workers = await self.store.known_workers()
+        reclaimed = 0
+        for replica in dead:
+            # Fenced first: from here on the dead replica cannot commit, so
+            # nothing it still holds can be applied twice.
+            await self.store.fence(replica)
+            failure = engine.Failure(f"server replica {replica} lost", WORKER_LOST)
+            while True:
+                entries = await self.store.claim_pending_of(replica, self.replica_id, workers)
+                if not entries:
+                    break
+                for entry in entries:
+                    command = wpb.Command.FromString(entry.command)
+                    inflight = Inflight(
+                        command.command_id, entry, now, 0,
+                        step=command.step, correlation_id=command.correlation_id,
+                    )  # fmt: skip
+                    await self.dispatcher.fail_lost(inflight, failure)
+                reclaimed += len(entries)
+            await self.store.delete_consumer(replica, workers)
+            await self.store.forget_replica(replica)
+            log.warning(
+                "fenced off a dead replica and reclaimed its commands",
+                extra={"replica": replica, "commands": reclaimed},
+            )
+        return reclaimed
