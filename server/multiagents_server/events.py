@@ -55,7 +55,7 @@ class EventHub:
         self,
         store: Store,
         *,
-        on_cancel: Callable[[str], None],
+        on_cancel: Callable[[str, str], None],
         on_wake: Callable[[int, str], None],
         on_definition: Callable[[str | None], None],
     ) -> None:
@@ -102,7 +102,8 @@ class EventHub:
                         bucket, _, worker = message.data.decode().partition("|")
                         self._on_wake(int(bucket), worker)
                     else:
-                        self._on_cancel(message.data.decode())
+                        command_id, _, reason = message.data.decode().partition("|")
+                        self._on_cancel(command_id, reason)
             except StoreUnavailable as exc:
                 log.warning("event feed lost, reconnecting", extra={"error": str(exc)})
                 await asyncio.sleep(0.5)

@@ -373,7 +373,7 @@ class Orchestrator:
         schedule: list[tuple[str, int]] = []
         unschedule: list[str] = list(fired)
         commands: list[QueuedCommand] = []
-        cancels: list[str] = []
+        cancels: list[tuple[str, str]] = []
         reserved: list[str] = []
         for effect in transition.effects:
             match effect:
@@ -388,7 +388,7 @@ class Orchestrator:
                 case engine.CancelTimer():
                     unschedule.append(effect.timer_id)
                 case engine.CancelCommand():
-                    cancels.append(effect.command_id)
+                    cancels.append((effect.command_id, effect.reason))
         commit = Commit(
             transaction_id=ex.transaction_id,
             expected_revision=expected_revision,

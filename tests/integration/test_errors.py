@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -354,3 +355,37 @@ async def test_an_over_long_hello_field_ends_the_session_naming_it(server: Serve
                 pass
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "hello.worker_id: at most 200 characters" in (raised.value.details() or "")
+
+
+async def test_the_cancel_reason_reaches_the_running_worker(
+    server: Server, client: Client, uid: str
+) -> None:
+    from multiagents.v1 import worker_service_pb2 as wpb
+    from multiagents.v1 import worker_service_pb2_grpc
+
+    await client.register_workflow(WorkflowBuilder(uid).add_step("s", f"{uid}.raw").build())
+    outgoing: asyncio.Queue[wpb.ConnectRequest] = asyncio.Queue()
+    hello = wpb.Hello(worker_id="raw", worker_names=[f"{uid}.raw"], max_concurrency=1)
+    await outgoing.put(wpb.ConnectRequest(hello=hello))
+
+    async def messages() -> Any:
+        while True:
+            yield await outgoing.get()
+
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stream = worker_service_pb2_grpc.WorkerServiceStub(channel).Connect(messages())
+        kinds = []
+        async with asyncio.timeout(10):
+            async for response in stream:
+                kind = response.WhichOneof("message")
+                kinds.append(kind)
+                if kind == "welcome":
+                    tx = await client.execute_workflow(uid, {})
+                elif kind == "command":
+                    await client.cancel_workflow(tx, reason="the customer called")
+                elif kind == "cancel":
+                    assert response.cancel.command_id.startswith(f"{tx}:x0:")
+                    assert response.cancel.reason == "the customer called"
+                    break
+        stream.cancel()
+    assert kinds[-1] == "cancel"

@@ -70,7 +70,8 @@ class Commit:
     unschedule: tuple[str, ...] = ()
     commands: tuple[QueuedCommand, ...] = ()
     ack: CommandEntry | None = None
-    cancels: tuple[str, ...] = ()
+    # Commands to cancel: (command id, reason), published to every replica.
+    cancels: tuple[tuple[str, str], ...] = ()
     trace: tuple[str, bytes] | None = None
     trace_ttl_ms: int = 0
 

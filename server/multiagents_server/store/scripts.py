@@ -16,7 +16,7 @@
 #   n timers to remove, then each timer id,
 #   n commands, then (queue key index, worker name, command, claim 0|1) rows,
 #   ack queue key index (0 = none), ack entry id,
-#   n cancelled command ids, then each,
+#   n cancelled commands, then each as "<command id>|<reason>",
 #   trace command id ('' none), trace JSON, trace ttl ms (set when the
 #   execution ends: the traces of a running one are kept like its state).
 #

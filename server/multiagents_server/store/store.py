@@ -181,7 +181,7 @@ class Store:
             args += [queue(c.ack.worker), c.ack.entry_id]
         else:
             args += [0, ""]
-        args += [len(c.cancels), *c.cancels]
+        args += [len(c.cancels), *(f"{cid}|{reason}" for cid, reason in c.cancels)]
         args += [*(c.trace or ("", "")), c.trace_ttl_ms]
         reply = await self._script("commit", script_keys, args)
         revision = int(reply[0])

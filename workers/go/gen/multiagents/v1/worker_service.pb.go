@@ -1123,7 +1123,8 @@ type Cancel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Command to stop.
 	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
-	// Why.
+	// Why: the reason given to CancelWorkflow ("workflow cancelled" when it
+	// gave none), or the message of the step's timeout.
 	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -636,8 +636,8 @@ type CancelWorkflowRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Transaction id.
 	TransactionId string `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
-	// Why; at most 1,000 characters. Logged by the server; not yet recorded
-	// in the history nor sent with the worker's Cancel.
+	// Why; at most 1,000 characters. Sent with the running command's Cancel
+	// and logged by the server; not yet recorded in the history.
 	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

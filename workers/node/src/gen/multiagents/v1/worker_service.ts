@@ -284,7 +284,10 @@ export interface Drain {
 export interface Cancel {
   /** Command to stop. */
   commandId: string;
-  /** Why. */
+  /**
+   * Why: the reason given to CancelWorkflow ("workflow cancelled" when it
+   * gave none), or the message of the step's timeout.
+   */
   reason: string;
 }
 

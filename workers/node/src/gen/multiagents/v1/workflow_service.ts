@@ -133,8 +133,8 @@ export interface CancelWorkflowRequest {
   /** Transaction id. */
   transactionId: string;
   /**
-   * Why; at most 1,000 characters. Logged by the server; not yet recorded
-   * in the history nor sent with the worker's Cancel.
+   * Why; at most 1,000 characters. Sent with the running command's Cancel
+   * and logged by the server; not yet recorded in the history.
    */
   reason: string;
 }
