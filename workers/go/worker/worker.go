@@ -553,7 +553,20 @@ func call(ctx context.Context, h Handler, t *Task) (result map[string]any, stack
 		}
 	}()
 	result, err = h(ctx, t)
-	return result, "", err
+	return result, errorStack(err), err
+}
+
+// errorStack is the stack trace of an error a handler returned: its "%+v"
+// form when that says more than Error() (errors that carry a stack, such as
+// those of github.com/pkg/errors or cockroachdb/errors, print it so), else "".
+func errorStack(err error) string {
+	if err == nil {
+		return ""
+	}
+	if detailed := fmt.Sprintf("%+v", err); detailed != err.Error() {
+		return detailed
+	}
+	return ""
 }
 
 func (w *Worker) newTask(cmd *pb.Command) (*Task, error) {
