@@ -80,11 +80,11 @@ const (
 // which are never retried; any other error is retried by the step's policy.
 type Handler func(ctx context.Context, t *Task) (map[string]any, error)
 
-// Options configures a Worker. The zero value connects to DefaultAddress
+// Options configures a Worker. The zero value connects to EnvAddress()
 // over plaintext gRPC without a token.
 type Options struct {
 	// Address of the server, host:port (or any gRPC target). Default
-	// DefaultAddress.
+	// EnvAddress(): $MULTIAGENTS_SERVER, else DefaultAddress.
 	Address string
 	// Token, when set, is sent as "authorization: Bearer <token>" metadata.
 	Token string
@@ -126,7 +126,7 @@ type Worker struct {
 // New returns a Worker with opts; unset options take their defaults.
 func New(opts Options) *Worker {
 	if opts.Address == "" {
-		opts.Address = DefaultAddress
+		opts.Address = EnvAddress()
 	}
 	if opts.MaxConcurrency <= 0 {
 		opts.MaxConcurrency = DefaultMaxConcurrency
@@ -542,6 +542,15 @@ func (w *Worker) execute(ctx context.Context, cmd *pb.Command) *pb.CommandOutcom
 	}
 	return &pb.CommandOutcome{Outcome: &pb.CommandOutcome_Result{
 		Result: &pb.CommandResult{CommandId: id, Result: p}}}
+}
+
+// EnvAddress is the server address of the environment, $MULTIAGENTS_SERVER
+// (the variable every MultiAgents SDK reads), else DefaultAddress.
+func EnvAddress() string {
+	if address := os.Getenv("MULTIAGENTS_SERVER"); address != "" {
+		return address
+	}
+	return DefaultAddress
 }
 
 // call runs h, turning a panic into an error of type "Panic" with its stack.

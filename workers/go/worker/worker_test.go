@@ -475,3 +475,14 @@ func (e stackedError) Format(s fmt.State, verb rune) {
 	}
 	fmt.Fprint(s, e.Error())
 }
+
+func TestEnvAddressReadsMultiagentsServer(t *testing.T) {
+	t.Setenv("MULTIAGENTS_SERVER", "")
+	if got := worker.EnvAddress(); got != worker.DefaultAddress {
+		t.Errorf("unset: got %q", got)
+	}
+	t.Setenv("MULTIAGENTS_SERVER", "10.0.0.1:7000")
+	if got := worker.EnvAddress(); got != "10.0.0.1:7000" {
+		t.Errorf("set: got %q", got)
+	}
+}
