@@ -86,3 +86,14 @@ def test_the_schema_covers_every_key_register_accepts_and_refuses_others() -> No
                 {"name": "wf", "steps": []}):  # fmt: skip
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, SCHEMA)
+
+
+def test_the_demo_definition_file_is_the_demos_workflow() -> None:
+    from multiagents.cli import load_definition, load_demo
+
+    load_demo()  # loads the package multiagents_demo from workers/python
+    from multiagents_demo.order_workers import order_workflow  # type: ignore[import-not-found]
+
+    path = ROOT / "workers" / "python" / "order_processing.yaml"
+    from_file = Workflow.from_dict(load_definition(str(path)))
+    assert from_file.to_proto() == order_workflow().to_proto()
