@@ -6,6 +6,8 @@ completion. Each runs the real command line against a real server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import re
 import subprocess
@@ -15,10 +17,31 @@ from typing import Any
 
 from conftest import ROOT
 from integration.helpers import serving
-from integration.test_cli import cli
 from multiagents import Client, RetryPolicy, WorkerExecutionError, WorkflowBuilder, worker
+from multiagents.cli import main
 from multiagents_server.app import Server
 from multiagents_server.convert import MAX_STACK_TRACE_BYTES
+
+
+async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`multiagents ARGS` through the command line's entry point
+    (`multiagents.cli.main`, what the `multiagents` script runs), in this
+    process so that coverage counts it: in a thread, with its own event loop,
+    stdout and stderr captured. test_cli.py runs it as a subprocess."""
+
+    def call() -> subprocess.CompletedProcess[str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 2
+        return subprocess.CompletedProcess(
+            ["multiagents", *args], code, out.getvalue(), err.getvalue()
+        )
+
+    return await asyncio.to_thread(call)
+
 
 FAST = RetryPolicy(max_attempts=3, initial_interval=0.05)
 TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z  ")
