@@ -1,5 +1,5 @@
-"""The `multiagents` command line: serve, worker, run, status, watch, list,
-cancel, history, register, workers, demo."""
+"""The `multiagents` command line: serve, worker, register, definitions, run,
+status, watch, list, cancel, history, workers, completion, demo."""
 
 from __future__ import annotations
 
