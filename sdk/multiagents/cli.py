@@ -1,5 +1,5 @@
-"""The `multiagents` command line: serve, worker, run, status, watch, list,
-cancel, history, register, workers, demo."""
+"""The `multiagents` command line: serve, worker, register, definitions, run,
+status, watch, list, cancel, history, workers, completion, demo."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,13 +22,16 @@ from typing import Any
 import grpc
 
 from multiagents import __version__, _server, wire
-from multiagents.client import STATES, Client, WorkflowStatus
+from multiagents.channel import open_channel
+from multiagents.client import STATES, Client, WorkflowStatus, failure_dict
 from multiagents.errors import RPCError, ServerNotInstalledError, ServerUnavailableError
-from multiagents.runtime import WorkerStartError
+from multiagents.runtime import DEFAULT_MAX_CONCURRENCY, WorkerStartError
 from multiagents.syntax import json_error, yaml_error
+from multiagents.v1 import events_pb2, workflow_pb2
 from multiagents.worker import WorkerFunction, check_unique_name
 
 DEFAULT_SERVER = "127.0.0.1:50051"
+DEFAULT_CONCURRENCY = DEFAULT_MAX_CONCURRENCY  # the same in every SDK
 
 
 class UsageError(Exception):
@@ -48,8 +51,8 @@ def known_error(exc: BaseException) -> str | None:
     return None
 
 
-def _print(*parts: object) -> None:
-    print(*parts, flush=True)
+def _print(*parts: object, end: str = "\n") -> None:
+    print(*parts, end=end, flush=True)
 
 
 def _error(message: str) -> None:
@@ -161,7 +164,24 @@ def load_workers(targets: Sequence[str]) -> list[WorkerFunction]:
     return list(found.values())
 
 
-def format_status(status: WorkflowStatus) -> str:
+# How much of a worker's stack trace the command line prints (its last lines:
+# the innermost frames and the exception); `--json` gives all the server kept.
+STACK_LINES = 12
+
+
+def stack_lines(failure: dict[str, Any] | None, indent: str) -> list[str]:
+    """The last STACK_LINES lines of a failure's stack trace, indented."""
+    stack = (failure or {}).get("stack_trace") or ""
+    lines = stack.rstrip("\n").splitlines()
+    if not lines:
+        return []
+    shown = lines[-STACK_LINES:]
+    if len(lines) > STACK_LINES:
+        shown = [f"... ({len(lines) - STACK_LINES} more lines: --json shows them)", *shown]
+    return [f"{indent}| {line}" for line in shown]
+
+
+def format_status(status: WorkflowStatus, waiting_for: str | None = None) -> str:
     lines = [
         f"transaction  {status.transaction_id}",
         f"workflow     {status.workflow_name} v{status.workflow_version}",
@@ -169,6 +189,8 @@ def format_status(status: WorkflowStatus) -> str:
     ]
     if status.current_step:
         lines.append(f"current step {status.current_step}")
+    if waiting_for:
+        lines.append(f"waiting      {waiting_message(waiting_for)}")
     for step in status.steps:
         failure = (
             f"  ({step.last_failure['type']}: {step.last_failure['message']})"
@@ -176,21 +198,198 @@ def format_status(status: WorkflowStatus) -> str:
             else ""
         )
         lines.append(f"  - {step.name:<24} {step.status:<20} attempts={step.attempts}{failure}")
+        if step.last_failure and status.state != "completed":
+            lines += stack_lines(step.last_failure, "      ")
     if status.error:
         lines.append(f"error        {status.error['type']}: {status.error['message']}")
+        same = any(s.last_failure == status.error for s in status.steps)
+        if not same:
+            lines += stack_lines(status.error, "      ")
     if status.requires_manual_intervention:
         lines.append("ATTENTION    a compensation failed: manual intervention required")
     lines.append(f"results      {json.dumps(status.step_results, sort_keys=True)}")
     return "\n".join(lines)
 
 
-async def follow(client: Client, tx: str) -> WorkflowStatus:
-    """Print every change of an execution until it is terminal."""
-    async for update in client.watch(tx):
-        step = f" step={update.current_step}" if update.current_step else ""
-        _print(f"[{tx}] {update.state}{step}")
-        if update.terminal:
-            break
+def waiting_message(worker_name: str) -> str:
+    return f"waiting for a worker of type {worker_name} (none connected)"
+
+
+def status_json(status: WorkflowStatus, waiting_for: str | None = None) -> dict[str, Any]:
+    """The `--json` form of a status: the seed's dict, each step's last
+    failure, and the worker type it waits for when none is connected."""
+    data = status.to_dict()
+    data["workflow_version"] = status.workflow_version
+    for entry, step in zip(data["steps"], status.steps, strict=True):
+        entry["last_failure"] = step.last_failure
+    data["waiting_for_worker"] = waiting_for
+    return data
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def event_dict(event: events_pb2.WorkflowEvent) -> dict[str, Any]:
+    """One history event as plain data: sequence, time, kind, step, attempt,
+    worker and what happened (result, error or state)."""
+    kind = event.WhichOneof("event")
+    body = getattr(event, kind)
+    out: dict[str, Any] = {
+        "sequence": event.sequence,
+        "time": body.timestamp.ToDatetime(tzinfo=UTC).isoformat(timespec="milliseconds"),
+        "kind": kind,
+    }
+    if kind == "status":
+        out["state"] = STATES[body.state]
+        out["step"] = body.current_step or None
+        if body.HasField("failure"):
+            out["error"] = failure_dict(body.failure)
+        return out
+    out["step"] = body.step
+    out["worker"] = body.worker_name
+    if kind in ("command", "compensation", "error"):
+        out["attempt"] = body.retry_count + 1
+    if kind == "command" and body.child_transaction_id:
+        out["child_transaction_id"] = body.child_transaction_id
+    if kind == "result":
+        out["compensation"] = body.compensation
+        out["result"] = wire.decode(body.result)
+    if kind == "error":
+        out["compensation"] = body.compensation
+        out["will_retry"] = body.will_retry
+        out["error"] = failure_dict(body.error)
+    return out
+
+
+_LABELS = {"command": "start", "compensation": "compensate", "result": "done",
+           "error": "error", "status": "state"}  # fmt: skip
+
+
+def format_event(e: dict[str, Any]) -> list[str]:
+    """A history event as readable lines: time, kind, step, attempt, worker,
+    a short result or the error (with the end of its stack trace)."""
+    time = e["time"].replace("T", " ").replace("+00:00", "Z")
+    kind = e["kind"]
+    label = _LABELS[kind]
+    if kind in ("result", "error") and e.get("compensation"):
+        label = f"comp.{label}"
+    if kind == "status":
+        step = f" (step {e['step']})" if e["step"] else ""
+        return [f"{time}  {label:<12} {e['state']}{step}"]
+    parts = [f"{time}  {label:<12} {e['step']:<16}"]
+    if "attempt" in e:
+        parts.append(f"attempt {e['attempt']}")
+    if e.get("worker"):
+        parts.append(f"worker {e['worker']}")
+    if e.get("child_transaction_id"):
+        parts.append(f"child {e['child_transaction_id']}")
+    lines: list[str] = []
+    if kind == "result":
+        parts.append(_short(e["result"]))
+    elif kind == "error":
+        error = e["error"]
+        retry = "will retry" if e["will_retry"] else "no retry"
+        parts.append(f"{error['type']}: {error['message']} ({retry})")
+        lines = stack_lines(error, "      ")
+    return ["  ".join(parts), *lines]
+
+
+async def connected_worker_names(address: str, token: str | None) -> set[str]:
+    """Worker names served by some connected session of any replica."""
+    from multiagents.monitoring import WorkerMonitor
+
+    monitor = WorkerMonitor(address=address, token=token)
+    try:
+        sessions = await monitor.sessions()
+    finally:
+        await monitor.close()
+    return {name for s in sessions for name in s.worker_names}
+
+
+async def waiting_for_worker(
+    client: Client, status: WorkflowStatus, token: str | None
+) -> str | None:
+    """The worker type the running step waits for, when no session serves it."""
+    if status.terminal or not status.current_step:
+        return None
+    record = next((s for s in status.steps if s.name == status.current_step), None)
+    if record is None or record.child_transaction_id:
+        return None
+    definition = await client.get_workflow_definition(status.workflow_name, status.workflow_version)
+    spec = next((s for s in definition.steps if s.name == status.current_step), None)
+    if spec is None or spec.workflow:
+        return None
+    # A completed step of a running execution is being compensated.
+    worker_name = spec.compensation if record.status == "completed" else spec.worker
+    if not worker_name:
+        return None
+    if worker_name in await connected_worker_names(client.address, token):
+        return None
+    return worker_name
+
+
+# How often `run` and `watch` read the history while the watch stream is quiet.
+FOLLOW_POLL_S = 0.25
+
+
+async def follow(
+    client: Client, tx: str, *, as_json: bool = False, token: str | None = None
+) -> WorkflowStatus:
+    """Print every event of an execution as it happens (each step from the
+    first, retries with their error, compensations) until it is terminal.
+
+    The watch stream says when something changed; the history says what. A
+    command no connected worker can run is reported once."""
+
+    async def until_terminal() -> None:
+        async for update in client.watch(tx):
+            if update.terminal:
+                return
+
+    watching = asyncio.create_task(until_terminal())
+    last = 0
+    pending: dict[str, str] = {}  # command id -> worker name, not answered yet
+    checked: set[str] = set()
+    try:
+        while True:
+            finished = watching.done()
+            if finished:
+                watching.result()  # raises what the stream raised
+            for event in await client.get_history(tx):
+                if event.sequence <= last:
+                    continue
+                last = event.sequence
+                data = event_dict(event)
+                kind = data["kind"]
+                body = getattr(event, kind)
+                if kind in ("command", "compensation") and not data.get("child_transaction_id"):
+                    pending[body.command_id] = body.worker_name
+                elif kind in ("result", "error"):
+                    pending.pop(body.command_id, None)
+                if as_json:
+                    _print(json.dumps({"event": data}, default=str))
+                else:
+                    for line in format_event(data):
+                        _print(f"[{tx}] {line}")
+            if finished:
+                break
+            unchecked = {c: w for c, w in pending.items() if c not in checked}
+            if unchecked:
+                names = await connected_worker_names(client.address, token)
+                for command_id, worker_name in unchecked.items():
+                    checked.add(command_id)
+                    if worker_name not in names:
+                        if as_json:
+                            _print(json.dumps({"waiting_for_worker": worker_name}))
+                        else:
+                            _print(f"[{tx}] {waiting_message(worker_name)}")
+            await asyncio.wait({watching}, timeout=FOLLOW_POLL_S)
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watching
     return await client.get_status(tx)
 
 
@@ -253,7 +452,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
             _print(tx)  # only the id, for scripts: tx=$(multiagents run wf --no-follow)
             return 0
         _print(f"started {args.workflow}: {tx}")
-        status = await follow(client, tx)
+        status = await follow(client, tx, token=args.token)
     _print(format_status(status))
     return 0 if status.state == "completed" else 3
 
@@ -261,14 +460,21 @@ async def cmd_run(args: argparse.Namespace) -> int:
 async def cmd_status(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         status = await client.get_status(args.transaction_id)
-    _print(json.dumps(status.to_dict(), indent=2) if args.json else format_status(status))
+        waiting = await waiting_for_worker(client, status, args.token)
+    if args.json:
+        _print(json.dumps(status_json(status, waiting), indent=2, default=str))
+    else:
+        _print(format_status(status, waiting))
     return 0
 
 
 async def cmd_watch(args: argparse.Namespace) -> int:
     async with _client(args) as client:
-        status = await follow(client, args.transaction_id)
-    _print(format_status(status))
+        status = await follow(client, args.transaction_id, as_json=args.json, token=args.token)
+    if args.json:
+        _print(json.dumps({"final_status": status_json(status)}, default=str))
+    else:
+        _print(format_status(status))
     return 0
 
 
@@ -278,6 +484,15 @@ async def cmd_list(args: argparse.Namespace) -> int:
             state=args.state, workflow_name=args.workflow,
             page_size=args.page_size, page_token=args.page_token,
         )  # fmt: skip
+    if args.json:
+        executions = [
+            {"transaction_id": s.transaction_id, "workflow_name": s.workflow_name,
+             "state": s.state, "created_at": _iso(s.created_at),
+             "updated_at": _iso(s.updated_at), "current_step": s.current_step}
+            for s in rows
+        ]  # fmt: skip
+        _print(json.dumps({"executions": executions, "next_page_token": token or None}))
+        return 0
     table = [("TRANSACTION", "WORKFLOW", "STATE", "CREATED", "UPDATED", "STEP")]
     table += [
         (s.transaction_id, s.workflow_name, s.state, _time(s.created_at), _time(s.updated_at),
@@ -304,30 +519,35 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
 
 async def cmd_history(args: argparse.Namespace) -> int:
     async with _client(args) as client:
-        events = await client.get_history(args.transaction_id)
+        events = [event_dict(e) for e in await client.get_history(args.transaction_id)]
+    if args.json:
+        _print(json.dumps({"events": events}, default=str))
+        return 0
     for event in events:
-        kind = event.WhichOneof("event")
-        body = getattr(event, kind)
-        if kind == "status":
-            detail = f"{STATES[body.state]} {body.current_step}"
-        elif kind == "error":
-            detail = f"{body.step} {body.error.type}: {body.error.message} retry={body.will_retry}"
-        elif kind == "result":
-            detail = f"{body.step} {wire.decode(body.result)}"
-        else:
-            detail = f"{body.step} -> {body.worker_name} (retry_count={body.retry_count})"
-        _print(f"{event.sequence:>4} {body.timestamp.ToJsonString()} {kind:<12} {detail}")
+        for line in format_event(event):
+            _print(line)
     return 0
 
 
 async def cmd_workers(args: argparse.Namespace) -> int:
     from multiagents.monitoring import WorkerMonitor
 
-    monitor = WorkerMonitor(address=args.server[0], token=args.token)
+    address = await pick_server(args.server)
+    monitor = WorkerMonitor(address=address, token=args.token)
     try:
         sessions = await monitor.sessions()
     finally:
         await monitor.close()
+    if args.json:
+        rows = [
+            {"session_id": s.session_id, "worker_id": s.worker_id,
+             "worker_names": list(s.worker_names), "sdk_language": s.sdk_language,
+             "sdk_version": s.sdk_version, "max_concurrency": s.max_concurrency,
+             "in_flight": s.in_flight, "replica_id": s.replica_id, "draining": s.draining}
+            for s in sessions
+        ]  # fmt: skip
+        _print(json.dumps({"sessions": rows}))
+        return 0
     if not sessions:
         _print("no workers connected")
     for s in sessions:
@@ -335,6 +555,71 @@ async def cmd_workers(args: argparse.Namespace) -> int:
             f"{s.session_id[:12]}  {s.sdk_language:<7} {s.worker_id:<24} "
             f"in-flight {s.in_flight}/{s.max_concurrency}  {', '.join(s.worker_names)}"
         )
+    return 0
+
+
+def _seconds(d: Any) -> float:
+    return float(d.ToMilliseconds()) / 1000
+
+
+def retry_dict(p: workflow_pb2.RetryPolicy) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "max_attempts": p.maximum_attempts,
+        "initial_interval": _seconds(p.initial_interval),
+        "backoff_coefficient": p.backoff_coefficient,
+    }
+    if p.HasField("maximum_interval"):
+        out["maximum_interval"] = _seconds(p.maximum_interval)
+    if p.non_retryable_error_types:
+        out["non_retryable_error_types"] = list(p.non_retryable_error_types)
+    return out
+
+
+def definition_dict(d: workflow_pb2.WorkflowDefinition) -> dict[str, Any]:
+    """A registered definition in the definition-file form `register` reads."""
+    steps: list[dict[str, Any]] = []
+    for st in d.steps:
+        step: dict[str, Any] = {"name": st.name}
+        if st.workflow:
+            step["workflow"] = st.workflow
+            if st.workflow_version:
+                step["workflow_version"] = st.workflow_version
+        else:
+            step["worker"] = st.worker
+        if st.compensation:
+            step["compensation"] = st.compensation
+        if st.HasField("retry_policy"):
+            step["retry"] = retry_dict(st.retry_policy)
+        if st.HasField("compensation_retry_policy"):
+            step["compensation_retry"] = retry_dict(st.compensation_retry_policy)
+        if st.HasField("timeout"):
+            step["timeout"] = _seconds(st.timeout)
+        if st.HasField("heartbeat_timeout"):
+            step["heartbeat_timeout"] = _seconds(st.heartbeat_timeout)
+        steps.append(step)
+    out: dict[str, Any] = {"name": d.name, "version": d.version, "steps": steps}
+    if d.description:
+        out["description"] = d.description
+    return out
+
+
+async def cmd_definitions(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        found = await client.list_workflow_definitions()
+    definitions = sorted((definition_dict(d) for d in found), key=lambda d: d["name"])
+    if args.json:
+        _print(json.dumps({"definitions": definitions}))
+        return 0
+    if not definitions:
+        _print("no workflow definitions registered")
+    for d in definitions:
+        _print(
+            f"{d['name']} v{d['version']}" + (f"  {d['description']}" if "description" in d else "")
+        )
+        for i, st in enumerate(d["steps"], 1):
+            runs = f"workflow {st['workflow']}" if "workflow" in st else f"worker {st['worker']}"
+            comp = f"  compensation {st['compensation']}" if "compensation" in st else ""
+            _print(f"  {i}. {st['name']:<20} {runs}{comp}")
     return 0
 
 
@@ -360,16 +645,112 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     return int(await demo.run_demo(orders=args.orders, data_dir=args.data_dir))
 
 
+# How long a client command waits for one --server address before it tries
+# the next.
+CONNECT_TIMEOUT_S = 3.0
+
+
+async def pick_server(addresses: Sequence[str]) -> str:
+    """The first of `addresses` that accepts a connection (failover at
+    connection time: each command connects once, then stays on that server).
+    ServerUnavailableError when none does."""
+    if len(addresses) == 1:
+        return addresses[0]
+    for address in addresses:
+        channel = open_channel(address)
+        try:
+            await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT_S)
+            return address
+        except TimeoutError:
+            continue
+        finally:
+            await channel.close()
+    raise ServerUnavailableError(grpc.StatusCode.UNAVAILABLE, f"none of {', '.join(addresses)}")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
 @contextlib.asynccontextmanager
 async def _client(args: argparse.Namespace) -> Any:
-    client = Client(args.server[0], token=args.token)
+    address = await pick_server(args.server)
+    args.connected = address
+    client = Client(address, token=args.token)
     try:
         yield client
     finally:
         await client.close()
 
 
+def completion_script(shell: str, parser: argparse.ArgumentParser) -> str:
+    """A bash completion script for the commands and options of `parser`
+    (zsh runs it through bashcompinit)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    commands = list(sub.choices)
+    cases = []
+    for name, p in sub.choices.items():
+        options = sorted(o for a in p._actions for o in a.option_strings if o.startswith("--"))
+        choices = [
+            f'{a.option_strings[0]}) COMPREPLY=($(compgen -W "{" ".join(map(str, a.choices))}" '
+            '-- "$cur")); return;;'
+            for a in p._actions
+            if a.option_strings and a.choices
+        ]
+        positional = [a for a in p._actions if not a.option_strings and a.choices]
+        lines = [f'    {name}) opts="{" ".join(options)}"']
+        if choices:
+            lines.append('      case "$prev" in ' + " ".join(choices) + " esac")
+        if positional:
+            words = " ".join(map(str, positional[0].choices or ()))
+            lines.append(
+                f'      [[ "$cur" != -* ]] && COMPREPLY=($(compgen -W "{words}" -- "$cur"))'
+                " && return"
+            )
+        lines.append("      ;;")
+        cases.append("\n".join(lines))
+    script = f"""# multiagents {shell} completion: eval "$(multiagents completion {shell})"
+_multiagents() {{
+  local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}" opts=""
+  if [ "$COMP_CWORD" -eq 1 ]; then
+    COMPREPLY=($(compgen -W "{" ".join(commands)} --help --version" -- "$cur"))
+    return
+  fi
+  case "${{COMP_WORDS[1]}}" in
+{chr(10).join(cases)}
+  esac
+  if [[ "$cur" == -* ]]; then
+    COMPREPLY=($(compgen -W "$opts --help" -- "$cur"))
+  else
+    COMPREPLY=($(compgen -f -- "$cur"))
+  fi
+}}
+complete -o default -F _multiagents multiagents
+"""
+    if shell == "zsh":
+        script = "autoload -U +X bashcompinit && bashcompinit\n" + script
+    return script
+
+
+async def cmd_completion(args: argparse.Namespace) -> int:
+    _print(completion_script(args.shell, build_parser()), end="")
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------
+
+
+JSON_HELP = {
+    "status": "print one JSON document: the seed's status dict, each step's last failure "
+    "(with its stack trace) and waiting_for_worker",
+    "watch": 'print JSON lines: {"event": ...} per history event, '
+    '{"waiting_for_worker": ...}, then {"final_status": ...}',
+    "history": 'print one JSON document: {"events": [...]}',
+    "list": 'print one JSON document: {"executions": [...], "next_page_token": ...}',
+    "workers": 'print one JSON document: {"sessions": [...]}',
+    "definitions": 'print one JSON document: {"definitions": [...]}, '
+    "each in the definition-file form",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,7 +775,15 @@ def build_parser() -> argparse.ArgumentParser:
                 "--server",
                 action="append",
                 default=None,
-                help=f"server address, repeatable (default {DEFAULT_SERVER})",
+                help=(
+                    f"server address (default {DEFAULT_SERVER}, env MULTIAGENTS_SERVER); "
+                    + (
+                        "repeat it to list several servers: the worker fails over between them"
+                        if name == "worker"
+                        else "repeat it to list several replicas: the command uses the first "
+                        f"that accepts a connection within {CONNECT_TIMEOUT_S:g} s"
+                    )
+                ),
             )
             p.add_argument("--token", default=os.environ.get("MULTIAGENTS_TOKEN"),
                            help="bearer token (env MULTIAGENTS_TOKEN)")  # fmt: skip
@@ -409,7 +798,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("worker", cmd_worker, "Serve the @worker functions of Python modules.")
     p.add_argument("modules", nargs="+", help="module names or .py files with @worker functions")
-    p.add_argument("--concurrency", type=int, default=16, help="commands run at once (default 16)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"commands run at once (default {DEFAULT_CONCURRENCY}, as in every SDK)",
+    )
     p.add_argument(
         "--drain-timeout", type=float, default=30.0, help="seconds to finish work on SIGTERM"
     )
@@ -437,10 +831,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = command(name, fn, text)
         p.add_argument("transaction_id")
-        if name == "status":
-            p.add_argument(
-                "--json", action="store_true", help="print the seed's status dict as JSON"
-            )
+        p.add_argument("--json", action="store_true", help=JSON_HELP[name])
 
     p = command("cancel", cmd_cancel, "Cancel a running execution (compensates completed steps).")
     p.add_argument("transaction_id")
@@ -453,8 +844,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workflow", default="", help="only this workflow name")
     p.add_argument("--page-size", type=int, default=20)
     p.add_argument("--page-token", default="")
+    p.add_argument("--json", action="store_true", help=JSON_HELP["list"])
 
-    command("workers", cmd_workers, "List connected worker sessions.")
+    p = command("workers", cmd_workers, "List connected worker sessions.")
+    p.add_argument("--json", action="store_true", help=JSON_HELP["workers"])
+
+    p = command(
+        "definitions",
+        cmd_definitions,
+        "List the registered workflow definitions (latest version of each) and their steps.",
+    )
+    p.add_argument("--json", action="store_true", help=JSON_HELP["definitions"])
+
+    p = command(
+        "completion",
+        cmd_completion,
+        'Print a shell completion script: eval "$(multiagents completion bash)"',
+        server=False,
+    )
+    p.add_argument("shell", choices=["bash", "zsh"])
 
     p = command(
         "demo", cmd_demo, "Run the order-processing saga demo on an embedded server.", server=False
@@ -483,7 +891,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(asyncio.run(args.fn(args)))
     except ServerUnavailableError:
-        _error(f"cannot reach the server at {args.server[0]} (is `multiagents serve` running?)")
+        where = " or ".join(args.server)
+        _error(f"cannot reach the server at {where} (is `multiagents serve` running?)")
         return 1
     except RPCError as exc:
         _error(f"{exc.code.name}: {exc.message}")

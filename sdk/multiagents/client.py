@@ -52,7 +52,12 @@ def _pushback_s(error: grpc.aio.AioRpcError) -> float | None:
 
 
 def failure_dict(f: common_pb2.Failure) -> dict[str, Any]:
-    return {"message": f.message, "type": f.type, "non_retryable": f.non_retryable}
+    return {
+        "message": f.message,
+        "type": f.type,
+        "non_retryable": f.non_retryable,
+        "stack_trace": f.stack_trace,
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,9 @@ FATAL_CODES = frozenset(
 _Outgoing = asyncio.Queue[wpb.ConnectRequest | None]
 # Time allowed after the drain timeout for the session stream to close.
 STOP_GRACE_S = 5.0
+# Commands a worker process runs at once by default: 8 in every SDK (Python,
+# Go's worker.DefaultMaxConcurrency, Node's DEFAULT_MAX_CONCURRENCY).
+DEFAULT_MAX_CONCURRENCY = 8
 
 
 class WorkerStartError(Exception):
@@ -75,7 +78,7 @@ class WorkerRuntime:
         workers: Iterable[WorkerFunction] = (),
         *,
         servers: str | Sequence[str] = "127.0.0.1:50051",
-        max_concurrency: int = 16,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         token: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         worker_id: str | None = None,

@@ -221,12 +221,26 @@ def failure_to_proto(f: engine.Failure | None) -> common_pb2.Failure | None:
     )
 
 
+# A worker's stack trace is kept up to this many bytes of UTF-8, its end (the
+# innermost frames and the exception): docs/protocol.md.
+MAX_STACK_TRACE_BYTES = 8192
+
+
+def trim_stack_trace(stack: str, limit: int = MAX_STACK_TRACE_BYTES) -> str:
+    """The last `limit` bytes of `stack` (whole characters), marked when cut."""
+    data = stack.encode()
+    if len(data) <= limit:
+        return stack
+    marker = "...(trimmed)\n"
+    return marker + data[len(data) - limit + len(marker) :].decode(errors="ignore")
+
+
 def failure_from_proto(f: common_pb2.Failure) -> engine.Failure:
     return engine.Failure(
         message=f.message or "worker failed",
         type=f.type or "Error",
         non_retryable=f.non_retryable,
-        stack_trace=f.stack_trace,
+        stack_trace=trim_stack_trace(f.stack_trace),
     )
 
 

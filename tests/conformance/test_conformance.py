@@ -139,7 +139,10 @@ async def test_validation_error_fails_without_retry(
     assert status.state == "failed"
     assert status.steps[0].attempts == 1
     assert status.steps[0].status == "failed"
-    assert status.error == {"message": "invalid input", "type": "ValueError", "non_retryable": True}
+    assert status.error is not None
+    assert {k: status.error[k] for k in ("message", "type", "non_retryable")} == {
+        "message": "invalid input", "type": "ValueError", "non_retryable": True
+    }  # fmt: skip
     assert errors(history) == [("check", "ValueError", False)]
 
 

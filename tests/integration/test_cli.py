@@ -21,7 +21,7 @@ from multiagents.v1 import workflow_service_pb2_grpc
 from multiagents_server.app import Server
 
 COMMANDS = ["serve", "worker", "register", "run", "status", "watch", "history",
-            "cancel", "list", "workers", "demo"]  # fmt: skip
+            "cancel", "list", "workers", "definitions", "completion", "demo"]  # fmt: skip
 
 
 async def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -74,14 +74,15 @@ async def test_register_run_status_history_list(server: Server, uid: str, tmp_pa
         workers = await cli("workers", "--server", address)
     assert f"{uid}.hello" in workers.stdout and "python" in workers.stdout
     assert run.returncode == 0, run.stderr
-    assert "] completed" in run.stdout  # the live progress line of the final state
+    lines = run.stdout.splitlines()
+    assert any(line.startswith("[") and line.endswith("state        completed") for line in lines)
     assert '"greeting": "hello ada"' in run.stdout
     tx = run.stdout.split("started ")[1].split(": ")[1].split()[0]
     status = await cli("status", tx, "--json", "--server", address)
     assert '"greeting": "hello ada"' in status.stdout
     history = await cli("history", tx, "--server", address)
     assert [line.split()[2] for line in history.stdout.splitlines()] == [
-        "status", "command", "status", "result", "status",
+        "state", "start", "state", "done", "state",
     ]  # fmt: skip
     listed = await cli("list", "--workflow", f"{uid}.wf", "--server", address)
     assert tx in listed.stdout

@@ -1,4 +1,4 @@
-"""Every code pattern of the seed (shared/seed/framework-overview.md), run as
+"""Every code pattern of the seed (the framework overview, not in this repository), run as
 written on the real stack, with only the seed's placeholders filled in
 (`perform_work`, `external_service_call`, `release_resource`, ...).
 

@@ -215,3 +215,16 @@ def test_json_form_holds_only_plain_json_values() -> None:
 @pytest.mark.parametrize("spec", [SPEC, WorkflowSpec("one", 1, (StepSpec("a", "w"),))])
 def test_workflow_spec_round_trips_through_json(spec: WorkflowSpec) -> None:
     assert spec_from_json(json.loads(json.dumps(spec_to_json(spec)))) == spec
+
+
+def test_a_stack_trace_is_trimmed_to_its_last_8_kib_of_whole_characters() -> None:
+    from multiagents_server.convert import MAX_STACK_TRACE_BYTES, trim_stack_trace
+
+    short = "Traceback\n  File x\nValueError: é\n"
+    assert trim_stack_trace(short) == short
+    long = "é" * 10_000 + "\nValueError: the end"  # 2 bytes a character
+    trimmed = trim_stack_trace(long)
+    assert len(trimmed.encode()) <= MAX_STACK_TRACE_BYTES
+    assert len(trimmed.encode()) >= MAX_STACK_TRACE_BYTES - 1
+    assert trimmed.startswith("...(trimmed)\n") and trimmed.endswith("ValueError: the end")
+    assert "\ufffd" not in trimmed

@@ -80,11 +80,11 @@ const (
 // which are never retried; any other error is retried by the step's policy.
 type Handler func(ctx context.Context, t *Task) (map[string]any, error)
 
-// Options configures a Worker. The zero value connects to DefaultAddress
+// Options configures a Worker. The zero value connects to EnvAddress()
 // over plaintext gRPC without a token.
 type Options struct {
 	// Address of the server, host:port (or any gRPC target). Default
-	// DefaultAddress.
+	// EnvAddress(): $MULTIAGENTS_SERVER, else DefaultAddress.
 	Address string
 	// Token, when set, is sent as "authorization: Bearer <token>" metadata.
 	Token string
@@ -126,7 +126,7 @@ type Worker struct {
 // New returns a Worker with opts; unset options take their defaults.
 func New(opts Options) *Worker {
 	if opts.Address == "" {
-		opts.Address = DefaultAddress
+		opts.Address = EnvAddress()
 	}
 	if opts.MaxConcurrency <= 0 {
 		opts.MaxConcurrency = DefaultMaxConcurrency
@@ -544,6 +544,15 @@ func (w *Worker) execute(ctx context.Context, cmd *pb.Command) *pb.CommandOutcom
 		Result: &pb.CommandResult{CommandId: id, Result: p}}}
 }
 
+// EnvAddress is the server address of the environment, $MULTIAGENTS_SERVER
+// (the variable every MultiAgents SDK reads), else DefaultAddress.
+func EnvAddress() string {
+	if address := os.Getenv("MULTIAGENTS_SERVER"); address != "" {
+		return address
+	}
+	return DefaultAddress
+}
+
 // call runs h, turning a panic into an error of type "Panic" with its stack.
 func call(ctx context.Context, h Handler, t *Task) (result map[string]any, stack string, err error) {
 	defer func() {
@@ -553,7 +562,20 @@ func call(ctx context.Context, h Handler, t *Task) (result map[string]any, stack
 		}
 	}()
 	result, err = h(ctx, t)
-	return result, "", err
+	return result, errorStack(err), err
+}
+
+// errorStack is the stack trace of an error a handler returned: its "%+v"
+// form when that says more than Error() (errors that carry a stack, such as
+// those of github.com/pkg/errors or cockroachdb/errors, print it so), else "".
+func errorStack(err error) string {
+	if err == nil {
+		return ""
+	}
+	if detailed := fmt.Sprintf("%+v", err); detailed != err.Error() {
+		return detailed
+	}
+	return ""
 }
 
 func (w *Worker) newTask(cmd *pb.Command) (*Task, error) {

@@ -180,6 +180,9 @@ func TestHandlerErrorsAreReportedAsStructuredFailures(t *testing.T) {
 		"panics": func(context.Context, *worker.Task) (map[string]any, error) {
 			panic("kaput")
 		},
+		"stacked": func(context.Context, *worker.Task) (map[string]any, error) {
+			return nil, stackedError{}
+		},
 		"unencodable": func(context.Context, *worker.Task) (map[string]any, error) {
 			return map[string]any{"ch": make(chan int)}, nil
 		},
@@ -195,6 +198,7 @@ func TestHandlerErrorsAreReportedAsStructuredFailures(t *testing.T) {
 		{"invalid", nil, "ValueError", "invalid input", true, false},
 		{"fail", nil, "Error", "boom", false, false},
 		{"panics", nil, "Panic", "panic: kaput", false, true},
+		{"stacked", nil, "Error", "stacked", false, true},
 		{"unencodable", nil, "EncodingError", "", true, false},
 		{"missing", nil, "UnknownWorker", `worker "missing" is not registered in this process`, false, false},
 		{"fail", &pb.Payload{Metadata: map[string][]byte{"encoding": []byte("binary/x")}}, "InvalidPayload", "", true, false},
@@ -457,4 +461,28 @@ func TestRegisterRejectsDuplicatesAndRunNeedsHandlers(t *testing.T) {
 		}
 	}()
 	w.Register("x", func(context.Context, *worker.Task) (map[string]any, error) { return nil, nil })
+}
+
+// stackedError carries a stack, printed by %+v (as github.com/pkg/errors does).
+type stackedError struct{}
+
+func (stackedError) Error() string { return "stacked" }
+
+func (e stackedError) Format(s fmt.State, verb rune) {
+	if verb == 'v' && s.Flag('+') {
+		fmt.Fprint(s, "stacked\nmain.handler\n\t/src/main.go:12")
+		return
+	}
+	fmt.Fprint(s, e.Error())
+}
+
+func TestEnvAddressReadsMultiagentsServer(t *testing.T) {
+	t.Setenv("MULTIAGENTS_SERVER", "")
+	if got := worker.EnvAddress(); got != worker.DefaultAddress {
+		t.Errorf("unset: got %q", got)
+	}
+	t.Setenv("MULTIAGENTS_SERVER", "10.0.0.1:7000")
+	if got := worker.EnvAddress(); got != "10.0.0.1:7000" {
+		t.Errorf("set: got %q", got)
+	}
 }

@@ -1,10 +1,9 @@
 // A MultiAgents worker in Node.js, serving the two steps of the "node_example" workflow
 // (submit.ts registers and runs it). Run: node dist/examples/example-worker.js
-import { NonRetryableError, Worker } from "../src/index.js";
+import { NonRetryableError, serverAddress, Worker } from "../src/index.js";
 
 const worker = new Worker({
-  address: process.env["MULTIAGENTS_ADDRESS"] ?? "127.0.0.1:50051",
-  maxConcurrency: 8,
+  address: serverAddress(),
   token: process.env["MULTIAGENTS_TOKEN"],
 });
 worker.register("node_example.greet", async (ctx) => {

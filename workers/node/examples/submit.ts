@@ -2,14 +2,14 @@
  * Registers the "node_example" workflow (the steps example-worker.ts serves),
  * submits one execution and prints each status change until it is terminal.
  *
- *   node dist/examples/submit.js [name]     (server: $MULTIAGENTS_ADDRESS or 127.0.0.1:50051)
+ *   node dist/examples/submit.js [name]     (server: $MULTIAGENTS_SERVER or 127.0.0.1:50051)
  *
  * Exits 0 when the workflow completed, 1 otherwise.
  */
-import { Client } from "../src/index.js";
+import { Client, serverAddress } from "../src/index.js";
 
 const client = new Client({
-  address: process.env["MULTIAGENTS_ADDRESS"] ?? "127.0.0.1:50051",
+  address: serverAddress(),
   token: process.env["MULTIAGENTS_TOKEN"],
 });
 try {

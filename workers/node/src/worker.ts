@@ -20,6 +20,7 @@ import {
   WorkerServiceClient,
 } from "./gen/multiagents/v1/worker_service.js";
 import { backoffDelay, sleep, type BackoffOptions } from "./backoff.js";
+import { DEFAULT_MAX_CONCURRENCY, serverAddress } from "./env.js";
 import { ApplicationError, CancelledError, DeadlineExceededError, SessionRejectedError, WorkerShutdownError } from "./errors.js";
 import { consoleLogger, type Logger } from "./logger.js";
 import { batchLength, failureOutcome, outcomesMessage, resultOutcome } from "./outcomes.js";
@@ -39,9 +40,9 @@ export type Handler = (context: Context, task: Task) => HandlerResult | Promise<
 
 /** Options of {@link Worker}. */
 export interface WorkerOptions {
-  /** Server address, "host:port". */
-  address: string;
-  /** Most commands in flight at once; announced in Hello. Default 4. */
+  /** Server address, "host:port". Default {@link serverAddress}(): $MULTIAGENTS_SERVER, else 127.0.0.1:50051. */
+  address?: string;
+  /** Most commands in flight at once; announced in Hello. Default {@link DEFAULT_MAX_CONCURRENCY} (8, as in every SDK). */
   maxConcurrency?: number;
   /** Bearer token, sent as `authorization: Bearer <token>` metadata. */
   token?: string;
@@ -105,7 +106,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export class Worker extends EventEmitter<WorkerEvents> {
   readonly workerId: string;
   readonly maxConcurrency: number;
-  private readonly options: WorkerOptions;
+  private readonly options: WorkerOptions & { address: string };
   private readonly logger: Logger;
   private readonly handlers = new Map<string, Handler>();
   private readonly running = new Map<string, Running>();
@@ -123,11 +124,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   constructor(options: WorkerOptions) {
     super();
-    const maxConcurrency = options.maxConcurrency ?? 4;
+    const maxConcurrency = options.maxConcurrency ?? DEFAULT_MAX_CONCURRENCY;
     if (!Number.isInteger(maxConcurrency) || maxConcurrency < 1) {
       throw new RangeError(`maxConcurrency must be an integer >= 1, got ${maxConcurrency}`);
     }
-    this.options = options;
+    this.options = { ...options, address: options.address ?? serverAddress() };
     this.maxConcurrency = maxConcurrency;
     this.workerId = options.workerId ?? `${os.hostname()}-${process.pid}`;
     this.logger = options.logger ?? consoleLogger();

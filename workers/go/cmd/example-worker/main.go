@@ -18,7 +18,7 @@ import (
 )
 
 func main() {
-	server := flag.String("server", worker.DefaultAddress, "server address, host:port")
+	server := flag.String("server", worker.EnvAddress(), "server address, host:port (default $MULTIAGENTS_SERVER, else 127.0.0.1:50051)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

@@ -1,12 +1,13 @@
 // Command submit starts a workflow and prints each status change until the
 // execution is finished. With --definition it registers a workflow
-// definition (protobuf JSON, see example-workflow.json) first.
+// definition first: a JSON definition file in the form `multiagents register`
+// reads (docs/definition.schema.json; see example-workflow.json).
 //
 //	go run ./cmd/submit --definition cmd/submit/example-workflow.json \
 //	    --workflow go_example_order --input '{"amount": 42, "address": "1 Main St"}'
 //
-// It exits 0 when the workflow completed, 1 otherwise. MULTIAGENTS_TOKEN,
-// when set, is sent as a bearer token.
+// It exits 0 when the workflow completed, 1 otherwise. MULTIAGENTS_SERVER is
+// the default --server; MULTIAGENTS_TOKEN, when set, is sent as a bearer token.
 package main
 
 import (
@@ -18,17 +19,15 @@ import (
 	"os/signal"
 	"syscall"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
 	"github.com/multiagents/multiagents/workers/go/client"
-	pb "github.com/multiagents/multiagents/workers/go/gen/multiagents/v1"
+	"github.com/multiagents/multiagents/workers/go/worker"
 )
 
 func main() {
-	server := flag.String("server", "127.0.0.1:50051", "server address, host:port")
+	server := flag.String("server", worker.EnvAddress(), "server address, host:port (default $MULTIAGENTS_SERVER, else 127.0.0.1:50051)")
 	workflow := flag.String("workflow", "", "workflow name (default: the definition's name)")
 	input := flag.String("input", "{}", "workflow input, a JSON object")
-	definition := flag.String("definition", "", "register this workflow definition (protobuf JSON file) first")
+	definition := flag.String("definition", "", "register this workflow definition first (a JSON definition file, the form `multiagents register` reads: docs/definition.schema.json)")
 	requestID := flag.String("request-id", "", "idempotency key of the submit")
 	flag.Parse()
 	if err := run(*server, *workflow, *input, *definition, *requestID); err != nil {
@@ -51,11 +50,11 @@ func run(server, workflow, input, definition, requestID string) error {
 		if err != nil {
 			return err
 		}
-		var def pb.WorkflowDefinition
-		if err := protojson.Unmarshal(data, &def); err != nil {
+		def, err := client.ParseDefinition(data)
+		if err != nil {
 			return fmt.Errorf("%s: %w", definition, err)
 		}
-		created, err := c.RegisterWorkflow(ctx, &def)
+		created, err := c.RegisterWorkflow(ctx, def)
 		if err != nil {
 			return fmt.Errorf("register %s: %w", def.GetName(), err)
 		}
