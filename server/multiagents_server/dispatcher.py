@@ -151,7 +151,11 @@ class Dispatcher:
 
     # -- sessions -------------------------------------------------------------
 
-    def open_session(self, hello: wpb.Hello) -> Session:
+    async def open_session(self, hello: wpb.Hello) -> Session:
+        """Register a session. Its worker names are recorded as served by this
+        replica first, so a reaper that finds this replica dead knows which
+        queues may hold its pending commands."""
+        await self.store.add_served(self.replica_id, sorted(hello.worker_names))
         now = self.clock
         session = Session(
             id=uuid.uuid4().hex,
@@ -321,6 +325,10 @@ class Dispatcher:
                     cancel=wpb.Cancel(command_id=command_id, reason=reason)
                 )
                 session.outgoing.put_nowait(message)
+
+    def served_names(self) -> list[str]:
+        """Every worker name this replica's sessions have served."""
+        return sorted(self._pullers)
 
     def session_infos(self) -> dict[str, bytes]:
         return {s.id: json.dumps(s.info(self.replica_id)).encode() for s in self.sessions.values()}

@@ -44,6 +44,9 @@ class Liveness:
         await self.store.renew_lease(
             self.replica_id, now + lease, self.dispatcher.session_infos(), lease
         )
+        served = self.dispatcher.served_names()
+        if served:  # again: a reaper that fenced this replica off forgot them
+            await self.store.add_served(self.replica_id, served)
         live = sorted(
             {r for r, expires in await self.store.replicas() if expires >= now} | {self.replica_id}
         )
@@ -60,9 +63,9 @@ class Liveness:
         ]  # fmt: skip
         if not dead:
             return 0
-        workers = await self.store.known_workers()
         reclaimed = 0
         for replica in dead:
+            workers = await self.store.served_by(replica)
             # Fenced first: from here on the dead replica cannot commit, so
             # nothing it still holds can be applied twice.
             await self.store.fence(replica)

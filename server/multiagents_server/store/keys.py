@@ -107,6 +107,10 @@ class Keys:
         """Hash of one replica's worker sessions (session id -> JSON)."""
         return f"{self._g}:sessions:{replica_id}"
 
+    def served(self, replica_id: str) -> str:
+        """Set of the worker names one replica's sessions served."""
+        return f"{self._g}:served:{replica_id}"
+
     def worker_stats(self, worker: str) -> str:
         """Hash of a worker name's counters: succeeded, failed, err:<type>."""
         return f"{self._g}:stats:{worker}"

@@ -540,13 +540,20 @@ class Store:
         await cmds.execute()
 
     @_guarded
+    async def add_served(self, replica_id: str, workers: Sequence[str]) -> None:
+        """Record worker names `replica_id` serves: the only queues where it can
+        hold pending commands, so the only ones its reaper must look at."""
+        await self.redis.sadd(self.keys.served(replica_id), *workers)
+
+    @_guarded
+    async def served_by(self, replica_id: str) -> list[str]:
+        return sorted(w.decode() for w in await self.redis.smembers(self.keys.served(replica_id)))
+
+    @_guarded
     async def leave(self, replica_id: str) -> None:
         """A clean stop: the replica is no longer registered nor a member."""
         await self.fence(replica_id)
-        cmds = self._auto.commands()
-        cmds.zrem(self.keys.replicas, replica_id)
-        cmds.delete(self.keys.sessions(replica_id))
-        await cmds.execute()
+        await self.forget_replica(replica_id)
 
     @_guarded
     async def replicas(self) -> list[tuple[str, int]]:
@@ -556,7 +563,11 @@ class Store:
 
     @_guarded
     async def forget_replica(self, replica_id: str) -> None:
-        await self.redis.zrem(self.keys.replicas, replica_id)
+        cmds = self._auto.commands()
+        cmds.zrem(self.keys.replicas, replica_id)
+        cmds.delete(self.keys.sessions(replica_id))
+        cmds.delete(self.keys.served(replica_id))
+        await cmds.execute()
 
     @_guarded
     async def sessions_of(self, replica_ids: Sequence[str]) -> list[bytes]:

@@ -15,6 +15,7 @@ from multiagents_server.config import ServerConfig
 from multiagents_server.dispatcher import Dispatcher, Session
 from multiagents_server.engine import Failure
 from multiagents_server.errors import InvalidArgument, ResourceExhausted
+from multiagents_server.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,11 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         except InvalidArgument as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
-        session = self.dispatcher.open_session(hello)
+        try:
+            session = await self.dispatcher.open_session(hello)
+        except StoreUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"storage unavailable, retry: {exc}")
+            return
         interval = self.config.heartbeat_interval_ms
         yield wpb.ConnectResponse(
             welcome=wpb.Welcome(
