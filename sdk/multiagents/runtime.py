@@ -22,7 +22,7 @@ import grpc
 
 from multiagents import __version__, wire
 from multiagents.channel import open_channel
-from multiagents.errors import to_failure
+from multiagents.errors import MultiAgentsError, to_failure
 from multiagents.v1 import common_pb2, worker_service_pb2_grpc
 from multiagents.v1 import worker_service_pb2 as wpb
 from multiagents.worker import (
@@ -53,7 +53,7 @@ STOP_GRACE_S = 5.0
 DEFAULT_MAX_CONCURRENCY = 8
 
 
-class WorkerStartError(Exception):
+class WorkerStartError(MultiAgentsError):
     """The server refused the session for a reason retrying cannot fix.
 
     `code` is the gRPC status code of the refusal, when there was one.
