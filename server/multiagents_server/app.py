@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -175,8 +176,15 @@ class Server:
         self._tasks = [
             asyncio.create_task(hub.run(), name="event-hub"),
             asyncio.create_task(run_timers(orchestrator, liveness), name="timers"),
-            asyncio.create_task(self._renew(liveness), name="lease"),
-            asyncio.create_task(self._reap(liveness), name="reaper"),
+            asyncio.create_task(
+                self._every_fifth_of_lease(liveness.renew_lease, "renew the lease"), name="lease"
+            ),
+            asyncio.create_task(
+                self._every_fifth_of_lease(
+                    liveness.reap_dead_replicas, "reclaim dead replicas' work"
+                ),
+                name="reaper",
+            ),
             asyncio.create_task(self._flush_outcomes(orchestrator), name="outcomes"),
             asyncio.create_task(self._watch_redis(store), name="redis-health"),
         ]
@@ -191,25 +199,18 @@ class Server:
             extra={"address": self.address, "replica": self.replica_id, "redis": self.redis_url},
         )
 
-    async def _renew(self, liveness: Liveness) -> None:
-        """Renew this replica's lease every fifth of it. A loop of its own, so
-        that reclaiming a dead replica's work never delays the renewal."""
+    async def _every_fifth_of_lease(
+        self, action: Callable[[], Awaitable[object]], what: str
+    ) -> None:
+        """Run `action` every fifth of the lease until cancelled. The lease
+        renewal and the reaper each get such a loop, so reclaiming a dead
+        replica's work never delays the renewal."""
         period = max(self.config.replica_lease_ms / 5000, 0.1)
         while True:
             try:
-                await liveness.renew_lease()
+                await action()
             except StoreUnavailable as exc:
-                log.warning("cannot renew the lease", extra={"error": str(exc)})
-            await asyncio.sleep(period)
-
-    async def _reap(self, liveness: Liveness) -> None:
-        """Fence off dead replicas and reclaim their work."""
-        period = max(self.config.replica_lease_ms / 5000, 0.1)
-        while True:
-            try:
-                await liveness.reap_dead_replicas()
-            except StoreUnavailable as exc:
-                log.warning("cannot reclaim dead replicas' work", extra={"error": str(exc)})
+                log.warning("cannot %s", what, extra={"error": str(exc)})
             await asyncio.sleep(period)
 
     async def _watch_redis(self, store: Store) -> None:
