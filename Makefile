@@ -6,7 +6,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.setup-stamp
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: setup demo test check lint typecheck gen gen-check buf-check go-test node-test pytest pytest-cluster proto-baseline clean \
+.PHONY: setup demo demo-review test check lint typecheck gen gen-check buf-check go-test node-test pytest pytest-cluster proto-baseline clean \
 	bench bench-scale bench-roundtrips bench-cluster bench-deps
 
 setup: $(STAMP)
@@ -33,6 +33,10 @@ $(DEMO_STAMP): pyproject.toml
 
 demo: $(DEMO_STAMP)
 	.venv/bin/multiagents demo
+
+# Workflow model v2: three agents at once, a branch on their scores, an approval.
+demo-review: $(DEMO_STAMP)
+	.venv/bin/multiagents demo --scenario review
 
 test: setup check go-test node-test pytest pytest-cluster
 

@@ -1,5 +1,6 @@
 """The `multiagents` command line: serve, worker, register, definitions, run,
-status, watch, list, cancel, history, workers, completion, demo."""
+status, watch, list, cancel, signal, approve, reject, resume, inbox, history,
+workers, completion, demo."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from multiagents import __version__, _server, wire
 from multiagents.channel import open_channel
@@ -187,17 +189,26 @@ def format_status(status: WorkflowStatus, waiting_for: str | None = None) -> str
         f"workflow     {status.workflow_name} v{status.workflow_version}",
         f"state        {status.state}",
     ]
-    if status.current_step:
+    if len(status.running_steps) > 1:
+        lines.append(f"running      {', '.join(status.running_steps)}")
+    elif status.current_step:
         lines.append(f"current step {status.current_step}")
     if waiting_for:
         lines.append(f"waiting      {waiting_message(waiting_for)}")
+    for w in status.waiting_signals:
+        what = "an approval" if w.approval else "signal"
+        lines.append(f"waiting      {w.path}: for {what} {w.signal!r}")
     for step in status.steps:
         failure = (
             f"  ({step.last_failure['type']}: {step.last_failure['message']})"
             if step.last_failure
             else ""
         )
-        lines.append(f"  - {step.name:<24} {step.status:<20} attempts={step.attempts}{failure}")
+        if step.kind in ("step", "workflow", "item"):
+            detail = f"attempts={step.attempts}{failure}"
+        else:
+            detail = f"{step.kind} {step.branch}".rstrip() + failure
+        lines.append(f"  - {step.path or step.name:<24} {step.status:<20} {detail}")
         if step.last_failure and status.state != "completed":
             lines += stack_lines(step.last_failure, "      ")
     if status.error:
@@ -247,7 +258,18 @@ def event_dict(event: events_pb2.WorkflowEvent) -> dict[str, Any]:
         if body.HasField("failure"):
             out["error"] = failure_dict(body.failure)
         return out
-    out["step"] = body.step
+    if kind == "node":
+        out["step"] = body.path
+        out["what"] = body.what
+        out["details"] = wire.decode(body.details) if body.details.data else {}
+        return out
+    if kind == "signal":
+        out["signal"] = body.signal
+        out["payload"] = wire.decode(body.payload)
+        out["signal_id"] = body.signal_id or None
+        out["consumed_by"] = body.consumed_by or None
+        return out
+    out["step"] = body.path or body.step
     out["worker"] = body.worker_name
     if kind in ("command", "compensation", "error"):
         out["attempt"] = body.retry_count + 1
@@ -264,7 +286,7 @@ def event_dict(event: events_pb2.WorkflowEvent) -> dict[str, Any]:
 
 
 _LABELS = {"command": "start", "compensation": "compensate", "result": "done",
-           "error": "error", "status": "state"}  # fmt: skip
+           "error": "error", "status": "state", "node": "flow", "signal": "signal"}  # fmt: skip
 
 
 def format_event(e: dict[str, Any]) -> list[str]:
@@ -278,6 +300,12 @@ def format_event(e: dict[str, Any]) -> list[str]:
     if kind == "status":
         step = f" (step {e['step']})" if e["step"] else ""
         return [f"{time}  {label:<12} {e['state']}{step}"]
+    if kind == "node":
+        details = f"  {_short(e['details'])}" if e["details"] else ""
+        return [f"{time}  {label:<12} {e['step']:<16} {e['what']}{details}"]
+    if kind == "signal":
+        taken = f"taken by {e['consumed_by']}" if e["consumed_by"] else "kept for a later wait"
+        return [f"{time}  {label:<12} {e['signal']:<16} {_short(e['payload'])}  {taken}"]
     parts = [f"{time}  {label:<12} {e['step']:<16}"]
     if "attempt" in e:
         parts.append(f"attempt {e['attempt']}")
@@ -314,11 +342,11 @@ async def waiting_for_worker(
     """The worker type the running step waits for, when no session serves it."""
     if status.terminal or not status.current_step:
         return None
-    record = next((s for s in status.steps if s.name == status.current_step), None)
+    record = next((s for s in status.steps if s.path == status.current_step), None)
     if record is None or record.child_transaction_id:
         return None
     definition = await client.get_workflow_definition(status.workflow_name, status.workflow_version)
-    spec = next((s for s in definition.steps if s.name == status.current_step), None)
+    spec = _find_step(definition.steps, record.name)
     if spec is None or spec.workflow:
         return None
     # A completed step of a running execution is being compensated.
@@ -447,6 +475,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         tx = await client.execute_workflow(
             args.workflow, data, version=args.version,
             request_id=args.request_id, correlation_id=args.correlation_id,
+            start_delay=args.start_delay,
         )  # fmt: skip
         if args.no_follow:
             _print(tx)  # only the id, for scripts: tx=$(multiagents run wf --no-follow)
@@ -517,6 +546,69 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_signal(args: argparse.Namespace) -> int:
+    payload = parse_json_object(args.payload, "--payload") if args.payload else {}
+    async with _client(args) as client:
+        duplicate = await client.signal_workflow(
+            args.transaction_id, args.signal, payload, signal_id=args.signal_id
+        )
+    _print(
+        f"signal {args.signal} {'already taken' if duplicate else 'sent'}: {args.transaction_id}"
+    )
+    return 0
+
+
+async def cmd_approve(args: argparse.Namespace) -> int:
+    approved = args.command == "approve"
+    async with _client(args) as client:
+        decide = client.approve if approved else client.reject
+        await decide(args.transaction_id, signal=args.signal, comment=args.comment, by=args.by)
+    _print(f"{'approved' if approved else 'rejected'}: {args.transaction_id}")
+    return 0
+
+
+async def cmd_resume(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        await client.resume_workflow(args.transaction_id)
+        if args.no_follow:
+            _print(f"resumed: {args.transaction_id}")
+            return 0
+        status = await follow(client, args.transaction_id, token=args.token)
+    _print(format_status(status))
+    return 0 if status.state == "completed" else 3
+
+
+async def cmd_inbox(args: argparse.Namespace) -> int:
+    async with _client(args) as client:
+        waiting = await client.list_waiting_signals(
+            signal=args.signal, workflow_name=args.workflow,
+            approvals_only=args.approvals, limit=args.limit,
+        )  # fmt: skip
+    if args.json:
+        rows = [
+            {"transaction_id": w.transaction_id, "workflow_name": w.workflow_name,
+             "path": w.path, "signal": w.signal, "approval": w.approval,
+             "since": _iso(w.since), "timeout_at": _iso(w.timeout_at)}
+            for w in waiting
+        ]  # fmt: skip
+        _print(json.dumps({"waiting": rows}))
+        return 0
+    if not waiting:
+        _print("nothing waits for a signal")
+        return 0
+    table = [("TRANSACTION", "WORKFLOW", "STEP", "SIGNAL", "SINCE", "TIMES OUT")]
+    table += [
+        (w.transaction_id, w.workflow_name, w.path,
+         w.signal + (" (approval)" if w.approval else ""), _time(w.since),
+         _time(w.timeout_at) if w.timeout_at else "never")
+        for w in waiting
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        _print("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]))
+    return 0
+
+
 async def cmd_history(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         events = [event_dict(e) for e in await client.get_history(args.transaction_id)]
@@ -575,32 +667,91 @@ def retry_dict(p: workflow_pb2.RetryPolicy) -> dict[str, Any]:
     return out
 
 
+def _find_step(steps: Any, name: str) -> workflow_pb2.StepDefinition | None:
+    """The step named `name` anywhere in a definition tree."""
+    for st in steps:
+        if st.name == name:
+            return st  # type: ignore[no-any-return]
+        inner: list[Any] = [st.map.step] if st.HasField("map") else []
+        inner += [x for b in st.parallel.branches for x in b.steps]
+        inner += [x for c in st.condition.cases for x in c.steps]
+        inner += [*st.condition.otherwise, *st.wait_for_signal.on_timeout]
+        found = _find_step(inner, name)
+        if found is not None:
+            return found
+    return None
+
+
 def definition_dict(d: workflow_pb2.WorkflowDefinition) -> dict[str, Any]:
     """A registered definition in the definition-file form `register` reads."""
-    steps: list[dict[str, Any]] = []
-    for st in d.steps:
-        step: dict[str, Any] = {"name": st.name}
-        if st.workflow:
-            step["workflow"] = st.workflow
-            if st.workflow_version:
-                step["workflow_version"] = st.workflow_version
-        else:
-            step["worker"] = st.worker
-        if st.compensation:
-            step["compensation"] = st.compensation
-        if st.HasField("retry_policy"):
-            step["retry"] = retry_dict(st.retry_policy)
-        if st.HasField("compensation_retry_policy"):
-            step["compensation_retry"] = retry_dict(st.compensation_retry_policy)
-        if st.HasField("timeout"):
-            step["timeout"] = _seconds(st.timeout)
-        if st.HasField("heartbeat_timeout"):
-            step["heartbeat_timeout"] = _seconds(st.heartbeat_timeout)
-        steps.append(step)
-    out: dict[str, Any] = {"name": d.name, "version": d.version, "steps": steps}
+    out: dict[str, Any] = {"name": d.name, "version": d.version, "steps": _steps_dict(d.steps)}
     if d.description:
         out["description"] = d.description
     return out
+
+
+def _steps_dict(steps: Any) -> list[dict[str, Any]]:
+    return [_step_dict(st) for st in steps]
+
+
+def _step_dict(st: workflow_pb2.StepDefinition) -> dict[str, Any]:
+    """One node in the definition-file form (docs/definition.schema.json)."""
+    step: dict[str, Any] = {"name": st.name}
+    if st.HasField("parallel"):
+        fail_fast = st.parallel.failure_policy != workflow_pb2.PARALLEL_FAILURE_POLICY_WAIT_ALL
+        step["parallel"] = {
+            "fail_fast": fail_fast,
+            "branches": [{"name": b.name, "steps": _steps_dict(b.steps)}
+                         for b in st.parallel.branches],
+        }  # fmt: skip
+        return step
+    if st.HasField("map"):
+        step["map"] = {"items": st.map.items, "step": _step_dict(st.map.step),
+                       "max_concurrency": st.map.max_concurrency}  # fmt: skip
+        return step
+    if st.HasField("condition"):
+        c = st.condition
+        cases = []
+        for case in c.cases:
+            row: dict[str, Any] = {"steps": _steps_dict(case.steps)}
+            if c.switch:
+                row["equals"] = json_format.MessageToDict(case.equals)
+            else:
+                row["when"] = case.when
+            cases.append(row)
+        step["condition"] = {"cases": cases, "otherwise": _steps_dict(c.otherwise)}
+        if c.switch:
+            step["condition"]["switch"] = c.switch
+        return step
+    if st.HasField("wait_for_signal"):
+        w = st.wait_for_signal
+        wait: dict[str, Any] = {"signal": w.signal, "approval": w.approval}
+        if w.HasField("timeout"):
+            wait["timeout"] = _seconds(w.timeout)
+        if w.continue_on_timeout:
+            wait["on_timeout"] = _steps_dict(w.on_timeout)
+        step["wait_for_signal"] = wait
+        return step
+    if st.HasField("sleep"):
+        step["sleep"] = _seconds(st.sleep.duration)
+        return step
+    if st.workflow:
+        step["workflow"] = st.workflow
+        if st.workflow_version:
+            step["workflow_version"] = st.workflow_version
+    else:
+        step["worker"] = st.worker
+    if st.compensation:
+        step["compensation"] = st.compensation
+    if st.HasField("retry_policy"):
+        step["retry"] = retry_dict(st.retry_policy)
+    if st.HasField("compensation_retry_policy"):
+        step["compensation_retry"] = retry_dict(st.compensation_retry_policy)
+    if st.HasField("timeout"):
+        step["timeout"] = _seconds(st.timeout)
+    if st.HasField("heartbeat_timeout"):
+        step["heartbeat_timeout"] = _seconds(st.heartbeat_timeout)
+    return step
 
 
 async def cmd_definitions(args: argparse.Namespace) -> int:
@@ -616,11 +767,48 @@ async def cmd_definitions(args: argparse.Namespace) -> int:
         _print(
             f"{d['name']} v{d['version']}" + (f"  {d['description']}" if "description" in d else "")
         )
-        for i, st in enumerate(d["steps"], 1):
+        for line in _outline(d["steps"], "  "):
+            _print(line)
+    return 0
+
+
+def _outline(steps: list[dict[str, Any]], indent: str) -> list[str]:
+    """A definition's steps as an indented outline."""
+    lines = []
+    for i, st in enumerate(steps, 1):
+        head = f"{indent}{i}. {st['name']:<20}"
+        if "parallel" in st:
+            p = st["parallel"]
+            lines.append(f"{head} parallel ({'fail fast' if p['fail_fast'] else 'wait for all'})")
+            for b in p["branches"]:
+                lines.append(f"{indent}   branch {b['name']}")
+                lines += _outline(b["steps"], indent + "     ")
+        elif "map" in st:
+            m = st["map"]
+            lines.append(f"{head} map over {m['items']} (at most {m['max_concurrency']} at once)")
+            lines += _outline([m["step"]], indent + "   ")
+        elif "condition" in st:
+            c = st["condition"]
+            lines.append(f"{head} condition" + (f" on {c['switch']}" if "switch" in c else ""))
+            for case in c["cases"]:
+                test = f"equals {json.dumps(case['equals'])}" if "equals" in case else case["when"]
+                lines.append(f"{indent}   when {test}")
+                lines += _outline(case["steps"], indent + "     ")
+            if c["otherwise"]:
+                lines.append(f"{indent}   otherwise")
+                lines += _outline(c["otherwise"], indent + "     ")
+        elif "wait_for_signal" in st:
+            w = st["wait_for_signal"]
+            what = "approval" if w["approval"] else "signal"
+            limit = f" for {w['timeout']:g} s" if "timeout" in w else ""
+            lines.append(f"{head} wait for {what} {w['signal']}{limit}")
+        elif "sleep" in st:
+            lines.append(f"{head} sleep {st['sleep']:g} s")
+        else:
             runs = f"workflow {st['workflow']}" if "workflow" in st else f"worker {st['worker']}"
             comp = f"  compensation {st['compensation']}" if "compensation" in st else ""
-            _print(f"  {i}. {st['name']:<20} {runs}{comp}")
-    return 0
+            lines.append(f"{head} {runs}{comp}")
+    return lines
 
 
 # The demo is example code of the repository (workers/python), not part of the
@@ -642,6 +830,8 @@ def load_demo(directory: Path = DEMO_DIR) -> ModuleType:
 
 async def cmd_demo(args: argparse.Namespace) -> int:
     demo = load_demo()
+    if args.scenario == "review":
+        return int(await demo.run_review_demo(data_dir=args.data_dir))
     return int(await demo.run_demo(orders=args.orders, data_dir=args.data_dir))
 
 
@@ -750,6 +940,7 @@ JSON_HELP = {
     "workers": 'print one JSON document: {"sessions": [...]}',
     "definitions": 'print one JSON document: {"definitions": [...]}, '
     "each in the definition-file form",
+    "inbox": 'print one JSON document: {"waiting": [...]}',
 }
 
 
@@ -821,8 +1012,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request-id", default="", help="idempotency key")
     p.add_argument("--correlation-id", default="")
     p.add_argument(
+        "--start-delay", type=float, default=0.0, help="seconds to wait before the first step"
+    )
+    p.add_argument(
         "--no-follow", action="store_true", help="print only the transaction id and exit"
     )
+
+    p = command("signal", cmd_signal, "Send a signal to an execution (a wait_for_signal step).")
+    p.add_argument("transaction_id")
+    p.add_argument("signal", help="signal name")
+    p.add_argument("--payload", help="payload as a JSON object (default {})")
+    p.add_argument("--signal-id", default="", help="idempotency key of the signal")
+
+    for name, text in (
+        ("approve", "Approve an execution waiting for an approval."),
+        ("reject", "Reject an approval: the step fails and the workflow compensates."),
+    ):
+        p = command(name, cmd_approve, text)
+        p.add_argument("transaction_id")
+        p.add_argument("--signal", default="approval", help="approval signal (default approval)")
+        p.add_argument(
+            "--comment", default="", help="kept in the payload (and a rejection's failure)"
+        )
+        p.add_argument("--by", default="", help="who decides (kept in the payload)")
+
+    p = command(
+        "resume", cmd_resume, "Run a failed execution again from its failed step (same id)."
+    )
+    p.add_argument("transaction_id")
+    p.add_argument("--no-follow", action="store_true", help="do not follow it to its end")
+
+    p = command("inbox", cmd_inbox, "List the executions waiting for a signal (approvals).")
+    p.add_argument("--signal", default="", help="only this signal")
+    p.add_argument("--workflow", default="", help="only this workflow name")
+    p.add_argument("--approvals", action="store_true", help="only approvals")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true", help=JSON_HELP["inbox"])
 
     for name, fn, text in (
         ("status", cmd_status, "Show the status of one execution."),
@@ -866,6 +1091,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(
         "demo", cmd_demo, "Run the order-processing saga demo on an embedded server.", server=False
+    )
+    p.add_argument(
+        "--scenario",
+        choices=["orders", "review"],
+        default="orders",
+        help="orders: the order saga; review: three agents at once, a branch on their "
+        "scores and an approval (workflow model v2)",
     )
     p.add_argument("--orders", type=int, default=8, help="number of orders to submit (default 8)")
     p.add_argument("--data-dir", default=".multiagents/demo", help="embedded Redis data directory")

@@ -27,6 +27,7 @@ STATES = {
     common_pb2.WORKFLOW_STATE_FAILED: "failed",
     common_pb2.WORKFLOW_STATE_COMPENSATED: "compensated",
     common_pb2.WORKFLOW_STATE_CANCELLED: "cancelled",
+    common_pb2.WORKFLOW_STATE_COMPENSATING: "compensating",
 }
 STATE_VALUES = {v: k for k, v in STATES.items()}
 # The server's retry hint on RESOURCE_EXHAUSTED (gRPC's own trailer name).
@@ -69,6 +70,37 @@ class StepState:
     attempts: int
     last_failure: dict[str, Any] | None
     child_transaction_id: str | None = None
+    # Path of names ("fanout/legal/review", "each/3") and what the node is
+    # ("step", "workflow", "parallel", "map", "item", "condition", "wait", "sleep").
+    path: str = ""
+    kind: str = "step"
+    # A condition's case taken ("case 1", "otherwise"), or "timed out".
+    branch: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingSignal:
+    """A wait that waits for a signal now (an entry of the approval inbox)."""
+
+    transaction_id: str
+    workflow_name: str
+    path: str
+    signal: str
+    approval: bool
+    since: datetime | None
+    timeout_at: datetime | None
+
+    @classmethod
+    def from_proto(cls, w: workflow_pb2.WaitingSignal) -> WaitingSignal:
+        return cls(
+            w.transaction_id,
+            w.workflow_name,
+            w.path,
+            w.signal,
+            w.approval,
+            _utc(w.since) if w.HasField("since") else None,
+            _utc(w.timeout_at) if w.HasField("timeout_at") else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +123,10 @@ class WorkflowStatus:
     # When the execution was accepted, and its last change (UTC).
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # Paths of the steps running now (several in a parallel group or a map).
+    running_steps: tuple[str, ...] = ()
+    # The waits waiting for a signal now.
+    waiting_signals: tuple[WaitingSignal, ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -109,7 +145,20 @@ class WorkflowStatus:
             "failure": self.error,
             "requires_manual_intervention": self.requires_manual_intervention,
             "steps": [
-                {"name": s.name, "status": s.status, "attempts": s.attempts} for s in self.steps
+                {
+                    "name": s.name,
+                    "path": s.path,
+                    "kind": s.kind,
+                    "status": s.status,
+                    "attempts": s.attempts,
+                    **({"branch": s.branch} if s.branch else {}),
+                }
+                for s in self.steps
+            ],
+            "running_steps": list(self.running_steps),
+            "waiting_signals": [
+                {"path": w.path, "signal": w.signal, "approval": w.approval}
+                for w in self.waiting_signals
             ],
             "parent_transaction_id": self.parent_transaction_id,
         }
@@ -134,9 +183,14 @@ class WorkflowStatus:
                     st.attempts,
                     failure_dict(st.last_failure) if st.HasField("last_failure") else None,
                     st.child_transaction_id or None,
+                    st.path,
+                    st.kind,
+                    st.branch,
                 )
                 for st in s.steps
             ),
+            running_steps=tuple(s.running_steps),
+            waiting_signals=tuple(WaitingSignal.from_proto(w) for w in s.waiting_signals),
             revision=s.revision,
             parent_transaction_id=s.parent_transaction_id or None,
             created_at=_utc(s.created_at) if s.HasField("created_at") else None,
@@ -250,10 +304,12 @@ class Client:
         version: int = 0,
         request_id: str = "",
         correlation_id: str = "",
+        start_delay: float = 0.0,
     ) -> str:
         """Start an execution and return its transaction id.
 
         With `request_id`, repeating the call returns the first execution's id.
+        With `start_delay` (seconds) it stays pending that long first.
         """
         request = pb.ExecuteWorkflowRequest(
             workflow_name=workflow_name,
@@ -262,6 +318,8 @@ class Client:
             request_id=request_id,
             correlation_id=correlation_id,
         )
+        if start_delay > 0:
+            request.start_delay.FromMilliseconds(round(start_delay * 1000))
         response = await self._call(self._stub.ExecuteWorkflow, request)
         return str(response.transaction_id)
 
@@ -330,6 +388,65 @@ class Client:
         )
         response = await self._call(self._stub.ListWorkflows, request)
         return [WorkflowStatus.from_proto(s) for s in response.workflows], response.next_page_token
+
+    async def signal_workflow(
+        self,
+        transaction_id: str,
+        signal: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        signal_id: str = "",
+    ) -> bool:
+        """Send a signal; True when `signal_id` had been taken already (a resend)."""
+        request = pb.SignalWorkflowRequest(
+            transaction_id=transaction_id,
+            signal=signal,
+            payload=wire.encode(payload or {}),
+            signal_id=signal_id,
+        )
+        response = await self._call(self._stub.SignalWorkflow, request)
+        return bool(response.duplicate)
+
+    async def approve(
+        self, transaction_id: str, *, signal: str = "approval", comment: str = "", by: str = ""
+    ) -> bool:
+        """Approve a wait_for_signal step with approval=True."""
+        payload: dict[str, Any] = {"approved": True}
+        payload.update({k: v for k, v in (("comment", comment), ("by", by)) if v})
+        return await self.signal_workflow(transaction_id, signal, payload)
+
+    async def reject(
+        self, transaction_id: str, *, signal: str = "approval", comment: str = "", by: str = ""
+    ) -> bool:
+        """Reject an approval: the wait fails (Rejected) and the workflow compensates."""
+        payload: dict[str, Any] = {"approved": False}
+        payload.update({k: v for k, v in (("comment", comment), ("by", by)) if v})
+        return await self.signal_workflow(transaction_id, signal, payload)
+
+    async def resume_workflow(self, transaction_id: str) -> None:
+        """Pick a FAILED execution up again: its failed step (or failed
+        compensations) runs again, same id, history kept."""
+        await self._call(
+            self._stub.ResumeWorkflow, pb.ResumeWorkflowRequest(transaction_id=transaction_id)
+        )
+
+    async def list_waiting_signals(
+        self,
+        *,
+        signal: str = "",
+        workflow_name: str = "",
+        approvals_only: bool = False,
+        limit: int = 100,
+    ) -> list[WaitingSignal]:
+        """The approval inbox: waits waiting for a signal now, oldest first."""
+        request = pb.ListWaitingSignalsRequest(
+            signal=signal,
+            workflow_name=workflow_name,
+            approvals_only=approvals_only,
+            page_size=limit,
+        )
+        response = await self._call(self._stub.ListWaitingSignals, request)
+        return [WaitingSignal.from_proto(w) for w in response.waiting]
 
     async def get_history(self, transaction_id: str) -> Sequence[events_pb2.WorkflowEvent]:
         request = pb.GetHistoryRequest(transaction_id=transaction_id)

@@ -7,12 +7,13 @@ import math
 import re
 from typing import Any
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, timestamp_pb2
 
 from multiagents import wire
 from multiagents.v1 import common_pb2, events_pb2, worker_service_pb2, workflow_pb2
 from multiagents_server import engine
-from multiagents_server.engine import CommandKind, State
+from multiagents_server.engine import CommandKind, State, expressions
+from multiagents_server.engine.saga import EXPRESSION_ERROR
 from multiagents_server.errors import InvalidArgument, ResourceExhausted
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-:/]{1,200}$")
@@ -24,6 +25,7 @@ STATE_TO_PROTO = {
     State.FAILED: common_pb2.WORKFLOW_STATE_FAILED,
     State.COMPENSATED: common_pb2.WORKFLOW_STATE_COMPENSATED,
     State.CANCELLED: common_pb2.WORKFLOW_STATE_CANCELLED,
+    State.COMPENSATING: common_pb2.WORKFLOW_STATE_COMPENSATING,
 }
 STATE_FROM_PROTO = {v: k for k, v in STATE_TO_PROTO.items()}
 
@@ -35,6 +37,7 @@ _STEP_STATUS = {
     engine.StepStatus.COMPENSATED: workflow_pb2.STEP_STATUS_COMPENSATED,
     engine.StepStatus.COMPENSATION_FAILED: workflow_pb2.STEP_STATUS_COMPENSATION_FAILED,
     engine.StepStatus.CANCELLED: workflow_pb2.STEP_STATUS_CANCELLED,
+    engine.StepStatus.SKIPPED: workflow_pb2.STEP_STATUS_SKIPPED,
 }
 
 _KIND = {
@@ -127,6 +130,15 @@ def _retry_to_proto(p: engine.RetryPolicy) -> workflow_pb2.RetryPolicy:
     )
 
 
+MAX_MAP_CONCURRENCY = 1_000
+DEFAULT_MAP_CONCURRENCY = 10
+# Nodes of one definition, nested ones included.
+MAX_NODES = 10_000
+_STEP_KINDS = ("worker", "workflow", "parallel", "map", "condition", "wait_for_signal", "sleep")
+_LEAF_ONLY = ("compensation", "retry_policy", "timeout", "heartbeat_timeout",
+              "compensation_retry_policy")  # fmt: skip
+
+
 def spec_from_proto(
     d: workflow_pb2.WorkflowDefinition, *, default_timeout_ms: int, field: str = "definition"
 ) -> engine.WorkflowSpec:
@@ -136,16 +148,62 @@ def spec_from_proto(
         raise InvalidArgument(f"{field}.version: must be >= 1, got {d.version}")
     if not d.steps:
         raise InvalidArgument(f"{field}.steps: a workflow needs at least one step")
-    seen: set[str] = set()
-    steps = []
-    for i, s in enumerate(d.steps):
-        where = f"{field}.steps[{i}]"
+    reader = _DefinitionReader(default_timeout_ms)
+    steps = reader.sequence(d.steps, f"{field}.steps")
+    return engine.WorkflowSpec(d.name, d.version, steps, d.description)
+
+
+class _DefinitionReader:
+    """Reads a definition tree, checking names are unique across it."""
+
+    def __init__(self, default_timeout_ms: int) -> None:
+        self.default_timeout_ms = default_timeout_ms
+        self.names: set[str] = set()
+        self.count = 0
+
+    def sequence(self, steps: Any, where: str) -> tuple[engine.Node, ...]:
+        return tuple(self.node(s, f"{where}[{i}]") for i, s in enumerate(steps))
+
+    def node(self, s: workflow_pb2.StepDefinition, where: str) -> engine.Node:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise InvalidArgument(f"{where}: a definition has at most {MAX_NODES} steps")
         check_name(s.name, f"{where}.name")
-        if s.name in seen:
+        if "/" in s.name:
+            raise InvalidArgument(f"{where}.name: must not contain '/' (paths use it)")
+        if s.name in self.names:
             raise InvalidArgument(f"{where}.name: duplicate step name {s.name!r}")
-        seen.add(s.name)
-        if bool(s.worker) == bool(s.workflow):
-            raise InvalidArgument(f"{where}.worker: set exactly one of worker and workflow")
+        self.names.add(s.name)
+        kinds = [k for k in _STEP_KINDS if _is_set(s, k)]
+        if len(kinds) != 1:
+            found = ", ".join(kinds) if kinds else "none"
+            raise InvalidArgument(
+                f"{where}: set exactly one of worker, workflow, parallel, map, condition, "
+                f"wait_for_signal and sleep (found: {found})"
+            )
+        kind = kinds[0]
+        if kind in ("worker", "workflow"):
+            return self.step(s, where)
+        for name in _LEAF_ONLY:
+            if _is_set(s, name):
+                raise InvalidArgument(f"{where}.{name}: only a worker or workflow step has one")
+        match kind:
+            case "parallel":
+                return self.parallel(s, where)
+            case "map":
+                return self.map(s, where)
+            case "condition":
+                return self.condition(s, where)
+            case "wait_for_signal":
+                return self.wait(s, where)
+        if not s.sleep.HasField("duration"):
+            raise InvalidArgument(f"{where}.sleep.duration: required")
+        duration = s.sleep.duration.ToMilliseconds()
+        if not 0 < duration <= MAX_TIMEOUT_MS:
+            raise InvalidArgument(f"{where}.sleep.duration: must be positive and at most 365 days")
+        return engine.SleepSpec(s.name, duration)
+
+    def step(self, s: workflow_pb2.StepDefinition, where: str) -> engine.StepSpec:
         if s.worker:
             check_name(s.worker, f"{where}.worker")
         else:
@@ -158,7 +216,7 @@ def spec_from_proto(
                 )
         if s.compensation:
             check_name(s.compensation, f"{where}.compensation")
-        timeout = s.timeout.ToMilliseconds() if s.HasField("timeout") else default_timeout_ms
+        timeout = s.timeout.ToMilliseconds() if s.HasField("timeout") else self.default_timeout_ms
         if not 0 < timeout <= MAX_TIMEOUT_MS:
             raise InvalidArgument(f"{where}.timeout: must be positive and at most 365 days")
         heartbeat = s.heartbeat_timeout.ToMilliseconds() if s.HasField("heartbeat_timeout") else 0
@@ -166,48 +224,186 @@ def spec_from_proto(
             raise InvalidArgument(f"{where}.heartbeat_timeout: must be at most 365 days")
         if heartbeat < 0:
             raise InvalidArgument(f"{where}.heartbeat_timeout: must not be negative")
-        steps.append(
-            engine.StepSpec(
-                name=s.name,
-                worker=s.worker,
-                compensation=s.compensation,
-                retry=_retry_from_proto(s.retry_policy, f"{where}.retry_policy"),
-                compensation_retry=(
-                    _retry_from_proto(
-                        s.compensation_retry_policy, f"{where}.compensation_retry_policy"
-                    )
-                    if s.HasField("compensation_retry_policy")
-                    else None
-                ),
-                timeout_ms=timeout,
-                heartbeat_timeout_ms=heartbeat,
-                workflow=s.workflow,
-                workflow_version=s.workflow_version,
-            )
-        )
-    return engine.WorkflowSpec(d.name, d.version, tuple(steps), d.description)
-
-
-def spec_to_proto(spec: engine.WorkflowSpec) -> workflow_pb2.WorkflowDefinition:
-    steps = []
-    for s in spec.steps:
-        step = workflow_pb2.StepDefinition(
+        return engine.StepSpec(
             name=s.name,
             worker=s.worker,
             compensation=s.compensation,
-            retry_policy=_retry_to_proto(s.retry),
-            timeout=duration(s.timeout_ms),
+            retry=_retry_from_proto(s.retry_policy, f"{where}.retry_policy"),
+            compensation_retry=(
+                _retry_from_proto(s.compensation_retry_policy, f"{where}.compensation_retry_policy")
+                if s.HasField("compensation_retry_policy")
+                else None
+            ),
+            timeout_ms=timeout,
+            heartbeat_timeout_ms=heartbeat,
             workflow=s.workflow,
             workflow_version=s.workflow_version,
         )
-        if s.compensation_retry is not None:
-            step.compensation_retry_policy.CopyFrom(_retry_to_proto(s.compensation_retry))
-        if s.heartbeat_timeout_ms:
-            step.heartbeat_timeout.CopyFrom(duration(s.heartbeat_timeout_ms))
-        steps.append(step)
+
+    def parallel(self, s: workflow_pb2.StepDefinition, where: str) -> engine.ParallelSpec:
+        p = s.parallel
+        if not p.branches:
+            raise InvalidArgument(f"{where}.parallel.branches: at least one branch")
+        seen: set[str] = set()
+        branches = []
+        for i, b in enumerate(p.branches):
+            at = f"{where}.parallel.branches[{i}]"
+            check_name(b.name, f"{at}.name")
+            if "/" in b.name:
+                raise InvalidArgument(f"{at}.name: must not contain '/' (paths use it)")
+            if b.name in seen:
+                raise InvalidArgument(f"{at}.name: duplicate branch name {b.name!r}")
+            seen.add(b.name)
+            if not b.steps:
+                raise InvalidArgument(f"{at}.steps: a branch needs at least one step")
+            branches.append(engine.Branch(b.name, self.sequence(b.steps, f"{at}.steps")))
+        policy = p.failure_policy
+        if policy not in _PARALLEL_POLICIES:
+            raise InvalidArgument(f"{where}.parallel.failure_policy: unknown value {policy}")
+        return engine.ParallelSpec(s.name, tuple(branches), _PARALLEL_POLICIES[policy])
+
+    def map(self, s: workflow_pb2.StepDefinition, where: str) -> engine.MapSpec:
+        m = s.map
+        _check_expression(m.items, f"{where}.map.items")
+        if not m.HasField("step"):
+            raise InvalidArgument(f"{where}.map.step: required (a worker or workflow step)")
+        body = self.node(m.step, f"{where}.map.step")
+        if not isinstance(body, engine.StepSpec):
+            raise InvalidArgument(f"{where}.map.step: must be a worker or workflow step")
+        if not 0 <= m.max_concurrency <= MAX_MAP_CONCURRENCY:
+            raise InvalidArgument(
+                f"{where}.map.max_concurrency: must be between 0 and {MAX_MAP_CONCURRENCY} "
+                f"(0 means {DEFAULT_MAP_CONCURRENCY})"
+            )
+        return engine.MapSpec(s.name, m.items, body, m.max_concurrency or DEFAULT_MAP_CONCURRENCY)
+
+    def condition(self, s: workflow_pb2.StepDefinition, where: str) -> engine.ConditionSpec:
+        c = s.condition
+        if not c.cases:
+            raise InvalidArgument(f"{where}.condition.cases: at least one case")
+        if c.switch:
+            _check_expression(c.switch, f"{where}.condition.switch")
+        cases = []
+        for i, case in enumerate(c.cases):
+            at = f"{where}.condition.cases[{i}]"
+            equals = None
+            if c.switch:
+                if case.when:
+                    raise InvalidArgument(f"{at}.when: a switch's cases use equals, not when")
+                if not case.HasField("equals"):
+                    raise InvalidArgument(f"{at}.equals: required in a switch")
+                equals = json_format.MessageToDict(case.equals)
+            else:
+                if case.HasField("equals"):
+                    raise InvalidArgument(f"{at}.equals: only with condition.switch")
+                _check_expression(case.when, f"{at}.when")
+            cases.append(engine.Case(self.sequence(case.steps, f"{at}.steps"), case.when, equals))
+        otherwise = self.sequence(c.otherwise, f"{where}.condition.otherwise")
+        return engine.ConditionSpec(s.name, tuple(cases), otherwise, c.switch)
+
+    def wait(self, s: workflow_pb2.StepDefinition, where: str) -> engine.WaitSpec:
+        w = s.wait_for_signal
+        check_name(w.signal, f"{where}.wait_for_signal.signal")
+        timeout = w.timeout.ToMilliseconds() if w.HasField("timeout") else 0
+        if w.HasField("timeout") and not 0 < timeout <= MAX_TIMEOUT_MS:
+            raise InvalidArgument(
+                f"{where}.wait_for_signal.timeout: must be positive and at most 365 days"
+            )
+        if w.on_timeout and not w.continue_on_timeout:
+            raise InvalidArgument(f"{where}.wait_for_signal.on_timeout: needs continue_on_timeout")
+        if w.continue_on_timeout and not timeout:
+            raise InvalidArgument(f"{where}.wait_for_signal.continue_on_timeout: needs a timeout")
+        on_timeout = (
+            self.sequence(w.on_timeout, f"{where}.wait_for_signal.on_timeout")
+            if w.continue_on_timeout
+            else None
+        )
+        return engine.WaitSpec(s.name, w.signal, timeout, on_timeout, w.approval)
+
+
+_PARALLEL_POLICIES = {
+    workflow_pb2.PARALLEL_FAILURE_POLICY_UNSPECIFIED: True,
+    workflow_pb2.PARALLEL_FAILURE_POLICY_FAIL_FAST: True,
+    workflow_pb2.PARALLEL_FAILURE_POLICY_WAIT_ALL: False,
+}
+
+
+def _is_set(s: workflow_pb2.StepDefinition, name: str) -> bool:
+    value = getattr(s, name)
+    if isinstance(value, str):
+        return bool(value)
+    return s.HasField(name)
+
+
+def _check_expression(source: str, field: str) -> None:
+    try:
+        expressions.check(source)
+    except expressions.ExpressionError as exc:
+        raise InvalidArgument(f"{field}: {exc}") from None
+
+
+def spec_to_proto(spec: engine.WorkflowSpec) -> workflow_pb2.WorkflowDefinition:
     return workflow_pb2.WorkflowDefinition(
-        name=spec.name, version=spec.version, steps=steps, description=spec.description
+        name=spec.name,
+        version=spec.version,
+        steps=[_node_to_proto(n) for n in spec.steps],
+        description=spec.description,
     )
+
+
+def _node_to_proto(n: engine.Node) -> workflow_pb2.StepDefinition:
+    step = workflow_pb2.StepDefinition(name=n.name)
+    match n:
+        case engine.StepSpec():
+            step.worker = n.worker
+            step.compensation = n.compensation
+            step.retry_policy.CopyFrom(_retry_to_proto(n.retry))
+            step.timeout.CopyFrom(duration(n.timeout_ms))
+            step.workflow = n.workflow
+            step.workflow_version = n.workflow_version
+            if n.compensation_retry is not None:
+                step.compensation_retry_policy.CopyFrom(_retry_to_proto(n.compensation_retry))
+            if n.heartbeat_timeout_ms:
+                step.heartbeat_timeout.CopyFrom(duration(n.heartbeat_timeout_ms))
+        case engine.ParallelSpec():
+            step.parallel.failure_policy = (
+                workflow_pb2.PARALLEL_FAILURE_POLICY_FAIL_FAST
+                if n.fail_fast
+                else workflow_pb2.PARALLEL_FAILURE_POLICY_WAIT_ALL
+            )
+            for b in n.branches:
+                step.parallel.branches.add(name=b.name).steps.extend(
+                    _node_to_proto(x) for x in b.steps
+                )
+        case engine.MapSpec():
+            step.map.items = n.items
+            step.map.step.CopyFrom(_node_to_proto(n.body))
+            step.map.max_concurrency = n.max_concurrency
+        case engine.ConditionSpec():
+            step.condition.switch = n.switch
+            for c in n.cases:
+                case = step.condition.cases.add(when=c.when)
+                if n.switch:
+                    json_format.ParseDict(c.equals, case.equals)
+                case.steps.extend(_node_to_proto(x) for x in c.steps)
+            step.condition.otherwise.extend(_node_to_proto(x) for x in n.otherwise)
+        case engine.WaitSpec():
+            w = step.wait_for_signal
+            w.signal = n.signal
+            w.approval = n.approval
+            if n.timeout_ms:
+                w.timeout.CopyFrom(duration(n.timeout_ms))
+            if n.on_timeout is not None:
+                w.continue_on_timeout = True
+                w.on_timeout.extend(_node_to_proto(x) for x in n.on_timeout)
+        case engine.SleepSpec():
+            step.sleep.duration.CopyFrom(duration(n.duration_ms))
+    return step
+
+
+def workflow_references(spec: engine.WorkflowSpec) -> set[str]:
+    """Names of the workflows a definition runs as sub-workflows."""
+    return {n.workflow for n in spec.nodes if isinstance(n, engine.StepSpec) and n.workflow}
 
 
 # -- failures, status, events ---------------------------------------------------
@@ -244,6 +440,93 @@ def failure_from_proto(f: common_pb2.Failure) -> engine.Failure:
     )
 
 
+def _node_kind(node: engine.Node) -> str:
+    match node:
+        case engine.StepSpec():
+            return "workflow" if node.workflow else "step"
+        case engine.ParallelSpec():
+            return "parallel"
+        case engine.MapSpec():
+            return "map"
+        case engine.ConditionSpec():
+            return "condition"
+        case engine.WaitSpec():
+            return "wait"
+        case engine.SleepSpec():
+            return "sleep"
+
+
+def _branch_label(node: engine.Node, rec: engine.NodeRecord) -> str:
+    chose = rec.last_failure is None or rec.last_failure.type != EXPRESSION_ERROR
+    if isinstance(node, engine.ConditionSpec) and rec.status not in (
+        engine.StepStatus.PENDING, engine.StepStatus.SKIPPED
+    ) and chose:  # fmt: skip
+        return "otherwise" if rec.choice < 0 else f"case {rec.choice + 1}"
+    if isinstance(node, engine.WaitSpec) and rec.choice == 1:
+        return "timed out"
+    return ""
+
+
+def _step_info(
+    ex: engine.Execution, key: str, name: str, kind: str, node: engine.Node
+) -> workflow_pb2.StepInfo:
+    rec = ex.node(key)
+    info = workflow_pb2.StepInfo(
+        name=name,
+        status=_STEP_STATUS[rec.status],
+        attempts=rec.attempts,
+        last_failure=failure_to_proto(rec.last_failure),
+        child_transaction_id=rec.child_transaction_id,
+        path=ex.path_of(key),
+        kind=kind,
+        branch=_branch_label(node, rec),
+    )
+    if rec.started_ms:
+        info.started_at.CopyFrom(timestamp(rec.started_ms))
+    if rec.finished_ms:
+        info.finished_at.CopyFrom(timestamp(rec.finished_ms))
+    return info
+
+
+def step_infos(ex: engine.Execution) -> list[workflow_pb2.StepInfo]:
+    """Every node of the definition, depth first; a map's items after its step."""
+    infos = []
+    for node_id, node in enumerate(ex.spec.nodes):
+        key = str(node_id)
+        parent = ex.spec.nodes[node_id - 1] if node_id else None
+        if isinstance(parent, engine.MapSpec) and parent.body is node:
+            for index in range(len(ex.node(node_id - 1).items or ())):
+                infos.append(_step_info(ex, f"{key}.{index}", node.name, "item", node))
+            continue
+        infos.append(_step_info(ex, key, node.name, _node_kind(node), node))
+    return infos
+
+
+def waiting_signals(ex: engine.Execution) -> list[workflow_pb2.WaitingSignal]:
+    """The waits of `ex` that wait for a signal now."""
+    out = []
+    for key, rec in ex.nodes.items():
+        node = ex.spec_of(key)
+        if (
+            not isinstance(node, engine.WaitSpec)
+            or rec.status is not engine.StepStatus.RUNNING
+            or rec.choice == 1
+        ):
+            continue
+        waiting = workflow_pb2.WaitingSignal(
+            transaction_id=ex.transaction_id,
+            workflow_name=ex.spec.name,
+            path=ex.path_of(key),
+            signal=node.signal,
+            approval=node.approval,
+            since=timestamp(rec.started_ms),
+        )
+        if node.timeout_ms:
+            waiting.timeout_at.CopyFrom(timestamp(rec.started_ms + node.timeout_ms))
+        out.append(waiting)
+    return out
+
+
 def status_to_proto(ex: engine.Execution, revision: int) -> workflow_pb2.WorkflowStatus:
     status = workflow_pb2.WorkflowStatus(
         transaction_id=ex.transaction_id,
@@ -256,23 +539,18 @@ def status_to_proto(ex: engine.Execution, revision: int) -> workflow_pb2.Workflo
         context=wire.encode(ex.context),
         failure=failure_to_proto(ex.failure),
         requires_manual_intervention=ex.requires_manual_intervention,
-        steps=[
-            workflow_pb2.StepInfo(
-                name=spec.name,
-                status=_STEP_STATUS[rec.status],
-                attempts=rec.attempts,
-                last_failure=failure_to_proto(rec.last_failure),
-                child_transaction_id=rec.child_transaction_id,
-            )
-            for spec, rec in zip(ex.spec.steps, ex.steps, strict=True)
-        ],
+        steps=step_infos(ex),
         created_at=timestamp(ex.created_ms),
         updated_at=timestamp(ex.updated_ms),
         revision=revision,
         parent_transaction_id=ex.parent_transaction_id,
+        running_steps=list(ex.running_steps),
+        waiting_signals=waiting_signals(ex),
     )
     if ex.completed_ms:
         status.completed_at.CopyFrom(timestamp(ex.completed_ms))
+    if ex.start_at_ms:
+        status.start_at.CopyFrom(timestamp(ex.start_at_ms))
     return status
 
 
@@ -309,6 +587,7 @@ def history_to_proto(
                     step=entry.step,
                     command_id=entry.command_id,
                     child_transaction_id=entry.child_transaction_id,
+                    path=entry.path,
                 )
             )
         case engine.CommandRecorded():
@@ -322,6 +601,7 @@ def history_to_proto(
                     step=entry.step,
                     command_id=entry.command_id,
                     retry_count=entry.attempt - 1,
+                    path=entry.path,
                 )
             )
         case engine.ResultRecorded():
@@ -336,6 +616,7 @@ def history_to_proto(
                     step=entry.step,
                     command_id=entry.command_id,
                     compensation=entry.kind is CommandKind.COMPENSATE,
+                    path=entry.path,
                 )
             )
         case engine.ErrorRecorded():
@@ -351,6 +632,7 @@ def history_to_proto(
                     command_id=entry.command_id,
                     will_retry=entry.will_retry,
                     compensation=entry.kind is CommandKind.COMPENSATE,
+                    path=entry.path,
                 )
             )
         case engine.StatusChanged():
@@ -358,6 +640,27 @@ def history_to_proto(
             event.state = STATE_TO_PROTO[entry.state]
             event.current_step = entry.current_step
             return events_pb2.WorkflowEvent(status=event)
+        case engine.NodeRecorded():
+            return events_pb2.WorkflowEvent(
+                node=events_pb2.NodeEvent(
+                    transaction_id=tx,
+                    path=entry.path,
+                    what=entry.what,
+                    details=wire.encode(entry.detail),
+                    timestamp=ts,
+                )
+            )
+        case engine.SignalRecorded():
+            return events_pb2.WorkflowEvent(
+                signal=events_pb2.SignalEvent(
+                    transaction_id=tx,
+                    signal=entry.name,
+                    payload=wire.encode(entry.payload),
+                    signal_id=entry.signal_id,
+                    consumed_by=entry.consumed_by,
+                    timestamp=ts,
+                )
+            )
 
 
 def command_to_proto(

@@ -57,14 +57,16 @@ def encode(followups: tuple[Followup, ...]) -> bytes | None:
 
 
 def decode(raw: bytes, ex: engine.Execution) -> tuple[Followup, ...]:
-    """The follow-ups stored as `raw`; a child's input is the stored `ex`'s
-    context (the context does not change while the step waits for it)."""
+    """The follow-ups stored as `raw`; a child's input is the context its
+    step was given in the stored `ex` (it does not change while the step
+    waits for the child)."""
     rows: list[list[Any]] = json.loads(raw)
     out: list[Followup] = []
     for row in rows or []:
         match row:
             case ["w", cid, workflow, version, child]:
-                out.append(engine.StartChild(cid, workflow, version, child, ex.context))
+                context = engine.command_context(ex, cid)
+                out.append(engine.StartChild(cid, workflow, version, child, context))
             case ["k", child, reason]:
                 out.append(engine.CancelChild(child, reason))
             case ["p"]:

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from multiagents import wire
-from multiagents.v1 import events_pb2
+from multiagents.v1 import events_pb2, workflow_pb2, workflow_service_pb2
 from multiagents_server import convert, engine, followups
 from multiagents_server.config import ServerConfig
 from multiagents_server.definitions import Definitions
 from multiagents_server.engine import codec
-from multiagents_server.errors import AlreadyExists, FailedPrecondition, NotFound
+from multiagents_server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from multiagents_server.events import frame
 from multiagents_server.outcomes import Outcome, Outcomes
 from multiagents_server.store import (
@@ -149,6 +149,7 @@ class Orchestrator:
         request_id: str = "",
         correlation_id: str = "",
         metadata: dict[str, str] | None = None,
+        start_delay_ms: int = 0,
     ) -> tuple[str, bool]:
         """Start an execution; returns (transaction id, created).
 
@@ -160,7 +161,7 @@ class Orchestrator:
         if request_id:
             tx = "r" + hashlib.sha256(request_id.encode()).hexdigest()[:31]
             fingerprint = hashlib.sha256(
-                wire.dumps([name, version, input, correlation_id])
+                wire.dumps([name, version, input, correlation_id, start_delay_ms])
             ).hexdigest()
         else:
             tx = uuid.uuid4().hex
@@ -173,6 +174,7 @@ class Orchestrator:
             now_ms=now,
             request_fingerprint=fingerprint,
             metadata=metadata,
+            start_at_ms=now + start_delay_ms if start_delay_ms > 0 else 0,
         )
         if await self._create(transition, now):
             log.info(
@@ -209,6 +211,68 @@ class Orchestrator:
             raise FailedPrecondition(str(exc)) from None
         if transition is None:
             raise NotFound(f"transaction_id: no workflow {transaction_id!r}")
+
+    async def signal(
+        self, transaction_id: str, name: str, payload: dict[str, Any], signal_id: str
+    ) -> bool:
+        """Deliver a signal; True when `signal_id` had been taken already."""
+        ex = (await self.snapshot(transaction_id)).execution
+        waits = [n for n in ex.spec.nodes if isinstance(n, engine.WaitSpec) and n.signal == name]
+        if not waits:
+            raise InvalidArgument(
+                f"signal: workflow {ex.spec.name!r} has no wait_for_signal step for {name!r}"
+            )
+        if any(w.approval for w in waits) and not isinstance(payload.get("approved"), bool):
+            raise InvalidArgument(
+                f"payload.approved: signal {name!r} is an approval: the payload needs a boolean "
+                f'"approved"'
+            )
+        try:
+            transition = await self.apply(
+                transaction_id, engine.SignalReceived(name, payload, signal_id)
+            )
+        except engine.InvalidTransition as exc:
+            raise FailedPrecondition(str(exc)) from None
+        if transition is None:
+            raise NotFound(f"transaction_id: no workflow {transaction_id!r}")
+        duplicate = not transition.changed
+        log.info(
+            "signal received",
+            extra={"transaction_id": transaction_id, "signal": name, "duplicate": duplicate},
+        )
+        return duplicate
+
+    async def resume(self, transaction_id: str) -> None:
+        """Pick a FAILED execution up again (engine `ResumeRequested`)."""
+        ex = (await self.snapshot(transaction_id)).execution
+        if ex.parent_transaction_id:
+            raise FailedPrecondition(
+                f"transaction_id: {transaction_id} is a sub-workflow of "
+                f"{ex.parent_transaction_id}: resume that one"
+            )
+        try:
+            transition = await self.apply(transaction_id, engine.ResumeRequested())
+        except engine.InvalidTransition as exc:
+            raise FailedPrecondition(str(exc)) from None
+        if transition is None:
+            raise NotFound(f"transaction_id: no workflow {transaction_id!r}")
+        log.info("workflow resumed", extra={"transaction_id": transaction_id})
+
+    async def waiting_signals(
+        self, *, signal: str, workflow_name: str, approvals_only: bool, limit: int
+    ) -> list[workflow_pb2.WaitingSignal]:
+        """The approval inbox: waits waiting now, oldest first."""
+        found = []
+        for _, raw in await self.store.waits():
+            for w in workflow_service_pb2.ListWaitingSignalsResponse.FromString(raw).waiting:
+                if (
+                    (not signal or w.signal == signal)
+                    and (not workflow_name or w.workflow_name == workflow_name)
+                    and (w.approval or not approvals_only)
+                ):
+                    found.append(w)
+        found.sort(key=lambda w: (w.since.ToMilliseconds(), w.transaction_id, w.path))
+        return found[:limit]
 
     async def history(self, transaction_id: str) -> list[events_pb2.WorkflowEvent]:
         entries = await self.store.history(transaction_id)
@@ -318,7 +382,7 @@ class Orchestrator:
                 outcome.command_id, outcome.trace)  # fmt: skip
             fired = (event.timer_id,) if isinstance(event, engine.TimerFired) else ()
             committed = await self._commit(
-                transition, revision, now, ack=ack, trace=trace, fired=fired
+                transition, revision, now, ack=ack, trace=trace, fired=fired, previous=execution
             )
             if committed is not None:
                 return transition, committed
@@ -362,9 +426,22 @@ class Orchestrator:
         ack: CommandEntry | None = None,
         trace: tuple[str, bytes] | None = None,
         fired: tuple[str, ...] = (),
+        previous: engine.Execution | None = None,
     ) -> int | None:
-        """Commit a transition; its revision, or None on a revision conflict."""
+        """Commit a transition from `previous` (None: a new execution); its
+        revision, or None on a revision conflict."""
         ex = transition.execution
+        ttl = 0
+        if ex.state.terminal:
+            ttl = self.config.retention_ms
+        elif previous is not None and previous.state.terminal:
+            ttl = -1  # resumed: keep it again
+        waiting = convert.waiting_signals(ex)
+        waits: bytes | None = None
+        if waiting != (convert.waiting_signals(previous) if previous is not None else []):
+            waits = workflow_service_pb2.ListWaitingSignalsResponse(
+                waiting=waiting
+            ).SerializeToString()
         revision = expected_revision + 1
         events = tuple(
             convert.history_to_proto(h, ex, revision, now).SerializeToString()
@@ -396,7 +473,7 @@ class Orchestrator:
             history=events,
             followups=followups.encode(followups.of_transition(transition)),
             flush_due_ms=now + FLUSH_DELAY_MS,
-            ttl_ms=self.config.retention_ms if ex.state.terminal else 0,
+            ttl_ms=ttl,
             created_ms=ex.created_ms if created else 0,
             notification=frame(ex.transaction_id, events),
             schedule=tuple(schedule),
@@ -406,6 +483,7 @@ class Orchestrator:
             cancels=tuple(cancels),
             trace=trace,
             trace_ttl_ms=self.config.trace_retention_ms,
+            waits=waits,
         )
         claimed: tuple[CommandEntry, ...] = ()
         try:

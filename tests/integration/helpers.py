@@ -42,7 +42,15 @@ async def kinds(client: Client, tx: str) -> list[tuple[str, str]]:
     for event in await client.get_history(tx):
         kind = event.WhichOneof("event")
         body = getattr(event, kind)
-        out.append((kind, getattr(body, "step", body.current_step if kind == "status" else "")))
+        match kind:
+            case "status":
+                out.append((kind, body.current_step))
+            case "node":
+                out.append((kind, f"{body.path} {body.what}"))
+            case "signal":
+                out.append((kind, body.signal))
+            case _:
+                out.append((kind, body.step))
     return out
 
 

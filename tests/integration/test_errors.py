@@ -97,7 +97,7 @@ async def test_unknown_workflow_and_version_are_not_found(client: Client, uid: s
                 version=1,
                 steps=[workflow_pb2.StepDefinition(name="s", worker="a", workflow="child")],
             ),
-            r"definition.steps\[0\].worker: set exactly one of worker and workflow",
+            r"definition.steps\[0\]: set exactly one of .* \(found: worker, workflow\)",
         ),
         *[
             (

@@ -97,3 +97,45 @@ def test_the_demo_definition_file_is_the_demos_workflow() -> None:
     path = ROOT / "workers" / "python" / "order_processing.yaml"
     from_file = Workflow.from_dict(load_definition(str(path)))
     assert from_file.to_proto() == order_workflow().to_proto()
+
+
+def test_the_review_demo_file_is_the_review_demos_workflow() -> None:
+    from multiagents.cli import load_definition, load_demo
+
+    load_demo()
+    from multiagents_demo.review_workers import review_workflow  # type: ignore[import-not-found]
+
+    path = ROOT / "workers" / "python" / "article_review.yaml"
+    from_file = Workflow.from_dict(load_definition(str(path)))
+    assert from_file.to_proto() == review_workflow().to_proto()
+
+
+def test_the_schema_covers_the_workflow_model_v2_kinds() -> None:
+    full = {
+        "name": "wf",
+        "steps": [
+            {"name": "p", "parallel": {"fail_fast": False, "branches": [
+                {"name": "a", "steps": [{"name": "a1", "worker": "w"}]}]}},
+            {"name": "m", "map": {"items": "context.xs", "max_concurrency": 5,
+                                  "step": {"name": "m1", "worker": "w"}}},
+            {"name": "c", "condition": {"switch": "context.kind", "cases": [
+                {"equals": "x", "steps": [{"name": "c1", "worker": "w"}]}],
+                "otherwise": []}},
+            {"name": "s", "wait_for_signal": {"signal": "go", "timeout": 5, "on_timeout": []}},
+            {"name": "z", "sleep": 1.5},
+        ],
+    }  # fmt: skip
+    jsonschema.validate(full, SCHEMA)
+    proto = Workflow.from_dict(full).to_proto()
+    assert [s.name for s in proto.steps] == list("pmcsz")
+    assert proto.steps[4].sleep.duration.ToMilliseconds() == 1500
+    assert proto.steps[3].wait_for_signal.continue_on_timeout
+    for bad in (
+        {"name": "wf", "steps": [{"name": "p", "parallel": {"branches": []}}]},
+        {"name": "wf", "steps": [{"name": "z", "sleep": 1, "worker": "w"}]},
+        {"name": "wf", "steps": [{"name": "a/b", "worker": "w"}]},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, SCHEMA)
+    with pytest.raises(ValueError, match=r"steps\[0\]: set one of"):
+        Workflow.from_dict({"name": "wf", "steps": [{"name": "z", "sleep": 1, "map": {}}]})

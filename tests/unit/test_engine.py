@@ -25,6 +25,7 @@ from multiagents_server.engine import (
     Execution,
     Failure,
     InvalidTransition,
+    NodeRecord,
     ResultRecorded,
     RetryPolicy,
     ScheduleTimer,
@@ -107,6 +108,20 @@ def retry_timer(command: str) -> str:
     return f"retry:{command}"
 
 
+# -- reading an execution (these workflows run one attempt at a time) --------
+
+
+def current(ex: Execution) -> Attempt | None:
+    """The one outstanding attempt, if any."""
+    assert len(ex.attempts) <= 1
+    return next(iter(ex.attempts.values()), None)
+
+
+def records(ex: Execution) -> list[NodeRecord]:
+    """The records of a flat workflow's steps, in order."""
+    return [ex.node(i) for i in range(len(ex.spec.steps))]
+
+
 # -- driving a workflow ------------------------------------------------------
 
 
@@ -121,8 +136,8 @@ def begin(spec: WorkflowSpec, input: dict[str, Any] | None = None, now: int = T0
 
 
 def current_command(ex: Execution) -> str:
-    assert ex.current is not None, "no outstanding attempt"
-    return ex.command_id(ex.current)
+    assert current(ex) is not None, "no outstanding attempt"
+    return ex.command_id(current(ex))
 
 
 def complete(ex: Execution, result: dict[str, Any] | None = None, now: int = T0) -> Transition:
@@ -141,7 +156,7 @@ def fire(ex: Execution, timer: str, now: int = T0) -> Transition:
 
 def fire_retry(ex: Execution, now: int = T0) -> Transition:
     """Fire the retry timer of the attempt waiting for its backoff."""
-    assert ex.current is not None and not ex.current.dispatched
+    assert current(ex) is not None and not current(ex).dispatched
     return fire(ex, retry_timer(current_command(ex)), now)
 
 
@@ -174,10 +189,10 @@ def test_start_dispatches_first_step_with_input_as_context() -> None:
     assert ex.transaction_id == TX and ex.correlation_id == "corr-1"
     assert ex.input == {"order": 7, "amount": 12}
     assert ex.context == {"order": 7, "amount": 12}
-    assert ex.current == Attempt(CommandKind.EXECUTE, 0, 1, dispatched=True)
+    assert current(ex) == Attempt(CommandKind.EXECUTE, "0", 1, dispatched=True)
     assert ex.current_step == "reserve"
-    assert [s.status for s in ex.steps] == [StepStatus.RUNNING, StepStatus.PENDING]
-    assert ex.steps[0].attempts == 1
+    assert [s.status for s in records(ex)] == [StepStatus.RUNNING, StepStatus.PENDING]
+    assert records(ex)[0].attempts == 1
     assert (ex.created_ms, ex.updated_ms, ex.completed_ms) == (T0, T0, 0)
     assert only_dispatch(t) == DispatchCommand(
         command_id=xid(0, 1),
@@ -192,7 +207,13 @@ def test_start_dispatches_first_step_with_input_as_context() -> None:
     assert t.history == (
         StatusChanged(State.PENDING, ""),
         CommandRecorded(
-            CommandKind.EXECUTE, "do_reserve", "reserve", xid(0, 1), 1, {"order": 7, "amount": 12}
+            CommandKind.EXECUTE,
+            "do_reserve",
+            "reserve",
+            xid(0, 1),
+            1,
+            {"order": 7, "amount": 12},
+            path="reserve",
         ),
         StatusChanged(State.RUNNING, "reserve"),
     )
@@ -262,12 +283,12 @@ def test_completed_step_stops_its_timers_and_dispatches_the_next_with_merged_con
         ScheduleTimer(timeout_timer(xid(1, 1)), T0 + 100 + TIMEOUT_MS),
     )
     assert t.history == (
-        ResultRecorded(CommandKind.EXECUTE, "do_a", "a", xid(0, 1), {"r": 1}),
-        CommandRecorded(CommandKind.EXECUTE, "do_b", "b", xid(1, 1), 1, {"k": 0, "r": 1}),
+        ResultRecorded(CommandKind.EXECUTE, "do_a", "a", xid(0, 1), {"r": 1}, path="a"),
+        CommandRecorded(CommandKind.EXECUTE, "do_b", "b", xid(1, 1), 1, {"k": 0, "r": 1}, path="b"),
         StatusChanged(State.RUNNING, "b"),
     )
     assert t.execution.updated_ms == T0 + 100
-    assert [s.status for s in t.execution.steps] == [StepStatus.COMPLETED, StepStatus.RUNNING]
+    assert [s.status for s in records(t.execution)] == [StepStatus.COMPLETED, StepStatus.RUNNING]
 
 
 def test_context_merges_forward_later_keys_win_and_results_are_kept_by_step_name() -> None:
@@ -295,8 +316,8 @@ def test_context_merges_forward_later_keys_win_and_results_are_kept_by_step_name
     assert done.input == {"k": "input", "i": 0}
     assert done.state is State.COMPLETED
     assert done.completed_ms == T0 + 5
-    assert done.current is None
-    assert all(s.status is StepStatus.COMPLETED for s in done.steps)
+    assert current(done) is None
+    assert all(s.status is StepStatus.COMPLETED for s in records(done))
     assert t.effects == (CancelTimer(timeout_timer(xid(2, 1))),)
     assert t.history[-1] == StatusChanged(State.COMPLETED, "")
 
@@ -461,22 +482,30 @@ def test_retryable_failure_retries_with_exponential_backoff_then_fails_for_good(
         assert schedule_retry.timer_id == retry_timer(xid(0, attempt + 1))
         delays.append(schedule_retry.due_ms - now)
         assert t.history == (
-            ErrorRecorded(CommandKind.EXECUTE, "do_a", "a", xid(0, attempt), attempt, BOOM, True),
+            ErrorRecorded(
+                CommandKind.EXECUTE, "do_a", "a", xid(0, attempt), attempt, BOOM, True, path="a"
+            ),
         )
-        assert t.execution.current == Attempt(CommandKind.EXECUTE, 0, attempt + 1, False)
+        assert current(t.execution) == Attempt(CommandKind.EXECUTE, "0", attempt + 1, False)
         assert t.execution.state is State.RUNNING
-        assert t.execution.steps[0].last_failure == BOOM
+        assert records(t.execution)[0].last_failure == BOOM
 
         t = fire_retry(t.execution, now=now)
         assert only_dispatch(t).command_id == xid(0, attempt + 1)
         assert only_dispatch(t).attempt == attempt + 1
         assert t.history == (
             CommandRecorded(
-                CommandKind.EXECUTE, "do_a", "a", xid(0, attempt + 1), attempt + 1, {"order": 7}
+                CommandKind.EXECUTE,
+                "do_a",
+                "a",
+                xid(0, attempt + 1),
+                attempt + 1,
+                {"order": 7},
+                path="a",
             ),
         )
         ex = t.execution
-        assert ex.steps[0].attempts == attempt + 1
+        assert records(ex)[0].attempts == attempt + 1
 
     assert delays == expected_delays
 
@@ -489,11 +518,12 @@ def test_retryable_failure_retries_with_exponential_backoff_then_fails_for_good(
         policy.max_attempts,
         BOOM,
         False,
+        path="a",
     )
     assert of(t.effects, ScheduleTimer) == []
     assert t.execution.state is State.FAILED
     assert t.execution.failure == BOOM
-    assert t.execution.steps[0].status is StepStatus.FAILED
+    assert records(t.execution)[0].status is StepStatus.FAILED
 
 
 def test_retry_dispatch_keeps_the_context_and_schedules_new_timers() -> None:
@@ -518,7 +548,7 @@ def test_retry_dispatch_keeps_the_context_and_schedules_new_timers() -> None:
         ScheduleTimer(timeout_timer(xid(0, 2)), T0 + 1_001 + TIMEOUT_MS),
         ScheduleTimer(heartbeat_timer(xid(0, 2)), T0 + 1_001 + 5_000),
     )
-    assert t.execution.current == Attempt(CommandKind.EXECUTE, 0, 2, True)
+    assert current(t.execution) == Attempt(CommandKind.EXECUTE, "0", 2, True)
 
 
 @pytest.mark.parametrize(
@@ -548,7 +578,7 @@ def test_non_retryable_failures_are_not_retried(
     else:
         assert t.execution.state is State.FAILED
         assert t.execution.failure == failure
-        assert t.execution.steps[0].attempts == 1
+        assert records(t.execution)[0].attempts == 1
 
 
 # -- compensation ------------------------------------------------------------
@@ -576,10 +606,10 @@ def test_failure_with_nothing_to_compensate_ends_failed(steps: tuple[StepSpec, .
     assert done.state is State.FAILED
     assert done.failure == INVALID
     assert done.completed_ms == T0 + 7
-    assert done.current is None
+    assert current(done) is None
     assert done.requires_manual_intervention is False
-    assert done.steps[-1].status is StepStatus.FAILED
-    assert all(s.status is StepStatus.COMPLETED for s in done.steps[:-1])
+    assert records(done)[-1].status is StepStatus.FAILED
+    assert all(s.status is StepStatus.COMPLETED for s in records(done)[:-1])
 
 
 def test_failed_step_compensates_completed_steps_in_reverse() -> None:
@@ -591,9 +621,9 @@ def test_failed_step_compensates_completed_steps_in_reverse() -> None:
     t = fail(ex, INVALID, now=T0 + 1)
 
     assert t.history == (
-        ErrorRecorded(CommandKind.EXECUTE, "do_c", "c", xid(2, 1), 1, INVALID, False),
-        CommandRecorded(CommandKind.COMPENSATE, "undo_b", "b", cid(1, 1), 1, at_failure),
-        StatusChanged(State.RUNNING, "b"),
+        ErrorRecorded(CommandKind.EXECUTE, "do_c", "c", xid(2, 1), 1, INVALID, False, path="c"),
+        CommandRecorded(CommandKind.COMPENSATE, "undo_b", "b", cid(1, 1), 1, at_failure, path="b"),
+        StatusChanged(State.COMPENSATING, "b"),
     )
     assert t.effects == (
         CancelTimer(timeout_timer(xid(2, 1))),
@@ -609,13 +639,13 @@ def test_failed_step_compensates_completed_steps_in_reverse() -> None:
         ),
         ScheduleTimer(timeout_timer(cid(1, 1)), T0 + 1 + TIMEOUT_MS),
     )
-    assert t.execution.state is State.RUNNING
-    assert t.execution.current == Attempt(CommandKind.COMPENSATE, 1, 1, True)
+    assert t.execution.state is State.COMPENSATING
+    assert current(t.execution) == Attempt(CommandKind.COMPENSATE, "1", 1, True)
     assert t.execution.failure == INVALID
 
     t = complete(t.execution, {"released": "rb"})
     assert t.history[0] == ResultRecorded(
-        CommandKind.COMPENSATE, "undo_b", "b", cid(1, 1), {"released": "rb"}
+        CommandKind.COMPENSATE, "undo_b", "b", cid(1, 1), {"released": "rb"}, path="b"
     )
     second = only_dispatch(t)
     assert (second.command_id, second.worker, second.kind) == (
@@ -623,16 +653,18 @@ def test_failed_step_compensates_completed_steps_in_reverse() -> None:
         "undo_a",
         CommandKind.COMPENSATE,
     )
-    assert second.context == at_failure
+    # Each compensation sees the context at the failure with its own step's
+    # result on top: undo_a finds a's resource id, not b's.
+    assert second.context == {**at_failure, "resource_id": "ra", "shared": "a"}
 
     t = complete(t.execution, {}, now=T0 + 2)
     done = t.execution
     assert done.state is State.COMPENSATED
     assert done.completed_ms == T0 + 2
-    assert done.current is None
+    assert current(done) is None
     assert done.failure == INVALID
     assert done.requires_manual_intervention is False
-    assert [s.status for s in done.steps] == [
+    assert [s.status for s in records(done)] == [
         StepStatus.COMPENSATED,
         StepStatus.COMPENSATED,
         StepStatus.FAILED,
@@ -649,13 +681,13 @@ def test_steps_without_compensation_are_skipped_in_compensation() -> None:
 
     compensated = []
     t = fail(ex, INVALID)
-    while t.execution.current is not None:
+    while current(t.execution) is not None:
         compensated.append(only_dispatch(t).worker)
         t = complete(t.execution)
 
     assert compensated == ["undo_c", "undo_a"]
     assert t.execution.state is State.COMPENSATED
-    assert [s.status for s in t.execution.steps] == [
+    assert [s.status for s in records(t.execution)] == [
         StepStatus.COMPENSATED,
         StepStatus.COMPLETED,
         StepStatus.COMPENSATED,
@@ -705,18 +737,19 @@ def test_compensation_failing_for_good_requires_manual_intervention_and_others_s
         compensation_attempts,
         failed_compensation,
         False,
+        path="b",
     )
     assert only_dispatch(t).command_id == cid(0, 1)  # a is still compensated
     assert t.execution.requires_manual_intervention is True
-    assert t.execution.steps[1].status is StepStatus.COMPENSATION_FAILED
-    assert t.execution.steps[1].compensation_attempts == compensation_attempts
-    assert t.execution.steps[1].last_failure == failed_compensation
+    assert records(t.execution)[1].status is StepStatus.COMPENSATION_FAILED
+    assert records(t.execution)[1].compensation_attempts == compensation_attempts
+    assert records(t.execution)[1].last_failure == failed_compensation
 
     done = complete(t.execution).execution
     assert done.state is State.FAILED
     assert done.requires_manual_intervention is True
     assert done.failure == INVALID  # the failure that started compensation stays recorded
-    assert [s.status for s in done.steps] == [
+    assert [s.status for s in records(done)] == [
         StepStatus.COMPENSATED,
         StepStatus.COMPENSATION_FAILED,
         StepStatus.FAILED,
@@ -744,7 +777,7 @@ def test_compensation_result_can_ask_for_manual_intervention(
     done = complete(t.execution).execution
 
     assert done.requires_manual_intervention is flagged
-    b = done.steps[1]
+    b = records(done)[1]
     if flagged:
         assert done.state is State.FAILED
         assert b.status is StepStatus.COMPENSATION_FAILED
@@ -756,7 +789,7 @@ def test_compensation_result_can_ask_for_manual_intervention(
     else:
         assert done.state is State.COMPENSATED
         assert b.status is StepStatus.COMPENSATED
-    assert done.steps[0].status is StepStatus.COMPENSATED
+    assert records(done)[0].status is StepStatus.COMPENSATED
 
 
 # -- timeouts and heartbeats ---------------------------------------------------
@@ -815,7 +848,7 @@ def test_timer_with_no_retries_left_fails_the_step(
 
     stop = t.effects[0]
     assert isinstance(stop, CancelCommand) and stop.command_id == xid(1, 1)
-    assert t.execution.steps[1].status is StepStatus.FAILED
+    assert records(t.execution)[1].status is StepStatus.FAILED
     assert t.execution.failure is not None and t.execution.failure.type == failure_type
     if final_state is State.COMPENSATED:
         assert only_dispatch(t).command_id == cid(0, 1)
@@ -845,8 +878,8 @@ def test_cancel_while_step_runs_cancels_it_and_compensates_completed_steps() -> 
     assert (compensation.command_id, compensation.worker) == (cid(1, 1), "undo_b")
     assert compensation.context == {"order": 7, "ra": 1, "rb": 2}
     assert t.execution.cancel_requested is True
-    assert t.execution.steps[2].status is StepStatus.CANCELLED
-    assert t.execution.state is State.RUNNING
+    assert records(t.execution)[2].status is StepStatus.CANCELLED
+    assert t.execution.state is State.COMPENSATING
 
     t = complete(t.execution)
     assert only_dispatch(t).command_id == cid(0, 1)
@@ -856,12 +889,12 @@ def test_cancel_while_step_runs_cancels_it_and_compensates_completed_steps() -> 
     assert done.state is State.CANCELLED
     assert done.completed_ms == T0 + 4
     assert done.failure is None
-    assert [s.status for s in done.steps] == [
+    assert [s.status for s in records(done)] == [
         StepStatus.COMPENSATED,
         StepStatus.COMPENSATED,
         StepStatus.CANCELLED,
     ]
-    assert t.history[-1] == StatusChanged(State.CANCELLED, "")
+    assert t.history[-1] == StatusChanged(State.CANCELLED, "", "user asked")
 
 
 @pytest.mark.parametrize(
@@ -883,11 +916,11 @@ def test_cancel_with_nothing_to_compensate_is_cancelled_at_once(
         CancelTimer(timeout_timer(xid(running, 1))),
         CancelCommand(xid(running, 1), "stop"),
     )
-    assert t.history == (StatusChanged(State.CANCELLED, ""),)
+    assert t.history == (StatusChanged(State.CANCELLED, "", "stop"),)
     assert t.execution.state is State.CANCELLED
     assert t.execution.completed_ms == T0 + 9
-    assert t.execution.current is None
-    assert t.execution.steps[running].status is StepStatus.CANCELLED
+    assert current(t.execution) is None
+    assert records(t.execution)[running].status is StepStatus.CANCELLED
 
 
 def test_cancel_without_reason_uses_a_default_reason() -> None:
@@ -906,7 +939,7 @@ def test_cancel_while_waiting_for_retry_cancels_the_retry_timer() -> None:
     assert t.effects[0] == CancelTimer(retry_timer(xid(1, 2)))
     assert of(t.effects, CancelCommand) == []
     assert only_dispatch(t).command_id == cid(0, 1)
-    assert t.execution.steps[1].status is StepStatus.CANCELLED
+    assert records(t.execution)[1].status is StepStatus.CANCELLED
 
     assert complete(t.execution).execution.state is State.CANCELLED
 
@@ -917,7 +950,7 @@ def test_cancel_while_waiting_for_retry_cancels_the_retry_timer() -> None:
     ids=["compensation-succeeds", "compensation-needs-a-person"],
 )
 @pytest.mark.parametrize("waiting_for_retry", [False, True], ids=["running", "waiting-retry"])
-def test_cancel_while_compensating_adds_nothing_and_the_failure_decides_the_end(
+def test_cancel_while_compensating_records_its_reason_and_the_failure_decides_the_end(
     compensation_result: dict[str, Any], final_state: State, waiting_for_retry: bool
 ) -> None:
     spec = workflow(undoable("a", compensation_retry=RetryPolicy(max_attempts=2)), step("b"))
@@ -927,9 +960,10 @@ def test_cancel_while_compensating_adds_nothing_and_the_failure_decides_the_end(
 
     t = cancel(ex)
 
-    assert t.effects == () and t.history == ()
+    assert t.effects == ()
+    assert t.history == (StatusChanged(State.COMPENSATING, "a", "user asked"),)
     assert t.execution.cancel_requested is True
-    assert t.execution.current == ex.current
+    assert current(t.execution) == current(ex)
 
     ex = t.execution
     if waiting_for_retry:
@@ -950,9 +984,9 @@ def test_compensation_failing_for_good_after_cancel_ends_failed_needing_a_person
     done = complete(t.execution).execution
     assert done.state is State.FAILED
     assert done.requires_manual_intervention is True
-    assert done.steps[1].status is StepStatus.COMPENSATION_FAILED
-    assert done.steps[1].last_failure == broken
-    assert done.steps[0].status is StepStatus.COMPENSATED
+    assert records(done)[1].status is StepStatus.COMPENSATION_FAILED
+    assert records(done)[1].last_failure == broken
+    assert records(done)[0].status is StepStatus.COMPENSATED
 
 
 def _completed() -> Execution:
@@ -1015,7 +1049,7 @@ def test_sub_workflow_step_starts_a_child_and_cancel_or_timeout_cancels_it() -> 
     started = start(spec, transaction_id="tx-1", correlation_id="", input={"a": 1}, now_ms=0)
     children = [e for e in started.effects if isinstance(e, StartChild)]
     assert children == [StartChild("tx-1:x0:1", "child", 2, "tx-1.0.1", {"a": 1})]
-    assert started.execution.steps[0].child_transaction_id == "tx-1.0.1"
+    assert records(started.execution)[0].child_transaction_id == "tx-1.0.1"
     assert not [e for e in started.effects if isinstance(e, DispatchCommand)]
 
     cancelled = apply(started.execution, CancelRequested("stop"), 10)

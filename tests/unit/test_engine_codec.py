@@ -64,8 +64,8 @@ DECLINED = Failure("card declined: «insufficient»", "CardDeclined", non_retrya
 
 
 def _command(ex: Execution) -> str:
-    assert ex.current is not None
-    return ex.command_id(ex.current)
+    (attempt,) = ex.attempts.values()
+    return ex.command_id(attempt)
 
 
 def _fresh() -> Execution:
@@ -137,8 +137,8 @@ EXECUTIONS = pytest.mark.parametrize(
         (_fresh, State.RUNNING),
         (_mid_retry, State.RUNNING),
         (_second_attempt_running, State.RUNNING),
-        (_compensating_after_decline, State.RUNNING),
-        (_compensating_cancel_requested, State.RUNNING),
+        (_compensating_after_decline, State.COMPENSATING),
+        (_compensating_cancel_requested, State.COMPENSATING),
         (_compensated, State.COMPENSATED),
         (_failed_needing_a_person, State.FAILED),
         (_cancelled, State.CANCELLED),
@@ -167,14 +167,15 @@ def test_round_trip_preserves_the_details_that_matter_mid_saga() -> None:
 
     assert ex.failure == DECLINED
     assert ex.requires_manual_intervention is True
-    assert ex.steps[1].last_failure is not None
-    assert ex.steps[1].last_failure.type == "CompensationFailed"
+    assert ex.node(1).last_failure is not None
+    assert ex.node(1).last_failure.type == "CompensationFailed"
     assert ex.metadata == {"tenant": "acme", "trace": "t-1"}
     assert ex.request_fingerprint == "sha256:abc"
 
     waiting = _round_trip(_mid_retry())
-    assert waiting.current is not None and waiting.current.dispatched is False
-    assert waiting.steps[1].last_failure == CRASH
+    (attempt,) = waiting.attempts.values()
+    assert attempt.dispatched is False
+    assert waiting.node(1).last_failure == CRASH
 
 
 @pytest.mark.parametrize(
@@ -190,11 +191,9 @@ def test_round_trip_preserves_the_details_that_matter_mid_saga() -> None:
 )
 def test_decoded_execution_behaves_like_the_original(build: Callable[[], Execution]) -> None:
     ex = build()
-    assert ex.current is not None
     command = _command(ex)
-    event = (
-        TimerFired(f"retry:{command}") if not ex.current.dispatched else StepFailed(command, CRASH)
-    )
+    (attempt,) = ex.attempts.values()
+    event = TimerFired(f"retry:{command}") if not attempt.dispatched else StepFailed(command, CRASH)
 
     assert apply(_round_trip(ex), event, T0 + 1_000) == apply(ex, event, T0 + 1_000)
 

@@ -16,6 +16,7 @@ class WorkflowState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WORKFLOW_STATE_FAILED: _ClassVar[WorkflowState]
     WORKFLOW_STATE_COMPENSATED: _ClassVar[WorkflowState]
     WORKFLOW_STATE_CANCELLED: _ClassVar[WorkflowState]
+    WORKFLOW_STATE_COMPENSATING: _ClassVar[WorkflowState]
 WORKFLOW_STATE_UNSPECIFIED: WorkflowState
 WORKFLOW_STATE_PENDING: WorkflowState
 WORKFLOW_STATE_RUNNING: WorkflowState
@@ -23,6 +24,7 @@ WORKFLOW_STATE_COMPLETED: WorkflowState
 WORKFLOW_STATE_FAILED: WorkflowState
 WORKFLOW_STATE_COMPENSATED: WorkflowState
 WORKFLOW_STATE_CANCELLED: WorkflowState
+WORKFLOW_STATE_COMPENSATING: WorkflowState
 
 class Payload(_message.Message):
     __slots__ = ("metadata", "data")

@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from multiagents.v1 import common_pb2 as multiagents_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmultiagents/v1/workflow.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\"\xd1\x01\n\x0bRetryPolicy\x12\x18\n\x10maximum_attempts\x18\x01 \x01(\x05\x12\x33\n\x10initial_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13\x62\x61\x63koff_coefficient\x18\x03 \x01(\x01\x12\x33\n\x10maximum_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12!\n\x19non_retryable_error_types\x18\x05 \x03(\t\"\xc5\x02\n\x0eStepDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x14\n\x0c\x63ompensation\x18\x03 \x01(\t\x12\x31\n\x0cretry_policy\x18\x04 \x01(\x0b\x32\x1b.multiagents.v1.RetryPolicy\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\x11heartbeat_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12>\n\x19\x63ompensation_retry_policy\x18\x07 \x01(\x0b\x32\x1b.multiagents.v1.RetryPolicy\x12\x10\n\x08workflow\x18\x08 \x01(\t\x12\x18\n\x10workflow_version\x18\t \x01(\x05\"w\n\x12WorkflowDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12-\n\x05steps\x18\x03 \x03(\x0b\x32\x1e.multiagents.v1.StepDefinition\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\xa3\x01\n\x08StepInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.multiagents.v1.StepStatus\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12-\n\x0clast_failure\x18\x04 \x01(\x0b\x32\x17.multiagents.v1.Failure\x12\x1c\n\x14\x63hild_transaction_id\x18\x05 \x01(\t\"\xca\x04\n\x0eWorkflowStatus\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12\x15\n\rworkflow_name\x18\x03 \x01(\t\x12\x18\n\x10workflow_version\x18\x04 \x01(\x05\x12,\n\x05state\x18\x05 \x01(\x0e\x32\x1d.multiagents.v1.WorkflowState\x12\x14\n\x0c\x63urrent_step\x18\x06 \x01(\t\x12-\n\x0cstep_results\x18\x07 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12(\n\x07\x63ontext\x18\x08 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12(\n\x07\x66\x61ilure\x18\t \x01(\x0b\x32\x17.multiagents.v1.Failure\x12$\n\x1crequires_manual_intervention\x18\n \x01(\x08\x12\'\n\x05steps\x18\x0b \x03(\x0b\x32\x18.multiagents.v1.StepInfo\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\x0f \x01(\x03\x12\x1d\n\x15parent_transaction_id\x18\x10 \x01(\t*\xeb\x01\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13STEP_STATUS_PENDING\x10\x01\x12\x17\n\x13STEP_STATUS_RUNNING\x10\x02\x12\x19\n\x15STEP_STATUS_COMPLETED\x10\x03\x12\x16\n\x12STEP_STATUS_FAILED\x10\x04\x12\x1b\n\x17STEP_STATUS_COMPENSATED\x10\x05\x12#\n\x1fSTEP_STATUS_COMPENSATION_FAILED\x10\x06\x12\x19\n\x15STEP_STATUS_CANCELLED\x10\x07\x42PZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmultiagents/v1/workflow.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\"\xd1\x01\n\x0bRetryPolicy\x12\x18\n\x10maximum_attempts\x18\x01 \x01(\x05\x12\x33\n\x10initial_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13\x62\x61\x63koff_coefficient\x18\x03 \x01(\x01\x12\x33\n\x10maximum_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12!\n\x19non_retryable_error_types\x18\x05 \x03(\t\"\xa8\x04\n\x0eStepDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x14\n\x0c\x63ompensation\x18\x03 \x01(\t\x12\x31\n\x0cretry_policy\x18\x04 \x01(\x0b\x32\x1b.multiagents.v1.RetryPolicy\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\x11heartbeat_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12>\n\x19\x63ompensation_retry_policy\x18\x07 \x01(\x0b\x32\x1b.multiagents.v1.RetryPolicy\x12\x10\n\x08workflow\x18\x08 \x01(\t\x12\x18\n\x10workflow_version\x18\t \x01(\x05\x12/\n\x08parallel\x18\n \x01(\x0b\x32\x1d.multiagents.v1.ParallelGroup\x12$\n\x03map\x18\x0b \x01(\x0b\x32\x17.multiagents.v1.MapStep\x12,\n\tcondition\x18\x0c \x01(\x0b\x32\x19.multiagents.v1.Condition\x12\x36\n\x0fwait_for_signal\x18\r \x01(\x0b\x32\x1d.multiagents.v1.WaitForSignal\x12$\n\x05sleep\x18\x0e \x01(\x0b\x32\x15.multiagents.v1.Sleep\"E\n\x06\x42ranch\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x05steps\x18\x02 \x03(\x0b\x32\x1e.multiagents.v1.StepDefinition\"x\n\rParallelGroup\x12(\n\x08\x62ranches\x18\x01 \x03(\x0b\x32\x16.multiagents.v1.Branch\x12=\n\x0e\x66\x61ilure_policy\x18\x02 \x01(\x0e\x32%.multiagents.v1.ParallelFailurePolicy\"_\n\x07MapStep\x12\r\n\x05items\x18\x01 \x01(\t\x12,\n\x04step\x18\x02 \x01(\x0b\x32\x1e.multiagents.v1.StepDefinition\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\x05\"t\n\rConditionCase\x12\x0c\n\x04when\x18\x01 \x01(\t\x12&\n\x06\x65quals\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12-\n\x05steps\x18\x03 \x03(\x0b\x32\x1e.multiagents.v1.StepDefinition\"|\n\tCondition\x12,\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32\x1d.multiagents.v1.ConditionCase\x12\x31\n\totherwise\x18\x02 \x03(\x0b\x32\x1e.multiagents.v1.StepDefinition\x12\x0e\n\x06switch\x18\x03 \x01(\t\"\xae\x01\n\rWaitForSignal\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13\x63ontinue_on_timeout\x18\x03 \x01(\x08\x12\x32\n\non_timeout\x18\x04 \x03(\x0b\x32\x1e.multiagents.v1.StepDefinition\x12\x10\n\x08\x61pproval\x18\x05 \x01(\x08\"4\n\x05Sleep\x12+\n\x08\x64uration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"w\n\x12WorkflowDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12-\n\x05steps\x18\x03 \x03(\x0b\x32\x1e.multiagents.v1.StepDefinition\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\xb0\x02\n\x08StepInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.multiagents.v1.StepStatus\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12-\n\x0clast_failure\x18\x04 \x01(\x0b\x32\x17.multiagents.v1.Failure\x12\x1c\n\x14\x63hild_transaction_id\x18\x05 \x01(\t\x12\x0c\n\x04path\x18\x06 \x01(\t\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x08 \x01(\t\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc9\x01\n\rWaitingSignal\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x15\n\rworkflow_name\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0e\n\x06signal\x18\x04 \x01(\t\x12\x10\n\x08\x61pproval\x18\x05 \x01(\x08\x12)\n\x05since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ntimeout_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc7\x05\n\x0eWorkflowStatus\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12\x15\n\rworkflow_name\x18\x03 \x01(\t\x12\x18\n\x10workflow_version\x18\x04 \x01(\x05\x12,\n\x05state\x18\x05 \x01(\x0e\x32\x1d.multiagents.v1.WorkflowState\x12\x14\n\x0c\x63urrent_step\x18\x06 \x01(\t\x12-\n\x0cstep_results\x18\x07 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12(\n\x07\x63ontext\x18\x08 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12(\n\x07\x66\x61ilure\x18\t \x01(\x0b\x32\x17.multiagents.v1.Failure\x12$\n\x1crequires_manual_intervention\x18\n \x01(\x08\x12\'\n\x05steps\x18\x0b \x03(\x0b\x32\x18.multiagents.v1.StepInfo\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\x0f \x01(\x03\x12\x1d\n\x15parent_transaction_id\x18\x10 \x01(\t\x12\x15\n\rrunning_steps\x18\x11 \x03(\t\x12\x36\n\x0fwaiting_signals\x18\x12 \x03(\x0b\x32\x1d.multiagents.v1.WaitingSignal\x12,\n\x08start_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x8d\x01\n\x15ParallelFailurePolicy\x12\'\n#PARALLEL_FAILURE_POLICY_UNSPECIFIED\x10\x00\x12%\n!PARALLEL_FAILURE_POLICY_FAIL_FAST\x10\x01\x12$\n PARALLEL_FAILURE_POLICY_WAIT_ALL\x10\x02*\x84\x02\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13STEP_STATUS_PENDING\x10\x01\x12\x17\n\x13STEP_STATUS_RUNNING\x10\x02\x12\x19\n\x15STEP_STATUS_COMPLETED\x10\x03\x12\x16\n\x12STEP_STATUS_FAILED\x10\x04\x12\x1b\n\x17STEP_STATUS_COMPENSATED\x10\x05\x12#\n\x1fSTEP_STATUS_COMPENSATION_FAILED\x10\x06\x12\x19\n\x15STEP_STATUS_CANCELLED\x10\x07\x12\x17\n\x13STEP_STATUS_SKIPPED\x10\x08\x42PZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +36,34 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'multiagents.v1.workflow_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1'
-  _globals['_STEPSTATUS']._serialized_start=1560
-  _globals['_STEPSTATUS']._serialized_end=1795
-  _globals['_RETRYPOLICY']._serialized_start=144
-  _globals['_RETRYPOLICY']._serialized_end=353
-  _globals['_STEPDEFINITION']._serialized_start=356
-  _globals['_STEPDEFINITION']._serialized_end=681
-  _globals['_WORKFLOWDEFINITION']._serialized_start=683
-  _globals['_WORKFLOWDEFINITION']._serialized_end=802
-  _globals['_STEPINFO']._serialized_start=805
-  _globals['_STEPINFO']._serialized_end=968
-  _globals['_WORKFLOWSTATUS']._serialized_start=971
-  _globals['_WORKFLOWSTATUS']._serialized_end=1557
+  _globals['_PARALLELFAILUREPOLICY']._serialized_start=3052
+  _globals['_PARALLELFAILUREPOLICY']._serialized_end=3193
+  _globals['_STEPSTATUS']._serialized_start=3196
+  _globals['_STEPSTATUS']._serialized_end=3456
+  _globals['_RETRYPOLICY']._serialized_start=174
+  _globals['_RETRYPOLICY']._serialized_end=383
+  _globals['_STEPDEFINITION']._serialized_start=386
+  _globals['_STEPDEFINITION']._serialized_end=938
+  _globals['_BRANCH']._serialized_start=940
+  _globals['_BRANCH']._serialized_end=1009
+  _globals['_PARALLELGROUP']._serialized_start=1011
+  _globals['_PARALLELGROUP']._serialized_end=1131
+  _globals['_MAPSTEP']._serialized_start=1133
+  _globals['_MAPSTEP']._serialized_end=1228
+  _globals['_CONDITIONCASE']._serialized_start=1230
+  _globals['_CONDITIONCASE']._serialized_end=1346
+  _globals['_CONDITION']._serialized_start=1348
+  _globals['_CONDITION']._serialized_end=1472
+  _globals['_WAITFORSIGNAL']._serialized_start=1475
+  _globals['_WAITFORSIGNAL']._serialized_end=1649
+  _globals['_SLEEP']._serialized_start=1651
+  _globals['_SLEEP']._serialized_end=1703
+  _globals['_WORKFLOWDEFINITION']._serialized_start=1705
+  _globals['_WORKFLOWDEFINITION']._serialized_end=1824
+  _globals['_STEPINFO']._serialized_start=1827
+  _globals['_STEPINFO']._serialized_end=2131
+  _globals['_WAITINGSIGNAL']._serialized_start=2134
+  _globals['_WAITINGSIGNAL']._serialized_end=2335
+  _globals['_WORKFLOWSTATUS']._serialized_start=2338
+  _globals['_WORKFLOWSTATUS']._serialized_end=3049
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
 from multiagents.v1 import common_pb2 as _common_pb2
 from multiagents.v1 import events_pb2 as _events_pb2
 from multiagents.v1 import workflow_pb2 as _workflow_pb2
@@ -46,18 +49,20 @@ class ListWorkflowDefinitionsResponse(_message.Message):
     def __init__(self, definitions: _Optional[_Iterable[_Union[_workflow_pb2.WorkflowDefinition, _Mapping]]] = ...) -> None: ...
 
 class ExecuteWorkflowRequest(_message.Message):
-    __slots__ = ("workflow_name", "version", "input", "request_id", "correlation_id")
+    __slots__ = ("workflow_name", "version", "input", "request_id", "correlation_id", "start_delay")
     WORKFLOW_NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    START_DELAY_FIELD_NUMBER: _ClassVar[int]
     workflow_name: str
     version: int
     input: _common_pb2.Payload
     request_id: str
     correlation_id: str
-    def __init__(self, workflow_name: _Optional[str] = ..., version: _Optional[int] = ..., input: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., request_id: _Optional[str] = ..., correlation_id: _Optional[str] = ...) -> None: ...
+    start_delay: _duration_pb2.Duration
+    def __init__(self, workflow_name: _Optional[str] = ..., version: _Optional[int] = ..., input: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., request_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., start_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ExecuteWorkflowResponse(_message.Message):
     __slots__ = ("transaction_id", "created")
@@ -136,3 +141,49 @@ class GetHistoryResponse(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[_events_pb2.WorkflowEvent]
     def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.WorkflowEvent, _Mapping]]] = ...) -> None: ...
+
+class SignalWorkflowRequest(_message.Message):
+    __slots__ = ("transaction_id", "signal", "payload", "signal_id")
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    transaction_id: str
+    signal: str
+    payload: _common_pb2.Payload
+    signal_id: str
+    def __init__(self, transaction_id: _Optional[str] = ..., signal: _Optional[str] = ..., payload: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., signal_id: _Optional[str] = ...) -> None: ...
+
+class SignalWorkflowResponse(_message.Message):
+    __slots__ = ("duplicate",)
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    duplicate: bool
+    def __init__(self, duplicate: _Optional[bool] = ...) -> None: ...
+
+class ResumeWorkflowRequest(_message.Message):
+    __slots__ = ("transaction_id",)
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    transaction_id: str
+    def __init__(self, transaction_id: _Optional[str] = ...) -> None: ...
+
+class ResumeWorkflowResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListWaitingSignalsRequest(_message.Message):
+    __slots__ = ("signal", "workflow_name", "approvals_only", "page_size")
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_NAME_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_ONLY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    signal: str
+    workflow_name: str
+    approvals_only: bool
+    page_size: int
+    def __init__(self, signal: _Optional[str] = ..., workflow_name: _Optional[str] = ..., approvals_only: _Optional[bool] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class ListWaitingSignalsResponse(_message.Message):
+    __slots__ = ("waiting",)
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    waiting: _containers.RepeatedCompositeFieldContainer[_workflow_pb2.WaitingSignal]
+    def __init__(self, waiting: _Optional[_Iterable[_Union[_workflow_pb2.WaitingSignal, _Mapping]]] = ...) -> None: ...

@@ -87,6 +87,21 @@ class WorkflowServiceStub:
                 request_serializer=multiagents_dot_v1_dot_workflow__service__pb2.GetHistoryRequest.SerializeToString,
                 response_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.GetHistoryResponse.FromString,
                 _registered_method=True)
+        self.SignalWorkflow = channel.unary_unary(
+                '/multiagents.v1.WorkflowService/SignalWorkflow',
+                request_serializer=multiagents_dot_v1_dot_workflow__service__pb2.SignalWorkflowRequest.SerializeToString,
+                response_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.SignalWorkflowResponse.FromString,
+                _registered_method=True)
+        self.ResumeWorkflow = channel.unary_unary(
+                '/multiagents.v1.WorkflowService/ResumeWorkflow',
+                request_serializer=multiagents_dot_v1_dot_workflow__service__pb2.ResumeWorkflowRequest.SerializeToString,
+                response_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.ResumeWorkflowResponse.FromString,
+                _registered_method=True)
+        self.ListWaitingSignals = channel.unary_unary(
+                '/multiagents.v1.WorkflowService/ListWaitingSignals',
+                request_serializer=multiagents_dot_v1_dot_workflow__service__pb2.ListWaitingSignalsRequest.SerializeToString,
+                response_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.ListWaitingSignalsResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -163,6 +178,28 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignalWorkflow(self, request, context):
+        """Sends a signal to an execution (a wait_for_signal step takes it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeWorkflow(self, request, context):
+        """Picks a FAILED execution up again, same id, history kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWaitingSignals(self, request, context):
+        """Lists the waits that wait for a signal now, across executions (an
+        approval inbox), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -210,6 +247,21 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.GetHistory,
                     request_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.GetHistoryRequest.FromString,
                     response_serializer=multiagents_dot_v1_dot_workflow__service__pb2.GetHistoryResponse.SerializeToString,
+            ),
+            'SignalWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignalWorkflow,
+                    request_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.SignalWorkflowRequest.FromString,
+                    response_serializer=multiagents_dot_v1_dot_workflow__service__pb2.SignalWorkflowResponse.SerializeToString,
+            ),
+            'ResumeWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeWorkflow,
+                    request_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.ResumeWorkflowRequest.FromString,
+                    response_serializer=multiagents_dot_v1_dot_workflow__service__pb2.ResumeWorkflowResponse.SerializeToString,
+            ),
+            'ListWaitingSignals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWaitingSignals,
+                    request_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.ListWaitingSignalsRequest.FromString,
+                    response_serializer=multiagents_dot_v1_dot_workflow__service__pb2.ListWaitingSignalsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -463,6 +515,87 @@ class WorkflowService:
             '/multiagents.v1.WorkflowService/GetHistory',
             multiagents_dot_v1_dot_workflow__service__pb2.GetHistoryRequest.SerializeToString,
             multiagents_dot_v1_dot_workflow__service__pb2.GetHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignalWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/multiagents.v1.WorkflowService/SignalWorkflow',
+            multiagents_dot_v1_dot_workflow__service__pb2.SignalWorkflowRequest.SerializeToString,
+            multiagents_dot_v1_dot_workflow__service__pb2.SignalWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/multiagents.v1.WorkflowService/ResumeWorkflow',
+            multiagents_dot_v1_dot_workflow__service__pb2.ResumeWorkflowRequest.SerializeToString,
+            multiagents_dot_v1_dot_workflow__service__pb2.ResumeWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWaitingSignals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/multiagents.v1.WorkflowService/ListWaitingSignals',
+            multiagents_dot_v1_dot_workflow__service__pb2.ListWaitingSignalsRequest.SerializeToString,
+            multiagents_dot_v1_dot_workflow__service__pb2.ListWaitingSignalsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,14 @@ class WorkflowServiceStub:
     """Lists executions, newest first."""
     GetHistory: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.GetHistoryRequest, _workflow_service_pb2.GetHistoryResponse]
     """Returns every event of one execution, in order."""
+    SignalWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.SignalWorkflowRequest, _workflow_service_pb2.SignalWorkflowResponse]
+    """Sends a signal to an execution (a wait_for_signal step takes it)."""
+    ResumeWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ResumeWorkflowRequest, _workflow_service_pb2.ResumeWorkflowResponse]
+    """Picks a FAILED execution up again, same id, history kept."""
+    ListWaitingSignals: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ListWaitingSignalsRequest, _workflow_service_pb2.ListWaitingSignalsResponse]
+    """Lists the waits that wait for a signal now, across executions (an
+    approval inbox), oldest first.
+    """
 
 @_typing.type_check_only
 class WorkflowServiceAsyncStub(WorkflowServiceStub):
@@ -91,6 +99,14 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """Lists executions, newest first."""
     GetHistory: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.GetHistoryRequest, _workflow_service_pb2.GetHistoryResponse]  # type: ignore[assignment]
     """Returns every event of one execution, in order."""
+    SignalWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.SignalWorkflowRequest, _workflow_service_pb2.SignalWorkflowResponse]  # type: ignore[assignment]
+    """Sends a signal to an execution (a wait_for_signal step takes it)."""
+    ResumeWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ResumeWorkflowRequest, _workflow_service_pb2.ResumeWorkflowResponse]  # type: ignore[assignment]
+    """Picks a FAILED execution up again, same id, history kept."""
+    ListWaitingSignals: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ListWaitingSignalsRequest, _workflow_service_pb2.ListWaitingSignalsResponse]  # type: ignore[assignment]
+    """Lists the waits that wait for a signal now, across executions (an
+    approval inbox), oldest first.
+    """
 
 class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
     """WorkflowService is what clients use: register definitions, run and follow
@@ -174,5 +190,31 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_service_pb2.GetHistoryResponse, _abc.Awaitable[_workflow_service_pb2.GetHistoryResponse]]:
         """Returns every event of one execution, in order."""
+
+    @_abc_1.abstractmethod
+    def SignalWorkflow(
+        self,
+        request: _workflow_service_pb2.SignalWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.SignalWorkflowResponse, _abc.Awaitable[_workflow_service_pb2.SignalWorkflowResponse]]:
+        """Sends a signal to an execution (a wait_for_signal step takes it)."""
+
+    @_abc_1.abstractmethod
+    def ResumeWorkflow(
+        self,
+        request: _workflow_service_pb2.ResumeWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.ResumeWorkflowResponse, _abc.Awaitable[_workflow_service_pb2.ResumeWorkflowResponse]]:
+        """Picks a FAILED execution up again, same id, history kept."""
+
+    @_abc_1.abstractmethod
+    def ListWaitingSignals(
+        self,
+        request: _workflow_service_pb2.ListWaitingSignalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.ListWaitingSignalsResponse, _abc.Awaitable[_workflow_service_pb2.ListWaitingSignalsResponse]]:
+        """Lists the waits that wait for a signal now, across executions (an
+        approval inbox), oldest first.
+        """
 
 def add_WorkflowServiceServicer_to_server(servicer: WorkflowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,20 +1,34 @@
 """JSON form of engine values, for storage. Plain dicts and lists only, so the
-stored state is readable with any Redis client and never needs pickle."""
+stored state is readable with any Redis client and never needs pickle.
+
+State stored by version 1 (a flat list of steps, one `current` attempt) is
+still read: `execution_from_json` turns it into the tree form.
+"""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from multiagents_server.engine.model import (
     Attempt,
+    Branch,
+    Case,
     CommandKind,
+    ConditionSpec,
     Execution,
     Failure,
+    MapSpec,
+    Node,
+    NodeRecord,
+    ParallelSpec,
     RetryPolicy,
+    Signal,
+    SleepSpec,
     State,
-    StepRecord,
     StepSpec,
     StepStatus,
+    WaitSpec,
     WorkflowSpec,
 )
 
@@ -39,27 +53,120 @@ def retry_from_json(d: dict[str, Any]) -> RetryPolicy:
     )
 
 
+def _step_to_json(s: StepSpec) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "worker": s.worker,
+        "compensation": s.compensation,
+        "retry": retry_to_json(s.retry),
+        "compensation_retry": retry_to_json(s.compensation_retry) if s.compensation_retry else None,
+        "timeout_ms": s.timeout_ms,
+        "heartbeat_timeout_ms": s.heartbeat_timeout_ms,
+        "workflow": s.workflow,
+        "workflow_version": s.workflow_version,
+    }
+
+
+def _step_from_json(s: dict[str, Any]) -> StepSpec:
+    return StepSpec(
+        name=s["name"],
+        worker=s["worker"],
+        compensation=s["compensation"],
+        retry=retry_from_json(s["retry"]),
+        compensation_retry=(
+            retry_from_json(s["compensation_retry"]) if s["compensation_retry"] else None
+        ),
+        timeout_ms=s["timeout_ms"],
+        heartbeat_timeout_ms=s["heartbeat_timeout_ms"],
+        workflow=s.get("workflow", ""),
+        workflow_version=s.get("workflow_version", 0),
+    )
+
+
+def _seq_to_json(steps: tuple[Node, ...]) -> list[dict[str, Any]]:
+    return [node_to_json(n) for n in steps]
+
+
+def _seq_from_json(rows: list[dict[str, Any]]) -> tuple[Node, ...]:
+    return tuple(node_from_json(r) for r in rows)
+
+
+def node_to_json(n: Node) -> dict[str, Any]:
+    match n:
+        case StepSpec():
+            return _step_to_json(n)
+        case ParallelSpec():
+            return {
+                "kind": "parallel",
+                "name": n.name,
+                "fail_fast": n.fail_fast,
+                "branches": [{"name": b.name, "steps": _seq_to_json(b.steps)} for b in n.branches],
+            }
+        case MapSpec():
+            return {
+                "kind": "map",
+                "name": n.name,
+                "items": n.items,
+                "body": _step_to_json(n.body),
+                "max_concurrency": n.max_concurrency,
+            }
+        case ConditionSpec():
+            return {
+                "kind": "condition",
+                "name": n.name,
+                "switch": n.switch,
+                "cases": [
+                    {"when": c.when, "equals": c.equals, "steps": _seq_to_json(c.steps)}
+                    for c in n.cases
+                ],
+                "otherwise": _seq_to_json(n.otherwise),
+            }
+        case WaitSpec():
+            return {
+                "kind": "wait",
+                "name": n.name,
+                "signal": n.signal,
+                "timeout_ms": n.timeout_ms,
+                "on_timeout": None if n.on_timeout is None else _seq_to_json(n.on_timeout),
+                "approval": n.approval,
+            }
+        case SleepSpec():
+            return {"kind": "sleep", "name": n.name, "duration_ms": n.duration_ms}
+
+
+def node_from_json(d: dict[str, Any]) -> Node:
+    match d.get("kind", "step"):
+        case "parallel":
+            branches = tuple(Branch(b["name"], _seq_from_json(b["steps"])) for b in d["branches"])
+            return ParallelSpec(d["name"], branches, d["fail_fast"])
+        case "map":
+            return MapSpec(d["name"], d["items"], _step_from_json(d["body"]), d["max_concurrency"])
+        case "condition":
+            cases = tuple(
+                Case(_seq_from_json(c["steps"]), c["when"], c["equals"]) for c in d["cases"]
+            )
+            return ConditionSpec(d["name"], cases, _seq_from_json(d["otherwise"]), d["switch"])
+        case "wait":
+            on_timeout = d["on_timeout"]
+            return WaitSpec(
+                d["name"],
+                d["signal"],
+                d["timeout_ms"],
+                None if on_timeout is None else _seq_from_json(on_timeout),
+                d["approval"],
+            )
+        case "sleep":
+            return SleepSpec(d["name"], d["duration_ms"])
+        case _:
+            return _step_from_json(d)
+
+
 def spec_to_json(spec: WorkflowSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
         "version": spec.version,
         "description": spec.description,
-        "steps": [
-            {
-                "name": s.name,
-                "worker": s.worker,
-                "compensation": s.compensation,
-                "retry": retry_to_json(s.retry),
-                "compensation_retry": (
-                    retry_to_json(s.compensation_retry) if s.compensation_retry else None
-                ),
-                "timeout_ms": s.timeout_ms,
-                "heartbeat_timeout_ms": s.heartbeat_timeout_ms,
-                "workflow": s.workflow,
-                "workflow_version": s.workflow_version,
-            }
-            for s in spec.steps
-        ],
+        "steps": _seq_to_json(spec.steps),
     }
 
 
@@ -68,22 +175,7 @@ def spec_from_json(d: dict[str, Any]) -> WorkflowSpec:
         name=d["name"],
         version=d["version"],
         description=d.get("description", ""),
-        steps=tuple(
-            StepSpec(
-                name=s["name"],
-                worker=s["worker"],
-                compensation=s["compensation"],
-                retry=retry_from_json(s["retry"]),
-                compensation_retry=(
-                    retry_from_json(s["compensation_retry"]) if s["compensation_retry"] else None
-                ),
-                timeout_ms=s["timeout_ms"],
-                heartbeat_timeout_ms=s["heartbeat_timeout_ms"],
-                workflow=s.get("workflow", ""),
-                workflow_version=s.get("workflow_version", 0),
-            )
-            for s in d["steps"]
-        ),
+        steps=_seq_from_json(d["steps"]),
     )
 
 
@@ -104,9 +196,39 @@ def failure_from_json(d: dict[str, Any] | None) -> Failure | None:
     return Failure(d["message"], d["type"], d["non_retryable"], d["stack_trace"])
 
 
+# A node record is stored without its default fields (a map of 1,000 items
+# stores 1,000 of them).
+_RECORD_DEFAULTS = NodeRecord()
+
+
+def _record_to_json(r: NodeRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": r.status.value}
+    for f in fields(NodeRecord):
+        name = f.name
+        value = getattr(r, name)
+        if name == "status" or value == getattr(_RECORD_DEFAULTS, name):
+            continue
+        if name == "last_failure":
+            value = failure_to_json(value)
+        elif name == "items":
+            value = list(value)
+        out[name] = value
+    return out
+
+
+def _record_from_json(d: dict[str, Any]) -> NodeRecord:
+    fields = dict(d)
+    fields["status"] = StepStatus(d["status"])
+    if "last_failure" in d:
+        fields["last_failure"] = failure_from_json(d["last_failure"])
+    if "items" in d:
+        fields["items"] = tuple(d["items"])
+    return NodeRecord(**fields)
+
+
 def execution_to_json(ex: Execution) -> dict[str, Any]:
-    current = ex.current
     return {
+        "v": 2,
         "transaction_id": ex.transaction_id,
         "correlation_id": ex.correlation_id,
         "spec": spec_to_json(ex.spec),
@@ -114,37 +236,31 @@ def execution_to_json(ex: Execution) -> dict[str, Any]:
         "input": ex.input,
         "context": ex.context,
         "step_results": ex.step_results,
-        "steps": [
-            {
-                "status": s.status.value,
-                "attempts": s.attempts,
-                "compensation_attempts": s.compensation_attempts,
-                "last_failure": failure_to_json(s.last_failure),
-                "child_transaction_id": s.child_transaction_id,
-            }
-            for s in ex.steps
-        ],
+        "nodes": {k: _record_to_json(r) for k, r in ex.nodes.items()},
         "created_ms": ex.created_ms,
         "updated_ms": ex.updated_ms,
-        "current": (
-            None
-            if current is None
-            else [current.kind.value, current.step_index, current.number, current.dispatched]
-        ),
+        "attempts": [[a.kind.value, a.key, a.number, a.dispatched] for a in ex.attempts.values()],
         "compensation_queue": list(ex.compensation_queue),
         "failure": failure_to_json(ex.failure),
         "cancel_requested": ex.cancel_requested,
+        "cancel_reason": ex.cancel_reason,
         "requires_manual_intervention": ex.requires_manual_intervention,
         "completed_ms": ex.completed_ms,
         "request_fingerprint": ex.request_fingerprint,
         "metadata": ex.metadata,
         "parent_transaction_id": ex.parent_transaction_id,
         "parent_command_id": ex.parent_command_id,
+        "signals": [[s.name, s.payload, s.signal_id] for s in ex.signals],
+        "signal_ids": ex.signal_ids,
+        "completions": ex.completions,
+        "start_at_ms": ex.start_at_ms,
     }
 
 
 def execution_from_json(d: dict[str, Any]) -> Execution:
-    current = d["current"]
+    if d.get("v") != 2:
+        d = _upgrade_v1(d)
+    attempts = [Attempt(CommandKind(k), key, n, sent) for k, key, n, sent in d["attempts"]]
     return Execution(
         transaction_id=d["transaction_id"],
         correlation_id=d["correlation_id"],
@@ -153,30 +269,59 @@ def execution_from_json(d: dict[str, Any]) -> Execution:
         input=d["input"],
         context=d["context"],
         step_results=d["step_results"],
-        steps=tuple(
-            StepRecord(
-                status=StepStatus(s["status"]),
-                attempts=s["attempts"],
-                compensation_attempts=s["compensation_attempts"],
-                last_failure=failure_from_json(s["last_failure"]),
-                child_transaction_id=s.get("child_transaction_id", ""),
-            )
-            for s in d["steps"]
-        ),
+        nodes={k: _record_from_json(r) for k, r in d["nodes"].items()},
         created_ms=d["created_ms"],
         updated_ms=d["updated_ms"],
-        current=(
-            None
-            if current is None
-            else Attempt(CommandKind(current[0]), current[1], current[2], current[3])
-        ),
+        attempts={a.key: a for a in attempts},
         compensation_queue=tuple(d["compensation_queue"]),
         failure=failure_from_json(d["failure"]),
         cancel_requested=d["cancel_requested"],
+        cancel_reason=d.get("cancel_reason", ""),
         requires_manual_intervention=d["requires_manual_intervention"],
         completed_ms=d["completed_ms"],
         request_fingerprint=d["request_fingerprint"],
         metadata=d["metadata"],
         parent_transaction_id=d.get("parent_transaction_id", ""),
         parent_command_id=d.get("parent_command_id", ""),
+        signals=tuple(Signal(n, p, i) for n, p, i in d.get("signals", [])),
+        signal_ids=d.get("signal_ids", {}),
+        completions=d.get("completions", 0),
+        start_at_ms=d.get("start_at_ms", 0),
     )
+
+
+def _upgrade_v1(d: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 execution (flat steps, one attempt) in the version 2 form.
+
+    Step i of a flat definition is node i; a completed step's result is in
+    `step_results`; its completion order is its index.
+    """
+    nodes: dict[str, Any] = {}
+    for i, s in enumerate(d["steps"]):
+        spec = d["spec"]["steps"][i]
+        record: dict[str, Any] = {
+            "status": s["status"],
+            "attempts": s["attempts"],
+            "compensation_attempts": s["compensation_attempts"],
+            "last_failure": s["last_failure"],
+            "child_transaction_id": s.get("child_transaction_id", ""),
+        }
+        if s["status"] in ("completed", "compensated", "compensation_failed"):
+            record["result"] = d["step_results"].get(spec["name"], {})
+            record["completed_seq"] = i + 1
+        nodes[str(i)] = record
+    current = d["current"]
+    attempts = [] if current is None else [[current[0], str(current[1]), current[2], current[3]]]
+    state = d["state"]
+    if state == "running" and (
+        d["failure"] is not None or (current is not None and current[0] == "compensate")
+    ):
+        state = "compensating"
+    return {
+        **d,
+        "state": state,
+        "nodes": nodes,
+        "attempts": attempts,
+        "compensation_queue": [str(i) for i in d["compensation_queue"]],
+        "completions": len(d["steps"]),
+    }

@@ -1,13 +1,22 @@
-"""Values the saga engine works on: definitions, executions, events, effects.
+"""Values the workflow engine works on: definitions, executions, events, effects.
 
 Everything here is a frozen dataclass of plain values, serialisable to JSON by
 `multiagents_server.engine.codec`. Times are integer milliseconds since the
 epoch, passed in by the caller: the engine never reads a clock.
+
+A definition is a tree (DESIGN.md §3a): a workflow is a sequence of nodes; a
+node is a step (a worker, or a sub-workflow), a parallel group of branches
+(each a sequence), a map of one step over a list, a condition choosing one
+sequence, a wait for a signal, or a sleep. Every node has an id, its index
+in a pre-order walk of the definition (so a sequence of plain steps numbers
+them 0, 1, 2 as version 1 did), and a path of names (`fanout/legal/review`)
+for people. One map item is the key `<id>.<item>`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -16,10 +25,12 @@ JsonObject = dict[str, Any]
 
 
 class State(StrEnum):
-    """Lifecycle state of one execution (the seed's six states)."""
+    """Lifecycle state of one execution."""
 
     PENDING = "pending"
     RUNNING = "running"
+    # A step failed for good (or a cancel came): completed steps are being undone.
+    COMPENSATING = "compensating"
     COMPLETED = "completed"
     FAILED = "failed"
     COMPENSATED = "compensated"
@@ -34,7 +45,7 @@ TERMINAL_STATES = frozenset({State.COMPLETED, State.FAILED, State.COMPENSATED, S
 
 
 class StepStatus(StrEnum):
-    """State of one step inside an execution."""
+    """State of one node (or map item) inside an execution."""
 
     PENDING = "pending"
     RUNNING = "running"
@@ -43,6 +54,8 @@ class StepStatus(StrEnum):
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
     CANCELLED = "cancelled"
+    # A condition's branch that was not taken, or a node after it.
+    SKIPPED = "skipped"
 
 
 class CommandKind(StrEnum):
@@ -79,9 +92,12 @@ class RetryPolicy:
         return int(min(initial * self.backoff_coefficient**exponent, cap))
 
 
+# -- the definition tree --------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class StepSpec:
-    """One step of a workflow definition."""
+    """A step run by a worker, or a sub-workflow (exactly one of worker/workflow)."""
 
     name: str
     worker: str
@@ -90,19 +106,162 @@ class StepSpec:
     compensation_retry: RetryPolicy | None = None
     timeout_ms: int = 600_000
     heartbeat_timeout_ms: int = 0
-    # A sub-workflow run instead of a worker (exactly one of worker/workflow).
     workflow: str = ""
     workflow_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
+class Branch:
+    """A named sequence of nodes; a parallel branch's result lands under its name."""
+
+    name: str
+    steps: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ParallelSpec:
+    """Branches run at once, joined when all are done.
+
+    `fail_fast`: a failed branch cancels the others at once; else the group
+    waits for every branch, then fails. Result: {branch name: what the
+    branch's steps returned, merged}.
+    """
+
+    name: str
+    branches: tuple[Branch, ...]
+    fail_fast: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MapSpec:
+    """`body` once per item of the list that `items` (CEL) evaluates to, at
+    most `max_concurrency` at once. Each item's context is the enclosing one
+    plus `item` and `index`; the result is {name: [result of each item, in
+    order]}."""
+
+    name: str
+    items: str
+    body: StepSpec
+    max_concurrency: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One case of a condition: `when` (CEL, boolean) in the if/else form, or
+    `equals` (a JSON value compared with the switch value) in the switch form."""
+
+    steps: tuple[Node, ...]
+    when: str = ""
+    equals: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionSpec:
+    """Runs the steps of the first matching case, else `otherwise` (may be
+    empty). With `switch` set (CEL), cases match by `equals`."""
+
+    name: str
+    cases: tuple[Case, ...]
+    otherwise: tuple[Node, ...] = ()
+    switch: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitSpec:
+    """Waits for the signal `signal`; its payload is the node's result.
+
+    `timeout_ms` 0 waits for ever. On timeout the node fails (SignalTimeout),
+    unless `on_timeout` is set: those steps run instead. With `approval` the
+    payload must say {"approved": true|false}; false fails the node
+    (Rejected), so the workflow compensates.
+    """
+
+    name: str
+    signal: str
+    timeout_ms: int = 0
+    on_timeout: tuple[Node, ...] | None = None
+    approval: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SleepSpec:
+    """A durable timer: the node completes `duration_ms` after it starts."""
+
+    name: str
+    duration_ms: int
+
+
+Node = StepSpec | ParallelSpec | MapSpec | ConditionSpec | WaitSpec | SleepSpec
+
+
+def children(node: Node) -> Iterator[Node]:
+    """The nodes directly inside `node`, in pre-order."""
+    match node:
+        case ParallelSpec():
+            for b in node.branches:
+                yield from b.steps
+        case MapSpec():
+            yield node.body
+        case ConditionSpec():
+            for c in node.cases:
+                yield from c.steps
+            yield from node.otherwise
+        case WaitSpec():
+            yield from node.on_timeout or ()
+        case _:
+            return
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowSpec:
-    """A named, versioned sequence of steps."""
+    """A named, versioned definition: a sequence of nodes."""
 
     name: str
     version: int
-    steps: tuple[StepSpec, ...]
+    steps: tuple[Node, ...]
     description: str = ""
+    # Filled in __post_init__, by node id: the node, its path of names, and
+    # the id after its subtree (ids of a subtree are contiguous).
+    nodes: tuple[Node, ...] = field(default=(), compare=False, repr=False)
+    paths: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    ends: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    _ids: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        nodes: list[Node] = []
+        paths: list[str] = []
+        ends: list[int] = []
+
+        def walk(seq: tuple[Node, ...], prefix: str) -> None:
+            for n in seq:
+                index = len(nodes)
+                nodes.append(n)
+                ends.append(0)
+                path = prefix + n.name
+                paths.append(path)
+                if isinstance(n, ParallelSpec):
+                    for b in n.branches:
+                        walk(b.steps, f"{path}/{b.name}/")
+                elif isinstance(n, MapSpec):
+                    nodes.append(n.body)
+                    paths.append(f"{path}/*")
+                    ends.append(len(nodes))
+                else:
+                    walk(tuple(children(n)), f"{path}/")
+                ends[index] = len(nodes)
+
+        walk(self.steps, "")
+        object.__setattr__(self, "nodes", tuple(nodes))
+        object.__setattr__(self, "paths", tuple(paths))
+        object.__setattr__(self, "ends", tuple(ends))
+        self._ids.update({id(n): i for i, n in enumerate(nodes)})
+
+    def id_of(self, node: Node) -> int:
+        """The id of a node of this definition (by identity)."""
+        return self._ids[id(node)]
+
+
+# -- the execution --------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,26 +276,48 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """The one outstanding attempt of an execution.
+    """An outstanding attempt of one step (or map item).
 
     `dispatched` is False while the attempt waits for its retry backoff.
     """
 
     kind: CommandKind
-    step_index: int
+    key: str
     number: int
     dispatched: bool
 
 
 @dataclass(frozen=True, slots=True)
-class StepRecord:
-    """Progress of one step."""
+class NodeRecord:
+    """Progress of one node, or of one map item (key `<id>.<item>`)."""
 
     status: StepStatus = StepStatus.PENDING
     attempts: int = 0
     compensation_attempts: int = 0
     last_failure: Failure | None = None
     child_transaction_id: str = ""
+    # A step's (or map item's, or wait's) result once completed.
+    result: JsonObject | None = None
+    # Condition: the case taken (-1: otherwise). Wait: 1 once it timed out.
+    choice: int = -1
+    # Map: the items, evaluated when it started.
+    items: tuple[Any, ...] | None = None
+    # Attempts made before the last resume (retry budgets restart there).
+    retry_base: int = 0
+    compensation_retry_base: int = 0
+    # Order of completion among steps (compensation runs in reverse).
+    completed_seq: int = 0
+    started_ms: int = 0
+    finished_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A signal received and not consumed yet by a wait."""
+
+    name: str
+    payload: JsonObject
+    signal_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,15 +329,18 @@ class Execution:
     spec: WorkflowSpec
     state: State
     input: JsonObject
+    # The workflow's context: input plus the results of its top-level nodes.
     context: JsonObject
-    step_results: dict[str, JsonObject]
-    steps: tuple[StepRecord, ...]
+    step_results: dict[str, Any]
+    nodes: dict[str, NodeRecord]
     created_ms: int
     updated_ms: int
-    current: Attempt | None = None
-    compensation_queue: tuple[int, ...] = ()
+    # Outstanding attempts by node key.
+    attempts: dict[str, Attempt] = field(default_factory=dict)
+    compensation_queue: tuple[str, ...] = ()
     failure: Failure | None = None
     cancel_requested: bool = False
+    cancel_reason: str = ""
     requires_manual_intervention: bool = False
     completed_ms: int = 0
     request_fingerprint: str = ""
@@ -164,27 +348,71 @@ class Execution:
     # Set when this execution is a sub-workflow step of another one.
     parent_transaction_id: str = ""
     parent_command_id: str = ""
+    # Signals received before a wait took them; ids of every signal taken.
+    signals: tuple[Signal, ...] = ()
+    signal_ids: dict[str, str] = field(default_factory=dict)
+    completions: int = 0
+    start_at_ms: int = 0
+
+    def node(self, key: str | int) -> NodeRecord:
+        return self.nodes.get(str(key), _PENDING)
+
+    def spec_of(self, key: str) -> Node:
+        return self.spec.nodes[int(key.partition(".")[0])]
+
+    def path_of(self, key: str) -> str:
+        """The path of names of a node key (`fanout/legal/review`, `each/3`)."""
+        node_id, _, item = key.partition(".")
+        path = self.spec.paths[int(node_id)]
+        return path.removesuffix("*") + item if item else path
 
     @property
     def current_step(self) -> str:
-        """Name of the step being executed or compensated, or ''."""
-        if self.current is None:
-            return ""
-        return self.spec.steps[self.current.step_index].name
+        """Path of the first outstanding attempt's step, or ''."""
+        for key in self.attempts:
+            return self.path_of(key)
+        return ""
+
+    @property
+    def running_steps(self) -> tuple[str, ...]:
+        return tuple(self.path_of(k) for k in self.attempts)
+
+    @property
+    def waiting_for(self) -> tuple[tuple[str, str], ...]:
+        """(path, signal name) of every wait node waiting now."""
+        out = []
+        for key, rec in self.nodes.items():
+            node = self.spec_of(key)
+            if isinstance(node, WaitSpec) and rec.status is StepStatus.RUNNING and rec.choice != 1:
+                out.append((self.path_of(key), node.signal))
+        return tuple(out)
 
     def command_id(self, attempt: Attempt) -> str:
         return command_id(self.transaction_id, attempt)
 
 
+_PENDING = NodeRecord()
+
+
 def child_transaction_id(transaction_id: str, attempt: Attempt) -> str:
     """Deterministic id of the sub-workflow started by an attempt (idempotent start)."""
-    return f"{transaction_id}.{attempt.step_index}.{attempt.number}"
+    return f"{transaction_id}.{attempt.key}.{attempt.number}"
 
 
 def command_id(transaction_id: str, attempt: Attempt) -> str:
-    """Attempt-scoped id of a command: unique per (transaction, kind, step, attempt)."""
+    """Attempt-scoped id of a command: unique per (transaction, kind, node, attempt)."""
     kind = "x" if attempt.kind is CommandKind.EXECUTE else "c"
-    return f"{transaction_id}:{kind}{attempt.step_index}:{attempt.number}"
+    return f"{transaction_id}:{kind}{attempt.key}:{attempt.number}"
+
+
+def parse_command_id(command: str) -> tuple[str, CommandKind, str, int] | None:
+    """(transaction id, kind, node key, attempt) of a command id, or None."""
+    tx, sep, rest = command.rpartition(":")
+    tx, sep2, step = tx.rpartition(":")
+    if not sep or not sep2 or not rest.isdigit() or step[:1] not in ("x", "c"):
+        return None
+    kind = CommandKind.EXECUTE if step[0] == "x" else CommandKind.COMPENSATE
+    return tx, kind, step[1:], int(rest)
 
 
 # -- events: what happens to an execution ----------------------------------
@@ -220,7 +448,21 @@ class CancelRequested:
     reason: str = ""
 
 
-Event = StepCompleted | StepFailed | TimerFired | CancelRequested
+@dataclass(frozen=True, slots=True)
+class SignalReceived:
+    """A client sent a signal (`signal_id` deduplicates a resend)."""
+
+    name: str
+    payload: JsonObject
+    signal_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRequested:
+    """A client asked to pick a failed execution up again."""
+
+
+Event = StepCompleted | StepFailed | TimerFired | CancelRequested | SignalReceived | ResumeRequested
 
 
 # -- effects: what the caller must do after storing the new state ----------
@@ -299,6 +541,7 @@ class CommandRecorded:
     attempt: int
     context: JsonObject
     child_transaction_id: str = ""
+    path: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +553,7 @@ class ResultRecorded:
     step: str
     command_id: str
     result: JsonObject
+    path: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +567,7 @@ class ErrorRecorded:
     attempt: int
     failure: Failure
     will_retry: bool
+    path: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,9 +576,33 @@ class StatusChanged:
 
     state: State
     current_step: str
+    reason: str = ""
 
 
-HistoryEntry = CommandRecorded | ResultRecorded | ErrorRecorded | StatusChanged
+@dataclass(frozen=True, slots=True)
+class NodeRecorded:
+    """A construct did something worth a line of history: a condition chose
+    a case, a wait got its signal or timed out, a sleep began or ended, a
+    map or group started or finished (NodeEvent)."""
+
+    path: str
+    what: str
+    detail: JsonObject = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecorded:
+    """A signal arrived (SignalEvent); `consumed_by` is the wait that took it."""
+
+    name: str
+    payload: JsonObject
+    signal_id: str
+    consumed_by: str = ""
+
+
+HistoryEntry = (
+    CommandRecorded | ResultRecorded | ErrorRecorded | StatusChanged | NodeRecorded | SignalRecorded
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,3 +621,7 @@ class Transition:
 
 class InvalidTransition(Exception):
     """The event is not allowed in the execution's state (e.g. cancel when finished)."""
+
+
+class SignalRefused(InvalidTransition):
+    """A signal the execution cannot take (duplicate id with another payload)."""

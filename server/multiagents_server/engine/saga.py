@@ -1,18 +1,29 @@
-"""The saga state machine: pure functions from (execution, event, now) to a
-`Transition` (new execution, effects, history).
+"""The workflow state machine: pure functions from (execution, event, now) to
+a `Transition` (new execution, effects, history).
 
-Forward path: steps run in order; each result is merged into the context
-(later keys win) and kept by step name. A failed attempt is retried with
-backoff while its retry policy allows; a step that fails for good starts
-compensation of the completed steps that have a compensation worker, newest
-first. Cancellation abandons the running attempt and compensates the same way.
-No I/O, no clock: `now_ms` is passed in.
+After every event the engine walks the definition tree from the top
+(`_Builder.advance`): a sequence runs its nodes in order, each node's result
+merged into the context the next one receives; a parallel group walks all its
+branches, a map keeps up to its concurrency of items running, a condition
+walks the case it chose, a wait and a sleep hold a timer. Whatever the walk
+reaches that has not started is started; whatever finished is joined. The
+walk is idempotent, so every event handler only records what happened to one
+step and lets the walk decide what follows.
+
+A step that fails for good fails its sequence, which fails the enclosing
+node, up to the workflow (a fail-fast group cancels its other branches on the
+way). The workflow then compensates the completed steps that have a
+compensation worker, newest completion first. Cancellation abandons every
+running attempt and compensates the same way. No I/O, no clock: `now_ms` is
+passed in.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
+from multiagents_server.engine import expressions
 from multiagents_server.engine.model import (
     Attempt,
     CancelChild,
@@ -21,6 +32,7 @@ from multiagents_server.engine.model import (
     CancelTimer,
     CommandKind,
     CommandRecorded,
+    ConditionSpec,
     DispatchCommand,
     Effect,
     ErrorRecorded,
@@ -30,43 +42,57 @@ from multiagents_server.engine.model import (
     HistoryEntry,
     InvalidTransition,
     JsonObject,
+    MapSpec,
+    Node,
+    NodeRecord,
+    NodeRecorded,
+    ParallelSpec,
     ResultRecorded,
+    ResumeRequested,
     RetryPolicy,
     ScheduleTimer,
+    Signal,
+    SignalReceived,
+    SignalRecorded,
+    SignalRefused,
+    SleepSpec,
     StartChild,
     State,
     StatusChanged,
     StepCompleted,
     StepFailed,
-    StepRecord,
+    StepSpec,
     StepStatus,
     TimerFired,
     Transition,
+    WaitSpec,
     WorkflowSpec,
     child_transaction_id,
+    parse_command_id,
 )
 
 RETRY_TIMER = "retry"
 TIMEOUT_TIMER = "timeout"
 HEARTBEAT_TIMER = "heartbeat"
+SLEEP_TIMER = "sleep"
+WAIT_TIMER = "wait"
+START_TIMER = "start"
 
 # Failure types the server itself reports.
 STEP_TIMEOUT = "StepTimeout"
 HEARTBEAT_TIMEOUT = "HeartbeatTimeout"
 WORKER_LOST = "WorkerLost"
 CANCELLED = "Cancelled"
+SIGNAL_TIMEOUT = "SignalTimeout"
+REJECTED = "Rejected"
+EXPRESSION_ERROR = "ExpressionError"
 
-
-def cancel_effect(ex: Execution, attempt: Attempt, reason: str) -> Effect:
-    """How to stop a dispatched attempt: cancel its command, or its sub-workflow."""
-    spec = ex.spec.steps[attempt.step_index]
-    if attempt.kind is CommandKind.EXECUTE and spec.workflow:
-        return CancelChild(child_transaction_id(ex.transaction_id, attempt), reason)
-    return CancelCommand(ex.command_id(attempt), reason)
+# The walk's verdict on a node or a sequence.
+_DONE, _RUNNING, _FAILED, _STOPPED = "done", "running", "failed", "stopped"
 
 
 def timer_id(kind: str, command_id: str) -> str:
-    """Id of a timer of `kind` that belongs to `command_id`."""
+    """Id of a timer of `kind` that belongs to `command_id` (or to a node key)."""
     return f"{kind}:{command_id}"
 
 
@@ -78,49 +104,81 @@ class _Builder:
         self.now_ms = now_ms
         self.effects: list[Effect] = []
         self.history: list[HistoryEntry] = []
+        self.nodes = dict(execution.nodes)
+        self.attempts = dict(execution.attempts)
+        self.step_results = dict(execution.step_results)
+        # Said by the next status change (why the workflow compensates or ends).
+        self.reason = ""
 
     def done(self) -> Transition:
-        ex = replace(self.ex, updated_ms=self.now_ms)
+        ex = replace(
+            self.ex,
+            nodes=self.nodes,
+            attempts=self.attempts,
+            step_results=self.step_results,
+            updated_ms=self.now_ms,
+        )
         return Transition(ex, tuple(self.effects), tuple(self.history))
 
-    def set_step(self, index: int, **changes: object) -> None:
-        steps = list(self.ex.steps)
-        steps[index] = replace(steps[index], **changes)  # type: ignore[arg-type]
-        self.ex = replace(self.ex, steps=tuple(steps))
+    # -- records -------------------------------------------------------------
 
-    def status(self, state: State) -> None:
+    def rec(self, key: str) -> NodeRecord:
+        return self.nodes.get(key) or NodeRecord()
+
+    def set(self, key: str, **changes: Any) -> NodeRecord:
+        record = replace(self.rec(key), **changes)
+        self.nodes[key] = record
+        return record
+
+    def path(self, key: str) -> str:
+        return self.ex.path_of(key)
+
+    def status(self, state: State, reason: str = "") -> None:
         self.ex = replace(self.ex, state=state)
         if state.terminal:
-            self.ex = replace(self.ex, current=None, completed_ms=self.now_ms)
-        self.history.append(StatusChanged(state, self.ex.current_step))
+            self.attempts.clear()
+            self.ex = replace(self.ex, completed_ms=self.now_ms)
+        current = next((self.path(k) for k in self.attempts), "")
+        self.history.append(StatusChanged(state, current, reason or self.reason))
+        self.reason = ""
 
-    def dispatch(self, kind: CommandKind, step_index: int, number: int) -> None:
-        ex = self.ex
-        spec = ex.spec.steps[step_index]
-        attempt = Attempt(kind, step_index, number, dispatched=True)
-        cid = ex.command_id(attempt)
+    # -- attempts --------------------------------------------------------------
+
+    def dispatch(
+        self,
+        kind: CommandKind,
+        key: str,
+        number: int,
+        context: JsonObject,
+        *,
+        announce: bool = True,
+    ) -> None:
+        """Dispatch an attempt; `announce` records the new current step (not
+        for a retry)."""
+        spec = self.ex.spec_of(key)
+        assert isinstance(spec, StepSpec)
+        attempt = Attempt(kind, key, number, dispatched=True)
+        cid = self.ex.command_id(attempt)
         worker = spec.worker if kind is CommandKind.EXECUTE else spec.compensation
-        new_step = (
-            ex.current is None
-            or ex.current.step_index != step_index
-            or (ex.current.kind is not kind)
-        )
-        self.ex = replace(ex, current=attempt)
+        self.attempts[key] = attempt
+        path = self.path(key)
         child = ""
-        if kind is CommandKind.EXECUTE and spec.workflow:
-            child = child_transaction_id(ex.transaction_id, attempt)
-            worker = spec.workflow
-            self.set_step(
-                step_index, status=StepStatus.RUNNING, attempts=number, child_transaction_id=child
-            )
+        if kind is CommandKind.EXECUTE:
+            changes: dict[str, Any] = {"status": StepStatus.RUNNING, "attempts": number}
+            if not self.rec(key).started_ms:
+                changes["started_ms"] = self.now_ms
+            if spec.workflow:
+                child = child_transaction_id(self.ex.transaction_id, attempt)
+                worker = spec.workflow
+                changes["child_transaction_id"] = child
+            self.set(key, **changes)
+        else:
+            self.set(key, compensation_attempts=number)
+        if child:
             self.effects.append(
-                StartChild(cid, spec.workflow, spec.workflow_version, child, ex.context)
+                StartChild(cid, spec.workflow, spec.workflow_version, child, context)
             )
         else:
-            if kind is CommandKind.EXECUTE:
-                self.set_step(step_index, status=StepStatus.RUNNING, attempts=number)
-            else:
-                self.set_step(step_index, compensation_attempts=number)
             self.effects.append(
                 DispatchCommand(
                     command_id=cid,
@@ -128,7 +186,7 @@ class _Builder:
                     worker=worker,
                     step=spec.name,
                     attempt=number,
-                    context=ex.context,
+                    context=context,
                     deadline_ms=self.now_ms + spec.timeout_ms,
                     heartbeat_timeout_ms=spec.heartbeat_timeout_ms,
                 )
@@ -140,62 +198,328 @@ class _Builder:
             due = self.now_ms + spec.heartbeat_timeout_ms
             self.effects.append(ScheduleTimer(timer_id(HEARTBEAT_TIMER, cid), due))
         self.history.append(
-            CommandRecorded(kind, worker, spec.name, cid, number, ex.context, child)
+            CommandRecorded(kind, worker, spec.name, cid, number, context, child, path)
         )
-        if new_step:
-            self.history.append(StatusChanged(self.ex.state, spec.name))
+        if announce:
+            self.history.append(StatusChanged(self.ex.state, path, self.reason))
+            self.reason = ""
 
     def stop_attempt_timers(self, attempt: Attempt) -> None:
         cid = self.ex.command_id(attempt)
         self.effects.append(CancelTimer(timer_id(TIMEOUT_TIMER, cid)))
-        if self.ex.spec.steps[attempt.step_index].heartbeat_timeout_ms > 0:
+        spec = self.ex.spec_of(attempt.key)
+        if isinstance(spec, StepSpec) and spec.heartbeat_timeout_ms > 0:
             self.effects.append(CancelTimer(timer_id(HEARTBEAT_TIMER, cid)))
 
-    def abandon_current(self, reason: str) -> None:
-        """Stop the outstanding attempt, whether dispatched or waiting to retry."""
-        attempt = self.ex.current
-        if attempt is None:
-            return
+    def abandon(self, key: str, reason: str) -> None:
+        """Stop the outstanding attempt of `key`, dispatched or waiting to retry."""
+        attempt = self.attempts.pop(key)
         cid = self.ex.command_id(attempt)
         if attempt.dispatched:
             self.stop_attempt_timers(attempt)
-            self.effects.append(cancel_effect(self.ex, attempt, reason))
+            spec = self.ex.spec_of(key)
+            if attempt.kind is CommandKind.EXECUTE and isinstance(spec, StepSpec) and spec.workflow:
+                child = child_transaction_id(self.ex.transaction_id, attempt)
+                self.effects.append(CancelChild(child, reason))
+            else:
+                self.effects.append(CancelCommand(cid, reason))
         else:
             self.effects.append(CancelTimer(timer_id(RETRY_TIMER, cid)))
         if attempt.kind is CommandKind.EXECUTE:
-            self.set_step(attempt.step_index, status=StepStatus.CANCELLED)
-        self.ex = replace(self.ex, current=None)
+            self.set(key, status=StepStatus.CANCELLED, finished_ms=self.now_ms)
+
+    def stop_subtree(self, first: int, end: int, reason: str) -> None:
+        """Cancel everything running among node ids [first, end)."""
+        for key in [k for k in self.attempts if first <= _node_id(k) < end]:
+            self.abandon(key, reason)
+        for key, rec in list(self.nodes.items()):
+            if not first <= _node_id(key) < end or rec.status is not StepStatus.RUNNING:
+                continue
+            node = self.ex.spec_of(key)
+            if isinstance(node, SleepSpec):
+                self.effects.append(CancelTimer(timer_id(SLEEP_TIMER, key)))
+            elif isinstance(node, WaitSpec) and node.timeout_ms and rec.choice != 1:
+                self.effects.append(CancelTimer(timer_id(WAIT_TIMER, key)))
+            self.set(key, status=StepStatus.CANCELLED, finished_ms=self.now_ms)
+
+    # -- the walk ------------------------------------------------------------------
+
+    def advance(self) -> None:
+        """Start what is ready, join what finished; end or compensate the workflow."""
+        if self.ex.state is not State.RUNNING:
+            return
+        verdict, delta, failure = self.sequence(self.ex.spec.steps, self.ex.input)
+        self.ex = replace(self.ex, context={**self.ex.input, **delta})
+        if verdict == _DONE:
+            self.status(State.COMPLETED)
+        elif verdict == _FAILED:
+            assert failure is not None
+            self.ex = replace(self.ex, failure=failure)
+            self.stop_subtree(0, len(self.ex.spec.nodes), f"workflow failed: {failure.message}")
+            self.begin_compensation()
+
+    def sequence(
+        self, steps: tuple[Node, ...], base: JsonObject
+    ) -> tuple[str, JsonObject, Failure | None]:
+        """Walk a sequence: (verdict, merged results of its finished prefix, failure)."""
+        delta: JsonObject = {}
+        for node in steps:
+            verdict, failure = self.node(node, {**base, **delta} if delta else base)
+            if verdict != _DONE:
+                return verdict, delta, failure
+            result = self.rec(str(self.ex.spec.id_of(node))).result
+            if result:
+                delta = {**delta, **result}
+        return _DONE, delta, None
+
+    def node(self, node: Node, context: JsonObject) -> tuple[str, Failure | None]:
+        key = str(self.ex.spec.id_of(node))
+        rec = self.rec(key)
+        match rec.status:
+            case StepStatus.COMPLETED | StepStatus.SKIPPED:
+                return _DONE, None
+            case StepStatus.FAILED:
+                return _FAILED, rec.last_failure
+            case StepStatus.CANCELLED:
+                return _STOPPED, None
+            case StepStatus.PENDING:
+                if not self.start(node, key, context):
+                    return _RUNNING, None
+        return self.drive(node, key, context)
+
+    def start(self, node: Node, key: str, context: JsonObject) -> bool:
+        """Start a pending node; False when it waits for an event to go on."""
+        self.set(key, status=StepStatus.RUNNING, started_ms=self.now_ms)
+        match node:
+            case StepSpec():
+                self.dispatch(CommandKind.EXECUTE, key, self.rec(key).attempts + 1, context)
+                return False
+            case SleepSpec():
+                due = self.now_ms + node.duration_ms
+                self.effects.append(ScheduleTimer(timer_id(SLEEP_TIMER, key), due))
+                self.history.append(NodeRecorded(self.path(key), "sleeping", {"until_ms": due}))
+                return False
+            case WaitSpec():
+                return self.start_wait(node, key)
+            case ConditionSpec():
+                return self.choose(node, key, context)
+            case MapSpec():
+                return self.start_map(node, key, context)
+            case ParallelSpec():
+                self.history.append(NodeRecorded(self.path(key), "started"))
+                return True
+
+    def start_wait(self, node: WaitSpec, key: str) -> bool:
+        for signal in self.ex.signals:
+            if signal.name == node.signal:
+                rest = list(self.ex.signals)
+                rest.remove(signal)
+                self.ex = replace(self.ex, signals=tuple(rest))
+                self.take_signal(node, key, signal)
+                return True
+        if node.timeout_ms:
+            due = self.now_ms + node.timeout_ms
+            self.effects.append(ScheduleTimer(timer_id(WAIT_TIMER, key), due))
+        self.history.append(NodeRecorded(self.path(key), "waiting", {"signal": node.signal}))
+        return False
+
+    def take_signal(self, node: WaitSpec, key: str, signal: Signal) -> None:
+        """A running wait takes `signal`: done, or failed when it rejects an approval."""
+        self.history.append(
+            SignalRecorded(signal.name, signal.payload, signal.signal_id, self.path(key))
+        )
+        if node.approval and signal.payload.get("approved") is not True:
+            failure = Failure(
+                f"{self.path(key)}: rejected"
+                + (f": {signal.payload['comment']}" if signal.payload.get("comment") else ""),
+                REJECTED,
+                non_retryable=True,
+            )
+            self.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=self.now_ms)
+            return
+        self.finish(key, {node.name: signal.payload})
+
+    def finish(self, key: str, result: JsonObject, *, compensable: bool = False) -> None:
+        changes: dict[str, Any] = {}
+        if compensable:
+            self.ex = replace(self.ex, completions=self.ex.completions + 1)
+            changes["completed_seq"] = self.ex.completions
+        self.set(
+            key, status=StepStatus.COMPLETED, result=result, finished_ms=self.now_ms, **changes
+        )
+
+    def choose(self, node: ConditionSpec, key: str, context: JsonObject) -> bool:
+        try:
+            choice = expressions.choose(node, context)
+        except expressions.ExpressionError as exc:
+            failure = Failure(f"{self.path(key)}: {exc}", EXPRESSION_ERROR, non_retryable=True)
+            self.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=self.now_ms)
+            return True
+        self.set(key, choice=choice)
+        self.history.append(NodeRecorded(self.path(key), "chose", {"case": choice}))
+        # The nodes of the cases not taken are skipped, for those who look.
+        for index, steps in enumerate((*(c.steps for c in node.cases), node.otherwise)):
+            if index == choice or (choice < 0 and index == len(node.cases)):
+                continue
+            for skipped in steps:
+                first = self.ex.spec.id_of(skipped)
+                for i in range(first, self.ex.spec.ends[first]):
+                    self.set(str(i), status=StepStatus.SKIPPED)
+        return True
+
+    def start_map(self, node: MapSpec, key: str, context: JsonObject) -> bool:
+        try:
+            items = expressions.items(node, context)
+        except expressions.ExpressionError as exc:
+            failure = Failure(f"{self.path(key)}: {exc}", EXPRESSION_ERROR, non_retryable=True)
+            self.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=self.now_ms)
+            return True
+        self.set(key, items=tuple(items))
+        self.history.append(NodeRecorded(self.path(key), "started", {"items": len(items)}))
+        return True
+
+    def drive(self, node: Node, key: str, context: JsonObject) -> tuple[str, Failure | None]:
+        """Walk a running node; join it when its parts are done."""
+        rec = self.rec(key)
+        if rec.status is StepStatus.FAILED:
+            return _FAILED, rec.last_failure
+        if rec.status is StepStatus.COMPLETED:
+            return _DONE, None
+        match node:
+            case ConditionSpec():
+                steps = node.otherwise if rec.choice < 0 else node.cases[rec.choice].steps
+                return self.join_inline(key, steps, context)
+            case WaitSpec() if rec.choice == 1:
+                return self.join_inline(key, node.on_timeout or (), context)
+            case ParallelSpec():
+                return self.drive_parallel(node, key, context)
+            case MapSpec():
+                return self.drive_map(node, key, context)
+        return _RUNNING, None
+
+    def join_inline(
+        self, key: str, steps: tuple[Node, ...], context: JsonObject
+    ) -> tuple[str, Failure | None]:
+        """A node that runs a sequence in its place (a condition's case)."""
+        verdict, delta, failure = self.sequence(steps, context)
+        if verdict == _DONE:
+            self.finish(key, delta)
+        elif verdict == _FAILED:
+            self.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=self.now_ms)
+        return verdict, failure
+
+    def drive_parallel(
+        self, node: ParallelSpec, key: str, context: JsonObject
+    ) -> tuple[str, Failure | None]:
+        verdicts: list[str] = []
+        results: JsonObject = {}
+        failure: Failure | None = None
+        for branch in node.branches:
+            verdict, delta, branch_failure = self.sequence(branch.steps, context)
+            verdicts.append(verdict)
+            results[branch.name] = delta
+            if verdict == _FAILED and failure is None:
+                failure = branch_failure
+                if node.fail_fast:
+                    first = int(key)
+                    reason = f"branch {branch.name!r} of {self.path(key)} failed"
+                    self.stop_subtree(first + 1, self.ex.spec.ends[first], reason)
+                    break
+        if failure is not None and (node.fail_fast or _RUNNING not in verdicts):
+            self.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=self.now_ms)
+            return _FAILED, failure
+        if _RUNNING in verdicts:
+            return _RUNNING, None
+        if _STOPPED in verdicts:
+            return _STOPPED, None
+        self.finish(key, {node.name: results})
+        self.step_results[node.name] = results
+        self.history.append(NodeRecorded(self.path(key), "joined"))
+        return _DONE, None
+
+    def drive_map(self, node: MapSpec, key: str, context: JsonObject) -> tuple[str, Failure | None]:
+        items = self.rec(key).items or ()
+        body = str(self.ex.spec.id_of(node.body))
+        running = 0
+        finished = 0
+        for index, item in enumerate(items):
+            item_key = f"{body}.{index}"
+            rec = self.rec(item_key)
+            if rec.status is StepStatus.COMPLETED:
+                finished += 1
+            elif rec.status is StepStatus.FAILED:
+                first = int(key)
+                self.stop_subtree(
+                    first + 1, self.ex.spec.ends[first], f"{self.path(item_key)} failed"
+                )
+                failure = rec.last_failure
+                self.set(
+                    key, status=StepStatus.FAILED, last_failure=failure, finished_ms=self.now_ms
+                )
+                return _FAILED, failure
+            elif rec.status is StepStatus.CANCELLED:
+                return _STOPPED, None
+            elif rec.status is StepStatus.RUNNING:
+                running += 1
+            elif running < node.max_concurrency:
+                running += 1
+                item_context = {**context, "item": item, "index": index}
+                self.set(item_key, status=StepStatus.RUNNING, started_ms=self.now_ms)
+                self.dispatch(CommandKind.EXECUTE, item_key, rec.attempts + 1, item_context)
+        if finished < len(items):
+            return _RUNNING, None
+        gathered = [self.rec(f"{body}.{i}").result or {} for i in range(len(items))]
+        self.finish(key, {node.name: gathered})
+        self.step_results[node.name] = gathered
+        self.history.append(NodeRecorded(self.path(key), "joined", {"items": len(items)}))
+        return _DONE, None
+
+    # -- compensation ------------------------------------------------------------------
+
+    def begin_compensation(self) -> None:
+        """Queue the completed steps that have a compensation, newest first."""
+        done = [
+            (rec.completed_seq, key)
+            for key, rec in self.nodes.items()
+            if rec.status is StepStatus.COMPLETED
+            and isinstance(spec := self.ex.spec_of(key), StepSpec)
+            and spec.compensation
+        ]
+        queue = tuple(key for _, key in sorted(done, reverse=True))
+        self.ex = replace(self.ex, compensation_queue=queue)
+        if not queue:
+            if self.ex.failure is not None:
+                self.status(State.FAILED)
+            else:
+                self.status(State.CANCELLED, self.ex.cancel_reason)
+            return
+        # The first compensation's status change says it.
+        self.ex = replace(self.ex, state=State.COMPENSATING)
+        self.reason = self.ex.cancel_reason
+        self.next_compensation_or_finish()
 
     def next_compensation_or_finish(self) -> None:
         queue = self.ex.compensation_queue
         if queue:
             self.ex = replace(self.ex, compensation_queue=queue[1:])
-            self.dispatch(CommandKind.COMPENSATE, queue[0], 1)
+            key = queue[0]
+            context = {**self.ex.context, **(self.rec(key).result or {})}
+            self.dispatch(
+                CommandKind.COMPENSATE, key, self.rec(key).compensation_attempts + 1, context
+            )
             return
-        self.ex = replace(self.ex, current=None)
         if self.ex.requires_manual_intervention:
             self.status(State.FAILED)
         elif self.ex.failure is None and self.ex.cancel_requested:
-            self.status(State.CANCELLED)
-        elif any(s.status is StepStatus.COMPENSATED for s in self.ex.steps):
+            self.status(State.CANCELLED, self.ex.cancel_reason)
+        elif any(r.status is StepStatus.COMPENSATED for r in self.nodes.values()):
             self.status(State.COMPENSATED)
         else:
             self.status(State.FAILED)
 
-    def begin_compensation(self) -> None:
-        """Queue the completed steps that have a compensation, newest first."""
-        ex = self.ex
-        queue = tuple(
-            i
-            for i in reversed(range(len(ex.steps)))
-            if ex.steps[i].status is StepStatus.COMPLETED and ex.spec.steps[i].compensation
-        )
-        self.ex = replace(ex, current=None, compensation_queue=queue)
-        if not queue:
-            state = State.FAILED if ex.failure is not None else State.CANCELLED
-            self.status(state)
-            return
-        self.next_compensation_or_finish()
+
+def _node_id(key: str) -> int:
+    return int(key.partition(".")[0])
 
 
 def start(
@@ -209,8 +533,9 @@ def start(
     metadata: dict[str, str] | None = None,
     parent_transaction_id: str = "",
     parent_command_id: str = "",
+    start_at_ms: int = 0,
 ) -> Transition:
-    """Create an execution and dispatch its first step."""
+    """Create an execution and start it (at `start_at_ms`, when later than now)."""
     if not spec.steps:
         raise InvalidTransition("a workflow needs at least one step")
     execution = Execution(
@@ -221,25 +546,39 @@ def start(
         input=dict(input),
         context=dict(input),
         step_results={},
-        steps=tuple(StepRecord() for _ in spec.steps),
+        nodes={},
         created_ms=now_ms,
         updated_ms=now_ms,
         request_fingerprint=request_fingerprint,
         metadata=dict(metadata or {}),
         parent_transaction_id=parent_transaction_id,
         parent_command_id=parent_command_id,
+        start_at_ms=start_at_ms if start_at_ms > now_ms else 0,
     )
     b = _Builder(execution, now_ms)
     b.history.append(StatusChanged(State.PENDING, ""))
-    b.ex = replace(b.ex, state=State.RUNNING)
-    b.dispatch(CommandKind.EXECUTE, 0, 1)
+    if execution.start_at_ms:
+        b.effects.append(ScheduleTimer(timer_id(START_TIMER, "at"), execution.start_at_ms))
+        return b.done()
+    _run(b)
     return b.done()
+
+
+def _run(b: _Builder) -> None:
+    """Start a pending execution (its status says so even when the first node
+    dispatches nothing, like a sleep)."""
+    b.ex = replace(b.ex, state=State.RUNNING)
+    mark = len(b.history)
+    b.advance()
+    if not any(isinstance(h, StatusChanged) for h in b.history[mark:]):
+        b.history.insert(mark, StatusChanged(State.RUNNING, ""))
 
 
 def apply(execution: Execution, event: Event, now_ms: int) -> Transition:
     """Apply one event. Stale or duplicate events return `changed=False`.
 
-    Raises `InvalidTransition` for a cancel of a finished execution.
+    Raises `InvalidTransition` for an event the execution's state refuses
+    (cancel, signal or resume of a finished execution, ...).
     """
     match event:
         case StepCompleted():
@@ -250,44 +589,46 @@ def apply(execution: Execution, event: Event, now_ms: int) -> Transition:
             return _on_timer(execution, event.timer_id, now_ms)
         case CancelRequested():
             return _on_cancel(execution, event, now_ms)
+        case SignalReceived():
+            return _on_signal(execution, event, now_ms)
+        case ResumeRequested():
+            return _on_resume(execution, now_ms)
 
 
 def _unchanged(execution: Execution) -> Transition:
     return Transition(execution, changed=False)
 
 
-def _is_current(execution: Execution, command_id: str) -> bool:
-    attempt = execution.current
-    return (
-        attempt is not None
-        and attempt.dispatched
-        and not execution.state.terminal
-        and execution.command_id(attempt) == command_id
-    )
+def _current(execution: Execution, command_id: str) -> Attempt | None:
+    """The dispatched attempt that `command_id` names, if it is outstanding."""
+    parsed = parse_command_id(command_id)
+    if parsed is None or execution.state.terminal:
+        return None
+    attempt = execution.attempts.get(parsed[2])
+    if attempt is None or not attempt.dispatched or execution.command_id(attempt) != command_id:
+        return None
+    return attempt
 
 
 def _on_completed(ex: Execution, event: StepCompleted, now_ms: int) -> Transition:
-    if not _is_current(ex, event.command_id):
+    attempt = _current(ex, event.command_id)
+    if attempt is None:
         return _unchanged(ex)
-    attempt = ex.current
-    assert attempt is not None
     b = _Builder(ex, now_ms)
     b.stop_attempt_timers(attempt)
-    spec = ex.spec.steps[attempt.step_index]
+    del b.attempts[attempt.key]
+    spec = ex.spec_of(attempt.key)
+    assert isinstance(spec, StepSpec)
     worker = spec.worker if attempt.kind is CommandKind.EXECUTE else spec.compensation
+    path = b.path(attempt.key)
     b.history.append(
-        ResultRecorded(attempt.kind, worker, spec.name, event.command_id, event.result)
+        ResultRecorded(attempt.kind, worker, spec.name, event.command_id, event.result, path)
     )
     if attempt.kind is CommandKind.EXECUTE:
-        results = dict(ex.step_results)
-        results[spec.name] = event.result
-        b.ex = replace(b.ex, context={**ex.context, **event.result}, step_results=results)
-        b.set_step(attempt.step_index, status=StepStatus.COMPLETED)
-        following = attempt.step_index + 1
-        if following < len(ex.spec.steps):
-            b.dispatch(CommandKind.EXECUTE, following, 1)
-        else:
-            b.status(State.COMPLETED)
+        b.finish(attempt.key, event.result, compensable=True)
+        if "." not in attempt.key:  # a map item's result is gathered by its map
+            b.step_results[spec.name] = event.result
+        b.advance()
         return b.done()
     # A compensation may report that it could not undo the step without
     # raising (the seed's compensation pattern): that needs a person too.
@@ -297,10 +638,10 @@ def _on_completed(ex: Execution, event: StepCompleted, now_ms: int) -> Transitio
             type="CompensationFailed",
             non_retryable=True,
         )
-        b.set_step(attempt.step_index, status=StepStatus.COMPENSATION_FAILED, last_failure=failure)
+        b.set(attempt.key, status=StepStatus.COMPENSATION_FAILED, last_failure=failure)
         b.ex = replace(b.ex, requires_manual_intervention=True)
     else:
-        b.set_step(attempt.step_index, status=StepStatus.COMPENSATED)
+        b.set(attempt.key, status=StepStatus.COMPENSATED)
     b.next_compensation_or_finish()
     return b.done()
 
@@ -312,66 +653,169 @@ def _retryable(policy: RetryPolicy, failure: Failure, attempt: int) -> bool:
 
 
 def _on_failed(ex: Execution, command_id: str, failure: Failure, now_ms: int) -> Transition:
-    if not _is_current(ex, command_id):
+    attempt = _current(ex, command_id)
+    if attempt is None:
         return _unchanged(ex)
-    attempt = ex.current
-    assert attempt is not None
-    spec = ex.spec.steps[attempt.step_index]
+    spec = ex.spec_of(attempt.key)
+    assert isinstance(spec, StepSpec)
     compensating = attempt.kind is CommandKind.COMPENSATE
     policy = (spec.compensation_retry or spec.retry) if compensating else spec.retry
-    will_retry = _retryable(policy, failure, attempt.number)
+    rec = ex.node(attempt.key)
+    tries = attempt.number - (rec.compensation_retry_base if compensating else rec.retry_base)
+    will_retry = _retryable(policy, failure, tries)
     b = _Builder(ex, now_ms)
     b.stop_attempt_timers(attempt)
     worker = spec.compensation if compensating else spec.worker
     b.history.append(
         ErrorRecorded(
-            attempt.kind, worker, spec.name, command_id, attempt.number, failure, will_retry
+            attempt.kind,
+            worker,
+            spec.name,
+            command_id,
+            attempt.number,
+            failure,
+            will_retry,
+            b.path(attempt.key),
         )
     )
-    b.set_step(attempt.step_index, last_failure=failure)
+    b.set(attempt.key, last_failure=failure)
     if will_retry:
-        following = Attempt(attempt.kind, attempt.step_index, attempt.number + 1, False)
-        b.ex = replace(b.ex, current=following)
-        due = now_ms + policy.backoff_ms(attempt.number)
+        following = Attempt(attempt.kind, attempt.key, attempt.number + 1, False)
+        b.attempts[attempt.key] = following
+        due = now_ms + policy.backoff_ms(tries)
         b.effects.append(ScheduleTimer(timer_id(RETRY_TIMER, ex.command_id(following)), due))
         return b.done()
+    del b.attempts[attempt.key]
     if compensating:
-        b.set_step(attempt.step_index, status=StepStatus.COMPENSATION_FAILED)
+        b.set(attempt.key, status=StepStatus.COMPENSATION_FAILED)
         # A cancelled execution has no forward failure: record this one, so a
         # FAILED execution always says why.
         b.ex = replace(b.ex, requires_manual_intervention=True, failure=b.ex.failure or failure)
         b.next_compensation_or_finish()
     else:
-        b.set_step(attempt.step_index, status=StepStatus.FAILED)
-        b.ex = replace(b.ex, failure=failure)
-        b.begin_compensation()
+        b.set(attempt.key, status=StepStatus.FAILED, finished_ms=now_ms)
+        b.advance()
     return b.done()
 
 
 def _on_timer(ex: Execution, timer: str, now_ms: int) -> Transition:
-    kind, _, command_id = timer.partition(":")
-    attempt = ex.current
-    if attempt is None or ex.state.terminal or ex.command_id(attempt) != command_id:
+    kind, _, target = timer.partition(":")
+    if ex.state.terminal:
+        return _unchanged(ex)
+    if kind == START_TIMER:
+        if ex.state is not State.PENDING:
+            return _unchanged(ex)
+        b = _Builder(ex, now_ms)
+        _run(b)
+        return b.done()
+    if kind in (SLEEP_TIMER, WAIT_TIMER):
+        return _on_node_timer(ex, kind, target, now_ms)
+    parsed = parse_command_id(target)
+    attempt = ex.attempts.get(parsed[2]) if parsed else None
+    if attempt is None or ex.command_id(attempt) != target:
         return _unchanged(ex)
     if kind == RETRY_TIMER and not attempt.dispatched:
         b = _Builder(ex, now_ms)
-        b.dispatch(attempt.kind, attempt.step_index, attempt.number)
+        if attempt.kind is CommandKind.EXECUTE:
+            context = _context_of(ex, attempt.key)
+        else:
+            context = {**ex.context, **(ex.node(attempt.key).result or {})}
+        b.dispatch(attempt.kind, attempt.key, attempt.number, context, announce=False)
         return b.done()
     if kind in (TIMEOUT_TIMER, HEARTBEAT_TIMER) and attempt.dispatched:
-        spec = ex.spec.steps[attempt.step_index]
+        spec = ex.spec_of(attempt.key)
+        assert isinstance(spec, StepSpec)
+        path = ex.path_of(attempt.key)
         if kind == TIMEOUT_TIMER:
-            failure = Failure(
-                f"step {spec.name!r} timed out after {spec.timeout_ms} ms", STEP_TIMEOUT
-            )
+            failure = Failure(f"step {path!r} timed out after {spec.timeout_ms} ms", STEP_TIMEOUT)
         else:
             limit = spec.heartbeat_timeout_ms
-            failure = Failure(
-                f"no heartbeat from step {spec.name!r} for {limit} ms", HEARTBEAT_TIMEOUT
-            )
-        transition = _on_failed(ex, command_id, failure, now_ms)
-        cancel = cancel_effect(ex, attempt, failure.message)
+            failure = Failure(f"no heartbeat from step {path!r} for {limit} ms", HEARTBEAT_TIMEOUT)
+        transition = _on_failed(ex, target, failure, now_ms)
+        cancel: Effect
+        if attempt.kind is CommandKind.EXECUTE and spec.workflow:
+            cancel = CancelChild(child_transaction_id(ex.transaction_id, attempt), failure.message)
+        else:
+            cancel = CancelCommand(target, failure.message)
         return replace(transition, effects=(cancel, *transition.effects))
     return _unchanged(ex)
+
+
+def _on_node_timer(ex: Execution, kind: str, key: str, now_ms: int) -> Transition:
+    rec = ex.node(key)
+    if ex.state is not State.RUNNING or rec.status is not StepStatus.RUNNING:
+        return _unchanged(ex)
+    node = ex.spec_of(key)
+    b = _Builder(ex, now_ms)
+    if kind == SLEEP_TIMER and isinstance(node, SleepSpec):
+        b.history.append(NodeRecorded(b.path(key), "woke"))
+        b.finish(key, {})
+    elif kind == WAIT_TIMER and isinstance(node, WaitSpec) and rec.choice != 1:
+        b.history.append(NodeRecorded(b.path(key), "timed out", {"signal": node.signal}))
+        if node.on_timeout is None:
+            failure = Failure(
+                f"{b.path(key)}: no signal {node.signal!r} within {node.timeout_ms} ms",
+                SIGNAL_TIMEOUT,
+                non_retryable=True,
+            )
+            b.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=now_ms)
+        else:
+            b.set(key, choice=1)
+    else:
+        return _unchanged(ex)
+    b.advance()
+    return b.done()
+
+
+def _context_of(ex: Execution, key: str) -> JsonObject:
+    """The context a step (or map item) receives: walk the definition to it."""
+    target = _node_id(key)
+    found: list[JsonObject] = []
+
+    def seq(steps: tuple[Node, ...], base: JsonObject) -> bool:
+        delta: JsonObject = {}
+        for node in steps:
+            context = {**base, **delta}
+            node_id = ex.spec.id_of(node)
+            if node_id == target:
+                found.append(context)
+                return True
+            if node_id < target < ex.spec.ends[node_id]:
+                return inside(node, node_id, context)
+            delta = {**delta, **(ex.node(node_id).result or {})}
+        return False
+
+    def inside(node: Node, node_id: int, context: JsonObject) -> bool:
+        rec = ex.node(node_id)
+        match node:
+            case ParallelSpec():
+                return any(seq(b.steps, context) for b in node.branches)
+            case MapSpec():
+                index = int(key.partition(".")[2] or 0)
+                items = rec.items or ()
+                item = items[index] if index < len(items) else None
+                found.append({**context, "item": item, "index": index})
+                return True
+            case ConditionSpec():
+                steps = node.otherwise if rec.choice < 0 else node.cases[rec.choice].steps
+                return seq(steps, context)
+            case WaitSpec():
+                return seq(node.on_timeout or (), context)
+        return False
+
+    seq(ex.spec.steps, ex.input)
+    return found[0] if found else dict(ex.context)
+
+
+def command_context(ex: Execution, command_id: str) -> JsonObject:
+    """The context that the command `command_id` was (or is) given."""
+    parsed = parse_command_id(command_id)
+    if parsed is None:
+        return dict(ex.context)
+    _, kind, key, _ = parsed
+    if kind is CommandKind.COMPENSATE:
+        return {**ex.context, **(ex.node(key).result or {})}
+    return _context_of(ex, key)
 
 
 def _on_cancel(ex: Execution, event: CancelRequested, now_ms: int) -> Transition:
@@ -379,14 +823,120 @@ def _on_cancel(ex: Execution, event: CancelRequested, now_ms: int) -> Transition
         raise InvalidTransition(f"workflow {ex.transaction_id} is already {ex.state.value}")
     if ex.cancel_requested:
         return _unchanged(ex)
+    reason = event.reason or "workflow cancelled"
     b = _Builder(ex, now_ms)
-    b.ex = replace(b.ex, cancel_requested=True)
-    compensating = ex.failure is not None or (
-        ex.current is not None and ex.current.kind is CommandKind.COMPENSATE
-    )
-    if compensating:
+    b.ex = replace(b.ex, cancel_requested=True, cancel_reason=reason)
+    if ex.state is State.COMPENSATING:
         # Compensation already runs; it finishes, and the failure decides the end state.
+        b.history.append(StatusChanged(ex.state, ex.current_step, reason))
         return b.done()
-    b.abandon_current(event.reason or "workflow cancelled")
+    if ex.state is State.PENDING:
+        b.effects.append(CancelTimer(timer_id(START_TIMER, "at")))
+    b.stop_subtree(0, len(ex.spec.nodes), reason)
     b.begin_compensation()
     return b.done()
+
+
+def _on_signal(ex: Execution, event: SignalReceived, now_ms: int) -> Transition:
+    if ex.state.terminal or ex.state is State.COMPENSATING:
+        raise InvalidTransition(
+            f"workflow {ex.transaction_id} is {ex.state.value}: it takes no more signals"
+        )
+    fingerprint = expressions.fingerprint(event.name, event.payload)
+    if event.signal_id:
+        seen = ex.signal_ids.get(event.signal_id)
+        if seen == fingerprint:
+            return _unchanged(ex)
+        if seen is not None:
+            raise SignalRefused(
+                f"signal_id: {event.signal_id!r} was already used for a different signal"
+            )
+    b = _Builder(ex, now_ms)
+    if event.signal_id:
+        b.ex = replace(b.ex, signal_ids={**ex.signal_ids, event.signal_id: fingerprint})
+    signal = Signal(event.name, event.payload, event.signal_id)
+    waiting = sorted(
+        (_node_id(k), k)
+        for k, rec in ex.nodes.items()
+        if rec.status is StepStatus.RUNNING
+        and isinstance(node := ex.spec_of(k), WaitSpec)
+        and node.signal == event.name
+        and rec.choice != 1
+    )
+    if not waiting:
+        b.ex = replace(b.ex, signals=(*b.ex.signals, signal))
+        b.history.append(SignalRecorded(signal.name, signal.payload, signal.signal_id))
+        return b.done()
+    key = waiting[0][1]
+    node = ex.spec_of(key)
+    assert isinstance(node, WaitSpec)
+    if node.timeout_ms:
+        b.effects.append(CancelTimer(timer_id(WAIT_TIMER, key)))
+    b.take_signal(node, key, signal)
+    b.advance()
+    return b.done()
+
+
+def _on_resume(ex: Execution, now_ms: int) -> Transition:
+    """Pick a FAILED execution up where it failed, history and id kept: re-run
+    its failed compensations (when it needs manual intervention), else its
+    failed and cancelled steps, each with a new attempt and a fresh retry budget."""
+    if ex.state is not State.FAILED:
+        raise InvalidTransition(
+            f"workflow {ex.transaction_id} is {ex.state.value}: only a failed workflow resumes"
+        )
+    b = _Builder(ex, now_ms)
+    b.ex = replace(b.ex, completed_ms=0, failure=None)
+    if ex.requires_manual_intervention:
+        failed = sorted(
+            ((rec.completed_seq, key) for key, rec in ex.nodes.items()
+             if rec.status is StepStatus.COMPENSATION_FAILED),
+            reverse=True,
+        )  # fmt: skip
+        b.ex = replace(
+            b.ex,
+            requires_manual_intervention=False,
+            failure=ex.failure if not ex.cancel_requested else None,
+            compensation_queue=tuple(k for _, k in failed),
+        )
+        for _, key in failed:
+            rec = ex.node(key)
+            b.set(
+                key,
+                status=StepStatus.COMPLETED,
+                compensation_retry_base=rec.compensation_attempts,
+            )
+        b.ex = replace(b.ex, state=State.COMPENSATING)
+        b.reason = "resumed"
+        b.next_compensation_or_finish()
+        return b.done()
+    if ex.cancel_requested:
+        raise InvalidTransition(f"workflow {ex.transaction_id} was cancelled: it does not resume")
+    for key, rec in ex.nodes.items():
+        if rec.status in (StepStatus.FAILED, StepStatus.CANCELLED):
+            node = ex.spec_of(key)
+            if isinstance(node, StepSpec | SleepSpec) or (
+                isinstance(node, WaitSpec) and rec.choice != 1
+            ):
+                b.set(
+                    key,
+                    status=StepStatus.PENDING,
+                    retry_base=rec.attempts,
+                    choice=-1,
+                    finished_ms=0,
+                )
+            elif (isinstance(node, MapSpec) and rec.items is None) or (
+                isinstance(node, ConditionSpec) and not _chose(rec)
+            ):
+                b.set(key, status=StepStatus.PENDING, finished_ms=0)
+            else:
+                b.set(key, status=StepStatus.RUNNING, finished_ms=0)
+    b.ex = replace(b.ex, state=State.RUNNING)
+    b.history.append(StatusChanged(State.RUNNING, "", "resumed"))
+    b.advance()
+    return b.done()
+
+
+def _chose(rec: NodeRecord) -> bool:
+    """Whether a condition got as far as choosing (a failed evaluation did not)."""
+    return rec.last_failure is None or rec.last_failure.type != EXPRESSION_ERROR

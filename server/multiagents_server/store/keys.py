@@ -62,6 +62,10 @@ class Keys:
         """Sorted set of the bucket's executions by creation time."""
         return f"{self._b(bucket)}:index"
 
+    def waits(self, bucket: int) -> str:
+        """Hash tx -> JSON of its waits for a signal now (the approval inbox)."""
+        return f"{self._b(bucket)}:waits"
+
     def queue(self, bucket: int, worker: str) -> str:
         """Stream of commands for one worker name in one bucket."""
         return f"{self._b(bucket)}:q:{worker}"

@@ -63,6 +63,8 @@ class Commit:
     # commit; kept until carried out, with a flush timer as the safety net.
     followups: bytes | None = None
     flush_due_ms: int = 0
+    # Expiry of a finished execution's keys; 0 keeps them as they are, -1
+    # removes an expiry (a finished execution was resumed).
     ttl_ms: int = 0
     created_ms: int = 0
     notification: bytes = b""
@@ -74,6 +76,9 @@ class Commit:
     cancels: tuple[tuple[str, str], ...] = ()
     trace: tuple[str, bytes] | None = None
     trace_ttl_ms: int = 0
+    # The execution's waits for a signal, for the inbox: None unchanged,
+    # b"" none any more, else their JSON.
+    waits: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

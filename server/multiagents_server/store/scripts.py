@@ -4,11 +4,13 @@
 #
 # KEYS[1] execution hash, [2] history stream, [3] the bucket's timers,
 # [4] the bucket's index, [5] the bucket's members (fencing), [6] traces,
-# [7..] the command queues the transition writes to or acknowledges.
+# [7] the bucket's waits (inbox), [8..] the command queues the transition
+# writes to or acknowledges.
 #
 # ARGV, read in order by `arg()`:
 #   expected revision (0 = create), replica id, replica epoch, transaction id,
-#   state JSON, follow-ups ('' none), their flush due ms, ttl ms (0 = keep),
+#   state JSON, follow-ups ('' none), their flush due ms, ttl ms (0 = keep,
+#   -1 = remove the expiry: a finished execution resumed),
 #   created ms (0 = not a creation), bus channel, notification ('' none),
 #   consumer group, bucket,
 #   n history entries, then each entry,
@@ -18,7 +20,8 @@
 #   ack queue key index (0 = none), ack entry id,
 #   n cancelled commands, then each as "<command id>|<reason>",
 #   trace command id ('' none), trace JSON, trace ttl ms (set when the
-#   execution ends: the traces of a running one are kept like its state).
+#   execution ends: the traces of a running one are kept like its state),
+#   its waits for a signal ('' unchanged, '-' none now, else their JSON).
 #
 # Returns {-1} when the revision does not match, {-2} when the replica has
 # been fenced off (its epoch is not the bucket's), else
@@ -102,10 +105,19 @@ count = tonumber(arg())
 for i = 1, count do redis.call('PUBLISH', bus, 'c' .. arg()) end
 local trace_id, trace, trace_ttl = arg(), arg(), arg()
 if trace_id ~= '' then redis.call('HSET', KEYS[6], trace_id, trace) end
+local waits = arg()
+if waits == '-' then
+  redis.call('HDEL', KEYS[7], tx)
+elseif waits ~= '' then
+  redis.call('HSET', KEYS[7], tx, waits)
+end
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PEXPIRE', KEYS[6], trace_ttl)
+elseif ttl < 0 then
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
 end
 if notification ~= '' then redis.call('PUBLISH', bus, 'e' .. notification) end
 return out

@@ -158,6 +158,7 @@ class Store:
             keys.index(bucket),
             keys.members(bucket),
             keys.traces(tx),
+            keys.waits(bucket),
         ]
         queue_index: dict[str, int] = {}
 
@@ -183,6 +184,7 @@ class Store:
             args += [0, ""]
         args += [len(c.cancels), *(f"{cid}|{reason}" for cid, reason in c.cancels)]
         args += [*(c.trace or ("", "")), c.trace_ttl_ms]
+        args.append("" if c.waits is None else c.waits or "-")
         reply = await self._script("commit", script_keys, args)
         revision = int(reply[0])
         if revision == -1:
@@ -243,6 +245,14 @@ class Store:
         rows = [(m.decode(), s) for page in await cmds.execute() for m, s in page]
         rows.sort(key=lambda r: (r[1], r[0]), reverse=True)
         return rows[:count]
+
+    @_guarded
+    async def waits(self) -> list[tuple[str, bytes]]:
+        """(transaction id, waits JSON) of every execution waiting for a signal."""
+        cmds = self._auto.commands()
+        for bucket in self.buckets:
+            cmds.hgetall(self.keys.waits(bucket))
+        return [(tx.decode(), raw) for page in await cmds.execute() for tx, raw in page.items()]
 
     @_guarded
     async def prune_index(self, transaction_ids: Sequence[str]) -> None:

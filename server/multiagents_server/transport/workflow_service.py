@@ -92,6 +92,9 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 f"nothing was started, retry after {OVERLOAD_RETRY_MS} ms",
                 OVERLOAD_RETRY_MS,
             )
+        delay_ms = request.start_delay.ToMilliseconds() if request.HasField("start_delay") else 0
+        if not 0 <= delay_ms <= convert.MAX_TIMEOUT_MS:
+            raise InvalidArgument("start_delay: must be between 0 and 365 days")
         self._submits += 1
         try:
             tx, created = await self.orchestrator.execute(
@@ -101,6 +104,7 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 request_id=request.request_id,
                 correlation_id=request.correlation_id,
                 metadata={k: str(v) for k, v in metadata.items()},
+                start_delay_ms=delay_ms,
             )
         finally:
             self._submits -= 1
@@ -198,6 +202,38 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
     ) -> pb.GetHistoryResponse:
         tx = _require(request.transaction_id, "transaction_id")
         return pb.GetHistoryResponse(events=await self.orchestrator.history(tx))
+
+    @unary
+    async def SignalWorkflow(
+        self, request: pb.SignalWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SignalWorkflowResponse:
+        tx = _require(request.transaction_id, "transaction_id")
+        convert.check_name(request.signal, "signal")
+        convert.check_length(request.signal_id, "signal_id", convert.MAX_ID_LENGTH)
+        payload = convert.json_object(request.payload, "payload", self.config.max_payload_bytes)
+        duplicate = await self.orchestrator.signal(tx, request.signal, payload, request.signal_id)
+        return pb.SignalWorkflowResponse(duplicate=duplicate)
+
+    @unary
+    async def ResumeWorkflow(
+        self, request: pb.ResumeWorkflowRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResumeWorkflowResponse:
+        await self.orchestrator.resume(_require(request.transaction_id, "transaction_id"))
+        return pb.ResumeWorkflowResponse()
+
+    @unary
+    async def ListWaitingSignals(
+        self, request: pb.ListWaitingSignalsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListWaitingSignalsResponse:
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size: must be between 0 and {MAX_PAGE_SIZE}")
+        waiting = await self.orchestrator.waiting_signals(
+            signal=request.signal,
+            workflow_name=request.workflow_name,
+            approvals_only=request.approvals_only,
+            limit=request.page_size or 100,
+        )
+        return pb.ListWaitingSignalsResponse(waiting=waiting)
 
 
 TERMINAL = frozenset(

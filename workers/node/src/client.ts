@@ -200,6 +200,11 @@ export class Client {
           heartbeatTimeout: duration(step.heartbeatTimeoutMs),
           workflow: step.workflow ?? "",
           workflowVersion: step.workflowVersion ?? 0,
+          parallel: undefined,
+          map: undefined,
+          condition: undefined,
+          waitForSignal: undefined,
+          sleep: undefined,
         })),
       },
     });
@@ -215,6 +220,7 @@ export class Client {
       input: encodeJson(input),
       requestId: options.requestId ?? "",
       correlationId: options.correlationId ?? "",
+      startDelay: undefined,
     });
     return response.transactionId;
   }

@@ -71,3 +71,58 @@ async def run_demo(*, orders: int = 8, data_dir: str = ".multiagents/demo") -> i
             _say("\nsummary: " + ", ".join(f"{n} {s}" for s, n in sorted(tally.items())))
     _say("server, workers and redis stopped")
     return 0
+
+
+DRAFTS = [
+    "Tides follow the moon, with evidence from tide gauges",
+    "The moon is made of cheese",
+    "Rivers carve canyons over millions of years, with evidence from strata",
+]
+
+
+async def run_review_demo(*, data_dir: str = ".multiagents/demo") -> int:
+    """Three agents review each draft at once; the workflow branches on their
+    scores; good drafts wait for a person's approval (the demo approves the
+    first and rejects the second, from the inbox); a rejection compensates."""
+    from multiagents_demo.review_workers import WORKERS as REVIEW_WORKERS
+    from multiagents_demo.review_workers import review_workflow
+    from multiagents_server.app import Server
+    from multiagents_server.config import ServerConfig
+
+    shutil.rmtree(data_dir, ignore_errors=True)
+    config = ServerConfig(port=0, data_dir=data_dir, heartbeat_interval_ms=1000)
+    _say("starting an embedded server (real redis-server child process, gRPC on localhost)")
+    async with (
+        Server(config) as server,
+        WorkerRuntime(REVIEW_WORKERS, servers=server.address, max_concurrency=8),
+        Client(server.address) as client,
+    ):
+        await client.register_workflow(review_workflow())
+        _say("workflow article_review: book [release] -> reviews (3 agents at once)")
+        _say("  -> route: mean score >= 0.6 ? approval -> publish : revise\n")
+        ids = [await client.execute_workflow("article_review", {"draft": d}) for d in DRAFTS]
+        approvals = 0
+        finals: dict[str, Any] = {}
+        while len(finals) < len(ids):
+            for w in await client.list_waiting_signals(workflow_name="article_review"):
+                decide = client.approve if approvals % 2 == 0 else client.reject
+                verb = "approve" if approvals % 2 == 0 else "reject"
+                _say(f"inbox: {w.transaction_id[:12]} waits at {w.path!r}: {verb}")
+                await decide(w.transaction_id, by="demo editor", comment=f"demo {verb}")
+                approvals += 1
+            for tx in ids:
+                status = await client.get_status(tx)
+                if status.terminal and tx not in finals:
+                    finals[tx] = status
+            await asyncio.sleep(0.1)
+        for draft, tx in zip(DRAFTS, ids, strict=True):
+            status = finals[tx]
+            scores = {k: v["score"] for k, v in status.context.get("reviews", {}).items()}
+            taken = {s.path: s.branch for s in status.steps}.get("route", "")
+            _say(f"\n{draft[:50]!r}\n  scores {scores} -> route {taken}")
+            _say(
+                f"  {status.state.upper()}"
+                + (f" ({status.error['type']}: {status.error['message']})" if status.error else "")
+            )
+    _say("\nserver, workers and redis stopped")
+    return 0

@@ -27,9 +27,10 @@ type WorkflowState int32
 const (
 	// Not set; never a valid state of an execution.
 	WorkflowState_WORKFLOW_STATE_UNSPECIFIED WorkflowState = 0
-	// Accepted, no step dispatched yet.
+	// Accepted, not started yet (a delayed start waits for its time).
 	WorkflowState_WORKFLOW_STATE_PENDING WorkflowState = 1
-	// Executing steps, or compensating them after a failure.
+	// Executing steps (or waiting for a signal, a timer, a delayed start's
+	// time: see WorkflowStatus).
 	WorkflowState_WORKFLOW_STATE_RUNNING WorkflowState = 2
 	// Every step completed.
 	WorkflowState_WORKFLOW_STATE_COMPLETED WorkflowState = 3
@@ -39,6 +40,9 @@ const (
 	WorkflowState_WORKFLOW_STATE_COMPENSATED WorkflowState = 5
 	// Cancelled by a client; completed steps were compensated.
 	WorkflowState_WORKFLOW_STATE_CANCELLED WorkflowState = 6
+	// A step failed for good, or the workflow was cancelled: completed steps
+	// are being compensated. Ends COMPENSATED, FAILED or CANCELLED.
+	WorkflowState_WORKFLOW_STATE_COMPENSATING WorkflowState = 7
 )
 
 // Enum value maps for WorkflowState.
@@ -51,15 +55,17 @@ var (
 		4: "WORKFLOW_STATE_FAILED",
 		5: "WORKFLOW_STATE_COMPENSATED",
 		6: "WORKFLOW_STATE_CANCELLED",
+		7: "WORKFLOW_STATE_COMPENSATING",
 	}
 	WorkflowState_value = map[string]int32{
-		"WORKFLOW_STATE_UNSPECIFIED": 0,
-		"WORKFLOW_STATE_PENDING":     1,
-		"WORKFLOW_STATE_RUNNING":     2,
-		"WORKFLOW_STATE_COMPLETED":   3,
-		"WORKFLOW_STATE_FAILED":      4,
-		"WORKFLOW_STATE_COMPENSATED": 5,
-		"WORKFLOW_STATE_CANCELLED":   6,
+		"WORKFLOW_STATE_UNSPECIFIED":  0,
+		"WORKFLOW_STATE_PENDING":      1,
+		"WORKFLOW_STATE_RUNNING":      2,
+		"WORKFLOW_STATE_COMPLETED":    3,
+		"WORKFLOW_STATE_FAILED":       4,
+		"WORKFLOW_STATE_COMPENSATED":  5,
+		"WORKFLOW_STATE_CANCELLED":    6,
+		"WORKFLOW_STATE_COMPENSATING": 7,
 	}
 )
 
@@ -250,7 +256,7 @@ const file_multiagents_v1_common_proto_rawDesc = "" +
 	"\rnon_retryable\x18\x03 \x01(\bR\fnonRetryable\x12\x1f\n" +
 	"\vstack_trace\x18\x04 \x01(\tR\n" +
 	"stackTrace\x121\n" +
-	"\adetails\x18\x05 \x01(\v2\x17.multiagents.v1.PayloadR\adetails*\xde\x01\n" +
+	"\adetails\x18\x05 \x01(\v2\x17.multiagents.v1.PayloadR\adetails*\xff\x01\n" +
 	"\rWorkflowState\x12\x1e\n" +
 	"\x1aWORKFLOW_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16WORKFLOW_STATE_PENDING\x10\x01\x12\x1a\n" +
@@ -258,7 +264,8 @@ const file_multiagents_v1_common_proto_rawDesc = "" +
 	"\x18WORKFLOW_STATE_COMPLETED\x10\x03\x12\x19\n" +
 	"\x15WORKFLOW_STATE_FAILED\x10\x04\x12\x1e\n" +
 	"\x1aWORKFLOW_STATE_COMPENSATED\x10\x05\x12\x1c\n" +
-	"\x18WORKFLOW_STATE_CANCELLED\x10\x06BPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
+	"\x18WORKFLOW_STATE_CANCELLED\x10\x06\x12\x1f\n" +
+	"\x1bWORKFLOW_STATE_COMPENSATING\x10\aBPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
 
 var (
 	file_multiagents_v1_common_proto_rawDescOnce sync.Once

@@ -43,8 +43,10 @@ type CommandEvent struct {
 	CommandId string `protobuf:"bytes,8,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	// The sub-workflow started for this step, when the step runs a workflow.
 	ChildTransactionId string `protobuf:"bytes,9,opt,name=child_transaction_id,json=childTransactionId,proto3" json:"child_transaction_id,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Path of the step (StepInfo.path), e.g. "fanout/legal/review" or "each/3".
+	Path          string `protobuf:"bytes,10,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommandEvent) Reset() {
@@ -140,6 +142,13 @@ func (x *CommandEvent) GetChildTransactionId() string {
 	return ""
 }
 
+func (x *CommandEvent) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 // ResultEvent: a worker returned a result.
 type ResultEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -160,7 +169,9 @@ type ResultEvent struct {
 	// Command id the result answers.
 	CommandId string `protobuf:"bytes,8,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	// True when the result is a compensation's.
-	Compensation  bool `protobuf:"varint,9,opt,name=compensation,proto3" json:"compensation,omitempty"`
+	Compensation bool `protobuf:"varint,9,opt,name=compensation,proto3" json:"compensation,omitempty"`
+	// Path of the step (StepInfo.path).
+	Path          string `protobuf:"bytes,10,opt,name=path,proto3" json:"path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -258,6 +269,13 @@ func (x *ResultEvent) GetCompensation() bool {
 	return false
 }
 
+func (x *ResultEvent) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 // ErrorEvent: an attempt failed.
 type ErrorEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -280,7 +298,9 @@ type ErrorEvent struct {
 	// True when the attempt is retried.
 	WillRetry bool `protobuf:"varint,9,opt,name=will_retry,json=willRetry,proto3" json:"will_retry,omitempty"`
 	// True when the failed attempt was a compensation.
-	Compensation  bool `protobuf:"varint,10,opt,name=compensation,proto3" json:"compensation,omitempty"`
+	Compensation bool `protobuf:"varint,10,opt,name=compensation,proto3" json:"compensation,omitempty"`
+	// Path of the step (StepInfo.path).
+	Path          string `protobuf:"bytes,11,opt,name=path,proto3" json:"path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -385,6 +405,13 @@ func (x *ErrorEvent) GetCompensation() bool {
 	return false
 }
 
+func (x *ErrorEvent) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 // CompensationEvent: a compensation was dispatched.
 type CompensationEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -403,7 +430,9 @@ type CompensationEvent struct {
 	// Attempt-scoped command id.
 	CommandId string `protobuf:"bytes,7,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	// Retries before this attempt.
-	RetryCount    int32 `protobuf:"varint,8,opt,name=retry_count,json=retryCount,proto3" json:"retry_count,omitempty"`
+	RetryCount int32 `protobuf:"varint,8,opt,name=retry_count,json=retryCount,proto3" json:"retry_count,omitempty"`
+	// Path of the step (StepInfo.path).
+	Path          string `protobuf:"bytes,9,opt,name=path,proto3" json:"path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -492,6 +521,13 @@ func (x *CompensationEvent) GetRetryCount() int32 {
 		return x.RetryCount
 	}
 	return 0
+}
+
+func (x *CompensationEvent) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
 }
 
 // StatusEvent: the execution's state or current step changed.
@@ -612,6 +648,185 @@ func (x *StatusEvent) GetRequiresManualIntervention() bool {
 	return false
 }
 
+// NodeEvent: a construct of workflow model v2 did something: a condition
+// chose a case ("chose", details {"case": index from 0, -1 for otherwise}),
+// a wait started waiting ("waiting", {"signal"}) or timed out ("timed out"),
+// a sleep started ("sleeping", {"until_ms"}) or ended ("woke"), a parallel
+// group or map started ("started", a map with {"items": count}) or joined
+// ("joined").
+type NodeEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Execution.
+	TransactionId string `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
+	// Path of the node.
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// What happened (the words above).
+	What string `protobuf:"bytes,3,opt,name=what,proto3" json:"what,omitempty"`
+	// JSON object with details; {} when none.
+	Details *Payload `protobuf:"bytes,4,opt,name=details,proto3" json:"details,omitempty"`
+	// When it happened.
+	Timestamp     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeEvent) Reset() {
+	*x = NodeEvent{}
+	mi := &file_multiagents_v1_events_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeEvent) ProtoMessage() {}
+
+func (x *NodeEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_events_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeEvent.ProtoReflect.Descriptor instead.
+func (*NodeEvent) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_events_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NodeEvent) GetTransactionId() string {
+	if x != nil {
+		return x.TransactionId
+	}
+	return ""
+}
+
+func (x *NodeEvent) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *NodeEvent) GetWhat() string {
+	if x != nil {
+		return x.What
+	}
+	return ""
+}
+
+func (x *NodeEvent) GetDetails() *Payload {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
+func (x *NodeEvent) GetTimestamp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Timestamp
+	}
+	return nil
+}
+
+// SignalEvent: a signal arrived (SignalWorkflow).
+type SignalEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Execution.
+	TransactionId string `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
+	// Signal name.
+	Signal string `protobuf:"bytes,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	// The signal's payload (a JSON object).
+	Payload *Payload `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	// The sender's signal id, if any.
+	SignalId string `protobuf:"bytes,4,opt,name=signal_id,json=signalId,proto3" json:"signal_id,omitempty"`
+	// Path of the wait that took it; empty when no wait waited for it yet
+	// (it is kept for the next wait on that signal).
+	ConsumedBy string `protobuf:"bytes,5,opt,name=consumed_by,json=consumedBy,proto3" json:"consumed_by,omitempty"`
+	// When it arrived.
+	Timestamp     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalEvent) Reset() {
+	*x = SignalEvent{}
+	mi := &file_multiagents_v1_events_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalEvent) ProtoMessage() {}
+
+func (x *SignalEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_events_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalEvent.ProtoReflect.Descriptor instead.
+func (*SignalEvent) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_events_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SignalEvent) GetTransactionId() string {
+	if x != nil {
+		return x.TransactionId
+	}
+	return ""
+}
+
+func (x *SignalEvent) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+func (x *SignalEvent) GetPayload() *Payload {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *SignalEvent) GetSignalId() string {
+	if x != nil {
+		return x.SignalId
+	}
+	return ""
+}
+
+func (x *SignalEvent) GetConsumedBy() string {
+	if x != nil {
+		return x.ConsumedBy
+	}
+	return ""
+}
+
+func (x *SignalEvent) GetTimestamp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Timestamp
+	}
+	return nil
+}
+
 // WorkflowEvent is one entry of an execution's history.
 type WorkflowEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -626,6 +841,8 @@ type WorkflowEvent struct {
 	//	*WorkflowEvent_Error
 	//	*WorkflowEvent_Compensation
 	//	*WorkflowEvent_Status
+	//	*WorkflowEvent_Node
+	//	*WorkflowEvent_Signal
 	Event         isWorkflowEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -633,7 +850,7 @@ type WorkflowEvent struct {
 
 func (x *WorkflowEvent) Reset() {
 	*x = WorkflowEvent{}
-	mi := &file_multiagents_v1_events_proto_msgTypes[5]
+	mi := &file_multiagents_v1_events_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +862,7 @@ func (x *WorkflowEvent) String() string {
 func (*WorkflowEvent) ProtoMessage() {}
 
 func (x *WorkflowEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_events_proto_msgTypes[5]
+	mi := &file_multiagents_v1_events_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +875,7 @@ func (x *WorkflowEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkflowEvent.ProtoReflect.Descriptor instead.
 func (*WorkflowEvent) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_events_proto_rawDescGZIP(), []int{5}
+	return file_multiagents_v1_events_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WorkflowEvent) GetSequence() int64 {
@@ -720,6 +937,24 @@ func (x *WorkflowEvent) GetStatus() *StatusEvent {
 	return nil
 }
 
+func (x *WorkflowEvent) GetNode() *NodeEvent {
+	if x != nil {
+		if x, ok := x.Event.(*WorkflowEvent_Node); ok {
+			return x.Node
+		}
+	}
+	return nil
+}
+
+func (x *WorkflowEvent) GetSignal() *SignalEvent {
+	if x != nil {
+		if x, ok := x.Event.(*WorkflowEvent_Signal); ok {
+			return x.Signal
+		}
+	}
+	return nil
+}
+
 type isWorkflowEvent_Event interface {
 	isWorkflowEvent_Event()
 }
@@ -749,6 +984,16 @@ type WorkflowEvent_Status struct {
 	Status *StatusEvent `protobuf:"bytes,6,opt,name=status,proto3,oneof"`
 }
 
+type WorkflowEvent_Node struct {
+	// A construct (condition, wait, sleep, group, map) did something.
+	Node *NodeEvent `protobuf:"bytes,7,opt,name=node,proto3,oneof"`
+}
+
+type WorkflowEvent_Signal struct {
+	// A signal arrived.
+	Signal *SignalEvent `protobuf:"bytes,8,opt,name=signal,proto3,oneof"`
+}
+
 func (*WorkflowEvent_Command) isWorkflowEvent_Event() {}
 
 func (*WorkflowEvent_Result) isWorkflowEvent_Event() {}
@@ -759,11 +1004,15 @@ func (*WorkflowEvent_Compensation) isWorkflowEvent_Event() {}
 
 func (*WorkflowEvent_Status) isWorkflowEvent_Event() {}
 
+func (*WorkflowEvent_Node) isWorkflowEvent_Event() {}
+
+func (*WorkflowEvent_Signal) isWorkflowEvent_Event() {}
+
 var File_multiagents_v1_events_proto protoreflect.FileDescriptor
 
 const file_multiagents_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1bmultiagents/v1/events.proto\x12\x0emultiagents.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\"\xf0\x02\n" +
+	"\x1bmultiagents/v1/events.proto\x12\x0emultiagents.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\"\x84\x03\n" +
 	"\fCommandEvent\x12\x1f\n" +
 	"\vworker_name\x18\x01 \x01(\tR\n" +
 	"workerName\x12%\n" +
@@ -776,7 +1025,9 @@ const file_multiagents_v1_events_proto_rawDesc = "" +
 	"\x04step\x18\a \x01(\tR\x04step\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\b \x01(\tR\tcommandId\x120\n" +
-	"\x14child_transaction_id\x18\t \x01(\tR\x12childTransactionId\"\xd8\x02\n" +
+	"\x14child_transaction_id\x18\t \x01(\tR\x12childTransactionId\x12\x12\n" +
+	"\x04path\x18\n" +
+	" \x01(\tR\x04path\"\xec\x02\n" +
 	"\vResultEvent\x12\x1f\n" +
 	"\vworker_name\x18\x01 \x01(\tR\n" +
 	"workerName\x12%\n" +
@@ -788,7 +1039,9 @@ const file_multiagents_v1_events_proto_rawDesc = "" +
 	"\x04step\x18\a \x01(\tR\x04step\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\b \x01(\tR\tcommandId\x12\"\n" +
-	"\fcompensation\x18\t \x01(\bR\fcompensation\"\xfb\x02\n" +
+	"\fcompensation\x18\t \x01(\bR\fcompensation\x12\x12\n" +
+	"\x04path\x18\n" +
+	" \x01(\tR\x04path\"\x8f\x03\n" +
 	"\n" +
 	"ErrorEvent\x12\x1f\n" +
 	"\vworker_name\x18\x01 \x01(\tR\n" +
@@ -805,7 +1058,8 @@ const file_multiagents_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"will_retry\x18\t \x01(\bR\twillRetry\x12\"\n" +
 	"\fcompensation\x18\n" +
-	" \x01(\bR\fcompensation\"\xc3\x02\n" +
+	" \x01(\bR\fcompensation\x12\x12\n" +
+	"\x04path\x18\v \x01(\tR\x04path\"\xd7\x02\n" +
 	"\x11CompensationEvent\x12\x1f\n" +
 	"\vworker_name\x18\x01 \x01(\tR\n" +
 	"workerName\x12%\n" +
@@ -817,7 +1071,8 @@ const file_multiagents_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"command_id\x18\a \x01(\tR\tcommandId\x12\x1f\n" +
 	"\vretry_count\x18\b \x01(\x05R\n" +
-	"retryCount\"\xba\x03\n" +
+	"retryCount\x12\x12\n" +
+	"\x04path\x18\t \x01(\tR\x04path\"\xba\x03\n" +
 	"\vStatusEvent\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x123\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1d.multiagents.v1.WorkflowStateR\x05state\x12!\n" +
@@ -827,14 +1082,30 @@ const file_multiagents_v1_events_proto_rawDesc = "" +
 	"\x0ecorrelation_id\x18\x06 \x01(\tR\rcorrelationId\x12\x1a\n" +
 	"\brevision\x18\a \x01(\x03R\brevision\x121\n" +
 	"\afailure\x18\b \x01(\v2\x17.multiagents.v1.FailureR\afailure\x12@\n" +
-	"\x1crequires_manual_intervention\x18\t \x01(\bR\x1arequiresManualIntervention\"\xd9\x02\n" +
+	"\x1crequires_manual_intervention\x18\t \x01(\bR\x1arequiresManualIntervention\"\xc7\x01\n" +
+	"\tNodeEvent\x12%\n" +
+	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x12\n" +
+	"\x04what\x18\x03 \x01(\tR\x04what\x121\n" +
+	"\adetails\x18\x04 \x01(\v2\x17.multiagents.v1.PayloadR\adetails\x128\n" +
+	"\ttimestamp\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\"\xf7\x01\n" +
+	"\vSignalEvent\x12%\n" +
+	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12\x16\n" +
+	"\x06signal\x18\x02 \x01(\tR\x06signal\x121\n" +
+	"\apayload\x18\x03 \x01(\v2\x17.multiagents.v1.PayloadR\apayload\x12\x1b\n" +
+	"\tsignal_id\x18\x04 \x01(\tR\bsignalId\x12\x1f\n" +
+	"\vconsumed_by\x18\x05 \x01(\tR\n" +
+	"consumedBy\x128\n" +
+	"\ttimestamp\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\"\xc1\x03\n" +
 	"\rWorkflowEvent\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x128\n" +
 	"\acommand\x18\x02 \x01(\v2\x1c.multiagents.v1.CommandEventH\x00R\acommand\x125\n" +
 	"\x06result\x18\x03 \x01(\v2\x1b.multiagents.v1.ResultEventH\x00R\x06result\x122\n" +
 	"\x05error\x18\x04 \x01(\v2\x1a.multiagents.v1.ErrorEventH\x00R\x05error\x12G\n" +
 	"\fcompensation\x18\x05 \x01(\v2!.multiagents.v1.CompensationEventH\x00R\fcompensation\x125\n" +
-	"\x06status\x18\x06 \x01(\v2\x1b.multiagents.v1.StatusEventH\x00R\x06statusB\a\n" +
+	"\x06status\x18\x06 \x01(\v2\x1b.multiagents.v1.StatusEventH\x00R\x06status\x12/\n" +
+	"\x04node\x18\a \x01(\v2\x19.multiagents.v1.NodeEventH\x00R\x04node\x125\n" +
+	"\x06signal\x18\b \x01(\v2\x1b.multiagents.v1.SignalEventH\x00R\x06signalB\a\n" +
 	"\x05eventBPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
 
 var (
@@ -849,42 +1120,50 @@ func file_multiagents_v1_events_proto_rawDescGZIP() []byte {
 	return file_multiagents_v1_events_proto_rawDescData
 }
 
-var file_multiagents_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_multiagents_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_multiagents_v1_events_proto_goTypes = []any{
 	(*CommandEvent)(nil),          // 0: multiagents.v1.CommandEvent
 	(*ResultEvent)(nil),           // 1: multiagents.v1.ResultEvent
 	(*ErrorEvent)(nil),            // 2: multiagents.v1.ErrorEvent
 	(*CompensationEvent)(nil),     // 3: multiagents.v1.CompensationEvent
 	(*StatusEvent)(nil),           // 4: multiagents.v1.StatusEvent
-	(*WorkflowEvent)(nil),         // 5: multiagents.v1.WorkflowEvent
-	(*Payload)(nil),               // 6: multiagents.v1.Payload
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
-	(*Failure)(nil),               // 8: multiagents.v1.Failure
-	(WorkflowState)(0),            // 9: multiagents.v1.WorkflowState
+	(*NodeEvent)(nil),             // 5: multiagents.v1.NodeEvent
+	(*SignalEvent)(nil),           // 6: multiagents.v1.SignalEvent
+	(*WorkflowEvent)(nil),         // 7: multiagents.v1.WorkflowEvent
+	(*Payload)(nil),               // 8: multiagents.v1.Payload
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*Failure)(nil),               // 10: multiagents.v1.Failure
+	(WorkflowState)(0),            // 11: multiagents.v1.WorkflowState
 }
 var file_multiagents_v1_events_proto_depIdxs = []int32{
-	6,  // 0: multiagents.v1.CommandEvent.context:type_name -> multiagents.v1.Payload
-	7,  // 1: multiagents.v1.CommandEvent.timestamp:type_name -> google.protobuf.Timestamp
-	6,  // 2: multiagents.v1.ResultEvent.result:type_name -> multiagents.v1.Payload
-	7,  // 3: multiagents.v1.ResultEvent.timestamp:type_name -> google.protobuf.Timestamp
-	8,  // 4: multiagents.v1.ErrorEvent.error:type_name -> multiagents.v1.Failure
-	7,  // 5: multiagents.v1.ErrorEvent.timestamp:type_name -> google.protobuf.Timestamp
-	6,  // 6: multiagents.v1.CompensationEvent.context:type_name -> multiagents.v1.Payload
-	7,  // 7: multiagents.v1.CompensationEvent.timestamp:type_name -> google.protobuf.Timestamp
-	9,  // 8: multiagents.v1.StatusEvent.state:type_name -> multiagents.v1.WorkflowState
-	6,  // 9: multiagents.v1.StatusEvent.step_results:type_name -> multiagents.v1.Payload
-	7,  // 10: multiagents.v1.StatusEvent.timestamp:type_name -> google.protobuf.Timestamp
-	8,  // 11: multiagents.v1.StatusEvent.failure:type_name -> multiagents.v1.Failure
-	0,  // 12: multiagents.v1.WorkflowEvent.command:type_name -> multiagents.v1.CommandEvent
-	1,  // 13: multiagents.v1.WorkflowEvent.result:type_name -> multiagents.v1.ResultEvent
-	2,  // 14: multiagents.v1.WorkflowEvent.error:type_name -> multiagents.v1.ErrorEvent
-	3,  // 15: multiagents.v1.WorkflowEvent.compensation:type_name -> multiagents.v1.CompensationEvent
-	4,  // 16: multiagents.v1.WorkflowEvent.status:type_name -> multiagents.v1.StatusEvent
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	8,  // 0: multiagents.v1.CommandEvent.context:type_name -> multiagents.v1.Payload
+	9,  // 1: multiagents.v1.CommandEvent.timestamp:type_name -> google.protobuf.Timestamp
+	8,  // 2: multiagents.v1.ResultEvent.result:type_name -> multiagents.v1.Payload
+	9,  // 3: multiagents.v1.ResultEvent.timestamp:type_name -> google.protobuf.Timestamp
+	10, // 4: multiagents.v1.ErrorEvent.error:type_name -> multiagents.v1.Failure
+	9,  // 5: multiagents.v1.ErrorEvent.timestamp:type_name -> google.protobuf.Timestamp
+	8,  // 6: multiagents.v1.CompensationEvent.context:type_name -> multiagents.v1.Payload
+	9,  // 7: multiagents.v1.CompensationEvent.timestamp:type_name -> google.protobuf.Timestamp
+	11, // 8: multiagents.v1.StatusEvent.state:type_name -> multiagents.v1.WorkflowState
+	8,  // 9: multiagents.v1.StatusEvent.step_results:type_name -> multiagents.v1.Payload
+	9,  // 10: multiagents.v1.StatusEvent.timestamp:type_name -> google.protobuf.Timestamp
+	10, // 11: multiagents.v1.StatusEvent.failure:type_name -> multiagents.v1.Failure
+	8,  // 12: multiagents.v1.NodeEvent.details:type_name -> multiagents.v1.Payload
+	9,  // 13: multiagents.v1.NodeEvent.timestamp:type_name -> google.protobuf.Timestamp
+	8,  // 14: multiagents.v1.SignalEvent.payload:type_name -> multiagents.v1.Payload
+	9,  // 15: multiagents.v1.SignalEvent.timestamp:type_name -> google.protobuf.Timestamp
+	0,  // 16: multiagents.v1.WorkflowEvent.command:type_name -> multiagents.v1.CommandEvent
+	1,  // 17: multiagents.v1.WorkflowEvent.result:type_name -> multiagents.v1.ResultEvent
+	2,  // 18: multiagents.v1.WorkflowEvent.error:type_name -> multiagents.v1.ErrorEvent
+	3,  // 19: multiagents.v1.WorkflowEvent.compensation:type_name -> multiagents.v1.CompensationEvent
+	4,  // 20: multiagents.v1.WorkflowEvent.status:type_name -> multiagents.v1.StatusEvent
+	5,  // 21: multiagents.v1.WorkflowEvent.node:type_name -> multiagents.v1.NodeEvent
+	6,  // 22: multiagents.v1.WorkflowEvent.signal:type_name -> multiagents.v1.SignalEvent
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_events_proto_init() }
@@ -893,12 +1172,14 @@ func file_multiagents_v1_events_proto_init() {
 		return
 	}
 	file_multiagents_v1_common_proto_init()
-	file_multiagents_v1_events_proto_msgTypes[5].OneofWrappers = []any{
+	file_multiagents_v1_events_proto_msgTypes[7].OneofWrappers = []any{
 		(*WorkflowEvent_Command)(nil),
 		(*WorkflowEvent_Result)(nil),
 		(*WorkflowEvent_Error)(nil),
 		(*WorkflowEvent_Compensation)(nil),
 		(*WorkflowEvent_Status)(nil),
+		(*WorkflowEvent_Node)(nil),
+		(*WorkflowEvent_Signal)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -906,7 +1187,7 @@ func file_multiagents_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_multiagents_v1_events_proto_rawDesc), len(file_multiagents_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -22,6 +23,59 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// ParallelFailurePolicy says what a parallel group does when a branch fails.
+type ParallelFailurePolicy int32
+
+const (
+	// Not set: FAIL_FAST.
+	ParallelFailurePolicy_PARALLEL_FAILURE_POLICY_UNSPECIFIED ParallelFailurePolicy = 0
+	// Cancel the other branches at once; the group fails.
+	ParallelFailurePolicy_PARALLEL_FAILURE_POLICY_FAIL_FAST ParallelFailurePolicy = 1
+	// Let the other branches finish, then fail the group.
+	ParallelFailurePolicy_PARALLEL_FAILURE_POLICY_WAIT_ALL ParallelFailurePolicy = 2
+)
+
+// Enum value maps for ParallelFailurePolicy.
+var (
+	ParallelFailurePolicy_name = map[int32]string{
+		0: "PARALLEL_FAILURE_POLICY_UNSPECIFIED",
+		1: "PARALLEL_FAILURE_POLICY_FAIL_FAST",
+		2: "PARALLEL_FAILURE_POLICY_WAIT_ALL",
+	}
+	ParallelFailurePolicy_value = map[string]int32{
+		"PARALLEL_FAILURE_POLICY_UNSPECIFIED": 0,
+		"PARALLEL_FAILURE_POLICY_FAIL_FAST":   1,
+		"PARALLEL_FAILURE_POLICY_WAIT_ALL":    2,
+	}
+)
+
+func (x ParallelFailurePolicy) Enum() *ParallelFailurePolicy {
+	p := new(ParallelFailurePolicy)
+	*p = x
+	return p
+}
+
+func (x ParallelFailurePolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ParallelFailurePolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_multiagents_v1_workflow_proto_enumTypes[0].Descriptor()
+}
+
+func (ParallelFailurePolicy) Type() protoreflect.EnumType {
+	return &file_multiagents_v1_workflow_proto_enumTypes[0]
+}
+
+func (x ParallelFailurePolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ParallelFailurePolicy.Descriptor instead.
+func (ParallelFailurePolicy) EnumDescriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{0}
+}
 
 // StepStatus is the state of one step inside an execution.
 type StepStatus int32
@@ -41,8 +95,11 @@ const (
 	StepStatus_STEP_STATUS_COMPENSATED StepStatus = 5
 	// Completed, then its compensation failed for good.
 	StepStatus_STEP_STATUS_COMPENSATION_FAILED StepStatus = 6
-	// Abandoned because the workflow was cancelled while it ran.
+	// Abandoned because the workflow was cancelled while it ran, or a
+	// fail-fast group or a map stopped it.
 	StepStatus_STEP_STATUS_CANCELLED StepStatus = 7
+	// In a condition's case that was not taken.
+	StepStatus_STEP_STATUS_SKIPPED StepStatus = 8
 )
 
 // Enum value maps for StepStatus.
@@ -56,6 +113,7 @@ var (
 		5: "STEP_STATUS_COMPENSATED",
 		6: "STEP_STATUS_COMPENSATION_FAILED",
 		7: "STEP_STATUS_CANCELLED",
+		8: "STEP_STATUS_SKIPPED",
 	}
 	StepStatus_value = map[string]int32{
 		"STEP_STATUS_UNSPECIFIED":         0,
@@ -66,6 +124,7 @@ var (
 		"STEP_STATUS_COMPENSATED":         5,
 		"STEP_STATUS_COMPENSATION_FAILED": 6,
 		"STEP_STATUS_CANCELLED":           7,
+		"STEP_STATUS_SKIPPED":             8,
 	}
 )
 
@@ -80,11 +139,11 @@ func (x StepStatus) String() string {
 }
 
 func (StepStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_multiagents_v1_workflow_proto_enumTypes[0].Descriptor()
+	return file_multiagents_v1_workflow_proto_enumTypes[1].Descriptor()
 }
 
 func (StepStatus) Type() protoreflect.EnumType {
-	return &file_multiagents_v1_workflow_proto_enumTypes[0]
+	return &file_multiagents_v1_workflow_proto_enumTypes[1]
 }
 
 func (x StepStatus) Number() protoreflect.EnumNumber {
@@ -93,7 +152,7 @@ func (x StepStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StepStatus.Descriptor instead.
 func (StepStatus) EnumDescriptor() ([]byte, []int) {
-	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{0}
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{1}
 }
 
 // RetryPolicy says how a failed attempt of a step is retried. Unset fields
@@ -179,10 +238,17 @@ func (x *RetryPolicy) GetNonRetryableErrorTypes() []string {
 	return nil
 }
 
-// StepDefinition is one step of a workflow.
+// StepDefinition is one node of a workflow: a step run by a worker or as a
+// sub-workflow, or one of the constructs of workflow model v2 (a parallel
+// group, a map, a condition, a wait for a signal, a sleep). Set exactly one
+// of worker, workflow, parallel, map, condition, wait_for_signal and sleep;
+// anything else is INVALID_ARGUMENT naming the step. Retry policy,
+// compensation and timeouts belong to worker and workflow steps only.
 type StepDefinition struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Step name, unique in its workflow; results are kept under it.
+	// Name, unique in the whole definition (nested nodes included); 1-200
+	// characters of letters, digits and _ . - : (no "/": paths use it).
+	// Results are kept under it.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The worker that executes the step.
 	Worker string `protobuf:"bytes,2,opt,name=worker,proto3" json:"worker,omitempty"`
@@ -201,8 +267,18 @@ type StepDefinition struct {
 	Workflow string `protobuf:"bytes,8,opt,name=workflow,proto3" json:"workflow,omitempty"`
 	// Version of the sub-workflow; 0 means the latest when the step starts.
 	WorkflowVersion int32 `protobuf:"varint,9,opt,name=workflow_version,json=workflowVersion,proto3" json:"workflow_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Runs branches at once and joins them.
+	Parallel *ParallelGroup `protobuf:"bytes,10,opt,name=parallel,proto3" json:"parallel,omitempty"`
+	// Runs one step once per item of a list.
+	Map *MapStep `protobuf:"bytes,11,opt,name=map,proto3" json:"map,omitempty"`
+	// Runs the steps of the first matching case.
+	Condition *Condition `protobuf:"bytes,12,opt,name=condition,proto3" json:"condition,omitempty"`
+	// Waits for a signal (SignalWorkflow), e.g. a person's approval.
+	WaitForSignal *WaitForSignal `protobuf:"bytes,13,opt,name=wait_for_signal,json=waitForSignal,proto3" json:"wait_for_signal,omitempty"`
+	// Waits for a fixed time (a durable timer).
+	Sleep         *Sleep `protobuf:"bytes,14,opt,name=sleep,proto3" json:"sleep,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StepDefinition) Reset() {
@@ -298,6 +374,500 @@ func (x *StepDefinition) GetWorkflowVersion() int32 {
 	return 0
 }
 
+func (x *StepDefinition) GetParallel() *ParallelGroup {
+	if x != nil {
+		return x.Parallel
+	}
+	return nil
+}
+
+func (x *StepDefinition) GetMap() *MapStep {
+	if x != nil {
+		return x.Map
+	}
+	return nil
+}
+
+func (x *StepDefinition) GetCondition() *Condition {
+	if x != nil {
+		return x.Condition
+	}
+	return nil
+}
+
+func (x *StepDefinition) GetWaitForSignal() *WaitForSignal {
+	if x != nil {
+		return x.WaitForSignal
+	}
+	return nil
+}
+
+func (x *StepDefinition) GetSleep() *Sleep {
+	if x != nil {
+		return x.Sleep
+	}
+	return nil
+}
+
+// Branch is a named sequence of steps inside a parallel group.
+type Branch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Branch name, unique in its group; the branch's result lands under it.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Steps of the branch, in order; at least one.
+	Steps         []*StepDefinition `protobuf:"bytes,2,rep,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Branch) Reset() {
+	*x = Branch{}
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Branch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Branch) ProtoMessage() {}
+
+func (x *Branch) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Branch.ProtoReflect.Descriptor instead.
+func (*Branch) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Branch) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Branch) GetSteps() []*StepDefinition {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+// ParallelGroup runs its branches at once; each branch receives the context
+// as it was when the group started. When every branch completed, the group's
+// result is {branch name: the merged results of that branch's steps}, merged
+// into the context like a step's result. When a branch fails, the failure
+// policy applies and the group fails with that branch's failure (so the
+// workflow compensates every completed step, branches included, in reverse
+// order of completion).
+type ParallelGroup struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At least one branch.
+	Branches []*Branch `protobuf:"bytes,1,rep,name=branches,proto3" json:"branches,omitempty"`
+	// What a failed branch does to the others.
+	FailurePolicy ParallelFailurePolicy `protobuf:"varint,2,opt,name=failure_policy,json=failurePolicy,proto3,enum=multiagents.v1.ParallelFailurePolicy" json:"failure_policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ParallelGroup) Reset() {
+	*x = ParallelGroup{}
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParallelGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParallelGroup) ProtoMessage() {}
+
+func (x *ParallelGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParallelGroup.ProtoReflect.Descriptor instead.
+func (*ParallelGroup) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ParallelGroup) GetBranches() []*Branch {
+	if x != nil {
+		return x.Branches
+	}
+	return nil
+}
+
+func (x *ParallelGroup) GetFailurePolicy() ParallelFailurePolicy {
+	if x != nil {
+		return x.FailurePolicy
+	}
+	return ParallelFailurePolicy_PARALLEL_FAILURE_POLICY_UNSPECIFIED
+}
+
+// MapStep runs `step` once per item of a list, at most `max_concurrency` at
+// once. Item i's context is the map's context plus "item" (the item) and
+// "index" (i). The map's result is {map name: [result of item 0, item 1,
+// ...]} in item order. The first item that fails for good cancels the
+// running ones and fails the map. Items that are not a list (or a missing
+// key) fail the map with type ExpressionError.
+type MapStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CEL expression giving the list, over the variable `context`, e.g.
+	// "context.documents". Checked at registration.
+	Items string `protobuf:"bytes,1,opt,name=items,proto3" json:"items,omitempty"`
+	// The step run per item: a worker or a workflow step (with its retry
+	// policy, compensation and timeouts); its name is the path segment of
+	// the items ("each/*").
+	Step *StepDefinition `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	// Items running at once; 0 means 10; at most 1,000.
+	MaxConcurrency int32 `protobuf:"varint,3,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *MapStep) Reset() {
+	*x = MapStep{}
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapStep) ProtoMessage() {}
+
+func (x *MapStep) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapStep.ProtoReflect.Descriptor instead.
+func (*MapStep) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MapStep) GetItems() string {
+	if x != nil {
+		return x.Items
+	}
+	return ""
+}
+
+func (x *MapStep) GetStep() *StepDefinition {
+	if x != nil {
+		return x.Step
+	}
+	return nil
+}
+
+func (x *MapStep) GetMaxConcurrency() int32 {
+	if x != nil {
+		return x.MaxConcurrency
+	}
+	return 0
+}
+
+// ConditionCase is one case of a condition.
+type ConditionCase struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// If/else form: CEL expression over `context` that must give true or
+	// false, e.g. "context.review.score >= 0.8". Checked at registration.
+	When string `protobuf:"bytes,1,opt,name=when,proto3" json:"when,omitempty"`
+	// Switch form (Condition.switch set): the JSON value that the switch
+	// expression must equal (numbers compare by value, 1 == 1.0).
+	Equals *structpb.Value `protobuf:"bytes,2,opt,name=equals,proto3" json:"equals,omitempty"`
+	// Steps run when this case is taken; may be empty.
+	Steps         []*StepDefinition `protobuf:"bytes,3,rep,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConditionCase) Reset() {
+	*x = ConditionCase{}
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConditionCase) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConditionCase) ProtoMessage() {}
+
+func (x *ConditionCase) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConditionCase.ProtoReflect.Descriptor instead.
+func (*ConditionCase) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ConditionCase) GetWhen() string {
+	if x != nil {
+		return x.When
+	}
+	return ""
+}
+
+func (x *ConditionCase) GetEquals() *structpb.Value {
+	if x != nil {
+		return x.Equals
+	}
+	return nil
+}
+
+func (x *ConditionCase) GetSteps() []*StepDefinition {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+// Condition runs the steps of the first case that matches, in place of the
+// condition (their results merge into the context like the condition's own
+// steps), else the `otherwise` steps. The case taken is recorded in history
+// and in StepInfo.branch. An expression that fails at run time (a missing
+// key, a wrong type) fails the condition with type ExpressionError.
+type Condition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Cases, tried in order; at least one.
+	Cases []*ConditionCase `protobuf:"bytes,1,rep,name=cases,proto3" json:"cases,omitempty"`
+	// Steps run when no case matches; may be empty.
+	Otherwise []*StepDefinition `protobuf:"bytes,2,rep,name=otherwise,proto3" json:"otherwise,omitempty"`
+	// Switch form: a CEL expression whose value is compared with each case's
+	// `equals`; cases then have no `when`.
+	Switch        string `protobuf:"bytes,3,opt,name=switch,proto3" json:"switch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Condition) Reset() {
+	*x = Condition{}
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Condition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Condition) ProtoMessage() {}
+
+func (x *Condition) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Condition.ProtoReflect.Descriptor instead.
+func (*Condition) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Condition) GetCases() []*ConditionCase {
+	if x != nil {
+		return x.Cases
+	}
+	return nil
+}
+
+func (x *Condition) GetOtherwise() []*StepDefinition {
+	if x != nil {
+		return x.Otherwise
+	}
+	return nil
+}
+
+func (x *Condition) GetSwitch() string {
+	if x != nil {
+		return x.Switch
+	}
+	return ""
+}
+
+// WaitForSignal waits until a signal of that name arrives (SignalWorkflow);
+// the signal's payload becomes the node's result, under the node's name.
+// Signals that arrive before the wait starts are kept and taken in order.
+type WaitForSignal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Signal name; 1-200 characters of letters, digits and _ . - : /.
+	Signal string `protobuf:"bytes,1,opt,name=signal,proto3" json:"signal,omitempty"`
+	// How long to wait; unset waits for ever.
+	Timeout *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// When true, a timeout runs `on_timeout` (possibly nothing) and the
+	// workflow goes on; when false, a timeout fails the node with type
+	// SignalTimeout (not retried) and the workflow compensates.
+	ContinueOnTimeout bool `protobuf:"varint,3,opt,name=continue_on_timeout,json=continueOnTimeout,proto3" json:"continue_on_timeout,omitempty"`
+	// Steps run on timeout when continue_on_timeout is set.
+	OnTimeout []*StepDefinition `protobuf:"bytes,4,rep,name=on_timeout,json=onTimeout,proto3" json:"on_timeout,omitempty"`
+	// An approval: the payload must hold a boolean "approved" (else the
+	// signal is INVALID_ARGUMENT); false fails the node with type Rejected
+	// (not retried), so the workflow compensates. An optional string
+	// "comment" goes into the failure's message.
+	Approval      bool `protobuf:"varint,5,opt,name=approval,proto3" json:"approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitForSignal) Reset() {
+	*x = WaitForSignal{}
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitForSignal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitForSignal) ProtoMessage() {}
+
+func (x *WaitForSignal) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitForSignal.ProtoReflect.Descriptor instead.
+func (*WaitForSignal) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *WaitForSignal) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+func (x *WaitForSignal) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *WaitForSignal) GetContinueOnTimeout() bool {
+	if x != nil {
+		return x.ContinueOnTimeout
+	}
+	return false
+}
+
+func (x *WaitForSignal) GetOnTimeout() []*StepDefinition {
+	if x != nil {
+		return x.OnTimeout
+	}
+	return nil
+}
+
+func (x *WaitForSignal) GetApproval() bool {
+	if x != nil {
+		return x.Approval
+	}
+	return false
+}
+
+// Sleep completes `duration` after it starts; durable (a server restart
+// does not shorten or restart it).
+type Sleep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How long; positive, at most 365 days.
+	Duration      *durationpb.Duration `protobuf:"bytes,1,opt,name=duration,proto3" json:"duration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Sleep) Reset() {
+	*x = Sleep{}
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sleep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sleep) ProtoMessage() {}
+
+func (x *Sleep) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sleep.ProtoReflect.Descriptor instead.
+func (*Sleep) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Sleep) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
 // WorkflowDefinition is a named, versioned sequence of steps.
 type WorkflowDefinition struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -315,7 +885,7 @@ type WorkflowDefinition struct {
 
 func (x *WorkflowDefinition) Reset() {
 	*x = WorkflowDefinition{}
-	mi := &file_multiagents_v1_workflow_proto_msgTypes[2]
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +897,7 @@ func (x *WorkflowDefinition) String() string {
 func (*WorkflowDefinition) ProtoMessage() {}
 
 func (x *WorkflowDefinition) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_workflow_proto_msgTypes[2]
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +910,7 @@ func (x *WorkflowDefinition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkflowDefinition.ProtoReflect.Descriptor instead.
 func (*WorkflowDefinition) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{2}
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WorkflowDefinition) GetName() string {
@@ -384,13 +954,26 @@ type StepInfo struct {
 	LastFailure *Failure `protobuf:"bytes,4,opt,name=last_failure,json=lastFailure,proto3" json:"last_failure,omitempty"`
 	// Transaction id of the sub-workflow run by the latest attempt, if any.
 	ChildTransactionId string `protobuf:"bytes,5,opt,name=child_transaction_id,json=childTransactionId,proto3" json:"child_transaction_id,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Path of names from the top of the definition, "/"-separated: a branch's
+	// steps are under "group/branch/", a map's items are "map/0", "map/1", ...
+	Path string `protobuf:"bytes,6,opt,name=path,proto3" json:"path,omitempty"`
+	// What the node is: "step", "workflow", "parallel", "map", "condition",
+	// "wait", "sleep" or "item" (one item of a map).
+	Kind string `protobuf:"bytes,7,opt,name=kind,proto3" json:"kind,omitempty"`
+	// A condition: the case taken, "case 1", "case 2", ... or "otherwise". A
+	// wait that timed out: "timed out". Else empty.
+	Branch string `protobuf:"bytes,8,opt,name=branch,proto3" json:"branch,omitempty"`
+	// When the node started; unset while pending.
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// When the node finished; unset while pending or running.
+	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StepInfo) Reset() {
 	*x = StepInfo{}
-	mi := &file_multiagents_v1_workflow_proto_msgTypes[3]
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +985,7 @@ func (x *StepInfo) String() string {
 func (*StepInfo) ProtoMessage() {}
 
 func (x *StepInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_workflow_proto_msgTypes[3]
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +998,7 @@ func (x *StepInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepInfo.ProtoReflect.Descriptor instead.
 func (*StepInfo) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{3}
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StepInfo) GetName() string {
@@ -453,6 +1036,141 @@ func (x *StepInfo) GetChildTransactionId() string {
 	return ""
 }
 
+func (x *StepInfo) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *StepInfo) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *StepInfo) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *StepInfo) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *StepInfo) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+// WaitingSignal is a wait node that is waiting now.
+type WaitingSignal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Transaction id of the execution.
+	TransactionId string `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
+	// Its workflow name.
+	WorkflowName string `protobuf:"bytes,2,opt,name=workflow_name,json=workflowName,proto3" json:"workflow_name,omitempty"`
+	// Path of the wait node.
+	Path string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	// The signal it waits for.
+	Signal string `protobuf:"bytes,4,opt,name=signal,proto3" json:"signal,omitempty"`
+	// True when it is an approval.
+	Approval bool `protobuf:"varint,5,opt,name=approval,proto3" json:"approval,omitempty"`
+	// When it started waiting.
+	Since *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=since,proto3" json:"since,omitempty"`
+	// When it times out; unset when it waits for ever.
+	TimeoutAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=timeout_at,json=timeoutAt,proto3" json:"timeout_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitingSignal) Reset() {
+	*x = WaitingSignal{}
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitingSignal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitingSignal) ProtoMessage() {}
+
+func (x *WaitingSignal) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitingSignal.ProtoReflect.Descriptor instead.
+func (*WaitingSignal) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *WaitingSignal) GetTransactionId() string {
+	if x != nil {
+		return x.TransactionId
+	}
+	return ""
+}
+
+func (x *WaitingSignal) GetWorkflowName() string {
+	if x != nil {
+		return x.WorkflowName
+	}
+	return ""
+}
+
+func (x *WaitingSignal) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *WaitingSignal) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+func (x *WaitingSignal) GetApproval() bool {
+	if x != nil {
+		return x.Approval
+	}
+	return false
+}
+
+func (x *WaitingSignal) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *WaitingSignal) GetTimeoutAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeoutAt
+	}
+	return nil
+}
+
 // WorkflowStatus is a snapshot of one execution.
 type WorkflowStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -466,7 +1184,8 @@ type WorkflowStatus struct {
 	WorkflowVersion int32 `protobuf:"varint,4,opt,name=workflow_version,json=workflowVersion,proto3" json:"workflow_version,omitempty"`
 	// Current state.
 	State WorkflowState `protobuf:"varint,5,opt,name=state,proto3,enum=multiagents.v1.WorkflowState" json:"state,omitempty"`
-	// Step being executed or compensated; empty when none.
+	// Path of a step being executed or compensated (the first, when several
+	// run at once); empty when none. See running_steps.
 	CurrentStep string `protobuf:"bytes,6,opt,name=current_step,json=currentStep,proto3" json:"current_step,omitempty"`
 	// JSON object: step name -> that step's result.
 	StepResults *Payload `protobuf:"bytes,7,opt,name=step_results,json=stepResults,proto3" json:"step_results,omitempty"`
@@ -476,7 +1195,8 @@ type WorkflowStatus struct {
 	Failure *Failure `protobuf:"bytes,9,opt,name=failure,proto3" json:"failure,omitempty"`
 	// True when a compensation failed for good; a person has to look.
 	RequiresManualIntervention bool `protobuf:"varint,10,opt,name=requires_manual_intervention,json=requiresManualIntervention,proto3" json:"requires_manual_intervention,omitempty"`
-	// Per-step detail, in definition order.
+	// Per-node detail, in definition order (depth first); a map's items follow
+	// the map's step.
 	Steps []*StepInfo `protobuf:"bytes,11,rep,name=steps,proto3" json:"steps,omitempty"`
 	// When the execution was accepted.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
@@ -488,13 +1208,20 @@ type WorkflowStatus struct {
 	Revision int64 `protobuf:"varint,15,opt,name=revision,proto3" json:"revision,omitempty"`
 	// The execution that runs this one as a sub-workflow step, if any.
 	ParentTransactionId string `protobuf:"bytes,16,opt,name=parent_transaction_id,json=parentTransactionId,proto3" json:"parent_transaction_id,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Paths of every step with an attempt outstanding (running, or waiting
+	// for its retry).
+	RunningSteps []string `protobuf:"bytes,17,rep,name=running_steps,json=runningSteps,proto3" json:"running_steps,omitempty"`
+	// The waits that wait for a signal now.
+	WaitingSignals []*WaitingSignal `protobuf:"bytes,18,rep,name=waiting_signals,json=waitingSignals,proto3" json:"waiting_signals,omitempty"`
+	// A delayed start: when the first step starts. Unset when started at once.
+	StartAt       *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=start_at,json=startAt,proto3" json:"start_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WorkflowStatus) Reset() {
 	*x = WorkflowStatus{}
-	mi := &file_multiagents_v1_workflow_proto_msgTypes[4]
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +1233,7 @@ func (x *WorkflowStatus) String() string {
 func (*WorkflowStatus) ProtoMessage() {}
 
 func (x *WorkflowStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_workflow_proto_msgTypes[4]
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +1246,7 @@ func (x *WorkflowStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkflowStatus.ProtoReflect.Descriptor instead.
 func (*WorkflowStatus) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{4}
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WorkflowStatus) GetTransactionId() string {
@@ -634,17 +1361,38 @@ func (x *WorkflowStatus) GetParentTransactionId() string {
 	return ""
 }
 
+func (x *WorkflowStatus) GetRunningSteps() []string {
+	if x != nil {
+		return x.RunningSteps
+	}
+	return nil
+}
+
+func (x *WorkflowStatus) GetWaitingSignals() []*WaitingSignal {
+	if x != nil {
+		return x.WaitingSignals
+	}
+	return nil
+}
+
+func (x *WorkflowStatus) GetStartAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartAt
+	}
+	return nil
+}
+
 var File_multiagents_v1_workflow_proto protoreflect.FileDescriptor
 
 const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\n" +
-	"\x1dmultiagents/v1/workflow.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\"\xb0\x02\n" +
+	"\x1dmultiagents/v1/workflow.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\"\xb0\x02\n" +
 	"\vRetryPolicy\x12)\n" +
 	"\x10maximum_attempts\x18\x01 \x01(\x05R\x0fmaximumAttempts\x12D\n" +
 	"\x10initial_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0finitialInterval\x12/\n" +
 	"\x13backoff_coefficient\x18\x03 \x01(\x01R\x12backoffCoefficient\x12D\n" +
 	"\x10maximum_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fmaximumInterval\x129\n" +
-	"\x19non_retryable_error_types\x18\x05 \x03(\tR\x16nonRetryableErrorTypes\"\xbd\x03\n" +
+	"\x19non_retryable_error_types\x18\x05 \x03(\tR\x16nonRetryableErrorTypes\"\xd0\x05\n" +
 	"\x0eStepDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06worker\x18\x02 \x01(\tR\x06worker\x12\"\n" +
@@ -654,18 +1402,67 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\x11heartbeat_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x10heartbeatTimeout\x12W\n" +
 	"\x19compensation_retry_policy\x18\a \x01(\v2\x1b.multiagents.v1.RetryPolicyR\x17compensationRetryPolicy\x12\x1a\n" +
 	"\bworkflow\x18\b \x01(\tR\bworkflow\x12)\n" +
-	"\x10workflow_version\x18\t \x01(\x05R\x0fworkflowVersion\"\x9a\x01\n" +
+	"\x10workflow_version\x18\t \x01(\x05R\x0fworkflowVersion\x129\n" +
+	"\bparallel\x18\n" +
+	" \x01(\v2\x1d.multiagents.v1.ParallelGroupR\bparallel\x12)\n" +
+	"\x03map\x18\v \x01(\v2\x17.multiagents.v1.MapStepR\x03map\x127\n" +
+	"\tcondition\x18\f \x01(\v2\x19.multiagents.v1.ConditionR\tcondition\x12E\n" +
+	"\x0fwait_for_signal\x18\r \x01(\v2\x1d.multiagents.v1.WaitForSignalR\rwaitForSignal\x12+\n" +
+	"\x05sleep\x18\x0e \x01(\v2\x15.multiagents.v1.SleepR\x05sleep\"R\n" +
+	"\x06Branch\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
+	"\x05steps\x18\x02 \x03(\v2\x1e.multiagents.v1.StepDefinitionR\x05steps\"\x91\x01\n" +
+	"\rParallelGroup\x122\n" +
+	"\bbranches\x18\x01 \x03(\v2\x16.multiagents.v1.BranchR\bbranches\x12L\n" +
+	"\x0efailure_policy\x18\x02 \x01(\x0e2%.multiagents.v1.ParallelFailurePolicyR\rfailurePolicy\"|\n" +
+	"\aMapStep\x12\x14\n" +
+	"\x05items\x18\x01 \x01(\tR\x05items\x122\n" +
+	"\x04step\x18\x02 \x01(\v2\x1e.multiagents.v1.StepDefinitionR\x04step\x12'\n" +
+	"\x0fmax_concurrency\x18\x03 \x01(\x05R\x0emaxConcurrency\"\x89\x01\n" +
+	"\rConditionCase\x12\x12\n" +
+	"\x04when\x18\x01 \x01(\tR\x04when\x12.\n" +
+	"\x06equals\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x06equals\x124\n" +
+	"\x05steps\x18\x03 \x03(\v2\x1e.multiagents.v1.StepDefinitionR\x05steps\"\x96\x01\n" +
+	"\tCondition\x123\n" +
+	"\x05cases\x18\x01 \x03(\v2\x1d.multiagents.v1.ConditionCaseR\x05cases\x12<\n" +
+	"\totherwise\x18\x02 \x03(\v2\x1e.multiagents.v1.StepDefinitionR\totherwise\x12\x16\n" +
+	"\x06switch\x18\x03 \x01(\tR\x06switch\"\xe7\x01\n" +
+	"\rWaitForSignal\x12\x16\n" +
+	"\x06signal\x18\x01 \x01(\tR\x06signal\x123\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12.\n" +
+	"\x13continue_on_timeout\x18\x03 \x01(\bR\x11continueOnTimeout\x12=\n" +
+	"\n" +
+	"on_timeout\x18\x04 \x03(\v2\x1e.multiagents.v1.StepDefinitionR\tonTimeout\x12\x1a\n" +
+	"\bapproval\x18\x05 \x01(\bR\bapproval\">\n" +
+	"\x05Sleep\x125\n" +
+	"\bduration\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\x9a\x01\n" +
 	"\x12WorkflowDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x05R\aversion\x124\n" +
 	"\x05steps\x18\x03 \x03(\v2\x1e.multiagents.v1.StepDefinitionR\x05steps\x12 \n" +
-	"\vdescription\x18\x04 \x01(\tR\vdescription\"\xdc\x01\n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\"\x94\x03\n" +
 	"\bStepInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1a.multiagents.v1.StepStatusR\x06status\x12\x1a\n" +
 	"\battempts\x18\x03 \x01(\x05R\battempts\x12:\n" +
 	"\flast_failure\x18\x04 \x01(\v2\x17.multiagents.v1.FailureR\vlastFailure\x120\n" +
-	"\x14child_transaction_id\x18\x05 \x01(\tR\x12childTransactionId\"\x9f\x06\n" +
+	"\x14child_transaction_id\x18\x05 \x01(\tR\x12childTransactionId\x12\x12\n" +
+	"\x04path\x18\x06 \x01(\tR\x04path\x12\x12\n" +
+	"\x04kind\x18\a \x01(\tR\x04kind\x12\x16\n" +
+	"\x06branch\x18\b \x01(\tR\x06branch\x129\n" +
+	"\n" +
+	"started_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
+	"\vfinished_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\"\x90\x02\n" +
+	"\rWaitingSignal\x12%\n" +
+	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12#\n" +
+	"\rworkflow_name\x18\x02 \x01(\tR\fworkflowName\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x16\n" +
+	"\x06signal\x18\x04 \x01(\tR\x06signal\x12\x1a\n" +
+	"\bapproval\x18\x05 \x01(\bR\bapproval\x120\n" +
+	"\x05since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x129\n" +
+	"\n" +
+	"timeout_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\ttimeoutAt\"\xc3\a\n" +
 	"\x0eWorkflowStatus\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12%\n" +
 	"\x0ecorrelation_id\x18\x02 \x01(\tR\rcorrelationId\x12#\n" +
@@ -685,7 +1482,14 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"updated_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12=\n" +
 	"\fcompleted_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vcompletedAt\x12\x1a\n" +
 	"\brevision\x18\x0f \x01(\x03R\brevision\x122\n" +
-	"\x15parent_transaction_id\x18\x10 \x01(\tR\x13parentTransactionId*\xeb\x01\n" +
+	"\x15parent_transaction_id\x18\x10 \x01(\tR\x13parentTransactionId\x12#\n" +
+	"\rrunning_steps\x18\x11 \x03(\tR\frunningSteps\x12F\n" +
+	"\x0fwaiting_signals\x18\x12 \x03(\v2\x1d.multiagents.v1.WaitingSignalR\x0ewaitingSignals\x125\n" +
+	"\bstart_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\astartAt*\x8d\x01\n" +
+	"\x15ParallelFailurePolicy\x12'\n" +
+	"#PARALLEL_FAILURE_POLICY_UNSPECIFIED\x10\x00\x12%\n" +
+	"!PARALLEL_FAILURE_POLICY_FAIL_FAST\x10\x01\x12$\n" +
+	" PARALLEL_FAILURE_POLICY_WAIT_ALL\x10\x02*\x84\x02\n" +
 	"\n" +
 	"StepStatus\x12\x1b\n" +
 	"\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -695,7 +1499,8 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\x12STEP_STATUS_FAILED\x10\x04\x12\x1b\n" +
 	"\x17STEP_STATUS_COMPENSATED\x10\x05\x12#\n" +
 	"\x1fSTEP_STATUS_COMPENSATION_FAILED\x10\x06\x12\x19\n" +
-	"\x15STEP_STATUS_CANCELLED\x10\aBPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
+	"\x15STEP_STATUS_CANCELLED\x10\a\x12\x17\n" +
+	"\x13STEP_STATUS_SKIPPED\x10\bBPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
 
 var (
 	file_multiagents_v1_workflow_proto_rawDescOnce sync.Once
@@ -709,44 +1514,76 @@ func file_multiagents_v1_workflow_proto_rawDescGZIP() []byte {
 	return file_multiagents_v1_workflow_proto_rawDescData
 }
 
-var file_multiagents_v1_workflow_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_multiagents_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_multiagents_v1_workflow_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_multiagents_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_multiagents_v1_workflow_proto_goTypes = []any{
-	(StepStatus)(0),               // 0: multiagents.v1.StepStatus
-	(*RetryPolicy)(nil),           // 1: multiagents.v1.RetryPolicy
-	(*StepDefinition)(nil),        // 2: multiagents.v1.StepDefinition
-	(*WorkflowDefinition)(nil),    // 3: multiagents.v1.WorkflowDefinition
-	(*StepInfo)(nil),              // 4: multiagents.v1.StepInfo
-	(*WorkflowStatus)(nil),        // 5: multiagents.v1.WorkflowStatus
-	(*durationpb.Duration)(nil),   // 6: google.protobuf.Duration
-	(*Failure)(nil),               // 7: multiagents.v1.Failure
-	(WorkflowState)(0),            // 8: multiagents.v1.WorkflowState
-	(*Payload)(nil),               // 9: multiagents.v1.Payload
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(ParallelFailurePolicy)(0),    // 0: multiagents.v1.ParallelFailurePolicy
+	(StepStatus)(0),               // 1: multiagents.v1.StepStatus
+	(*RetryPolicy)(nil),           // 2: multiagents.v1.RetryPolicy
+	(*StepDefinition)(nil),        // 3: multiagents.v1.StepDefinition
+	(*Branch)(nil),                // 4: multiagents.v1.Branch
+	(*ParallelGroup)(nil),         // 5: multiagents.v1.ParallelGroup
+	(*MapStep)(nil),               // 6: multiagents.v1.MapStep
+	(*ConditionCase)(nil),         // 7: multiagents.v1.ConditionCase
+	(*Condition)(nil),             // 8: multiagents.v1.Condition
+	(*WaitForSignal)(nil),         // 9: multiagents.v1.WaitForSignal
+	(*Sleep)(nil),                 // 10: multiagents.v1.Sleep
+	(*WorkflowDefinition)(nil),    // 11: multiagents.v1.WorkflowDefinition
+	(*StepInfo)(nil),              // 12: multiagents.v1.StepInfo
+	(*WaitingSignal)(nil),         // 13: multiagents.v1.WaitingSignal
+	(*WorkflowStatus)(nil),        // 14: multiagents.v1.WorkflowStatus
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*structpb.Value)(nil),        // 16: google.protobuf.Value
+	(*Failure)(nil),               // 17: multiagents.v1.Failure
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(WorkflowState)(0),            // 19: multiagents.v1.WorkflowState
+	(*Payload)(nil),               // 20: multiagents.v1.Payload
 }
 var file_multiagents_v1_workflow_proto_depIdxs = []int32{
-	6,  // 0: multiagents.v1.RetryPolicy.initial_interval:type_name -> google.protobuf.Duration
-	6,  // 1: multiagents.v1.RetryPolicy.maximum_interval:type_name -> google.protobuf.Duration
-	1,  // 2: multiagents.v1.StepDefinition.retry_policy:type_name -> multiagents.v1.RetryPolicy
-	6,  // 3: multiagents.v1.StepDefinition.timeout:type_name -> google.protobuf.Duration
-	6,  // 4: multiagents.v1.StepDefinition.heartbeat_timeout:type_name -> google.protobuf.Duration
-	1,  // 5: multiagents.v1.StepDefinition.compensation_retry_policy:type_name -> multiagents.v1.RetryPolicy
-	2,  // 6: multiagents.v1.WorkflowDefinition.steps:type_name -> multiagents.v1.StepDefinition
-	0,  // 7: multiagents.v1.StepInfo.status:type_name -> multiagents.v1.StepStatus
-	7,  // 8: multiagents.v1.StepInfo.last_failure:type_name -> multiagents.v1.Failure
-	8,  // 9: multiagents.v1.WorkflowStatus.state:type_name -> multiagents.v1.WorkflowState
-	9,  // 10: multiagents.v1.WorkflowStatus.step_results:type_name -> multiagents.v1.Payload
-	9,  // 11: multiagents.v1.WorkflowStatus.context:type_name -> multiagents.v1.Payload
-	7,  // 12: multiagents.v1.WorkflowStatus.failure:type_name -> multiagents.v1.Failure
-	4,  // 13: multiagents.v1.WorkflowStatus.steps:type_name -> multiagents.v1.StepInfo
-	10, // 14: multiagents.v1.WorkflowStatus.created_at:type_name -> google.protobuf.Timestamp
-	10, // 15: multiagents.v1.WorkflowStatus.updated_at:type_name -> google.protobuf.Timestamp
-	10, // 16: multiagents.v1.WorkflowStatus.completed_at:type_name -> google.protobuf.Timestamp
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	15, // 0: multiagents.v1.RetryPolicy.initial_interval:type_name -> google.protobuf.Duration
+	15, // 1: multiagents.v1.RetryPolicy.maximum_interval:type_name -> google.protobuf.Duration
+	2,  // 2: multiagents.v1.StepDefinition.retry_policy:type_name -> multiagents.v1.RetryPolicy
+	15, // 3: multiagents.v1.StepDefinition.timeout:type_name -> google.protobuf.Duration
+	15, // 4: multiagents.v1.StepDefinition.heartbeat_timeout:type_name -> google.protobuf.Duration
+	2,  // 5: multiagents.v1.StepDefinition.compensation_retry_policy:type_name -> multiagents.v1.RetryPolicy
+	5,  // 6: multiagents.v1.StepDefinition.parallel:type_name -> multiagents.v1.ParallelGroup
+	6,  // 7: multiagents.v1.StepDefinition.map:type_name -> multiagents.v1.MapStep
+	8,  // 8: multiagents.v1.StepDefinition.condition:type_name -> multiagents.v1.Condition
+	9,  // 9: multiagents.v1.StepDefinition.wait_for_signal:type_name -> multiagents.v1.WaitForSignal
+	10, // 10: multiagents.v1.StepDefinition.sleep:type_name -> multiagents.v1.Sleep
+	3,  // 11: multiagents.v1.Branch.steps:type_name -> multiagents.v1.StepDefinition
+	4,  // 12: multiagents.v1.ParallelGroup.branches:type_name -> multiagents.v1.Branch
+	0,  // 13: multiagents.v1.ParallelGroup.failure_policy:type_name -> multiagents.v1.ParallelFailurePolicy
+	3,  // 14: multiagents.v1.MapStep.step:type_name -> multiagents.v1.StepDefinition
+	16, // 15: multiagents.v1.ConditionCase.equals:type_name -> google.protobuf.Value
+	3,  // 16: multiagents.v1.ConditionCase.steps:type_name -> multiagents.v1.StepDefinition
+	7,  // 17: multiagents.v1.Condition.cases:type_name -> multiagents.v1.ConditionCase
+	3,  // 18: multiagents.v1.Condition.otherwise:type_name -> multiagents.v1.StepDefinition
+	15, // 19: multiagents.v1.WaitForSignal.timeout:type_name -> google.protobuf.Duration
+	3,  // 20: multiagents.v1.WaitForSignal.on_timeout:type_name -> multiagents.v1.StepDefinition
+	15, // 21: multiagents.v1.Sleep.duration:type_name -> google.protobuf.Duration
+	3,  // 22: multiagents.v1.WorkflowDefinition.steps:type_name -> multiagents.v1.StepDefinition
+	1,  // 23: multiagents.v1.StepInfo.status:type_name -> multiagents.v1.StepStatus
+	17, // 24: multiagents.v1.StepInfo.last_failure:type_name -> multiagents.v1.Failure
+	18, // 25: multiagents.v1.StepInfo.started_at:type_name -> google.protobuf.Timestamp
+	18, // 26: multiagents.v1.StepInfo.finished_at:type_name -> google.protobuf.Timestamp
+	18, // 27: multiagents.v1.WaitingSignal.since:type_name -> google.protobuf.Timestamp
+	18, // 28: multiagents.v1.WaitingSignal.timeout_at:type_name -> google.protobuf.Timestamp
+	19, // 29: multiagents.v1.WorkflowStatus.state:type_name -> multiagents.v1.WorkflowState
+	20, // 30: multiagents.v1.WorkflowStatus.step_results:type_name -> multiagents.v1.Payload
+	20, // 31: multiagents.v1.WorkflowStatus.context:type_name -> multiagents.v1.Payload
+	17, // 32: multiagents.v1.WorkflowStatus.failure:type_name -> multiagents.v1.Failure
+	12, // 33: multiagents.v1.WorkflowStatus.steps:type_name -> multiagents.v1.StepInfo
+	18, // 34: multiagents.v1.WorkflowStatus.created_at:type_name -> google.protobuf.Timestamp
+	18, // 35: multiagents.v1.WorkflowStatus.updated_at:type_name -> google.protobuf.Timestamp
+	18, // 36: multiagents.v1.WorkflowStatus.completed_at:type_name -> google.protobuf.Timestamp
+	13, // 37: multiagents.v1.WorkflowStatus.waiting_signals:type_name -> multiagents.v1.WaitingSignal
+	18, // 38: multiagents.v1.WorkflowStatus.start_at:type_name -> google.protobuf.Timestamp
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_workflow_proto_init() }
@@ -760,8 +1597,8 @@ func file_multiagents_v1_workflow_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_multiagents_v1_workflow_proto_rawDesc), len(file_multiagents_v1_workflow_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   5,
+			NumEnums:      2,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

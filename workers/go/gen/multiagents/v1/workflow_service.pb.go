@@ -9,6 +9,7 @@ package multiagentsv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -312,6 +313,9 @@ type ExecuteWorkflowRequest struct {
 	// Optional correlation id; defaults to the transaction id. At most 200
 	// characters.
 	CorrelationId string `protobuf:"bytes,5,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
+	// Optional delayed start: the execution is PENDING until then (durable
+	// timer), then starts. Unset or zero starts at once; at most 365 days.
+	StartDelay    *durationpb.Duration `protobuf:"bytes,6,opt,name=start_delay,json=startDelay,proto3" json:"start_delay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -379,6 +383,13 @@ func (x *ExecuteWorkflowRequest) GetCorrelationId() string {
 		return x.CorrelationId
 	}
 	return ""
+}
+
+func (x *ExecuteWorkflowRequest) GetStartDelay() *durationpb.Duration {
+	if x != nil {
+		return x.StartDelay
+	}
+	return nil
 }
 
 // ExecuteWorkflowResponse answers ExecuteWorkflow.
@@ -637,7 +648,7 @@ type CancelWorkflowRequest struct {
 	// Transaction id.
 	TransactionId string `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
 	// Why; at most 1,000 characters. Sent with the running command's Cancel
-	// and logged by the server; not yet recorded in the history.
+	// and recorded in the history (the status event of the cancel).
 	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -944,11 +955,343 @@ func (x *GetHistoryResponse) GetEvents() []*WorkflowEvent {
 	return nil
 }
 
+// SignalWorkflowRequest sends one signal.
+type SignalWorkflowRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Transaction id.
+	TransactionId string `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
+	// Signal name; the definition must have a wait_for_signal step for it
+	// (else INVALID_ARGUMENT).
+	Signal string `protobuf:"bytes,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	// JSON object (default {}); the wait's result. For an approval it must
+	// hold a boolean "approved" (INVALID_ARGUMENT otherwise).
+	Payload *Payload `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	// Optional id, at most 200 characters: the same id sent again with the
+	// same signal and payload is accepted once (the answer says duplicate);
+	// with a different one it is FAILED_PRECONDITION.
+	SignalId      string `protobuf:"bytes,4,opt,name=signal_id,json=signalId,proto3" json:"signal_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalWorkflowRequest) Reset() {
+	*x = SignalWorkflowRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalWorkflowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalWorkflowRequest) ProtoMessage() {}
+
+func (x *SignalWorkflowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalWorkflowRequest.ProtoReflect.Descriptor instead.
+func (*SignalWorkflowRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SignalWorkflowRequest) GetTransactionId() string {
+	if x != nil {
+		return x.TransactionId
+	}
+	return ""
+}
+
+func (x *SignalWorkflowRequest) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+func (x *SignalWorkflowRequest) GetPayload() *Payload {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *SignalWorkflowRequest) GetSignalId() string {
+	if x != nil {
+		return x.SignalId
+	}
+	return ""
+}
+
+// SignalWorkflowResponse answers SignalWorkflow. A signal to a finished or
+// compensating execution is FAILED_PRECONDITION; to an unknown one NOT_FOUND.
+type SignalWorkflowResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when signal_id had been taken already (nothing was changed).
+	Duplicate     bool `protobuf:"varint,1,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalWorkflowResponse) Reset() {
+	*x = SignalWorkflowResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalWorkflowResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalWorkflowResponse) ProtoMessage() {}
+
+func (x *SignalWorkflowResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalWorkflowResponse.ProtoReflect.Descriptor instead.
+func (*SignalWorkflowResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SignalWorkflowResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+// ResumeWorkflowRequest names a FAILED execution to resume.
+type ResumeWorkflowRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Transaction id.
+	TransactionId string `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeWorkflowRequest) Reset() {
+	*x = ResumeWorkflowRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeWorkflowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeWorkflowRequest) ProtoMessage() {}
+
+func (x *ResumeWorkflowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeWorkflowRequest.ProtoReflect.Descriptor instead.
+func (*ResumeWorkflowRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ResumeWorkflowRequest) GetTransactionId() string {
+	if x != nil {
+		return x.TransactionId
+	}
+	return ""
+}
+
+// ResumeWorkflowResponse answers ResumeWorkflow. What resumes: when the
+// execution requires manual intervention, its failed compensations run again
+// (then the ones still queued); else its failed step (and the steps a
+// fail-fast group or map cancelled) runs again with a new attempt number and
+// a fresh retry budget, and the workflow goes on. Any other state, a
+// cancelled execution, or a sub-workflow (resume its parent) is
+// FAILED_PRECONDITION.
+type ResumeWorkflowResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeWorkflowResponse) Reset() {
+	*x = ResumeWorkflowResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeWorkflowResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeWorkflowResponse) ProtoMessage() {}
+
+func (x *ResumeWorkflowResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeWorkflowResponse.ProtoReflect.Descriptor instead.
+func (*ResumeWorkflowResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{21}
+}
+
+// ListWaitingSignalsRequest filters the approval inbox.
+type ListWaitingSignalsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only waits for this signal; empty for all.
+	Signal string `protobuf:"bytes,1,opt,name=signal,proto3" json:"signal,omitempty"`
+	// Only executions of this workflow; empty for all.
+	WorkflowName string `protobuf:"bytes,2,opt,name=workflow_name,json=workflowName,proto3" json:"workflow_name,omitempty"`
+	// Only approvals.
+	ApprovalsOnly bool `protobuf:"varint,3,opt,name=approvals_only,json=approvalsOnly,proto3" json:"approvals_only,omitempty"`
+	// At most this many; 0 means 100, at most 1,000.
+	PageSize      int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWaitingSignalsRequest) Reset() {
+	*x = ListWaitingSignalsRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWaitingSignalsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWaitingSignalsRequest) ProtoMessage() {}
+
+func (x *ListWaitingSignalsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWaitingSignalsRequest.ProtoReflect.Descriptor instead.
+func (*ListWaitingSignalsRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListWaitingSignalsRequest) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+func (x *ListWaitingSignalsRequest) GetWorkflowName() string {
+	if x != nil {
+		return x.WorkflowName
+	}
+	return ""
+}
+
+func (x *ListWaitingSignalsRequest) GetApprovalsOnly() bool {
+	if x != nil {
+		return x.ApprovalsOnly
+	}
+	return false
+}
+
+func (x *ListWaitingSignalsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+// ListWaitingSignalsResponse is the inbox.
+type ListWaitingSignalsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Waiting waits, oldest first.
+	Waiting       []*WaitingSignal `protobuf:"bytes,1,rep,name=waiting,proto3" json:"waiting,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWaitingSignalsResponse) Reset() {
+	*x = ListWaitingSignalsResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWaitingSignalsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWaitingSignalsResponse) ProtoMessage() {}
+
+func (x *ListWaitingSignalsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWaitingSignalsResponse.ProtoReflect.Descriptor instead.
+func (*ListWaitingSignalsResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListWaitingSignalsResponse) GetWaiting() []*WaitingSignal {
+	if x != nil {
+		return x.Waiting
+	}
+	return nil
+}
+
 var File_multiagents_v1_workflow_service_proto protoreflect.FileDescriptor
 
 const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\n" +
-	"%multiagents/v1/workflow_service.proto\x12\x0emultiagents.v1\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/events.proto\x1a\x1dmultiagents/v1/workflow.proto\"]\n" +
+	"%multiagents/v1/workflow_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/events.proto\x1a\x1dmultiagents/v1/workflow.proto\"]\n" +
 	"\x17RegisterWorkflowRequest\x12B\n" +
 	"\n" +
 	"definition\x18\x01 \x01(\v2\".multiagents.v1.WorkflowDefinitionR\n" +
@@ -964,14 +1307,16 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"definition\" \n" +
 	"\x1eListWorkflowDefinitionsRequest\"g\n" +
 	"\x1fListWorkflowDefinitionsResponse\x12D\n" +
-	"\vdefinitions\x18\x01 \x03(\v2\".multiagents.v1.WorkflowDefinitionR\vdefinitions\"\xcc\x01\n" +
+	"\vdefinitions\x18\x01 \x03(\v2\".multiagents.v1.WorkflowDefinitionR\vdefinitions\"\x88\x02\n" +
 	"\x16ExecuteWorkflowRequest\x12#\n" +
 	"\rworkflow_name\x18\x01 \x01(\tR\fworkflowName\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x05R\aversion\x12-\n" +
 	"\x05input\x18\x03 \x01(\v2\x17.multiagents.v1.PayloadR\x05input\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12%\n" +
-	"\x0ecorrelation_id\x18\x05 \x01(\tR\rcorrelationId\"Z\n" +
+	"\x0ecorrelation_id\x18\x05 \x01(\tR\rcorrelationId\x12:\n" +
+	"\vstart_delay\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"startDelay\"Z\n" +
 	"\x17ExecuteWorkflowResponse\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\"9\n" +
@@ -1000,7 +1345,24 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\x11GetHistoryRequest\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\"K\n" +
 	"\x12GetHistoryResponse\x125\n" +
-	"\x06events\x18\x01 \x03(\v2\x1d.multiagents.v1.WorkflowEventR\x06events2\x94\a\n" +
+	"\x06events\x18\x01 \x03(\v2\x1d.multiagents.v1.WorkflowEventR\x06events\"\xa6\x01\n" +
+	"\x15SignalWorkflowRequest\x12%\n" +
+	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12\x16\n" +
+	"\x06signal\x18\x02 \x01(\tR\x06signal\x121\n" +
+	"\apayload\x18\x03 \x01(\v2\x17.multiagents.v1.PayloadR\apayload\x12\x1b\n" +
+	"\tsignal_id\x18\x04 \x01(\tR\bsignalId\"6\n" +
+	"\x16SignalWorkflowResponse\x12\x1c\n" +
+	"\tduplicate\x18\x01 \x01(\bR\tduplicate\">\n" +
+	"\x15ResumeWorkflowRequest\x12%\n" +
+	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\"\x18\n" +
+	"\x16ResumeWorkflowResponse\"\x9c\x01\n" +
+	"\x19ListWaitingSignalsRequest\x12\x16\n" +
+	"\x06signal\x18\x01 \x01(\tR\x06signal\x12#\n" +
+	"\rworkflow_name\x18\x02 \x01(\tR\fworkflowName\x12%\n" +
+	"\x0eapprovals_only\x18\x03 \x01(\bR\rapprovalsOnly\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\"U\n" +
+	"\x1aListWaitingSignalsResponse\x127\n" +
+	"\awaiting\x18\x01 \x03(\v2\x1d.multiagents.v1.WaitingSignalR\awaiting2\xc3\t\n" +
 	"\x0fWorkflowService\x12e\n" +
 	"\x10RegisterWorkflow\x12'.multiagents.v1.RegisterWorkflowRequest\x1a(.multiagents.v1.RegisterWorkflowResponse\x12t\n" +
 	"\x15GetWorkflowDefinition\x12,.multiagents.v1.GetWorkflowDefinitionRequest\x1a-.multiagents.v1.GetWorkflowDefinitionResponse\x12z\n" +
@@ -1011,7 +1373,10 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\x0eCancelWorkflow\x12%.multiagents.v1.CancelWorkflowRequest\x1a&.multiagents.v1.CancelWorkflowResponse\x12\\\n" +
 	"\rListWorkflows\x12$.multiagents.v1.ListWorkflowsRequest\x1a%.multiagents.v1.ListWorkflowsResponse\x12S\n" +
 	"\n" +
-	"GetHistory\x12!.multiagents.v1.GetHistoryRequest\x1a\".multiagents.v1.GetHistoryResponseBPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
+	"GetHistory\x12!.multiagents.v1.GetHistoryRequest\x1a\".multiagents.v1.GetHistoryResponse\x12_\n" +
+	"\x0eSignalWorkflow\x12%.multiagents.v1.SignalWorkflowRequest\x1a&.multiagents.v1.SignalWorkflowResponse\x12_\n" +
+	"\x0eResumeWorkflow\x12%.multiagents.v1.ResumeWorkflowRequest\x1a&.multiagents.v1.ResumeWorkflowResponse\x12k\n" +
+	"\x12ListWaitingSignals\x12).multiagents.v1.ListWaitingSignalsRequest\x1a*.multiagents.v1.ListWaitingSignalsResponseBPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
 
 var (
 	file_multiagents_v1_workflow_service_proto_rawDescOnce sync.Once
@@ -1025,7 +1390,7 @@ func file_multiagents_v1_workflow_service_proto_rawDescGZIP() []byte {
 	return file_multiagents_v1_workflow_service_proto_rawDescData
 }
 
-var file_multiagents_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_multiagents_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_multiagents_v1_workflow_service_proto_goTypes = []any{
 	(*RegisterWorkflowRequest)(nil),         // 0: multiagents.v1.RegisterWorkflowRequest
 	(*RegisterWorkflowResponse)(nil),        // 1: multiagents.v1.RegisterWorkflowResponse
@@ -1045,47 +1410,64 @@ var file_multiagents_v1_workflow_service_proto_goTypes = []any{
 	(*ListWorkflowsResponse)(nil),           // 15: multiagents.v1.ListWorkflowsResponse
 	(*GetHistoryRequest)(nil),               // 16: multiagents.v1.GetHistoryRequest
 	(*GetHistoryResponse)(nil),              // 17: multiagents.v1.GetHistoryResponse
-	(*WorkflowDefinition)(nil),              // 18: multiagents.v1.WorkflowDefinition
-	(*Payload)(nil),                         // 19: multiagents.v1.Payload
-	(*WorkflowStatus)(nil),                  // 20: multiagents.v1.WorkflowStatus
-	(*StatusEvent)(nil),                     // 21: multiagents.v1.StatusEvent
-	(WorkflowState)(0),                      // 22: multiagents.v1.WorkflowState
-	(*WorkflowEvent)(nil),                   // 23: multiagents.v1.WorkflowEvent
+	(*SignalWorkflowRequest)(nil),           // 18: multiagents.v1.SignalWorkflowRequest
+	(*SignalWorkflowResponse)(nil),          // 19: multiagents.v1.SignalWorkflowResponse
+	(*ResumeWorkflowRequest)(nil),           // 20: multiagents.v1.ResumeWorkflowRequest
+	(*ResumeWorkflowResponse)(nil),          // 21: multiagents.v1.ResumeWorkflowResponse
+	(*ListWaitingSignalsRequest)(nil),       // 22: multiagents.v1.ListWaitingSignalsRequest
+	(*ListWaitingSignalsResponse)(nil),      // 23: multiagents.v1.ListWaitingSignalsResponse
+	(*WorkflowDefinition)(nil),              // 24: multiagents.v1.WorkflowDefinition
+	(*Payload)(nil),                         // 25: multiagents.v1.Payload
+	(*durationpb.Duration)(nil),             // 26: google.protobuf.Duration
+	(*WorkflowStatus)(nil),                  // 27: multiagents.v1.WorkflowStatus
+	(*StatusEvent)(nil),                     // 28: multiagents.v1.StatusEvent
+	(WorkflowState)(0),                      // 29: multiagents.v1.WorkflowState
+	(*WorkflowEvent)(nil),                   // 30: multiagents.v1.WorkflowEvent
+	(*WaitingSignal)(nil),                   // 31: multiagents.v1.WaitingSignal
 }
 var file_multiagents_v1_workflow_service_proto_depIdxs = []int32{
-	18, // 0: multiagents.v1.RegisterWorkflowRequest.definition:type_name -> multiagents.v1.WorkflowDefinition
-	18, // 1: multiagents.v1.GetWorkflowDefinitionResponse.definition:type_name -> multiagents.v1.WorkflowDefinition
-	18, // 2: multiagents.v1.ListWorkflowDefinitionsResponse.definitions:type_name -> multiagents.v1.WorkflowDefinition
-	19, // 3: multiagents.v1.ExecuteWorkflowRequest.input:type_name -> multiagents.v1.Payload
-	20, // 4: multiagents.v1.GetStatusResponse.status:type_name -> multiagents.v1.WorkflowStatus
-	21, // 5: multiagents.v1.WatchWorkflowResponse.event:type_name -> multiagents.v1.StatusEvent
-	20, // 6: multiagents.v1.WatchWorkflowResponse.final_status:type_name -> multiagents.v1.WorkflowStatus
-	22, // 7: multiagents.v1.ListWorkflowsRequest.state:type_name -> multiagents.v1.WorkflowState
-	20, // 8: multiagents.v1.ListWorkflowsResponse.workflows:type_name -> multiagents.v1.WorkflowStatus
-	23, // 9: multiagents.v1.GetHistoryResponse.events:type_name -> multiagents.v1.WorkflowEvent
-	0,  // 10: multiagents.v1.WorkflowService.RegisterWorkflow:input_type -> multiagents.v1.RegisterWorkflowRequest
-	2,  // 11: multiagents.v1.WorkflowService.GetWorkflowDefinition:input_type -> multiagents.v1.GetWorkflowDefinitionRequest
-	4,  // 12: multiagents.v1.WorkflowService.ListWorkflowDefinitions:input_type -> multiagents.v1.ListWorkflowDefinitionsRequest
-	6,  // 13: multiagents.v1.WorkflowService.ExecuteWorkflow:input_type -> multiagents.v1.ExecuteWorkflowRequest
-	8,  // 14: multiagents.v1.WorkflowService.GetStatus:input_type -> multiagents.v1.GetStatusRequest
-	10, // 15: multiagents.v1.WorkflowService.WatchWorkflow:input_type -> multiagents.v1.WatchWorkflowRequest
-	12, // 16: multiagents.v1.WorkflowService.CancelWorkflow:input_type -> multiagents.v1.CancelWorkflowRequest
-	14, // 17: multiagents.v1.WorkflowService.ListWorkflows:input_type -> multiagents.v1.ListWorkflowsRequest
-	16, // 18: multiagents.v1.WorkflowService.GetHistory:input_type -> multiagents.v1.GetHistoryRequest
-	1,  // 19: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
-	3,  // 20: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
-	5,  // 21: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
-	7,  // 22: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
-	9,  // 23: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
-	11, // 24: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
-	13, // 25: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
-	15, // 26: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
-	17, // 27: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
-	19, // [19:28] is the sub-list for method output_type
-	10, // [10:19] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	24, // 0: multiagents.v1.RegisterWorkflowRequest.definition:type_name -> multiagents.v1.WorkflowDefinition
+	24, // 1: multiagents.v1.GetWorkflowDefinitionResponse.definition:type_name -> multiagents.v1.WorkflowDefinition
+	24, // 2: multiagents.v1.ListWorkflowDefinitionsResponse.definitions:type_name -> multiagents.v1.WorkflowDefinition
+	25, // 3: multiagents.v1.ExecuteWorkflowRequest.input:type_name -> multiagents.v1.Payload
+	26, // 4: multiagents.v1.ExecuteWorkflowRequest.start_delay:type_name -> google.protobuf.Duration
+	27, // 5: multiagents.v1.GetStatusResponse.status:type_name -> multiagents.v1.WorkflowStatus
+	28, // 6: multiagents.v1.WatchWorkflowResponse.event:type_name -> multiagents.v1.StatusEvent
+	27, // 7: multiagents.v1.WatchWorkflowResponse.final_status:type_name -> multiagents.v1.WorkflowStatus
+	29, // 8: multiagents.v1.ListWorkflowsRequest.state:type_name -> multiagents.v1.WorkflowState
+	27, // 9: multiagents.v1.ListWorkflowsResponse.workflows:type_name -> multiagents.v1.WorkflowStatus
+	30, // 10: multiagents.v1.GetHistoryResponse.events:type_name -> multiagents.v1.WorkflowEvent
+	25, // 11: multiagents.v1.SignalWorkflowRequest.payload:type_name -> multiagents.v1.Payload
+	31, // 12: multiagents.v1.ListWaitingSignalsResponse.waiting:type_name -> multiagents.v1.WaitingSignal
+	0,  // 13: multiagents.v1.WorkflowService.RegisterWorkflow:input_type -> multiagents.v1.RegisterWorkflowRequest
+	2,  // 14: multiagents.v1.WorkflowService.GetWorkflowDefinition:input_type -> multiagents.v1.GetWorkflowDefinitionRequest
+	4,  // 15: multiagents.v1.WorkflowService.ListWorkflowDefinitions:input_type -> multiagents.v1.ListWorkflowDefinitionsRequest
+	6,  // 16: multiagents.v1.WorkflowService.ExecuteWorkflow:input_type -> multiagents.v1.ExecuteWorkflowRequest
+	8,  // 17: multiagents.v1.WorkflowService.GetStatus:input_type -> multiagents.v1.GetStatusRequest
+	10, // 18: multiagents.v1.WorkflowService.WatchWorkflow:input_type -> multiagents.v1.WatchWorkflowRequest
+	12, // 19: multiagents.v1.WorkflowService.CancelWorkflow:input_type -> multiagents.v1.CancelWorkflowRequest
+	14, // 20: multiagents.v1.WorkflowService.ListWorkflows:input_type -> multiagents.v1.ListWorkflowsRequest
+	16, // 21: multiagents.v1.WorkflowService.GetHistory:input_type -> multiagents.v1.GetHistoryRequest
+	18, // 22: multiagents.v1.WorkflowService.SignalWorkflow:input_type -> multiagents.v1.SignalWorkflowRequest
+	20, // 23: multiagents.v1.WorkflowService.ResumeWorkflow:input_type -> multiagents.v1.ResumeWorkflowRequest
+	22, // 24: multiagents.v1.WorkflowService.ListWaitingSignals:input_type -> multiagents.v1.ListWaitingSignalsRequest
+	1,  // 25: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
+	3,  // 26: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
+	5,  // 27: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
+	7,  // 28: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
+	9,  // 29: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
+	11, // 30: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
+	13, // 31: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
+	15, // 32: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
+	17, // 33: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
+	19, // 34: multiagents.v1.WorkflowService.SignalWorkflow:output_type -> multiagents.v1.SignalWorkflowResponse
+	21, // 35: multiagents.v1.WorkflowService.ResumeWorkflow:output_type -> multiagents.v1.ResumeWorkflowResponse
+	23, // 36: multiagents.v1.WorkflowService.ListWaitingSignals:output_type -> multiagents.v1.ListWaitingSignalsResponse
+	25, // [25:37] is the sub-list for method output_type
+	13, // [13:25] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_workflow_service_proto_init() }
@@ -1102,7 +1484,7 @@ func file_multiagents_v1_workflow_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_multiagents_v1_workflow_service_proto_rawDesc), len(file_multiagents_v1_workflow_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

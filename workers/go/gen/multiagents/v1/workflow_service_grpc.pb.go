@@ -28,6 +28,9 @@ const (
 	WorkflowService_CancelWorkflow_FullMethodName          = "/multiagents.v1.WorkflowService/CancelWorkflow"
 	WorkflowService_ListWorkflows_FullMethodName           = "/multiagents.v1.WorkflowService/ListWorkflows"
 	WorkflowService_GetHistory_FullMethodName              = "/multiagents.v1.WorkflowService/GetHistory"
+	WorkflowService_SignalWorkflow_FullMethodName          = "/multiagents.v1.WorkflowService/SignalWorkflow"
+	WorkflowService_ResumeWorkflow_FullMethodName          = "/multiagents.v1.WorkflowService/ResumeWorkflow"
+	WorkflowService_ListWaitingSignals_FullMethodName      = "/multiagents.v1.WorkflowService/ListWaitingSignals"
 )
 
 // WorkflowServiceClient is the client API for WorkflowService service.
@@ -61,6 +64,13 @@ type WorkflowServiceClient interface {
 	ListWorkflows(ctx context.Context, in *ListWorkflowsRequest, opts ...grpc.CallOption) (*ListWorkflowsResponse, error)
 	// Returns every event of one execution, in order.
 	GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error)
+	// Sends a signal to an execution (a wait_for_signal step takes it).
+	SignalWorkflow(ctx context.Context, in *SignalWorkflowRequest, opts ...grpc.CallOption) (*SignalWorkflowResponse, error)
+	// Picks a FAILED execution up again, same id, history kept.
+	ResumeWorkflow(ctx context.Context, in *ResumeWorkflowRequest, opts ...grpc.CallOption) (*ResumeWorkflowResponse, error)
+	// Lists the waits that wait for a signal now, across executions (an
+	// approval inbox), oldest first.
+	ListWaitingSignals(ctx context.Context, in *ListWaitingSignalsRequest, opts ...grpc.CallOption) (*ListWaitingSignalsResponse, error)
 }
 
 type workflowServiceClient struct {
@@ -170,6 +180,36 @@ func (c *workflowServiceClient) GetHistory(ctx context.Context, in *GetHistoryRe
 	return out, nil
 }
 
+func (c *workflowServiceClient) SignalWorkflow(ctx context.Context, in *SignalWorkflowRequest, opts ...grpc.CallOption) (*SignalWorkflowResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignalWorkflowResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_SignalWorkflow_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) ResumeWorkflow(ctx context.Context, in *ResumeWorkflowRequest, opts ...grpc.CallOption) (*ResumeWorkflowResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeWorkflowResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_ResumeWorkflow_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) ListWaitingSignals(ctx context.Context, in *ListWaitingSignalsRequest, opts ...grpc.CallOption) (*ListWaitingSignalsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListWaitingSignalsResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_ListWaitingSignals_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkflowServiceServer is the server API for WorkflowService service.
 // All implementations must embed UnimplementedWorkflowServiceServer
 // for forward compatibility.
@@ -201,6 +241,13 @@ type WorkflowServiceServer interface {
 	ListWorkflows(context.Context, *ListWorkflowsRequest) (*ListWorkflowsResponse, error)
 	// Returns every event of one execution, in order.
 	GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error)
+	// Sends a signal to an execution (a wait_for_signal step takes it).
+	SignalWorkflow(context.Context, *SignalWorkflowRequest) (*SignalWorkflowResponse, error)
+	// Picks a FAILED execution up again, same id, history kept.
+	ResumeWorkflow(context.Context, *ResumeWorkflowRequest) (*ResumeWorkflowResponse, error)
+	// Lists the waits that wait for a signal now, across executions (an
+	// approval inbox), oldest first.
+	ListWaitingSignals(context.Context, *ListWaitingSignalsRequest) (*ListWaitingSignalsResponse, error)
 	mustEmbedUnimplementedWorkflowServiceServer()
 }
 
@@ -237,6 +284,15 @@ func (UnimplementedWorkflowServiceServer) ListWorkflows(context.Context, *ListWo
 }
 func (UnimplementedWorkflowServiceServer) GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetHistory not implemented")
+}
+func (UnimplementedWorkflowServiceServer) SignalWorkflow(context.Context, *SignalWorkflowRequest) (*SignalWorkflowResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignalWorkflow not implemented")
+}
+func (UnimplementedWorkflowServiceServer) ResumeWorkflow(context.Context, *ResumeWorkflowRequest) (*ResumeWorkflowResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeWorkflow not implemented")
+}
+func (UnimplementedWorkflowServiceServer) ListWaitingSignals(context.Context, *ListWaitingSignalsRequest) (*ListWaitingSignalsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListWaitingSignals not implemented")
 }
 func (UnimplementedWorkflowServiceServer) mustEmbedUnimplementedWorkflowServiceServer() {}
 func (UnimplementedWorkflowServiceServer) testEmbeddedByValue()                         {}
@@ -414,6 +470,60 @@ func _WorkflowService_GetHistory_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkflowService_SignalWorkflow_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignalWorkflowRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).SignalWorkflow(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_SignalWorkflow_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).SignalWorkflow(ctx, req.(*SignalWorkflowRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkflowService_ResumeWorkflow_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeWorkflowRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).ResumeWorkflow(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_ResumeWorkflow_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).ResumeWorkflow(ctx, req.(*ResumeWorkflowRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkflowService_ListWaitingSignals_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListWaitingSignalsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).ListWaitingSignals(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_ListWaitingSignals_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).ListWaitingSignals(ctx, req.(*ListWaitingSignalsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkflowService_ServiceDesc is the grpc.ServiceDesc for WorkflowService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -452,6 +562,18 @@ var WorkflowService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetHistory",
 			Handler:    _WorkflowService_GetHistory_Handler,
+		},
+		{
+			MethodName: "SignalWorkflow",
+			Handler:    _WorkflowService_SignalWorkflow_Handler,
+		},
+		{
+			MethodName: "ResumeWorkflow",
+			Handler:    _WorkflowService_ResumeWorkflow_Handler,
+		},
+		{
+			MethodName: "ListWaitingSignals",
+			Handler:    _WorkflowService_ListWaitingSignals_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

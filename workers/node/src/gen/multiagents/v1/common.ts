@@ -15,9 +15,12 @@ export const protobufFileName = "multiagents/v1/common.proto";
 export enum WorkflowState {
   /** WORKFLOW_STATE_UNSPECIFIED - Not set; never a valid state of an execution. */
   WORKFLOW_STATE_UNSPECIFIED = 0,
-  /** WORKFLOW_STATE_PENDING - Accepted, no step dispatched yet. */
+  /** WORKFLOW_STATE_PENDING - Accepted, not started yet (a delayed start waits for its time). */
   WORKFLOW_STATE_PENDING = 1,
-  /** WORKFLOW_STATE_RUNNING - Executing steps, or compensating them after a failure. */
+  /**
+   * WORKFLOW_STATE_RUNNING - Executing steps (or waiting for a signal, a timer, a delayed start's
+   * time: see WorkflowStatus).
+   */
   WORKFLOW_STATE_RUNNING = 2,
   /** WORKFLOW_STATE_COMPLETED - Every step completed. */
   WORKFLOW_STATE_COMPLETED = 3,
@@ -27,6 +30,11 @@ export enum WorkflowState {
   WORKFLOW_STATE_COMPENSATED = 5,
   /** WORKFLOW_STATE_CANCELLED - Cancelled by a client; completed steps were compensated. */
   WORKFLOW_STATE_CANCELLED = 6,
+  /**
+   * WORKFLOW_STATE_COMPENSATING - A step failed for good, or the workflow was cancelled: completed steps
+   * are being compensated. Ends COMPENSATED, FAILED or CANCELLED.
+   */
+  WORKFLOW_STATE_COMPENSATING = 7,
   UNRECOGNIZED = -1,
 }
 
@@ -53,6 +61,9 @@ export function workflowStateFromJSON(object: any): WorkflowState {
     case 6:
     case "WORKFLOW_STATE_CANCELLED":
       return WorkflowState.WORKFLOW_STATE_CANCELLED;
+    case 7:
+    case "WORKFLOW_STATE_COMPENSATING":
+      return WorkflowState.WORKFLOW_STATE_COMPENSATING;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -76,6 +87,8 @@ export function workflowStateToJSON(object: WorkflowState): string {
       return "WORKFLOW_STATE_COMPENSATED";
     case WorkflowState.WORKFLOW_STATE_CANCELLED:
       return "WORKFLOW_STATE_CANCELLED";
+    case WorkflowState.WORKFLOW_STATE_COMPENSATING:
+      return "WORKFLOW_STATE_COMPENSATING";
     case WorkflowState.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

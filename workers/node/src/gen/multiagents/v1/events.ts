@@ -37,6 +37,8 @@ export interface CommandEvent {
   commandId: string;
   /** The sub-workflow started for this step, when the step runs a workflow. */
   childTransactionId: string;
+  /** Path of the step (StepInfo.path), e.g. "fanout/legal/review" or "each/3". */
+  path: string;
 }
 
 /** ResultEvent: a worker returned a result. */
@@ -63,6 +65,8 @@ export interface ResultEvent {
   commandId: string;
   /** True when the result is a compensation's. */
   compensation: boolean;
+  /** Path of the step (StepInfo.path). */
+  path: string;
 }
 
 /** ErrorEvent: an attempt failed. */
@@ -91,6 +95,8 @@ export interface ErrorEvent {
   willRetry: boolean;
   /** True when the failed attempt was a compensation. */
   compensation: boolean;
+  /** Path of the step (StepInfo.path). */
+  path: string;
 }
 
 /** CompensationEvent: a compensation was dispatched. */
@@ -115,6 +121,8 @@ export interface CompensationEvent {
   commandId: string;
   /** Retries before this attempt. */
   retryCount: number;
+  /** Path of the step (StepInfo.path). */
+  path: string;
 }
 
 /** StatusEvent: the execution's state or current step changed. */
@@ -145,6 +153,50 @@ export interface StatusEvent {
   requiresManualIntervention: boolean;
 }
 
+/**
+ * NodeEvent: a construct of workflow model v2 did something: a condition
+ * chose a case ("chose", details {"case": index from 0, -1 for otherwise}),
+ * a wait started waiting ("waiting", {"signal"}) or timed out ("timed out"),
+ * a sleep started ("sleeping", {"until_ms"}) or ended ("woke"), a parallel
+ * group or map started ("started", a map with {"items": count}) or joined
+ * ("joined").
+ */
+export interface NodeEvent {
+  /** Execution. */
+  transactionId: string;
+  /** Path of the node. */
+  path: string;
+  /** What happened (the words above). */
+  what: string;
+  /** JSON object with details; {} when none. */
+  details:
+    | Payload
+    | undefined;
+  /** When it happened. */
+  timestamp: Date | undefined;
+}
+
+/** SignalEvent: a signal arrived (SignalWorkflow). */
+export interface SignalEvent {
+  /** Execution. */
+  transactionId: string;
+  /** Signal name. */
+  signal: string;
+  /** The signal's payload (a JSON object). */
+  payload:
+    | Payload
+    | undefined;
+  /** The sender's signal id, if any. */
+  signalId: string;
+  /**
+   * Path of the wait that took it; empty when no wait waited for it yet
+   * (it is kept for the next wait on that signal).
+   */
+  consumedBy: string;
+  /** When it arrived. */
+  timestamp: Date | undefined;
+}
+
 /** WorkflowEvent is one entry of an execution's history. */
 export interface WorkflowEvent {
   /** Position in the execution's history, from 1. */
@@ -166,6 +218,12 @@ export interface WorkflowEvent {
     | //
     /** The state changed. */
     { $case: "status"; value: StatusEvent }
+    | //
+    /** A construct (condition, wait, sleep, group, map) did something. */
+    { $case: "node"; value: NodeEvent }
+    | //
+    /** A signal arrived. */
+    { $case: "signal"; value: SignalEvent }
     | undefined;
 }
 
@@ -180,6 +238,7 @@ function createBaseCommandEvent(): CommandEvent {
     step: "",
     commandId: "",
     childTransactionId: "",
+    path: "",
   };
 }
 
@@ -211,6 +270,9 @@ export const CommandEvent: MessageFns<CommandEvent> = {
     }
     if (message.childTransactionId !== "") {
       writer.uint32(74).string(message.childTransactionId);
+    }
+    if (message.path !== "") {
+      writer.uint32(82).string(message.path);
     }
     return writer;
   },
@@ -300,6 +362,14 @@ export const CommandEvent: MessageFns<CommandEvent> = {
             message.childTransactionId = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -347,6 +417,7 @@ export const CommandEvent: MessageFns<CommandEvent> = {
         : isSet(object.child_transaction_id)
         ? globalThis.String(object.child_transaction_id)
         : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
     };
   },
 
@@ -379,6 +450,9 @@ export const CommandEvent: MessageFns<CommandEvent> = {
     if (message.childTransactionId !== "") {
       obj.childTransactionId = message.childTransactionId;
     }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
     return obj;
   },
 
@@ -398,6 +472,7 @@ export const CommandEvent: MessageFns<CommandEvent> = {
     message.step = object.step ?? "";
     message.commandId = object.commandId ?? "";
     message.childTransactionId = object.childTransactionId ?? "";
+    message.path = object.path ?? "";
     return message;
   },
 };
@@ -413,6 +488,7 @@ function createBaseResultEvent(): ResultEvent {
     step: "",
     commandId: "",
     compensation: false,
+    path: "",
   };
 }
 
@@ -444,6 +520,9 @@ export const ResultEvent: MessageFns<ResultEvent> = {
     }
     if (message.compensation !== false) {
       writer.uint32(72).bool(message.compensation);
+    }
+    if (message.path !== "") {
+      writer.uint32(82).string(message.path);
     }
     return writer;
   },
@@ -533,6 +612,14 @@ export const ResultEvent: MessageFns<ResultEvent> = {
             message.compensation = reader.bool();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -572,6 +659,7 @@ export const ResultEvent: MessageFns<ResultEvent> = {
         ? globalThis.String(object.command_id)
         : "",
       compensation: isSet(object.compensation) ? globalThis.Boolean(object.compensation) : false,
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
     };
   },
 
@@ -604,6 +692,9 @@ export const ResultEvent: MessageFns<ResultEvent> = {
     if (message.compensation !== false) {
       obj.compensation = message.compensation;
     }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
     return obj;
   },
 
@@ -623,6 +714,7 @@ export const ResultEvent: MessageFns<ResultEvent> = {
     message.step = object.step ?? "";
     message.commandId = object.commandId ?? "";
     message.compensation = object.compensation ?? false;
+    message.path = object.path ?? "";
     return message;
   },
 };
@@ -639,6 +731,7 @@ function createBaseErrorEvent(): ErrorEvent {
     commandId: "",
     willRetry: false,
     compensation: false,
+    path: "",
   };
 }
 
@@ -673,6 +766,9 @@ export const ErrorEvent: MessageFns<ErrorEvent> = {
     }
     if (message.compensation !== false) {
       writer.uint32(80).bool(message.compensation);
+    }
+    if (message.path !== "") {
+      writer.uint32(90).string(message.path);
     }
     return writer;
   },
@@ -770,6 +866,14 @@ export const ErrorEvent: MessageFns<ErrorEvent> = {
             message.compensation = reader.bool();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -818,6 +922,7 @@ export const ErrorEvent: MessageFns<ErrorEvent> = {
         ? globalThis.Boolean(object.will_retry)
         : false,
       compensation: isSet(object.compensation) ? globalThis.Boolean(object.compensation) : false,
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
     };
   },
 
@@ -853,6 +958,9 @@ export const ErrorEvent: MessageFns<ErrorEvent> = {
     if (message.compensation !== false) {
       obj.compensation = message.compensation;
     }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
     return obj;
   },
 
@@ -873,6 +981,7 @@ export const ErrorEvent: MessageFns<ErrorEvent> = {
     message.commandId = object.commandId ?? "";
     message.willRetry = object.willRetry ?? false;
     message.compensation = object.compensation ?? false;
+    message.path = object.path ?? "";
     return message;
   },
 };
@@ -887,6 +996,7 @@ function createBaseCompensationEvent(): CompensationEvent {
     step: "",
     commandId: "",
     retryCount: 0,
+    path: "",
   };
 }
 
@@ -915,6 +1025,9 @@ export const CompensationEvent: MessageFns<CompensationEvent> = {
     }
     if (message.retryCount !== 0) {
       writer.uint32(64).int32(message.retryCount);
+    }
+    if (message.path !== "") {
+      writer.uint32(74).string(message.path);
     }
     return writer;
   },
@@ -996,6 +1109,14 @@ export const CompensationEvent: MessageFns<CompensationEvent> = {
             message.retryCount = reader.int32();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1038,6 +1159,7 @@ export const CompensationEvent: MessageFns<CompensationEvent> = {
         : isSet(object.retry_count)
         ? globalThis.Number(object.retry_count)
         : 0,
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
     };
   },
 
@@ -1067,6 +1189,9 @@ export const CompensationEvent: MessageFns<CompensationEvent> = {
     if (message.retryCount !== 0) {
       obj.retryCount = Math.round(message.retryCount);
     }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
     return obj;
   },
 
@@ -1085,6 +1210,7 @@ export const CompensationEvent: MessageFns<CompensationEvent> = {
     message.step = object.step ?? "";
     message.commandId = object.commandId ?? "";
     message.retryCount = object.retryCount ?? 0;
+    message.path = object.path ?? "";
     return message;
   },
 };
@@ -1320,6 +1446,308 @@ export const StatusEvent: MessageFns<StatusEvent> = {
   },
 };
 
+function createBaseNodeEvent(): NodeEvent {
+  return { transactionId: "", path: "", what: "", details: undefined, timestamp: undefined };
+}
+
+export const NodeEvent: MessageFns<NodeEvent> = {
+  encode(message: NodeEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.transactionId !== "") {
+      writer.uint32(10).string(message.transactionId);
+    }
+    if (message.path !== "") {
+      writer.uint32(18).string(message.path);
+    }
+    if (message.what !== "") {
+      writer.uint32(26).string(message.what);
+    }
+    if (message.details !== undefined) {
+      Payload.encode(message.details, writer.uint32(34).fork()).join();
+    }
+    if (message.timestamp !== undefined) {
+      Timestamp.encode(toTimestamp(message.timestamp), writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.transactionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.what = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.details = Payload.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.timestamp = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeEvent {
+    return {
+      transactionId: isSet(object.transactionId)
+        ? globalThis.String(object.transactionId)
+        : isSet(object.transaction_id)
+        ? globalThis.String(object.transaction_id)
+        : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      what: isSet(object.what) ? globalThis.String(object.what) : "",
+      details: isSet(object.details) ? Payload.fromJSON(object.details) : undefined,
+      timestamp: isSet(object.timestamp) ? fromJsonTimestamp(object.timestamp) : undefined,
+    };
+  },
+
+  toJSON(message: NodeEvent): unknown {
+    const obj: any = {};
+    if (message.transactionId !== "") {
+      obj.transactionId = message.transactionId;
+    }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.what !== "") {
+      obj.what = message.what;
+    }
+    if (message.details !== undefined) {
+      obj.details = Payload.toJSON(message.details);
+    }
+    if (message.timestamp !== undefined) {
+      obj.timestamp = message.timestamp.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeEvent>, I>>(base?: I): NodeEvent {
+    return NodeEvent.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeEvent>, I>>(object: I): NodeEvent {
+    const message = createBaseNodeEvent();
+    message.transactionId = object.transactionId ?? "";
+    message.path = object.path ?? "";
+    message.what = object.what ?? "";
+    message.details = (object.details !== undefined && object.details !== null)
+      ? Payload.fromPartial(object.details)
+      : undefined;
+    message.timestamp = object.timestamp ?? undefined;
+    return message;
+  },
+};
+
+function createBaseSignalEvent(): SignalEvent {
+  return { transactionId: "", signal: "", payload: undefined, signalId: "", consumedBy: "", timestamp: undefined };
+}
+
+export const SignalEvent: MessageFns<SignalEvent> = {
+  encode(message: SignalEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.transactionId !== "") {
+      writer.uint32(10).string(message.transactionId);
+    }
+    if (message.signal !== "") {
+      writer.uint32(18).string(message.signal);
+    }
+    if (message.payload !== undefined) {
+      Payload.encode(message.payload, writer.uint32(26).fork()).join();
+    }
+    if (message.signalId !== "") {
+      writer.uint32(34).string(message.signalId);
+    }
+    if (message.consumedBy !== "") {
+      writer.uint32(42).string(message.consumedBy);
+    }
+    if (message.timestamp !== undefined) {
+      Timestamp.encode(toTimestamp(message.timestamp), writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SignalEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSignalEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.transactionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.signal = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.payload = Payload.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.signalId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.consumedBy = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.timestamp = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SignalEvent {
+    return {
+      transactionId: isSet(object.transactionId)
+        ? globalThis.String(object.transactionId)
+        : isSet(object.transaction_id)
+        ? globalThis.String(object.transaction_id)
+        : "",
+      signal: isSet(object.signal) ? globalThis.String(object.signal) : "",
+      payload: isSet(object.payload) ? Payload.fromJSON(object.payload) : undefined,
+      signalId: isSet(object.signalId)
+        ? globalThis.String(object.signalId)
+        : isSet(object.signal_id)
+        ? globalThis.String(object.signal_id)
+        : "",
+      consumedBy: isSet(object.consumedBy)
+        ? globalThis.String(object.consumedBy)
+        : isSet(object.consumed_by)
+        ? globalThis.String(object.consumed_by)
+        : "",
+      timestamp: isSet(object.timestamp) ? fromJsonTimestamp(object.timestamp) : undefined,
+    };
+  },
+
+  toJSON(message: SignalEvent): unknown {
+    const obj: any = {};
+    if (message.transactionId !== "") {
+      obj.transactionId = message.transactionId;
+    }
+    if (message.signal !== "") {
+      obj.signal = message.signal;
+    }
+    if (message.payload !== undefined) {
+      obj.payload = Payload.toJSON(message.payload);
+    }
+    if (message.signalId !== "") {
+      obj.signalId = message.signalId;
+    }
+    if (message.consumedBy !== "") {
+      obj.consumedBy = message.consumedBy;
+    }
+    if (message.timestamp !== undefined) {
+      obj.timestamp = message.timestamp.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SignalEvent>, I>>(base?: I): SignalEvent {
+    return SignalEvent.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SignalEvent>, I>>(object: I): SignalEvent {
+    const message = createBaseSignalEvent();
+    message.transactionId = object.transactionId ?? "";
+    message.signal = object.signal ?? "";
+    message.payload = (object.payload !== undefined && object.payload !== null)
+      ? Payload.fromPartial(object.payload)
+      : undefined;
+    message.signalId = object.signalId ?? "";
+    message.consumedBy = object.consumedBy ?? "";
+    message.timestamp = object.timestamp ?? undefined;
+    return message;
+  },
+};
+
 function createBaseWorkflowEvent(): WorkflowEvent {
   return { sequence: 0, event: undefined };
 }
@@ -1344,6 +1772,12 @@ export const WorkflowEvent: MessageFns<WorkflowEvent> = {
         break;
       case "status":
         StatusEvent.encode(message.event.value, writer.uint32(50).fork()).join();
+        break;
+      case "node":
+        NodeEvent.encode(message.event.value, writer.uint32(58).fork()).join();
+        break;
+      case "signal":
+        SignalEvent.encode(message.event.value, writer.uint32(66).fork()).join();
         break;
     }
     return writer;
@@ -1410,6 +1844,22 @@ export const WorkflowEvent: MessageFns<WorkflowEvent> = {
             message.event = { $case: "status", value: StatusEvent.decode(reader, reader.uint32()) };
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.event = { $case: "node", value: NodeEvent.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.event = { $case: "signal", value: SignalEvent.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1435,6 +1885,10 @@ export const WorkflowEvent: MessageFns<WorkflowEvent> = {
         ? { $case: "compensation", value: CompensationEvent.fromJSON(object.compensation) }
         : isSet(object.status)
         ? { $case: "status", value: StatusEvent.fromJSON(object.status) }
+        : isSet(object.node)
+        ? { $case: "node", value: NodeEvent.fromJSON(object.node) }
+        : isSet(object.signal)
+        ? { $case: "signal", value: SignalEvent.fromJSON(object.signal) }
         : undefined,
     };
   },
@@ -1454,6 +1908,10 @@ export const WorkflowEvent: MessageFns<WorkflowEvent> = {
       obj.compensation = CompensationEvent.toJSON(message.event.value);
     } else if (message.event?.$case === "status") {
       obj.status = StatusEvent.toJSON(message.event.value);
+    } else if (message.event?.$case === "node") {
+      obj.node = NodeEvent.toJSON(message.event.value);
+    } else if (message.event?.$case === "signal") {
+      obj.signal = SignalEvent.toJSON(message.event.value);
     }
     return obj;
   },
@@ -1492,6 +1950,18 @@ export const WorkflowEvent: MessageFns<WorkflowEvent> = {
       case "status": {
         if (object.event?.value !== undefined && object.event?.value !== null) {
           message.event = { $case: "status", value: StatusEvent.fromPartial(object.event.value) };
+        }
+        break;
+      }
+      case "node": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "node", value: NodeEvent.fromPartial(object.event.value) };
+        }
+        break;
+      }
+      case "signal": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "signal", value: SignalEvent.fromPartial(object.event.value) };
         }
         break;
       }

@@ -7,12 +7,56 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Duration } from "../../google/protobuf/duration.js";
+import { Value } from "../../google/protobuf/struct.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
 import { Failure, Payload, WorkflowState, workflowStateFromJSON, workflowStateToJSON } from "./common.js";
 
 export const protobufPackage = "multiagents.v1";
 
 export const protobufFileName = "multiagents/v1/workflow.proto";
+
+/** ParallelFailurePolicy says what a parallel group does when a branch fails. */
+export enum ParallelFailurePolicy {
+  /** PARALLEL_FAILURE_POLICY_UNSPECIFIED - Not set: FAIL_FAST. */
+  PARALLEL_FAILURE_POLICY_UNSPECIFIED = 0,
+  /** PARALLEL_FAILURE_POLICY_FAIL_FAST - Cancel the other branches at once; the group fails. */
+  PARALLEL_FAILURE_POLICY_FAIL_FAST = 1,
+  /** PARALLEL_FAILURE_POLICY_WAIT_ALL - Let the other branches finish, then fail the group. */
+  PARALLEL_FAILURE_POLICY_WAIT_ALL = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function parallelFailurePolicyFromJSON(object: any): ParallelFailurePolicy {
+  switch (object) {
+    case 0:
+    case "PARALLEL_FAILURE_POLICY_UNSPECIFIED":
+      return ParallelFailurePolicy.PARALLEL_FAILURE_POLICY_UNSPECIFIED;
+    case 1:
+    case "PARALLEL_FAILURE_POLICY_FAIL_FAST":
+      return ParallelFailurePolicy.PARALLEL_FAILURE_POLICY_FAIL_FAST;
+    case 2:
+    case "PARALLEL_FAILURE_POLICY_WAIT_ALL":
+      return ParallelFailurePolicy.PARALLEL_FAILURE_POLICY_WAIT_ALL;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ParallelFailurePolicy.UNRECOGNIZED;
+  }
+}
+
+export function parallelFailurePolicyToJSON(object: ParallelFailurePolicy): string {
+  switch (object) {
+    case ParallelFailurePolicy.PARALLEL_FAILURE_POLICY_UNSPECIFIED:
+      return "PARALLEL_FAILURE_POLICY_UNSPECIFIED";
+    case ParallelFailurePolicy.PARALLEL_FAILURE_POLICY_FAIL_FAST:
+      return "PARALLEL_FAILURE_POLICY_FAIL_FAST";
+    case ParallelFailurePolicy.PARALLEL_FAILURE_POLICY_WAIT_ALL:
+      return "PARALLEL_FAILURE_POLICY_WAIT_ALL";
+    case ParallelFailurePolicy.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
 
 /** StepStatus is the state of one step inside an execution. */
 export enum StepStatus {
@@ -30,8 +74,13 @@ export enum StepStatus {
   STEP_STATUS_COMPENSATED = 5,
   /** STEP_STATUS_COMPENSATION_FAILED - Completed, then its compensation failed for good. */
   STEP_STATUS_COMPENSATION_FAILED = 6,
-  /** STEP_STATUS_CANCELLED - Abandoned because the workflow was cancelled while it ran. */
+  /**
+   * STEP_STATUS_CANCELLED - Abandoned because the workflow was cancelled while it ran, or a
+   * fail-fast group or a map stopped it.
+   */
   STEP_STATUS_CANCELLED = 7,
+  /** STEP_STATUS_SKIPPED - In a condition's case that was not taken. */
+  STEP_STATUS_SKIPPED = 8,
   UNRECOGNIZED = -1,
 }
 
@@ -61,6 +110,9 @@ export function stepStatusFromJSON(object: any): StepStatus {
     case 7:
     case "STEP_STATUS_CANCELLED":
       return StepStatus.STEP_STATUS_CANCELLED;
+    case 8:
+    case "STEP_STATUS_SKIPPED":
+      return StepStatus.STEP_STATUS_SKIPPED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -86,6 +138,8 @@ export function stepStatusToJSON(object: StepStatus): string {
       return "STEP_STATUS_COMPENSATION_FAILED";
     case StepStatus.STEP_STATUS_CANCELLED:
       return "STEP_STATUS_CANCELLED";
+    case StepStatus.STEP_STATUS_SKIPPED:
+      return "STEP_STATUS_SKIPPED";
     case StepStatus.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -113,9 +167,20 @@ export interface RetryPolicy {
   nonRetryableErrorTypes: string[];
 }
 
-/** StepDefinition is one step of a workflow. */
+/**
+ * StepDefinition is one node of a workflow: a step run by a worker or as a
+ * sub-workflow, or one of the constructs of workflow model v2 (a parallel
+ * group, a map, a condition, a wait for a signal, a sleep). Set exactly one
+ * of worker, workflow, parallel, map, condition, wait_for_signal and sleep;
+ * anything else is INVALID_ARGUMENT naming the step. Retry policy,
+ * compensation and timeouts belong to worker and workflow steps only.
+ */
 export interface StepDefinition {
-  /** Step name, unique in its workflow; results are kept under it. */
+  /**
+   * Name, unique in the whole definition (nested nodes included); 1-200
+   * characters of letters, digits and _ . - : (no "/": paths use it).
+   * Results are kept under it.
+   */
   name: string;
   /** The worker that executes the step. */
   worker: string;
@@ -144,6 +209,149 @@ export interface StepDefinition {
   workflow: string;
   /** Version of the sub-workflow; 0 means the latest when the step starts. */
   workflowVersion: number;
+  /** Runs branches at once and joins them. */
+  parallel:
+    | ParallelGroup
+    | undefined;
+  /** Runs one step once per item of a list. */
+  map:
+    | MapStep
+    | undefined;
+  /** Runs the steps of the first matching case. */
+  condition:
+    | Condition
+    | undefined;
+  /** Waits for a signal (SignalWorkflow), e.g. a person's approval. */
+  waitForSignal:
+    | WaitForSignal
+    | undefined;
+  /** Waits for a fixed time (a durable timer). */
+  sleep: Sleep | undefined;
+}
+
+/** Branch is a named sequence of steps inside a parallel group. */
+export interface Branch {
+  /** Branch name, unique in its group; the branch's result lands under it. */
+  name: string;
+  /** Steps of the branch, in order; at least one. */
+  steps: StepDefinition[];
+}
+
+/**
+ * ParallelGroup runs its branches at once; each branch receives the context
+ * as it was when the group started. When every branch completed, the group's
+ * result is {branch name: the merged results of that branch's steps}, merged
+ * into the context like a step's result. When a branch fails, the failure
+ * policy applies and the group fails with that branch's failure (so the
+ * workflow compensates every completed step, branches included, in reverse
+ * order of completion).
+ */
+export interface ParallelGroup {
+  /** At least one branch. */
+  branches: Branch[];
+  /** What a failed branch does to the others. */
+  failurePolicy: ParallelFailurePolicy;
+}
+
+/**
+ * MapStep runs `step` once per item of a list, at most `max_concurrency` at
+ * once. Item i's context is the map's context plus "item" (the item) and
+ * "index" (i). The map's result is {map name: [result of item 0, item 1,
+ * ...]} in item order. The first item that fails for good cancels the
+ * running ones and fails the map. Items that are not a list (or a missing
+ * key) fail the map with type ExpressionError.
+ */
+export interface MapStep {
+  /**
+   * CEL expression giving the list, over the variable `context`, e.g.
+   * "context.documents". Checked at registration.
+   */
+  items: string;
+  /**
+   * The step run per item: a worker or a workflow step (with its retry
+   * policy, compensation and timeouts); its name is the path segment of
+   * the items ("each/*").
+   */
+  step:
+    | StepDefinition
+    | undefined;
+  /** Items running at once; 0 means 10; at most 1,000. */
+  maxConcurrency: number;
+}
+
+/** ConditionCase is one case of a condition. */
+export interface ConditionCase {
+  /**
+   * If/else form: CEL expression over `context` that must give true or
+   * false, e.g. "context.review.score >= 0.8". Checked at registration.
+   */
+  when: string;
+  /**
+   * Switch form (Condition.switch set): the JSON value that the switch
+   * expression must equal (numbers compare by value, 1 == 1.0).
+   */
+  equals:
+    | any
+    | undefined;
+  /** Steps run when this case is taken; may be empty. */
+  steps: StepDefinition[];
+}
+
+/**
+ * Condition runs the steps of the first case that matches, in place of the
+ * condition (their results merge into the context like the condition's own
+ * steps), else the `otherwise` steps. The case taken is recorded in history
+ * and in StepInfo.branch. An expression that fails at run time (a missing
+ * key, a wrong type) fails the condition with type ExpressionError.
+ */
+export interface Condition {
+  /** Cases, tried in order; at least one. */
+  cases: ConditionCase[];
+  /** Steps run when no case matches; may be empty. */
+  otherwise: StepDefinition[];
+  /**
+   * Switch form: a CEL expression whose value is compared with each case's
+   * `equals`; cases then have no `when`.
+   */
+  switch: string;
+}
+
+/**
+ * WaitForSignal waits until a signal of that name arrives (SignalWorkflow);
+ * the signal's payload becomes the node's result, under the node's name.
+ * Signals that arrive before the wait starts are kept and taken in order.
+ */
+export interface WaitForSignal {
+  /** Signal name; 1-200 characters of letters, digits and _ . - : /. */
+  signal: string;
+  /** How long to wait; unset waits for ever. */
+  timeout:
+    | Duration
+    | undefined;
+  /**
+   * When true, a timeout runs `on_timeout` (possibly nothing) and the
+   * workflow goes on; when false, a timeout fails the node with type
+   * SignalTimeout (not retried) and the workflow compensates.
+   */
+  continueOnTimeout: boolean;
+  /** Steps run on timeout when continue_on_timeout is set. */
+  onTimeout: StepDefinition[];
+  /**
+   * An approval: the payload must hold a boolean "approved" (else the
+   * signal is INVALID_ARGUMENT); false fails the node with type Rejected
+   * (not retried), so the workflow compensates. An optional string
+   * "comment" goes into the failure's message.
+   */
+  approval: boolean;
+}
+
+/**
+ * Sleep completes `duration` after it starts; durable (a server restart
+ * does not shorten or restart it).
+ */
+export interface Sleep {
+  /** How long; positive, at most 365 days. */
+  duration: Duration | undefined;
 }
 
 /** WorkflowDefinition is a named, versioned sequence of steps. */
@@ -172,6 +380,47 @@ export interface StepInfo {
     | undefined;
   /** Transaction id of the sub-workflow run by the latest attempt, if any. */
   childTransactionId: string;
+  /**
+   * Path of names from the top of the definition, "/"-separated: a branch's
+   * steps are under "group/branch/", a map's items are "map/0", "map/1", ...
+   */
+  path: string;
+  /**
+   * What the node is: "step", "workflow", "parallel", "map", "condition",
+   * "wait", "sleep" or "item" (one item of a map).
+   */
+  kind: string;
+  /**
+   * A condition: the case taken, "case 1", "case 2", ... or "otherwise". A
+   * wait that timed out: "timed out". Else empty.
+   */
+  branch: string;
+  /** When the node started; unset while pending. */
+  startedAt:
+    | Date
+    | undefined;
+  /** When the node finished; unset while pending or running. */
+  finishedAt: Date | undefined;
+}
+
+/** WaitingSignal is a wait node that is waiting now. */
+export interface WaitingSignal {
+  /** Transaction id of the execution. */
+  transactionId: string;
+  /** Its workflow name. */
+  workflowName: string;
+  /** Path of the wait node. */
+  path: string;
+  /** The signal it waits for. */
+  signal: string;
+  /** True when it is an approval. */
+  approval: boolean;
+  /** When it started waiting. */
+  since:
+    | Date
+    | undefined;
+  /** When it times out; unset when it waits for ever. */
+  timeoutAt: Date | undefined;
 }
 
 /** WorkflowStatus is a snapshot of one execution. */
@@ -186,7 +435,10 @@ export interface WorkflowStatus {
   workflowVersion: number;
   /** Current state. */
   state: WorkflowState;
-  /** Step being executed or compensated; empty when none. */
+  /**
+   * Path of a step being executed or compensated (the first, when several
+   * run at once); empty when none. See running_steps.
+   */
   currentStep: string;
   /** JSON object: step name -> that step's result. */
   stepResults:
@@ -202,7 +454,10 @@ export interface WorkflowStatus {
     | undefined;
   /** True when a compensation failed for good; a person has to look. */
   requiresManualIntervention: boolean;
-  /** Per-step detail, in definition order. */
+  /**
+   * Per-node detail, in definition order (depth first); a map's items follow
+   * the map's step.
+   */
   steps: StepInfo[];
   /** When the execution was accepted. */
   createdAt:
@@ -220,6 +475,15 @@ export interface WorkflowStatus {
   revision: number;
   /** The execution that runs this one as a sub-workflow step, if any. */
   parentTransactionId: string;
+  /**
+   * Paths of every step with an attempt outstanding (running, or waiting
+   * for its retry).
+   */
+  runningSteps: string[];
+  /** The waits that wait for a signal now. */
+  waitingSignals: WaitingSignal[];
+  /** A delayed start: when the first step starts. Unset when started at once. */
+  startAt: Date | undefined;
 }
 
 function createBaseRetryPolicy(): RetryPolicy {
@@ -396,6 +660,11 @@ function createBaseStepDefinition(): StepDefinition {
     compensationRetryPolicy: undefined,
     workflow: "",
     workflowVersion: 0,
+    parallel: undefined,
+    map: undefined,
+    condition: undefined,
+    waitForSignal: undefined,
+    sleep: undefined,
   };
 }
 
@@ -427,6 +696,21 @@ export const StepDefinition: MessageFns<StepDefinition> = {
     }
     if (message.workflowVersion !== 0) {
       writer.uint32(72).int32(message.workflowVersion);
+    }
+    if (message.parallel !== undefined) {
+      ParallelGroup.encode(message.parallel, writer.uint32(82).fork()).join();
+    }
+    if (message.map !== undefined) {
+      MapStep.encode(message.map, writer.uint32(90).fork()).join();
+    }
+    if (message.condition !== undefined) {
+      Condition.encode(message.condition, writer.uint32(98).fork()).join();
+    }
+    if (message.waitForSignal !== undefined) {
+      WaitForSignal.encode(message.waitForSignal, writer.uint32(106).fork()).join();
+    }
+    if (message.sleep !== undefined) {
+      Sleep.encode(message.sleep, writer.uint32(114).fork()).join();
     }
     return writer;
   },
@@ -516,6 +800,46 @@ export const StepDefinition: MessageFns<StepDefinition> = {
             message.workflowVersion = reader.int32();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.parallel = ParallelGroup.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.map = MapStep.decode(reader, reader.uint32());
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.condition = Condition.decode(reader, reader.uint32());
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.waitForSignal = WaitForSignal.decode(reader, reader.uint32());
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.sleep = Sleep.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -555,6 +879,15 @@ export const StepDefinition: MessageFns<StepDefinition> = {
         : isSet(object.workflow_version)
         ? globalThis.Number(object.workflow_version)
         : 0,
+      parallel: isSet(object.parallel) ? ParallelGroup.fromJSON(object.parallel) : undefined,
+      map: isSet(object.map) ? MapStep.fromJSON(object.map) : undefined,
+      condition: isSet(object.condition) ? Condition.fromJSON(object.condition) : undefined,
+      waitForSignal: isSet(object.waitForSignal)
+        ? WaitForSignal.fromJSON(object.waitForSignal)
+        : isSet(object.wait_for_signal)
+        ? WaitForSignal.fromJSON(object.wait_for_signal)
+        : undefined,
+      sleep: isSet(object.sleep) ? Sleep.fromJSON(object.sleep) : undefined,
     };
   },
 
@@ -587,6 +920,21 @@ export const StepDefinition: MessageFns<StepDefinition> = {
     if (message.workflowVersion !== 0) {
       obj.workflowVersion = Math.round(message.workflowVersion);
     }
+    if (message.parallel !== undefined) {
+      obj.parallel = ParallelGroup.toJSON(message.parallel);
+    }
+    if (message.map !== undefined) {
+      obj.map = MapStep.toJSON(message.map);
+    }
+    if (message.condition !== undefined) {
+      obj.condition = Condition.toJSON(message.condition);
+    }
+    if (message.waitForSignal !== undefined) {
+      obj.waitForSignal = WaitForSignal.toJSON(message.waitForSignal);
+    }
+    if (message.sleep !== undefined) {
+      obj.sleep = Sleep.toJSON(message.sleep);
+    }
     return obj;
   },
 
@@ -613,6 +961,714 @@ export const StepDefinition: MessageFns<StepDefinition> = {
         : undefined;
     message.workflow = object.workflow ?? "";
     message.workflowVersion = object.workflowVersion ?? 0;
+    message.parallel = (object.parallel !== undefined && object.parallel !== null)
+      ? ParallelGroup.fromPartial(object.parallel)
+      : undefined;
+    message.map = (object.map !== undefined && object.map !== null) ? MapStep.fromPartial(object.map) : undefined;
+    message.condition = (object.condition !== undefined && object.condition !== null)
+      ? Condition.fromPartial(object.condition)
+      : undefined;
+    message.waitForSignal = (object.waitForSignal !== undefined && object.waitForSignal !== null)
+      ? WaitForSignal.fromPartial(object.waitForSignal)
+      : undefined;
+    message.sleep = (object.sleep !== undefined && object.sleep !== null) ? Sleep.fromPartial(object.sleep) : undefined;
+    return message;
+  },
+};
+
+function createBaseBranch(): Branch {
+  return { name: "", steps: [] };
+}
+
+export const Branch: MessageFns<Branch> = {
+  encode(message: Branch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    for (const v of message.steps) {
+      StepDefinition.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Branch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBranch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.steps.push(StepDefinition.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Branch {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      steps: globalThis.Array.isArray(object?.steps) ? object.steps.map((e: any) => StepDefinition.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: Branch): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.steps?.length) {
+      obj.steps = message.steps.map((e) => StepDefinition.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Branch>, I>>(base?: I): Branch {
+    return Branch.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Branch>, I>>(object: I): Branch {
+    const message = createBaseBranch();
+    message.name = object.name ?? "";
+    message.steps = object.steps?.map((e) => StepDefinition.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseParallelGroup(): ParallelGroup {
+  return { branches: [], failurePolicy: 0 };
+}
+
+export const ParallelGroup: MessageFns<ParallelGroup> = {
+  encode(message: ParallelGroup, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.branches) {
+      Branch.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.failurePolicy !== 0) {
+      writer.uint32(16).int32(message.failurePolicy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ParallelGroup {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseParallelGroup();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.branches.push(Branch.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.failurePolicy = reader.int32() as any;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ParallelGroup {
+    return {
+      branches: globalThis.Array.isArray(object?.branches) ? object.branches.map((e: any) => Branch.fromJSON(e)) : [],
+      failurePolicy: isSet(object.failurePolicy)
+        ? parallelFailurePolicyFromJSON(object.failurePolicy)
+        : isSet(object.failure_policy)
+        ? parallelFailurePolicyFromJSON(object.failure_policy)
+        : 0,
+    };
+  },
+
+  toJSON(message: ParallelGroup): unknown {
+    const obj: any = {};
+    if (message.branches?.length) {
+      obj.branches = message.branches.map((e) => Branch.toJSON(e));
+    }
+    if (message.failurePolicy !== 0) {
+      obj.failurePolicy = parallelFailurePolicyToJSON(message.failurePolicy);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ParallelGroup>, I>>(base?: I): ParallelGroup {
+    return ParallelGroup.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ParallelGroup>, I>>(object: I): ParallelGroup {
+    const message = createBaseParallelGroup();
+    message.branches = object.branches?.map((e) => Branch.fromPartial(e)) || [];
+    message.failurePolicy = object.failurePolicy ?? 0;
+    return message;
+  },
+};
+
+function createBaseMapStep(): MapStep {
+  return { items: "", step: undefined, maxConcurrency: 0 };
+}
+
+export const MapStep: MessageFns<MapStep> = {
+  encode(message: MapStep, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.items !== "") {
+      writer.uint32(10).string(message.items);
+    }
+    if (message.step !== undefined) {
+      StepDefinition.encode(message.step, writer.uint32(18).fork()).join();
+    }
+    if (message.maxConcurrency !== 0) {
+      writer.uint32(24).int32(message.maxConcurrency);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MapStep {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMapStep();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.items = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.step = StepDefinition.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.maxConcurrency = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MapStep {
+    return {
+      items: isSet(object.items) ? globalThis.String(object.items) : "",
+      step: isSet(object.step) ? StepDefinition.fromJSON(object.step) : undefined,
+      maxConcurrency: isSet(object.maxConcurrency)
+        ? globalThis.Number(object.maxConcurrency)
+        : isSet(object.max_concurrency)
+        ? globalThis.Number(object.max_concurrency)
+        : 0,
+    };
+  },
+
+  toJSON(message: MapStep): unknown {
+    const obj: any = {};
+    if (message.items !== "") {
+      obj.items = message.items;
+    }
+    if (message.step !== undefined) {
+      obj.step = StepDefinition.toJSON(message.step);
+    }
+    if (message.maxConcurrency !== 0) {
+      obj.maxConcurrency = Math.round(message.maxConcurrency);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MapStep>, I>>(base?: I): MapStep {
+    return MapStep.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MapStep>, I>>(object: I): MapStep {
+    const message = createBaseMapStep();
+    message.items = object.items ?? "";
+    message.step = (object.step !== undefined && object.step !== null)
+      ? StepDefinition.fromPartial(object.step)
+      : undefined;
+    message.maxConcurrency = object.maxConcurrency ?? 0;
+    return message;
+  },
+};
+
+function createBaseConditionCase(): ConditionCase {
+  return { when: "", equals: undefined, steps: [] };
+}
+
+export const ConditionCase: MessageFns<ConditionCase> = {
+  encode(message: ConditionCase, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.when !== "") {
+      writer.uint32(10).string(message.when);
+    }
+    if (message.equals !== undefined) {
+      Value.encode(Value.wrap(message.equals), writer.uint32(18).fork()).join();
+    }
+    for (const v of message.steps) {
+      StepDefinition.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConditionCase {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConditionCase();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.when = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.equals = Value.unwrap(Value.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.steps.push(StepDefinition.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConditionCase {
+    return {
+      when: isSet(object.when) ? globalThis.String(object.when) : "",
+      equals: isSet(object?.equals) ? object.equals : undefined,
+      steps: globalThis.Array.isArray(object?.steps) ? object.steps.map((e: any) => StepDefinition.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ConditionCase): unknown {
+    const obj: any = {};
+    if (message.when !== "") {
+      obj.when = message.when;
+    }
+    if (message.equals !== undefined) {
+      obj.equals = message.equals;
+    }
+    if (message.steps?.length) {
+      obj.steps = message.steps.map((e) => StepDefinition.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ConditionCase>, I>>(base?: I): ConditionCase {
+    return ConditionCase.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ConditionCase>, I>>(object: I): ConditionCase {
+    const message = createBaseConditionCase();
+    message.when = object.when ?? "";
+    message.equals = object.equals === undefined ? undefined : object.equals;
+    message.steps = object.steps?.map((e) => StepDefinition.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseCondition(): Condition {
+  return { cases: [], otherwise: [], switch: "" };
+}
+
+export const Condition: MessageFns<Condition> = {
+  encode(message: Condition, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.cases) {
+      ConditionCase.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.otherwise) {
+      StepDefinition.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.switch !== "") {
+      writer.uint32(26).string(message.switch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Condition {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCondition();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cases.push(ConditionCase.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.otherwise.push(StepDefinition.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.switch = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Condition {
+    return {
+      cases: globalThis.Array.isArray(object?.cases) ? object.cases.map((e: any) => ConditionCase.fromJSON(e)) : [],
+      otherwise: globalThis.Array.isArray(object?.otherwise)
+        ? object.otherwise.map((e: any) => StepDefinition.fromJSON(e))
+        : [],
+      switch: isSet(object.switch) ? globalThis.String(object.switch) : "",
+    };
+  },
+
+  toJSON(message: Condition): unknown {
+    const obj: any = {};
+    if (message.cases?.length) {
+      obj.cases = message.cases.map((e) => ConditionCase.toJSON(e));
+    }
+    if (message.otherwise?.length) {
+      obj.otherwise = message.otherwise.map((e) => StepDefinition.toJSON(e));
+    }
+    if (message.switch !== "") {
+      obj.switch = message.switch;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Condition>, I>>(base?: I): Condition {
+    return Condition.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Condition>, I>>(object: I): Condition {
+    const message = createBaseCondition();
+    message.cases = object.cases?.map((e) => ConditionCase.fromPartial(e)) || [];
+    message.otherwise = object.otherwise?.map((e) => StepDefinition.fromPartial(e)) || [];
+    message.switch = object.switch ?? "";
+    return message;
+  },
+};
+
+function createBaseWaitForSignal(): WaitForSignal {
+  return { signal: "", timeout: undefined, continueOnTimeout: false, onTimeout: [], approval: false };
+}
+
+export const WaitForSignal: MessageFns<WaitForSignal> = {
+  encode(message: WaitForSignal, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.signal !== "") {
+      writer.uint32(10).string(message.signal);
+    }
+    if (message.timeout !== undefined) {
+      Duration.encode(message.timeout, writer.uint32(18).fork()).join();
+    }
+    if (message.continueOnTimeout !== false) {
+      writer.uint32(24).bool(message.continueOnTimeout);
+    }
+    for (const v of message.onTimeout) {
+      StepDefinition.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.approval !== false) {
+      writer.uint32(40).bool(message.approval);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WaitForSignal {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWaitForSignal();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.signal = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.timeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.continueOnTimeout = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.onTimeout.push(StepDefinition.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.approval = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WaitForSignal {
+    return {
+      signal: isSet(object.signal) ? globalThis.String(object.signal) : "",
+      timeout: isSet(object.timeout) ? Duration.fromJSON(object.timeout) : undefined,
+      continueOnTimeout: isSet(object.continueOnTimeout)
+        ? globalThis.Boolean(object.continueOnTimeout)
+        : isSet(object.continue_on_timeout)
+        ? globalThis.Boolean(object.continue_on_timeout)
+        : false,
+      onTimeout: globalThis.Array.isArray(object?.onTimeout)
+        ? object.onTimeout.map((e: any) => StepDefinition.fromJSON(e))
+        : globalThis.Array.isArray(object?.on_timeout)
+        ? object.on_timeout.map((e: any) => StepDefinition.fromJSON(e))
+        : [],
+      approval: isSet(object.approval) ? globalThis.Boolean(object.approval) : false,
+    };
+  },
+
+  toJSON(message: WaitForSignal): unknown {
+    const obj: any = {};
+    if (message.signal !== "") {
+      obj.signal = message.signal;
+    }
+    if (message.timeout !== undefined) {
+      obj.timeout = Duration.toJSON(message.timeout);
+    }
+    if (message.continueOnTimeout !== false) {
+      obj.continueOnTimeout = message.continueOnTimeout;
+    }
+    if (message.onTimeout?.length) {
+      obj.onTimeout = message.onTimeout.map((e) => StepDefinition.toJSON(e));
+    }
+    if (message.approval !== false) {
+      obj.approval = message.approval;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WaitForSignal>, I>>(base?: I): WaitForSignal {
+    return WaitForSignal.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WaitForSignal>, I>>(object: I): WaitForSignal {
+    const message = createBaseWaitForSignal();
+    message.signal = object.signal ?? "";
+    message.timeout = (object.timeout !== undefined && object.timeout !== null)
+      ? Duration.fromPartial(object.timeout)
+      : undefined;
+    message.continueOnTimeout = object.continueOnTimeout ?? false;
+    message.onTimeout = object.onTimeout?.map((e) => StepDefinition.fromPartial(e)) || [];
+    message.approval = object.approval ?? false;
+    return message;
+  },
+};
+
+function createBaseSleep(): Sleep {
+  return { duration: undefined };
+}
+
+export const Sleep: MessageFns<Sleep> = {
+  encode(message: Sleep, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.duration !== undefined) {
+      Duration.encode(message.duration, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Sleep {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSleep();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.duration = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Sleep {
+    return { duration: isSet(object.duration) ? Duration.fromJSON(object.duration) : undefined };
+  },
+
+  toJSON(message: Sleep): unknown {
+    const obj: any = {};
+    if (message.duration !== undefined) {
+      obj.duration = Duration.toJSON(message.duration);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Sleep>, I>>(base?: I): Sleep {
+    return Sleep.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Sleep>, I>>(object: I): Sleep {
+    const message = createBaseSleep();
+    message.duration = (object.duration !== undefined && object.duration !== null)
+      ? Duration.fromPartial(object.duration)
+      : undefined;
     return message;
   },
 };
@@ -735,7 +1791,18 @@ export const WorkflowDefinition: MessageFns<WorkflowDefinition> = {
 };
 
 function createBaseStepInfo(): StepInfo {
-  return { name: "", status: 0, attempts: 0, lastFailure: undefined, childTransactionId: "" };
+  return {
+    name: "",
+    status: 0,
+    attempts: 0,
+    lastFailure: undefined,
+    childTransactionId: "",
+    path: "",
+    kind: "",
+    branch: "",
+    startedAt: undefined,
+    finishedAt: undefined,
+  };
 }
 
 export const StepInfo: MessageFns<StepInfo> = {
@@ -754,6 +1821,21 @@ export const StepInfo: MessageFns<StepInfo> = {
     }
     if (message.childTransactionId !== "") {
       writer.uint32(42).string(message.childTransactionId);
+    }
+    if (message.path !== "") {
+      writer.uint32(50).string(message.path);
+    }
+    if (message.kind !== "") {
+      writer.uint32(58).string(message.kind);
+    }
+    if (message.branch !== "") {
+      writer.uint32(66).string(message.branch);
+    }
+    if (message.startedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.startedAt), writer.uint32(74).fork()).join();
+    }
+    if (message.finishedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.finishedAt), writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -811,6 +1893,46 @@ export const StepInfo: MessageFns<StepInfo> = {
             message.childTransactionId = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.branch = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.startedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.finishedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -838,6 +1960,19 @@ export const StepInfo: MessageFns<StepInfo> = {
         : isSet(object.child_transaction_id)
         ? globalThis.String(object.child_transaction_id)
         : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      branch: isSet(object.branch) ? globalThis.String(object.branch) : "",
+      startedAt: isSet(object.startedAt)
+        ? fromJsonTimestamp(object.startedAt)
+        : isSet(object.started_at)
+        ? fromJsonTimestamp(object.started_at)
+        : undefined,
+      finishedAt: isSet(object.finishedAt)
+        ? fromJsonTimestamp(object.finishedAt)
+        : isSet(object.finished_at)
+        ? fromJsonTimestamp(object.finished_at)
+        : undefined,
     };
   },
 
@@ -858,6 +1993,21 @@ export const StepInfo: MessageFns<StepInfo> = {
     if (message.childTransactionId !== "") {
       obj.childTransactionId = message.childTransactionId;
     }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.branch !== "") {
+      obj.branch = message.branch;
+    }
+    if (message.startedAt !== undefined) {
+      obj.startedAt = message.startedAt.toISOString();
+    }
+    if (message.finishedAt !== undefined) {
+      obj.finishedAt = message.finishedAt.toISOString();
+    }
     return obj;
   },
 
@@ -873,6 +2023,196 @@ export const StepInfo: MessageFns<StepInfo> = {
       ? Failure.fromPartial(object.lastFailure)
       : undefined;
     message.childTransactionId = object.childTransactionId ?? "";
+    message.path = object.path ?? "";
+    message.kind = object.kind ?? "";
+    message.branch = object.branch ?? "";
+    message.startedAt = object.startedAt ?? undefined;
+    message.finishedAt = object.finishedAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseWaitingSignal(): WaitingSignal {
+  return {
+    transactionId: "",
+    workflowName: "",
+    path: "",
+    signal: "",
+    approval: false,
+    since: undefined,
+    timeoutAt: undefined,
+  };
+}
+
+export const WaitingSignal: MessageFns<WaitingSignal> = {
+  encode(message: WaitingSignal, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.transactionId !== "") {
+      writer.uint32(10).string(message.transactionId);
+    }
+    if (message.workflowName !== "") {
+      writer.uint32(18).string(message.workflowName);
+    }
+    if (message.path !== "") {
+      writer.uint32(26).string(message.path);
+    }
+    if (message.signal !== "") {
+      writer.uint32(34).string(message.signal);
+    }
+    if (message.approval !== false) {
+      writer.uint32(40).bool(message.approval);
+    }
+    if (message.since !== undefined) {
+      Timestamp.encode(toTimestamp(message.since), writer.uint32(50).fork()).join();
+    }
+    if (message.timeoutAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.timeoutAt), writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WaitingSignal {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWaitingSignal();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.transactionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.workflowName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.signal = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.approval = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.since = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.timeoutAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WaitingSignal {
+    return {
+      transactionId: isSet(object.transactionId)
+        ? globalThis.String(object.transactionId)
+        : isSet(object.transaction_id)
+        ? globalThis.String(object.transaction_id)
+        : "",
+      workflowName: isSet(object.workflowName)
+        ? globalThis.String(object.workflowName)
+        : isSet(object.workflow_name)
+        ? globalThis.String(object.workflow_name)
+        : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      signal: isSet(object.signal) ? globalThis.String(object.signal) : "",
+      approval: isSet(object.approval) ? globalThis.Boolean(object.approval) : false,
+      since: isSet(object.since) ? fromJsonTimestamp(object.since) : undefined,
+      timeoutAt: isSet(object.timeoutAt)
+        ? fromJsonTimestamp(object.timeoutAt)
+        : isSet(object.timeout_at)
+        ? fromJsonTimestamp(object.timeout_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: WaitingSignal): unknown {
+    const obj: any = {};
+    if (message.transactionId !== "") {
+      obj.transactionId = message.transactionId;
+    }
+    if (message.workflowName !== "") {
+      obj.workflowName = message.workflowName;
+    }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.signal !== "") {
+      obj.signal = message.signal;
+    }
+    if (message.approval !== false) {
+      obj.approval = message.approval;
+    }
+    if (message.since !== undefined) {
+      obj.since = message.since.toISOString();
+    }
+    if (message.timeoutAt !== undefined) {
+      obj.timeoutAt = message.timeoutAt.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WaitingSignal>, I>>(base?: I): WaitingSignal {
+    return WaitingSignal.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WaitingSignal>, I>>(object: I): WaitingSignal {
+    const message = createBaseWaitingSignal();
+    message.transactionId = object.transactionId ?? "";
+    message.workflowName = object.workflowName ?? "";
+    message.path = object.path ?? "";
+    message.signal = object.signal ?? "";
+    message.approval = object.approval ?? false;
+    message.since = object.since ?? undefined;
+    message.timeoutAt = object.timeoutAt ?? undefined;
     return message;
   },
 };
@@ -895,6 +2235,9 @@ function createBaseWorkflowStatus(): WorkflowStatus {
     completedAt: undefined,
     revision: 0,
     parentTransactionId: "",
+    runningSteps: [],
+    waitingSignals: [],
+    startAt: undefined,
   };
 }
 
@@ -947,6 +2290,15 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
     }
     if (message.parentTransactionId !== "") {
       writer.uint32(130).string(message.parentTransactionId);
+    }
+    for (const v of message.runningSteps) {
+      writer.uint32(138).string(v!);
+    }
+    for (const v of message.waitingSignals) {
+      WaitingSignal.encode(v!, writer.uint32(146).fork()).join();
+    }
+    if (message.startAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.startAt), writer.uint32(154).fork()).join();
     }
     return writer;
   },
@@ -1092,6 +2444,30 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
             message.parentTransactionId = reader.string();
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.runningSteps.push(reader.string());
+            continue;
+          }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.waitingSignals.push(WaitingSignal.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.startAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1168,6 +2544,21 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
         : isSet(object.parent_transaction_id)
         ? globalThis.String(object.parent_transaction_id)
         : "",
+      runningSteps: globalThis.Array.isArray(object?.runningSteps)
+        ? object.runningSteps.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.running_steps)
+        ? object.running_steps.map((e: any) => globalThis.String(e))
+        : [],
+      waitingSignals: globalThis.Array.isArray(object?.waitingSignals)
+        ? object.waitingSignals.map((e: any) => WaitingSignal.fromJSON(e))
+        : globalThis.Array.isArray(object?.waiting_signals)
+        ? object.waiting_signals.map((e: any) => WaitingSignal.fromJSON(e))
+        : [],
+      startAt: isSet(object.startAt)
+        ? fromJsonTimestamp(object.startAt)
+        : isSet(object.start_at)
+        ? fromJsonTimestamp(object.start_at)
+        : undefined,
     };
   },
 
@@ -1221,6 +2612,15 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
     if (message.parentTransactionId !== "") {
       obj.parentTransactionId = message.parentTransactionId;
     }
+    if (message.runningSteps?.length) {
+      obj.runningSteps = message.runningSteps;
+    }
+    if (message.waitingSignals?.length) {
+      obj.waitingSignals = message.waitingSignals.map((e) => WaitingSignal.toJSON(e));
+    }
+    if (message.startAt !== undefined) {
+      obj.startAt = message.startAt.toISOString();
+    }
     return obj;
   },
 
@@ -1251,6 +2651,9 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
     message.completedAt = object.completedAt ?? undefined;
     message.revision = object.revision ?? 0;
     message.parentTransactionId = object.parentTransactionId ?? "";
+    message.runningSteps = object.runningSteps?.map((e) => e) || [];
+    message.waitingSignals = object.waitingSignals?.map((e) => WaitingSignal.fromPartial(e)) || [];
+    message.startAt = object.startAt ?? undefined;
     return message;
   },
 };

@@ -20,9 +20,10 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../google/protobuf/duration.js";
 import { Payload, WorkflowState, workflowStateFromJSON, workflowStateToJSON } from "./common.js";
 import { StatusEvent, WorkflowEvent } from "./events.js";
-import { WorkflowDefinition, WorkflowStatus } from "./workflow.js";
+import { WaitingSignal, WorkflowDefinition, WorkflowStatus } from "./workflow.js";
 
 export const protobufPackage = "multiagents.v1";
 
@@ -84,6 +85,11 @@ export interface ExecuteWorkflowRequest {
    * characters.
    */
   correlationId: string;
+  /**
+   * Optional delayed start: the execution is PENDING until then (durable
+   * timer), then starts. Unset or zero starts at once; at most 365 days.
+   */
+  startDelay: Duration | undefined;
 }
 
 /** ExecuteWorkflowResponse answers ExecuteWorkflow. */
@@ -134,7 +140,7 @@ export interface CancelWorkflowRequest {
   transactionId: string;
   /**
    * Why; at most 1,000 characters. Sent with the running command's Cancel
-   * and logged by the server; not yet recorded in the history.
+   * and recorded in the history (the status event of the cancel).
    */
   reason: string;
 }
@@ -173,6 +179,75 @@ export interface GetHistoryRequest {
 export interface GetHistoryResponse {
   /** Every event of the execution, in order. */
   events: WorkflowEvent[];
+}
+
+/** SignalWorkflowRequest sends one signal. */
+export interface SignalWorkflowRequest {
+  /** Transaction id. */
+  transactionId: string;
+  /**
+   * Signal name; the definition must have a wait_for_signal step for it
+   * (else INVALID_ARGUMENT).
+   */
+  signal: string;
+  /**
+   * JSON object (default {}); the wait's result. For an approval it must
+   * hold a boolean "approved" (INVALID_ARGUMENT otherwise).
+   */
+  payload:
+    | Payload
+    | undefined;
+  /**
+   * Optional id, at most 200 characters: the same id sent again with the
+   * same signal and payload is accepted once (the answer says duplicate);
+   * with a different one it is FAILED_PRECONDITION.
+   */
+  signalId: string;
+}
+
+/**
+ * SignalWorkflowResponse answers SignalWorkflow. A signal to a finished or
+ * compensating execution is FAILED_PRECONDITION; to an unknown one NOT_FOUND.
+ */
+export interface SignalWorkflowResponse {
+  /** True when signal_id had been taken already (nothing was changed). */
+  duplicate: boolean;
+}
+
+/** ResumeWorkflowRequest names a FAILED execution to resume. */
+export interface ResumeWorkflowRequest {
+  /** Transaction id. */
+  transactionId: string;
+}
+
+/**
+ * ResumeWorkflowResponse answers ResumeWorkflow. What resumes: when the
+ * execution requires manual intervention, its failed compensations run again
+ * (then the ones still queued); else its failed step (and the steps a
+ * fail-fast group or map cancelled) runs again with a new attempt number and
+ * a fresh retry budget, and the workflow goes on. Any other state, a
+ * cancelled execution, or a sub-workflow (resume its parent) is
+ * FAILED_PRECONDITION.
+ */
+export interface ResumeWorkflowResponse {
+}
+
+/** ListWaitingSignalsRequest filters the approval inbox. */
+export interface ListWaitingSignalsRequest {
+  /** Only waits for this signal; empty for all. */
+  signal: string;
+  /** Only executions of this workflow; empty for all. */
+  workflowName: string;
+  /** Only approvals. */
+  approvalsOnly: boolean;
+  /** At most this many; 0 means 100, at most 1,000. */
+  pageSize: number;
+}
+
+/** ListWaitingSignalsResponse is the inbox. */
+export interface ListWaitingSignalsResponse {
+  /** Waiting waits, oldest first. */
+  waiting: WaitingSignal[];
 }
 
 function createBaseRegisterWorkflowRequest(): RegisterWorkflowRequest {
@@ -593,7 +668,7 @@ export const ListWorkflowDefinitionsResponse: MessageFns<ListWorkflowDefinitions
 };
 
 function createBaseExecuteWorkflowRequest(): ExecuteWorkflowRequest {
-  return { workflowName: "", version: 0, input: undefined, requestId: "", correlationId: "" };
+  return { workflowName: "", version: 0, input: undefined, requestId: "", correlationId: "", startDelay: undefined };
 }
 
 export const ExecuteWorkflowRequest: MessageFns<ExecuteWorkflowRequest> = {
@@ -612,6 +687,9 @@ export const ExecuteWorkflowRequest: MessageFns<ExecuteWorkflowRequest> = {
     }
     if (message.correlationId !== "") {
       writer.uint32(42).string(message.correlationId);
+    }
+    if (message.startDelay !== undefined) {
+      Duration.encode(message.startDelay, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -669,6 +747,14 @@ export const ExecuteWorkflowRequest: MessageFns<ExecuteWorkflowRequest> = {
             message.correlationId = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.startDelay = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -700,6 +786,11 @@ export const ExecuteWorkflowRequest: MessageFns<ExecuteWorkflowRequest> = {
         : isSet(object.correlation_id)
         ? globalThis.String(object.correlation_id)
         : "",
+      startDelay: isSet(object.startDelay)
+        ? Duration.fromJSON(object.startDelay)
+        : isSet(object.start_delay)
+        ? Duration.fromJSON(object.start_delay)
+        : undefined,
     };
   },
 
@@ -720,6 +811,9 @@ export const ExecuteWorkflowRequest: MessageFns<ExecuteWorkflowRequest> = {
     if (message.correlationId !== "") {
       obj.correlationId = message.correlationId;
     }
+    if (message.startDelay !== undefined) {
+      obj.startDelay = Duration.toJSON(message.startDelay);
+    }
     return obj;
   },
 
@@ -735,6 +829,9 @@ export const ExecuteWorkflowRequest: MessageFns<ExecuteWorkflowRequest> = {
       : undefined;
     message.requestId = object.requestId ?? "";
     message.correlationId = object.correlationId ?? "";
+    message.startDelay = (object.startDelay !== undefined && object.startDelay !== null)
+      ? Duration.fromPartial(object.startDelay)
+      : undefined;
     return message;
   },
 };
@@ -1639,6 +1736,525 @@ export const GetHistoryResponse: MessageFns<GetHistoryResponse> = {
   },
 };
 
+function createBaseSignalWorkflowRequest(): SignalWorkflowRequest {
+  return { transactionId: "", signal: "", payload: undefined, signalId: "" };
+}
+
+export const SignalWorkflowRequest: MessageFns<SignalWorkflowRequest> = {
+  encode(message: SignalWorkflowRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.transactionId !== "") {
+      writer.uint32(10).string(message.transactionId);
+    }
+    if (message.signal !== "") {
+      writer.uint32(18).string(message.signal);
+    }
+    if (message.payload !== undefined) {
+      Payload.encode(message.payload, writer.uint32(26).fork()).join();
+    }
+    if (message.signalId !== "") {
+      writer.uint32(34).string(message.signalId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SignalWorkflowRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSignalWorkflowRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.transactionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.signal = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.payload = Payload.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.signalId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SignalWorkflowRequest {
+    return {
+      transactionId: isSet(object.transactionId)
+        ? globalThis.String(object.transactionId)
+        : isSet(object.transaction_id)
+        ? globalThis.String(object.transaction_id)
+        : "",
+      signal: isSet(object.signal) ? globalThis.String(object.signal) : "",
+      payload: isSet(object.payload) ? Payload.fromJSON(object.payload) : undefined,
+      signalId: isSet(object.signalId)
+        ? globalThis.String(object.signalId)
+        : isSet(object.signal_id)
+        ? globalThis.String(object.signal_id)
+        : "",
+    };
+  },
+
+  toJSON(message: SignalWorkflowRequest): unknown {
+    const obj: any = {};
+    if (message.transactionId !== "") {
+      obj.transactionId = message.transactionId;
+    }
+    if (message.signal !== "") {
+      obj.signal = message.signal;
+    }
+    if (message.payload !== undefined) {
+      obj.payload = Payload.toJSON(message.payload);
+    }
+    if (message.signalId !== "") {
+      obj.signalId = message.signalId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SignalWorkflowRequest>, I>>(base?: I): SignalWorkflowRequest {
+    return SignalWorkflowRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SignalWorkflowRequest>, I>>(object: I): SignalWorkflowRequest {
+    const message = createBaseSignalWorkflowRequest();
+    message.transactionId = object.transactionId ?? "";
+    message.signal = object.signal ?? "";
+    message.payload = (object.payload !== undefined && object.payload !== null)
+      ? Payload.fromPartial(object.payload)
+      : undefined;
+    message.signalId = object.signalId ?? "";
+    return message;
+  },
+};
+
+function createBaseSignalWorkflowResponse(): SignalWorkflowResponse {
+  return { duplicate: false };
+}
+
+export const SignalWorkflowResponse: MessageFns<SignalWorkflowResponse> = {
+  encode(message: SignalWorkflowResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.duplicate !== false) {
+      writer.uint32(8).bool(message.duplicate);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SignalWorkflowResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSignalWorkflowResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.duplicate = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SignalWorkflowResponse {
+    return { duplicate: isSet(object.duplicate) ? globalThis.Boolean(object.duplicate) : false };
+  },
+
+  toJSON(message: SignalWorkflowResponse): unknown {
+    const obj: any = {};
+    if (message.duplicate !== false) {
+      obj.duplicate = message.duplicate;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SignalWorkflowResponse>, I>>(base?: I): SignalWorkflowResponse {
+    return SignalWorkflowResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SignalWorkflowResponse>, I>>(object: I): SignalWorkflowResponse {
+    const message = createBaseSignalWorkflowResponse();
+    message.duplicate = object.duplicate ?? false;
+    return message;
+  },
+};
+
+function createBaseResumeWorkflowRequest(): ResumeWorkflowRequest {
+  return { transactionId: "" };
+}
+
+export const ResumeWorkflowRequest: MessageFns<ResumeWorkflowRequest> = {
+  encode(message: ResumeWorkflowRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.transactionId !== "") {
+      writer.uint32(10).string(message.transactionId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeWorkflowRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeWorkflowRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.transactionId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResumeWorkflowRequest {
+    return {
+      transactionId: isSet(object.transactionId)
+        ? globalThis.String(object.transactionId)
+        : isSet(object.transaction_id)
+        ? globalThis.String(object.transaction_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ResumeWorkflowRequest): unknown {
+    const obj: any = {};
+    if (message.transactionId !== "") {
+      obj.transactionId = message.transactionId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResumeWorkflowRequest>, I>>(base?: I): ResumeWorkflowRequest {
+    return ResumeWorkflowRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeWorkflowRequest>, I>>(object: I): ResumeWorkflowRequest {
+    const message = createBaseResumeWorkflowRequest();
+    message.transactionId = object.transactionId ?? "";
+    return message;
+  },
+};
+
+function createBaseResumeWorkflowResponse(): ResumeWorkflowResponse {
+  return {};
+}
+
+export const ResumeWorkflowResponse: MessageFns<ResumeWorkflowResponse> = {
+  encode(_: ResumeWorkflowResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeWorkflowResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeWorkflowResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ResumeWorkflowResponse {
+    return {};
+  },
+
+  toJSON(_: ResumeWorkflowResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResumeWorkflowResponse>, I>>(base?: I): ResumeWorkflowResponse {
+    return ResumeWorkflowResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeWorkflowResponse>, I>>(_: I): ResumeWorkflowResponse {
+    const message = createBaseResumeWorkflowResponse();
+    return message;
+  },
+};
+
+function createBaseListWaitingSignalsRequest(): ListWaitingSignalsRequest {
+  return { signal: "", workflowName: "", approvalsOnly: false, pageSize: 0 };
+}
+
+export const ListWaitingSignalsRequest: MessageFns<ListWaitingSignalsRequest> = {
+  encode(message: ListWaitingSignalsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.signal !== "") {
+      writer.uint32(10).string(message.signal);
+    }
+    if (message.workflowName !== "") {
+      writer.uint32(18).string(message.workflowName);
+    }
+    if (message.approvalsOnly !== false) {
+      writer.uint32(24).bool(message.approvalsOnly);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(32).int32(message.pageSize);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListWaitingSignalsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListWaitingSignalsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.signal = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.workflowName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.approvalsOnly = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListWaitingSignalsRequest {
+    return {
+      signal: isSet(object.signal) ? globalThis.String(object.signal) : "",
+      workflowName: isSet(object.workflowName)
+        ? globalThis.String(object.workflowName)
+        : isSet(object.workflow_name)
+        ? globalThis.String(object.workflow_name)
+        : "",
+      approvalsOnly: isSet(object.approvalsOnly)
+        ? globalThis.Boolean(object.approvalsOnly)
+        : isSet(object.approvals_only)
+        ? globalThis.Boolean(object.approvals_only)
+        : false,
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+    };
+  },
+
+  toJSON(message: ListWaitingSignalsRequest): unknown {
+    const obj: any = {};
+    if (message.signal !== "") {
+      obj.signal = message.signal;
+    }
+    if (message.workflowName !== "") {
+      obj.workflowName = message.workflowName;
+    }
+    if (message.approvalsOnly !== false) {
+      obj.approvalsOnly = message.approvalsOnly;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListWaitingSignalsRequest>, I>>(base?: I): ListWaitingSignalsRequest {
+    return ListWaitingSignalsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListWaitingSignalsRequest>, I>>(object: I): ListWaitingSignalsRequest {
+    const message = createBaseListWaitingSignalsRequest();
+    message.signal = object.signal ?? "";
+    message.workflowName = object.workflowName ?? "";
+    message.approvalsOnly = object.approvalsOnly ?? false;
+    message.pageSize = object.pageSize ?? 0;
+    return message;
+  },
+};
+
+function createBaseListWaitingSignalsResponse(): ListWaitingSignalsResponse {
+  return { waiting: [] };
+}
+
+export const ListWaitingSignalsResponse: MessageFns<ListWaitingSignalsResponse> = {
+  encode(message: ListWaitingSignalsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.waiting) {
+      WaitingSignal.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListWaitingSignalsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListWaitingSignalsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.waiting.push(WaitingSignal.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListWaitingSignalsResponse {
+    return {
+      waiting: globalThis.Array.isArray(object?.waiting)
+        ? object.waiting.map((e: any) => WaitingSignal.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListWaitingSignalsResponse): unknown {
+    const obj: any = {};
+    if (message.waiting?.length) {
+      obj.waiting = message.waiting.map((e) => WaitingSignal.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListWaitingSignalsResponse>, I>>(base?: I): ListWaitingSignalsResponse {
+    return ListWaitingSignalsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListWaitingSignalsResponse>, I>>(object: I): ListWaitingSignalsResponse {
+    const message = createBaseListWaitingSignalsResponse();
+    message.waiting = object.waiting?.map((e) => WaitingSignal.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /**
  * WorkflowService is what clients use: register definitions, run and follow
  * executions.
@@ -1754,6 +2370,45 @@ export const WorkflowServiceService = {
     responseSerialize: (value: GetHistoryResponse): Buffer => Buffer.from(GetHistoryResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetHistoryResponse => GetHistoryResponse.decode(value),
   },
+  /** Sends a signal to an execution (a wait_for_signal step takes it). */
+  signalWorkflow: {
+    path: "/multiagents.v1.WorkflowService/SignalWorkflow" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SignalWorkflowRequest): Buffer =>
+      Buffer.from(SignalWorkflowRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SignalWorkflowRequest => SignalWorkflowRequest.decode(value),
+    responseSerialize: (value: SignalWorkflowResponse): Buffer =>
+      Buffer.from(SignalWorkflowResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SignalWorkflowResponse => SignalWorkflowResponse.decode(value),
+  },
+  /** Picks a FAILED execution up again, same id, history kept. */
+  resumeWorkflow: {
+    path: "/multiagents.v1.WorkflowService/ResumeWorkflow" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResumeWorkflowRequest): Buffer =>
+      Buffer.from(ResumeWorkflowRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResumeWorkflowRequest => ResumeWorkflowRequest.decode(value),
+    responseSerialize: (value: ResumeWorkflowResponse): Buffer =>
+      Buffer.from(ResumeWorkflowResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResumeWorkflowResponse => ResumeWorkflowResponse.decode(value),
+  },
+  /**
+   * Lists the waits that wait for a signal now, across executions (an
+   * approval inbox), oldest first.
+   */
+  listWaitingSignals: {
+    path: "/multiagents.v1.WorkflowService/ListWaitingSignals" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListWaitingSignalsRequest): Buffer =>
+      Buffer.from(ListWaitingSignalsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListWaitingSignalsRequest => ListWaitingSignalsRequest.decode(value),
+    responseSerialize: (value: ListWaitingSignalsResponse): Buffer =>
+      Buffer.from(ListWaitingSignalsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListWaitingSignalsResponse => ListWaitingSignalsResponse.decode(value),
+  },
 } as const;
 
 export interface WorkflowServiceServer extends UntypedServiceImplementation {
@@ -1775,6 +2430,15 @@ export interface WorkflowServiceServer extends UntypedServiceImplementation {
   listWorkflows: handleUnaryCall<ListWorkflowsRequest, ListWorkflowsResponse>;
   /** Returns every event of one execution, in order. */
   getHistory: handleUnaryCall<GetHistoryRequest, GetHistoryResponse>;
+  /** Sends a signal to an execution (a wait_for_signal step takes it). */
+  signalWorkflow: handleUnaryCall<SignalWorkflowRequest, SignalWorkflowResponse>;
+  /** Picks a FAILED execution up again, same id, history kept. */
+  resumeWorkflow: handleUnaryCall<ResumeWorkflowRequest, ResumeWorkflowResponse>;
+  /**
+   * Lists the waits that wait for a signal now, across executions (an
+   * approval inbox), oldest first.
+   */
+  listWaitingSignals: handleUnaryCall<ListWaitingSignalsRequest, ListWaitingSignalsResponse>;
 }
 
 export interface WorkflowServiceClient extends Client {
@@ -1915,6 +2579,57 @@ export interface WorkflowServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetHistoryResponse) => void,
+  ): ClientUnaryCall;
+  /** Sends a signal to an execution (a wait_for_signal step takes it). */
+  signalWorkflow(
+    request: SignalWorkflowRequest,
+    callback: (error: ServiceError | null, response: SignalWorkflowResponse) => void,
+  ): ClientUnaryCall;
+  signalWorkflow(
+    request: SignalWorkflowRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SignalWorkflowResponse) => void,
+  ): ClientUnaryCall;
+  signalWorkflow(
+    request: SignalWorkflowRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SignalWorkflowResponse) => void,
+  ): ClientUnaryCall;
+  /** Picks a FAILED execution up again, same id, history kept. */
+  resumeWorkflow(
+    request: ResumeWorkflowRequest,
+    callback: (error: ServiceError | null, response: ResumeWorkflowResponse) => void,
+  ): ClientUnaryCall;
+  resumeWorkflow(
+    request: ResumeWorkflowRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResumeWorkflowResponse) => void,
+  ): ClientUnaryCall;
+  resumeWorkflow(
+    request: ResumeWorkflowRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResumeWorkflowResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Lists the waits that wait for a signal now, across executions (an
+   * approval inbox), oldest first.
+   */
+  listWaitingSignals(
+    request: ListWaitingSignalsRequest,
+    callback: (error: ServiceError | null, response: ListWaitingSignalsResponse) => void,
+  ): ClientUnaryCall;
+  listWaitingSignals(
+    request: ListWaitingSignalsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListWaitingSignalsResponse) => void,
+  ): ClientUnaryCall;
+  listWaitingSignals(
+    request: ListWaitingSignalsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListWaitingSignalsResponse) => void,
   ): ClientUnaryCall;
 }
 
