@@ -883,7 +883,12 @@ def test_cancel_with_nothing_to_compensate_is_cancelled_at_once(
         CancelTimer(timeout_timer(xid(running, 1))),
         CancelCommand(xid(running, 1), "stop"),
     )
-    assert t.history == (StatusChanged(State.CANCELLED, ""),)
+    # The request (with the step it stopped), then the end.
+    assert t.history == (
+        StatusChanged(State.RUNNING, steps[-1].name),
+        StatusChanged(State.CANCELLED, ""),
+    )
+    assert t.execution.cancel_reason == "stop"
     assert t.execution.state is State.CANCELLED
     assert t.execution.completed_ms == T0 + 9
     assert t.execution.current is None
@@ -894,7 +899,7 @@ def test_cancel_without_reason_uses_a_default_reason() -> None:
     ex = begin(workflow(step("a"))).execution
     t = cancel(ex, "")
     (command,) = of(t.effects, CancelCommand)
-    assert command.reason
+    assert command.reason == t.execution.cancel_reason == "workflow cancelled"
 
 
 def test_cancel_while_waiting_for_retry_cancels_the_retry_timer() -> None:
@@ -927,8 +932,11 @@ def test_cancel_while_compensating_adds_nothing_and_the_failure_decides_the_end(
 
     t = cancel(ex)
 
-    assert t.effects == () and t.history == ()
+    # Only the request is recorded (with its reason); compensation goes on.
+    assert t.effects == ()
+    assert t.history == (StatusChanged(State.RUNNING, "a"),)
     assert t.execution.cancel_requested is True
+    assert t.execution.cancel_reason == "user asked"
     assert t.execution.current == ex.current
 
     ex = t.execution

@@ -1,5 +1,6 @@
 """The saga engine: pure state machine of workflow executions (no I/O)."""
 
+from multiagents_server.engine.failures import FailureKind
 from multiagents_server.engine.model import (
     Attempt,
     CancelChild,
@@ -49,6 +50,7 @@ __all__ = [
     "Event",
     "Execution",
     "Failure",
+    "FailureKind",
     "HistoryEntry",
     "InvalidTransition",
     "ResultRecorded",

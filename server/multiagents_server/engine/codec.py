@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from multiagents_server.engine.failures import FailureKind
 from multiagents_server.engine.model import (
     Attempt,
     CommandKind,
@@ -95,13 +96,23 @@ def failure_to_json(f: Failure | None) -> dict[str, Any] | None:
         "type": f.type,
         "non_retryable": f.non_retryable,
         "stack_trace": f.stack_trace,
+        "kind": f.kind.value,
+        "cause": failure_to_json(f.cause),
     }
 
 
 def failure_from_json(d: dict[str, Any] | None) -> Failure | None:
+    """A stored failure; one stored before kinds existed is an APPLICATION one."""
     if d is None:
         return None
-    return Failure(d["message"], d["type"], d["non_retryable"], d["stack_trace"])
+    return Failure(
+        d["message"],
+        d["type"],
+        d["non_retryable"],
+        d["stack_trace"],
+        kind=FailureKind(d.get("kind", FailureKind.APPLICATION)),
+        cause=failure_from_json(d.get("cause")),
+    )
 
 
 def execution_to_json(ex: Execution) -> dict[str, Any]:
@@ -134,6 +145,7 @@ def execution_to_json(ex: Execution) -> dict[str, Any]:
         "compensation_queue": list(ex.compensation_queue),
         "failure": failure_to_json(ex.failure),
         "cancel_requested": ex.cancel_requested,
+        "cancel_reason": ex.cancel_reason,
         "requires_manual_intervention": ex.requires_manual_intervention,
         "completed_ms": ex.completed_ms,
         "request_fingerprint": ex.request_fingerprint,
@@ -173,6 +185,7 @@ def execution_from_json(d: dict[str, Any]) -> Execution:
         compensation_queue=tuple(d["compensation_queue"]),
         failure=failure_from_json(d["failure"]),
         cancel_requested=d["cancel_requested"],
+        cancel_reason=d.get("cancel_reason", ""),
         requires_manual_intervention=d["requires_manual_intervention"],
         completed_ms=d["completed_ms"],
         request_fingerprint=d["request_fingerprint"],

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from multiagents_server.engine.failures import Failure as Failure  # re-exported
+
 JsonObject = dict[str, Any]
 
 
@@ -106,16 +108,6 @@ class WorkflowSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class Failure:
-    """A structured failure (the wire `Failure` message)."""
-
-    message: str
-    type: str = "Error"
-    non_retryable: bool = False
-    stack_trace: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class Attempt:
     """The one outstanding attempt of an execution.
 
@@ -157,6 +149,8 @@ class Execution:
     compensation_queue: tuple[int, ...] = ()
     failure: Failure | None = None
     cancel_requested: bool = False
+    # Why it is cancelled (set with cancel_requested).
+    cancel_reason: str = ""
     requires_manual_intervention: bool = False
     completed_ms: int = 0
     request_fingerprint: str = ""

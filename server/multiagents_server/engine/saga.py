@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from multiagents_server.engine.failures import FailureKind
 from multiagents_server.engine.model import (
     Attempt,
     CancelChild,
@@ -296,6 +297,7 @@ def _on_completed(ex: Execution, event: StepCompleted, now_ms: int) -> Transitio
             message=str(event.result.get("error", "compensation reported failure")),
             type="CompensationFailed",
             non_retryable=True,
+            kind=FailureKind.COMPENSATION_FAILED,
         )
         b.set_step(attempt.step_index, status=StepStatus.COMPENSATION_FAILED, last_failure=failure)
         b.ex = replace(b.ex, requires_manual_intervention=True)
@@ -361,12 +363,16 @@ def _on_timer(ex: Execution, timer: str, now_ms: int) -> Transition:
         spec = ex.spec.steps[attempt.step_index]
         if kind == TIMEOUT_TIMER:
             failure = Failure(
-                f"step {spec.name!r} timed out after {spec.timeout_ms} ms", STEP_TIMEOUT
+                f"step {spec.name!r} timed out after {spec.timeout_ms} ms",
+                STEP_TIMEOUT,
+                kind=FailureKind.TIMEOUT,
             )
         else:
             limit = spec.heartbeat_timeout_ms
             failure = Failure(
-                f"no heartbeat from step {spec.name!r} for {limit} ms", HEARTBEAT_TIMEOUT
+                f"no heartbeat from step {spec.name!r} for {limit} ms",
+                HEARTBEAT_TIMEOUT,
+                kind=FailureKind.HEARTBEAT_TIMEOUT,
             )
         transition = _on_failed(ex, command_id, failure, now_ms)
         cancel = cancel_effect(ex, attempt, failure.message)
@@ -380,13 +386,16 @@ def _on_cancel(ex: Execution, event: CancelRequested, now_ms: int) -> Transition
     if ex.cancel_requested:
         return _unchanged(ex)
     b = _Builder(ex, now_ms)
-    b.ex = replace(b.ex, cancel_requested=True)
+    reason = event.reason or "workflow cancelled"
+    b.ex = replace(b.ex, cancel_requested=True, cancel_reason=reason)
+    # The request itself, with its reason, is a StatusEvent in the history.
+    b.history.append(StatusChanged(b.ex.state, b.ex.current_step))
     compensating = ex.failure is not None or (
         ex.current is not None and ex.current.kind is CommandKind.COMPENSATE
     )
     if compensating:
         # Compensation already runs; it finishes, and the failure decides the end state.
         return b.done()
-    b.abandon_current(event.reason or "workflow cancelled")
+    b.abandon_current(reason)
     b.begin_compensation()
     return b.done()

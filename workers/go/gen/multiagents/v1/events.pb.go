@@ -35,7 +35,8 @@ type CommandEvent struct {
 	Context *Payload `protobuf:"bytes,4,opt,name=context,proto3" json:"context,omitempty"`
 	// When it was dispatched.
 	Timestamp *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
-	// Retries before this attempt (attempt - 1).
+	// Retries before this attempt: Command.attempt - 1 (0 for the first
+	// attempt of the step).
 	RetryCount int32 `protobuf:"varint,6,opt,name=retry_count,json=retryCount,proto3" json:"retry_count,omitempty"`
 	// Step name.
 	Step string `protobuf:"bytes,7,opt,name=step,proto3" json:"step,omitempty"`
@@ -271,7 +272,9 @@ type ErrorEvent struct {
 	Error *Failure `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
 	// When it was recorded.
 	Timestamp *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
-	// Retries before the failed attempt.
+	// Retries before the failed attempt: its Command.attempt - 1. For a
+	// compensation (compensation=true) it counts the compensation's attempts,
+	// which start again from 1.
 	RetryCount int32 `protobuf:"varint,6,opt,name=retry_count,json=retryCount,proto3" json:"retry_count,omitempty"`
 	// Step name.
 	Step string `protobuf:"bytes,7,opt,name=step,proto3" json:"step,omitempty"`
@@ -402,7 +405,8 @@ type CompensationEvent struct {
 	Step string `protobuf:"bytes,6,opt,name=step,proto3" json:"step,omitempty"`
 	// Attempt-scoped command id.
 	CommandId string `protobuf:"bytes,7,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
-	// Retries before this attempt.
+	// Retries of this compensation before this attempt: Command.attempt - 1,
+	// counted apart from the step's own attempts (0 for the first).
 	RetryCount    int32 `protobuf:"varint,8,opt,name=retry_count,json=retryCount,proto3" json:"retry_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -515,8 +519,15 @@ type StatusEvent struct {
 	Failure *Failure `protobuf:"bytes,8,opt,name=failure,proto3" json:"failure,omitempty"`
 	// True when a compensation failed for good.
 	RequiresManualIntervention bool `protobuf:"varint,9,opt,name=requires_manual_intervention,json=requiresManualIntervention,proto3" json:"requires_manual_intervention,omitempty"`
-	unknownFields              protoimpl.UnknownFields
-	sizeCache                  protoimpl.SizeCache
+	// Why the execution is being cancelled: the reason given to CancelWorkflow
+	// ("workflow cancelled" when it gave none). Empty until a cancel is
+	// requested; from then on set on every StatusEvent of the execution. The
+	// request itself is recorded as a StatusEvent (state unchanged, RUNNING)
+	// in the history and on WatchWorkflow, so a watcher sees the reason before
+	// compensation ends in CANCELLED.
+	CancelReason  string `protobuf:"bytes,10,opt,name=cancel_reason,json=cancelReason,proto3" json:"cancel_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusEvent) Reset() {
@@ -610,6 +621,13 @@ func (x *StatusEvent) GetRequiresManualIntervention() bool {
 		return x.RequiresManualIntervention
 	}
 	return false
+}
+
+func (x *StatusEvent) GetCancelReason() string {
+	if x != nil {
+		return x.CancelReason
+	}
+	return ""
 }
 
 // WorkflowEvent is one entry of an execution's history.
@@ -817,7 +835,7 @@ const file_multiagents_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"command_id\x18\a \x01(\tR\tcommandId\x12\x1f\n" +
 	"\vretry_count\x18\b \x01(\x05R\n" +
-	"retryCount\"\xba\x03\n" +
+	"retryCount\"\xdf\x03\n" +
 	"\vStatusEvent\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x123\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1d.multiagents.v1.WorkflowStateR\x05state\x12!\n" +
@@ -827,7 +845,9 @@ const file_multiagents_v1_events_proto_rawDesc = "" +
 	"\x0ecorrelation_id\x18\x06 \x01(\tR\rcorrelationId\x12\x1a\n" +
 	"\brevision\x18\a \x01(\x03R\brevision\x121\n" +
 	"\afailure\x18\b \x01(\v2\x17.multiagents.v1.FailureR\afailure\x12@\n" +
-	"\x1crequires_manual_intervention\x18\t \x01(\bR\x1arequiresManualIntervention\"\xd9\x02\n" +
+	"\x1crequires_manual_intervention\x18\t \x01(\bR\x1arequiresManualIntervention\x12#\n" +
+	"\rcancel_reason\x18\n" +
+	" \x01(\tR\fcancelReason\"\xd9\x02\n" +
 	"\rWorkflowEvent\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x128\n" +
 	"\acommand\x18\x02 \x01(\v2\x1c.multiagents.v1.CommandEventH\x00R\acommand\x125\n" +

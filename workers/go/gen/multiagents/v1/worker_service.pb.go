@@ -409,7 +409,7 @@ type ConnectResponse_Cancel struct {
 }
 
 type ConnectResponse_Ping struct {
-	// Liveness probe; the worker answers with a Heartbeat.
+	// Not sent by the server (see Ping); kept for wire compatibility.
 	Ping *Ping `protobuf:"bytes,4,opt,name=ping,proto3,oneof"`
 }
 
@@ -618,7 +618,11 @@ type Command struct {
 	Step string `protobuf:"bytes,6,opt,name=step,proto3" json:"step,omitempty"`
 	// JSON object: the context.
 	Context *Payload `protobuf:"bytes,7,opt,name=context,proto3" json:"context,omitempty"`
-	// Attempt number, from 1.
+	// Attempt number, from 1: 1 for the first attempt, n for the n-th
+	// (retry_count n - 1 in the history). A step's execution and its
+	// compensation count separately: the first compensation command of a step
+	// has attempt 1 whatever the step's own attempts were. A retry of the
+	// same step is a new attempt with a new command_id.
 	Attempt int32 `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// The attempt fails with a timeout after this instant.
 	Deadline *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=deadline,proto3" json:"deadline,omitempty"`
@@ -843,7 +847,12 @@ type CommandFailure struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Command id being answered.
 	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
-	// The failure; non_retryable=true for validation errors.
+	// The failure; non_retryable=true for validation errors. kind is
+	// FAILURE_KIND_APPLICATION (the default when unset), TIMEOUT (the handler
+	// was stopped at the command's deadline), CANCELLED (the answer to a
+	// Cancel) or INVALID_RESULT (the SDK found its own result unsendable);
+	// any other kind is recorded as APPLICATION. The cause chain and every
+	// stack trace in it are kept as documented on Failure.
 	Failure       *Failure `protobuf:"bytes,2,opt,name=failure,proto3" json:"failure,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1118,7 +1127,13 @@ func (*Drain) Descriptor() ([]byte, []int) {
 	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{11}
 }
 
-// Cancel asks the worker to stop a command.
+// Cancel asks the worker to stop a command: the workflow was cancelled, or
+// the attempt timed out (TIMEOUT, HEARTBEAT_TIMEOUT). The worker aborts the
+// handler, makes the reason visible to it (the SDKs: Python's
+// CancelledError message and CommandInfo.cancel_reason, Node's
+// signal.reason, Go's context.Cause) and answers with a CommandFailure of
+// kind FAILURE_KIND_CANCELLED whose message is the reason; the server
+// ignores that answer (the attempt is over) but it frees the slot.
 type Cancel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Command to stop.
@@ -1174,7 +1189,13 @@ func (x *Cancel) GetReason() string {
 	return ""
 }
 
-// Ping probes liveness.
+// Ping is not sent by the server. Liveness is carried elsewhere: the worker's
+// Heartbeat every heartbeat_interval (the server ends a session silent for
+// three intervals), and HTTP/2 keepalive PINGs on both ends of the
+// connection (every 20 s, 10 s timeout, also without calls), which break a
+// dead connection in under 30 s whichever side went away. Kept so that old
+// workers that handle it still compile; a worker that receives one answers
+// with Heartbeat{}.
 type Ping struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields

@@ -29,7 +29,10 @@ export interface CommandEvent {
   timestamp:
     | Date
     | undefined;
-  /** Retries before this attempt (attempt - 1). */
+  /**
+   * Retries before this attempt: Command.attempt - 1 (0 for the first
+   * attempt of the step).
+   */
   retryCount: number;
   /** Step name. */
   step: string;
@@ -81,7 +84,11 @@ export interface ErrorEvent {
   timestamp:
     | Date
     | undefined;
-  /** Retries before the failed attempt. */
+  /**
+   * Retries before the failed attempt: its Command.attempt - 1. For a
+   * compensation (compensation=true) it counts the compensation's attempts,
+   * which start again from 1.
+   */
   retryCount: number;
   /** Step name. */
   step: string;
@@ -113,7 +120,10 @@ export interface CompensationEvent {
   step: string;
   /** Attempt-scoped command id. */
   commandId: string;
-  /** Retries before this attempt. */
+  /**
+   * Retries of this compensation before this attempt: Command.attempt - 1,
+   * counted apart from the step's own attempts (0 for the first).
+   */
   retryCount: number;
 }
 
@@ -143,6 +153,15 @@ export interface StatusEvent {
     | undefined;
   /** True when a compensation failed for good. */
   requiresManualIntervention: boolean;
+  /**
+   * Why the execution is being cancelled: the reason given to CancelWorkflow
+   * ("workflow cancelled" when it gave none). Empty until a cancel is
+   * requested; from then on set on every StatusEvent of the execution. The
+   * request itself is recorded as a StatusEvent (state unchanged, RUNNING)
+   * in the history and on WatchWorkflow, so a watcher sees the reason before
+   * compensation ends in CANCELLED.
+   */
+  cancelReason: string;
 }
 
 /** WorkflowEvent is one entry of an execution's history. */
@@ -1100,6 +1119,7 @@ function createBaseStatusEvent(): StatusEvent {
     revision: 0,
     failure: undefined,
     requiresManualIntervention: false,
+    cancelReason: "",
   };
 }
 
@@ -1131,6 +1151,9 @@ export const StatusEvent: MessageFns<StatusEvent> = {
     }
     if (message.requiresManualIntervention !== false) {
       writer.uint32(72).bool(message.requiresManualIntervention);
+    }
+    if (message.cancelReason !== "") {
+      writer.uint32(82).string(message.cancelReason);
     }
     return writer;
   },
@@ -1220,6 +1243,14 @@ export const StatusEvent: MessageFns<StatusEvent> = {
             message.requiresManualIntervention = reader.bool();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.cancelReason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1263,6 +1294,11 @@ export const StatusEvent: MessageFns<StatusEvent> = {
         : isSet(object.requires_manual_intervention)
         ? globalThis.Boolean(object.requires_manual_intervention)
         : false,
+      cancelReason: isSet(object.cancelReason)
+        ? globalThis.String(object.cancelReason)
+        : isSet(object.cancel_reason)
+        ? globalThis.String(object.cancel_reason)
+        : "",
     };
   },
 
@@ -1295,6 +1331,9 @@ export const StatusEvent: MessageFns<StatusEvent> = {
     if (message.requiresManualIntervention !== false) {
       obj.requiresManualIntervention = message.requiresManualIntervention;
     }
+    if (message.cancelReason !== "") {
+      obj.cancelReason = message.cancelReason;
+    }
     return obj;
   },
 
@@ -1316,6 +1355,7 @@ export const StatusEvent: MessageFns<StatusEvent> = {
       ? Failure.fromPartial(object.failure)
       : undefined;
     message.requiresManualIntervention = object.requiresManualIntervention ?? false;
+    message.cancelReason = object.cancelReason ?? "";
     return message;
   },
 };

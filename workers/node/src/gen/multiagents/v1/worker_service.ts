@@ -143,7 +143,7 @@ export interface ConnectResponse {
     /** Stop working on a command; its answer will be ignored. */
     { $case: "cancel"; value: Cancel }
     | //
-    /** Liveness probe; the worker answers with a Heartbeat. */
+    /** Not sent by the server (see Ping); kept for wire compatibility. */
     { $case: "ping"; value: Ping }
     | //
     /** The server is shutting down: finish in-flight commands, then reconnect. */
@@ -208,7 +208,13 @@ export interface Command {
   context:
     | Payload
     | undefined;
-  /** Attempt number, from 1. */
+  /**
+   * Attempt number, from 1: 1 for the first attempt, n for the n-th
+   * (retry_count n - 1 in the history). A step's execution and its
+   * compensation count separately: the first compensation command of a step
+   * has attempt 1 whatever the step's own attempts were. A retry of the
+   * same step is a new attempt with a new command_id.
+   */
   attempt: number;
   /** The attempt fails with a timeout after this instant. */
   deadline:
@@ -245,7 +251,14 @@ export interface CommandResult {
 export interface CommandFailure {
   /** Command id being answered. */
   commandId: string;
-  /** The failure; non_retryable=true for validation errors. */
+  /**
+   * The failure; non_retryable=true for validation errors. kind is
+   * FAILURE_KIND_APPLICATION (the default when unset), TIMEOUT (the handler
+   * was stopped at the command's deadline), CANCELLED (the answer to a
+   * Cancel) or INVALID_RESULT (the SDK found its own result unsendable);
+   * any other kind is recorded as APPLICATION. The cause chain and every
+   * stack trace in it are kept as documented on Failure.
+   */
   failure: Failure | undefined;
 }
 
@@ -280,7 +293,15 @@ export interface Heartbeat {
 export interface Drain {
 }
 
-/** Cancel asks the worker to stop a command. */
+/**
+ * Cancel asks the worker to stop a command: the workflow was cancelled, or
+ * the attempt timed out (TIMEOUT, HEARTBEAT_TIMEOUT). The worker aborts the
+ * handler, makes the reason visible to it (the SDKs: Python's
+ * CancelledError message and CommandInfo.cancel_reason, Node's
+ * signal.reason, Go's context.Cause) and answers with a CommandFailure of
+ * kind FAILURE_KIND_CANCELLED whose message is the reason; the server
+ * ignores that answer (the attempt is over) but it frees the slot.
+ */
 export interface Cancel {
   /** Command to stop. */
   commandId: string;
@@ -291,7 +312,15 @@ export interface Cancel {
   reason: string;
 }
 
-/** Ping probes liveness. */
+/**
+ * Ping is not sent by the server. Liveness is carried elsewhere: the worker's
+ * Heartbeat every heartbeat_interval (the server ends a session silent for
+ * three intervals), and HTTP/2 keepalive PINGs on both ends of the
+ * connection (every 20 s, 10 s timeout, also without calls), which break a
+ * dead connection in under 30 s whichever side went away. Kept so that old
+ * workers that handle it still compile; a worker that receives one answers
+ * with Heartbeat{}.
+ */
 export interface Ping {
 }
 
