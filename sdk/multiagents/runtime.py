@@ -316,8 +316,11 @@ class WorkerRuntime:
                 raise
             failure = to_failure(exc)
             if isinstance(exc, TimeoutError) and command.HasField("deadline"):
+                # asyncio.timeout's TimeoutError comes from the task's
+                # cancellation: that is how, not why; no cause.
                 failure.type = "StepTimeout"
                 failure.kind = FailureKind.TIMEOUT.to_proto()
+                failure.ClearField("cause")
             self._emit(
                 wpb.ConnectRequest(failure=wpb.CommandFailure(command_id=cid, failure=failure))
             )

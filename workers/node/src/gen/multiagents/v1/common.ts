@@ -220,9 +220,11 @@ export function workflowStateToJSON(object: WorkflowState): string {
 /**
  * Payload carries user data (workflow input, step context, step results,
  * failure details). `metadata["encoding"]` says how `data` is encoded;
- * "json/plain" is the default and the only encoding the server merges into a
- * workflow's context. Codecs (compression, encryption) can be added as new
- * encodings without a protocol change.
+ * "json/plain" is the default (no encoding metadata reads as json/plain) and
+ * the only encoding the server merges into a workflow's context. An empty
+ * `data` is the empty object {} for inputs, contexts and results. Codecs
+ * (compression, encryption) can be added as new encodings without a
+ * protocol change.
  */
 export interface Payload {
   /** Encoding and codec information, e.g. {"encoding": "json/plain"}. */

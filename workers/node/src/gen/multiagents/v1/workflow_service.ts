@@ -133,8 +133,9 @@ export interface CancelWorkflowRequest {
   /** Transaction id. */
   transactionId: string;
   /**
-   * Why; at most 1,000 characters. Sent with the running command's Cancel
-   * and logged by the server; not yet recorded in the history.
+   * Why; at most 1,000 characters ("workflow cancelled" when empty). Sent
+   * with the running command's Cancel and recorded in the history:
+   * StatusEvent.cancel_reason of the request's event and of every later one.
    */
   reason: string;
 }
