@@ -315,9 +315,9 @@ export interface Drain {
 /**
  * Cancel asks the worker to stop a command: the workflow was cancelled, or
  * the attempt timed out (TIMEOUT, HEARTBEAT_TIMEOUT). The worker aborts the
- * handler, makes the reason visible to it (the SDKs: Python's
- * CancelledError message and CommandInfo.cancel_reason, Node's
- * signal.reason, Go's context.Cause) and answers with a CommandFailure of
+ * handler, makes the reason visible to it (the SDKs: the message of
+ * Python's CancelledError, Node's signal.reason, Go's context.Cause, a
+ * *worker.CancelledError) and answers with a CommandFailure of
  * kind FAILURE_KIND_CANCELLED whose message is the reason; the server
  * ignores that answer (the attempt is over) but it frees the slot.
  */
