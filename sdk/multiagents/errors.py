@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import traceback
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from multiagents.v1 import common_pb2
+
+if TYPE_CHECKING:
+    from multiagents.client import WorkflowStatus
 
 # Causes sent below a failure; the server keeps no more (common.proto).
 MAX_CAUSE_DEPTH = 8
@@ -89,7 +92,7 @@ class WorkflowFailedError(MultiAgentsError):
         state: str,
         failure: dict[str, Any] | None,
         cancel_reason: str = "",
-        status: Any = None,
+        status: WorkflowStatus | None = None,
     ) -> None:
         why = cancel_reason if failure is None else describe_failure(failure)
         super().__init__(f"workflow {transaction_id} ended {state}: {why}")
@@ -186,8 +189,8 @@ def to_failure(exc: BaseException, depth: int = MAX_CAUSE_DEPTH) -> common_pb2.F
             non_retryable=non_retryable,
             stack_trace=stack,
         )
-    kind = FailureKind.INVALID_RESULT if isinstance(exc, InvalidResultError) else None
-    failure.kind = (kind or FailureKind.APPLICATION).to_proto()
+    invalid = isinstance(exc, InvalidResultError)
+    failure.kind = (FailureKind.INVALID_RESULT if invalid else FailureKind.APPLICATION).to_proto()
     if with_cause:
         failure.cause.CopyFrom(to_failure(exc.__cause__, depth - 1))  # type: ignore[arg-type]
     return failure
