@@ -12,6 +12,7 @@ from multiagents.errors import (
     AlreadyExistsError,
     ApplicationError,
     FailedPreconditionError,
+    FailureKind,
     InvalidArgumentError,
     MultiAgentsError,
     NotFoundError,
@@ -21,6 +22,7 @@ from multiagents.errors import (
     ServerUnavailableError,
     UnauthenticatedError,
     WorkerExecutionError,
+    WorkflowFailedError,
 )
 from multiagents.runtime import WorkerRuntime, WorkerStartError
 from multiagents.worker import CommandInfo, WorkerFunction, current_command, heartbeat, worker
@@ -51,6 +53,7 @@ __all__ = [
     "CommandInfo",
     "Condition",
     "FailedPreconditionError",
+    "FailureKind",
     "InvalidArgumentError",
     "Map",
     "MultiAgentsError",
@@ -72,6 +75,7 @@ __all__ = [
     "WorkerStartError",
     "Workflow",
     "WorkflowBuilder",
+    "WorkflowFailedError",
     "WorkflowStatus",
     "__version__",
     "branch",

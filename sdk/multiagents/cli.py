@@ -25,8 +25,15 @@ from google.protobuf import json_format
 
 from multiagents import __version__, _server, wire
 from multiagents.channel import open_channel
-from multiagents.client import STATES, Client, WorkflowStatus, failure_dict
-from multiagents.errors import RPCError, ServerNotInstalledError, ServerUnavailableError
+from multiagents.client import STATES, Client, WorkflowStatus
+from multiagents.errors import (
+    RPCError,
+    ServerNotInstalledError,
+    ServerUnavailableError,
+    describe_failure,
+    failure_chain,
+    failure_dict,
+)
 from multiagents.runtime import DEFAULT_MAX_CONCURRENCY, WorkerStartError
 from multiagents.syntax import json_error, yaml_error
 from multiagents.v1 import events_pb2, workflow_pb2
@@ -172,15 +179,22 @@ STACK_LINES = 12
 
 
 def stack_lines(failure: dict[str, Any] | None, indent: str) -> list[str]:
-    """The last STACK_LINES lines of a failure's stack trace, indented."""
-    stack = (failure or {}).get("stack_trace") or ""
-    lines = stack.rstrip("\n").splitlines()
+    """The last STACK_LINES lines of the innermost stack trace of a failure's
+    chain (where the error began: a sub-workflow's worker, a wrapped error), indented."""
+    stacks = [f["stack_trace"] for f in failure_chain(failure) if f.get("stack_trace")]
+    lines = stacks[-1].rstrip("\n").splitlines() if stacks else []
     if not lines:
         return []
     shown = lines[-STACK_LINES:]
     if len(lines) > STACK_LINES:
         shown = [f"... ({len(lines) - STACK_LINES} more lines: --json shows them)", *shown]
     return [f"{indent}| {line}" for line in shown]
+
+
+def failure_lines(failure: dict[str, Any], indent: str) -> list[str]:
+    """A failure's causes, one `caused by` line each, then the end of its stack trace."""
+    causes = [f"{indent}caused by {describe_failure(c)}" for c in failure_chain(failure)[1:]]
+    return causes + stack_lines(failure, indent)
 
 
 def format_status(status: WorkflowStatus, waiting_for: str | None = None) -> str:
@@ -199,23 +213,19 @@ def format_status(status: WorkflowStatus, waiting_for: str | None = None) -> str
         what = "an approval" if w.approval else "signal"
         lines.append(f"waiting      {w.path}: for {what} {w.signal!r}")
     for step in status.steps:
-        failure = (
-            f"  ({step.last_failure['type']}: {step.last_failure['message']})"
-            if step.last_failure
-            else ""
-        )
+        failure = f"  ({describe_failure(step.last_failure)})" if step.last_failure else ""
         if step.kind in ("step", "workflow", "item"):
             detail = f"attempts={step.attempts}{failure}"
         else:
             detail = f"{step.kind} {step.branch}".rstrip() + failure
         lines.append(f"  - {step.path or step.name:<24} {step.status:<20} {detail}")
         if step.last_failure and status.state != "completed":
-            lines += stack_lines(step.last_failure, "      ")
+            lines += failure_lines(step.last_failure, "      ")
     if status.error:
-        lines.append(f"error        {status.error['type']}: {status.error['message']}")
+        lines.append(f"error        {describe_failure(status.error)}")
         same = any(s.last_failure == status.error for s in status.steps)
         if not same:
-            lines += stack_lines(status.error, "      ")
+            lines += failure_lines(status.error, "      ")
     if status.requires_manual_intervention:
         lines.append("ATTENTION    a compensation failed: manual intervention required")
     lines.append(f"results      {json.dumps(status.step_results, sort_keys=True)}")
@@ -257,6 +267,8 @@ def event_dict(event: events_pb2.WorkflowEvent) -> dict[str, Any]:
         out["step"] = body.current_step or None
         if body.HasField("failure"):
             out["error"] = failure_dict(body.failure)
+        if body.cancel_reason:
+            out["cancel_reason"] = body.cancel_reason
         return out
     if kind == "node":
         out["step"] = body.path
@@ -299,7 +311,8 @@ def format_event(e: dict[str, Any]) -> list[str]:
         label = f"comp.{label}"
     if kind == "status":
         step = f" (step {e['step']})" if e["step"] else ""
-        return [f"{time}  {label:<12} {e['state']}{step}"]
+        reason = f"  cancel requested: {e['cancel_reason']}" if e.get("cancel_reason") else ""
+        return [f"{time}  {label:<12} {e['state']}{step}{reason}"]
     if kind == "node":
         details = f"  {_short(e['details'])}" if e["details"] else ""
         return [f"{time}  {label:<12} {e['step']:<16} {e['what']}{details}"]
@@ -319,8 +332,8 @@ def format_event(e: dict[str, Any]) -> list[str]:
     elif kind == "error":
         error = e["error"]
         retry = "will retry" if e["will_retry"] else "no retry"
-        parts.append(f"{error['type']}: {error['message']} ({retry})")
-        lines = stack_lines(error, "      ")
+        parts.append(f"{describe_failure(error)} ({retry})")
+        lines = failure_lines(error, "      ")
     return ["  ".join(parts), *lines]
 
 

@@ -1,5 +1,5 @@
-"""`Client`: everything in WorkflowService, with `wait()` built on the watch
-stream (no polling)."""
+"""`Client`: everything in WorkflowService, with `wait()` and `result()` built
+on the watch stream (no polling)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from google.protobuf import timestamp_pb2
 
 from multiagents import wire
 from multiagents.channel import open_channel
-from multiagents.errors import RPCError, from_rpc_error
+from multiagents.errors import RPCError, WorkflowFailedError, failure_dict, from_rpc_error
 from multiagents.v1 import common_pb2, events_pb2, workflow_pb2, workflow_service_pb2_grpc
 from multiagents.v1 import workflow_service_pb2 as pb
 from multiagents.workflow import Workflow
@@ -50,15 +50,6 @@ def _pushback_s(error: grpc.aio.AioRpcError) -> float | None:
             except ValueError:
                 return None
     return None
-
-
-def failure_dict(f: common_pb2.Failure) -> dict[str, Any]:
-    return {
-        "message": f.message,
-        "type": f.type,
-        "non_retryable": f.non_retryable,
-        "stack_trace": f.stack_trace,
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +204,8 @@ class StatusUpdate:
     revision: int
     error: dict[str, Any] | None = None
     requires_manual_intervention: bool = False
+    # Why the execution is being cancelled, once a cancel was requested.
+    cancel_reason: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -228,6 +221,7 @@ class StatusUpdate:
             revision=e.revision,
             error=failure_dict(e.failure) if e.HasField("failure") else None,
             requires_manual_intervention=e.requires_manual_intervention,
+            cancel_reason=e.cancel_reason,
         )
 
 
@@ -351,13 +345,38 @@ class Client:
         Follows the watch stream; re-attaches if the stream breaks (e.g. the
         server restarts). Raises TimeoutError after `timeout` seconds.
         """
+        status, _ = await self._final(transaction_id, timeout)
+        return status
 
-        async def follow() -> WorkflowStatus:
+    async def result(self, transaction_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Wait for the execution's end and return its output: the final
+        context (the input merged with every step's result).
+
+        Raises WorkflowFailedError when it ended failed, compensated or
+        cancelled (carrying the failure with its kind and cause chain, or
+        the cancel reason), TimeoutError after `timeout` seconds.
+        """
+        status, final = await self._final(transaction_id, timeout)
+        if status.state != "completed":
+            raise WorkflowFailedError(
+                transaction_id, status.state, status.error, final.cancel_reason, status
+            )
+        return status.context
+
+    async def _final(
+        self, transaction_id: str, timeout: float | None
+    ) -> tuple[WorkflowStatus, StatusUpdate]:
+        """The final status and the last status event (it has the cancel reason)."""
+
+        async def follow() -> tuple[WorkflowStatus, StatusUpdate]:
             while True:
                 try:
                     async for response in self._watch(transaction_id):
                         if response.HasField("final_status"):
-                            return WorkflowStatus.from_proto(response.final_status)
+                            return (
+                                WorkflowStatus.from_proto(response.final_status),
+                                StatusUpdate.from_proto(response.event),
+                            )
                 except RPCError as exc:
                     if exc.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
                         raise

@@ -3,16 +3,59 @@ status codes.
 
 In a worker, raise `WorkerExecutionError` for a failure worth retrying and
 `ValueError` for bad input (never retried). Any other exception is treated as
-retryable, as the seed's error-handling pattern expects.
+retryable, as the seed's error-handling pattern expects. An exception raised
+`from` another one sends that one as the failure's cause (`__cause__`, up to
+`MAX_CAUSE_DEPTH` levels).
+
+On the client side, failures are dicts (`failure_dict`): message, type,
+kind (a `FailureKind` value), non_retryable, stack_trace and cause (the same
+dict shape, or None). `Client.result()` raises `WorkflowFailedError` for an
+execution that did not complete.
 """
 
 from __future__ import annotations
 
 import traceback
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from multiagents.v1 import common_pb2
+
+if TYPE_CHECKING:
+    from multiagents.client import WorkflowStatus
+
+# Causes sent below a failure; the server keeps no more (common.proto).
+MAX_CAUSE_DEPTH = 8
+
+
+class FailureKind(StrEnum):
+    """The class of a failure (the wire `FailureKind`, documented there):
+    who produced it and what the platform does with it."""
+
+    APPLICATION = "application"
+    TIMEOUT = "timeout"
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+    WORKER_LOST = "worker_lost"
+    CANCELLED = "cancelled"
+    INVALID_RESULT = "invalid_result"
+    COMPENSATION_FAILED = "compensation_failed"
+    CHILD_WORKFLOW_FAILED = "child_workflow_failed"
+
+    @classmethod
+    def from_proto(cls, value: int) -> FailureKind:
+        """UNSPECIFIED (and a value newer than this SDK) read as APPLICATION."""
+        return _KIND_FROM_PROTO.get(value, cls.APPLICATION)
+
+    def to_proto(self) -> common_pb2.FailureKind:
+        return _KIND_TO_PROTO[self]
+
+
+_KIND_TO_PROTO: dict[FailureKind, common_pb2.FailureKind] = {
+    kind: getattr(common_pb2, f"FAILURE_KIND_{kind.name}") for kind in FailureKind
+}
+_KIND_FROM_PROTO: dict[int, FailureKind] = {number: kind for kind, number in _KIND_TO_PROTO.items()}
 
 
 class MultiAgentsError(Exception):
@@ -32,6 +75,32 @@ class ApplicationError(MultiAgentsError):
         super().__init__(message)
         self.type = type
         self.non_retryable = non_retryable
+
+
+class WorkflowFailedError(MultiAgentsError):
+    """An execution ended without completing (failed, compensated or
+    cancelled); raised by `Client.result()`.
+
+    `failure` is the failure that stopped it as a dict (kind, type, message,
+    stack_trace, cause), or None for a cancelled execution, whose
+    `cancel_reason` says why; `status` is the final `WorkflowStatus`.
+    """
+
+    def __init__(
+        self,
+        transaction_id: str,
+        state: str,
+        failure: dict[str, Any] | None,
+        cancel_reason: str = "",
+        status: WorkflowStatus | None = None,
+    ) -> None:
+        why = cancel_reason if failure is None else describe_failure(failure)
+        super().__init__(f"workflow {transaction_id} ended {state}: {why}")
+        self.transaction_id = transaction_id
+        self.state = state
+        self.failure = failure
+        self.cancel_reason = cancel_reason
+        self.status = status
 
 
 class ServerNotInstalledError(MultiAgentsError):
@@ -94,17 +163,61 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> RPCError:
     return _BY_CODE.get(code, RPCError)(code, error.details() or code.name)
 
 
-def to_failure(exc: BaseException) -> common_pb2.Failure:
-    """The wire Failure for an exception raised by a worker function."""
-    stack = "".join(traceback.format_exception(exc))
+class InvalidResultError(ApplicationError):
+    """The worker's own result cannot be sent (not a dict, over the server's
+    payload limit): a non-retryable failure of kind INVALID_RESULT."""
+
+    def __init__(self, message: str, *, type: str) -> None:
+        super().__init__(message, type=type, non_retryable=True)
+
+
+def to_failure(exc: BaseException, depth: int = MAX_CAUSE_DEPTH) -> common_pb2.Failure:
+    """The wire Failure for an exception raised by a worker function, with
+    its `__cause__` chain (`raise ... from ...`) as causes."""
+    # With a cause sent as its own level, this level's trace is its own frames.
+    with_cause = exc.__cause__ is not None and depth > 0
+    stack = "".join(traceback.format_exception(exc, chain=not with_cause))
     if isinstance(exc, ApplicationError):
-        return common_pb2.Failure(
+        failure = common_pb2.Failure(
             message=str(exc), type=exc.type, non_retryable=exc.non_retryable, stack_trace=stack
         )
-    non_retryable = isinstance(exc, ValueError) and not isinstance(exc, WorkerExecutionError)
-    return common_pb2.Failure(
-        message=str(exc) or type(exc).__name__,
-        type=type(exc).__name__,
-        non_retryable=non_retryable,
-        stack_trace=stack,
-    )
+    else:
+        non_retryable = isinstance(exc, ValueError) and not isinstance(exc, WorkerExecutionError)
+        failure = common_pb2.Failure(
+            message=str(exc) or type(exc).__name__,
+            type=type(exc).__name__,
+            non_retryable=non_retryable,
+            stack_trace=stack,
+        )
+    invalid = isinstance(exc, InvalidResultError)
+    failure.kind = (FailureKind.INVALID_RESULT if invalid else FailureKind.APPLICATION).to_proto()
+    if with_cause:
+        failure.cause.CopyFrom(to_failure(exc.__cause__, depth - 1))  # type: ignore[arg-type]
+    return failure
+
+
+def failure_dict(f: common_pb2.Failure) -> dict[str, Any]:
+    """A wire Failure as a dict: message, type, kind, non_retryable,
+    stack_trace, and cause (the same shape, or None)."""
+    return {
+        "message": f.message,
+        "type": f.type,
+        "kind": FailureKind.from_proto(f.kind).value,
+        "non_retryable": f.non_retryable,
+        "stack_trace": f.stack_trace,
+        "cause": failure_dict(f.cause) if f.HasField("cause") else None,
+    }
+
+
+def failure_chain(failure: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A failure dict and its causes, outermost first."""
+    chain = []
+    while failure is not None:
+        chain.append(failure)
+        failure = failure.get("cause")
+    return chain
+
+
+def describe_failure(failure: dict[str, Any]) -> str:
+    """One line: `Type [kind]: message`."""
+    return f"{failure['type']} [{failure.get('kind', 'application')}]: {failure['message']}"

@@ -22,7 +22,7 @@ import grpc
 
 from multiagents import __version__, wire
 from multiagents.channel import open_channel
-from multiagents.errors import MultiAgentsError, to_failure
+from multiagents.errors import FailureKind, InvalidResultError, MultiAgentsError, to_failure
 from multiagents.v1 import common_pb2, worker_service_pb2_grpc
 from multiagents.v1 import worker_service_pb2 as wpb
 from multiagents.worker import (
@@ -105,7 +105,8 @@ class WorkerRuntime:
         self.max_payload_bytes = 2 * 1024 * 1024
         self._stopping = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._cancelled: set[str] = set()
+        # Commands the server cancelled -> the Cancel's reason.
+        self._cancelled: dict[str, str] = {}
         self._unsent: list[wpb.ConnectRequest] = []
         self._send: _Outgoing | None = None
         self._task: asyncio.Task[None] | None = None
@@ -270,8 +271,10 @@ class WorkerRuntime:
         elif kind == "cancel":
             task = self._running.get(message.cancel.command_id)
             if task is not None:
-                self._cancelled.add(message.cancel.command_id)
-                task.cancel()
+                # The handler sees the reason as its CancelledError's message.
+                reason = message.cancel.reason or "cancelled by the server"
+                self._cancelled[message.cancel.command_id] = reason
+                task.cancel(reason)
         elif kind == "ping":
             self._emit(wpb.ConnectRequest(heartbeat=wpb.Heartbeat()))
         elif kind == "drain_request":
@@ -280,7 +283,11 @@ class WorkerRuntime:
     def _start(self, command: wpb.Command) -> None:
         task = asyncio.create_task(self._execute(command))
         self._running[command.command_id] = task
-        task.add_done_callback(lambda _: self._running.pop(command.command_id, None))
+        task.add_done_callback(lambda _: self._forget(command.command_id))
+
+    def _forget(self, command_id: str) -> None:
+        self._running.pop(command_id, None)
+        self._cancelled.pop(command_id, None)  # a handler that did not stop when cancelled
 
     def _emit(self, message: wpb.ConnectRequest) -> None:
         if self._send is not None:
@@ -293,11 +300,13 @@ class WorkerRuntime:
         try:
             result = await self._run_worker(command)
         except asyncio.CancelledError:
-            if cid not in self._cancelled:
+            reason = self._cancelled.pop(cid, None)
+            if reason is None:
                 raise
             # The server ignores this answer, but it frees the command's slot.
-            self._cancelled.discard(cid)
-            failure = common_pb2.Failure(message="cancelled by the server", type="Cancelled")
+            failure = common_pb2.Failure(
+                message=reason, type="Cancelled", kind=FailureKind.CANCELLED.to_proto()
+            )
             self._emit(
                 wpb.ConnectRequest(failure=wpb.CommandFailure(command_id=cid, failure=failure))
             )
@@ -307,7 +316,11 @@ class WorkerRuntime:
                 raise
             failure = to_failure(exc)
             if isinstance(exc, TimeoutError) and command.HasField("deadline"):
+                # asyncio.timeout's TimeoutError comes from the task's
+                # cancellation: that is how, not why; no cause.
                 failure.type = "StepTimeout"
+                failure.kind = FailureKind.TIMEOUT.to_proto()
+                failure.ClearField("cause")
             self._emit(
                 wpb.ConnectRequest(failure=wpb.CommandFailure(command_id=cid, failure=failure))
             )
@@ -340,9 +353,10 @@ class WorkerRuntime:
             reset_current(token)
         payload = wire.encode(result)
         if len(payload.data) > self.max_payload_bytes:
-            raise ValueError(
+            raise InvalidResultError(
                 f"result of worker {command.worker_name!r} is {len(payload.data)} bytes, "
-                f"over the server's limit of {self.max_payload_bytes}"
+                f"over the server's limit of {self.max_payload_bytes}",
+                type="PayloadTooLarge",
             )
         return payload
 

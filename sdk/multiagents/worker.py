@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+from multiagents.errors import InvalidResultError
+
 Context = dict[str, Any]
 Result = dict[str, Any]
 WorkerFn = Callable[[Context], Awaitable[Result]] | Callable[[Context], Result]
@@ -104,7 +106,10 @@ def _check_result(name: str, result: Any) -> Result:
     if result is None:
         return {}
     if not isinstance(result, dict):
-        raise TypeError(f"worker {name!r} returned {type(result).__name__}; workers return a dict")
+        raise InvalidResultError(
+            f"worker {name!r} returned {type(result).__name__}; workers return a dict",
+            type="TypeError",
+        )
     return result
 
 

@@ -12,7 +12,8 @@ from google.protobuf import duration_pb2, json_format, timestamp_pb2
 from multiagents import wire
 from multiagents.v1 import common_pb2, events_pb2, worker_service_pb2, workflow_pb2
 from multiagents_server import engine
-from multiagents_server.engine import CommandKind, State, expressions
+from multiagents_server.engine import CommandKind, FailureKind, State, expressions
+from multiagents_server.engine import failures as engine_failures
 from multiagents_server.engine.saga import EXPRESSION_ERROR
 from multiagents_server.errors import InvalidArgument, ResourceExhausted
 
@@ -409,11 +410,29 @@ def workflow_references(spec: engine.WorkflowSpec) -> set[str]:
 # -- failures, status, events ---------------------------------------------------
 
 
+FAILURE_KIND_TO_PROTO = {
+    FailureKind.APPLICATION: common_pb2.FAILURE_KIND_APPLICATION,
+    FailureKind.TIMEOUT: common_pb2.FAILURE_KIND_TIMEOUT,
+    FailureKind.HEARTBEAT_TIMEOUT: common_pb2.FAILURE_KIND_HEARTBEAT_TIMEOUT,
+    FailureKind.WORKER_LOST: common_pb2.FAILURE_KIND_WORKER_LOST,
+    FailureKind.CANCELLED: common_pb2.FAILURE_KIND_CANCELLED,
+    FailureKind.INVALID_RESULT: common_pb2.FAILURE_KIND_INVALID_RESULT,
+    FailureKind.COMPENSATION_FAILED: common_pb2.FAILURE_KIND_COMPENSATION_FAILED,
+    FailureKind.CHILD_WORKFLOW_FAILED: common_pb2.FAILURE_KIND_CHILD_WORKFLOW_FAILED,
+}
+FAILURE_KIND_FROM_PROTO = {v: k for k, v in FAILURE_KIND_TO_PROTO.items()}
+
+
 def failure_to_proto(f: engine.Failure | None) -> common_pb2.Failure | None:
     if f is None:
         return None
     return common_pb2.Failure(
-        message=f.message, type=f.type, non_retryable=f.non_retryable, stack_trace=f.stack_trace
+        message=f.message,
+        type=f.type,
+        non_retryable=f.non_retryable,
+        stack_trace=f.stack_trace,
+        kind=FAILURE_KIND_TO_PROTO[f.kind],
+        cause=failure_to_proto(f.cause),
     )
 
 
@@ -432,11 +451,25 @@ def trim_stack_trace(stack: str, limit: int = MAX_STACK_TRACE_BYTES) -> str:
 
 
 def failure_from_proto(f: common_pb2.Failure) -> engine.Failure:
+    """A worker's failure as the server records it: UNSPECIFIED, unknown and
+    server-only kinds become APPLICATION, each stack trace of the chain is
+    trimmed, the chain is cut below `MAX_CAUSE_DEPTH` (docs/protocol.md)."""
+    chain = _failure_chain_from_proto(f, engine_failures.MAX_CAUSE_DEPTH)
+    return engine_failures.from_worker(chain)
+
+
+def _failure_chain_from_proto(f: common_pb2.Failure, depth: int) -> engine.Failure:
+    # Decoding stops at the depth limit, so a deep chain costs nothing more.
+    cause = None
+    if f.HasField("cause") and depth > 0:
+        cause = _failure_chain_from_proto(f.cause, depth - 1)
     return engine.Failure(
         message=f.message or "worker failed",
         type=f.type or "Error",
         non_retryable=f.non_retryable,
         stack_trace=trim_stack_trace(f.stack_trace),
+        kind=FAILURE_KIND_FROM_PROTO.get(f.kind, FailureKind.APPLICATION),
+        cause=cause,
     )
 
 
@@ -566,6 +599,7 @@ def status_event(ex: engine.Execution, revision: int, now_ms: int) -> events_pb2
         revision=revision,
         failure=failure_to_proto(ex.failure),
         requires_manual_intervention=ex.requires_manual_intervention,
+        cancel_reason=ex.cancel_reason,
     )
 
 

@@ -28,7 +28,8 @@ from typing import Any
 from multiagents.v1 import worker_service_pb2 as wpb
 from multiagents_server import engine
 from multiagents_server.config import ServerConfig
-from multiagents_server.engine.saga import HEARTBEAT_TIMER, WORKER_LOST, timer_id
+from multiagents_server.engine import failures
+from multiagents_server.engine.saga import HEARTBEAT_TIMER, timer_id
 from multiagents_server.orchestrator import Orchestrator
 from multiagents_server.outcomes import Outcome
 from multiagents_server.store import CommandEntry, Store, StoreError, StoreUnavailable
@@ -196,7 +197,7 @@ class Dispatcher:
             "worker session %s closed (%s) with %d commands in flight",
             session.id, reason, len(lost),
         )  # fmt: skip
-        failure = engine.Failure(f"worker session lost: {reason}", WORKER_LOST)
+        failure = failures.worker_lost(f"worker session lost: {reason}")
         # Shielded: a cancelled caller must not leave lost commands unfailed.
         await asyncio.shield(asyncio.gather(*(self.fail_lost(i, failure) for i in lost)))
         self._wake(session.names)
@@ -267,7 +268,11 @@ class Dispatcher:
                     "success": failure is None,
                     "failure": None
                     if failure is None
-                    else {"message": failure.message, "type": failure.type},
+                    else {
+                        "message": failure.message,
+                        "type": failure.type,
+                        "kind": failure.kind.value,
+                    },
                 }
             ).encode()
         return Outcome(

@@ -13,10 +13,9 @@ from __future__ import annotations
 import logging
 
 from multiagents.v1 import worker_service_pb2 as wpb
-from multiagents_server import engine
 from multiagents_server.config import ServerConfig
 from multiagents_server.dispatcher import Dispatcher, Inflight
-from multiagents_server.engine.saga import WORKER_LOST
+from multiagents_server.engine import failures
 from multiagents_server.store import Store
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ class Liveness:
             # Fenced first: from here on the dead replica cannot commit, so
             # nothing it still holds can be applied twice.
             await self.store.fence(replica)
-            failure = engine.Failure(f"server replica {replica} lost", WORKER_LOST)
+            failure = failures.worker_lost(f"server replica {replica} lost")
             while True:
                 entries = await self.store.claim_pending_of(replica, self.replica_id, workers)
                 if not entries:

@@ -29,7 +29,7 @@ from multiagents.v1 import events_pb2, workflow_pb2, workflow_service_pb2
 from multiagents_server import convert, engine, followups
 from multiagents_server.config import ServerConfig
 from multiagents_server.definitions import Definitions
-from multiagents_server.engine import codec
+from multiagents_server.engine import codec, failures
 from multiagents_server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from multiagents_server.events import frame
 from multiagents_server.outcomes import Outcome, Outcomes
@@ -565,7 +565,7 @@ class Orchestrator:
         try:
             spec = await self.definitions.get(effect.workflow, effect.version)
         except NotFound as exc:
-            failure = engine.Failure(str(exc), "ChildWorkflowNotFound", non_retryable=True)
+            failure = failures.child_workflow_not_found(str(exc))
             await self.apply(parent.transaction_id, engine.StepFailed(effect.command_id, failure))
             return
         now = self.clock()
@@ -620,13 +620,7 @@ def _answer_parent(child: engine.Execution) -> engine.StepCompleted | engine.Ste
     """The parent step's outcome: the child's final context, or its failure."""
     if child.state is engine.State.COMPLETED:
         return engine.StepCompleted(child.parent_command_id, child.context)
-    cause = child.failure
-    message = f"sub-workflow {child.transaction_id} ended {child.state.value}"
-    if cause is not None:
-        message += f": {cause.message}"
-    return engine.StepFailed(
-        child.parent_command_id,
-        engine.Failure(
-            message, "ChildWorkflowFailed", non_retryable=cause is None or cause.non_retryable
-        ),
+    failure = failures.child_workflow_failed(
+        child.transaction_id, child.state.value, child.failure, child.cancel_reason
     )
+    return engine.StepFailed(child.parent_command_id, failure)

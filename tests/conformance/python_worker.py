@@ -64,7 +64,9 @@ def workers(prefix: str) -> list[WorkerFunction]:
 
     @worker(f"{prefix}.fail")
     async def fail(context: dict[str, Any]) -> dict[str, Any]:
-        raise WorkerExecutionError(f"boom from {LANG}")
+        raise WorkerExecutionError(f"boom from {LANG}") from ConnectionError(
+            f"gateway refused {LANG}"
+        )
 
     @worker(f"{prefix}.compensate")
     async def compensate(context: dict[str, Any]) -> dict[str, Any]:

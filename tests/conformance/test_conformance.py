@@ -22,7 +22,7 @@ from conformance.harness import (
     worker_sessions,
 )
 from integration.helpers import wait_for
-from multiagents import Client, RetryPolicy, WorkflowBuilder, WorkflowStatus
+from multiagents import Client, RetryPolicy, WorkflowBuilder, WorkflowFailedError, WorkflowStatus
 from multiagents.monitoring import EventMonitor, WorkerMonitor
 from multiagents.v1 import common_pb2, events_pb2
 from multiagents.workflow import Workflow
@@ -47,6 +47,24 @@ def errors(history: History) -> list[tuple[str, str, bool]]:
         for e in history
         if e.HasField("error")
     ]
+
+
+def kinds(history: History) -> list[tuple[str, int, int]]:
+    """(step, failure kind, retry_count) of every ErrorEvent, in order."""
+    return [
+        (e.error.step, e.error.error.kind, e.error.retry_count)
+        for e in history
+        if e.HasField("error")
+    ]
+
+
+def chain(failure: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """(kind, message) of a failure dict and each of its causes, outermost first."""
+    found = []
+    while failure is not None:
+        found.append((failure["kind"], failure["message"]))
+        failure = failure["cause"]
+    return found
 
 
 def compensations(history: History) -> list[tuple[str, str]]:
@@ -126,7 +144,40 @@ async def test_retryable_error_is_retried_until_success(
     assert len(failures) == 1
     assert failures[0].will_retry and failures[0].retry_count == 0
     assert failures[0].error.message == "flaky attempt 1"
+    assert failures[0].error.kind == common_pb2.FAILURE_KIND_APPLICATION
     assert not failures[0].error.non_retryable
+    # One convention: the worker saw attempts 1 then 2 (it succeeds on the
+    # 2nd: flaky_attempts above); the history says retry_count = attempt - 1.
+    assert [e.command.retry_count for e in history if e.HasField("command")] == [0, 1]
+
+
+async def test_compensation_attempts_count_from_one_apart_from_the_steps(
+    lang: str, start_worker: StartWorker, client: Client, uid: str
+) -> None:
+    await start_worker(lang, uid)
+    # The step and its compensation are both `flaky` (fail before attempt 2):
+    # the compensation succeeds on its own 2nd attempt, not on the step's 3rd.
+    wf = (
+        WorkflowBuilder(f"{uid}.comp_attempts")
+        .add_step("reserve", f"{uid}.flaky", compensation=f"{uid}.flaky", retry=FAST_RETRY)
+        .add_step("ship", f"{uid}.invalid")
+        .build()
+    )
+    status, history = await run(client, wf, {})
+
+    assert status.state == "compensated"
+    assert status.steps[0].attempts == 2
+    assert compensation_results(history) == [{"flaky_attempts": 2, "last_lang": lang}]
+    assert [e.compensation.retry_count for e in history if e.HasField("compensation")] == [0, 1]
+    assert [
+        (e.error.step, e.error.compensation, e.error.retry_count, e.error.error.message)
+        for e in history
+        if e.HasField("error")
+    ] == [
+        ("reserve", False, 0, "flaky attempt 1"),
+        ("ship", False, 0, "invalid input"),
+        ("reserve", True, 0, "flaky attempt 1"),
+    ]
 
 
 async def test_validation_error_fails_without_retry(
@@ -140,8 +191,9 @@ async def test_validation_error_fails_without_retry(
     assert status.steps[0].attempts == 1
     assert status.steps[0].status == "failed"
     assert status.error is not None
-    assert {k: status.error[k] for k in ("message", "type", "non_retryable")} == {
-        "message": "invalid input", "type": "ValueError", "non_retryable": True
+    assert {k: status.error[k] for k in ("message", "type", "kind", "non_retryable")} == {
+        "message": "invalid input", "type": "ValueError", "kind": "application",
+        "non_retryable": True,
     }  # fmt: skip
     assert errors(history) == [("check", "ValueError", False)]
 
@@ -166,10 +218,23 @@ async def test_failed_step_compensates_completed_steps_in_reverse(
         ("ship", "failed"),
     ]
     assert status.error is not None and status.error["message"] == f"boom from {lang}"
+    # A worker's error is an APPLICATION failure; the error it wraps (Python
+    # `raise ... from`, Node `cause`, Go `Unwrap`) is its cause.
+    assert chain(status.error) == [
+        ("application", f"boom from {lang}"),
+        ("application", f"gateway refused {lang}"),
+    ]
+    assert status.error["cause"]["type"]
     assert [(step, retry) for step, _, retry in errors(history)] == [
         ("ship", True),
         ("ship", False),
     ]
+    assert all(
+        (e.error.error.kind, e.error.error.cause.message)
+        == (common_pb2.FAILURE_KIND_APPLICATION, f"gateway refused {lang}")
+        for e in history
+        if e.HasField("error")
+    )
     assert compensations(history) == [
         ("charge", f"{uid}.compensate"),
         ("reserve", f"{uid}.compensate"),
@@ -199,7 +264,47 @@ async def test_step_timeout_is_retried_then_fails(
     assert status.state == "failed"
     assert status.steps[0].attempts == 2
     assert status.error is not None and status.error["type"] == "StepTimeout", status.error
+    assert status.error["kind"] == "timeout" and status.error["cause"] is None
     assert errors(history) == [("slow", "StepTimeout", True), ("slow", "StepTimeout", False)]
+    assert kinds(history) == [
+        ("slow", common_pb2.FAILURE_KIND_TIMEOUT, 0),
+        ("slow", common_pb2.FAILURE_KIND_TIMEOUT, 1),
+    ]
+
+
+async def test_failed_sub_workflow_fails_the_step_with_the_childs_failure_as_cause(
+    lang: str, start_worker: StartWorker, client: Client, uid: str
+) -> None:
+    await start_worker(lang, uid)
+    child = WorkflowBuilder(f"{uid}.child").add_step("charge", f"{uid}.fail", retry=NO_RETRY)
+    await client.register_workflow(child.build())
+    parent = (
+        WorkflowBuilder(f"{uid}.parent")
+        .add_step("reserve", f"{uid}.step", compensation=f"{uid}.compensate")
+        .add_workflow_step("pay", f"{uid}.child", retry=NO_RETRY)
+        .build()
+    )
+    await client.register_workflow(parent)
+    tx = await client.execute_workflow(parent.name, {})
+
+    with pytest.raises(WorkflowFailedError) as raised:
+        await client.result(tx, timeout=WAIT_S)
+
+    error = raised.value
+    assert (error.transaction_id, error.state) == (tx, "compensated")
+    child_tx = error.status.steps[1].child_transaction_id
+    assert chain(error.failure) == [
+        (
+            "child_workflow_failed",
+            f"sub-workflow {child_tx} ended failed: boom from {lang}",
+        ),
+        ("application", f"boom from {lang}"),
+        ("application", f"gateway refused {lang}"),
+    ]
+    assert error.failure is not None and error.failure["type"] == "ChildWorkflowFailed"
+    history = await client.get_history(tx)
+    assert kinds(history) == [("pay", common_pb2.FAILURE_KIND_CHILD_WORKFLOW_FAILED, 0)]
+    assert compensations(history) == [("reserve", f"{uid}.compensate")]
 
 
 async def test_cancel_aborts_the_running_step_and_compensates_completed_ones(
@@ -221,11 +326,24 @@ async def test_cancel_aborts_the_running_step_and_compensates_completed_ones(
         return status.current_step == "wait" and await running_on(client, [worker]) is not None
 
     await wait_for(slow_step_running, timeout=15, interval=0.05)
-    await client.cancel_workflow(tx, reason="conformance")
-    status = await client.wait(tx, timeout=10)
+    await client.cancel_workflow(tx, reason="conformance: operator said so")
+    with pytest.raises(WorkflowFailedError) as raised:
+        await client.result(tx, timeout=10)
+    status = raised.value.status
     history = await client.get_history(tx)
 
+    assert raised.value.cancel_reason == "conformance: operator said so"
+    assert raised.value.failure is None
     assert status.state == "cancelled"
+    # The request is in the history, with its reason, while the step ran;
+    # every status event from then on carries it.
+    states = [(e.status.state, e.status.current_step, e.status.cancel_reason)
+              for e in history if e.HasField("status")]  # fmt: skip
+    reason = "conformance: operator said so"
+    request = states.index((common_pb2.WORKFLOW_STATE_RUNNING, "wait", reason))
+    assert all(r == "" for _, _, r in states[:request])
+    assert all(r == reason for _, _, r in states[request:])
+    assert states[-1] == (common_pb2.WORKFLOW_STATE_CANCELLED, "", reason)
     assert [(s.name, s.status) for s in status.steps] == [
         ("book", "compensated"),
         ("wait", "cancelled"),
@@ -238,14 +356,17 @@ async def test_cancel_aborts_the_running_step_and_compensates_completed_ones(
     assert follow_up.state == "completed"
 
     # The worker did receive the step and answered it once aborted (the server
-    # ignores that answer; its monitoring records it). The failure type is not
-    # compared: Go and Python say "Cancelled", Node "CancelledError".
+    # ignores that answer; its monitoring records it), with the reason it was
+    # given in Cancel.reason.
     async def aborted_step_answered() -> bool:
         return any(t.step == "wait" for t in await command_traces(client, tx))
 
     await wait_for(aborted_step_answered, timeout=5, interval=0.05)
     [trace] = [t for t in await command_traces(client, tx) if t.step == "wait"]
     assert not trace.success
+    assert (trace.failure.kind, trace.failure.type, trace.failure.message) == (
+        common_pb2.FAILURE_KIND_CANCELLED, "Cancelled", reason
+    )  # fmt: skip
     assert trace.processing_time.ToMilliseconds() < 10_000  # far from the 20 s it asked for
 
 
@@ -296,6 +417,7 @@ async def test_worker_killed_mid_step_is_redelivered_to_another(
     assert status.step_results["slow"] == {"slept_ms": 2500, "last_lang": lang}
     assert status.steps[0].attempts == 2
     assert errors(history) == [("slow", "WorkerLost", True)]
+    assert kinds(history) == [("slow", common_pb2.FAILURE_KIND_WORKER_LOST, 0)]
     survivor = next(w for w in workers if w is not victim)
     assert survivor.proc.returncode is None
 

@@ -93,7 +93,52 @@ async def test_a_python_workers_traceback_is_in_status_and_history(
         and "attempt 1" in error_line
         and f"worker {uid}.charge" in error_line
     )
-    assert "WorkerExecutionError: gateway down for A1 (no retry)" in error_line
+    assert "WorkerExecutionError [application]: gateway down for A1 (no retry)" in error_line
+
+
+def connect_to_gateway(order: Any) -> None:
+    raise ConnectionRefusedError(f"gateway refused {order}")
+
+
+async def test_a_failures_kind_and_cause_chain_are_shown(
+    server: Server, client: Client, uid: str
+) -> None:
+    @worker(f"{uid}.charge")
+    async def charge(ctx: dict[str, Any]) -> dict[str, Any]:
+        try:
+            connect_to_gateway(ctx["order"])
+        except OSError as exc:
+            raise WorkerExecutionError("charge failed") from exc
+        return {}
+
+    wf = WorkflowBuilder(f"{uid}.wf").add_step(
+        "charge", f"{uid}.charge", retry=RetryPolicy(max_attempts=1)
+    )
+    await client.register_workflow(wf.build())
+    async with serving(server, charge):
+        tx = await client.execute_workflow(f"{uid}.wf", {"order": "A1"})
+        status = await client.wait(tx, timeout=20)
+
+    assert status.error is not None
+    assert (status.error["kind"], status.error["type"]) == ("application", "WorkerExecutionError")
+    cause = status.error["cause"]
+    assert (cause["kind"], cause["type"], cause["message"]) == (
+        "application", "ConnectionRefusedError", "gateway refused A1"
+    )  # fmt: skip
+    assert cause["cause"] is None
+    # Each level carries its own frames: the cause where it was raised.
+    assert "connect_to_gateway" in cause["stack_trace"]
+    assert "connect_to_gateway" not in status.error["stack_trace"]
+    for command in ("status", "history"):
+        shown = await cli(command, tx, "--server", server.address)
+        lines = shown.stdout.splitlines()
+        error = next(i for i, line in enumerate(lines) if "charge failed" in line)
+        assert "WorkerExecutionError [application]: charge failed" in lines[error]
+        assert lines[error + 1].strip() == (
+            "caused by ConnectionRefusedError [application]: gateway refused A1"
+        ), command
+        # The end of the innermost trace: where the error began.
+        assert any("connect_to_gateway" in line for line in lines[error + 2 :]), shown.stdout
 
 
 async def test_a_long_stack_trace_keeps_its_last_8_kib(
@@ -165,8 +210,8 @@ async def test_run_shows_every_step_retries_and_compensations(
         ("compensate", "reserve", "1"),
     ], live
     text = "\n".join(live)
-    assert "WorkerExecutionError: gateway timeout (will retry)" in text
-    assert "ValueError: no address (no retry)" in text
+    assert "WorkerExecutionError [application]: gateway timeout (will retry)" in text
+    assert "ValueError [application]: no address (no retry)" in text
     assert "comp.done" in text and '{"released": true}' in text
     assert live[-1].endswith("state        compensated")
 

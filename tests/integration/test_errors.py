@@ -389,3 +389,27 @@ async def test_the_cancel_reason_reaches_the_running_worker(
                     break
         stream.cancel()
     assert kinds[-1] == "cancel"
+
+
+async def test_a_python_handler_sees_the_cancel_reason(
+    server: Server, client: Client, uid: str
+) -> None:
+    started = asyncio.Event()
+    seen: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    @worker(f"{uid}.waits")
+    async def waits(ctx: dict[str, Any]) -> dict[str, Any]:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError as exc:
+            seen.set_result(str(exc))
+            raise
+        return {}
+
+    await client.register_workflow(WorkflowBuilder(uid).add_step("s", f"{uid}.waits").build())
+    async with serving(server, waits):
+        tx = await client.execute_workflow(uid, {})
+        await asyncio.wait_for(started.wait(), 10)
+        await client.cancel_workflow(tx, reason="the customer called")
+        assert await asyncio.wait_for(seen, 10) == "the customer called"

@@ -894,7 +894,7 @@ def test_cancel_while_step_runs_cancels_it_and_compensates_completed_steps() -> 
         StepStatus.COMPENSATED,
         StepStatus.CANCELLED,
     ]
-    assert t.history[-1] == StatusChanged(State.CANCELLED, "", "user asked")
+    assert t.history[-1] == StatusChanged(State.CANCELLED, "")
 
 
 @pytest.mark.parametrize(
@@ -916,7 +916,12 @@ def test_cancel_with_nothing_to_compensate_is_cancelled_at_once(
         CancelTimer(timeout_timer(xid(running, 1))),
         CancelCommand(xid(running, 1), "stop"),
     )
-    assert t.history == (StatusChanged(State.CANCELLED, "", "stop"),)
+    # The request (with the step it stopped), then the end.
+    assert t.history == (
+        StatusChanged(State.RUNNING, steps[-1].name),
+        StatusChanged(State.CANCELLED, ""),
+    )
+    assert t.execution.cancel_reason == "stop"
     assert t.execution.state is State.CANCELLED
     assert t.execution.completed_ms == T0 + 9
     assert current(t.execution) is None
@@ -927,7 +932,7 @@ def test_cancel_without_reason_uses_a_default_reason() -> None:
     ex = begin(workflow(step("a"))).execution
     t = cancel(ex, "")
     (command,) = of(t.effects, CancelCommand)
-    assert command.reason
+    assert command.reason == t.execution.cancel_reason == "workflow cancelled"
 
 
 def test_cancel_while_waiting_for_retry_cancels_the_retry_timer() -> None:
@@ -960,9 +965,11 @@ def test_cancel_while_compensating_records_its_reason_and_the_failure_decides_th
 
     t = cancel(ex)
 
+    # Only the request is recorded (with its reason); compensation goes on.
     assert t.effects == ()
-    assert t.history == (StatusChanged(State.COMPENSATING, "a", "user asked"),)
+    assert t.history == (StatusChanged(State.COMPENSATING, "a"),)
     assert t.execution.cancel_requested is True
+    assert t.execution.cancel_reason == "user asked"
     assert current(t.execution) == current(ex)
 
     ex = t.execution

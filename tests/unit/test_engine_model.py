@@ -311,7 +311,7 @@ def test_resume_reruns_the_failed_step_with_a_new_attempt_and_retry_budget() -> 
     assert t.execution.state is State.FAILED
     t = apply(t.execution, ResumeRequested(), 3)
     assert ids(t) == ["tx:x1:3"]
-    assert StatusChanged(State.RUNNING, "", "resumed") in t.history
+    assert StatusChanged(State.RUNNING, "") in t.history
     t = fail(t.execution, "tx:x1:3", Failure("flaky", "Error"))
     assert t.execution.state is State.RUNNING  # the budget of 2 restarted at the resume
     with pytest.raises(InvalidTransition):
@@ -337,7 +337,8 @@ def test_cancel_stops_every_branch_and_says_why() -> None:
     cancels = sorted(e.command_id for e in t.effects if isinstance(e, CancelCommand))
     assert cancels == ["tx:x1:1", "tx:x3:1"]
     assert t.execution.state is State.CANCELLED
-    assert t.history[-1] == StatusChanged(State.CANCELLED, "", "user said stop")
+    assert t.history[-1] == StatusChanged(State.CANCELLED, "")
+    assert t.execution.cancel_reason == "user said stop"
 
 
 # -- storage ----------------------------------------------------------------

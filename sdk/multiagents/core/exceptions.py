@@ -1,5 +1,10 @@
 """Seed-compatible import path of the SDK's exceptions."""
 
-from multiagents.errors import ApplicationError, MultiAgentsError, WorkerExecutionError
+from multiagents.errors import (
+    ApplicationError,
+    MultiAgentsError,
+    WorkerExecutionError,
+    WorkflowFailedError,
+)
 
-__all__ = ["ApplicationError", "MultiAgentsError", "WorkerExecutionError"]
+__all__ = ["ApplicationError", "MultiAgentsError", "WorkerExecutionError", "WorkflowFailedError"]

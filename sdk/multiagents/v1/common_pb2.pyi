@@ -7,6 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class FailureKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FAILURE_KIND_UNSPECIFIED: _ClassVar[FailureKind]
+    FAILURE_KIND_APPLICATION: _ClassVar[FailureKind]
+    FAILURE_KIND_TIMEOUT: _ClassVar[FailureKind]
+    FAILURE_KIND_HEARTBEAT_TIMEOUT: _ClassVar[FailureKind]
+    FAILURE_KIND_WORKER_LOST: _ClassVar[FailureKind]
+    FAILURE_KIND_CANCELLED: _ClassVar[FailureKind]
+    FAILURE_KIND_INVALID_RESULT: _ClassVar[FailureKind]
+    FAILURE_KIND_COMPENSATION_FAILED: _ClassVar[FailureKind]
+    FAILURE_KIND_CHILD_WORKFLOW_FAILED: _ClassVar[FailureKind]
+
 class WorkflowState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     WORKFLOW_STATE_UNSPECIFIED: _ClassVar[WorkflowState]
@@ -17,6 +29,15 @@ class WorkflowState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WORKFLOW_STATE_COMPENSATED: _ClassVar[WorkflowState]
     WORKFLOW_STATE_CANCELLED: _ClassVar[WorkflowState]
     WORKFLOW_STATE_COMPENSATING: _ClassVar[WorkflowState]
+FAILURE_KIND_UNSPECIFIED: FailureKind
+FAILURE_KIND_APPLICATION: FailureKind
+FAILURE_KIND_TIMEOUT: FailureKind
+FAILURE_KIND_HEARTBEAT_TIMEOUT: FailureKind
+FAILURE_KIND_WORKER_LOST: FailureKind
+FAILURE_KIND_CANCELLED: FailureKind
+FAILURE_KIND_INVALID_RESULT: FailureKind
+FAILURE_KIND_COMPENSATION_FAILED: FailureKind
+FAILURE_KIND_CHILD_WORKFLOW_FAILED: FailureKind
 WORKFLOW_STATE_UNSPECIFIED: WorkflowState
 WORKFLOW_STATE_PENDING: WorkflowState
 WORKFLOW_STATE_RUNNING: WorkflowState
@@ -42,15 +63,19 @@ class Payload(_message.Message):
     def __init__(self, metadata: _Optional[_Mapping[str, bytes]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Failure(_message.Message):
-    __slots__ = ("message", "type", "non_retryable", "stack_trace", "details")
+    __slots__ = ("message", "type", "non_retryable", "stack_trace", "details", "kind", "cause")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NON_RETRYABLE_FIELD_NUMBER: _ClassVar[int]
     STACK_TRACE_FIELD_NUMBER: _ClassVar[int]
     DETAILS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
     message: str
     type: str
     non_retryable: bool
     stack_trace: str
     details: Payload
-    def __init__(self, message: _Optional[str] = ..., type: _Optional[str] = ..., non_retryable: _Optional[bool] = ..., stack_trace: _Optional[str] = ..., details: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
+    kind: FailureKind
+    cause: Failure
+    def __init__(self, message: _Optional[str] = ..., type: _Optional[str] = ..., non_retryable: _Optional[bool] = ..., stack_trace: _Optional[str] = ..., details: _Optional[_Union[Payload, _Mapping]] = ..., kind: _Optional[_Union[FailureKind, str]] = ..., cause: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...

@@ -106,7 +106,7 @@ class CompensationEvent(_message.Message):
     def __init__(self, worker_name: _Optional[str] = ..., transaction_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., context: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., step: _Optional[str] = ..., command_id: _Optional[str] = ..., retry_count: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
 
 class StatusEvent(_message.Message):
-    __slots__ = ("transaction_id", "state", "current_step", "step_results", "timestamp", "correlation_id", "revision", "failure", "requires_manual_intervention")
+    __slots__ = ("transaction_id", "state", "current_step", "step_results", "timestamp", "correlation_id", "revision", "failure", "requires_manual_intervention", "cancel_reason")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CURRENT_STEP_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,7 @@ class StatusEvent(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     REQUIRES_MANUAL_INTERVENTION_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     state: _common_pb2.WorkflowState
     current_step: str
@@ -125,7 +126,8 @@ class StatusEvent(_message.Message):
     revision: int
     failure: _common_pb2.Failure
     requires_manual_intervention: bool
-    def __init__(self, transaction_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.WorkflowState, str]] = ..., current_step: _Optional[str] = ..., step_results: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., revision: _Optional[int] = ..., failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., requires_manual_intervention: _Optional[bool] = ...) -> None: ...
+    cancel_reason: str
+    def __init__(self, transaction_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.WorkflowState, str]] = ..., current_step: _Optional[str] = ..., step_results: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., revision: _Optional[int] = ..., failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., requires_manual_intervention: _Optional[bool] = ..., cancel_reason: _Optional[str] = ...) -> None: ...
 
 class NodeEvent(_message.Message):
     __slots__ = ("transaction_id", "path", "what", "details", "timestamp")

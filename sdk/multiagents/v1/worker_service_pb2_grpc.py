@@ -51,7 +51,11 @@ class WorkerServiceServicer:
     """
 
     def Connect(self, request_iterator, context):
-        """Opens a session. The first message must be Hello; the server answers Welcome.
+        """Opens a session. The first message must be Hello (anything else ends the
+        stream with INVALID_ARGUMENT); the server answers Welcome. Code
+        generators that also emit a `connect` constructor (Rust's tonic: E0592)
+        clash with this name: rename the generated method in the generator's
+        configuration; the wire name stays /multiagents.v1.WorkerService/Connect.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,7 +37,12 @@ class WorkerServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WorkerServiceAsyncStub: ...
     Connect: _grpc.StreamStreamMultiCallable[_worker_service_pb2.ConnectRequest, _worker_service_pb2.ConnectResponse]
-    """Opens a session. The first message must be Hello; the server answers Welcome."""
+    """Opens a session. The first message must be Hello (anything else ends the
+    stream with INVALID_ARGUMENT); the server answers Welcome. Code
+    generators that also emit a `connect` constructor (Rust's tonic: E0592)
+    clash with this name: rename the generated method in the generator's
+    configuration; the wire name stays /multiagents.v1.WorkerService/Connect.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -48,7 +53,12 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Connect: _aio.StreamStreamMultiCallable[_worker_service_pb2.ConnectRequest, _worker_service_pb2.ConnectResponse]  # type: ignore[assignment]
-    """Opens a session. The first message must be Hello; the server answers Welcome."""
+    """Opens a session. The first message must be Hello (anything else ends the
+    stream with INVALID_ARGUMENT); the server answers Welcome. Code
+    generators that also emit a `connect` constructor (Rust's tonic: E0592)
+    clash with this name: rename the generated method in the generator's
+    configuration; the wire name stays /multiagents.v1.WorkerService/Connect.
+    """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """WorkerService is what worker processes use: one bidirectional session per
@@ -62,6 +72,11 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_worker_service_pb2.ConnectRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_worker_service_pb2.ConnectResponse], _abc.AsyncIterator[_worker_service_pb2.ConnectResponse]]:
-        """Opens a session. The first message must be Hello; the server answers Welcome."""
+        """Opens a session. The first message must be Hello (anything else ends the
+        stream with INVALID_ARGUMENT); the server answers Welcome. Code
+        generators that also emit a `connect` constructor (Rust's tonic: E0592)
+        clash with this name: rename the generated method in the generator's
+        configuration; the wire name stays /multiagents.v1.WorkerService/Connect.
+        """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,5 +1,6 @@
 """The workflow engine: pure state machine of workflow executions (no I/O)."""
 
+from multiagents_server.engine.failures import FailureKind
 from multiagents_server.engine.model import (
     Attempt,
     Branch,
@@ -67,6 +68,7 @@ __all__ = [
     "Event",
     "Execution",
     "Failure",
+    "FailureKind",
     "HistoryEntry",
     "InvalidTransition",
     "MapSpec",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from multiagents_server.engine.failures import FailureKind
 from multiagents_server.engine.model import (
     Attempt,
     Branch,
@@ -187,13 +188,23 @@ def failure_to_json(f: Failure | None) -> dict[str, Any] | None:
         "type": f.type,
         "non_retryable": f.non_retryable,
         "stack_trace": f.stack_trace,
+        "kind": f.kind.value,
+        "cause": failure_to_json(f.cause),
     }
 
 
 def failure_from_json(d: dict[str, Any] | None) -> Failure | None:
+    """A stored failure; one stored before kinds existed is an APPLICATION one."""
     if d is None:
         return None
-    return Failure(d["message"], d["type"], d["non_retryable"], d["stack_trace"])
+    return Failure(
+        d["message"],
+        d["type"],
+        d["non_retryable"],
+        d["stack_trace"],
+        kind=FailureKind(d.get("kind", FailureKind.APPLICATION)),
+        cause=failure_from_json(d.get("cause")),
+    )
 
 
 # A node record is stored without its default fields (a map of 1,000 items

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from multiagents_server.engine.failures import Failure as Failure  # re-exported
+
 JsonObject = dict[str, Any]
 
 
@@ -265,16 +267,6 @@ class WorkflowSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class Failure:
-    """A structured failure (the wire `Failure` message)."""
-
-    message: str
-    type: str = "Error"
-    non_retryable: bool = False
-    stack_trace: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class Attempt:
     """An outstanding attempt of one step (or map item).
 
@@ -340,6 +332,7 @@ class Execution:
     compensation_queue: tuple[str, ...] = ()
     failure: Failure | None = None
     cancel_requested: bool = False
+    # Why it is cancelled (set with cancel_requested).
     cancel_reason: str = ""
     requires_manual_intervention: bool = False
     completed_ms: int = 0
@@ -576,7 +569,6 @@ class StatusChanged:
 
     state: State
     current_step: str
-    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

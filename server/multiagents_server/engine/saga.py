@@ -24,6 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from multiagents_server.engine import expressions
+from multiagents_server.engine.failures import FailureKind
 from multiagents_server.engine.model import (
     Attempt,
     CancelChild,
@@ -81,8 +82,6 @@ START_TIMER = "start"
 # Failure types the server itself reports.
 STEP_TIMEOUT = "StepTimeout"
 HEARTBEAT_TIMEOUT = "HeartbeatTimeout"
-WORKER_LOST = "WorkerLost"
-CANCELLED = "Cancelled"
 SIGNAL_TIMEOUT = "SignalTimeout"
 REJECTED = "Rejected"
 EXPRESSION_ERROR = "ExpressionError"
@@ -107,8 +106,6 @@ class _Builder:
         self.nodes = dict(execution.nodes)
         self.attempts = dict(execution.attempts)
         self.step_results = dict(execution.step_results)
-        # Said by the next status change (why the workflow compensates or ends).
-        self.reason = ""
 
     def done(self) -> Transition:
         ex = replace(
@@ -133,14 +130,13 @@ class _Builder:
     def path(self, key: str) -> str:
         return self.ex.path_of(key)
 
-    def status(self, state: State, reason: str = "") -> None:
+    def status(self, state: State) -> None:
         self.ex = replace(self.ex, state=state)
         if state.terminal:
             self.attempts.clear()
             self.ex = replace(self.ex, completed_ms=self.now_ms)
         current = next((self.path(k) for k in self.attempts), "")
-        self.history.append(StatusChanged(state, current, reason or self.reason))
-        self.reason = ""
+        self.history.append(StatusChanged(state, current))
 
     # -- attempts --------------------------------------------------------------
 
@@ -201,8 +197,7 @@ class _Builder:
             CommandRecorded(kind, worker, spec.name, cid, number, context, child, path)
         )
         if announce:
-            self.history.append(StatusChanged(self.ex.state, path, self.reason))
-            self.reason = ""
+            self.history.append(StatusChanged(self.ex.state, path))
 
     def stop_attempt_timers(self, attempt: Attempt) -> None:
         cid = self.ex.command_id(attempt)
@@ -491,11 +486,10 @@ class _Builder:
             if self.ex.failure is not None:
                 self.status(State.FAILED)
             else:
-                self.status(State.CANCELLED, self.ex.cancel_reason)
+                self.status(State.CANCELLED)
             return
         # The first compensation's status change says it.
         self.ex = replace(self.ex, state=State.COMPENSATING)
-        self.reason = self.ex.cancel_reason
         self.next_compensation_or_finish()
 
     def next_compensation_or_finish(self) -> None:
@@ -511,7 +505,7 @@ class _Builder:
         if self.ex.requires_manual_intervention:
             self.status(State.FAILED)
         elif self.ex.failure is None and self.ex.cancel_requested:
-            self.status(State.CANCELLED, self.ex.cancel_reason)
+            self.status(State.CANCELLED)
         elif any(r.status is StepStatus.COMPENSATED for r in self.nodes.values()):
             self.status(State.COMPENSATED)
         else:
@@ -637,6 +631,7 @@ def _on_completed(ex: Execution, event: StepCompleted, now_ms: int) -> Transitio
             message=str(event.result.get("error", "compensation reported failure")),
             type="CompensationFailed",
             non_retryable=True,
+            kind=FailureKind.COMPENSATION_FAILED,
         )
         b.set(attempt.key, status=StepStatus.COMPENSATION_FAILED, last_failure=failure)
         b.ex = replace(b.ex, requires_manual_intervention=True)
@@ -727,10 +722,18 @@ def _on_timer(ex: Execution, timer: str, now_ms: int) -> Transition:
         assert isinstance(spec, StepSpec)
         path = ex.path_of(attempt.key)
         if kind == TIMEOUT_TIMER:
-            failure = Failure(f"step {path!r} timed out after {spec.timeout_ms} ms", STEP_TIMEOUT)
+            failure = Failure(
+                f"step {path!r} timed out after {spec.timeout_ms} ms",
+                STEP_TIMEOUT,
+                kind=FailureKind.TIMEOUT,
+            )
         else:
             limit = spec.heartbeat_timeout_ms
-            failure = Failure(f"no heartbeat from step {path!r} for {limit} ms", HEARTBEAT_TIMEOUT)
+            failure = Failure(
+                f"no heartbeat from step {path!r} for {limit} ms",
+                HEARTBEAT_TIMEOUT,
+                kind=FailureKind.HEARTBEAT_TIMEOUT,
+            )
         transition = _on_failed(ex, target, failure, now_ms)
         cancel: Effect
         if attempt.kind is CommandKind.EXECUTE and spec.workflow:
@@ -757,6 +760,7 @@ def _on_node_timer(ex: Execution, kind: str, key: str, now_ms: int) -> Transitio
                 f"{b.path(key)}: no signal {node.signal!r} within {node.timeout_ms} ms",
                 SIGNAL_TIMEOUT,
                 non_retryable=True,
+                kind=FailureKind.TIMEOUT,
             )
             b.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=now_ms)
         else:
@@ -826,9 +830,11 @@ def _on_cancel(ex: Execution, event: CancelRequested, now_ms: int) -> Transition
     reason = event.reason or "workflow cancelled"
     b = _Builder(ex, now_ms)
     b.ex = replace(b.ex, cancel_requested=True, cancel_reason=reason)
+    # The request itself is a status change in the history (its StatusEvent
+    # carries the reason, as every later one does).
+    b.history.append(StatusChanged(b.ex.state, b.ex.current_step))
     if ex.state is State.COMPENSATING:
         # Compensation already runs; it finishes, and the failure decides the end state.
-        b.history.append(StatusChanged(ex.state, ex.current_step, reason))
         return b.done()
     if ex.state is State.PENDING:
         b.effects.append(CancelTimer(timer_id(START_TIMER, "at")))
@@ -907,7 +913,6 @@ def _on_resume(ex: Execution, now_ms: int) -> Transition:
                 compensation_retry_base=rec.compensation_attempts,
             )
         b.ex = replace(b.ex, state=State.COMPENSATING)
-        b.reason = "resumed"
         b.next_compensation_or_finish()
         return b.done()
     if ex.cancel_requested:
@@ -932,7 +937,7 @@ def _on_resume(ex: Execution, now_ms: int) -> Transition:
             else:
                 b.set(key, status=StepStatus.RUNNING, finished_ms=0)
     b.ex = replace(b.ex, state=State.RUNNING)
-    b.history.append(StatusChanged(State.RUNNING, "", "resumed"))
+    b.history.append(StatusChanged(State.RUNNING, ""))
     b.advance()
     return b.done()
 

@@ -12,6 +12,7 @@ from multiagents.v1 import common_pb2, monitoring_service_pb2_grpc
 from multiagents.v1 import monitoring_service_pb2 as mpb
 from multiagents_server import convert
 from multiagents_server.config import ServerConfig
+from multiagents_server.engine import FailureKind
 from multiagents_server.errors import InvalidArgument
 from multiagents_server.events import ALL, EventHub, event_transaction
 from multiagents_server.orchestrator import Orchestrator
@@ -172,7 +173,12 @@ def _trace(r: dict[str, Any]) -> mpb.EventTrace:
         session_id=r["session_id"],
     )
     if r["failure"]:
+        kind = FailureKind(r["failure"].get("kind", FailureKind.APPLICATION))
         trace.failure.CopyFrom(
-            common_pb2.Failure(message=r["failure"]["message"], type=r["failure"]["type"])
+            common_pb2.Failure(
+                message=r["failure"]["message"],
+                type=r["failure"]["type"],
+                kind=convert.FAILURE_KIND_TO_PROTO[kind],
+            )
         )
     return trace

@@ -13,7 +13,7 @@ from multiagents.v1 import worker_service_pb2_grpc
 from multiagents_server import convert
 from multiagents_server.config import ServerConfig
 from multiagents_server.dispatcher import Dispatcher, Session
-from multiagents_server.engine import Failure
+from multiagents_server.engine import failures
 from multiagents_server.errors import InvalidArgument, ResourceExhausted
 from multiagents_server.store import StoreUnavailable
 
@@ -157,7 +157,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         try:
             value = convert.json_object(result.result, "result", self.config.max_payload_bytes)
         except (InvalidArgument, ResourceExhausted) as exc:
-            failure = Failure(str(exc), type(exc).__name__, non_retryable=True)
+            failure = failures.invalid_result(str(exc), type(exc).__name__)
             await self.dispatcher.fail(session, result.command_id, failure)
         else:
             await self.dispatcher.complete(session, result.command_id, value)

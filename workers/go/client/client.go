@@ -229,19 +229,95 @@ func stateFromProto(s pb.WorkflowState) State {
 	return State(strings.TrimPrefix(s.String(), "WORKFLOW_STATE_"))
 }
 
+// FailureKind is the class of a failure, common.proto's FailureKind
+// without its prefix: "APPLICATION", "TIMEOUT", "HEARTBEAT_TIMEOUT",
+// "WORKER_LOST", "CANCELLED", "INVALID_RESULT", "COMPENSATION_FAILED" or
+// "CHILD_WORKFLOW_FAILED".
+type FailureKind string
+
+// The failure kinds (documented in common.proto).
+const (
+	KindApplication         FailureKind = "APPLICATION"
+	KindTimeout             FailureKind = "TIMEOUT"
+	KindHeartbeatTimeout    FailureKind = "HEARTBEAT_TIMEOUT"
+	KindWorkerLost          FailureKind = "WORKER_LOST"
+	KindCancelled           FailureKind = "CANCELLED"
+	KindInvalidResult       FailureKind = "INVALID_RESULT"
+	KindCompensationFailed  FailureKind = "COMPENSATION_FAILED"
+	KindChildWorkflowFailed FailureKind = "CHILD_WORKFLOW_FAILED"
+)
+
+// KindFromProto names a wire FailureKind; UNSPECIFIED and values newer than
+// this package read as KindApplication.
+func KindFromProto(k pb.FailureKind) FailureKind {
+	if k == pb.FailureKind_FAILURE_KIND_UNSPECIFIED {
+		return KindApplication
+	}
+	if _, known := pb.FailureKind_name[int32(k)]; !known {
+		return KindApplication
+	}
+	return FailureKind(strings.TrimPrefix(k.String(), "FAILURE_KIND_"))
+}
+
 // Failure is a structured failure of a step or compensation.
 type Failure struct {
 	Message      string
 	Type         string
+	Kind         FailureKind
 	NonRetryable bool
 	StackTrace   string
+	// Cause is the failure that caused this one (e.g. a sub-workflow's), or nil.
+	Cause *Failure
+}
+
+// String is "Type [KIND]: message".
+func (f *Failure) String() string {
+	return fmt.Sprintf("%s [%s]: %s", f.Type, f.Kind, f.Message)
 }
 
 func failureFromProto(f *pb.Failure) *Failure {
 	if f == nil {
 		return nil
 	}
-	return &Failure{Message: f.GetMessage(), Type: f.GetType(), NonRetryable: f.GetNonRetryable(), StackTrace: f.GetStackTrace()}
+	return &Failure{Message: f.GetMessage(), Type: f.GetType(), Kind: KindFromProto(f.GetKind()),
+		NonRetryable: f.GetNonRetryable(), StackTrace: f.GetStackTrace(), Cause: failureFromProto(f.GetCause())}
+}
+
+// WorkflowFailedError is returned by Result when the execution ended
+// FAILED, COMPENSATED or CANCELLED. Failure (with its Kind and Cause chain)
+// is what stopped it; nil for a cancelled execution, whose CancelReason says why.
+type WorkflowFailedError struct {
+	TransactionID string
+	State         State
+	Failure       *Failure
+	CancelReason  string
+}
+
+func (e *WorkflowFailedError) Error() string {
+	why := e.CancelReason
+	if e.Failure != nil {
+		why = e.Failure.String()
+	}
+	return fmt.Sprintf("workflow %s ended %s: %s", e.TransactionID, e.State, why)
+}
+
+// Result waits for the end of an execution and returns its output, the
+// final context (the input merged with every step's result), or a
+// *WorkflowFailedError when it did not complete.
+func (c *Client) Result(ctx context.Context, transactionID string) (map[string]any, error) {
+	final, err := c.Watch(ctx, transactionID, nil)
+	if err != nil {
+		return nil, err
+	}
+	if final.State != StateCompleted {
+		return nil, &WorkflowFailedError{TransactionID: transactionID, State: final.State,
+			Failure: final.Failure, CancelReason: final.CancelReason}
+	}
+	status, err := c.GetStatus(ctx, transactionID)
+	if err != nil {
+		return nil, err
+	}
+	return status.Context, nil
 }
 
 // StatusEvent is one status change of an execution.
@@ -259,6 +335,9 @@ type StatusEvent struct {
 	Failure *Failure
 	// RequiresManualIntervention is set when a compensation failed for good.
 	RequiresManualIntervention bool
+	// CancelReason says why the execution is being cancelled, once a cancel
+	// was requested; empty before.
+	CancelReason string
 }
 
 func statusEventFromProto(e *pb.StatusEvent) (*StatusEvent, error) {
@@ -276,6 +355,7 @@ func statusEventFromProto(e *pb.StatusEvent) (*StatusEvent, error) {
 		Revision:                   e.GetRevision(),
 		Failure:                    failureFromProto(e.GetFailure()),
 		RequiresManualIntervention: e.GetRequiresManualIntervention(),
+		CancelReason:               e.GetCancelReason(),
 	}, nil
 }
 

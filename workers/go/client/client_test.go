@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"slices"
 	"sync/atomic"
@@ -57,7 +58,15 @@ func event(state pb.WorkflowState, step string, revision int64) *pb.WatchWorkflo
 
 // WatchWorkflow breaks the first stream after two events; the second stream
 // starts again from the current status, as the real server does.
+// A watch of "tx-failed" ends at once: COMPENSATED by a sub-workflow failure.
 func (f *fakeWorkflows) WatchWorkflow(req *pb.WatchWorkflowRequest, stream grpc.ServerStreamingServer[pb.WatchWorkflowResponse]) error {
+	if req.GetTransactionId() == "tx-failed" {
+		final := event(pb.WorkflowState_WORKFLOW_STATE_COMPENSATED, "", 9)
+		final.Event.Failure = &pb.Failure{Type: "ChildWorkflowFailed", Message: "sub-workflow tx-failed.0.1 ended failed: boom",
+			Kind:  pb.FailureKind_FAILURE_KIND_CHILD_WORKFLOW_FAILED,
+			Cause: &pb.Failure{Type: "WorkerExecutionError", Message: "boom"}}
+		return stream.Send(final)
+	}
 	if f.watches.Add(1) == 1 {
 		_ = stream.Send(event(pb.WorkflowState_WORKFLOW_STATE_PENDING, "", 1))
 		_ = stream.Send(event(pb.WorkflowState_WORKFLOW_STATE_RUNNING, "charge", 2))
@@ -137,5 +146,25 @@ func TestWatchFollowsChangesAcrossABrokenStreamUntilTerminal(t *testing.T) {
 	want := []string{"PENDING:", "RUNNING:charge", "RUNNING:ship", "COMPLETED:"}
 	if !slices.Equal(seen, want) || final.State != client.StateCompleted {
 		t.Errorf("seen %v, final %v", seen, final)
+	}
+}
+
+func TestResultOfAnExecutionThatDidNotCompleteIsAWorkflowFailedErrorWithTheCauseChain(t *testing.T) {
+	_, c := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := c.Result(ctx, "tx-failed")
+	var failed *client.WorkflowFailedError
+	if !errors.As(err, &failed) || out != nil {
+		t.Fatalf("Result = %v, %v", out, err)
+	}
+	f := failed.Failure
+	if failed.State != client.StateCompensated || f.Kind != client.KindChildWorkflowFailed ||
+		f.Cause == nil || f.Cause.Kind != client.KindApplication || f.Cause.Type != "WorkerExecutionError" || f.Cause.Cause != nil {
+		t.Errorf("error %+v, failure %+v", failed, f)
+	}
+	want := "workflow tx-failed ended COMPENSATED: ChildWorkflowFailed [CHILD_WORKFLOW_FAILED]: sub-workflow tx-failed.0.1 ended failed: boom"
+	if err.Error() != want {
+		t.Errorf("message %q", err.Error())
 	}
 }

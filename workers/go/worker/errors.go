@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	pb "github.com/multiagents/multiagents/workers/go/gen/multiagents/v1"
 	"github.com/multiagents/multiagents/workers/go/internal/payload"
@@ -10,6 +11,25 @@ import (
 
 // DefaultErrorType is the Failure.type reported for errors that carry no type.
 const DefaultErrorType = "Error"
+
+// MaxCauseDepth is how many causes are sent below a failure (the server
+// keeps no more; common.proto).
+const MaxCauseDepth = 8
+
+// CancelledError is the cause of a handler's context when the server sent a
+// Cancel for its command: the workflow was cancelled or the attempt timed
+// out. context.Cause(ctx) returns it; Reason is the Cancel's reason. It
+// wraps context.Canceled, so errors.Is(err, context.Canceled) holds.
+type CancelledError struct {
+	Reason string
+}
+
+func (e *CancelledError) Error() string {
+	return fmt.Sprintf("%v by the server: %s", context.Canceled, e.Reason)
+}
+
+// Unwrap returns context.Canceled.
+func (e *CancelledError) Unwrap() error { return context.Canceled }
 
 // Error is a failure with an explicit type, reported to the server as
 // Failure.type (retry policies match it against non_retryable_error_types).
@@ -101,11 +121,21 @@ func walk(err error, fn func(*Error) bool) bool {
 	return true
 }
 
-// failureOf converts a handler's error into the wire Failure: the type is the
-// outermost non-empty *Error type, else "DeadlineExceeded" or "Cancelled" for
-// context errors, else DefaultErrorType.
+// failureOf converts a handler's error into the wire Failure of kind
+// APPLICATION: the type is the outermost non-empty *Error type, else
+// "DeadlineExceeded" or "Cancelled" for context errors, else
+// DefaultErrorType. The error errors.Unwrap returns is its cause, and so on
+// down to MaxCauseDepth levels.
 func failureOf(err error) *pb.Failure {
-	f := &pb.Failure{Message: err.Error(), NonRetryable: IsNonRetryable(err)}
+	return failureAt(err, MaxCauseDepth)
+}
+
+func failureAt(err error, depth int) *pb.Failure {
+	f := &pb.Failure{Message: err.Error(), NonRetryable: IsNonRetryable(err),
+		Kind: pb.FailureKind_FAILURE_KIND_APPLICATION}
+	if inner := errors.Unwrap(err); inner != nil && depth > 0 {
+		f.Cause = failureAt(inner, depth-1)
+	}
 	walk(err, func(e *Error) bool {
 		if f.Type == "" {
 			f.Type = e.Type

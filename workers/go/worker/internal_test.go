@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -40,6 +41,34 @@ func TestFailureOfMapsErrorsToTypesAndRetryability(t *testing.T) {
 				t.Errorf("got %v", f)
 			}
 		})
+	}
+}
+
+func TestWrappedErrorsAreTheCauseChainUpToItsLimit(t *testing.T) {
+	typed := &Error{Type: "CardDeclined", Message: "declined", Err: errors.New("code 51")}
+	f := failureOf(fmt.Errorf("charging: %w", typed))
+	var chain []string
+	for c := f; c != nil; c = c.GetCause() {
+		if c.GetKind() != pb.FailureKind_FAILURE_KIND_APPLICATION {
+			t.Errorf("kind of %v", c)
+		}
+		chain = append(chain, c.GetType()+": "+c.GetMessage())
+	}
+	want := []string{"CardDeclined: charging: declined", "CardDeclined: declined", "Error: code 51"}
+	if !slices.Equal(chain, want) {
+		t.Errorf("chain %q, want %q", chain, want)
+	}
+
+	deep := errors.New("root")
+	for i := range 12 {
+		deep = fmt.Errorf("level %d: %w", i, deep)
+	}
+	depth := 0
+	for c := failureOf(deep).GetCause(); c != nil; c = c.GetCause() {
+		depth++
+	}
+	if depth != MaxCauseDepth {
+		t.Errorf("%d causes, want %d", depth, MaxCauseDepth)
 	}
 }
 

@@ -496,7 +496,7 @@ func (w *Worker) cancel(id, reason string) {
 	cancel, ok := w.inflight[id]
 	w.mu.Unlock()
 	if ok {
-		cancel(fmt.Errorf("%w by the server: %s", context.Canceled, reason))
+		cancel(&CancelledError{Reason: reason})
 	}
 }
 
@@ -520,28 +520,45 @@ func (w *Worker) execute(ctx context.Context, cmd *pb.Command) *pb.CommandOutcom
 	case w.slots <- struct{}{}:
 		defer func() { <-w.slots }()
 	case <-ctx.Done():
-		return fail(failureOf(context.Cause(ctx)))
+		return fail(contextFailure(ctx, failureOf(context.Cause(ctx))))
 	}
 	result, stack, err := call(ctx, h, task)
 	if err != nil {
 		f := failureOf(err)
 		f.StackTrace = stack
-		if f.Type == "DeadlineExceeded" && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			f.Type = "StepTimeout" // the server's own type, as the Python and Node workers report it
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			f = contextFailure(ctx, f)
 		}
 		return fail(f)
 	}
 	p, err := payload.Encode(result)
 	if err != nil {
-		return fail(&pb.Failure{Type: "EncodingError", NonRetryable: true,
+		return fail(&pb.Failure{Type: "EncodingError", NonRetryable: true, Kind: pb.FailureKind_FAILURE_KIND_INVALID_RESULT,
 			Message: "result is not JSON-encodable: " + err.Error()})
 	}
 	if limit := w.maxPayload.Load(); limit > 0 && int64(len(p.GetData())) > limit {
-		return fail(&pb.Failure{Type: "PayloadTooLarge", NonRetryable: true,
+		return fail(&pb.Failure{Type: "PayloadTooLarge", NonRetryable: true, Kind: pb.FailureKind_FAILURE_KIND_INVALID_RESULT,
 			Message: fmt.Sprintf("result is %d bytes, over the server's limit of %d bytes", len(p.GetData()), limit)})
 	}
 	return &pb.CommandOutcome{Outcome: &pb.CommandOutcome_Result{
 		Result: &pb.CommandResult{CommandId: id, Result: p}}}
+}
+
+// contextFailure is f for a handler that stopped because its context ended:
+// at the command's deadline, type "StepTimeout" (the server's own type, as
+// the Python and Node workers report it) and kind TIMEOUT; on the server's
+// Cancel, type "Cancelled", kind CANCELLED and the Cancel's reason as message.
+func contextFailure(ctx context.Context, f *pb.Failure) *pb.Failure {
+	var cancelled *CancelledError
+	switch {
+	case errors.As(context.Cause(ctx), &cancelled):
+		return &pb.Failure{Type: "Cancelled", Kind: pb.FailureKind_FAILURE_KIND_CANCELLED,
+			Message: cancelled.Reason, StackTrace: f.GetStackTrace()}
+	case f.GetType() == "DeadlineExceeded" && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		f.Type = "StepTimeout"
+		f.Kind = pb.FailureKind_FAILURE_KIND_TIMEOUT
+	}
+	return f
 }
 
 // EnvAddress is the server address of the environment, $MULTIAGENTS_SERVER

@@ -224,7 +224,34 @@ func TestCancelCancelsTheHandlersContext(t *testing.T) {
 	waitStarted(t, started)
 	s.send(t, &pb.ConnectResponse{Message: &pb.ConnectResponse_Cancel{Cancel: &pb.Cancel{CommandId: "c1", Reason: "workflow cancelled"}}})
 	_, fl := failureOf(t, s.nextOutcome(t))
-	if fl.GetType() != "Cancelled" || fl.GetMessage() != "context canceled by the server: workflow cancelled" {
+	if fl.GetType() != "Cancelled" || fl.GetKind() != pb.FailureKind_FAILURE_KIND_CANCELLED ||
+		fl.GetMessage() != "workflow cancelled" || fl.GetCause() != nil {
+		t.Errorf("failure %v", fl)
+	}
+}
+
+func TestACancelledHandlerSeesTheReasonAsItsContextsCause(t *testing.T) {
+	f := startFakeServer(t)
+	causes := make(chan error, 1)
+	h := func(ctx context.Context, _ *worker.Task) (map[string]any, error) {
+		<-ctx.Done()
+		causes <- context.Cause(ctx)
+		return nil, ctx.Err()
+	}
+	runWorker(t, opts(f), map[string]worker.Handler{"slow": h})
+	s, _ := f.open(t, time.Minute)
+	s.command(t, &pb.Command{CommandId: "c1", WorkerName: "slow", Attempt: 1})
+	s.send(t, &pb.ConnectResponse{Message: &pb.ConnectResponse_Cancel{Cancel: &pb.Cancel{CommandId: "c1", Reason: "operator said so"}}})
+	var cancelled *worker.CancelledError
+	select {
+	case cause := <-causes:
+		if !errors.As(cause, &cancelled) || cancelled.Reason != "operator said so" || !errors.Is(cause, context.Canceled) {
+			t.Errorf("cause %v", cause)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler's context was not cancelled")
+	}
+	if _, fl := failureOf(t, s.nextOutcome(t)); fl.GetMessage() != "operator said so" {
 		t.Errorf("failure %v", fl)
 	}
 }
@@ -236,7 +263,7 @@ func TestDeadlineCancelsTheHandlersContext(t *testing.T) {
 	s, _ := f.open(t, time.Minute)
 	s.command(t, &pb.Command{CommandId: "c1", WorkerName: "slow", Attempt: 1,
 		Deadline: timestamppb.New(time.Now().Add(100 * time.Millisecond))})
-	if _, fl := failureOf(t, s.nextOutcome(t)); fl.GetType() != "StepTimeout" {
+	if _, fl := failureOf(t, s.nextOutcome(t)); fl.GetType() != "StepTimeout" || fl.GetKind() != pb.FailureKind_FAILURE_KIND_TIMEOUT {
 		t.Errorf("failure %v", fl)
 	}
 }

@@ -50,7 +50,7 @@ worker.register(`${prefix}.invalid`, () => {
 });
 
 worker.register(`${prefix}.fail`, () => {
-  throw new Error(`boom from ${LANG}`);
+  throw new Error(`boom from ${LANG}`, { cause: new Error(`gateway refused ${LANG}`) });
 });
 
 worker.register(`${prefix}.compensate`, (_ctx, task) => ({ compensated_by: LANG, compensated_step: task.step }));

@@ -15,6 +15,7 @@ import {
 } from "@grpc/grpc-js";
 import type { Duration } from "./gen/google/protobuf/duration.js";
 import { type Failure, type Payload, WorkflowState, workflowStateToJSON } from "./gen/multiagents/v1/common.js";
+import { WorkflowFailedError, failureKindName, type FailureKindName } from "./errors.js";
 import type { StatusEvent } from "./gen/multiagents/v1/events.js";
 import { type RetryPolicy, type WorkflowStatus, stepStatusToJSON } from "./gen/multiagents/v1/workflow.js";
 import { WorkflowServiceClient, type WatchWorkflowResponse } from "./gen/multiagents/v1/workflow_service.js";
@@ -49,9 +50,13 @@ export function isTerminal(state: WorkflowStateName): boolean {
 export interface FailureInfo {
   message: string;
   type: string;
+  /** Which class of failure (common.proto FailureKind without its prefix); UNSPECIFIED reads as APPLICATION. */
+  kind: FailureKindName;
   nonRetryable: boolean;
   stackTrace: string;
   details: unknown;
+  /** The failure that caused this one (e.g. a sub-workflow's), if any. */
+  cause: FailureInfo | undefined;
 }
 
 /** One status change of an execution (a decoded StatusEvent). */
@@ -66,6 +71,8 @@ export interface StatusUpdate {
   revision: number;
   failure: FailureInfo | undefined;
   requiresManualIntervention: boolean;
+  /** Why the execution is being cancelled, once a cancel was requested; "" before. */
+  cancelReason: string;
 }
 
 /** One step of an execution. */
@@ -284,6 +291,18 @@ export class Client {
     return last;
   }
 
+  /**
+   * Waits for the end of an execution and returns its output, the final
+   * context (the input merged with every step's result). Throws a
+   * {@link WorkflowFailedError} (with the failure, its kind and cause chain,
+   * or the cancel reason) when it ended FAILED, COMPENSATED or CANCELLED.
+   */
+  async result(transactionId: string, options: WatchOptions = {}): Promise<Record<string, unknown>> {
+    const last = await this.wait(transactionId, options);
+    if (last.state !== "COMPLETED") throw new WorkflowFailedError(transactionId, last.state, last.failure, last.cancelReason);
+    return (await this.getStatus(transactionId)).context;
+  }
+
   /** Closes the channel. */
   close(): void {
     this.raw.close();
@@ -331,9 +350,11 @@ function failureInfo(failure: Failure | undefined): FailureInfo | undefined {
   return {
     message: failure.message,
     type: failure.type,
+    kind: failureKindName(failure.kind),
     nonRetryable: failure.nonRetryable,
     stackTrace: failure.stackTrace,
     details: decodeJson(failure.details, "failure details"),
+    cause: failureInfo(failure.cause),
   };
 }
 
@@ -353,6 +374,7 @@ export function statusUpdate(event: StatusEvent): StatusUpdate {
     revision: event.revision,
     failure: failureInfo(event.failure),
     requiresManualIntervention: event.requiresManualIntervention,
+    cancelReason: event.cancelReason,
   };
 }
 

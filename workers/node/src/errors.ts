@@ -9,6 +9,28 @@
  * name when `name` was left at "Error").
  */
 
+import { FailureKind, failureKindToJSON } from "./gen/multiagents/v1/common.js";
+
+/** Causes sent below a failure; the server keeps no more (common.proto). */
+export const MAX_CAUSE_DEPTH = 8;
+
+/** A FailureKind without its prefix, e.g. "APPLICATION", "TIMEOUT", "CHILD_WORKFLOW_FAILED". */
+export type FailureKindName =
+  | "APPLICATION"
+  | "TIMEOUT"
+  | "HEARTBEAT_TIMEOUT"
+  | "WORKER_LOST"
+  | "CANCELLED"
+  | "INVALID_RESULT"
+  | "COMPENSATION_FAILED"
+  | "CHILD_WORKFLOW_FAILED";
+
+/** The name of a wire FailureKind; UNSPECIFIED and values newer than this SDK read as APPLICATION. */
+export function failureKindName(kind: FailureKind): FailureKindName {
+  const name = failureKindToJSON(kind).replace(/^FAILURE_KIND_/, "");
+  return name === "UNSPECIFIED" || name === "UNRECOGNIZED" ? "APPLICATION" : (name as FailureKindName);
+}
+
 /** Options of {@link ApplicationError}. */
 export interface ApplicationErrorOptions {
   /** Failure.type; defaults to the error's class name. */
@@ -43,6 +65,43 @@ export class ApplicationError extends Error {
 export class NonRetryableError extends ApplicationError {
   constructor(message: string, type = "ValueError", options: Omit<ApplicationErrorOptions, "type" | "nonRetryable"> = {}) {
     super(message, { ...options, type, nonRetryable: true });
+  }
+}
+
+/**
+ * The handler's own result cannot be sent (not a JSON object, over the
+ * server's payload limit): non-retryable, FailureKind INVALID_RESULT.
+ */
+export class InvalidResultError extends NonRetryableError {
+  constructor(message: string, type: string) {
+    super(message, type);
+    this.name = "InvalidResultError";
+  }
+}
+
+/** A decoded failure as {@link WorkflowFailedError} carries it (the client's FailureInfo). */
+export interface WorkflowFailure {
+  message: string;
+  type: string;
+  kind: FailureKindName;
+  cause: WorkflowFailure | undefined;
+}
+
+/**
+ * An execution ended without completing (FAILED, COMPENSATED or CANCELLED);
+ * thrown by Client.result(). `failure` is what stopped it (undefined for a
+ * cancelled execution, whose `cancelReason` says why).
+ */
+export class WorkflowFailedError extends Error {
+  constructor(
+    readonly transactionId: string,
+    readonly state: string,
+    readonly failure: WorkflowFailure | undefined,
+    readonly cancelReason: string,
+  ) {
+    const why = failure === undefined ? cancelReason : `${failure.type} [${failure.kind}]: ${failure.message}`;
+    super(`workflow ${transactionId} ended ${state}: ${why}`);
+    this.name = "WorkflowFailedError";
   }
 }
 

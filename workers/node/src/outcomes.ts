@@ -2,9 +2,9 @@
  * Answers to commands: a handler's return value or thrown error turned into
  * the wire CommandOutcome, and outcomes grouped into stream messages.
  */
-import type { Failure } from "./gen/multiagents/v1/common.js";
+import { type Failure, FailureKind } from "./gen/multiagents/v1/common.js";
 import type { Command, CommandOutcome, ConnectRequest } from "./gen/multiagents/v1/worker_service.js";
-import { ApplicationError, CancelledError, DeadlineExceededError, NonRetryableError, errorType } from "./errors.js";
+import { ApplicationError, CancelledError, DeadlineExceededError, InvalidResultError, MAX_CAUSE_DEPTH, errorType } from "./errors.js";
 import { describe, encodeJson, isPlainObject } from "./payload.js";
 
 /** Several outcomes go into one CommandOutcomes message up to about this size... */
@@ -23,7 +23,7 @@ const MAX_STACK_CHARS = 32 * 1024;
 export function resultOutcome(command: Command, value: unknown, maxPayloadBytes: number): CommandOutcome {
   const result = value === undefined || value === null ? {} : value;
   if (!isPlainObject(result)) {
-    throw new NonRetryableError(
+    throw new InvalidResultError(
       `worker "${command.workerName}" must return a JSON object (or nothing), got ${describe(result)}`,
       "TypeError",
     );
@@ -32,10 +32,10 @@ export function resultOutcome(command: Command, value: unknown, maxPayloadBytes:
   try {
     payload = encodeJson(result);
   } catch (err) {
-    throw new NonRetryableError(`worker "${command.workerName}" returned a ${(err as Error).message}`, "TypeError");
+    throw new InvalidResultError(`worker "${command.workerName}" returned a ${(err as Error).message}`, "TypeError");
   }
   if (payload.data.length > maxPayloadBytes) {
-    throw new NonRetryableError(
+    throw new InvalidResultError(
       `result of worker "${command.workerName}" is ${payload.data.length} bytes, over the server's limit of ${maxPayloadBytes} bytes`,
       "PayloadTooLarge",
     );
@@ -48,14 +48,23 @@ export function failureOutcome(commandId: string, err: unknown, signal: AbortSig
   const failure = toFailure(err);
   // Same wire type as the server's own step timeout (and the Python SDK's), so
   // retry policies naming "StepTimeout" apply whichever side noticed first.
-  if (signal.reason instanceof DeadlineExceededError && isAbortOutcome(err, signal.reason)) failure.type = "StepTimeout";
-  // A command the server cancelled is reported as "Cancelled", as the Python and Go SDKs do.
-  if (signal.reason instanceof CancelledError && isAbortOutcome(err, signal.reason)) failure.type = "Cancelled";
+  if (signal.reason instanceof DeadlineExceededError && isAbortOutcome(err, signal.reason)) {
+    failure.type = "StepTimeout";
+    failure.kind = FailureKind.FAILURE_KIND_TIMEOUT;
+  }
+  // A command the server cancelled: type "Cancelled", kind CANCELLED, the
+  // Cancel's reason as message, as the Python and Go SDKs report it.
+  if (signal.reason instanceof CancelledError && isAbortOutcome(err, signal.reason)) {
+    failure.type = "Cancelled";
+    failure.kind = FailureKind.FAILURE_KIND_CANCELLED;
+    failure.message = signal.reason.message;
+    failure.cause = undefined;
+  }
   return { outcome: { $case: "failure", value: { commandId, failure } } };
 }
 
-/** The wire Failure of a thrown value. */
-export function toFailure(err: unknown): Failure {
+/** The wire Failure of a thrown value, with its `cause` chain (Error.cause) as causes. */
+export function toFailure(err: unknown, depth = MAX_CAUSE_DEPTH): Failure {
   const message = err instanceof Error ? err.message : String(err);
   const stack = err instanceof Error ? (err.stack ?? "") : "";
   let details;
@@ -73,6 +82,8 @@ export function toFailure(err: unknown): Failure {
     nonRetryable: err instanceof ApplicationError && err.nonRetryable,
     stackTrace: truncate(stack, MAX_STACK_CHARS),
     details,
+    kind: err instanceof InvalidResultError ? FailureKind.FAILURE_KIND_INVALID_RESULT : FailureKind.FAILURE_KIND_APPLICATION,
+    cause: err instanceof Error && err.cause !== undefined && depth > 0 ? toFailure(err.cause, depth - 1) : undefined,
   };
 }
 

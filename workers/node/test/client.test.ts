@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { WorkflowState } from "../src/gen/multiagents/v1/common.js";
+import { type Failure, FailureKind, WorkflowState } from "../src/gen/multiagents/v1/common.js";
 import type { StatusEvent } from "../src/gen/multiagents/v1/events.js";
 import { StepStatus } from "../src/gen/multiagents/v1/workflow.js";
 import {
@@ -14,7 +14,11 @@ import {
   type WatchWorkflowRequest,
   type WatchWorkflowResponse,
 } from "../src/gen/multiagents/v1/workflow_service.js";
-import { Client, encodeJson, isTerminal, type StatusUpdate } from "../src/index.js";
+import { Client, WorkflowFailedError, encodeJson, isTerminal, type StatusUpdate } from "../src/index.js";
+
+function failure(message: string, type: string, kind: FailureKind): Failure {
+  return { message, type, kind, nonRetryable: false, stackTrace: "", details: undefined, cause: undefined };
+}
 
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>) => void;
 
@@ -34,6 +38,7 @@ function event(state: WorkflowState, revision: number, extra: Partial<StatusEven
       revision,
       failure: undefined,
       requiresManualIntervention: false,
+      cancelReason: "",
       ...extra,
     },
     finalStatus: undefined,
@@ -66,7 +71,7 @@ before(async () => {
         currentStep: "",
         stepResults: encodeJson({ reserve: { id: 7 } }),
         context: encodeJson({ order: 1, id: 7 }),
-        failure: { message: "boom", type: "Error", nonRetryable: false, stackTrace: "", details: undefined },
+        failure: failure("boom", "Error", FailureKind.FAILURE_KIND_APPLICATION),
         requiresManualIntervention: false,
         steps: [{ name: "reserve", status: StepStatus.STEP_STATUS_COMPENSATED, attempts: 1, lastFailure: undefined, path: "reserve", kind: "step", branch: "" }],
         runningSteps: [],
@@ -174,7 +179,7 @@ describe("Client", () => {
 
   it("wait returns the terminal update; watch stops when its signal aborts", async () => {
     watchScripts.push((call) => {
-      call.write(event(WorkflowState.WORKFLOW_STATE_FAILED, 3, { failure: { message: "x", type: "ValueError", nonRetryable: true, stackTrace: "", details: undefined } }));
+      call.write(event(WorkflowState.WORKFLOW_STATE_FAILED, 3, { failure: failure("x", "ValueError", FailureKind.FAILURE_KIND_UNSPECIFIED) }));
     });
     const final = await client.wait("tx-1");
     assert.equal(final.state, "FAILED");
@@ -193,6 +198,29 @@ describe("Client", () => {
       /enough/,
     );
     assert.deepEqual(seen, ["RUNNING"]);
+  });
+
+  it("result rejects with WorkflowFailedError carrying the failure's kind and cause chain, or the cancel reason", async () => {
+    const childFailure = failure("sub-workflow tx-1.0.1 ended failed: boom", "ChildWorkflowFailed", FailureKind.FAILURE_KIND_CHILD_WORKFLOW_FAILED);
+    childFailure.cause = failure("boom", "WorkerExecutionError", FailureKind.FAILURE_KIND_APPLICATION);
+    watchScripts.push((call) => call.write(event(WorkflowState.WORKFLOW_STATE_COMPENSATED, 5, { failure: childFailure })));
+    const failed = await client.result("tx-1").then(
+      () => assert.fail("result() resolved for a compensated workflow"),
+      (err: unknown) => err,
+    );
+    assert.ok(failed instanceof WorkflowFailedError);
+    assert.equal(failed.state, "COMPENSATED");
+    assert.equal(failed.failure?.kind, "CHILD_WORKFLOW_FAILED");
+    assert.deepEqual([failed.failure?.cause?.kind, failed.failure?.cause?.type], ["APPLICATION", "WorkerExecutionError"]);
+    assert.equal(failed.failure?.cause?.cause, undefined);
+    assert.match(failed.message, /^workflow tx-1 ended COMPENSATED: ChildWorkflowFailed \[CHILD_WORKFLOW_FAILED\]: /);
+
+    watchScripts.push((call) => call.write(event(WorkflowState.WORKFLOW_STATE_CANCELLED, 6, { cancelReason: "operator" })));
+    await assert.rejects(client.result("tx-1"), (err: unknown) => {
+      assert.ok(err instanceof WorkflowFailedError);
+      assert.deepEqual([err.state, err.failure, err.cancelReason], ["CANCELLED", undefined, "operator"]);
+      return true;
+    });
   });
 
   it("watch of an unknown transaction rejects with the server's error", async () => {

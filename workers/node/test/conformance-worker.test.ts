@@ -64,6 +64,7 @@ describe("conformance worker", () => {
     assert.equal(byId.get("invalid")?.failure?.message, "invalid input");
     assert.equal(byId.get("fail")?.failure?.message, "boom from node");
     assert.equal(byId.get("fail")?.failure?.nonRetryable, false);
+    assert.equal(byId.get("fail")?.failure?.cause?.message, "gateway refused node");
     assert.deepEqual(byId.get("comp")?.result, { compensated_by: "node", compensated_step: "s1" });
   });
 

@@ -5,11 +5,13 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { afterEach, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
+import { FailureKind } from "../src/gen/multiagents/v1/common.js";
 import { CommandKind, ProtocolVersion } from "../src/gen/multiagents/v1/worker_service.js";
 import { backoffDelay } from "../src/backoff.js";
 import {
   CancelledError,
   DeadlineExceededError,
+  MAX_CAUSE_DEPTH,
   NonRetryableError,
   SDK_VERSION,
   SessionRejectedError,
@@ -201,6 +203,32 @@ describe("commands", () => {
     assert.match(summary("array").message, /must return a JSON object.*array/);
     assert.equal(summary("bigint").type, "TypeError");
     assert.equal(summary("bigint").nonRetryable, true);
+    // A handler's error is APPLICATION; a result the SDK cannot send is INVALID_RESULT.
+    assert.equal(byId.get("retryable")!.kind, FailureKind.FAILURE_KIND_APPLICATION);
+    assert.equal(byId.get("array")!.kind, FailureKind.FAILURE_KIND_INVALID_RESULT);
+  });
+
+  it("sends an error's cause chain, up to MAX_CAUSE_DEPTH levels", async () => {
+    let deep: Error = new Error("root");
+    for (let i = 0; i < 12; i++) deep = new Error(`level ${i}`, { cause: deep });
+    const { orch } = await setup((w) => {
+      w.register("wrapped", () => {
+        throw new NonRetryableError("charge failed", "ChargeError", { cause: new TypeError("bad card") });
+      });
+      w.register("deep", () => {
+        throw deep;
+      });
+    });
+    const session = await connected(orch);
+    session.command({ commandId: "wrapped", workerName: "wrapped" });
+    session.command({ commandId: "deep", workerName: "deep" });
+    const byId = new Map((await session.outcomes(2)).map((o) => [o.commandId, o.failure!]));
+    const wrapped = byId.get("wrapped")!;
+    assert.deepEqual([wrapped.type, wrapped.cause?.type, wrapped.cause?.message, wrapped.cause?.kind], ["ChargeError", "TypeError", "bad card", FailureKind.FAILURE_KIND_APPLICATION]);
+    assert.equal(wrapped.cause?.cause, undefined);
+    let depth = 0;
+    for (let f = byId.get("deep")!.cause; f !== undefined; f = f.cause) depth++;
+    assert.equal(depth, MAX_CAUSE_DEPTH);
   });
 
   it("fails a result over the server's payload limit without retry", async () => {
@@ -284,6 +312,7 @@ describe("commands", () => {
     const [outcome] = await session.outcomes(1);
     assert.ok(reason instanceof CancelledError);
     assert.equal(outcome!.failure?.type, "Cancelled");
+    assert.equal(outcome!.failure?.kind, FailureKind.FAILURE_KIND_CANCELLED);
     assert.equal(outcome!.failure?.message, "workflow cancelled");
   });
 
@@ -296,6 +325,7 @@ describe("commands", () => {
     session.command({ commandId: "c1", workerName: "long", deadline: new Date(Date.now() + 150) });
     const [outcome] = await session.outcomes(1);
     assert.equal(outcome!.failure?.type, "StepTimeout");
+    assert.equal(outcome!.failure?.kind, FailureKind.FAILURE_KIND_TIMEOUT);
     assert.equal(outcome!.failure?.nonRetryable, false);
     assert.ok(Date.now() - sent >= 140, "aborted before the deadline");
     assert.equal(new DeadlineExceededError().name, "DeadlineExceededError");

@@ -47,9 +47,9 @@ func invalid(context.Context, *worker.Task) (map[string]any, error) {
 	return nil, worker.NonRetryable(worker.NewError("ValueError", "invalid input"))
 }
 
-// fail always fails with a retryable error.
+// fail always fails with a retryable error, caused by another one.
 func fail(context.Context, *worker.Task) (map[string]any, error) {
-	return nil, fmt.Errorf("boom from %s", lang)
+	return nil, &worker.Error{Message: "boom from " + lang, Err: fmt.Errorf("gateway refused %s", lang)}
 }
 
 // compensate undoes a step.

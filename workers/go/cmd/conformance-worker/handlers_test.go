@@ -68,7 +68,8 @@ func TestInvalidIsANonRetryableValueError(t *testing.T) {
 }
 
 func TestFailAndCompensate(t *testing.T) {
-	if _, err := fail(context.Background(), &worker.Task{}); err == nil || err.Error() != "boom from go" || worker.IsNonRetryable(err) {
+	if _, err := fail(context.Background(), &worker.Task{}); err == nil || err.Error() != "boom from go" || worker.IsNonRetryable(err) ||
+		errors.Unwrap(err) == nil || errors.Unwrap(err).Error() != "gateway refused go" {
 		t.Errorf("fail: %v", err)
 	}
 	got, _ := compensate(context.Background(), &worker.Task{Step: "charge"})

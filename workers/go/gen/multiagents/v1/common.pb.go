@@ -21,6 +21,119 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// FailureKind is the class of a Failure: who produced it and what the
+// platform does with it. Retry decisions follow Failure.non_retryable and
+// the step's retry policy (maximum_attempts, non_retryable_error_types
+// matched against Failure.type); each kind below says what that gives.
+type FailureKind int32
+
+const (
+	// Not set: read as FAILURE_KIND_APPLICATION.
+	FailureKind_FAILURE_KIND_UNSPECIFIED FailureKind = 0
+	// The worker's handler raised or returned an error. Produced by workers
+	// (the default of every SDK). Retried by the step's retry policy unless
+	// non_retryable is set or the type is listed in non_retryable_error_types.
+	// A compensation's own error is of this kind too (its ErrorEvent has
+	// compensation=true). The server also gives this kind, not retried, to an
+	// approval answered approved=false (type "Rejected") and to a condition or
+	// map expression that fails on the context (type "ExpressionError").
+	FailureKind_FAILURE_KIND_APPLICATION FailureKind = 1
+	// The attempt did not finish within the step's timeout. Produced by the
+	// server (type "StepTimeout"; its message names the step and the limit;
+	// the worker is sent a Cancel with that message), or by an SDK whose
+	// handler was stopped at Command.deadline (same type: whichever side
+	// noticed first, retry policies see one kind and type). Retried. Also a
+	// wait_for_signal whose timeout expired with no continue_on_timeout (type
+	// "SignalTimeout"; not retried).
+	FailureKind_FAILURE_KIND_TIMEOUT FailureKind = 2
+	// The step has a heartbeat_timeout and no heartbeat naming the command
+	// arrived within it. Produced by the server (type "HeartbeatTimeout").
+	// The worker is sent a Cancel. Retried.
+	FailureKind_FAILURE_KIND_HEARTBEAT_TIMEOUT FailureKind = 3
+	// The worker session (type "WorkerLost", "worker session lost: ...") or
+	// the server replica that held it ("server replica ... lost") ended while
+	// the attempt ran. Produced by the server. Retried: at-least-once.
+	FailureKind_FAILURE_KIND_WORKER_LOST FailureKind = 4
+	// The attempt or workflow was cancelled. Produced by workers answering a
+	// Cancel (message: Cancel.reason; type "Cancelled"; the server ignores that
+	// answer but records it in monitoring traces), and by the server as the
+	// cause of a CHILD_WORKFLOW_FAILED when the child was cancelled (message:
+	// the cancel reason). Never retried.
+	FailureKind_FAILURE_KIND_CANCELLED FailureKind = 5
+	// The worker's result could not be accepted: not a JSON object (type
+	// "InvalidArgument"), nested deeper than 100 or invalid JSON
+	// ("InvalidArgument"), over max_payload_bytes ("ResourceExhausted").
+	// Produced by the server, or by an SDK that checks its result before
+	// sending it (type "PayloadTooLarge"). Non-retryable.
+	FailureKind_FAILURE_KIND_INVALID_RESULT FailureKind = 6
+	// A compensation completed but reported that it could not undo its step
+	// (its result has requires_manual_intervention=true; type
+	// "CompensationFailed"). Produced by the server. Non-retryable; the
+	// workflow ends FAILED with requires_manual_intervention. (A compensation
+	// that raises is an APPLICATION failure, retried by its retry policy.)
+	FailureKind_FAILURE_KIND_COMPENSATION_FAILED FailureKind = 7
+	// A sub-workflow step's child workflow ended FAILED, COMPENSATED or
+	// CANCELLED (type "ChildWorkflowFailed"; cause: the child's failure, or a
+	// CANCELLED failure with the child's cancel reason), or could not start
+	// because its definition is missing (type "ChildWorkflowNotFound", no
+	// cause). Produced by the server. Retried (a new child) unless the cause
+	// is non-retryable, the child was cancelled, or the definition is missing.
+	FailureKind_FAILURE_KIND_CHILD_WORKFLOW_FAILED FailureKind = 8
+)
+
+// Enum value maps for FailureKind.
+var (
+	FailureKind_name = map[int32]string{
+		0: "FAILURE_KIND_UNSPECIFIED",
+		1: "FAILURE_KIND_APPLICATION",
+		2: "FAILURE_KIND_TIMEOUT",
+		3: "FAILURE_KIND_HEARTBEAT_TIMEOUT",
+		4: "FAILURE_KIND_WORKER_LOST",
+		5: "FAILURE_KIND_CANCELLED",
+		6: "FAILURE_KIND_INVALID_RESULT",
+		7: "FAILURE_KIND_COMPENSATION_FAILED",
+		8: "FAILURE_KIND_CHILD_WORKFLOW_FAILED",
+	}
+	FailureKind_value = map[string]int32{
+		"FAILURE_KIND_UNSPECIFIED":           0,
+		"FAILURE_KIND_APPLICATION":           1,
+		"FAILURE_KIND_TIMEOUT":               2,
+		"FAILURE_KIND_HEARTBEAT_TIMEOUT":     3,
+		"FAILURE_KIND_WORKER_LOST":           4,
+		"FAILURE_KIND_CANCELLED":             5,
+		"FAILURE_KIND_INVALID_RESULT":        6,
+		"FAILURE_KIND_COMPENSATION_FAILED":   7,
+		"FAILURE_KIND_CHILD_WORKFLOW_FAILED": 8,
+	}
+)
+
+func (x FailureKind) Enum() *FailureKind {
+	p := new(FailureKind)
+	*p = x
+	return p
+}
+
+func (x FailureKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FailureKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_multiagents_v1_common_proto_enumTypes[0].Descriptor()
+}
+
+func (FailureKind) Type() protoreflect.EnumType {
+	return &file_multiagents_v1_common_proto_enumTypes[0]
+}
+
+func (x FailureKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FailureKind.Descriptor instead.
+func (FailureKind) EnumDescriptor() ([]byte, []int) {
+	return file_multiagents_v1_common_proto_rawDescGZIP(), []int{0}
+}
+
 // WorkflowState is the lifecycle state of one workflow execution.
 type WorkflowState int32
 
@@ -80,11 +193,11 @@ func (x WorkflowState) String() string {
 }
 
 func (WorkflowState) Descriptor() protoreflect.EnumDescriptor {
-	return file_multiagents_v1_common_proto_enumTypes[0].Descriptor()
+	return file_multiagents_v1_common_proto_enumTypes[1].Descriptor()
 }
 
 func (WorkflowState) Type() protoreflect.EnumType {
-	return &file_multiagents_v1_common_proto_enumTypes[0]
+	return &file_multiagents_v1_common_proto_enumTypes[1]
 }
 
 func (x WorkflowState) Number() protoreflect.EnumNumber {
@@ -93,14 +206,16 @@ func (x WorkflowState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WorkflowState.Descriptor instead.
 func (WorkflowState) EnumDescriptor() ([]byte, []int) {
-	return file_multiagents_v1_common_proto_rawDescGZIP(), []int{0}
+	return file_multiagents_v1_common_proto_rawDescGZIP(), []int{1}
 }
 
 // Payload carries user data (workflow input, step context, step results,
 // failure details). `metadata["encoding"]` says how `data` is encoded;
-// "json/plain" is the default and the only encoding the server merges into a
-// workflow's context. Codecs (compression, encryption) can be added as new
-// encodings without a protocol change.
+// "json/plain" is the default (no encoding metadata reads as json/plain) and
+// the only encoding the server merges into a workflow's context. An empty
+// `data` is the empty object {} for inputs, contexts and results. Codecs
+// (compression, encryption) can be added as new encodings without a
+// protocol change.
 type Payload struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Encoding and codec information, e.g. {"encoding": "json/plain"}.
@@ -156,20 +271,40 @@ func (x *Payload) GetData() []byte {
 }
 
 // Failure is a structured error, reported by a worker or produced by the
-// server (timeouts, lost workers).
+// server (timeouts, lost workers, sub-workflows). `kind` says which of the
+// platform's failure classes it is (whoever produced it); `type` is the
+// finer, free-form error class that retry policies match; `cause` is the
+// failure that led to this one (a chain, outermost first).
 type Failure struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Human-readable message.
 	Message string `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
 	// Error type, e.g. "ValueError", "WorkerExecutionError", "StepTimeout",
 	// "WorkerLost". Matched against a retry policy's non_retryable_error_types.
+	// Set on every failure, also the server's own (the type of each kind is
+	// listed at FailureKind).
 	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	// When true the step is not retried, whatever its retry policy says.
 	NonRetryable bool `protobuf:"varint,3,opt,name=non_retryable,json=nonRetryable,proto3" json:"non_retryable,omitempty"`
-	// Stack trace of the worker, when it has one.
+	// Stack trace of the worker, when it has one. The server keeps the last
+	// 8 KiB of each failure's trace in the chain (docs/protocol.md).
 	StackTrace string `protobuf:"bytes,4,opt,name=stack_trace,json=stackTrace,proto3" json:"stack_trace,omitempty"`
 	// Optional structured details.
-	Details       *Payload `protobuf:"bytes,5,opt,name=details,proto3" json:"details,omitempty"`
+	Details *Payload `protobuf:"bytes,5,opt,name=details,proto3" json:"details,omitempty"`
+	// Which class of failure this is. FAILURE_KIND_UNSPECIFIED (a worker or a
+	// stored failure that predates the field) is read as
+	// FAILURE_KIND_APPLICATION. A worker may only report APPLICATION,
+	// TIMEOUT, CANCELLED or INVALID_RESULT; the server records any other kind
+	// a worker sends (a server-only kind, or a value it does not know) as
+	// APPLICATION, keeping the message and type, and the session goes on.
+	Kind FailureKind `protobuf:"varint,6,opt,name=kind,proto3,enum=multiagents.v1.FailureKind" json:"kind,omitempty"`
+	// The failure that caused this one, when there is one: a sub-workflow
+	// step's failure (CHILD_WORKFLOW_FAILED) has the child workflow's failure
+	// as cause; a worker may send the chain of its language's wrapped errors
+	// (Python's __cause__, Node's Error.cause, Go's errors.Unwrap). The server
+	// keeps at most 8 levels below the top failure; deeper causes are dropped.
+	// Unset when there is no cause.
+	Cause         *Failure `protobuf:"bytes,7,opt,name=cause,proto3" json:"cause,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -239,6 +374,20 @@ func (x *Failure) GetDetails() *Payload {
 	return nil
 }
 
+func (x *Failure) GetKind() FailureKind {
+	if x != nil {
+		return x.Kind
+	}
+	return FailureKind_FAILURE_KIND_UNSPECIFIED
+}
+
+func (x *Failure) GetCause() *Failure {
+	if x != nil {
+		return x.Cause
+	}
+	return nil
+}
+
 var File_multiagents_v1_common_proto protoreflect.FileDescriptor
 
 const file_multiagents_v1_common_proto_rawDesc = "" +
@@ -249,14 +398,26 @@ const file_multiagents_v1_common_proto_rawDesc = "" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xb0\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x90\x02\n" +
 	"\aFailure\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12#\n" +
 	"\rnon_retryable\x18\x03 \x01(\bR\fnonRetryable\x12\x1f\n" +
 	"\vstack_trace\x18\x04 \x01(\tR\n" +
 	"stackTrace\x121\n" +
-	"\adetails\x18\x05 \x01(\v2\x17.multiagents.v1.PayloadR\adetails*\xff\x01\n" +
+	"\adetails\x18\x05 \x01(\v2\x17.multiagents.v1.PayloadR\adetails\x12/\n" +
+	"\x04kind\x18\x06 \x01(\x0e2\x1b.multiagents.v1.FailureKindR\x04kind\x12-\n" +
+	"\x05cause\x18\a \x01(\v2\x17.multiagents.v1.FailureR\x05cause*\xb0\x02\n" +
+	"\vFailureKind\x12\x1c\n" +
+	"\x18FAILURE_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18FAILURE_KIND_APPLICATION\x10\x01\x12\x18\n" +
+	"\x14FAILURE_KIND_TIMEOUT\x10\x02\x12\"\n" +
+	"\x1eFAILURE_KIND_HEARTBEAT_TIMEOUT\x10\x03\x12\x1c\n" +
+	"\x18FAILURE_KIND_WORKER_LOST\x10\x04\x12\x1a\n" +
+	"\x16FAILURE_KIND_CANCELLED\x10\x05\x12\x1f\n" +
+	"\x1bFAILURE_KIND_INVALID_RESULT\x10\x06\x12$\n" +
+	" FAILURE_KIND_COMPENSATION_FAILED\x10\a\x12&\n" +
+	"\"FAILURE_KIND_CHILD_WORKFLOW_FAILED\x10\b*\xff\x01\n" +
 	"\rWorkflowState\x12\x1e\n" +
 	"\x1aWORKFLOW_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16WORKFLOW_STATE_PENDING\x10\x01\x12\x1a\n" +
@@ -279,22 +440,25 @@ func file_multiagents_v1_common_proto_rawDescGZIP() []byte {
 	return file_multiagents_v1_common_proto_rawDescData
 }
 
-var file_multiagents_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_multiagents_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_multiagents_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_multiagents_v1_common_proto_goTypes = []any{
-	(WorkflowState)(0), // 0: multiagents.v1.WorkflowState
-	(*Payload)(nil),    // 1: multiagents.v1.Payload
-	(*Failure)(nil),    // 2: multiagents.v1.Failure
-	nil,                // 3: multiagents.v1.Payload.MetadataEntry
+	(FailureKind)(0),   // 0: multiagents.v1.FailureKind
+	(WorkflowState)(0), // 1: multiagents.v1.WorkflowState
+	(*Payload)(nil),    // 2: multiagents.v1.Payload
+	(*Failure)(nil),    // 3: multiagents.v1.Failure
+	nil,                // 4: multiagents.v1.Payload.MetadataEntry
 }
 var file_multiagents_v1_common_proto_depIdxs = []int32{
-	3, // 0: multiagents.v1.Payload.metadata:type_name -> multiagents.v1.Payload.MetadataEntry
-	1, // 1: multiagents.v1.Failure.details:type_name -> multiagents.v1.Payload
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4, // 0: multiagents.v1.Payload.metadata:type_name -> multiagents.v1.Payload.MetadataEntry
+	2, // 1: multiagents.v1.Failure.details:type_name -> multiagents.v1.Payload
+	0, // 2: multiagents.v1.Failure.kind:type_name -> multiagents.v1.FailureKind
+	3, // 3: multiagents.v1.Failure.cause:type_name -> multiagents.v1.Failure
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_common_proto_init() }
@@ -307,7 +471,7 @@ func file_multiagents_v1_common_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_multiagents_v1_common_proto_rawDesc), len(file_multiagents_v1_common_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -35,7 +35,8 @@ type CommandEvent struct {
 	Context *Payload `protobuf:"bytes,4,opt,name=context,proto3" json:"context,omitempty"`
 	// When it was dispatched.
 	Timestamp *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
-	// Retries before this attempt (attempt - 1).
+	// Retries before this attempt: Command.attempt - 1 (0 for the first
+	// attempt of the step).
 	RetryCount int32 `protobuf:"varint,6,opt,name=retry_count,json=retryCount,proto3" json:"retry_count,omitempty"`
 	// Step name.
 	Step string `protobuf:"bytes,7,opt,name=step,proto3" json:"step,omitempty"`
@@ -289,7 +290,9 @@ type ErrorEvent struct {
 	Error *Failure `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
 	// When it was recorded.
 	Timestamp *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
-	// Retries before the failed attempt.
+	// Retries before the failed attempt: its Command.attempt - 1. For a
+	// compensation (compensation=true) it counts the compensation's attempts,
+	// which start again from 1.
 	RetryCount int32 `protobuf:"varint,6,opt,name=retry_count,json=retryCount,proto3" json:"retry_count,omitempty"`
 	// Step name.
 	Step string `protobuf:"bytes,7,opt,name=step,proto3" json:"step,omitempty"`
@@ -429,7 +432,8 @@ type CompensationEvent struct {
 	Step string `protobuf:"bytes,6,opt,name=step,proto3" json:"step,omitempty"`
 	// Attempt-scoped command id.
 	CommandId string `protobuf:"bytes,7,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
-	// Retries before this attempt.
+	// Retries of this compensation before this attempt: Command.attempt - 1,
+	// counted apart from the step's own attempts (0 for the first).
 	RetryCount int32 `protobuf:"varint,8,opt,name=retry_count,json=retryCount,proto3" json:"retry_count,omitempty"`
 	// Path of the step (StepInfo.path).
 	Path          string `protobuf:"bytes,9,opt,name=path,proto3" json:"path,omitempty"`
@@ -551,8 +555,15 @@ type StatusEvent struct {
 	Failure *Failure `protobuf:"bytes,8,opt,name=failure,proto3" json:"failure,omitempty"`
 	// True when a compensation failed for good.
 	RequiresManualIntervention bool `protobuf:"varint,9,opt,name=requires_manual_intervention,json=requiresManualIntervention,proto3" json:"requires_manual_intervention,omitempty"`
-	unknownFields              protoimpl.UnknownFields
-	sizeCache                  protoimpl.SizeCache
+	// Why the execution is being cancelled: the reason given to CancelWorkflow
+	// ("workflow cancelled" when it gave none). Empty until a cancel is
+	// requested; from then on set on every StatusEvent of the execution. The
+	// request itself is recorded as a StatusEvent (state unchanged, RUNNING)
+	// in the history and on WatchWorkflow, so a watcher sees the reason before
+	// compensation ends in CANCELLED.
+	CancelReason  string `protobuf:"bytes,10,opt,name=cancel_reason,json=cancelReason,proto3" json:"cancel_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusEvent) Reset() {
@@ -646,6 +657,13 @@ func (x *StatusEvent) GetRequiresManualIntervention() bool {
 		return x.RequiresManualIntervention
 	}
 	return false
+}
+
+func (x *StatusEvent) GetCancelReason() string {
+	if x != nil {
+		return x.CancelReason
+	}
+	return ""
 }
 
 // NodeEvent: a construct of workflow model v2 did something: a condition
@@ -1072,7 +1090,7 @@ const file_multiagents_v1_events_proto_rawDesc = "" +
 	"command_id\x18\a \x01(\tR\tcommandId\x12\x1f\n" +
 	"\vretry_count\x18\b \x01(\x05R\n" +
 	"retryCount\x12\x12\n" +
-	"\x04path\x18\t \x01(\tR\x04path\"\xba\x03\n" +
+	"\x04path\x18\t \x01(\tR\x04path\"\xdf\x03\n" +
 	"\vStatusEvent\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x123\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1d.multiagents.v1.WorkflowStateR\x05state\x12!\n" +
@@ -1082,7 +1100,9 @@ const file_multiagents_v1_events_proto_rawDesc = "" +
 	"\x0ecorrelation_id\x18\x06 \x01(\tR\rcorrelationId\x12\x1a\n" +
 	"\brevision\x18\a \x01(\x03R\brevision\x121\n" +
 	"\afailure\x18\b \x01(\v2\x17.multiagents.v1.FailureR\afailure\x12@\n" +
-	"\x1crequires_manual_intervention\x18\t \x01(\bR\x1arequiresManualIntervention\"\xc7\x01\n" +
+	"\x1crequires_manual_intervention\x18\t \x01(\bR\x1arequiresManualIntervention\x12#\n" +
+	"\rcancel_reason\x18\n" +
+	" \x01(\tR\fcancelReason\"\xc7\x01\n" +
 	"\tNodeEvent\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x12\n" +

@@ -27,7 +27,8 @@ const (
 type ProtocolVersion int32
 
 const (
-	// Not set.
+	// Not set: accepted as version 1 (workers older than the field). Any
+	// other unknown version is INVALID_ARGUMENT.
 	ProtocolVersion_PROTOCOL_VERSION_UNSPECIFIED ProtocolVersion = 0
 	// Version 1.
 	ProtocolVersion_PROTOCOL_VERSION_1 ProtocolVersion = 1
@@ -409,7 +410,7 @@ type ConnectResponse_Cancel struct {
 }
 
 type ConnectResponse_Ping struct {
-	// Liveness probe; the worker answers with a Heartbeat.
+	// Not sent by the server (see Ping); kept for wire compatibility.
 	Ping *Ping `protobuf:"bytes,4,opt,name=ping,proto3,oneof"`
 }
 
@@ -441,7 +442,8 @@ type Hello struct {
 	// Stable id of the worker process (e.g. host-pid); at most 200 characters.
 	WorkerId string `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	// Worker names this process serves: 1 to 1,000 names, each 1-200
-	// characters of letters, digits and _ . - : /.
+	// characters of letters, digits and _ . - : /. An empty list is
+	// INVALID_ARGUMENT.
 	WorkerNames []string `protobuf:"bytes,2,rep,name=worker_names,json=workerNames,proto3" json:"worker_names,omitempty"`
 	// Most commands in flight at once on this session; >= 1.
 	MaxConcurrency int32 `protobuf:"varint,3,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
@@ -618,13 +620,19 @@ type Command struct {
 	Step string `protobuf:"bytes,6,opt,name=step,proto3" json:"step,omitempty"`
 	// JSON object: the context.
 	Context *Payload `protobuf:"bytes,7,opt,name=context,proto3" json:"context,omitempty"`
-	// Attempt number, from 1.
+	// Attempt number, from 1: 1 for the first attempt, n for the n-th
+	// (retry_count n - 1 in the history). A step's execution and its
+	// compensation count separately: the first compensation command of a step
+	// has attempt 1 whatever the step's own attempts were. A retry of the
+	// same step is a new attempt with a new command_id.
 	Attempt int32 `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// The attempt fails with a timeout after this instant.
 	Deadline *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	// Send Heartbeat for this command at least this often; unset when not required.
 	HeartbeatTimeout *durationpb.Duration `protobuf:"bytes,10,opt,name=heartbeat_timeout,json=heartbeatTimeout,proto3" json:"heartbeat_timeout,omitempty"`
-	// Propagated metadata (e.g. traceparent).
+	// Propagated metadata: string headers copied from the ExecuteWorkflow
+	// call's gRPC metadata, e.g. traceparent (at most 512 characters). A
+	// string map, unlike Payload.metadata (bytes, for codecs).
 	Metadata      map[string]string `protobuf:"bytes,11,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -783,12 +791,19 @@ func (x *Commands) GetCommands() []*Command {
 	return nil
 }
 
-// CommandResult completes a command.
+// CommandResult completes a command. Nothing acknowledges an answer on the
+// stream: it is applied once its transition is committed. An answer to a
+// command_id the server never sent, to an attempt that is no longer
+// current, or a second answer to the same attempt is ignored without an
+// error; the session goes on.
 type CommandResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Command id being answered.
 	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
-	// JSON object: the result.
+	// JSON object: the result; empty data is {}. Anything else (an array, a
+	// number, invalid JSON, nested deeper than 100, over max_payload_bytes)
+	// fails the attempt, non-retryable, with a FAILURE_KIND_INVALID_RESULT
+	// failure naming `result` and the limit.
 	Result        *Payload `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -843,7 +858,12 @@ type CommandFailure struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Command id being answered.
 	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
-	// The failure; non_retryable=true for validation errors.
+	// The failure; non_retryable=true for validation errors. kind is
+	// FAILURE_KIND_APPLICATION (the default when unset), TIMEOUT (the handler
+	// was stopped at the command's deadline), CANCELLED (the answer to a
+	// Cancel) or INVALID_RESULT (the SDK found its own result unsendable);
+	// any other kind is recorded as APPLICATION. The cause chain and every
+	// stack trace in it are kept as documented on Failure.
 	Failure       *Failure `protobuf:"bytes,2,opt,name=failure,proto3" json:"failure,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1118,7 +1138,13 @@ func (*Drain) Descriptor() ([]byte, []int) {
 	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{11}
 }
 
-// Cancel asks the worker to stop a command.
+// Cancel asks the worker to stop a command: the workflow was cancelled, or
+// the attempt timed out (TIMEOUT, HEARTBEAT_TIMEOUT). The worker aborts the
+// handler, makes the reason visible to it (the SDKs: the message of
+// Python's CancelledError, Node's signal.reason, Go's context.Cause, a
+// *worker.CancelledError) and answers with a CommandFailure of
+// kind FAILURE_KIND_CANCELLED whose message is the reason; the server
+// ignores that answer (the attempt is over) but it frees the slot.
 type Cancel struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Command to stop.
@@ -1174,7 +1200,13 @@ func (x *Cancel) GetReason() string {
 	return ""
 }
 
-// Ping probes liveness.
+// Ping is not sent by the server. Liveness is carried elsewhere: the worker's
+// Heartbeat every heartbeat_interval (the server ends a session silent for
+// three intervals), and HTTP/2 keepalive PINGs of the connection (the server
+// and the Python SDK send one every 20 s, also without calls, and drop the
+// connection when it is not answered within 10 s). Kept so that workers
+// that handle it still compile; a worker that receives one answers with
+// Heartbeat{}.
 type Ping struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields

@@ -30,7 +30,11 @@ const (
 // process. The session carries commands, results and heartbeats together, so
 // a dead stream is a dead session. See docs/protocol.md.
 type WorkerServiceClient interface {
-	// Opens a session. The first message must be Hello; the server answers Welcome.
+	// Opens a session. The first message must be Hello (anything else ends the
+	// stream with INVALID_ARGUMENT); the server answers Welcome. Code
+	// generators that also emit a `connect` constructor (Rust's tonic: E0592)
+	// clash with this name: rename the generated method in the generator's
+	// configuration; the wire name stays /multiagents.v1.WorkerService/Connect.
 	Connect(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConnectRequest, ConnectResponse], error)
 }
 
@@ -63,7 +67,11 @@ type WorkerService_ConnectClient = grpc.BidiStreamingClient[ConnectRequest, Conn
 // process. The session carries commands, results and heartbeats together, so
 // a dead stream is a dead session. See docs/protocol.md.
 type WorkerServiceServer interface {
-	// Opens a session. The first message must be Hello; the server answers Welcome.
+	// Opens a session. The first message must be Hello (anything else ends the
+	// stream with INVALID_ARGUMENT); the server answers Welcome. Code
+	// generators that also emit a `connect` constructor (Rust's tonic: E0592)
+	// clash with this name: rename the generated method in the generator's
+	// configuration; the wire name stays /multiagents.v1.WorkerService/Connect.
 	Connect(grpc.BidiStreamingServer[ConnectRequest, ConnectResponse]) error
 	mustEmbedUnimplementedWorkerServiceServer()
 }

@@ -647,8 +647,9 @@ type CancelWorkflowRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Transaction id.
 	TransactionId string `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
-	// Why; at most 1,000 characters. Sent with the running command's Cancel
-	// and recorded in the history (the status event of the cancel).
+	// Why; at most 1,000 characters ("workflow cancelled" when empty). Sent
+	// with the running command's Cancel and recorded in the history:
+	// StatusEvent.cancel_reason of the request's event and of every later one.
 	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -11,6 +11,145 @@ export const protobufPackage = "multiagents.v1";
 
 export const protobufFileName = "multiagents/v1/common.proto";
 
+/**
+ * FailureKind is the class of a Failure: who produced it and what the
+ * platform does with it. Retry decisions follow Failure.non_retryable and
+ * the step's retry policy (maximum_attempts, non_retryable_error_types
+ * matched against Failure.type); each kind below says what that gives.
+ */
+export enum FailureKind {
+  /** FAILURE_KIND_UNSPECIFIED - Not set: read as FAILURE_KIND_APPLICATION. */
+  FAILURE_KIND_UNSPECIFIED = 0,
+  /**
+   * FAILURE_KIND_APPLICATION - The worker's handler raised or returned an error. Produced by workers
+   * (the default of every SDK). Retried by the step's retry policy unless
+   * non_retryable is set or the type is listed in non_retryable_error_types.
+   * A compensation's own error is of this kind too (its ErrorEvent has
+   * compensation=true). The server also gives this kind, not retried, to an
+   * approval answered approved=false (type "Rejected") and to a condition or
+   * map expression that fails on the context (type "ExpressionError").
+   */
+  FAILURE_KIND_APPLICATION = 1,
+  /**
+   * FAILURE_KIND_TIMEOUT - The attempt did not finish within the step's timeout. Produced by the
+   * server (type "StepTimeout"; its message names the step and the limit;
+   * the worker is sent a Cancel with that message), or by an SDK whose
+   * handler was stopped at Command.deadline (same type: whichever side
+   * noticed first, retry policies see one kind and type). Retried. Also a
+   * wait_for_signal whose timeout expired with no continue_on_timeout (type
+   * "SignalTimeout"; not retried).
+   */
+  FAILURE_KIND_TIMEOUT = 2,
+  /**
+   * FAILURE_KIND_HEARTBEAT_TIMEOUT - The step has a heartbeat_timeout and no heartbeat naming the command
+   * arrived within it. Produced by the server (type "HeartbeatTimeout").
+   * The worker is sent a Cancel. Retried.
+   */
+  FAILURE_KIND_HEARTBEAT_TIMEOUT = 3,
+  /**
+   * FAILURE_KIND_WORKER_LOST - The worker session (type "WorkerLost", "worker session lost: ...") or
+   * the server replica that held it ("server replica ... lost") ended while
+   * the attempt ran. Produced by the server. Retried: at-least-once.
+   */
+  FAILURE_KIND_WORKER_LOST = 4,
+  /**
+   * FAILURE_KIND_CANCELLED - The attempt or workflow was cancelled. Produced by workers answering a
+   * Cancel (message: Cancel.reason; type "Cancelled"; the server ignores that
+   * answer but records it in monitoring traces), and by the server as the
+   * cause of a CHILD_WORKFLOW_FAILED when the child was cancelled (message:
+   * the cancel reason). Never retried.
+   */
+  FAILURE_KIND_CANCELLED = 5,
+  /**
+   * FAILURE_KIND_INVALID_RESULT - The worker's result could not be accepted: not a JSON object (type
+   * "InvalidArgument"), nested deeper than 100 or invalid JSON
+   * ("InvalidArgument"), over max_payload_bytes ("ResourceExhausted").
+   * Produced by the server, or by an SDK that checks its result before
+   * sending it (type "PayloadTooLarge"). Non-retryable.
+   */
+  FAILURE_KIND_INVALID_RESULT = 6,
+  /**
+   * FAILURE_KIND_COMPENSATION_FAILED - A compensation completed but reported that it could not undo its step
+   * (its result has requires_manual_intervention=true; type
+   * "CompensationFailed"). Produced by the server. Non-retryable; the
+   * workflow ends FAILED with requires_manual_intervention. (A compensation
+   * that raises is an APPLICATION failure, retried by its retry policy.)
+   */
+  FAILURE_KIND_COMPENSATION_FAILED = 7,
+  /**
+   * FAILURE_KIND_CHILD_WORKFLOW_FAILED - A sub-workflow step's child workflow ended FAILED, COMPENSATED or
+   * CANCELLED (type "ChildWorkflowFailed"; cause: the child's failure, or a
+   * CANCELLED failure with the child's cancel reason), or could not start
+   * because its definition is missing (type "ChildWorkflowNotFound", no
+   * cause). Produced by the server. Retried (a new child) unless the cause
+   * is non-retryable, the child was cancelled, or the definition is missing.
+   */
+  FAILURE_KIND_CHILD_WORKFLOW_FAILED = 8,
+  UNRECOGNIZED = -1,
+}
+
+export function failureKindFromJSON(object: any): FailureKind {
+  switch (object) {
+    case 0:
+    case "FAILURE_KIND_UNSPECIFIED":
+      return FailureKind.FAILURE_KIND_UNSPECIFIED;
+    case 1:
+    case "FAILURE_KIND_APPLICATION":
+      return FailureKind.FAILURE_KIND_APPLICATION;
+    case 2:
+    case "FAILURE_KIND_TIMEOUT":
+      return FailureKind.FAILURE_KIND_TIMEOUT;
+    case 3:
+    case "FAILURE_KIND_HEARTBEAT_TIMEOUT":
+      return FailureKind.FAILURE_KIND_HEARTBEAT_TIMEOUT;
+    case 4:
+    case "FAILURE_KIND_WORKER_LOST":
+      return FailureKind.FAILURE_KIND_WORKER_LOST;
+    case 5:
+    case "FAILURE_KIND_CANCELLED":
+      return FailureKind.FAILURE_KIND_CANCELLED;
+    case 6:
+    case "FAILURE_KIND_INVALID_RESULT":
+      return FailureKind.FAILURE_KIND_INVALID_RESULT;
+    case 7:
+    case "FAILURE_KIND_COMPENSATION_FAILED":
+      return FailureKind.FAILURE_KIND_COMPENSATION_FAILED;
+    case 8:
+    case "FAILURE_KIND_CHILD_WORKFLOW_FAILED":
+      return FailureKind.FAILURE_KIND_CHILD_WORKFLOW_FAILED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return FailureKind.UNRECOGNIZED;
+  }
+}
+
+export function failureKindToJSON(object: FailureKind): string {
+  switch (object) {
+    case FailureKind.FAILURE_KIND_UNSPECIFIED:
+      return "FAILURE_KIND_UNSPECIFIED";
+    case FailureKind.FAILURE_KIND_APPLICATION:
+      return "FAILURE_KIND_APPLICATION";
+    case FailureKind.FAILURE_KIND_TIMEOUT:
+      return "FAILURE_KIND_TIMEOUT";
+    case FailureKind.FAILURE_KIND_HEARTBEAT_TIMEOUT:
+      return "FAILURE_KIND_HEARTBEAT_TIMEOUT";
+    case FailureKind.FAILURE_KIND_WORKER_LOST:
+      return "FAILURE_KIND_WORKER_LOST";
+    case FailureKind.FAILURE_KIND_CANCELLED:
+      return "FAILURE_KIND_CANCELLED";
+    case FailureKind.FAILURE_KIND_INVALID_RESULT:
+      return "FAILURE_KIND_INVALID_RESULT";
+    case FailureKind.FAILURE_KIND_COMPENSATION_FAILED:
+      return "FAILURE_KIND_COMPENSATION_FAILED";
+    case FailureKind.FAILURE_KIND_CHILD_WORKFLOW_FAILED:
+      return "FAILURE_KIND_CHILD_WORKFLOW_FAILED";
+    case FailureKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** WorkflowState is the lifecycle state of one workflow execution. */
 export enum WorkflowState {
   /** WORKFLOW_STATE_UNSPECIFIED - Not set; never a valid state of an execution. */
@@ -98,9 +237,11 @@ export function workflowStateToJSON(object: WorkflowState): string {
 /**
  * Payload carries user data (workflow input, step context, step results,
  * failure details). `metadata["encoding"]` says how `data` is encoded;
- * "json/plain" is the default and the only encoding the server merges into a
- * workflow's context. Codecs (compression, encryption) can be added as new
- * encodings without a protocol change.
+ * "json/plain" is the default (no encoding metadata reads as json/plain) and
+ * the only encoding the server merges into a workflow's context. An empty
+ * `data` is the empty object {} for inputs, contexts and results. Codecs
+ * (compression, encryption) can be added as new encodings without a
+ * protocol change.
  */
 export interface Payload {
   /** Encoding and codec information, e.g. {"encoding": "json/plain"}. */
@@ -116,7 +257,10 @@ export interface Payload_MetadataEntry {
 
 /**
  * Failure is a structured error, reported by a worker or produced by the
- * server (timeouts, lost workers).
+ * server (timeouts, lost workers, sub-workflows). `kind` says which of the
+ * platform's failure classes it is (whoever produced it); `type` is the
+ * finer, free-form error class that retry policies match; `cause` is the
+ * failure that led to this one (a chain, outermost first).
  */
 export interface Failure {
   /** Human-readable message. */
@@ -124,14 +268,39 @@ export interface Failure {
   /**
    * Error type, e.g. "ValueError", "WorkerExecutionError", "StepTimeout",
    * "WorkerLost". Matched against a retry policy's non_retryable_error_types.
+   * Set on every failure, also the server's own (the type of each kind is
+   * listed at FailureKind).
    */
   type: string;
   /** When true the step is not retried, whatever its retry policy says. */
   nonRetryable: boolean;
-  /** Stack trace of the worker, when it has one. */
+  /**
+   * Stack trace of the worker, when it has one. The server keeps the last
+   * 8 KiB of each failure's trace in the chain (docs/protocol.md).
+   */
   stackTrace: string;
   /** Optional structured details. */
-  details: Payload | undefined;
+  details:
+    | Payload
+    | undefined;
+  /**
+   * Which class of failure this is. FAILURE_KIND_UNSPECIFIED (a worker or a
+   * stored failure that predates the field) is read as
+   * FAILURE_KIND_APPLICATION. A worker may only report APPLICATION,
+   * TIMEOUT, CANCELLED or INVALID_RESULT; the server records any other kind
+   * a worker sends (a server-only kind, or a value it does not know) as
+   * APPLICATION, keeping the message and type, and the session goes on.
+   */
+  kind: FailureKind;
+  /**
+   * The failure that caused this one, when there is one: a sub-workflow
+   * step's failure (CHILD_WORKFLOW_FAILED) has the child workflow's failure
+   * as cause; a worker may send the chain of its language's wrapped errors
+   * (Python's __cause__, Node's Error.cause, Go's errors.Unwrap). The server
+   * keeps at most 8 levels below the top failure; deeper causes are dropped.
+   * Unset when there is no cause.
+   */
+  cause: Failure | undefined;
 }
 
 function createBasePayload(): Payload {
@@ -335,7 +504,7 @@ export const Payload_MetadataEntry: MessageFns<Payload_MetadataEntry> = {
 };
 
 function createBaseFailure(): Failure {
-  return { message: "", type: "", nonRetryable: false, stackTrace: "", details: undefined };
+  return { message: "", type: "", nonRetryable: false, stackTrace: "", details: undefined, kind: 0, cause: undefined };
 }
 
 export const Failure: MessageFns<Failure> = {
@@ -354,6 +523,12 @@ export const Failure: MessageFns<Failure> = {
     }
     if (message.details !== undefined) {
       Payload.encode(message.details, writer.uint32(42).fork()).join();
+    }
+    if (message.kind !== 0) {
+      writer.uint32(48).int32(message.kind);
+    }
+    if (message.cause !== undefined) {
+      Failure.encode(message.cause, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -411,6 +586,22 @@ export const Failure: MessageFns<Failure> = {
             message.details = Payload.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.cause = Failure.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -438,6 +629,8 @@ export const Failure: MessageFns<Failure> = {
         ? globalThis.String(object.stack_trace)
         : "",
       details: isSet(object.details) ? Payload.fromJSON(object.details) : undefined,
+      kind: isSet(object.kind) ? failureKindFromJSON(object.kind) : 0,
+      cause: isSet(object.cause) ? Failure.fromJSON(object.cause) : undefined,
     };
   },
 
@@ -458,6 +651,12 @@ export const Failure: MessageFns<Failure> = {
     if (message.details !== undefined) {
       obj.details = Payload.toJSON(message.details);
     }
+    if (message.kind !== 0) {
+      obj.kind = failureKindToJSON(message.kind);
+    }
+    if (message.cause !== undefined) {
+      obj.cause = Failure.toJSON(message.cause);
+    }
     return obj;
   },
 
@@ -472,6 +671,10 @@ export const Failure: MessageFns<Failure> = {
     message.stackTrace = object.stackTrace ?? "";
     message.details = (object.details !== undefined && object.details !== null)
       ? Payload.fromPartial(object.details)
+      : undefined;
+    message.kind = object.kind ?? 0;
+    message.cause = (object.cause !== undefined && object.cause !== null)
+      ? Failure.fromPartial(object.cause)
       : undefined;
     return message;
   },

@@ -29,7 +29,10 @@ export interface CommandEvent {
   timestamp:
     | Date
     | undefined;
-  /** Retries before this attempt (attempt - 1). */
+  /**
+   * Retries before this attempt: Command.attempt - 1 (0 for the first
+   * attempt of the step).
+   */
   retryCount: number;
   /** Step name. */
   step: string;
@@ -85,7 +88,11 @@ export interface ErrorEvent {
   timestamp:
     | Date
     | undefined;
-  /** Retries before the failed attempt. */
+  /**
+   * Retries before the failed attempt: its Command.attempt - 1. For a
+   * compensation (compensation=true) it counts the compensation's attempts,
+   * which start again from 1.
+   */
   retryCount: number;
   /** Step name. */
   step: string;
@@ -119,7 +126,10 @@ export interface CompensationEvent {
   step: string;
   /** Attempt-scoped command id. */
   commandId: string;
-  /** Retries before this attempt. */
+  /**
+   * Retries of this compensation before this attempt: Command.attempt - 1,
+   * counted apart from the step's own attempts (0 for the first).
+   */
   retryCount: number;
   /** Path of the step (StepInfo.path). */
   path: string;
@@ -151,6 +161,15 @@ export interface StatusEvent {
     | undefined;
   /** True when a compensation failed for good. */
   requiresManualIntervention: boolean;
+  /**
+   * Why the execution is being cancelled: the reason given to CancelWorkflow
+   * ("workflow cancelled" when it gave none). Empty until a cancel is
+   * requested; from then on set on every StatusEvent of the execution. The
+   * request itself is recorded as a StatusEvent (state unchanged, RUNNING)
+   * in the history and on WatchWorkflow, so a watcher sees the reason before
+   * compensation ends in CANCELLED.
+   */
+  cancelReason: string;
 }
 
 /**
@@ -1226,6 +1245,7 @@ function createBaseStatusEvent(): StatusEvent {
     revision: 0,
     failure: undefined,
     requiresManualIntervention: false,
+    cancelReason: "",
   };
 }
 
@@ -1257,6 +1277,9 @@ export const StatusEvent: MessageFns<StatusEvent> = {
     }
     if (message.requiresManualIntervention !== false) {
       writer.uint32(72).bool(message.requiresManualIntervention);
+    }
+    if (message.cancelReason !== "") {
+      writer.uint32(82).string(message.cancelReason);
     }
     return writer;
   },
@@ -1346,6 +1369,14 @@ export const StatusEvent: MessageFns<StatusEvent> = {
             message.requiresManualIntervention = reader.bool();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.cancelReason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1389,6 +1420,11 @@ export const StatusEvent: MessageFns<StatusEvent> = {
         : isSet(object.requires_manual_intervention)
         ? globalThis.Boolean(object.requires_manual_intervention)
         : false,
+      cancelReason: isSet(object.cancelReason)
+        ? globalThis.String(object.cancelReason)
+        : isSet(object.cancel_reason)
+        ? globalThis.String(object.cancel_reason)
+        : "",
     };
   },
 
@@ -1421,6 +1457,9 @@ export const StatusEvent: MessageFns<StatusEvent> = {
     if (message.requiresManualIntervention !== false) {
       obj.requiresManualIntervention = message.requiresManualIntervention;
     }
+    if (message.cancelReason !== "") {
+      obj.cancelReason = message.cancelReason;
+    }
     return obj;
   },
 
@@ -1442,6 +1481,7 @@ export const StatusEvent: MessageFns<StatusEvent> = {
       ? Failure.fromPartial(object.failure)
       : undefined;
     message.requiresManualIntervention = object.requiresManualIntervention ?? false;
+    message.cancelReason = object.cancelReason ?? "";
     return message;
   },
 };

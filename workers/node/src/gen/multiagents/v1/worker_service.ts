@@ -27,7 +27,10 @@ export const protobufFileName = "multiagents/v1/worker_service.proto";
 
 /** The protocol version this file describes; sent in Hello.protocol_version. */
 export enum ProtocolVersion {
-  /** PROTOCOL_VERSION_UNSPECIFIED - Not set. */
+  /**
+   * PROTOCOL_VERSION_UNSPECIFIED - Not set: accepted as version 1 (workers older than the field). Any
+   * other unknown version is INVALID_ARGUMENT.
+   */
   PROTOCOL_VERSION_UNSPECIFIED = 0,
   /** PROTOCOL_VERSION_1 - Version 1. */
   PROTOCOL_VERSION_1 = 1,
@@ -143,7 +146,7 @@ export interface ConnectResponse {
     /** Stop working on a command; its answer will be ignored. */
     { $case: "cancel"; value: Cancel }
     | //
-    /** Liveness probe; the worker answers with a Heartbeat. */
+    /** Not sent by the server (see Ping); kept for wire compatibility. */
     { $case: "ping"; value: Ping }
     | //
     /** The server is shutting down: finish in-flight commands, then reconnect. */
@@ -160,7 +163,8 @@ export interface Hello {
   workerId: string;
   /**
    * Worker names this process serves: 1 to 1,000 names, each 1-200
-   * characters of letters, digits and _ . - : /.
+   * characters of letters, digits and _ . - : /. An empty list is
+   * INVALID_ARGUMENT.
    */
   workerNames: string[];
   /** Most commands in flight at once on this session; >= 1. */
@@ -208,7 +212,13 @@ export interface Command {
   context:
     | Payload
     | undefined;
-  /** Attempt number, from 1. */
+  /**
+   * Attempt number, from 1: 1 for the first attempt, n for the n-th
+   * (retry_count n - 1 in the history). A step's execution and its
+   * compensation count separately: the first compensation command of a step
+   * has attempt 1 whatever the step's own attempts were. A retry of the
+   * same step is a new attempt with a new command_id.
+   */
   attempt: number;
   /** The attempt fails with a timeout after this instant. */
   deadline:
@@ -218,7 +228,11 @@ export interface Command {
   heartbeatTimeout:
     | Duration
     | undefined;
-  /** Propagated metadata (e.g. traceparent). */
+  /**
+   * Propagated metadata: string headers copied from the ExecuteWorkflow
+   * call's gRPC metadata, e.g. traceparent (at most 512 characters). A
+   * string map, unlike Payload.metadata (bytes, for codecs).
+   */
   metadata: { [key: string]: string };
 }
 
@@ -233,11 +247,22 @@ export interface Commands {
   commands: Command[];
 }
 
-/** CommandResult completes a command. */
+/**
+ * CommandResult completes a command. Nothing acknowledges an answer on the
+ * stream: it is applied once its transition is committed. An answer to a
+ * command_id the server never sent, to an attempt that is no longer
+ * current, or a second answer to the same attempt is ignored without an
+ * error; the session goes on.
+ */
 export interface CommandResult {
   /** Command id being answered. */
   commandId: string;
-  /** JSON object: the result. */
+  /**
+   * JSON object: the result; empty data is {}. Anything else (an array, a
+   * number, invalid JSON, nested deeper than 100, over max_payload_bytes)
+   * fails the attempt, non-retryable, with a FAILURE_KIND_INVALID_RESULT
+   * failure naming `result` and the limit.
+   */
   result: Payload | undefined;
 }
 
@@ -245,7 +270,14 @@ export interface CommandResult {
 export interface CommandFailure {
   /** Command id being answered. */
   commandId: string;
-  /** The failure; non_retryable=true for validation errors. */
+  /**
+   * The failure; non_retryable=true for validation errors. kind is
+   * FAILURE_KIND_APPLICATION (the default when unset), TIMEOUT (the handler
+   * was stopped at the command's deadline), CANCELLED (the answer to a
+   * Cancel) or INVALID_RESULT (the SDK found its own result unsendable);
+   * any other kind is recorded as APPLICATION. The cause chain and every
+   * stack trace in it are kept as documented on Failure.
+   */
   failure: Failure | undefined;
 }
 
@@ -280,7 +312,15 @@ export interface Heartbeat {
 export interface Drain {
 }
 
-/** Cancel asks the worker to stop a command. */
+/**
+ * Cancel asks the worker to stop a command: the workflow was cancelled, or
+ * the attempt timed out (TIMEOUT, HEARTBEAT_TIMEOUT). The worker aborts the
+ * handler, makes the reason visible to it (the SDKs: the message of
+ * Python's CancelledError, Node's signal.reason, Go's context.Cause, a
+ * *worker.CancelledError) and answers with a CommandFailure of
+ * kind FAILURE_KIND_CANCELLED whose message is the reason; the server
+ * ignores that answer (the attempt is over) but it frees the slot.
+ */
 export interface Cancel {
   /** Command to stop. */
   commandId: string;
@@ -291,7 +331,15 @@ export interface Cancel {
   reason: string;
 }
 
-/** Ping probes liveness. */
+/**
+ * Ping is not sent by the server. Liveness is carried elsewhere: the worker's
+ * Heartbeat every heartbeat_interval (the server ends a session silent for
+ * three intervals), and HTTP/2 keepalive PINGs of the connection (the server
+ * and the Python SDK send one every 20 s, also without calls, and drop the
+ * connection when it is not answered within 10 s). Kept so that workers
+ * that handle it still compile; a worker that receives one answers with
+ * Heartbeat{}.
+ */
 export interface Ping {
 }
 
@@ -2142,7 +2190,13 @@ export const DrainRequest: MessageFns<DrainRequest> = {
  */
 export type WorkerServiceService = typeof WorkerServiceService;
 export const WorkerServiceService = {
-  /** Opens a session. The first message must be Hello; the server answers Welcome. */
+  /**
+   * Opens a session. The first message must be Hello (anything else ends the
+   * stream with INVALID_ARGUMENT); the server answers Welcome. Code
+   * generators that also emit a `connect` constructor (Rust's tonic: E0592)
+   * clash with this name: rename the generated method in the generator's
+   * configuration; the wire name stays /multiagents.v1.WorkerService/Connect.
+   */
   connect: {
     path: "/multiagents.v1.WorkerService/Connect" as const,
     requestStream: true as const,
@@ -2155,12 +2209,24 @@ export const WorkerServiceService = {
 } as const;
 
 export interface WorkerServiceServer extends UntypedServiceImplementation {
-  /** Opens a session. The first message must be Hello; the server answers Welcome. */
+  /**
+   * Opens a session. The first message must be Hello (anything else ends the
+   * stream with INVALID_ARGUMENT); the server answers Welcome. Code
+   * generators that also emit a `connect` constructor (Rust's tonic: E0592)
+   * clash with this name: rename the generated method in the generator's
+   * configuration; the wire name stays /multiagents.v1.WorkerService/Connect.
+   */
   connect: handleBidiStreamingCall<ConnectRequest, ConnectResponse>;
 }
 
 export interface WorkerServiceClient extends Client {
-  /** Opens a session. The first message must be Hello; the server answers Welcome. */
+  /**
+   * Opens a session. The first message must be Hello (anything else ends the
+   * stream with INVALID_ARGUMENT); the server answers Welcome. Code
+   * generators that also emit a `connect` constructor (Rust's tonic: E0592)
+   * clash with this name: rename the generated method in the generator's
+   * configuration; the wire name stays /multiagents.v1.WorkerService/Connect.
+   */
   connect(): ClientDuplexStream<ConnectRequest, ConnectResponse>;
   connect(options: Partial<CallOptions>): ClientDuplexStream<ConnectRequest, ConnectResponse>;
   connect(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<ConnectRequest, ConnectResponse>;

@@ -139,8 +139,9 @@ export interface CancelWorkflowRequest {
   /** Transaction id. */
   transactionId: string;
   /**
-   * Why; at most 1,000 characters. Sent with the running command's Cancel
-   * and recorded in the history (the status event of the cancel).
+   * Why; at most 1,000 characters ("workflow cancelled" when empty). Sent
+   * with the running command's Cancel and recorded in the history:
+   * StatusEvent.cancel_reason of the request's event and of every later one.
    */
   reason: string;
 }
