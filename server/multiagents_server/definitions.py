@@ -14,7 +14,7 @@ import logging
 from multiagents import wire
 from multiagents_server import engine
 from multiagents_server.engine import codec
-from multiagents_server.errors import AlreadyExists, NotFound
+from multiagents_server.errors import AlreadyExists, InvalidArgument, NotFound
 from multiagents_server.store import Store
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,12 @@ class Definitions:
         self._latest: dict[str, int] = {}
 
     async def register(self, spec: engine.WorkflowSpec) -> bool:
-        """Store a definition; False if the identical one exists already."""
+        """Store a definition; False if the identical one exists already.
+
+        A definition whose sub-workflow steps lead back to itself through
+        registered definitions is refused (it would start children for ever).
+        """
+        await self._refuse_cycle(spec)
         encoded = wire.dumps(codec.spec_to_json(spec))
         existing = await self.store.add_definition(spec.name, spec.version, encoded)
         self.forget_latest(spec.name)  # at once here; the bus tells the other replicas
@@ -73,6 +78,30 @@ class Definitions:
         self._definitions[(name, chosen)] = spec
         return spec
 
+    async def _refuse_cycle(self, spec: engine.WorkflowSpec) -> None:
+        seen: set[tuple[str, int]] = set()
+
+        async def visit(node: engine.StepSpec, trail: list[str]) -> None:
+            trail = [*trail, node.workflow]
+            if node.workflow == spec.name:
+                raise InvalidArgument(
+                    f"definition: step {node.name!r} starts a cycle of sub-workflows: "
+                    + " -> ".join(trail)
+                )
+            key = (node.workflow, node.workflow_version)
+            if key in seen:
+                return
+            seen.add(key)
+            try:
+                child = await self.get(node.workflow, node.workflow_version)
+            except NotFound:
+                return  # not registered yet: looked up when the step starts
+            for inner in _sub_workflow_steps(child):
+                await visit(inner, trail)
+
+        for node in _sub_workflow_steps(spec):
+            await visit(node, [spec.name])
+
     def forget_latest(self, name: str | None) -> None:
         """The latest version of `name` (of every name when None) may have changed."""
         if name is None:
@@ -83,3 +112,7 @@ class Definitions:
     async def all(self) -> list[engine.WorkflowSpec]:
         """The latest version of every registered name."""
         return [await self.get(name) for name in await self.store.definition_names()]
+
+
+def _sub_workflow_steps(spec: engine.WorkflowSpec) -> list[engine.StepSpec]:
+    return [n for n in spec.nodes if isinstance(n, engine.StepSpec) and n.workflow]

@@ -21,7 +21,8 @@ from multiagents.v1 import workflow_service_pb2_grpc
 from multiagents_server.app import Server
 
 COMMANDS = ["serve", "worker", "register", "run", "status", "watch", "history",
-            "cancel", "list", "workers", "definitions", "completion", "demo"]  # fmt: skip
+            "cancel", "list", "workers", "definitions", "completion", "demo",
+            "signal", "approve", "reject", "resume", "inbox"]  # fmt: skip
 
 
 async def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -168,3 +169,50 @@ async def test_cancel_sends_its_reason() -> None:
         ("tx-1", "customer asked"),
         ("tx-2", "cancelled from the command line"),
     ]
+
+
+async def test_approve_signal_inbox_and_resume_from_the_command_line(
+    server: Server, uid: str, tmp_path: Path
+) -> None:
+    import json
+
+    calls: list[int] = []
+
+    @worker(f"{uid}.flaky")
+    async def flaky(ctx: dict[str, Any]) -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("first call fails")
+        return {"shipped": ctx["approval"]["approved"], "n": ctx["go"]["n"]}
+
+    definition = tmp_path / "approve.yaml"
+    definition.write_text(
+        f"name: {uid}.approve\n"
+        "steps:\n"
+        "  - {name: approval, wait_for_signal: {signal: approval, approval: true}}\n"
+        "  - {name: go, wait_for_signal: {signal: go, timeout: 60}}\n"
+        f"  - {{name: ship, worker: {uid}.flaky, retry: {{max_attempts: 1}}}}\n"
+    )
+    address = ("--server", server.address)
+    assert (await cli("register", str(definition), *address)).returncode == 0
+    definitions = await cli("definitions", *address)
+    assert "wait for approval approval" in definitions.stdout
+    run = await cli("run", f"{uid}.approve", "--no-follow", *address)
+    tx = run.stdout.strip()
+    inbox = await cli("inbox", "--approvals", "--json", *address)
+    waiting = [w for w in json.loads(inbox.stdout)["waiting"] if w["transaction_id"] == tx]
+    assert [(w["path"], w["signal"]) for w in waiting] == [("approval", "approval")]
+    bad = await cli("signal", tx, "nope", *address)
+    assert bad.returncode == 1 and "no wait_for_signal step for 'nope'" in bad.stderr
+    assert (await cli("approve", tx, "--by", "ana", *address)).stdout.strip() == f"approved: {tx}"
+    sent = await cli("signal", tx, "go", "--payload", '{"n": 3}', *address)
+    assert sent.returncode == 0, sent.stderr
+    async with serving(server, flaky):
+        async with Client(server.address) as client:
+            failed = await client.wait(tx, timeout=20)
+        assert failed.state == "failed"
+        resumed = await cli("resume", tx, *address)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "state        completed" in resumed.stdout
+    history = await cli("history", tx, *address)
+    assert "signal       go" in history.stdout and "taken by go" in history.stdout

@@ -475,3 +475,15 @@ async def test_bad_definitions_and_signals_name_the_field(client: Client, uid: s
         dup.add_parallel("g", [branch("a", step("s", "w")), branch("b", step("s", "w"))])
     with pytest.raises(NotFoundError, match="nope"):
         await client.signal_workflow("nope", "go", {})
+
+
+async def test_a_cycle_of_sub_workflows_is_refused_at_registration(
+    client: Client, uid: str
+) -> None:
+    a, b = f"{uid}.a", f"{uid}.b"
+    await client.register_workflow(WorkflowBuilder(a).add_workflow_step("run_b", b).build())
+    with pytest.raises(InvalidArgumentError, match=f"cycle of sub-workflows: {b} -> {a} -> {b}"):
+        await client.register_workflow(WorkflowBuilder(b).add_workflow_step("run_a", a).build())
+    with pytest.raises(InvalidArgumentError, match="cycle"):
+        await client.register_workflow(WorkflowBuilder(f"{uid}.self").add_workflow_step(
+            "again", f"{uid}.self").build())  # fmt: skip
