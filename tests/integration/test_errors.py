@@ -64,7 +64,7 @@ async def test_unknown_workflow_and_version_are_not_found(client: Client, uid: s
             workflow_pb2.WorkflowDefinition(
                 name="w", version=1, steps=[workflow_pb2.StepDefinition(name="s", worker="")]
             ),
-            r"definition.steps\[0\].worker",
+            r"definition.steps\[0\]: set exactly one of worker, .* \(found: none\)",
         ),
         (
             workflow_pb2.WorkflowDefinition(
