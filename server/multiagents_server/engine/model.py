@@ -19,11 +19,12 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from multiagents_server.engine.failures import Failure as Failure  # re-exported
 
 JsonObject = dict[str, Any]
+_T = TypeVar("_T")
 
 
 class State(StrEnum):
@@ -385,6 +386,17 @@ class Execution:
 
 
 _PENDING = NodeRecord()
+
+
+def evolve(obj: _T, **changes: Any) -> _T:
+    """`dataclasses.replace` for the engine's slotted records, without its
+    per-call field introspection (the engine replaces records on every event;
+    replace() was a quarter of a step's engine time). No __post_init__ runs:
+    only for records that have none (Execution, NodeRecord)."""
+    new = object.__new__(type(obj))
+    for name in type(obj).__slots__:  # type: ignore[attr-defined]
+        object.__setattr__(new, name, changes[name] if name in changes else getattr(obj, name))
+    return new
 
 
 def child_transaction_id(transaction_id: str, attempt: Attempt) -> str:

@@ -20,7 +20,6 @@ passed in.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from multiagents_server.engine import expressions
@@ -69,6 +68,7 @@ from multiagents_server.engine.model import (
     WaitSpec,
     WorkflowSpec,
     child_transaction_id,
+    evolve,
     parse_command_id,
 )
 
@@ -99,23 +99,30 @@ class _Builder:
     """Accumulates the new execution, effects and history of one transition."""
 
     def __init__(self, execution: Execution, now_ms: int) -> None:
-        self.ex = execution
         self.now_ms = now_ms
         self.effects: list[Effect] = []
         self.history: list[HistoryEntry] = []
+        # The builder's own copy of the execution and of the records it
+        # changes: updated in place (nobody else sees them until `done`).
+        self.ex = evolve(execution)
         self.nodes = dict(execution.nodes)
+        self._own: set[str] = set()
         self.attempts = dict(execution.attempts)
         self.step_results = dict(execution.step_results)
 
     def done(self) -> Transition:
-        ex = replace(
-            self.ex,
+        self.update(
             nodes=self.nodes,
             attempts=self.attempts,
             step_results=self.step_results,
             updated_ms=self.now_ms,
         )
-        return Transition(ex, tuple(self.effects), tuple(self.history))
+        return Transition(self.ex, tuple(self.effects), tuple(self.history))
+
+    def update(self, **changes: Any) -> None:
+        """Change fields of the builder's own copy of the execution."""
+        for name, value in changes.items():
+            object.__setattr__(self.ex, name, value)
 
     # -- records -------------------------------------------------------------
 
@@ -123,18 +130,23 @@ class _Builder:
         return self.nodes.get(key) or NodeRecord()
 
     def set(self, key: str, **changes: Any) -> NodeRecord:
-        record = replace(self.rec(key), **changes)
-        self.nodes[key] = record
+        """Change a node's record (copied the first time in this transition)."""
+        if key not in self._own:
+            self.nodes[key] = evolve(self.rec(key))
+            self._own.add(key)
+        record = self.nodes[key]
+        for name, value in changes.items():
+            object.__setattr__(record, name, value)
         return record
 
     def path(self, key: str) -> str:
         return self.ex.path_of(key)
 
     def status(self, state: State) -> None:
-        self.ex = replace(self.ex, state=state)
+        self.update(state=state)
         if state.terminal:
             self.attempts.clear()
-            self.ex = replace(self.ex, completed_ms=self.now_ms)
+            self.update(completed_ms=self.now_ms)
         current = next((self.path(k) for k in self.attempts), "")
         self.history.append(StatusChanged(state, current))
 
@@ -244,12 +256,12 @@ class _Builder:
         if self.ex.state is not State.RUNNING:
             return
         verdict, delta, failure = self.sequence(self.ex.spec.steps, self.ex.input)
-        self.ex = replace(self.ex, context={**self.ex.input, **delta})
+        self.update(context={**self.ex.input, **delta})
         if verdict == _DONE:
             self.status(State.COMPLETED)
         elif verdict == _FAILED:
             assert failure is not None
-            self.ex = replace(self.ex, failure=failure)
+            self.update(failure=failure)
             self.stop_subtree(0, len(self.ex.spec.nodes), f"workflow failed: {failure.message}")
             self.begin_compensation()
 
@@ -309,7 +321,7 @@ class _Builder:
             if signal.name == node.signal:
                 rest = list(self.ex.signals)
                 rest.remove(signal)
-                self.ex = replace(self.ex, signals=tuple(rest))
+                self.update(signals=tuple(rest))
                 self.take_signal(node, key, signal)
                 return True
         if node.timeout_ms:
@@ -337,7 +349,7 @@ class _Builder:
     def finish(self, key: str, result: JsonObject, *, compensable: bool = False) -> None:
         changes: dict[str, Any] = {}
         if compensable:
-            self.ex = replace(self.ex, completions=self.ex.completions + 1)
+            self.update(completions=self.ex.completions + 1)
             changes["completed_seq"] = self.ex.completions
         self.set(
             key, status=StepStatus.COMPLETED, result=result, finished_ms=self.now_ms, **changes
@@ -481,7 +493,7 @@ class _Builder:
             and spec.compensation
         ]
         queue = tuple(key for _, key in sorted(done, reverse=True))
-        self.ex = replace(self.ex, compensation_queue=queue)
+        self.update(compensation_queue=queue)
         if not queue:
             if self.ex.failure is not None:
                 self.status(State.FAILED)
@@ -489,13 +501,13 @@ class _Builder:
                 self.status(State.CANCELLED)
             return
         # The first compensation's status change says it.
-        self.ex = replace(self.ex, state=State.COMPENSATING)
+        self.update(state=State.COMPENSATING)
         self.next_compensation_or_finish()
 
     def next_compensation_or_finish(self) -> None:
         queue = self.ex.compensation_queue
         if queue:
-            self.ex = replace(self.ex, compensation_queue=queue[1:])
+            self.update(compensation_queue=queue[1:])
             key = queue[0]
             context = {**self.ex.context, **(self.rec(key).result or {})}
             self.dispatch(
@@ -561,7 +573,7 @@ def start(
 def _run(b: _Builder) -> None:
     """Start a pending execution (its status says so even when the first node
     dispatches nothing, like a sleep)."""
-    b.ex = replace(b.ex, state=State.RUNNING)
+    b.update(state=State.RUNNING)
     mark = len(b.history)
     b.advance()
     if not any(isinstance(h, StatusChanged) for h in b.history[mark:]):
@@ -634,7 +646,7 @@ def _on_completed(ex: Execution, event: StepCompleted, now_ms: int) -> Transitio
             kind=FailureKind.COMPENSATION_FAILED,
         )
         b.set(attempt.key, status=StepStatus.COMPENSATION_FAILED, last_failure=failure)
-        b.ex = replace(b.ex, requires_manual_intervention=True)
+        b.update(requires_manual_intervention=True)
     else:
         b.set(attempt.key, status=StepStatus.COMPENSATED)
     b.next_compensation_or_finish()
@@ -685,7 +697,7 @@ def _on_failed(ex: Execution, command_id: str, failure: Failure, now_ms: int) ->
         b.set(attempt.key, status=StepStatus.COMPENSATION_FAILED)
         # A cancelled execution has no forward failure: record this one, so a
         # FAILED execution always says why.
-        b.ex = replace(b.ex, requires_manual_intervention=True, failure=b.ex.failure or failure)
+        b.update(requires_manual_intervention=True, failure=b.ex.failure or failure)
         b.next_compensation_or_finish()
     else:
         b.set(attempt.key, status=StepStatus.FAILED, finished_ms=now_ms)
@@ -740,7 +752,7 @@ def _on_timer(ex: Execution, timer: str, now_ms: int) -> Transition:
             cancel = CancelChild(child_transaction_id(ex.transaction_id, attempt), failure.message)
         else:
             cancel = CancelCommand(target, failure.message)
-        return replace(transition, effects=(cancel, *transition.effects))
+        return evolve(transition, effects=(cancel, *transition.effects))
     return _unchanged(ex)
 
 
@@ -829,7 +841,7 @@ def _on_cancel(ex: Execution, event: CancelRequested, now_ms: int) -> Transition
         return _unchanged(ex)
     reason = event.reason or "workflow cancelled"
     b = _Builder(ex, now_ms)
-    b.ex = replace(b.ex, cancel_requested=True, cancel_reason=reason)
+    b.update(cancel_requested=True, cancel_reason=reason)
     # The request itself is a status change in the history (its StatusEvent
     # carries the reason, as every later one does).
     b.history.append(StatusChanged(b.ex.state, b.ex.current_step))
@@ -859,7 +871,7 @@ def _on_signal(ex: Execution, event: SignalReceived, now_ms: int) -> Transition:
             )
     b = _Builder(ex, now_ms)
     if event.signal_id:
-        b.ex = replace(b.ex, signal_ids={**ex.signal_ids, event.signal_id: fingerprint})
+        b.update(signal_ids={**ex.signal_ids, event.signal_id: fingerprint})
     signal = Signal(event.name, event.payload, event.signal_id)
     waiting = sorted(
         (_node_id(k), k)
@@ -870,7 +882,7 @@ def _on_signal(ex: Execution, event: SignalReceived, now_ms: int) -> Transition:
         and rec.choice != 1
     )
     if not waiting:
-        b.ex = replace(b.ex, signals=(*b.ex.signals, signal))
+        b.update(signals=(*b.ex.signals, signal))
         b.history.append(SignalRecorded(signal.name, signal.payload, signal.signal_id))
         return b.done()
     key = waiting[0][1]
@@ -892,15 +904,14 @@ def _on_resume(ex: Execution, now_ms: int) -> Transition:
             f"workflow {ex.transaction_id} is {ex.state.value}: only a failed workflow resumes"
         )
     b = _Builder(ex, now_ms)
-    b.ex = replace(b.ex, completed_ms=0, failure=None)
+    b.update(completed_ms=0, failure=None)
     if ex.requires_manual_intervention:
         failed = sorted(
             ((rec.completed_seq, key) for key, rec in ex.nodes.items()
              if rec.status is StepStatus.COMPENSATION_FAILED),
             reverse=True,
         )  # fmt: skip
-        b.ex = replace(
-            b.ex,
+        b.update(
             requires_manual_intervention=False,
             failure=ex.failure if not ex.cancel_requested else None,
             compensation_queue=tuple(k for _, k in failed),
@@ -912,7 +923,7 @@ def _on_resume(ex: Execution, now_ms: int) -> Transition:
                 status=StepStatus.COMPLETED,
                 compensation_retry_base=rec.compensation_attempts,
             )
-        b.ex = replace(b.ex, state=State.COMPENSATING)
+        b.update(state=State.COMPENSATING)
         b.next_compensation_or_finish()
         return b.done()
     if ex.cancel_requested:
@@ -936,7 +947,7 @@ def _on_resume(ex: Execution, now_ms: int) -> Transition:
                 b.set(key, status=StepStatus.PENDING, finished_ms=0)
             else:
                 b.set(key, status=StepStatus.RUNNING, finished_ms=0)
-    b.ex = replace(b.ex, state=State.RUNNING)
+    b.update(state=State.RUNNING)
     b.history.append(StatusChanged(State.RUNNING, ""))
     b.advance()
     return b.done()
