@@ -9,7 +9,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY sdk ./sdk
 COPY server ./server
-RUN pip install --no-cache-dir '.[server]'
+RUN pip install --no-cache-dir . ./server
 COPY workers/python ./workers/python
 
 # Listen on every interface of the container, not only its loopback.

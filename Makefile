@@ -11,10 +11,10 @@ export PATH := $(PATH):/usr/local/go/bin
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml package-lock.json workers/node/package-lock.json workers/go/go.sum
+$(STAMP): pyproject.toml server/pyproject.toml package-lock.json workers/node/package-lock.json workers/go/go.sum
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e ./server
 	npm ci --no-audit --no-fund --loglevel=error
 	cd workers/node && npm ci --no-audit --no-fund --loglevel=error
 	cd workers/go && go mod download
@@ -24,11 +24,11 @@ $(STAMP): pyproject.toml package-lock.json workers/node/package-lock.json worker
 # toolchain (those come with `make setup`, for `make test`).
 DEMO_STAMP := .venv/.demo-stamp
 
-$(DEMO_STAMP): pyproject.toml
+$(DEMO_STAMP): pyproject.toml server/pyproject.toml
 	@echo "setting up the Python virtualenv for the demo (.venv)"
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --progress-bar on -e '.[server]'
+	$(PY) -m pip install --progress-bar on -e . -e ./server
 	touch $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)

@@ -37,17 +37,17 @@ CLUSTER_LANE = os.environ.get("MULTIAGENTS_TEST_REDIS") == "cluster"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Refuse to run against an install older than pyproject.toml: the SDK
-    finds the server through the package's entry points, so every test that
-    starts one would fail, each in its own way."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    """Refuse to run against an install older than server/pyproject.toml: the
+    SDK finds the server through that distribution's entry points, so every
+    test that starts one would fail, each in its own way."""
+    project = tomllib.loads((ROOT / "server" / "pyproject.toml").read_text())["project"]
     declared = project["entry-points"]["multiagents.server"]
     installed = {e.name: e.value for e in entry_points(group="multiagents.server")}
     if installed != declared:
         pytest.exit(
             f"the installed multiagents.server entry points {installed} are not those of "
-            f"pyproject.toml {declared}: reinstall the package (make setup, or "
-            "pip install --no-deps --no-build-isolation -e .)",
+            f"server/pyproject.toml {declared}: reinstall the packages (make setup, or "
+            "pip install --no-deps --no-build-isolation -e . -e ./server)",
             returncode=4,
         )
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol, cast
 from multiagents.errors import ServerNotInstalledError
 
 ENTRY_POINTS = "multiagents.server"
-INSTALL_HINT = "pip install 'multiagents[server]'"
+INSTALL_HINT = "pip install multiagents-server"
 
 
 class EmbeddedServer(Protocol):

@@ -105,7 +105,7 @@ class WorkflowFailedError(MultiAgentsError):
 
 class ServerNotInstalledError(MultiAgentsError):
     """Starting a server (`multiagents serve`, `create_simple_framework`)
-    needs the server package: `pip install 'multiagents[server]'`."""
+    needs the server package: `pip install multiagents-server`."""
 
 
 class RPCError(MultiAgentsError):

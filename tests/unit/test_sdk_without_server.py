@@ -46,7 +46,7 @@ def test_serve_without_the_server_is_a_one_line_error() -> None:
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: the MultiAgents server cannot be loaded")
-    assert "pip install 'multiagents[server]'" in result.stderr
+    assert "pip install multiagents-server" in result.stderr
 
 
 def test_the_framework_without_the_server_fails_on_start_with_the_install_hint() -> None:
@@ -68,7 +68,7 @@ def test_the_framework_without_the_server_fails_on_start_with_the_install_hint()
         """
     )
     assert result.returncode == 0, result.stderr
-    assert "pip install 'multiagents[server]'" in result.stdout
+    assert "pip install multiagents-server" in result.stdout
 
 
 def test_an_entry_point_nobody_declares_is_server_not_installed() -> None:
@@ -77,9 +77,24 @@ def test_an_entry_point_nobody_declares_is_server_not_installed() -> None:
 
 
 def test_every_declared_entry_point_names_a_callable() -> None:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = {**project["scripts"], **project["entry-points"]["multiagents.server"]}
-    assert set(project["entry-points"]["multiagents.server"]) == {"cli", "embedded"}
+    sdk = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    server = tomllib.loads((ROOT / "server" / "pyproject.toml").read_text())["project"]
+    declared = {
+        **sdk["scripts"],
+        **server["scripts"],
+        **server["entry-points"]["multiagents.server"],
+    }
+    assert set(server["entry-points"]["multiagents.server"]) == {"cli", "embedded"}
     for name, target in declared.items():
         module, _, attribute = target.partition(":")
         assert callable(getattr(importlib.import_module(module), attribute)), name
+
+
+def test_the_sdk_and_the_server_are_two_distributions_and_only_the_server_needs_the_other() -> None:
+    sdk = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    server = tomllib.loads((ROOT / "server" / "pyproject.toml").read_text())["project"]
+    assert (sdk["name"], server["name"]) == ("multiagents", "multiagents-server")
+    assert sdk["dependencies"] == ["grpcio>=1.85,<1.86", "protobuf>=7.36,<8"]
+    assert f"multiagents=={sdk['version']}" in server["dependencies"]
+    extras = " ".join(d for deps in sdk["optional-dependencies"].values() for d in deps)
+    assert "server" not in extras and "redis[" not in extras.replace("celery[redis]", "")
