@@ -270,3 +270,63 @@ async def test_chunks_for_a_command_the_session_does_not_hold_are_refused(
     seen = await collect(client, tx, until_text=4)
     assert [o.text for o in seen] == ["hi", "hi"]
     await client.cancel_workflow(tx)
+
+
+class StreamingEngine:
+    """An async DSPy engine that streams its answer in 4-character deltas."""
+
+    def __init__(self, answer: str) -> None:
+        self.reply = f"[[ ## answer ## ]]\n{answer}\n\n[[ ## completed ## ]]"
+
+    def _usage(self) -> Any:
+        from dspy import lm15
+
+        return lm15.Usage(input_tokens=11, output_tokens=22, total_tokens=33)
+
+    async def complete(self, request: Any) -> Any:
+        raise AssertionError("a dspy_worker in a command streams")
+
+    async def stream(self, request: Any) -> Any:
+        from dspy import lm15
+
+        yield lm15.StreamStartEvent(model="scripted")
+        for i in range(0, len(self.reply), 4):
+            yield lm15.StreamDeltaEvent(lm15.TextDelta(self.reply[i : i + 4]))
+        yield lm15.StreamEndEvent(finish_reason="stop", usage=self._usage())
+
+    async def aclose(self) -> None:
+        pass
+
+
+class NoSyncEngine:
+    def complete(self, request: Any) -> Any:
+        raise AssertionError("dspy_worker calls the LM asynchronously")
+
+    def stream(self, request: Any) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+async def test_dspy_worker_streams_the_lm_tokens_and_reports_its_usage(
+    server: Server, client: Client, uid: str
+) -> None:
+    import dspy
+
+    answer = "Paris is the capital of France, on the Seine."
+    lm = dspy.LM("scripted/model", engine=NoSyncEngine(), async_engine=StreamingEngine(answer),
+                 num_retries=0, cache=False)  # fmt: skip
+
+    @multiagents.dspy_worker(f"{uid}.ask", signature="question -> answer", lm=lm)
+    def ask(ctx: dict[str, Any]) -> dict[str, Any]:
+        return {"question": ctx["question"]}
+
+    wf = WorkflowBuilder(f"{uid}.wf").add_step("ask", ask).build()
+    async with serving(server, ask):
+        status = await run(client, wf, {"question": "capital of France?"})
+        seen = await collect(client, status.transaction_id)
+    assert status.state == "completed", status.error
+    assert status.step_results == {"ask": {"answer": answer}}
+    assert text_of(seen) == answer
+    assert status.usage == multiagents.Usage(11, 22, "scripted/model", 0)
