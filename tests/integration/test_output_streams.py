@@ -5,6 +5,7 @@ execution's output stream in Redis, watchers follow it over gRPC."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import grpc
@@ -330,3 +331,45 @@ async def test_dspy_worker_streams_the_lm_tokens_and_reports_its_usage(
     assert status.step_results == {"ask": {"answer": answer}}
     assert text_of(seen) == answer
     assert status.usage == multiagents.Usage(11, 22, "scripted/model", 0)
+
+
+async def test_cli_watch_prints_the_streamed_text_rewinds_and_usage(
+    server: Server, client: Client, uid: str
+) -> None:
+    from integration.test_cli_display import cli
+
+    started = asyncio.Event()
+
+    @worker(f"{uid}.story")
+    async def story(ctx: dict[str, Any]) -> dict[str, Any]:
+        attempt = multiagents.current_command().attempt  # type: ignore[union-attr]
+        await multiagents.emit(f"Once upon a time (take {attempt})")
+        multiagents.report_usage(input_tokens=3, output_tokens=4, model="m", cost_usd=0.25)
+        started.set()
+        if attempt == 1:
+            raise WorkerExecutionError("again")
+        await multiagents.emit(", the end.")
+        return {}
+
+    wf = WorkflowBuilder(f"{uid}.wf").add_step("tell", story, retry=FAST).build()
+    async with serving(server, story):
+        await client.register_workflow(wf)
+        tx = await client.execute_workflow(wf.name, {})
+        async with asyncio.timeout(10):
+            await started.wait()
+        shown = await cli("watch", tx, "--server", server.address)
+        as_json = await cli("watch", tx, "--json", "--server", server.address)
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert "Once upon a time (take 1)" in out
+    assert "tell             attempt 2 starts over" in out
+    assert "Once upon a time (take 2), the end." in out
+    assert out.index("take 1") < out.index("starts over") < out.index("take 2")
+    assert "usage        in=6 out=8 tokens $0.500000 [m]" in out
+    outputs = [json.loads(line)["output"] for line in as_json.stdout.splitlines()
+               if line.startswith('{"output"')]  # fmt: skip
+    assert [o["kind"] for o in outputs][:2] == ["token", "rewind"]
+    assert "".join(o["text"] for o in outputs[2:]) == "Once upon a time (take 2), the end."
+    final = json.loads(as_json.stdout.splitlines()[-1])["final_status"]
+    assert final["usage"] == {"input_tokens": 6, "output_tokens": 8, "model": "m",
+                              "cost_nano_usd": 500_000_000}  # fmt: skip
