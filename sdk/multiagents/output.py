@@ -91,6 +91,12 @@ class CommandOutput:
         self._changed = asyncio.Event()
 
     @property
+    def acknowledged_sequence(self) -> int:
+        """How many of the chunks emitted so far the server has stored (every
+        chunk up to this number, counting from 1 in `emit` order)."""
+        return self._acked
+
+    @property
     def refused(self) -> str:
         """Why the server refused this command's output ('' if it did not)."""
         return self._refused

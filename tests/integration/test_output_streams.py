@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
 import multiagents
-from integration.helpers import make_config, run, serving
+from integration.helpers import make_config, run, serving, wait_for
 from multiagents import (
     Client,
     InvalidArgumentError,
@@ -373,3 +374,50 @@ async def test_cli_watch_prints_the_streamed_text_rewinds_and_usage(
     final = json.loads(as_json.stdout.splitlines()[-1])["final_status"]
     assert final["usage"] == {"input_tokens": 6, "output_tokens": 8, "model": "m",
                               "cost_nano_usd": 500_000_000}  # fmt: skip
+
+
+async def test_server_killed_mid_stream_loses_no_acknowledged_chunk(
+    redis_server: Any, uid: str, tmp_path: Path
+) -> None:
+    from integration.test_crashes import spawn_replica
+    from multiagents_server.store import open_store
+
+    prefix = f"k{uid}"
+    process, address = spawn_replica(redis_server.url, prefix, log=tmp_path / "server.log")
+    outputs: list[Any] = []
+
+    @worker(f"{uid}.endless")
+    async def endless(ctx: dict[str, Any]) -> dict[str, Any]:
+        info = multiagents.current_command()
+        assert info is not None
+        outputs.append(info.output)
+        for i in range(1_000_000):
+            await multiagents.emit(f"t{i};")
+            if i % 10 == 0:
+                await asyncio.sleep(0.001)
+        return {}
+
+    runtime = multiagents.WorkerRuntime(
+        [endless], servers=address, reconnect_initial=5, drain_timeout=0.5
+    )
+    try:
+        async with Client(address) as client:
+            await runtime.start(timeout=30)
+            await client.register_workflow(WorkflowBuilder(uid).add_step("s", endless).build())
+            tx = await client.execute_workflow(uid, {})
+            await wait_for(lambda: outputs and outputs[0].acknowledged_sequence >= 500, timeout=20)
+            process.kill()  # SIGKILL
+            process.wait()
+            acked = outputs[0].acknowledged_sequence
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        await runtime.stop()
+    store = await open_store(redis_server.url, prefix=prefix)
+    try:
+        entries = await store.read_output(tx, "", 1_000_000)
+    finally:
+        await store.close()
+    stored = "".join(e.data.decode() for e in entries)
+    assert stored.startswith("".join(f"t{i};" for i in range(acked)))
