@@ -87,6 +87,8 @@ class CommandOutput:
         self._send = send
         self._sequence = 0
         self._acked = 0
+        # Chunks up to here went to a session that ended: never acknowledged.
+        self._lost = 0
         self._refused = ""
         self._changed = asyncio.Event()
 
@@ -118,7 +120,7 @@ class CommandOutput:
         else:
             chunk.binary = data
         self._send(wpb.ConnectRequest(output_chunk=chunk))
-        while self._sequence - self._acked > MAX_UNACKED and not self._refused:
+        while self._sequence - max(self._acked, self._lost) > MAX_UNACKED and not self._refused:
             self._changed.clear()
             await self._changed.wait()
 
@@ -131,11 +133,11 @@ class CommandOutput:
             self._acked = max(self._acked, ack.sequence)
         self._changed.set()
 
-    async def flush(self) -> None:
-        """Wait until every chunk emitted so far is stored (or refused)."""
-        while self._acked < self._sequence and not self._refused:
-            self._changed.clear()
-            await self._changed.wait()
+    def session_lost(self) -> None:
+        """The session ended: chunks not acknowledged yet never will be (the
+        next session does not hold the command); stop waiting for them."""
+        self._lost = self._sequence
+        self._changed.set()
 
 
 def merge_chunks(first: wpb.OutputChunk, following: wpb.OutputChunk) -> bool:

@@ -244,6 +244,8 @@ class WorkerRuntime:
                     self._handle(message)
             finally:
                 self._send = None
+                for output in self._outputs.values():
+                    output.session_lost()
                 for task in helpers:
                     task.cancel()
                 await asyncio.gather(*helpers, return_exceptions=True)

@@ -99,11 +99,13 @@ class OutputAppender:
                 except StoreError as exc:
                     log.warning("cannot store output of %s: %s", transaction_id, exc)
                     _settle(batch, None, f"storage unavailable: {exc}")
-                    continue
-                if offsets is None:
-                    _settle(batch, None, "execution not found")
+                except Exception:
+                    # Never leave a chunk unsettled: the command's answer waits for it.
+                    log.exception("storing output of %s failed", transaction_id)
+                    _settle(batch, None, "internal error")
                 else:
-                    _settle(batch, offsets, "attempt superseded")
+                    reason = "execution not found" if offsets is None else "attempt superseded"
+                    _settle(batch, offsets, reason)
         finally:
             self._busy.discard(transaction_id)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -132,8 +133,11 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
     ) -> AsyncIterator[pb.WatchWorkflowResponse]:
         tx = _require(request.transaction_id, "transaction_id")
         output_from = check_offset(request.output_from_offset, "output_from_offset")
+        following: contextlib.AbstractContextManager[asyncio.Event | None] = (
+            self.hub.watch_output(tx) if request.include_output else contextlib.nullcontext()
+        )
         # Subscribe before reading the state, so no change falls in between.
-        with self.hub.subscribe(tx) as events, self.hub.watch_output(tx) as appended:
+        with self.hub.subscribe(tx) as events, following as appended:
             snap = await self.orchestrator.snapshot(tx)
             cursor = None
             if request.include_output:
@@ -150,11 +154,11 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 return
             yield first
             while True:
-                if cursor is not None:
+                if cursor is not None and appended is not None:
                     appended.clear()
                     for output in await cursor.read():
                         yield pb.WatchWorkflowResponse(output=output)
-                event = await _next_event(events, appended if cursor else None)
+                event = await _next_event(events, appended)
                 if event is _OUTPUT:
                     continue
                 if event is None:

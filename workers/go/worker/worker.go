@@ -375,6 +375,10 @@ func (w *Worker) session(ctx context.Context, client pb.WorkerServiceClient) (we
 					continue
 				}
 				welcomed = true
+				// Chunks queued before this session belong to commands it does not hold.
+				w.mu.Lock()
+				w.chunks = nil
+				w.mu.Unlock()
 				noWelcome.Stop()
 				interval := x.Welcome.GetHeartbeatInterval().AsDuration()
 				if interval <= 0 {
@@ -672,10 +676,14 @@ func (w *Worker) taskHeartbeat(id string, details map[string]any) {
 	notify(w.beatReady)
 }
 
+// maxQueuedChunks bounds the output chunks waiting for a session (while
+// disconnected); beyond, chunks are dropped.
+const maxQueuedChunks = 10_000
+
 // queueChunk queues an output chunk of a running command for the session.
 func (w *Worker) queueChunk(id string, c *pb.OutputChunk) {
 	w.mu.Lock()
-	if _, running := w.inflight[id]; running {
+	if _, running := w.inflight[id]; running && len(w.chunks) < maxQueuedChunks {
 		w.chunks = append(w.chunks, c)
 	}
 	w.mu.Unlock()
