@@ -472,7 +472,7 @@ class Orchestrator:
         for effect in transition.effects:
             match effect:
                 case engine.DispatchCommand():
-                    epochs.append(output_epoch(effect))
+                    epochs.append(output_epoch(effect, ex))
                     claim = self.local is not None and self.local.reserve(effect.worker)
                     if claim:
                         reserved.append(effect.worker)
@@ -641,12 +641,13 @@ def _usage_sums(u: engine.Usage) -> tuple[int, int, int]:
     return u.input_tokens, u.output_tokens, u.cost_nano_usd
 
 
-def output_epoch(command: engine.DispatchCommand) -> OutputEpoch:
+def output_epoch(command: engine.DispatchCommand, ex: engine.Execution) -> OutputEpoch:
     """The output epoch a dispatched command opens: its lane is its command
-    id without the attempt number (one lane per step and kind)."""
+    id without the attempt number (one lane per node and kind); its output
+    is recorded under the node's path (`fanout/legal/review`, `each/3`)."""
     lane, _ = lane_of(command.command_id)
     return OutputEpoch(
-        lane, command.attempt, command.step, command.kind is engine.CommandKind.COMPENSATE
+        lane, command.attempt, ex.path_of(lane[1:]), command.kind is engine.CommandKind.COMPENSATE
     )
 
 

@@ -421,3 +421,37 @@ async def test_server_killed_mid_stream_loses_no_acknowledged_chunk(
         await store.close()
     stored = "".join(e.data.decode() for e in entries)
     assert stored.startswith("".join(f"t{i};" for i in range(acked)))
+
+
+async def test_parallel_steps_and_map_items_stream_under_their_own_paths(
+    server: Server, client: Client, uid: str
+) -> None:
+    from multiagents import branch, step
+
+    @worker(f"{uid}.say")
+    async def say(ctx: dict[str, Any]) -> dict[str, Any]:
+        info = multiagents.current_command()
+        assert info is not None
+        word = str(ctx.get("item", ctx.get("word", "")))
+        for letter in word:
+            await multiagents.emit(letter)
+            await asyncio.sleep(0)
+        return {"said": word}
+
+    wf = (
+        WorkflowBuilder(f"{uid}.wf")
+        .add_parallel("both", [branch("a", step("left", say)), branch("b", step("right", say))])
+        .add_map("each", "context.words", step("one", say))
+        .build()
+    )
+    async with serving(server, say):
+        status = await run(client, wf, {"word": "hello", "words": ["xy", "zw"]})
+        seen = await collect(client, status.transaction_id)
+        only_item = await collect(client, status.transaction_id, step="each/1")
+    assert status.state == "completed", status.error
+    by_path: dict[str, str] = {}
+    for o in seen:
+        by_path[o.step] = by_path.get(o.step, "") + o.text
+    assert by_path == {"both/a/left": "hello", "both/b/right": "hello", "each/0": "xy",
+                       "each/1": "zw"}  # fmt: skip
+    assert text_of(only_item) == "zw"

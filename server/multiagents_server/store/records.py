@@ -54,7 +54,8 @@ class QueuedCommand:
 @dataclass(frozen=True, slots=True)
 class OutputEpoch:
     """An attempt whose output a lane (its command id without the attempt
-    number) accepts from now on; a rewind is recorded after attempt 1."""
+    number) accepts from now on, and the step path its output is recorded
+    under; a rewind is recorded after attempt 1."""
 
     lane: str
     attempt: int

@@ -23,9 +23,11 @@
 #   execution ends: the traces of a running one are kept like its state),
 #   its waits for a signal ('' unchanged, '-' none now, else their JSON),
 #   workflow name, usage to add (input tokens, output tokens, nano-USD),
-#   n output epochs, then (lane, attempt, step, compensation 0|1) rows: the
-#   attempt whose output a lane (command id without its attempt) accepts
-#   from now on, with a rewind entry in the output stream after attempt 1.
+#   n output epochs, then (lane, attempt, step path, compensation 0|1) rows:
+#   the attempt whose output a lane (command id without its attempt) accepts
+#   from now on and the path it is recorded under ('oa:<lane>' =
+#   '<attempt>|<path>'), with a rewind entry in the output stream after
+#   attempt 1.
 #
 # Returns {-1} when the revision does not match, {-2} when the replica has
 # been fenced off (its epoch is not the bucket's), else
@@ -134,7 +136,7 @@ if used_cost > 0 then redis.call('HINCRBY', KEYS[9], name .. '|cost', used_cost)
 count = tonumber(arg())
 for i = 1, count do
   local lane, attempt, step, comp = arg(), arg(), arg(), arg()
-  redis.call('HSET', KEYS[1], 'oa:' .. lane, attempt)
+  redis.call('HSET', KEYS[1], 'oa:' .. lane, attempt .. '|' .. step)
   if tonumber(attempt) > 1 then
     redis.call('XADD', KEYS[8], '*', 'n', last_output_number(KEYS[8]) + 1, 's', step,
       'a', attempt, 'c', comp, 'e', 'r')
@@ -184,7 +186,8 @@ return {due, first[2] or false}
 # KEYS: output stream, execution hash. ARGV: cap (entries kept, approx.),
 # bus channel, transaction id, then rows of (lane, attempt, step,
 # compensation 0|1, encoding t|b, kind, data). A row whose attempt is older
-# than the one its lane accepts (see COMMIT) is refused. Returns {-1} when
+# than the one its lane accepts (see COMMIT) is refused; the others are
+# recorded under the lane's step path (the row's step when it has none). Returns {-1} when
 # the execution is gone, else the entry id of each row ('' if refused).
 # The stream expires with the execution (PTTL copied once it has one).
 APPEND_OUTPUT = (
@@ -193,19 +196,22 @@ APPEND_OUTPUT = (
 if redis.call('EXISTS', KEYS[2]) == 0 then return {-1} end
 local cap = ARGV[1]
 local n = last_output_number(KEYS[1])
-local accepts = {}
+local accepts, paths = {}, {}
 local out = {}
 for i = 4, #ARGV, 7 do
   local lane, attempt = ARGV[i], ARGV[i + 1]
   if accepts[lane] == nil then
-    accepts[lane] = tonumber(redis.call('HGET', KEYS[2], 'oa:' .. lane) or '0')
+    local epoch = redis.call('HGET', KEYS[2], 'oa:' .. lane) or '0|'
+    local a, path = string.match(epoch, '^(%d+)|(.*)$')
+    accepts[lane] = tonumber(a or epoch)
+    paths[lane] = (path ~= nil and path ~= '') and path or ARGV[i + 2]
   end
   if accepts[lane] > tonumber(attempt) then
     out[#out + 1] = ''
   else
     n = n + 1
     out[#out + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', cap, '*', 'n', n,
-      's', ARGV[i + 2], 'a', attempt, 'c', ARGV[i + 3], 'e', ARGV[i + 4],
+      's', paths[lane], 'a', attempt, 'c', ARGV[i + 3], 'e', ARGV[i + 4],
       'k', ARGV[i + 5], 'd', ARGV[i + 6])
   end
 end

@@ -196,7 +196,7 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
         with self.hub.subscribe(tx) as events, self.hub.watch_output(tx) as appended:
             snap = await self.orchestrator.snapshot(tx)
             ex = snap.execution
-            if step and step not in {node.name for node in ex.spec.nodes}:
+            if step and not _has_path(ex, step):
                 raise InvalidArgument(f"step: workflow {ex.spec.name!r} has no step {step!r}")
             cursor = OutputCursor(self.orchestrator.store, tx, after, step)
             ended = ex.state.terminal or (step and _step_done(ex, step))
@@ -315,11 +315,23 @@ async def _next_event(
     return _OUTPUT if done else None
 
 
-def _step_done(ex: Execution, step: str) -> bool:
-    """The step has completed (so its output is final)."""
-    for node_id, node in enumerate(ex.spec.nodes):
-        if node.name == step:
-            return ex.node(node_id).status in _STEP_DONE
+def _has_path(ex: Execution, path: str) -> bool:
+    """Whether `path` names a node of the definition (or an item of a map)."""
+    for known in ex.spec.paths:
+        if known.endswith("*"):
+            if path.startswith(known[:-1]) and path[len(known) - 1 :].isdigit():
+                return True
+        elif known == path:
+            return True
+    return False
+
+
+def _step_done(ex: Execution, path: str) -> bool:
+    """The step at `path` has completed (so its output is final)."""
+    keys = [*map(str, range(len(ex.spec.nodes))), *ex.nodes]
+    for key in keys:
+        if ex.path_of(key) == path:
+            return ex.node(key).status in _STEP_DONE
     return False
 
 

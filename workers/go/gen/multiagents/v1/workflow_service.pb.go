@@ -1325,8 +1325,10 @@ type StreamStepOutputRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Transaction id; required. NOT_FOUND when unknown.
 	TransactionId string `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
-	// Only this step's output (its every attempt and compensation); empty for
-	// every step. With a step, the stream ends once the step has completed.
+	// Only this step's output (its every attempt and compensation), by its
+	// path (StepInfo.path: the name of a top-level step, "group/branch/step",
+	// "map/3"); empty for every step. With a step, the stream ends once the
+	// step has completed.
 	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
 	// Resume after this offset (the last StepOutput.offset received): no
 	// chunk is repeated or skipped. Empty: from the first chunk kept.
@@ -1441,7 +1443,9 @@ type StepOutput struct {
 	// pass the last one received as from_offset to resume. For a gap, the
 	// offset of the first entry after it.
 	Offset string `protobuf:"bytes,1,opt,name=offset,proto3" json:"offset,omitempty"`
-	// Step the output belongs to (empty for a gap).
+	// Path of the step the output belongs to (StepInfo.path: the name of a
+	// top-level step; "group/branch/step" in a parallel group, "map/3" for an
+	// item of a map); empty for a gap.
 	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
 	// Epoch: the attempt number of the step (from 1). A UI shows one epoch
 	// of a step at a time.

@@ -283,8 +283,10 @@ export interface StreamStepOutputRequest {
   /** Transaction id; required. NOT_FOUND when unknown. */
   transactionId: string;
   /**
-   * Only this step's output (its every attempt and compensation); empty for
-   * every step. With a step, the stream ends once the step has completed.
+   * Only this step's output (its every attempt and compensation), by its
+   * path (StepInfo.path: the name of a top-level step, "group/branch/step",
+   * "map/3"); empty for every step. With a step, the stream ends once the
+   * step has completed.
    */
   step: string;
   /**
@@ -312,7 +314,11 @@ export interface StepOutput {
    * offset of the first entry after it.
    */
   offset: string;
-  /** Step the output belongs to (empty for a gap). */
+  /**
+   * Path of the step the output belongs to (StepInfo.path: the name of a
+   * top-level step; "group/branch/step" in a parallel group, "map/3" for an
+   * item of a map); empty for a gap.
+   */
   step: string;
   /**
    * Epoch: the attempt number of the step (from 1). A UI shows one epoch
