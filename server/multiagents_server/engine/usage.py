@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from multiagents_server.engine.model import Event, Execution, Transition
 
-NANO_USD_PER_USD = 1_000_000_000
-
 
 @dataclass(frozen=True, slots=True)
 class Usage:
@@ -50,6 +48,7 @@ def total(ex: Execution) -> Usage:
 def account(before: Execution, event: Event, transition: Transition) -> Transition:
     """Add the usage an accepted answer reports to the step it answers (by
     the step's path; a map item's usage goes to its item path)."""
+    # Imported here: model imports this module (for the Usage of its events).
     from multiagents_server.engine.model import parse_command_id
 
     reported: Usage | None = getattr(event, "usage", None)
