@@ -455,3 +455,26 @@ async def test_parallel_steps_and_map_items_stream_under_their_own_paths(
     assert by_path == {"both/a/left": "hello", "both/b/right": "hello", "each/0": "xy",
                        "each/1": "zw"}  # fmt: skip
     assert text_of(only_item) == "zw"
+
+
+async def test_a_sub_workflow_steps_usage_counts_in_its_parent(
+    server: Server, client: Client, uid: str
+) -> None:
+    @worker(f"{uid}.think")
+    async def think(ctx: dict[str, Any]) -> dict[str, Any]:
+        multiagents.report_usage(input_tokens=10, output_tokens=20, model="m", cost_nano_usd=30)
+        return {}
+
+    child = WorkflowBuilder(f"{uid}.child").add_step("think", think).build()
+    parent = (
+        WorkflowBuilder(f"{uid}.parent")
+        .add_workflow_step("delegate", child)
+        .add_step("again", think)
+        .build()
+    )
+    async with serving(server, think):
+        await client.register_workflow(child)
+        status = await run(client, parent, {})
+    assert status.state == "completed", status.error
+    assert status.steps[0].usage == multiagents.Usage(10, 20, "m", 30)  # the child's total
+    assert status.usage == multiagents.Usage(20, 40, "m", 60)
