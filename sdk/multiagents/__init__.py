@@ -24,8 +24,17 @@ from multiagents.errors import (
     WorkerExecutionError,
     WorkflowFailedError,
 )
+from multiagents.output import Usage
 from multiagents.runtime import WorkerRuntime, WorkerStartError
-from multiagents.worker import CommandInfo, WorkerFunction, current_command, heartbeat, worker
+from multiagents.worker import (
+    CommandInfo,
+    WorkerFunction,
+    current_command,
+    emit,
+    heartbeat,
+    report_usage,
+    worker,
+)
 from multiagents.workflow import (
     Branch,
     Case,
@@ -68,6 +77,7 @@ __all__ = [
     "StatusUpdate",
     "Step",
     "UnauthenticatedError",
+    "Usage",
     "WaitForSignal",
     "WorkerExecutionError",
     "WorkerFunction",
@@ -83,7 +93,9 @@ __all__ = [
     "case_equals",
     "current_command",
     "dspy_worker",
+    "emit",
     "heartbeat",
+    "report_usage",
     "step",
     "worker",
 ]

@@ -34,6 +34,7 @@ from multiagents.errors import (
     failure_chain,
     failure_dict,
 )
+from multiagents.output import Usage
 from multiagents.runtime import DEFAULT_MAX_CONCURRENCY, WorkerStartError
 from multiagents.syntax import json_error, yaml_error
 from multiagents.v1 import events_pb2, workflow_pb2
@@ -214,8 +215,9 @@ def format_status(status: WorkflowStatus, waiting_for: str | None = None) -> str
         lines.append(f"waiting      {w.path}: for {what} {w.signal!r}")
     for step in status.steps:
         failure = f"  ({describe_failure(step.last_failure)})" if step.last_failure else ""
+        used = f"  {usage_text(step.usage)}" if step.usage else ""
         if step.kind in ("step", "workflow", "item"):
-            detail = f"attempts={step.attempts}{failure}"
+            detail = f"attempts={step.attempts}{used}{failure}"
         else:
             detail = f"{step.kind} {step.branch}".rstrip() + failure
         lines.append(f"  - {step.path or step.name:<24} {step.status:<20} {detail}")
@@ -229,7 +231,26 @@ def format_status(status: WorkflowStatus, waiting_for: str | None = None) -> str
     if status.requires_manual_intervention:
         lines.append("ATTENTION    a compensation failed: manual intervention required")
     lines.append(f"results      {json.dumps(status.step_results, sort_keys=True)}")
+    if status.usage:
+        lines.append(f"usage        {usage_text(status.usage)}")
+    if status.workflow_usage:
+        lines.append(f"all runs     {usage_text(status.workflow_usage)} ({status.workflow_name})")
     return "\n".join(lines)
+
+
+def usage_text(u: Usage | None) -> str:
+    """`in=12 out=340 tokens $0.000200 [model]` (cost in US dollars)."""
+    if u is None:
+        return "-"
+    models = f" [{u.model}]" if u.model else ""
+    return f"in={u.input_tokens} out={u.output_tokens} tokens ${u.cost_usd:.6f}{models}"
+
+
+def usage_dict(u: Usage | None) -> dict[str, Any] | None:
+    if u is None:
+        return None
+    return {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+            "model": u.model, "cost_nano_usd": u.cost_nano_usd}  # fmt: skip
 
 
 def waiting_message(worker_name: str) -> str:
@@ -243,6 +264,9 @@ def status_json(status: WorkflowStatus, waiting_for: str | None = None) -> dict[
     data["workflow_version"] = status.workflow_version
     for entry, step in zip(data["steps"], status.steps, strict=True):
         entry["last_failure"] = step.last_failure
+        entry["usage"] = usage_dict(step.usage)
+    data["usage"] = usage_dict(status.usage)
+    data["workflow_usage"] = usage_dict(status.workflow_usage)
     data["waiting_for_worker"] = waiting_for
     return data
 
@@ -375,11 +399,67 @@ async def waiting_for_worker(
 FOLLOW_POLL_S = 0.25
 
 
+class _Lines:
+    """Prints event lines and streamed text together: text goes out as it
+    comes, and a line that follows text starts on a line of its own."""
+
+    def __init__(self) -> None:
+        self.mid_line = False
+
+    def line(self, text: str) -> None:
+        if self.mid_line:
+            _print("")
+            self.mid_line = False
+        _print(text)
+
+    def text(self, text: str) -> None:
+        if text:
+            _print(text, end="")
+            self.mid_line = not text.endswith("\n")
+
+
+def _output_time(offset: str) -> str:
+    """The time an output entry was stored (its offset starts with it, in ms)."""
+    ms = int(offset.partition("-")[0] or 0)
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+async def print_output(client: Client, tx: str, lines: _Lines, as_json: bool) -> None:
+    """Print the steps' output as it comes, until the execution ends: a line
+    when a step's attempt starts streaming, then its text as it comes."""
+    step = None
+    async for o in client.stream_output(tx):
+        if as_json:
+            _print(json.dumps({"output": {"offset": o.offset, "sequence": o.sequence,
+                   "kind": o.kind, "step": o.step, "attempt": o.attempt, "text": o.text,
+                   "dropped": o.dropped}}))  # fmt: skip
+            continue
+        head = f"[{tx}] {_output_time(o.offset)}  "
+        if o.kind == "rewind":
+            lines.line(f"{head}{'rewind':<12} {o.step:<16} attempt {o.attempt} starts over: "
+                       "the output above is from an earlier attempt")  # fmt: skip
+            step = None
+        elif o.kind == "gap":
+            dropped = o.dropped or "some"
+            lines.line(f"{head}{'gap':<12} {dropped} output entries dropped (the stream's cap)")
+        else:
+            if (o.step, o.attempt) != step:
+                lines.line(f"{head}{'output':<12} {o.step:<16} attempt {o.attempt}")
+                step = (o.step, o.attempt)
+            lines.text(o.text or o.data.decode(errors="replace"))
+
+
 async def follow(
-    client: Client, tx: str, *, as_json: bool = False, token: str | None = None
+    client: Client,
+    tx: str,
+    *,
+    as_json: bool = False,
+    token: str | None = None,
+    output: bool = False,
 ) -> WorkflowStatus:
     """Print every event of an execution as it happens (each step from the
-    first, retries with their error, compensations) until it is terminal.
+    first, retries with their error, compensations) until it is terminal;
+    with `output`, the text the steps stream too, as it comes.
 
     The watch stream says when something changed; the history says what. A
     command no connected worker can run is reported once."""
@@ -389,6 +469,34 @@ async def follow(
             if update.terminal:
                 return
 
+    lines = _Lines()
+    streaming = asyncio.create_task(print_output(client, tx, lines, as_json)) if output else None
+    try:
+        status = await _follow_events(client, tx, lines, as_json, token, until_terminal)
+        if streaming is not None:
+            await asyncio.wait_for(streaming, OUTPUT_DRAIN_S)  # it ends with the execution
+    finally:
+        if streaming is not None:
+            streaming.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await streaming
+    if lines.mid_line:
+        _print("")
+    return status
+
+
+# How long `follow` waits, once the execution ended, for the rest of its output.
+OUTPUT_DRAIN_S = 10.0
+
+
+async def _follow_events(
+    client: Client,
+    tx: str,
+    lines: _Lines,
+    as_json: bool,
+    token: str | None,
+    until_terminal: Any,
+) -> WorkflowStatus:
     watching = asyncio.create_task(until_terminal())
     last = 0
     pending: dict[str, str] = {}  # command id -> worker name, not answered yet
@@ -413,7 +521,7 @@ async def follow(
                     _print(json.dumps({"event": data}, default=str))
                 else:
                     for line in format_event(data):
-                        _print(f"[{tx}] {line}")
+                        lines.line(f"[{tx}] {line}")
             if finished:
                 break
             unchecked = {c: w for c, w in pending.items() if c not in checked}
@@ -425,7 +533,7 @@ async def follow(
                         if as_json:
                             _print(json.dumps({"waiting_for_worker": worker_name}))
                         else:
-                            _print(f"[{tx}] {waiting_message(worker_name)}")
+                            lines.line(f"[{tx}] {waiting_message(worker_name)}")
             await asyncio.wait({watching}, timeout=FOLLOW_POLL_S)
     finally:
         watching.cancel()
@@ -494,7 +602,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
             _print(tx)  # only the id, for scripts: tx=$(multiagents run wf --no-follow)
             return 0
         _print(f"started {args.workflow}: {tx}")
-        status = await follow(client, tx, token=args.token)
+        status = await follow(client, tx, token=args.token, output=True)
     _print(format_status(status))
     return 0 if status.state == "completed" else 3
 
@@ -512,7 +620,10 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 async def cmd_watch(args: argparse.Namespace) -> int:
     async with _client(args) as client:
-        status = await follow(client, args.transaction_id, as_json=args.json, token=args.token)
+        status = await follow(
+            client, args.transaction_id, as_json=args.json, token=args.token,
+            output=not args.no_output,
+        )  # fmt: skip
     if args.json:
         _print(json.dumps({"final_status": status_json(status)}, default=str))
     else:
@@ -946,8 +1057,8 @@ async def cmd_completion(args: argparse.Namespace) -> int:
 JSON_HELP = {
     "status": "print one JSON document: the seed's status dict, each step's last failure "
     "(with its stack trace) and waiting_for_worker",
-    "watch": 'print JSON lines: {"event": ...} per history event, '
-    '{"waiting_for_worker": ...}, then {"final_status": ...}',
+    "watch": 'print JSON lines: {"event": ...} per history event, {"output": ...} per '
+    'entry of the steps\' output, {"waiting_for_worker": ...}, then {"final_status": ...}',
     "history": 'print one JSON document: {"events": [...]}',
     "list": 'print one JSON document: {"executions": [...], "next_page_token": ...}',
     "workers": 'print one JSON document: {"sessions": [...]}',
@@ -1070,6 +1181,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = command(name, fn, text)
         p.add_argument("transaction_id")
         p.add_argument("--json", action="store_true", help=JSON_HELP[name])
+        if name == "watch":
+            p.add_argument("--no-output", action="store_true",
+                           help="do not print the text the steps stream")  # fmt: skip
 
     p = command("cancel", cmd_cancel, "Cancel a running execution (compensates completed steps).")
     p.add_argument("transaction_id")

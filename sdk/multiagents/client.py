@@ -16,6 +16,7 @@ from google.protobuf import timestamp_pb2
 from multiagents import wire
 from multiagents.channel import open_channel
 from multiagents.errors import RPCError, WorkflowFailedError, failure_dict, from_rpc_error
+from multiagents.output import Usage
 from multiagents.v1 import common_pb2, events_pb2, workflow_pb2, workflow_service_pb2_grpc
 from multiagents.v1 import workflow_service_pb2 as pb
 from multiagents.workflow import Workflow
@@ -67,6 +68,8 @@ class StepState:
     kind: str = "step"
     # A condition's case taken ("case 1", "otherwise"), or "timed out".
     branch: str = ""
+    # Tokens and cost of every attempt of the step (None when none reported).
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,10 @@ class WorkflowStatus:
     running_steps: tuple[str, ...] = ()
     # The waits waiting for a signal now.
     waiting_signals: tuple[WaitingSignal, ...] = ()
+    # Tokens and cost of the execution, and of every execution of its
+    # workflow name (the latter from get_status only); None when none.
+    usage: Usage | None = None
+    workflow_usage: Usage | None = None
 
     @property
     def terminal(self) -> bool:
@@ -177,11 +184,16 @@ class WorkflowStatus:
                     st.path,
                     st.kind,
                     st.branch,
+                    Usage.from_proto(st.usage) if st.HasField("usage") else None,
                 )
                 for st in s.steps
             ),
             running_steps=tuple(s.running_steps),
             waiting_signals=tuple(WaitingSignal.from_proto(w) for w in s.waiting_signals),
+            usage=Usage.from_proto(s.usage) if s.HasField("usage") else None,
+            workflow_usage=(
+                Usage.from_proto(s.workflow_usage) if s.HasField("workflow_usage") else None
+            ),
             revision=s.revision,
             parent_transaction_id=s.parent_transaction_id or None,
             created_at=_utc(s.created_at) if s.HasField("created_at") else None,
@@ -222,6 +234,54 @@ class StatusUpdate:
             error=failure_dict(e.failure) if e.HasField("failure") else None,
             requires_manual_intervention=e.requires_manual_intervention,
             cancel_reason=e.cancel_reason,
+        )
+
+
+OUTPUT_KINDS = {
+    common_pb2.OUTPUT_KIND_UNSPECIFIED: "token",
+    common_pb2.OUTPUT_KIND_TOKEN: "token",
+    common_pb2.OUTPUT_KIND_JSON: "json",
+    common_pb2.OUTPUT_KIND_LOG: "log",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutput:
+    """One entry of an execution's output stream.
+
+    `kind` is "token", "json" or "log" for a chunk (its `text`, or `data`
+    for bytes); "rewind" when attempt `attempt` of `step` starts (drop what
+    earlier attempts streamed); "gap" when the stream's cap dropped
+    `dropped` entries this reader had not seen (0: unknown). Pass the last
+    `offset` received as `from_offset` to resume with no gap or repeat.
+    """
+
+    offset: str
+    sequence: int
+    kind: str
+    step: str = ""
+    attempt: int = 0
+    compensation: bool = False
+    text: str = ""
+    data: bytes = b""
+    dropped: int = 0
+
+    @classmethod
+    def from_proto(cls, o: pb.StepOutput) -> StepOutput:
+        entry = o.WhichOneof("entry")
+        kind = {"chunk": OUTPUT_KINDS.get(o.chunk.kind, "token"), "gap": "gap"}.get(
+            entry or "", "rewind"
+        )
+        return cls(
+            offset=o.offset,
+            sequence=o.sequence,
+            kind=kind,
+            step=o.step,
+            attempt=o.attempt,
+            compensation=o.compensation,
+            text=o.chunk.text,
+            data=o.chunk.binary,
+            dropped=o.gap.dropped,
         )
 
 
@@ -327,10 +387,44 @@ class Client:
         async for response in self._watch(transaction_id):
             yield StatusUpdate.from_proto(response.event)
 
-    async def _watch(self, transaction_id: str) -> AsyncIterator[pb.WatchWorkflowResponse]:
-        call = self._stub.WatchWorkflow(
-            pb.WatchWorkflowRequest(transaction_id=transaction_id), metadata=self._metadata
+    async def watch_with_output(
+        self, transaction_id: str, *, from_offset: str = ""
+    ) -> AsyncIterator[StatusUpdate | StepOutput]:
+        """Like `watch`, with the steps' output (after `from_offset`)
+        interleaved; every chunk comes before the terminal status."""
+        async for response in self._watch(transaction_id, True, from_offset):
+            if response.HasField("output"):
+                yield StepOutput.from_proto(response.output)
+            else:
+                yield StatusUpdate.from_proto(response.event)
+
+    async def stream_output(
+        self, transaction_id: str, *, step: str = "", from_offset: str = ""
+    ) -> AsyncIterator[StepOutput]:
+        """The output of an execution's steps (of `step` only, if given):
+        what is stored after `from_offset`, then live, until the execution
+        ends (or, with a step, until that step has completed)."""
+        request = pb.StreamStepOutputRequest(
+            transaction_id=transaction_id, step=step, from_offset=from_offset
         )
+        call = self._stub.StreamStepOutput(request, metadata=self._metadata)
+        try:
+            async for response in call:
+                yield StepOutput.from_proto(response.output)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()
+
+    async def _watch(
+        self, transaction_id: str, include_output: bool = False, from_offset: str = ""
+    ) -> AsyncIterator[pb.WatchWorkflowResponse]:
+        request = pb.WatchWorkflowRequest(
+            transaction_id=transaction_id,
+            include_output=include_output,
+            output_from_offset=from_offset,
+        )
+        call = self._stub.WatchWorkflow(request, metadata=self._metadata)
         try:
             async for response in call:
                 yield response

@@ -22,7 +22,15 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar
 
 from multiagents.errors import ApplicationError, MultiAgentsError, WorkerExecutionError
-from multiagents.worker import Context, Result, WorkerFn, WorkerFunction
+from multiagents.worker import (
+    Context,
+    Result,
+    WorkerFn,
+    WorkerFunction,
+    current_command,
+    emit,
+    report_usage,
+)
 
 __all__ = ["OUTPUT_ERROR_TYPE", "DSPyWorkerFunction", "PostProcessHook", "dspy_worker"]
 
@@ -140,14 +148,52 @@ class DSPyWorkerFunction(WorkerFunction):
         lm = self._get_lm(dspy)
         scope = dspy.context(lm=lm) if lm is not None else contextlib.nullcontext()
         try:
-            with scope:
-                prediction = await module.acall(**inputs)
+            with scope, dspy.context(track_usage=True):
+                history = _History(dspy.settings.lm)
+                if in_command():
+                    prediction = await self._stream(dspy, module, inputs)
+                else:
+                    prediction = await module.acall(**inputs)
         except Exception as exc:
             raise _map_error(self.name, exc, dspy) from exc
+        _report_usage(prediction, history)
         result = {**extras, **self._outputs(self._signature, prediction)}
         for hook in self.hooks:
             result = await _run_hook(self.name, hook, result, context)
         return result
+
+    async def _stream(self, dspy: Any, module: Any, inputs: dict[str, Any]) -> Any:
+        """Run `module` with DSPy's streaming, publishing the output fields'
+        tokens as the step's output (fields one after another, separated by
+        a newline). An LM that cannot stream yields only the prediction."""
+        listeners = [
+            dspy.streaming.StreamListener(signature_field_name=name)
+            for name in self._signature.output_fields
+        ]
+        program = dspy.streamify(
+            module, stream_listeners=listeners, is_async_program=True, async_streaming=True
+        )
+        prediction, field = None, None
+        try:
+            async for item in program(**inputs):
+                if isinstance(item, dspy.streaming.StreamResponse):
+                    if field is not None and item.signature_field_name != field:
+                        await emit("\n")
+                    field = item.signature_field_name
+                    await emit(item.chunk)
+                elif isinstance(item, dspy.Prediction):
+                    prediction = item
+        except dspy.LMUnexpectedError:
+            if field is not None:
+                raise
+            # What an LM whose engine cannot stream raises (DSPy keeps no
+            # cause): the same call, without streaming.
+            return await module.acall(**inputs)
+        if prediction is None:
+            raise WorkerExecutionError(
+                f"dspy_worker {self.name!r}: the program ended without a prediction"
+            )
+        return prediction
 
     def _get_module(self, dspy: Any) -> Any:
         if self._module is None:
@@ -238,6 +284,45 @@ def dspy_worker(
         return DSPyWorkerFunction(name, fn, signature=signature, module=module, tools=tools, lm=lm)
 
     return decorate
+
+
+def in_command() -> bool:
+    info = current_command()
+    return info is not None and info.output is not None
+
+
+class _History:
+    """The entries an LM adds to its history from now on (for their cost)."""
+
+    def __init__(self, lm: Any) -> None:
+        self._history: list[dict[str, Any]] = getattr(lm, "history", None) or []
+        self._last = self._history[-1].get("uuid") if self._history else None
+
+    def added(self) -> list[dict[str, Any]]:
+        entries = []
+        for entry in reversed(self._history):
+            if self._last is not None and entry.get("uuid") == self._last:
+                break
+            entries.append(entry)
+        return entries
+
+
+def _report_usage(prediction: Any, history: _History) -> None:
+    """Report the call's tokens (DSPy's usage tracker, per model) and cost
+    (the `cost` of the LM history entries added meanwhile; with several
+    calls of one LM at once in the process, their costs may be attributed
+    to one another, their sum stays right)."""
+    get_usage = getattr(prediction, "get_lm_usage", None)
+    by_model = (get_usage() if get_usage is not None else None) or {}
+    for model, used in by_model.items():
+        report_usage(
+            input_tokens=int(used.get("prompt_tokens") or 0),
+            output_tokens=int(used.get("completion_tokens") or 0),
+            model=str(model),
+        )
+    cost = sum(float(e.get("cost") or 0) for e in history.added())
+    if cost > 0:
+        report_usage(cost_usd=cost)
 
 
 def _is_signature_class(cls: type) -> bool:

@@ -23,6 +23,7 @@ import grpc
 from multiagents import __version__, wire
 from multiagents.channel import open_channel
 from multiagents.errors import FailureKind, InvalidResultError, MultiAgentsError, to_failure
+from multiagents.output import CommandOutput, merge_chunks
 from multiagents.v1 import common_pb2, worker_service_pb2_grpc
 from multiagents.v1 import worker_service_pb2 as wpb
 from multiagents.worker import (
@@ -107,6 +108,7 @@ class WorkerRuntime:
         self._running: dict[str, asyncio.Task[None]] = {}
         # Commands the server cancelled -> the Cancel's reason.
         self._cancelled: dict[str, str] = {}
+        self._outputs: dict[str, CommandOutput] = {}
         self._unsent: list[wpb.ConnectRequest] = []
         self._send: _Outgoing | None = None
         self._task: asyncio.Task[None] | None = None
@@ -242,6 +244,8 @@ class WorkerRuntime:
                     self._handle(message)
             finally:
                 self._send = None
+                for output in self._outputs.values():
+                    output.session_lost()
                 for task in helpers:
                     task.cancel()
                 await asyncio.gather(*helpers, return_exceptions=True)
@@ -277,6 +281,10 @@ class WorkerRuntime:
                 task.cancel(reason)
         elif kind == "ping":
             self._emit(wpb.ConnectRequest(heartbeat=wpb.Heartbeat()))
+        elif kind == "output_ack":
+            output = self._outputs.get(message.output_ack.command_id)
+            if output is not None:
+                output.acknowledged(message.output_ack)
         elif kind == "drain_request":
             log.info("server asked to drain: %s", message.drain_request.reason)
 
@@ -292,13 +300,21 @@ class WorkerRuntime:
     def _emit(self, message: wpb.ConnectRequest) -> None:
         if self._send is not None:
             self._send.put_nowait(message)
-        elif message.WhichOneof("message") != "heartbeat":
+        elif message.WhichOneof("message") not in ("heartbeat", "output_chunk"):
             self._unsent.append(message)
 
     async def _execute(self, command: wpb.Command) -> None:
         cid = command.command_id
+        output = self._outputs[cid] = CommandOutput(cid, self._emit)
         try:
-            result = await self._run_worker(command)
+            await self._answer(command, output)
+        finally:
+            self._outputs.pop(cid, None)
+
+    async def _answer(self, command: wpb.Command, output: CommandOutput) -> None:
+        cid = command.command_id
+        try:
+            result = await self._run_worker(command, output)
         except asyncio.CancelledError:
             reason = self._cancelled.pop(cid, None)
             if reason is None:
@@ -321,13 +337,13 @@ class WorkerRuntime:
                 failure.type = "StepTimeout"
                 failure.kind = FailureKind.TIMEOUT.to_proto()
                 failure.ClearField("cause")
-            self._emit(
-                wpb.ConnectRequest(failure=wpb.CommandFailure(command_id=cid, failure=failure))
-            )
+            failed = wpb.CommandFailure(command_id=cid, failure=failure, usage=_usage(output))
+            self._emit(wpb.ConnectRequest(failure=failed))
             return
-        self._emit(wpb.ConnectRequest(result=wpb.CommandResult(command_id=cid, result=result)))
+        answer = wpb.CommandResult(command_id=cid, result=result, usage=_usage(output))
+        self._emit(wpb.ConnectRequest(result=answer))
 
-    async def _run_worker(self, command: wpb.Command) -> common_pb2.Payload:
+    async def _run_worker(self, command: wpb.Command, output: CommandOutput) -> common_pb2.Payload:
         worker = self.workers.get(command.worker_name)
         if worker is None:
             raise ValueError(f"this process does not serve worker {command.worker_name!r}")
@@ -341,6 +357,7 @@ class WorkerRuntime:
             attempt=command.attempt,
             compensation=command.kind == wpb.COMMAND_KIND_COMPENSATE,
             heartbeat=self._heartbeater(command),
+            output=output,
         )
         timeout = None
         if command.HasField("deadline"):
@@ -379,12 +396,27 @@ class WorkerRuntime:
         return beat
 
 
+def _usage(output: CommandOutput) -> common_pb2.Usage | None:
+    return output.usage.to_proto() if output.usage else None
+
+
 async def _requests(queue: _Outgoing) -> AsyncIterator[wpb.ConnectRequest]:
-    """The request stream: queued messages, with ready answers batched."""
+    """The request stream: queued messages, with ready answers batched and
+    ready text chunks of one command merged."""
     while True:
         message = await queue.get()
         if message is None:
             return
+        if message.WhichOneof("message") == "output_chunk":
+            while not queue.empty():
+                following = queue._queue[0]  # type: ignore[attr-defined]
+                if following is None or following.WhichOneof("message") != "output_chunk":
+                    break
+                if not merge_chunks(message.output_chunk, following.output_chunk):
+                    break
+                queue.get_nowait()
+            yield message
+            continue
         if message.WhichOneof("message") not in ("result", "failure") or queue.empty():
             yield message
             continue

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from multiagents.errors import InvalidResultError
+from multiagents.output import CommandOutput, usage_from_cost
 
 Context = dict[str, Any]
 Result = dict[str, Any]
@@ -29,6 +30,8 @@ class CommandInfo:
     attempt: int
     compensation: bool
     heartbeat: Callable[[dict[str, Any] | None], None] = field(repr=False)
+    # Output stream and usage of the command (set by the runtime).
+    output: CommandOutput | None = field(default=None, repr=False)
 
 
 _current: contextvars.ContextVar[CommandInfo | None] = contextvars.ContextVar(
@@ -49,6 +52,38 @@ def heartbeat(details: dict[str, Any] | None = None) -> None:
     info = _current.get()
     if info is not None:
         info.heartbeat(details)
+
+
+async def emit(data: str | bytes, *, kind: str = "token") -> None:
+    """Publish a chunk of the running step's output (text or bytes, at most
+    64 KiB; `kind` is "token", "json" or "log"). Watchers see it live and
+    after the fact (`multiagents watch`, `Client.stream_output`).
+
+    A no-op outside a command, and after the server refused the command's
+    output (its attempt was superseded, e.g. after a timeout).
+    """
+    info = _current.get()
+    if info is not None and info.output is not None:
+        await info.output.emit(data, kind)
+
+
+def report_usage(
+    *,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    model: str = "",
+    cost_usd: float | None = None,
+    cost_nano_usd: int = 0,
+) -> None:
+    """Add tokens and cost to what the running step reports with its answer
+    (result or failure; a failed attempt still costs). Calls add up; cost in
+    US dollars (`cost_usd`, rounded to nano-dollars) or nano-dollars.
+    A no-op outside a command.
+    """
+    used = usage_from_cost(input_tokens, output_tokens, model, cost_usd, cost_nano_usd)
+    info = _current.get()
+    if info is not None and info.output is not None:
+        info.output.usage += used
 
 
 class WorkerFunction:

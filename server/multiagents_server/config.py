@@ -49,6 +49,10 @@ class ServerConfig:
     max_inflight_submits: int = 2_000
     # How long finished executions (state and history) are kept.
     retention_ms: int = 7 * 24 * 3600 * 1000
+    # Entries (output chunks, rewinds) of an execution's output stream kept
+    # at most; older ones are dropped (Redis trims approximately: up to ~100
+    # more may stay) and a reader that had not read them gets a gap.
+    output_stream_max_entries: int = 10_000
     # A replica that has not renewed its lease for this long is dead: it is
     # fenced off and its in-flight commands are reclaimed by another replica.
     # Renewed (and dead replicas looked for) every fifth of it, so work resumes

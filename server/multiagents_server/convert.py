@@ -513,6 +513,7 @@ def _step_info(
         path=ex.path_of(key),
         kind=kind,
         branch=_branch_label(node, rec),
+        usage=usage_to_proto(ex.usage_by_step.get(ex.path_of(key))),
     )
     if rec.started_ms:
         info.started_at.CopyFrom(timestamp(rec.started_ms))
@@ -573,6 +574,7 @@ def status_to_proto(ex: engine.Execution, revision: int) -> workflow_pb2.Workflo
         failure=failure_to_proto(ex.failure),
         requires_manual_intervention=ex.requires_manual_intervention,
         steps=step_infos(ex),
+        usage=usage_to_proto(engine.usage.total(ex)),
         created_at=timestamp(ex.created_ms),
         updated_at=timestamp(ex.updated_ms),
         revision=revision,
@@ -585,6 +587,30 @@ def status_to_proto(ex: engine.Execution, revision: int) -> workflow_pb2.Workflo
     if ex.start_at_ms:
         status.start_at.CopyFrom(timestamp(ex.start_at_ms))
     return status
+
+
+def usage_to_proto(u: engine.Usage | None) -> common_pb2.Usage | None:
+    """The wire form of a usage sum; None (field unset) when nothing was reported."""
+    if not u:
+        return None
+    return common_pb2.Usage(
+        input_tokens=u.input_tokens,
+        output_tokens=u.output_tokens,
+        model=",".join(u.models),
+        cost_nano_usd=u.cost_nano_usd,
+    )
+
+
+def usage_from_proto(u: common_pb2.Usage, field: str) -> engine.Usage | None:
+    """A reported usage (None when all zero); InvalidArgument naming the field."""
+    for name in ("input_tokens", "output_tokens", "cost_nano_usd"):
+        if getattr(u, name) < 0:
+            raise InvalidArgument(f"{field}.{name}: must be >= 0, got {getattr(u, name)}")
+    check_length(u.model, f"{field}.model", MAX_ID_LENGTH)
+    used = engine.Usage(
+        u.input_tokens, u.output_tokens, u.cost_nano_usd, (u.model,) if u.model else ()
+    )
+    return used or None
 
 
 def status_event(ex: engine.Execution, revision: int, now_ms: int) -> events_pb2.StatusEvent:

@@ -290,11 +290,23 @@ class Dispatcher:
     def seen(self, session: Session) -> None:
         session.last_seen_ms = self.clock
 
-    async def complete(self, session: Session, command_id: str, result: dict[str, object]) -> None:
-        await self._answer(session, command_id, engine.StepCompleted(command_id, result))
+    async def complete(
+        self,
+        session: Session,
+        command_id: str,
+        result: dict[str, object],
+        usage: engine.Usage | None = None,
+    ) -> None:
+        await self._answer(session, command_id, engine.StepCompleted(command_id, result, usage))
 
-    async def fail(self, session: Session, command_id: str, failure: engine.Failure) -> None:
-        await self._answer(session, command_id, engine.StepFailed(command_id, failure))
+    async def fail(
+        self,
+        session: Session,
+        command_id: str,
+        failure: engine.Failure,
+        usage: engine.Usage | None = None,
+    ) -> None:
+        await self._answer(session, command_id, engine.StepFailed(command_id, failure, usage))
 
     async def _answer(
         self, session: Session, command_id: str, event: engine.StepCompleted | engine.StepFailed

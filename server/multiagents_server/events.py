@@ -66,6 +66,8 @@ class EventHub:
         # feed was lost for a while).
         self._on_definition = on_definition
         self._subscribers: dict[str, set[asyncio.Queue[events_pb2.WorkflowEvent]]] = {}
+        # Readers of executions' output streams, woken when output is appended.
+        self._output_readers: dict[str, set[asyncio.Event]] = {}
         self.ready = asyncio.Event()
 
     @contextlib.contextmanager
@@ -84,11 +86,29 @@ class EventHub:
                 if not subscribers:
                     del self._subscribers[transaction_id]
 
+    @contextlib.contextmanager
+    def watch_output(self, transaction_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever output of the transaction is appended (the
+        reader clears it, then reads the stream from its offset)."""
+        event = asyncio.Event()
+        self._output_readers.setdefault(transaction_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            readers = self._output_readers.get(transaction_id)
+            if readers is not None:
+                readers.discard(event)
+                if not readers:
+                    del self._output_readers[transaction_id]
+
     async def run(self) -> None:
         """Listen until cancelled; reconnects after connection errors."""
 
         def subscribed() -> None:
             self._on_definition(None)
+            for readers in self._output_readers.values():
+                for event in readers:
+                    event.set()  # output may have been appended while the feed was down
             self.ready.set()
 
         while True:
@@ -96,6 +116,9 @@ class EventHub:
                 async for message in self._store.listen(subscribed):
                     if message.kind == "events":
                         self._events(message.data)
+                    elif message.kind == "output":
+                        for event in self._output_readers.get(message.data.decode(), ()):
+                            event.set()
                     elif message.kind == "definition":
                         self._on_definition(message.data.decode())
                     elif message.kind == "wake":

@@ -33,10 +33,12 @@ from multiagents_server.engine import codec, failures
 from multiagents_server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from multiagents_server.events import frame
 from multiagents_server.outcomes import Outcome, Outcomes
+from multiagents_server.output import lane_of
 from multiagents_server.store import (
     CommandEntry,
     Commit,
     Fenced,
+    OutputEpoch,
     QueuedCommand,
     Store,
 )
@@ -202,6 +204,10 @@ class Orchestrator:
         if finished is not None and finished.revision == revision:
             return finished
         return await self.snapshot(transaction_id)
+
+    async def workflow_usage(self, name: str) -> engine.Usage:
+        """What every execution of workflow `name` has used so far."""
+        return engine.Usage(*await self.store.workflow_usage(name))
 
     async def cancel(self, transaction_id: str, reason: str) -> None:
         log.info("cancel requested", extra={"transaction_id": transaction_id, "reason": reason})
@@ -381,8 +387,16 @@ class Orchestrator:
             trace = None if outcome is None or outcome.trace is None else (
                 outcome.command_id, outcome.trace)  # fmt: skip
             fired = (event.timer_id,) if isinstance(event, engine.TimerFired) else ()
+            reported = getattr(event, "usage", None)
             committed = await self._commit(
-                transition, revision, now, ack=ack, trace=trace, fired=fired, previous=execution
+                transition,
+                revision,
+                now,
+                ack=ack,
+                trace=trace,
+                fired=fired,
+                previous=execution,
+                usage=reported,
             )
             if committed is not None:
                 return transition, committed
@@ -427,9 +441,11 @@ class Orchestrator:
         trace: tuple[str, bytes] | None = None,
         fired: tuple[str, ...] = (),
         previous: engine.Execution | None = None,
+        usage: engine.Usage | None = None,
     ) -> int | None:
         """Commit a transition from `previous` (None: a new execution); its
-        revision, or None on a revision conflict."""
+        revision, or None on a revision conflict. `usage` is what the answer
+        it applies reported (the engine counted it)."""
         ex = transition.execution
         ttl = 0
         if ex.state.terminal:
@@ -452,9 +468,11 @@ class Orchestrator:
         commands: list[QueuedCommand] = []
         cancels: list[tuple[str, str]] = []
         reserved: list[str] = []
+        epochs: list[OutputEpoch] = []
         for effect in transition.effects:
             match effect:
                 case engine.DispatchCommand():
+                    epochs.append(output_epoch(effect, ex))
                     claim = self.local is not None and self.local.reserve(effect.worker)
                     if claim:
                         reserved.append(effect.worker)
@@ -484,6 +502,9 @@ class Orchestrator:
             trace=trace,
             trace_ttl_ms=self.config.trace_retention_ms,
             waits=waits,
+            workflow_name=ex.spec.name,
+            usage=(0, 0, 0) if usage is None else _usage_sums(usage),
+            output_epochs=tuple(epochs),
         )
         claimed: tuple[CommandEntry, ...] = ()
         try:
@@ -616,11 +637,27 @@ class Orchestrator:
             del self._cache[next(iter(self._cache))]
 
 
+def _usage_sums(u: engine.Usage) -> tuple[int, int, int]:
+    return u.input_tokens, u.output_tokens, u.cost_nano_usd
+
+
+def output_epoch(command: engine.DispatchCommand, ex: engine.Execution) -> OutputEpoch:
+    """The output epoch a dispatched command opens: its lane is its command
+    id without the attempt number (one lane per node and kind); its output
+    is recorded under the node's path (`fanout/legal/review`, `each/3`)."""
+    lane, _ = lane_of(command.command_id)
+    return OutputEpoch(
+        lane, command.attempt, ex.path_of(lane[1:]), command.kind is engine.CommandKind.COMPENSATE
+    )
+
+
 def _answer_parent(child: engine.Execution) -> engine.StepCompleted | engine.StepFailed:
-    """The parent step's outcome: the child's final context, or its failure."""
+    """The parent step's outcome: the child's final context, or its failure;
+    with the child's usage, which the parent's step sums."""
+    used = engine.usage.total(child) or None
     if child.state is engine.State.COMPLETED:
-        return engine.StepCompleted(child.parent_command_id, child.context)
+        return engine.StepCompleted(child.parent_command_id, child.context, used)
     failure = failures.child_workflow_failed(
         child.transaction_id, child.state.value, child.failure, child.cancel_reason
     )
-    return engine.StepFailed(child.parent_command_id, failure)
+    return engine.StepFailed(child.parent_command_id, failure, used)

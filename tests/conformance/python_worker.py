@@ -25,7 +25,9 @@ from multiagents import (
     WorkerFunction,
     WorkerRuntime,
     current_command,
+    emit,
     heartbeat,
+    report_usage,
     worker,
 )
 
@@ -87,7 +89,19 @@ def workers(prefix: str) -> list[WorkerFunction]:
                 heartbeat({"progress": progress})
         return {"slept_ms": sleep_ms, "last_lang": LANG}
 
-    return [step, flaky, invalid, fail, compensate, slow]
+    @worker(f"{prefix}.stream")
+    async def stream(context: dict[str, Any]) -> dict[str, Any]:
+        n = int(context.get("chunks", 20))
+        for i in range(n):
+            await emit(f"{LANG}:{i};")
+        await emit("done\n", kind="log")
+        report_usage(input_tokens=7, output_tokens=n, model=f"{LANG}-model", cost_nano_usd=1000 * n)
+        attempt, _ = _command()
+        if context.get("fail_first") and attempt == 1:
+            raise WorkerExecutionError(f"stream attempt {attempt} failed")
+        return {"streamed": n, "last_lang": LANG}
+
+    return [step, flaky, invalid, fail, compensate, slow, stream]
 
 
 async def main() -> int:

@@ -581,3 +581,30 @@ async def test_mixed_workflow_compensates_across_languages_in_reverse(
         {"compensated_by": "python", "compensated_step": "charge"},
         {"compensated_by": "node", "compensated_step": "reserve"},
     ]
+
+
+async def test_step_output_and_usage_are_published_with_a_new_epoch_on_retry(
+    lang: str, start_worker: StartWorker, client: Client, uid: str
+) -> None:
+    await start_worker(lang, uid)
+    wf = WorkflowBuilder(f"{uid}.stream").add_step("talk", f"{uid}.stream", retry=FAST_RETRY)
+    status, _ = await run(client, wf.build(), {"chunks": 30, "fail_first": True})
+
+    assert status.state == "completed", status.error
+    assert status.step_results["talk"] == {"streamed": 30, "last_lang": lang}
+    seen = [o async for o in client.stream_output(status.transaction_id, step="talk")]
+    tokens = "".join(f"{lang}:{i};" for i in range(30))
+    by_attempt: dict[int, str] = {}
+    for o in seen:
+        if o.kind == "token":
+            by_attempt[o.attempt] = by_attempt.get(o.attempt, "") + o.text
+    assert by_attempt == {1: tokens, 2: tokens}
+    kinds = [(o.kind, o.attempt) for o in seen if o.kind != "token"]
+    assert kinds == [("log", 1), ("rewind", 2), ("log", 2)]
+    assert [o.sequence for o in seen] == list(range(1, len(seen) + 1))
+    # Both attempts' usage: the failed one still cost.
+    usage = status.usage
+    assert usage is not None
+    assert (usage.input_tokens, usage.output_tokens, usage.model, usage.cost_nano_usd) == (
+        14, 60, f"{lang}-model", 60_000,
+    )  # fmt: skip

@@ -29,6 +29,13 @@ class WorkflowState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WORKFLOW_STATE_COMPENSATED: _ClassVar[WorkflowState]
     WORKFLOW_STATE_CANCELLED: _ClassVar[WorkflowState]
     WORKFLOW_STATE_COMPENSATING: _ClassVar[WorkflowState]
+
+class OutputKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTPUT_KIND_UNSPECIFIED: _ClassVar[OutputKind]
+    OUTPUT_KIND_TOKEN: _ClassVar[OutputKind]
+    OUTPUT_KIND_JSON: _ClassVar[OutputKind]
+    OUTPUT_KIND_LOG: _ClassVar[OutputKind]
 FAILURE_KIND_UNSPECIFIED: FailureKind
 FAILURE_KIND_APPLICATION: FailureKind
 FAILURE_KIND_TIMEOUT: FailureKind
@@ -46,6 +53,10 @@ WORKFLOW_STATE_FAILED: WorkflowState
 WORKFLOW_STATE_COMPENSATED: WorkflowState
 WORKFLOW_STATE_CANCELLED: WorkflowState
 WORKFLOW_STATE_COMPENSATING: WorkflowState
+OUTPUT_KIND_UNSPECIFIED: OutputKind
+OUTPUT_KIND_TOKEN: OutputKind
+OUTPUT_KIND_JSON: OutputKind
+OUTPUT_KIND_LOG: OutputKind
 
 class Payload(_message.Message):
     __slots__ = ("metadata", "data")
@@ -79,3 +90,15 @@ class Failure(_message.Message):
     kind: FailureKind
     cause: Failure
     def __init__(self, message: _Optional[str] = ..., type: _Optional[str] = ..., non_retryable: _Optional[bool] = ..., stack_trace: _Optional[str] = ..., details: _Optional[_Union[Payload, _Mapping]] = ..., kind: _Optional[_Union[FailureKind, str]] = ..., cause: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("input_tokens", "output_tokens", "model", "cost_nano_usd")
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    COST_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    input_tokens: int
+    output_tokens: int
+    model: str
+    cost_nano_usd: int
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., model: _Optional[str] = ..., cost_nano_usd: _Optional[int] = ...) -> None: ...

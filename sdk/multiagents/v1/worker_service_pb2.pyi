@@ -29,36 +29,40 @@ COMMAND_KIND_EXECUTE: CommandKind
 COMMAND_KIND_COMPENSATE: CommandKind
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("hello", "result", "failure", "heartbeat", "drain", "outcomes")
+    __slots__ = ("hello", "result", "failure", "heartbeat", "drain", "outcomes", "output_chunk")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_CHUNK_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     result: CommandResult
     failure: CommandFailure
     heartbeat: Heartbeat
     drain: Drain
     outcomes: CommandOutcomes
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., result: _Optional[_Union[CommandResult, _Mapping]] = ..., failure: _Optional[_Union[CommandFailure, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., outcomes: _Optional[_Union[CommandOutcomes, _Mapping]] = ...) -> None: ...
+    output_chunk: OutputChunk
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., result: _Optional[_Union[CommandResult, _Mapping]] = ..., failure: _Optional[_Union[CommandFailure, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., outcomes: _Optional[_Union[CommandOutcomes, _Mapping]] = ..., output_chunk: _Optional[_Union[OutputChunk, _Mapping]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("welcome", "command", "cancel", "ping", "drain_request", "commands")
+    __slots__ = ("welcome", "command", "cancel", "ping", "drain_request", "commands", "output_ack")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     DRAIN_REQUEST_FIELD_NUMBER: _ClassVar[int]
     COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_ACK_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     command: Command
     cancel: Cancel
     ping: Ping
     drain_request: DrainRequest
     commands: Commands
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., drain_request: _Optional[_Union[DrainRequest, _Mapping]] = ..., commands: _Optional[_Union[Commands, _Mapping]] = ...) -> None: ...
+    output_ack: OutputAck
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., drain_request: _Optional[_Union[DrainRequest, _Mapping]] = ..., commands: _Optional[_Union[Commands, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("worker_id", "worker_names", "max_concurrency", "sdk_language", "sdk_version", "protocol_version")
@@ -128,20 +132,24 @@ class Commands(_message.Message):
     def __init__(self, commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ...) -> None: ...
 
 class CommandResult(_message.Message):
-    __slots__ = ("command_id", "result")
+    __slots__ = ("command_id", "result", "usage")
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     command_id: str
     result: _common_pb2.Payload
-    def __init__(self, command_id: _Optional[str] = ..., result: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ...) -> None: ...
+    usage: _common_pb2.Usage
+    def __init__(self, command_id: _Optional[str] = ..., result: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class CommandFailure(_message.Message):
-    __slots__ = ("command_id", "failure")
+    __slots__ = ("command_id", "failure", "usage")
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     command_id: str
     failure: _common_pb2.Failure
-    def __init__(self, command_id: _Optional[str] = ..., failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ...) -> None: ...
+    usage: _common_pb2.Usage
+    def __init__(self, command_id: _Optional[str] = ..., failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class CommandOutcome(_message.Message):
     __slots__ = ("result", "failure")
@@ -186,3 +194,29 @@ class DrainRequest(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     reason: str
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class OutputChunk(_message.Message):
+    __slots__ = ("command_id", "sequence", "kind", "text", "binary")
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    BINARY_FIELD_NUMBER: _ClassVar[int]
+    command_id: str
+    sequence: int
+    kind: _common_pb2.OutputKind
+    text: str
+    binary: bytes
+    def __init__(self, command_id: _Optional[str] = ..., sequence: _Optional[int] = ..., kind: _Optional[_Union[_common_pb2.OutputKind, str]] = ..., text: _Optional[str] = ..., binary: _Optional[bytes] = ...) -> None: ...
+
+class OutputAck(_message.Message):
+    __slots__ = ("command_id", "sequence", "offset", "refused")
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    command_id: str
+    sequence: int
+    offset: str
+    refused: str
+    def __init__(self, command_id: _Optional[str] = ..., sequence: _Optional[int] = ..., offset: _Optional[str] = ..., refused: _Optional[str] = ...) -> None: ...

@@ -168,7 +168,7 @@ class WorkflowDefinition(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[StepDefinition, _Mapping]]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class StepInfo(_message.Message):
-    __slots__ = ("name", "status", "attempts", "last_failure", "child_transaction_id", "path", "kind", "branch", "started_at", "finished_at")
+    __slots__ = ("name", "status", "attempts", "last_failure", "child_transaction_id", "path", "kind", "branch", "started_at", "finished_at", "usage")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
@@ -179,6 +179,7 @@ class StepInfo(_message.Message):
     BRANCH_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     status: StepStatus
     attempts: int
@@ -189,7 +190,8 @@ class StepInfo(_message.Message):
     branch: str
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., attempts: _Optional[int] = ..., last_failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., child_transaction_id: _Optional[str] = ..., path: _Optional[str] = ..., kind: _Optional[str] = ..., branch: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    usage: _common_pb2.Usage
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., attempts: _Optional[int] = ..., last_failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., child_transaction_id: _Optional[str] = ..., path: _Optional[str] = ..., kind: _Optional[str] = ..., branch: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class WaitingSignal(_message.Message):
     __slots__ = ("transaction_id", "workflow_name", "path", "signal", "approval", "since", "timeout_at")
@@ -210,7 +212,7 @@ class WaitingSignal(_message.Message):
     def __init__(self, transaction_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., path: _Optional[str] = ..., signal: _Optional[str] = ..., approval: _Optional[bool] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., timeout_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class WorkflowStatus(_message.Message):
-    __slots__ = ("transaction_id", "correlation_id", "workflow_name", "workflow_version", "state", "current_step", "step_results", "context", "failure", "requires_manual_intervention", "steps", "created_at", "updated_at", "completed_at", "revision", "parent_transaction_id", "running_steps", "waiting_signals", "start_at")
+    __slots__ = ("transaction_id", "correlation_id", "workflow_name", "workflow_version", "state", "current_step", "step_results", "context", "failure", "requires_manual_intervention", "steps", "created_at", "updated_at", "completed_at", "revision", "parent_transaction_id", "running_steps", "waiting_signals", "start_at", "usage", "workflow_usage")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +232,8 @@ class WorkflowStatus(_message.Message):
     RUNNING_STEPS_FIELD_NUMBER: _ClassVar[int]
     WAITING_SIGNALS_FIELD_NUMBER: _ClassVar[int]
     START_AT_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_USAGE_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     correlation_id: str
     workflow_name: str
@@ -249,4 +253,6 @@ class WorkflowStatus(_message.Message):
     running_steps: _containers.RepeatedScalarFieldContainer[str]
     waiting_signals: _containers.RepeatedCompositeFieldContainer[WaitingSignal]
     start_at: _timestamp_pb2.Timestamp
-    def __init__(self, transaction_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., workflow_version: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.WorkflowState, str]] = ..., current_step: _Optional[str] = ..., step_results: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., context: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., requires_manual_intervention: _Optional[bool] = ..., steps: _Optional[_Iterable[_Union[StepInfo, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., parent_transaction_id: _Optional[str] = ..., running_steps: _Optional[_Iterable[str]] = ..., waiting_signals: _Optional[_Iterable[_Union[WaitingSignal, _Mapping]]] = ..., start_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    usage: _common_pb2.Usage
+    workflow_usage: _common_pb2.Usage
+    def __init__(self, transaction_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., workflow_version: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.WorkflowState, str]] = ..., current_step: _Optional[str] = ..., step_results: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., context: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., requires_manual_intervention: _Optional[bool] = ..., steps: _Optional[_Iterable[_Union[StepInfo, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., parent_transaction_id: _Optional[str] = ..., running_steps: _Optional[_Iterable[str]] = ..., waiting_signals: _Optional[_Iterable[_Union[WaitingSignal, _Mapping]]] = ..., start_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., workflow_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from multiagents.v1 import common_pb2 as _common_pb2
 from multiagents.v1 import events_pb2 as _events_pb2
 from multiagents.v1 import workflow_pb2 as _workflow_pb2
@@ -85,18 +86,24 @@ class GetStatusResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[_workflow_pb2.WorkflowStatus, _Mapping]] = ...) -> None: ...
 
 class WatchWorkflowRequest(_message.Message):
-    __slots__ = ("transaction_id",)
+    __slots__ = ("transaction_id", "include_output", "output_from_offset")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FROM_OFFSET_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
-    def __init__(self, transaction_id: _Optional[str] = ...) -> None: ...
+    include_output: bool
+    output_from_offset: str
+    def __init__(self, transaction_id: _Optional[str] = ..., include_output: _Optional[bool] = ..., output_from_offset: _Optional[str] = ...) -> None: ...
 
 class WatchWorkflowResponse(_message.Message):
-    __slots__ = ("event", "final_status")
+    __slots__ = ("event", "final_status", "output")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     FINAL_STATUS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     event: _events_pb2.StatusEvent
     final_status: _workflow_pb2.WorkflowStatus
-    def __init__(self, event: _Optional[_Union[_events_pb2.StatusEvent, _Mapping]] = ..., final_status: _Optional[_Union[_workflow_pb2.WorkflowStatus, _Mapping]] = ...) -> None: ...
+    output: StepOutput
+    def __init__(self, event: _Optional[_Union[_events_pb2.StatusEvent, _Mapping]] = ..., final_status: _Optional[_Union[_workflow_pb2.WorkflowStatus, _Mapping]] = ..., output: _Optional[_Union[StepOutput, _Mapping]] = ...) -> None: ...
 
 class CancelWorkflowRequest(_message.Message):
     __slots__ = ("transaction_id", "reason")
@@ -187,3 +194,61 @@ class ListWaitingSignalsResponse(_message.Message):
     WAITING_FIELD_NUMBER: _ClassVar[int]
     waiting: _containers.RepeatedCompositeFieldContainer[_workflow_pb2.WaitingSignal]
     def __init__(self, waiting: _Optional[_Iterable[_Union[_workflow_pb2.WaitingSignal, _Mapping]]] = ...) -> None: ...
+
+class StreamStepOutputRequest(_message.Message):
+    __slots__ = ("transaction_id", "step", "from_offset")
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    FROM_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    transaction_id: str
+    step: str
+    from_offset: str
+    def __init__(self, transaction_id: _Optional[str] = ..., step: _Optional[str] = ..., from_offset: _Optional[str] = ...) -> None: ...
+
+class StreamStepOutputResponse(_message.Message):
+    __slots__ = ("output",)
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    output: StepOutput
+    def __init__(self, output: _Optional[_Union[StepOutput, _Mapping]] = ...) -> None: ...
+
+class StepOutput(_message.Message):
+    __slots__ = ("offset", "step", "attempt", "compensation", "time", "chunk", "rewind", "gap", "sequence")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    COMPENSATION_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    REWIND_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    offset: str
+    step: str
+    attempt: int
+    compensation: bool
+    time: _timestamp_pb2.Timestamp
+    chunk: StepOutputChunk
+    rewind: StepOutputRewind
+    gap: StepOutputGap
+    sequence: int
+    def __init__(self, offset: _Optional[str] = ..., step: _Optional[str] = ..., attempt: _Optional[int] = ..., compensation: _Optional[bool] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., chunk: _Optional[_Union[StepOutputChunk, _Mapping]] = ..., rewind: _Optional[_Union[StepOutputRewind, _Mapping]] = ..., gap: _Optional[_Union[StepOutputGap, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class StepOutputChunk(_message.Message):
+    __slots__ = ("kind", "text", "binary")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    BINARY_FIELD_NUMBER: _ClassVar[int]
+    kind: _common_pb2.OutputKind
+    text: str
+    binary: bytes
+    def __init__(self, kind: _Optional[_Union[_common_pb2.OutputKind, str]] = ..., text: _Optional[str] = ..., binary: _Optional[bytes] = ...) -> None: ...
+
+class StepOutputRewind(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StepOutputGap(_message.Message):
+    __slots__ = ("dropped",)
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    dropped: int
+    def __init__(self, dropped: _Optional[int] = ...) -> None: ...

@@ -102,6 +102,11 @@ class WorkflowServiceStub:
                 request_serializer=multiagents_dot_v1_dot_workflow__service__pb2.ListWaitingSignalsRequest.SerializeToString,
                 response_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.ListWaitingSignalsResponse.FromString,
                 _registered_method=True)
+        self.StreamStepOutput = channel.unary_stream(
+                '/multiagents.v1.WorkflowService/StreamStepOutput',
+                request_serializer=multiagents_dot_v1_dot_workflow__service__pb2.StreamStepOutputRequest.SerializeToString,
+                response_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.StreamStepOutputResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -200,6 +205,15 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamStepOutput(self, request, context):
+        """Streams the output that workers publish while running steps: the
+        backlog from an offset, then live chunks, until the execution ends (or,
+        with a step, until that step has completed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -262,6 +276,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.ListWaitingSignals,
                     request_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.ListWaitingSignalsRequest.FromString,
                     response_serializer=multiagents_dot_v1_dot_workflow__service__pb2.ListWaitingSignalsResponse.SerializeToString,
+            ),
+            'StreamStepOutput': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamStepOutput,
+                    request_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.StreamStepOutputRequest.FromString,
+                    response_serializer=multiagents_dot_v1_dot_workflow__service__pb2.StreamStepOutputResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -596,6 +615,33 @@ class WorkflowService:
             '/multiagents.v1.WorkflowService/ListWaitingSignals',
             multiagents_dot_v1_dot_workflow__service__pb2.ListWaitingSignalsRequest.SerializeToString,
             multiagents_dot_v1_dot_workflow__service__pb2.ListWaitingSignalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamStepOutput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/multiagents.v1.WorkflowService/StreamStepOutput',
+            multiagents_dot_v1_dot_workflow__service__pb2.StreamStepOutputRequest.SerializeToString,
+            multiagents_dot_v1_dot_workflow__service__pb2.StreamStepOutputResponse.FromString,
             options,
             channel_credentials,
             insecure,

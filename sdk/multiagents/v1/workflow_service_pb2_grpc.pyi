@@ -67,6 +67,11 @@ class WorkflowServiceStub:
     """Lists the waits that wait for a signal now, across executions (an
     approval inbox), oldest first.
     """
+    StreamStepOutput: _grpc.UnaryStreamMultiCallable[_workflow_service_pb2.StreamStepOutputRequest, _workflow_service_pb2.StreamStepOutputResponse]
+    """Streams the output that workers publish while running steps: the
+    backlog from an offset, then live chunks, until the execution ends (or,
+    with a step, until that step has completed).
+    """
 
 @_typing.type_check_only
 class WorkflowServiceAsyncStub(WorkflowServiceStub):
@@ -106,6 +111,11 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     ListWaitingSignals: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ListWaitingSignalsRequest, _workflow_service_pb2.ListWaitingSignalsResponse]  # type: ignore[assignment]
     """Lists the waits that wait for a signal now, across executions (an
     approval inbox), oldest first.
+    """
+    StreamStepOutput: _aio.UnaryStreamMultiCallable[_workflow_service_pb2.StreamStepOutputRequest, _workflow_service_pb2.StreamStepOutputResponse]  # type: ignore[assignment]
+    """Streams the output that workers publish while running steps: the
+    backlog from an offset, then live chunks, until the execution ends (or,
+    with a step, until that step has completed).
     """
 
 class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -215,6 +225,17 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_workflow_service_pb2.ListWaitingSignalsResponse, _abc.Awaitable[_workflow_service_pb2.ListWaitingSignalsResponse]]:
         """Lists the waits that wait for a signal now, across executions (an
         approval inbox), oldest first.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamStepOutput(
+        self,
+        request: _workflow_service_pb2.StreamStepOutputRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_workflow_service_pb2.StreamStepOutputResponse], _abc.AsyncIterator[_workflow_service_pb2.StreamStepOutputResponse]]:
+        """Streams the output that workers publish while running steps: the
+        backlog from an offset, then live chunks, until the execution ends (or,
+        with a step, until that step has completed).
         """
 
 def add_WorkflowServiceServicer_to_server(servicer: WorkflowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

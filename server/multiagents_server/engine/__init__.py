@@ -1,5 +1,6 @@
 """The workflow engine: pure state machine of workflow executions (no I/O)."""
 
+from multiagents_server.engine import usage
 from multiagents_server.engine.failures import FailureKind
 from multiagents_server.engine.model import (
     Attempt,
@@ -50,6 +51,7 @@ from multiagents_server.engine.model import (
     parse_command_id,
 )
 from multiagents_server.engine.saga import apply, command_context, start, timer_id
+from multiagents_server.engine.usage import Usage
 
 __all__ = [
     "Attempt",
@@ -94,6 +96,7 @@ __all__ = [
     "StepStatus",
     "TimerFired",
     "Transition",
+    "Usage",
     "WaitSpec",
     "WorkflowSpec",
     "apply",
@@ -103,4 +106,5 @@ __all__ = [
     "parse_command_id",
     "start",
     "timer_id",
+    "usage",
 ]

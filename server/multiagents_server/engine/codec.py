@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from multiagents_server.engine import usage
 from multiagents_server.engine.failures import FailureKind
 from multiagents_server.engine.model import (
     Attempt,
@@ -265,6 +266,7 @@ def execution_to_json(ex: Execution) -> dict[str, Any]:
         "signal_ids": ex.signal_ids,
         "completions": ex.completions,
         "start_at_ms": ex.start_at_ms,
+        "usage_by_step": {k: usage.to_json(u) for k, u in ex.usage_by_step.items()},
     }
 
 
@@ -298,6 +300,7 @@ def execution_from_json(d: dict[str, Any]) -> Execution:
         signal_ids=d.get("signal_ids", {}),
         completions=d.get("completions", 0),
         start_at_ms=d.get("start_at_ms", 0),
+        usage_by_step={k: usage.from_json(u) for k, u in d.get("usage_by_step", {}).items()},
     )
 
 

@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from multiagents_server.engine.failures import Failure as Failure  # re-exported
+from multiagents_server.engine.usage import Usage
 
 JsonObject = dict[str, Any]
 _T = TypeVar("_T")
@@ -347,6 +348,8 @@ class Execution:
     signal_ids: dict[str, str] = field(default_factory=dict)
     completions: int = 0
     start_at_ms: int = 0
+    # Tokens and cost reported by the answers, by step path (engine.usage).
+    usage_by_step: dict[str, Usage] = field(default_factory=dict)
 
     def node(self, key: str | int) -> NodeRecord:
         return self.nodes.get(str(key), _PENDING)
@@ -429,6 +432,7 @@ class StepCompleted:
 
     command_id: str
     result: JsonObject
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +441,7 @@ class StepFailed:
 
     command_id: str
     failure: Failure
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from multiagents_server.engine import expressions
+from multiagents_server.engine import expressions, usage
 from multiagents_server.engine.failures import FailureKind
 from multiagents_server.engine.model import (
     Attempt,
@@ -586,6 +586,10 @@ def apply(execution: Execution, event: Event, now_ms: int) -> Transition:
     Raises `InvalidTransition` for an event the execution's state refuses
     (cancel, signal or resume of a finished execution, ...).
     """
+    return usage.account(execution, event, _apply(execution, event, now_ms))
+
+
+def _apply(execution: Execution, event: Event, now_ms: int) -> Transition:
     match event:
         case StepCompleted():
             return _on_completed(execution, event, now_ms)

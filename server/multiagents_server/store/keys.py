@@ -52,6 +52,10 @@ class Keys:
         """Hash of one execution's command traces (command id -> JSON)."""
         return f"{self._b(self.bucket_of(transaction_id))}:tr:{transaction_id}"
 
+    def output(self, transaction_id: str) -> str:
+        """Stream of the execution's step output (chunks, rewinds), capped."""
+        return f"{self._b(self.bucket_of(transaction_id))}:out:{transaction_id}"
+
     # -- per bucket ---------------------------------------------------------------
 
     def timers(self, bucket: int) -> str:
@@ -69,6 +73,11 @@ class Keys:
     def queue(self, bucket: int, worker: str) -> str:
         """Stream of commands for one worker name in one bucket."""
         return f"{self._b(bucket)}:q:{worker}"
+
+    def usage(self, bucket: int) -> str:
+        """Hash `<workflow name>|in|out|cost` -> the sums over the bucket's
+        executions of that name (tokens, nano-USD); kept without expiry."""
+        return f"{self._b(bucket)}:usage"
 
     def members(self, bucket: int) -> str:
         """Hash replica id -> epoch: who may commit into this bucket (fencing)."""

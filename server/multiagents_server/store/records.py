@@ -52,6 +52,47 @@ class QueuedCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputEpoch:
+    """An attempt whose output a lane (its command id without the attempt
+    number) accepts from now on, and the step path its output is recorded
+    under; a rewind is recorded after attempt 1."""
+
+    lane: str
+    attempt: int
+    step: str
+    compensation: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRow:
+    """A chunk of output to append."""
+
+    lane: str
+    attempt: int
+    step: str
+    compensation: bool
+    kind: int
+    data: bytes
+    binary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutputEntry:
+    """An entry of an output stream: a chunk (`rewind` False) or a rewind.
+    `number` counts the stream's entries from 1, with no holes."""
+
+    offset: str
+    number: int
+    step: str
+    attempt: int
+    compensation: bool
+    rewind: bool
+    kind: int = 0
+    data: bytes = b""
+    binary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
     """Everything one transition writes, in one atomic call."""
 
@@ -79,6 +120,11 @@ class Commit:
     # The execution's waits for a signal, for the inbox: None unchanged,
     # b"" none any more, else their JSON.
     waits: bytes | None = None
+    # Usage an accepted answer reported: added to the sums of workflow_name.
+    workflow_name: str = ""
+    usage: tuple[int, int, int] = (0, 0, 0)  # input tokens, output tokens, nano-USD
+    # Attempts dispatched by the transition: their output is accepted from now on.
+    output_epochs: tuple[OutputEpoch, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,5 +150,5 @@ class WorkerOutcomes:
 class Message:
     """A live notification from the bus."""
 
-    kind: str  # "events", "wake", "cancel", "definition"
+    kind: str  # "events", "wake", "cancel", "definition", "output"
     data: bytes

@@ -4,8 +4,8 @@
 #
 # KEYS[1] execution hash, [2] history stream, [3] the bucket's timers,
 # [4] the bucket's index, [5] the bucket's members (fencing), [6] traces,
-# [7] the bucket's waits (inbox), [8..] the command queues the transition
-# writes to or acknowledges.
+# [7] the bucket's waits (inbox), [8] output stream, [9] the bucket's usage
+# sums, [10..] the command queues the transition writes to or acknowledges.
 #
 # ARGV, read in order by `arg()`:
 #   expected revision (0 = create), replica id, replica epoch, transaction id,
@@ -21,13 +21,31 @@
 #   n cancelled commands, then each as "<command id>|<reason>",
 #   trace command id ('' none), trace JSON, trace ttl ms (set when the
 #   execution ends: the traces of a running one are kept like its state),
-#   its waits for a signal ('' unchanged, '-' none now, else their JSON).
+#   its waits for a signal ('' unchanged, '-' none now, else their JSON),
+#   workflow name, usage to add (input tokens, output tokens, nano-USD),
+#   n output epochs, then (lane, attempt, step path, compensation 0|1) rows:
+#   the attempt whose output a lane (command id without its attempt) accepts
+#   from now on and the path it is recorded under ('oa:<lane>' =
+#   '<attempt>|<path>'), with a rewind entry in the output stream after
+#   attempt 1.
 #
 # Returns {-1} when the revision does not match, {-2} when the replica has
 # been fenced off (its epoch is not the bucket's), else
 # {revision, then (key index, entry id, command) per command claimed for
 # this replica's consumer}.
-COMMIT = """
+# The number of the last entry of an output stream (entries are numbered
+# from 1 with no holes, so a reader can tell what the cap dropped).
+_LAST_OUTPUT_NUMBER = """
+local function last_output_number(key)
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if last[1] then return tonumber(last[1][2][2]) end
+  return 0
+end
+"""
+
+COMMIT = (
+    _LAST_OUTPUT_NUMBER
+    + """
 local n = 0
 local function arg() n = n + 1; return ARGV[n] end
 local expected = tonumber(arg())
@@ -111,17 +129,33 @@ if waits == '-' then
 elseif waits ~= '' then
   redis.call('HSET', KEYS[7], tx, waits)
 end
+local name, used_in, used_out, used_cost = arg(), tonumber(arg()), tonumber(arg()), tonumber(arg())
+if used_in > 0 then redis.call('HINCRBY', KEYS[9], name .. '|in', used_in) end
+if used_out > 0 then redis.call('HINCRBY', KEYS[9], name .. '|out', used_out) end
+if used_cost > 0 then redis.call('HINCRBY', KEYS[9], name .. '|cost', used_cost) end
+count = tonumber(arg())
+for i = 1, count do
+  local lane, attempt, step, comp = arg(), arg(), arg(), arg()
+  redis.call('HSET', KEYS[1], 'oa:' .. lane, attempt .. '|' .. step)
+  if tonumber(attempt) > 1 then
+    redis.call('XADD', KEYS[8], '*', 'n', last_output_number(KEYS[8]) + 1, 's', step,
+      'a', attempt, 'c', comp, 'e', 'r')
+  end
+end
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PEXPIRE', KEYS[6], trace_ttl)
+  redis.call('PEXPIRE', KEYS[8], ttl)
 elseif ttl < 0 then
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
+  redis.call('PERSIST', KEYS[8])
 end
 if notification ~= '' then redis.call('PUBLISH', bus, 'e' .. notification) end
 return out
 """
+)
 
 # KEYS: execution, the bucket's timers. ARGV: transaction id, the follow-up
 # fields carried out. Forgets them, and the flush timer once none is left.
@@ -148,4 +182,49 @@ local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {due, first[2] or false}
 """
 
-SCRIPTS = {"commit": COMMIT, "clear_followups": CLEAR_FOLLOWUPS, "claim_timers": CLAIM_TIMERS}
+# Appends chunks of step output to one execution's output stream.
+# KEYS: output stream, execution hash. ARGV: cap (entries kept, approx.),
+# bus channel, transaction id, then rows of (lane, attempt, step,
+# compensation 0|1, encoding t|b, kind, data). A row whose attempt is older
+# than the one its lane accepts (see COMMIT) is refused; the others are
+# recorded under the lane's step path (the row's step when it has none). Returns {-1} when
+# the execution is gone, else the entry id of each row ('' if refused).
+# The stream expires with the execution (PTTL copied once it has one).
+APPEND_OUTPUT = (
+    _LAST_OUTPUT_NUMBER
+    + """
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-1} end
+local cap = ARGV[1]
+local n = last_output_number(KEYS[1])
+local accepts, paths = {}, {}
+local out = {}
+for i = 4, #ARGV, 7 do
+  local lane, attempt = ARGV[i], ARGV[i + 1]
+  if accepts[lane] == nil then
+    local epoch = redis.call('HGET', KEYS[2], 'oa:' .. lane) or '0|'
+    local a, path = string.match(epoch, '^(%d+)|(.*)$')
+    accepts[lane] = tonumber(a or epoch)
+    paths[lane] = (path ~= nil and path ~= '') and path or ARGV[i + 2]
+  end
+  if accepts[lane] > tonumber(attempt) then
+    out[#out + 1] = ''
+  else
+    n = n + 1
+    out[#out + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', cap, '*', 'n', n,
+      's', paths[lane], 'a', attempt, 'c', ARGV[i + 3], 'e', ARGV[i + 4],
+      'k', ARGV[i + 5], 'd', ARGV[i + 6])
+  end
+end
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+redis.call('PUBLISH', ARGV[2], 'o' .. ARGV[3])
+return out
+"""
+)
+
+SCRIPTS = {
+    "commit": COMMIT,
+    "clear_followups": CLEAR_FOLLOWUPS,
+    "claim_timers": CLAIM_TIMERS,
+    "append_output": APPEND_OUTPUT,
+}

@@ -32,6 +32,8 @@ from multiagents_server.store.records import (
     Committed,
     Fenced,
     Message,
+    OutputEntry,
+    OutputRow,
     Stored,
     StoreError,
     StoreUnavailable,
@@ -159,6 +161,8 @@ class Store:
             keys.members(bucket),
             keys.traces(tx),
             keys.waits(bucket),
+            keys.output(tx),
+            keys.usage(bucket),
         ]
         queue_index: dict[str, int] = {}
 
@@ -185,6 +189,9 @@ class Store:
         args += [len(c.cancels), *(f"{cid}|{reason}" for cid, reason in c.cancels)]
         args += [*(c.trace or ("", "")), c.trace_ttl_ms]
         args.append("" if c.waits is None else c.waits or "-")
+        args += [c.workflow_name, *c.usage, len(c.output_epochs)]
+        for e in c.output_epochs:
+            args += [e.lane, e.attempt, e.step, int(e.compensation)]
         reply = await self._script("commit", script_keys, args)
         revision = int(reply[0])
         if revision == -1:
@@ -230,6 +237,54 @@ class Store:
     @_guarded
     async def traces_of(self, transaction_id: str) -> list[bytes]:
         return list((await self.redis.hgetall(self.keys.traces(transaction_id))).values())
+
+    # -- step output -------------------------------------------------------------------
+
+    @_guarded
+    async def append_output(
+        self, transaction_id: str, rows: Sequence[OutputRow], cap: int
+    ) -> list[str] | None:
+        """Append chunks to the execution's output stream in one script call
+        (shared with concurrent calls by the auto-pipeline). The offset of
+        each row, '' for a row refused because its attempt was superseded;
+        None when the execution is gone."""
+        args: list[Any] = [cap, self.keys.bus, transaction_id]
+        for r in rows:
+            args += [r.lane, r.attempt, r.step, int(r.compensation), "b" if r.binary else "t",
+                     r.kind, r.data]  # fmt: skip
+        keys = [self.keys.output(transaction_id), self.keys.execution(transaction_id)]
+        reply = await self._script("append_output", keys, args)
+        if reply and reply[0] == -1:
+            return None
+        return [r.decode() for r in reply]
+
+    @_guarded
+    async def read_output(self, transaction_id: str, after: str, count: int) -> list[OutputEntry]:
+        """Up to `count` entries of the output stream after offset `after`
+        ('' for the first kept)."""
+        cmds = self._auto.commands()
+        cmds.xrange(self.keys.output(transaction_id), f"({after}" if after else "-", "+",
+                    count=count)  # fmt: skip
+        (rows,) = await cmds.execute()
+        return [_output_entry(entry_id, fields) for entry_id, fields in rows]
+
+    @_guarded
+    async def first_output(self, transaction_id: str) -> OutputEntry | None:
+        """The oldest entry the output stream keeps."""
+        entries = await self.read_output(transaction_id, "", 1)
+        return entries[0] if entries else None
+
+    @_guarded
+    async def workflow_usage(self, name: str) -> tuple[int, int, int]:
+        """Input tokens, output tokens and nano-USD of every execution of `name`."""
+        cmds = self._auto.commands()
+        for bucket in self.buckets:
+            cmds.hmget(self.keys.usage(bucket), [f"{name}|in", f"{name}|out", f"{name}|cost"])
+        sums = [0, 0, 0]
+        for row in await cmds.execute():
+            for i, value in enumerate(row):
+                sums[i] += int(value or 0)
+        return sums[0], sums[1], sums[2]
 
     # -- the index ------------------------------------------------------------------
 
@@ -594,7 +649,13 @@ class Store:
         `ready` is called once subscribed. On a cluster, a PUBLISH reaches
         every node, so one connection to any node hears all of them.
         """
-        kinds = {ord("e"): "events", ord("w"): "wake", ord("c"): "cancel", ord("d"): "definition"}
+        kinds = {
+            ord("e"): "events",
+            ord("w"): "wake",
+            ord("c"): "cancel",
+            ord("d"): "definition",
+            ord("o"): "output",
+        }
         client = self.redis
         if self.cluster:
             client = redis.Redis(connection_pool=_node_pool(self.redis))
@@ -617,6 +678,21 @@ class Store:
             finally:
                 if client is not self.redis:
                     await client.aclose()
+
+
+def _output_entry(entry_id: bytes, f: dict[bytes, bytes]) -> OutputEntry:
+    encoding = f[b"e"]
+    return OutputEntry(
+        offset=entry_id.decode(),
+        number=int(f[b"n"]),
+        step=f[b"s"].decode(),
+        attempt=int(f[b"a"]),
+        compensation=f[b"c"] == b"1",
+        rewind=encoding == b"r",
+        kind=int(f.get(b"k", 0)),
+        data=f.get(b"d", b""),
+        binary=encoding == b"b",
+    )
 
 
 def _stream_rows(reply: Any) -> list[tuple[Any, list[tuple[bytes, dict[bytes, bytes]]]]]:

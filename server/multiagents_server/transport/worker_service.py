@@ -15,6 +15,7 @@ from multiagents_server.config import ServerConfig
 from multiagents_server.dispatcher import Dispatcher, Session
 from multiagents_server.engine import failures
 from multiagents_server.errors import InvalidArgument, ResourceExhausted
+from multiagents_server.output import OutputAppender, SessionOutput
 from multiagents_server.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
     def __init__(self, dispatcher: Dispatcher, config: ServerConfig) -> None:
         self.dispatcher = dispatcher
         self.config = config
+        self.output = OutputAppender(dispatcher.store, config.output_stream_max_entries)
 
     async def Connect(
         self,
@@ -86,7 +88,8 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             )
         )
         answers: set[asyncio.Task[None]] = set()
-        reader = asyncio.create_task(self._read(session, request_iterator, answers))
+        output = SessionOutput(session, self.output)
+        reader = asyncio.create_task(self._read(session, output, request_iterator, answers))
         watchdog = asyncio.create_task(self._watchdog(session, interval))
         try:
             while True:
@@ -110,6 +113,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
     async def _read(
         self,
         session: Session,
+        output: SessionOutput,
         requests: AsyncIterator[wpb.ConnectRequest],
         answers: set[asyncio.Task[None]],
     ) -> None:
@@ -117,7 +121,10 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         try:
             async for message in requests:
                 self.dispatcher.seen(session)
-                for coro in self._handle(session, message):
+                if message.WhichOneof("message") == "output_chunk":
+                    output.chunk(message.output_chunk)
+                    continue
+                for coro in self._handle(session, output, message):
                     task = asyncio.create_task(coro)
                     answers.add(task)
                     task.add_done_callback(answers.discard)
@@ -128,17 +135,17 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             reason = "internal error"
         session.end(reason)
 
-    def _handle(self, session: Session, message: wpb.ConnectRequest) -> list:  # type: ignore[type-arg]
+    def _handle(self, session: Session, output: SessionOutput, message: wpb.ConnectRequest) -> list:  # type: ignore[type-arg]
         kind = message.WhichOneof("message")
         if kind == "result":
-            return [self._result(session, message.result)]
+            return [self._result(session, output, message.result)]
         if kind == "failure":
-            return [self._failure(session, message.failure)]
+            return [self._failure(session, output, message.failure)]
         if kind == "outcomes":
             return [
-                self._result(session, o.result)
+                self._result(session, output, o.result)
                 if o.WhichOneof("outcome") == "result"
-                else self._failure(session, o.failure)
+                else self._failure(session, output, o.failure)
                 for o in message.outcomes.outcomes
             ]
         if kind == "heartbeat":
@@ -153,20 +160,33 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         log.warning("unexpected worker message", extra={"session": session.id, "kind": kind})
         return []
 
-    async def _result(self, session: Session, result: wpb.CommandResult) -> None:
+    async def _result(
+        self, session: Session, output: SessionOutput, result: wpb.CommandResult
+    ) -> None:
+        # The step's output is stored before its end is (watchers see it all).
+        await output.settled(result.command_id)
+        usage = None
         try:
             value = convert.json_object(result.result, "result", self.config.max_payload_bytes)
+            usage = convert.usage_from_proto(result.usage, "result.usage")
         except (InvalidArgument, ResourceExhausted) as exc:
             failure = failures.invalid_result(str(exc), type(exc).__name__)
-            await self.dispatcher.fail(session, result.command_id, failure)
+            await self.dispatcher.fail(session, result.command_id, failure, usage)
         else:
-            await self.dispatcher.complete(session, result.command_id, value)
+            await self.dispatcher.complete(session, result.command_id, value, usage)
         self._finish_drain(session)
 
-    async def _failure(self, session: Session, failure: wpb.CommandFailure) -> None:
-        await self.dispatcher.fail(
-            session, failure.command_id, convert.failure_from_proto(failure.failure)
-        )
+    async def _failure(
+        self, session: Session, output: SessionOutput, failure: wpb.CommandFailure
+    ) -> None:
+        await output.settled(failure.command_id)
+        cause = convert.failure_from_proto(failure.failure)
+        try:
+            usage = convert.usage_from_proto(failure.usage, "failure.usage")
+        except InvalidArgument as exc:
+            usage = None
+            cause = failures.invalid_result(str(exc), type(exc).__name__)
+        await self.dispatcher.fail(session, failure.command_id, cause, usage)
         self._finish_drain(session)
 
     def _finish_drain(self, session: Session) -> None:

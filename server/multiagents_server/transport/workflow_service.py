@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -12,9 +13,11 @@ from multiagents.v1 import common_pb2, events_pb2, workflow_service_pb2_grpc
 from multiagents.v1 import workflow_service_pb2 as pb
 from multiagents_server import convert
 from multiagents_server.config import ServerConfig
+from multiagents_server.engine import Execution, StepStatus
 from multiagents_server.errors import InvalidArgument, Overloaded
 from multiagents_server.events import EventHub
 from multiagents_server.orchestrator import Orchestrator
+from multiagents_server.output import OutputCursor, check_offset
 from multiagents_server.transport.errors import streaming, unary
 
 MAX_PAGE_SIZE = 1000
@@ -116,28 +119,48 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
     ) -> pb.GetStatusResponse:
         tx = _require(request.transaction_id, "transaction_id")
         snap = await self.orchestrator.snapshot(tx)
-        return pb.GetStatusResponse(status=convert.status_to_proto(snap.execution, snap.revision))
+        status = convert.status_to_proto(snap.execution, snap.revision)
+        used = convert.usage_to_proto(
+            await self.orchestrator.workflow_usage(snap.execution.spec.name)
+        )
+        if used is not None:
+            status.workflow_usage.CopyFrom(used)
+        return pb.GetStatusResponse(status=status)
 
     @streaming
     async def WatchWorkflow(
         self, request: pb.WatchWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchWorkflowResponse]:
         tx = _require(request.transaction_id, "transaction_id")
+        output_from = check_offset(request.output_from_offset, "output_from_offset")
+        following: contextlib.AbstractContextManager[asyncio.Event | None] = (
+            self.hub.watch_output(tx) if request.include_output else contextlib.nullcontext()
+        )
         # Subscribe before reading the state, so no change falls in between.
-        with self.hub.subscribe(tx) as events:
+        with self.hub.subscribe(tx) as events, following as appended:
             snap = await self.orchestrator.snapshot(tx)
+            cursor = None
+            if request.include_output:
+                cursor = OutputCursor(self.orchestrator.store, tx, output_from)
             floor = latest = snap.revision
             now = self.orchestrator.clock()
             first = pb.WatchWorkflowResponse(event=convert.status_event(snap.execution, floor, now))
             if snap.execution.state.terminal:
+                if cursor is not None:
+                    for output in await cursor.read():
+                        yield pb.WatchWorkflowResponse(output=output)
                 first.final_status.CopyFrom(convert.status_to_proto(snap.execution, floor))
                 yield first
                 return
             yield first
             while True:
-                event: events_pb2.WorkflowEvent | None = None
-                with contextlib.suppress(TimeoutError):
-                    event = await asyncio.wait_for(events.get(), WATCH_RESYNC_S)
+                if cursor is not None and appended is not None:
+                    appended.clear()
+                    for output in await cursor.read():
+                        yield pb.WatchWorkflowResponse(output=output)
+                event = await _next_event(events, appended)
+                if event is _OUTPUT:
+                    continue
                 if event is None:
                     snap = await self.orchestrator.snapshot(tx)
                     if snap.revision <= latest:
@@ -153,12 +176,44 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 if status.state not in TERMINAL:
                     yield pb.WatchWorkflowResponse(event=status)
                     continue
+                if cursor is not None:  # every chunk stored before the end
+                    for output in await cursor.read():
+                        yield pb.WatchWorkflowResponse(output=output)
                 final = await self.orchestrator.snapshot_at(tx, status.revision)
                 yield pb.WatchWorkflowResponse(
                     event=status,
                     final_status=convert.status_to_proto(final.execution, final.revision),
                 )
                 return
+
+    @streaming
+    async def StreamStepOutput(
+        self, request: pb.StreamStepOutputRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamStepOutputResponse]:
+        tx = _require(request.transaction_id, "transaction_id")
+        after = check_offset(request.from_offset, "from_offset")
+        step = request.step
+        with self.hub.subscribe(tx) as events, self.hub.watch_output(tx) as appended:
+            snap = await self.orchestrator.snapshot(tx)
+            ex = snap.execution
+            if step and not _has_path(ex, step):
+                raise InvalidArgument(f"step: workflow {ex.spec.name!r} has no step {step!r}")
+            cursor = OutputCursor(self.orchestrator.store, tx, after, step)
+            ended = ex.state.terminal or (step and _step_done(ex, step))
+            while True:
+                appended.clear()
+                for output in await cursor.read():
+                    yield pb.StreamStepOutputResponse(output=output)
+                if ended:
+                    return
+                event = await _next_event(events, appended)
+                if event is None:  # resync: the live feed may have missed the end
+                    snap = await self.orchestrator.snapshot(tx)
+                    ended = snap.execution.state.terminal or bool(
+                        step and _step_done(snap.execution, step)
+                    )
+                elif event is not _OUTPUT:
+                    ended = _ends_output(event, step)
 
     @unary
     async def CancelWorkflow(
@@ -234,6 +289,68 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
             limit=request.page_size or 100,
         )
         return pb.ListWaitingSignalsResponse(waiting=waiting)
+
+
+_OUTPUT = events_pb2.WorkflowEvent()  # "output was appended", from _next_event
+
+
+async def _next_event(
+    events: asyncio.Queue[events_pb2.WorkflowEvent], appended: asyncio.Event | None
+) -> events_pb2.WorkflowEvent | None:
+    """The next history event, `_OUTPUT` when output was appended first, or
+    None after WATCH_RESYNC_S of silence."""
+    if not events.empty():
+        return events.get_nowait()
+    getter = asyncio.ensure_future(events.get())
+    waiters: set[asyncio.Future[Any]] = {getter}
+    if appended is not None:
+        waiters.add(asyncio.ensure_future(appended.wait()))
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=WATCH_RESYNC_S, return_when="FIRST_COMPLETED")
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    if getter in done:
+        return getter.result()
+    return _OUTPUT if done else None
+
+
+def _has_path(ex: Execution, path: str) -> bool:
+    """Whether `path` names a node of the definition (or an item of a map)."""
+    for known in ex.spec.paths:
+        if known.endswith("*"):
+            if path.startswith(known[:-1]) and path[len(known) - 1 :].isdigit():
+                return True
+        elif known == path:
+            return True
+    return False
+
+
+def _step_done(ex: Execution, path: str) -> bool:
+    """The step at `path` has completed (so its output is final)."""
+    keys = [*map(str, range(len(ex.spec.nodes))), *ex.nodes]
+    for key in keys:
+        if ex.path_of(key) == path:
+            return ex.node(key).status in _STEP_DONE
+    return False
+
+
+_STEP_DONE = frozenset(
+    {StepStatus.COMPLETED, StepStatus.COMPENSATED, StepStatus.COMPENSATION_FAILED}
+)
+
+
+def _ends_output(event: events_pb2.WorkflowEvent, step: str) -> bool:
+    """Whether the output stream ends after this event (read what is left first)."""
+    kind = event.WhichOneof("event")
+    if kind == "status":
+        return event.status.state in TERMINAL
+    return (
+        bool(step)
+        and kind == "result"
+        and event.result.step == step
+        and not (event.result.compensation)
+    )
 
 
 TERMINAL = frozenset(

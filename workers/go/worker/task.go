@@ -60,6 +60,7 @@ type Task struct {
 	Metadata map[string]string
 
 	heartbeat func(details map[string]any)
+	output    *taskOutput
 }
 
 // Heartbeat tells the server right away that the task is alive, with

@@ -118,6 +118,8 @@ type Worker struct {
 	inflight map[string]context.CancelCauseFunc // running commands by id
 	outcomes []*pb.CommandOutcome               // finished, not yet sent
 	beats    map[string]*pb.Payload             // task heartbeats to send, by command id
+	chunks   []*pb.OutputChunk                  // output chunks to send, in order
+	outputs  map[string]*taskOutput             // output and usage of running commands
 
 	outcomeReady chan struct{}
 	beatReady    chan struct{}
@@ -149,6 +151,7 @@ func New(opts Options) *Worker {
 		slots:        make(chan struct{}, opts.MaxConcurrency),
 		inflight:     map[string]context.CancelCauseFunc{},
 		beats:        map[string]*pb.Payload{},
+		outputs:      map[string]*taskOutput{},
 		outcomeReady: make(chan struct{}, 1),
 		beatReady:    make(chan struct{}, 1),
 	}
@@ -372,6 +375,10 @@ func (w *Worker) session(ctx context.Context, client pb.WorkerServiceClient) (we
 					continue
 				}
 				welcomed = true
+				// Chunks queued before this session belong to commands it does not hold.
+				w.mu.Lock()
+				w.chunks = nil
+				w.mu.Unlock()
 				noWelcome.Stop()
 				interval := x.Welcome.GetHeartbeatInterval().AsDuration()
 				if interval <= 0 {
@@ -395,6 +402,13 @@ func (w *Worker) session(ctx context.Context, client pb.WorkerServiceClient) (we
 			case *pb.ConnectResponse_Ping:
 				if err := send(w.heartbeatAll()); err != nil {
 					return welcomed, err
+				}
+			case *pb.ConnectResponse_OutputAck:
+				w.mu.Lock()
+				output := w.outputs[x.OutputAck.GetCommandId()]
+				w.mu.Unlock()
+				if output != nil {
+					output.acknowledged(x.OutputAck)
 				}
 			case *pb.ConnectResponse_DrainRequest:
 				drain = true
@@ -485,6 +499,7 @@ func (w *Worker) start(runCtx context.Context, cmd *pb.Command) {
 		w.mu.Lock()
 		delete(w.inflight, id)
 		delete(w.beats, id)
+		delete(w.outputs, id)
 		w.outcomes = append(w.outcomes, out)
 		w.mu.Unlock()
 		notify(w.outcomeReady)
@@ -500,9 +515,22 @@ func (w *Worker) cancel(id, reason string) {
 	}
 }
 
-// execute runs one command and returns its answer.
-func (w *Worker) execute(ctx context.Context, cmd *pb.Command) *pb.CommandOutcome {
+// execute runs one command and returns its answer, with the usage the
+// handler reported (a failed attempt reports it too).
+func (w *Worker) execute(ctx context.Context, cmd *pb.Command) (out *pb.CommandOutcome) {
 	id := cmd.GetCommandId()
+	var task *Task
+	defer func() {
+		if task == nil {
+			return
+		}
+		switch o := out.GetOutcome().(type) {
+		case *pb.CommandOutcome_Result:
+			o.Result.Usage = task.output.proto()
+		case *pb.CommandOutcome_Failure:
+			o.Failure.Usage = task.output.proto()
+		}
+	}()
 	fail := func(f *pb.Failure) *pb.CommandOutcome {
 		return &pb.CommandOutcome{Outcome: &pb.CommandOutcome_Failure{
 			Failure: &pb.CommandFailure{CommandId: id, Failure: f}}}
@@ -618,7 +646,11 @@ func (w *Worker) newTask(cmd *pb.Command) (*Task, error) {
 		RawContext:       raw,
 		Metadata:         cmd.GetMetadata(),
 		heartbeat:        func(details map[string]any) { w.taskHeartbeat(id, details) },
+		output:           &taskOutput{id: id, send: func(c *pb.OutputChunk) { w.queueChunk(id, c) }},
 	}
+	w.mu.Lock()
+	w.outputs[id] = t.output
+	w.mu.Unlock()
 	if t.Metadata == nil {
 		t.Metadata = map[string]string{}
 	}
@@ -644,6 +676,20 @@ func (w *Worker) taskHeartbeat(id string, details map[string]any) {
 	notify(w.beatReady)
 }
 
+// maxQueuedChunks bounds the output chunks waiting for a session (while
+// disconnected); beyond, chunks are dropped.
+const maxQueuedChunks = 10_000
+
+// queueChunk queues an output chunk of a running command for the session.
+func (w *Worker) queueChunk(id string, c *pb.OutputChunk) {
+	w.mu.Lock()
+	if _, running := w.inflight[id]; running && len(w.chunks) < maxQueuedChunks {
+		w.chunks = append(w.chunks, c)
+	}
+	w.mu.Unlock()
+	notify(w.beatReady)
+}
+
 type sentOutcome struct {
 	at      time.Time
 	outcome *pb.CommandOutcome
@@ -657,9 +703,17 @@ func (w *Worker) flush(send func(*pb.ConnectRequest) error, sent []sentOutcome) 
 	cutoff := time.Now().Add(-resendWindow)
 	sent = slices.DeleteFunc(sent, func(s sentOutcome) bool { return s.at.Before(cutoff) })
 	w.mu.Lock()
-	outs, beats := w.outcomes, w.beats
-	w.outcomes, w.beats = nil, map[string]*pb.Payload{}
+	outs, beats, chunks := w.outcomes, w.beats, w.chunks
+	w.outcomes, w.beats, w.chunks = nil, map[string]*pb.Payload{}, nil
 	w.mu.Unlock()
+	// A command's chunks go before its answer. Chunks that cannot be sent
+	// are dropped: the next session does not hold their command.
+	for _, c := range mergeChunks(chunks) {
+		if err := send(&pb.ConnectRequest{Message: &pb.ConnectRequest_OutputChunk{OutputChunk: c}}); err != nil {
+			w.requeue(outs)
+			return sent, err
+		}
+	}
 	// Heartbeats without details share one message; details are per command.
 	var plain []string
 	var hbs []*pb.Heartbeat

@@ -3,7 +3,7 @@
  *
  *   node dist/examples/conformance-worker.js --server 127.0.0.1:50051 --prefix P [--max-concurrency 4]
  *
- * Registers P.step, P.flaky, P.invalid, P.fail, P.compensate and P.slow;
+ * Registers P.step, P.flaky, P.invalid, P.fail, P.compensate, P.slow and P.stream;
  * prints "READY" on stdout once the server has welcomed it; logs to stderr;
  * on SIGTERM drains gracefully and exits 0. Token: $MULTIAGENTS_TOKEN.
  */
@@ -59,6 +59,20 @@ worker.register(`${prefix}.slow`, async (ctx, task) => {
   const sleepMs = Number(ctx["sleep_ms"] ?? 1000);
   await sliceSleep(sleepMs, task);
   return { slept_ms: sleepMs, last_lang: LANG };
+});
+
+/**
+ * Publishes `chunks` (default 20) tokens "node:<i>;" and a log line, reports
+ * usage (7 input tokens, one output token and 1,000 nano-USD per chunk,
+ * model "node-model"), and fails its first attempt when fail_first.
+ */
+worker.register(`${prefix}.stream`, (ctx, task) => {
+  const n = Number(ctx["chunks"] ?? 20);
+  for (let i = 0; i < n; i++) task.emit(`${LANG}:${i};`);
+  task.emit("done\n", "log");
+  task.reportUsage({ inputTokens: 7, outputTokens: n, model: `${LANG}-model`, costNanoUsd: 1000 * n });
+  if (ctx["fail_first"] === true && task.attempt === 1) throw new Error(`stream attempt ${task.attempt} failed`);
+  return { streamed: n, last_lang: LANG };
 });
 
 /** Sleeps in 50 ms slices, heartbeating every 100 ms; rejects when the task is aborted. */

@@ -10,6 +10,7 @@
  */
 export { Worker, type Context, type Handler, type HandlerResult, type ShutdownOptions, type WorkerEvents, type WorkerOptions } from "./worker.js";
 export type { Task, TaskKind } from "./task.js";
+export { MAX_CHUNK_BYTES, type OutputKindName, type UsageReport } from "./output.js";
 export { DEFAULT_ADDRESS, DEFAULT_MAX_CONCURRENCY, serverAddress } from "./env.js";
 export type { SessionEnd, SessionInfo } from "./session.js";
 export {

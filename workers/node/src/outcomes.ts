@@ -40,7 +40,7 @@ export function resultOutcome(command: Command, value: unknown, maxPayloadBytes:
       "PayloadTooLarge",
     );
   }
-  return { outcome: { $case: "result", value: { commandId: command.commandId, result: payload } } };
+  return { outcome: { $case: "result", value: { commandId: command.commandId, result: payload, usage: undefined } } };
 }
 
 /** The outcome of a handler that threw `err`; `signal` is the task's. */
@@ -60,7 +60,7 @@ export function failureOutcome(commandId: string, err: unknown, signal: AbortSig
     failure.message = signal.reason.message;
     failure.cause = undefined;
   }
-  return { outcome: { $case: "failure", value: { commandId, failure } } };
+  return { outcome: { $case: "failure", value: { commandId, failure, usage: undefined } } };
 }
 
 /** The wire Failure of a thrown value, with its `cause` chain (Error.cause) as causes. */

@@ -12,6 +12,7 @@ import {
   type ConnectResponse,
   type DrainRequest,
   type Hello,
+  type OutputAck,
   type ProtocolVersion,
   type Welcome,
   type WorkerServiceClient,
@@ -44,6 +45,7 @@ export interface SessionHandlers {
   onCancel(cancel: Cancel): void;
   onPing(): void;
   onDrainRequest(request: DrainRequest): void;
+  onOutputAck(ack: OutputAck): void;
   /** Called every heartbeat interval after Welcome. */
   onHeartbeatDue(): void;
 }
@@ -146,6 +148,8 @@ export class Session {
           return this.handlers.onPing();
         case "drainRequest":
           return this.handlers.onDrainRequest(message.value);
+        case "outputAck":
+          return this.handlers.onOutputAck(message.value);
         default: {
           const unknown: never = message;
           this.logger.warn("unknown server message", { message: (unknown as { $case: string }).$case });

@@ -4,6 +4,7 @@
  */
 import { CommandKind, type Command } from "./gen/multiagents/v1/worker_service.js";
 import type { Duration } from "./gen/google/protobuf/duration.js";
+import type { CommandOutput, OutputKindName, UsageReport } from "./output.js";
 
 /** Whether a command runs a step or undoes (compensates) it. */
 export type TaskKind = "execute" | "compensate";
@@ -45,6 +46,19 @@ export interface Task {
    * silently while disconnected or after the task finished.
    */
   heartbeat(details?: unknown): void;
+  /**
+   * Publishes a chunk of the step's output (text or bytes, at most 64 KiB):
+   * the server appends it to the execution's durable output stream, which
+   * `multiagents watch` and StreamStepOutput follow. Sent at once; dropped
+   * while disconnected or after the server refused this command's output
+   * (its attempt was superseded).
+   */
+  emit(data: string | Uint8Array, kind?: OutputKindName): void;
+  /**
+   * Adds tokens and cost to what the command reports with its answer (a
+   * result or a failure: a failed attempt still costs). Calls add up.
+   */
+  reportUsage(usage: UsageReport): void;
 }
 
 /** Milliseconds of a protobuf Duration; undefined when unset or zero. */
@@ -55,7 +69,12 @@ export function durationMs(d: Duration | undefined): number | undefined {
 }
 
 /** Builds the handler's Task for a command. */
-export function makeTask(command: Command, signal: AbortSignal, heartbeat: (details?: unknown) => void): Task {
+export function makeTask(
+  command: Command,
+  signal: AbortSignal,
+  heartbeat: (details?: unknown) => void,
+  output: CommandOutput,
+): Task {
   return Object.freeze({
     commandId: command.commandId,
     kind: command.kind === CommandKind.COMMAND_KIND_COMPENSATE ? "compensate" : "execute",
@@ -69,5 +88,7 @@ export function makeTask(command: Command, signal: AbortSignal, heartbeat: (deta
     metadata: Object.freeze({ ...command.metadata }),
     signal,
     heartbeat,
+    emit: (data: string | Uint8Array, kind?: OutputKindName) => output.emit(data, kind),
+    reportUsage: (usage: UsageReport) => output.reportUsage(usage),
   } satisfies Task);
 }

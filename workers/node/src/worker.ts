@@ -26,6 +26,8 @@ import { consoleLogger, type Logger } from "./logger.js";
 import { batchLength, failureOutcome, outcomesMessage, resultOutcome } from "./outcomes.js";
 import { decodeJsonObject, encodeJson } from "./payload.js";
 import { DEFAULT_MAX_PAYLOAD_BYTES, FATAL_HANDSHAKE_CODES, Session, type SessionEnd, type SessionInfo } from "./session.js";
+import type { Usage } from "./gen/multiagents/v1/common.js";
+import { CommandOutput } from "./output.js";
 import { makeTask, type Task } from "./task.js";
 import { SDK_LANGUAGE, SDK_VERSION } from "./version.js";
 
@@ -80,6 +82,7 @@ export interface WorkerEvents {
 
 interface Running {
   readonly task: Task;
+  readonly output: CommandOutput;
   readonly controller: AbortController;
   readonly deadlineTimer: NodeJS.Timeout | undefined;
   /**
@@ -273,6 +276,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         onCancel: (cancel) => this.onCancel(cancel),
         onPing: () => this.sendHeartbeat(),
         onDrainRequest: (request) => this.onDrainRequest(request),
+        onOutputAck: (ack) => this.running.get(ack.commandId)?.output.acknowledged(ack),
         onHeartbeatDue: () => this.sendHeartbeat(),
       },
       this.logger,
@@ -331,9 +335,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const ms = Math.max(0, Math.min(MAX_TIMER_MS, command.deadline.getTime() - Date.now()));
       deadlineTimer = setTimeout(() => controller.abort(new DeadlineExceededError()), ms);
     }
-    const task = makeTask(command, controller.signal, (details) => this.taskHeartbeat(id, details));
+    const output = new CommandOutput(id, (message) => {
+      if (this.running.has(id)) this.session?.send(message);
+    });
+    const task = makeTask(command, controller.signal, (details) => this.taskHeartbeat(id, details), output);
     this.running.set(id, {
       task,
+      output,
       controller,
       deadlineTimer,
       explicitHeartbeats: task.heartbeatTimeoutMs !== undefined,
@@ -352,6 +360,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private async execute(command: Command, task: Task): Promise<void> {
     const started = performance.now();
     let outcome: CommandOutcome;
+    let usage: Usage | undefined;
     try {
       const handler = this.handlers.get(command.workerName);
       if (handler === undefined) {
@@ -366,7 +375,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const entry = this.running.get(command.commandId);
       clearTimeout(entry?.deadlineTimer);
       this.running.delete(command.commandId);
+      usage = entry?.output.toProto();
     }
+    // A failed attempt reports its usage too: it still cost.
+    if (usage !== undefined && outcome.outcome !== undefined) outcome.outcome.value.usage = usage;
     const fields = {
       command_id: command.commandId,
       worker: command.workerName,

@@ -42,6 +42,7 @@ function event(state: WorkflowState, revision: number, extra: Partial<StatusEven
       ...extra,
     },
     finalStatus: undefined,
+    output: undefined,
   };
 }
 

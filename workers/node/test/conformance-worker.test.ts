@@ -36,7 +36,7 @@ describe("conformance worker", () => {
 
   it("says Hello with exactly its six worker names, then prints READY after Welcome", async () => {
     const hello = await session.hello();
-    assert.deepEqual(hello.workerNames, ["cf.step", "cf.flaky", "cf.invalid", "cf.fail", "cf.compensate", "cf.slow"]);
+    assert.deepEqual(hello.workerNames, ["cf.step", "cf.flaky", "cf.invalid", "cf.fail", "cf.compensate", "cf.slow", "cf.stream"]);
     assert.equal(hello.maxConcurrency, 3);
     assert.equal(hello.sdkLanguage, "node");
     assert.deepEqual(session.metadata.get("authorization"), ["Bearer tok"]);

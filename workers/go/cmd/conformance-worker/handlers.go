@@ -20,7 +20,31 @@ func handlers(prefix string) map[string]worker.Handler {
 		prefix + ".fail":       fail,
 		prefix + ".compensate": compensate,
 		prefix + ".slow":       slow,
+		prefix + ".stream":     stream,
 	}
+}
+
+// stream publishes `chunks` (default 20) tokens "go:<i>;" and a log line,
+// reports usage (7 input tokens, one output token and 1,000 nano-USD per
+// chunk, model "go-model"), and fails its first attempt when fail_first.
+func stream(_ context.Context, t *worker.Task) (map[string]any, error) {
+	n := intOr(t.Context["chunks"], 20)
+	for i := range n {
+		if err := t.Emit(fmt.Sprintf("%s:%d;", lang, i)); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.EmitOutput(worker.OutputLog, "done\n"); err != nil {
+		return nil, err
+	}
+	usage := worker.Usage{InputTokens: 7, OutputTokens: int64(n), Model: lang + "-model", CostNanoUSD: 1000 * int64(n)}
+	if err := t.ReportUsage(usage); err != nil {
+		return nil, err
+	}
+	if failFirst, _ := t.Context["fail_first"].(bool); failFirst && t.Attempt == 1 {
+		return nil, fmt.Errorf("stream attempt %d failed", t.Attempt)
+	}
+	return map[string]any{"streamed": n, "last_lang": lang}, nil
 }
 
 // step records that this language ran the step.

@@ -17,7 +17,7 @@ func TestRegistersExactlyTheConformanceWorkers(t *testing.T) {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	want := []string{"conf.compensate", "conf.fail", "conf.flaky", "conf.invalid", "conf.slow", "conf.step"}
+	want := []string{"conf.compensate", "conf.fail", "conf.flaky", "conf.invalid", "conf.slow", "conf.step", "conf.stream"}
 	if !slices.Equal(names, want) {
 		t.Errorf("names %v", names)
 	}

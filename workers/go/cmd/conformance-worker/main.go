@@ -1,6 +1,6 @@
 // Command conformance-worker is the Go worker that the cross-language
 // conformance suite (tests/ in the repository) runs. It registers exactly
-// P.step, P.flaky, P.invalid, P.fail, P.compensate and P.slow for the prefix
+// P.step, P.flaky, P.invalid, P.fail, P.compensate, P.slow and P.stream for the prefix
 // P given by --prefix, prints READY on stdout once the server welcomed it,
 // logs to stderr, and drains gracefully on SIGTERM (exit status 0).
 //

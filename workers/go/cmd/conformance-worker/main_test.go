@@ -81,7 +81,7 @@ func TestProcessPrintsReadyServesAndDrainsOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	hello := first.GetHello()
-	want := []string{"conf.compensate", "conf.fail", "conf.flaky", "conf.invalid", "conf.slow", "conf.step"}
+	want := []string{"conf.compensate", "conf.fail", "conf.flaky", "conf.invalid", "conf.slow", "conf.step", "conf.stream"}
 	if !slices.Equal(hello.GetWorkerNames(), want) || hello.GetMaxConcurrency() != 3 || hello.GetSdkLanguage() != "go" {
 		t.Errorf("hello %v", hello)
 	}

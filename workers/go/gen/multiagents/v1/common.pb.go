@@ -209,6 +209,63 @@ func (WorkflowState) EnumDescriptor() ([]byte, []int) {
 	return file_multiagents_v1_common_proto_rawDescGZIP(), []int{1}
 }
 
+// OutputKind says what a chunk of a step's streamed output holds.
+type OutputKind int32
+
+const (
+	// Not set; treated as OUTPUT_KIND_TOKEN.
+	OutputKind_OUTPUT_KIND_UNSPECIFIED OutputKind = 0
+	// Generated text (LLM tokens): concatenate the chunks of one attempt.
+	OutputKind_OUTPUT_KIND_TOKEN OutputKind = 1
+	// A fragment of a JSON document being generated: concatenate them.
+	OutputKind_OUTPUT_KIND_JSON OutputKind = 2
+	// A log line.
+	OutputKind_OUTPUT_KIND_LOG OutputKind = 3
+)
+
+// Enum value maps for OutputKind.
+var (
+	OutputKind_name = map[int32]string{
+		0: "OUTPUT_KIND_UNSPECIFIED",
+		1: "OUTPUT_KIND_TOKEN",
+		2: "OUTPUT_KIND_JSON",
+		3: "OUTPUT_KIND_LOG",
+	}
+	OutputKind_value = map[string]int32{
+		"OUTPUT_KIND_UNSPECIFIED": 0,
+		"OUTPUT_KIND_TOKEN":       1,
+		"OUTPUT_KIND_JSON":        2,
+		"OUTPUT_KIND_LOG":         3,
+	}
+)
+
+func (x OutputKind) Enum() *OutputKind {
+	p := new(OutputKind)
+	*p = x
+	return p
+}
+
+func (x OutputKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OutputKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_multiagents_v1_common_proto_enumTypes[2].Descriptor()
+}
+
+func (OutputKind) Type() protoreflect.EnumType {
+	return &file_multiagents_v1_common_proto_enumTypes[2]
+}
+
+func (x OutputKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OutputKind.Descriptor instead.
+func (OutputKind) EnumDescriptor() ([]byte, []int) {
+	return file_multiagents_v1_common_proto_rawDescGZIP(), []int{2}
+}
+
 // Payload carries user data (workflow input, step context, step results,
 // failure details). `metadata["encoding"]` says how `data` is encoded;
 // "json/plain" is the default (no encoding metadata reads as json/plain) and
@@ -388,6 +445,84 @@ func (x *Failure) GetCause() *Failure {
 	return nil
 }
 
+// Usage is what running a step cost: tokens and money, as reported by the
+// worker (an LLM call's usage). Sums (per step, execution, workflow name) add
+// each field; see docs/protocol.md "Streaming output and usage".
+type Usage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Prompt (input) tokens; >= 0.
+	InputTokens int64 `protobuf:"varint,1,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	// Completion (output) tokens; >= 0.
+	OutputTokens int64 `protobuf:"varint,2,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
+	// Model that was called, e.g. "openai/gpt-4o-mini"; at most 200
+	// characters. In a sum: the distinct models, sorted, joined by ","
+	// (empty in per-workflow-name sums).
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// Cost in nano-US-dollars (1e-9 USD; 1 USD = 1,000,000,000), an integer
+	// so sums are exact; >= 0. 0 when unknown.
+	CostNanoUsd   int64 `protobuf:"varint,4,opt,name=cost_nano_usd,json=costNanoUsd,proto3" json:"cost_nano_usd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Usage) Reset() {
+	*x = Usage{}
+	mi := &file_multiagents_v1_common_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Usage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Usage) ProtoMessage() {}
+
+func (x *Usage) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_common_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Usage.ProtoReflect.Descriptor instead.
+func (*Usage) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_common_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Usage) GetInputTokens() int64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *Usage) GetOutputTokens() int64 {
+	if x != nil {
+		return x.OutputTokens
+	}
+	return 0
+}
+
+func (x *Usage) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *Usage) GetCostNanoUsd() int64 {
+	if x != nil {
+		return x.CostNanoUsd
+	}
+	return 0
+}
+
 var File_multiagents_v1_common_proto protoreflect.FileDescriptor
 
 const file_multiagents_v1_common_proto_rawDesc = "" +
@@ -407,7 +542,12 @@ const file_multiagents_v1_common_proto_rawDesc = "" +
 	"stackTrace\x121\n" +
 	"\adetails\x18\x05 \x01(\v2\x17.multiagents.v1.PayloadR\adetails\x12/\n" +
 	"\x04kind\x18\x06 \x01(\x0e2\x1b.multiagents.v1.FailureKindR\x04kind\x12-\n" +
-	"\x05cause\x18\a \x01(\v2\x17.multiagents.v1.FailureR\x05cause*\xb0\x02\n" +
+	"\x05cause\x18\a \x01(\v2\x17.multiagents.v1.FailureR\x05cause\"\x89\x01\n" +
+	"\x05Usage\x12!\n" +
+	"\finput_tokens\x18\x01 \x01(\x03R\vinputTokens\x12#\n" +
+	"\routput_tokens\x18\x02 \x01(\x03R\foutputTokens\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\"\n" +
+	"\rcost_nano_usd\x18\x04 \x01(\x03R\vcostNanoUsd*\xb0\x02\n" +
 	"\vFailureKind\x12\x1c\n" +
 	"\x18FAILURE_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18FAILURE_KIND_APPLICATION\x10\x01\x12\x18\n" +
@@ -426,7 +566,13 @@ const file_multiagents_v1_common_proto_rawDesc = "" +
 	"\x15WORKFLOW_STATE_FAILED\x10\x04\x12\x1e\n" +
 	"\x1aWORKFLOW_STATE_COMPENSATED\x10\x05\x12\x1c\n" +
 	"\x18WORKFLOW_STATE_CANCELLED\x10\x06\x12\x1f\n" +
-	"\x1bWORKFLOW_STATE_COMPENSATING\x10\aBPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
+	"\x1bWORKFLOW_STATE_COMPENSATING\x10\a*k\n" +
+	"\n" +
+	"OutputKind\x12\x1b\n" +
+	"\x17OUTPUT_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11OUTPUT_KIND_TOKEN\x10\x01\x12\x14\n" +
+	"\x10OUTPUT_KIND_JSON\x10\x02\x12\x13\n" +
+	"\x0fOUTPUT_KIND_LOG\x10\x03BPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
 
 var (
 	file_multiagents_v1_common_proto_rawDescOnce sync.Once
@@ -440,20 +586,22 @@ func file_multiagents_v1_common_proto_rawDescGZIP() []byte {
 	return file_multiagents_v1_common_proto_rawDescData
 }
 
-var file_multiagents_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_multiagents_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_multiagents_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_multiagents_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_multiagents_v1_common_proto_goTypes = []any{
 	(FailureKind)(0),   // 0: multiagents.v1.FailureKind
 	(WorkflowState)(0), // 1: multiagents.v1.WorkflowState
-	(*Payload)(nil),    // 2: multiagents.v1.Payload
-	(*Failure)(nil),    // 3: multiagents.v1.Failure
-	nil,                // 4: multiagents.v1.Payload.MetadataEntry
+	(OutputKind)(0),    // 2: multiagents.v1.OutputKind
+	(*Payload)(nil),    // 3: multiagents.v1.Payload
+	(*Failure)(nil),    // 4: multiagents.v1.Failure
+	(*Usage)(nil),      // 5: multiagents.v1.Usage
+	nil,                // 6: multiagents.v1.Payload.MetadataEntry
 }
 var file_multiagents_v1_common_proto_depIdxs = []int32{
-	4, // 0: multiagents.v1.Payload.metadata:type_name -> multiagents.v1.Payload.MetadataEntry
-	2, // 1: multiagents.v1.Failure.details:type_name -> multiagents.v1.Payload
+	6, // 0: multiagents.v1.Payload.metadata:type_name -> multiagents.v1.Payload.MetadataEntry
+	3, // 1: multiagents.v1.Failure.details:type_name -> multiagents.v1.Payload
 	0, // 2: multiagents.v1.Failure.kind:type_name -> multiagents.v1.FailureKind
-	3, // 3: multiagents.v1.Failure.cause:type_name -> multiagents.v1.Failure
+	4, // 3: multiagents.v1.Failure.cause:type_name -> multiagents.v1.Failure
 	4, // [4:4] is the sub-list for method output_type
 	4, // [4:4] is the sub-list for method input_type
 	4, // [4:4] is the sub-list for extension type_name
@@ -471,8 +619,8 @@ func file_multiagents_v1_common_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_multiagents_v1_common_proto_rawDesc), len(file_multiagents_v1_common_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   3,
+			NumEnums:      3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -139,6 +139,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Heartbeat
 	//	*ConnectRequest_Drain
 	//	*ConnectRequest_Outcomes
+	//	*ConnectRequest_OutputChunk
 	Message       isConnectRequest_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -235,6 +236,15 @@ func (x *ConnectRequest) GetOutcomes() *CommandOutcomes {
 	return nil
 }
 
+func (x *ConnectRequest) GetOutputChunk() *OutputChunk {
+	if x != nil {
+		if x, ok := x.Message.(*ConnectRequest_OutputChunk); ok {
+			return x.OutputChunk
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Message interface {
 	isConnectRequest_Message()
 }
@@ -269,6 +279,12 @@ type ConnectRequest_Outcomes struct {
 	Outcomes *CommandOutcomes `protobuf:"bytes,6,opt,name=outcomes,proto3,oneof"`
 }
 
+type ConnectRequest_OutputChunk struct {
+	// A chunk of a running command's output, appended to the execution's
+	// durable output stream; answered by OutputAck.
+	OutputChunk *OutputChunk `protobuf:"bytes,7,opt,name=output_chunk,json=outputChunk,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Message() {}
 
 func (*ConnectRequest_Result) isConnectRequest_Message() {}
@@ -280,6 +296,8 @@ func (*ConnectRequest_Heartbeat) isConnectRequest_Message() {}
 func (*ConnectRequest_Drain) isConnectRequest_Message() {}
 
 func (*ConnectRequest_Outcomes) isConnectRequest_Message() {}
+
+func (*ConnectRequest_OutputChunk) isConnectRequest_Message() {}
 
 // ConnectResponse is one server-to-worker message.
 type ConnectResponse struct {
@@ -294,6 +312,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Ping
 	//	*ConnectResponse_DrainRequest
 	//	*ConnectResponse_Commands
+	//	*ConnectResponse_OutputAck
 	Message       isConnectResponse_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -390,6 +409,15 @@ func (x *ConnectResponse) GetCommands() *Commands {
 	return nil
 }
 
+func (x *ConnectResponse) GetOutputAck() *OutputAck {
+	if x != nil {
+		if x, ok := x.Message.(*ConnectResponse_OutputAck); ok {
+			return x.OutputAck
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Message interface {
 	isConnectResponse_Message()
 }
@@ -424,6 +452,11 @@ type ConnectResponse_Commands struct {
 	Commands *Commands `protobuf:"bytes,6,opt,name=commands,proto3,oneof"`
 }
 
+type ConnectResponse_OutputAck struct {
+	// Chunks of a command's output are stored (or refused).
+	OutputAck *OutputAck `protobuf:"bytes,8,opt,name=output_ack,json=outputAck,proto3,oneof"`
+}
+
 func (*ConnectResponse_Welcome) isConnectResponse_Message() {}
 
 func (*ConnectResponse_Command) isConnectResponse_Message() {}
@@ -435,6 +468,8 @@ func (*ConnectResponse_Ping) isConnectResponse_Message() {}
 func (*ConnectResponse_DrainRequest) isConnectResponse_Message() {}
 
 func (*ConnectResponse_Commands) isConnectResponse_Message() {}
+
+func (*ConnectResponse_OutputAck) isConnectResponse_Message() {}
 
 // Hello opens a session.
 type Hello struct {
@@ -804,7 +839,10 @@ type CommandResult struct {
 	// number, invalid JSON, nested deeper than 100, over max_payload_bytes)
 	// fails the attempt, non-retryable, with a FAILURE_KIND_INVALID_RESULT
 	// failure naming `result` and the limit.
-	Result        *Payload `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	Result *Payload `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	// Optional: tokens and cost the attempt used; summed per step, execution
+	// and workflow name by the commit that records the result.
+	Usage         *Usage `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -853,6 +891,13 @@ func (x *CommandResult) GetResult() *Payload {
 	return nil
 }
 
+func (x *CommandResult) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
 // CommandFailure fails a command.
 type CommandFailure struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -864,7 +909,10 @@ type CommandFailure struct {
 	// Cancel) or INVALID_RESULT (the SDK found its own result unsendable);
 	// any other kind is recorded as APPLICATION. The cause chain and every
 	// stack trace in it are kept as documented on Failure.
-	Failure       *Failure `protobuf:"bytes,2,opt,name=failure,proto3" json:"failure,omitempty"`
+	Failure *Failure `protobuf:"bytes,2,opt,name=failure,proto3" json:"failure,omitempty"`
+	// Optional: tokens and cost the failed attempt used (a failed attempt
+	// still costs); summed like CommandResult.usage.
+	Usage         *Usage `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -909,6 +957,13 @@ func (x *CommandFailure) GetCommandId() string {
 func (x *CommandFailure) GetFailure() *Failure {
 	if x != nil {
 		return x.Failure
+	}
+	return nil
+}
+
+func (x *CommandFailure) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
 	}
 	return nil
 }
@@ -1289,26 +1344,225 @@ func (x *DrainRequest) GetReason() string {
 	return ""
 }
 
+// OutputChunk is a piece of a running command's output (LLM tokens, partial
+// JSON, log lines). The server appends it to the execution's output stream,
+// where watchers read it (WorkflowService.StreamStepOutput, WatchWorkflow).
+// Refused (OutputAck.refused) when the session does not hold the command,
+// when the command's attempt is no longer the current one, when the
+// execution is gone, or when the data is over 64 KiB.
+type OutputChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Command whose output this is; the session must hold it.
+	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	// Per command, from 1, larger with every chunk (gaps allowed, e.g. after
+	// merging chunks); OutputAck names the largest stored.
+	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// What the data is; UNSPECIFIED means TOKEN.
+	Kind OutputKind `protobuf:"varint,3,opt,name=kind,proto3,enum=multiagents.v1.OutputKind" json:"kind,omitempty"`
+	// The data: text (UTF-8) or bytes; one is required, at most 64 KiB.
+	//
+	// Types that are valid to be assigned to Data:
+	//
+	//	*OutputChunk_Text
+	//	*OutputChunk_Binary
+	Data          isOutputChunk_Data `protobuf_oneof:"data"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputChunk) Reset() {
+	*x = OutputChunk{}
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputChunk) ProtoMessage() {}
+
+func (x *OutputChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputChunk.ProtoReflect.Descriptor instead.
+func (*OutputChunk) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *OutputChunk) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *OutputChunk) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *OutputChunk) GetKind() OutputKind {
+	if x != nil {
+		return x.Kind
+	}
+	return OutputKind_OUTPUT_KIND_UNSPECIFIED
+}
+
+func (x *OutputChunk) GetData() isOutputChunk_Data {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *OutputChunk) GetText() string {
+	if x != nil {
+		if x, ok := x.Data.(*OutputChunk_Text); ok {
+			return x.Text
+		}
+	}
+	return ""
+}
+
+func (x *OutputChunk) GetBinary() []byte {
+	if x != nil {
+		if x, ok := x.Data.(*OutputChunk_Binary); ok {
+			return x.Binary
+		}
+	}
+	return nil
+}
+
+type isOutputChunk_Data interface {
+	isOutputChunk_Data()
+}
+
+type OutputChunk_Text struct {
+	// Text.
+	Text string `protobuf:"bytes,4,opt,name=text,proto3,oneof"`
+}
+
+type OutputChunk_Binary struct {
+	// Bytes.
+	Binary []byte `protobuf:"bytes,5,opt,name=binary,proto3,oneof"`
+}
+
+func (*OutputChunk_Text) isOutputChunk_Data() {}
+
+func (*OutputChunk_Binary) isOutputChunk_Data() {}
+
+// OutputAck answers OutputChunk messages, several at once: every chunk of
+// `command_id` up to `sequence` is stored durably (or, with `refused`, the
+// chunk `sequence` was not stored and later ones will not be either).
+type OutputAck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Command the chunks belong to.
+	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	// Largest sequence acknowledged.
+	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// Stream offset of that chunk (see StepOutput.offset); empty when refused.
+	Offset string `protobuf:"bytes,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Empty when stored; else why the chunk was refused (e.g. "command not
+	// held by this session", "attempt superseded").
+	Refused       string `protobuf:"bytes,4,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputAck) Reset() {
+	*x = OutputAck{}
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputAck) ProtoMessage() {}
+
+func (x *OutputAck) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputAck.ProtoReflect.Descriptor instead.
+func (*OutputAck) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *OutputAck) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *OutputAck) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *OutputAck) GetOffset() string {
+	if x != nil {
+		return x.Offset
+	}
+	return ""
+}
+
+func (x *OutputAck) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
 var File_multiagents_v1_worker_service_proto protoreflect.FileDescriptor
 
 const file_multiagents_v1_worker_service_proto_rawDesc = "" +
 	"\n" +
-	"#multiagents/v1/worker_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\"\xe8\x02\n" +
+	"#multiagents/v1/worker_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\"\xaa\x03\n" +
 	"\x0eConnectRequest\x12-\n" +
 	"\x05hello\x18\x01 \x01(\v2\x15.multiagents.v1.HelloH\x00R\x05hello\x127\n" +
 	"\x06result\x18\x02 \x01(\v2\x1d.multiagents.v1.CommandResultH\x00R\x06result\x12:\n" +
 	"\afailure\x18\x03 \x01(\v2\x1e.multiagents.v1.CommandFailureH\x00R\afailure\x129\n" +
 	"\theartbeat\x18\x04 \x01(\v2\x19.multiagents.v1.HeartbeatH\x00R\theartbeat\x12-\n" +
 	"\x05drain\x18\x05 \x01(\v2\x15.multiagents.v1.DrainH\x00R\x05drain\x12=\n" +
-	"\boutcomes\x18\x06 \x01(\v2\x1f.multiagents.v1.CommandOutcomesH\x00R\boutcomesB\t\n" +
-	"\amessage\"\xe1\x02\n" +
+	"\boutcomes\x18\x06 \x01(\v2\x1f.multiagents.v1.CommandOutcomesH\x00R\boutcomes\x12@\n" +
+	"\foutput_chunk\x18\a \x01(\v2\x1b.multiagents.v1.OutputChunkH\x00R\voutputChunkB\t\n" +
+	"\amessage\"\x9d\x03\n" +
 	"\x0fConnectResponse\x123\n" +
 	"\awelcome\x18\x01 \x01(\v2\x17.multiagents.v1.WelcomeH\x00R\awelcome\x123\n" +
 	"\acommand\x18\x02 \x01(\v2\x17.multiagents.v1.CommandH\x00R\acommand\x120\n" +
 	"\x06cancel\x18\x03 \x01(\v2\x16.multiagents.v1.CancelH\x00R\x06cancel\x12*\n" +
 	"\x04ping\x18\x04 \x01(\v2\x14.multiagents.v1.PingH\x00R\x04ping\x12C\n" +
 	"\rdrain_request\x18\x05 \x01(\v2\x1c.multiagents.v1.DrainRequestH\x00R\fdrainRequest\x126\n" +
-	"\bcommands\x18\x06 \x01(\v2\x18.multiagents.v1.CommandsH\x00R\bcommandsB\t\n" +
+	"\bcommands\x18\x06 \x01(\v2\x18.multiagents.v1.CommandsH\x00R\bcommands\x12:\n" +
+	"\n" +
+	"output_ack\x18\b \x01(\v2\x19.multiagents.v1.OutputAckH\x00R\toutputAckB\t\n" +
 	"\amessage\"\x80\x02\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12!\n" +
@@ -1343,15 +1597,17 @@ const file_multiagents_v1_worker_service_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
 	"\bCommands\x123\n" +
-	"\bcommands\x18\x01 \x03(\v2\x17.multiagents.v1.CommandR\bcommands\"_\n" +
+	"\bcommands\x18\x01 \x03(\v2\x17.multiagents.v1.CommandR\bcommands\"\x8c\x01\n" +
 	"\rCommandResult\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12/\n" +
-	"\x06result\x18\x02 \x01(\v2\x17.multiagents.v1.PayloadR\x06result\"b\n" +
+	"\x06result\x18\x02 \x01(\v2\x17.multiagents.v1.PayloadR\x06result\x12+\n" +
+	"\x05usage\x18\x03 \x01(\v2\x15.multiagents.v1.UsageR\x05usage\"\x8f\x01\n" +
 	"\x0eCommandFailure\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x121\n" +
-	"\afailure\x18\x02 \x01(\v2\x17.multiagents.v1.FailureR\afailure\"\x90\x01\n" +
+	"\afailure\x18\x02 \x01(\v2\x17.multiagents.v1.FailureR\afailure\x12+\n" +
+	"\x05usage\x18\x03 \x01(\v2\x15.multiagents.v1.UsageR\x05usage\"\x90\x01\n" +
 	"\x0eCommandOutcome\x127\n" +
 	"\x06result\x18\x01 \x01(\v2\x1d.multiagents.v1.CommandResultH\x00R\x06result\x12:\n" +
 	"\afailure\x18\x02 \x01(\v2\x1e.multiagents.v1.CommandFailureH\x00R\afailureB\t\n" +
@@ -1369,7 +1625,21 @@ const file_multiagents_v1_worker_service_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x06\n" +
 	"\x04Ping\"&\n" +
 	"\fDrainRequest\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason*K\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xb0\x01\n" +
+	"\vOutputChunk\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12.\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x1a.multiagents.v1.OutputKindR\x04kind\x12\x14\n" +
+	"\x04text\x18\x04 \x01(\tH\x00R\x04text\x12\x18\n" +
+	"\x06binary\x18\x05 \x01(\fH\x00R\x06binaryB\x06\n" +
+	"\x04data\"x\n" +
+	"\tOutputAck\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\tR\x06offset\x12\x18\n" +
+	"\arefused\x18\x04 \x01(\tR\arefused*K\n" +
 	"\x0fProtocolVersion\x12 \n" +
 	"\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12PROTOCOL_VERSION_1\x10\x01*b\n" +
@@ -1393,7 +1663,7 @@ func file_multiagents_v1_worker_service_proto_rawDescGZIP() []byte {
 }
 
 var file_multiagents_v1_worker_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_multiagents_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_multiagents_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_multiagents_v1_worker_service_proto_goTypes = []any{
 	(ProtocolVersion)(0),          // 0: multiagents.v1.ProtocolVersion
 	(CommandKind)(0),              // 1: multiagents.v1.CommandKind
@@ -1412,11 +1682,15 @@ var file_multiagents_v1_worker_service_proto_goTypes = []any{
 	(*Cancel)(nil),                // 14: multiagents.v1.Cancel
 	(*Ping)(nil),                  // 15: multiagents.v1.Ping
 	(*DrainRequest)(nil),          // 16: multiagents.v1.DrainRequest
-	nil,                           // 17: multiagents.v1.Command.MetadataEntry
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
-	(*Payload)(nil),               // 19: multiagents.v1.Payload
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*Failure)(nil),               // 21: multiagents.v1.Failure
+	(*OutputChunk)(nil),           // 17: multiagents.v1.OutputChunk
+	(*OutputAck)(nil),             // 18: multiagents.v1.OutputAck
+	nil,                           // 19: multiagents.v1.Command.MetadataEntry
+	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
+	(*Payload)(nil),               // 21: multiagents.v1.Payload
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*Usage)(nil),                 // 23: multiagents.v1.Usage
+	(*Failure)(nil),               // 24: multiagents.v1.Failure
+	(OutputKind)(0),               // 25: multiagents.v1.OutputKind
 }
 var file_multiagents_v1_worker_service_proto_depIdxs = []int32{
 	4,  // 0: multiagents.v1.ConnectRequest.hello:type_name -> multiagents.v1.Hello
@@ -1425,34 +1699,39 @@ var file_multiagents_v1_worker_service_proto_depIdxs = []int32{
 	12, // 3: multiagents.v1.ConnectRequest.heartbeat:type_name -> multiagents.v1.Heartbeat
 	13, // 4: multiagents.v1.ConnectRequest.drain:type_name -> multiagents.v1.Drain
 	11, // 5: multiagents.v1.ConnectRequest.outcomes:type_name -> multiagents.v1.CommandOutcomes
-	5,  // 6: multiagents.v1.ConnectResponse.welcome:type_name -> multiagents.v1.Welcome
-	6,  // 7: multiagents.v1.ConnectResponse.command:type_name -> multiagents.v1.Command
-	14, // 8: multiagents.v1.ConnectResponse.cancel:type_name -> multiagents.v1.Cancel
-	15, // 9: multiagents.v1.ConnectResponse.ping:type_name -> multiagents.v1.Ping
-	16, // 10: multiagents.v1.ConnectResponse.drain_request:type_name -> multiagents.v1.DrainRequest
-	7,  // 11: multiagents.v1.ConnectResponse.commands:type_name -> multiagents.v1.Commands
-	0,  // 12: multiagents.v1.Hello.protocol_version:type_name -> multiagents.v1.ProtocolVersion
-	18, // 13: multiagents.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	0,  // 14: multiagents.v1.Welcome.protocol_version:type_name -> multiagents.v1.ProtocolVersion
-	1,  // 15: multiagents.v1.Command.kind:type_name -> multiagents.v1.CommandKind
-	19, // 16: multiagents.v1.Command.context:type_name -> multiagents.v1.Payload
-	20, // 17: multiagents.v1.Command.deadline:type_name -> google.protobuf.Timestamp
-	18, // 18: multiagents.v1.Command.heartbeat_timeout:type_name -> google.protobuf.Duration
-	17, // 19: multiagents.v1.Command.metadata:type_name -> multiagents.v1.Command.MetadataEntry
-	6,  // 20: multiagents.v1.Commands.commands:type_name -> multiagents.v1.Command
-	19, // 21: multiagents.v1.CommandResult.result:type_name -> multiagents.v1.Payload
-	21, // 22: multiagents.v1.CommandFailure.failure:type_name -> multiagents.v1.Failure
-	8,  // 23: multiagents.v1.CommandOutcome.result:type_name -> multiagents.v1.CommandResult
-	9,  // 24: multiagents.v1.CommandOutcome.failure:type_name -> multiagents.v1.CommandFailure
-	10, // 25: multiagents.v1.CommandOutcomes.outcomes:type_name -> multiagents.v1.CommandOutcome
-	19, // 26: multiagents.v1.Heartbeat.details:type_name -> multiagents.v1.Payload
-	2,  // 27: multiagents.v1.WorkerService.Connect:input_type -> multiagents.v1.ConnectRequest
-	3,  // 28: multiagents.v1.WorkerService.Connect:output_type -> multiagents.v1.ConnectResponse
-	28, // [28:29] is the sub-list for method output_type
-	27, // [27:28] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	17, // 6: multiagents.v1.ConnectRequest.output_chunk:type_name -> multiagents.v1.OutputChunk
+	5,  // 7: multiagents.v1.ConnectResponse.welcome:type_name -> multiagents.v1.Welcome
+	6,  // 8: multiagents.v1.ConnectResponse.command:type_name -> multiagents.v1.Command
+	14, // 9: multiagents.v1.ConnectResponse.cancel:type_name -> multiagents.v1.Cancel
+	15, // 10: multiagents.v1.ConnectResponse.ping:type_name -> multiagents.v1.Ping
+	16, // 11: multiagents.v1.ConnectResponse.drain_request:type_name -> multiagents.v1.DrainRequest
+	7,  // 12: multiagents.v1.ConnectResponse.commands:type_name -> multiagents.v1.Commands
+	18, // 13: multiagents.v1.ConnectResponse.output_ack:type_name -> multiagents.v1.OutputAck
+	0,  // 14: multiagents.v1.Hello.protocol_version:type_name -> multiagents.v1.ProtocolVersion
+	20, // 15: multiagents.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	0,  // 16: multiagents.v1.Welcome.protocol_version:type_name -> multiagents.v1.ProtocolVersion
+	1,  // 17: multiagents.v1.Command.kind:type_name -> multiagents.v1.CommandKind
+	21, // 18: multiagents.v1.Command.context:type_name -> multiagents.v1.Payload
+	22, // 19: multiagents.v1.Command.deadline:type_name -> google.protobuf.Timestamp
+	20, // 20: multiagents.v1.Command.heartbeat_timeout:type_name -> google.protobuf.Duration
+	19, // 21: multiagents.v1.Command.metadata:type_name -> multiagents.v1.Command.MetadataEntry
+	6,  // 22: multiagents.v1.Commands.commands:type_name -> multiagents.v1.Command
+	21, // 23: multiagents.v1.CommandResult.result:type_name -> multiagents.v1.Payload
+	23, // 24: multiagents.v1.CommandResult.usage:type_name -> multiagents.v1.Usage
+	24, // 25: multiagents.v1.CommandFailure.failure:type_name -> multiagents.v1.Failure
+	23, // 26: multiagents.v1.CommandFailure.usage:type_name -> multiagents.v1.Usage
+	8,  // 27: multiagents.v1.CommandOutcome.result:type_name -> multiagents.v1.CommandResult
+	9,  // 28: multiagents.v1.CommandOutcome.failure:type_name -> multiagents.v1.CommandFailure
+	10, // 29: multiagents.v1.CommandOutcomes.outcomes:type_name -> multiagents.v1.CommandOutcome
+	21, // 30: multiagents.v1.Heartbeat.details:type_name -> multiagents.v1.Payload
+	25, // 31: multiagents.v1.OutputChunk.kind:type_name -> multiagents.v1.OutputKind
+	2,  // 32: multiagents.v1.WorkerService.Connect:input_type -> multiagents.v1.ConnectRequest
+	3,  // 33: multiagents.v1.WorkerService.Connect:output_type -> multiagents.v1.ConnectResponse
+	33, // [33:34] is the sub-list for method output_type
+	32, // [32:33] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_worker_service_proto_init() }
@@ -1468,6 +1747,7 @@ func file_multiagents_v1_worker_service_proto_init() {
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_Drain)(nil),
 		(*ConnectRequest_Outcomes)(nil),
+		(*ConnectRequest_OutputChunk)(nil),
 	}
 	file_multiagents_v1_worker_service_proto_msgTypes[1].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
@@ -1476,10 +1756,15 @@ func file_multiagents_v1_worker_service_proto_init() {
 		(*ConnectResponse_Ping)(nil),
 		(*ConnectResponse_DrainRequest)(nil),
 		(*ConnectResponse_Commands)(nil),
+		(*ConnectResponse_OutputAck)(nil),
 	}
 	file_multiagents_v1_worker_service_proto_msgTypes[8].OneofWrappers = []any{
 		(*CommandOutcome_Result)(nil),
 		(*CommandOutcome_Failure)(nil),
+	}
+	file_multiagents_v1_worker_service_proto_msgTypes[15].OneofWrappers = []any{
+		(*OutputChunk_Text)(nil),
+		(*OutputChunk_Binary)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1487,7 +1772,7 @@ func file_multiagents_v1_worker_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_multiagents_v1_worker_service_proto_rawDesc), len(file_multiagents_v1_worker_service_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

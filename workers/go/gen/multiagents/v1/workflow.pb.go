@@ -966,7 +966,11 @@ type StepInfo struct {
 	// When the node started; unset while pending.
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	// When the node finished; unset while pending or running.
-	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	// Tokens and cost of every attempt of the step and of its compensation
+	// (a sub-workflow step: the sub-workflow's total). Unset when none was
+	// reported.
+	Usage         *Usage `protobuf:"bytes,10,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1067,6 +1071,13 @@ func (x *StepInfo) GetStartedAt() *timestamppb.Timestamp {
 func (x *StepInfo) GetFinishedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *StepInfo) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
 	}
 	return nil
 }
@@ -1214,7 +1225,13 @@ type WorkflowStatus struct {
 	// The waits that wait for a signal now.
 	WaitingSignals []*WaitingSignal `protobuf:"bytes,18,rep,name=waiting_signals,json=waitingSignals,proto3" json:"waiting_signals,omitempty"`
 	// A delayed start: when the first step starts. Unset when started at once.
-	StartAt       *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=start_at,json=startAt,proto3" json:"start_at,omitempty"`
+	StartAt *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=start_at,json=startAt,proto3" json:"start_at,omitempty"`
+	// Tokens and cost of the execution: the sum of its steps' usage. Unset
+	// when none was reported.
+	Usage *Usage `protobuf:"bytes,20,opt,name=usage,proto3" json:"usage,omitempty"`
+	// Sum of the usage of every execution of workflow_name (all versions,
+	// kept beyond the executions' retention). Set by GetStatus only.
+	WorkflowUsage *Usage `protobuf:"bytes,21,opt,name=workflow_usage,json=workflowUsage,proto3" json:"workflow_usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1382,6 +1399,20 @@ func (x *WorkflowStatus) GetStartAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *WorkflowStatus) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *WorkflowStatus) GetWorkflowUsage() *Usage {
+	if x != nil {
+		return x.WorkflowUsage
+	}
+	return nil
+}
+
 var File_multiagents_v1_workflow_proto protoreflect.FileDescriptor
 
 const file_multiagents_v1_workflow_proto_rawDesc = "" +
@@ -1440,7 +1471,7 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x05R\aversion\x124\n" +
 	"\x05steps\x18\x03 \x03(\v2\x1e.multiagents.v1.StepDefinitionR\x05steps\x12 \n" +
-	"\vdescription\x18\x04 \x01(\tR\vdescription\"\x94\x03\n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\"\xc1\x03\n" +
 	"\bStepInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1a.multiagents.v1.StepStatusR\x06status\x12\x1a\n" +
@@ -1453,7 +1484,9 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\n" +
 	"started_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
 	"\vfinished_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishedAt\"\x90\x02\n" +
+	"finishedAt\x12+\n" +
+	"\x05usage\x18\n" +
+	" \x01(\v2\x15.multiagents.v1.UsageR\x05usage\"\x90\x02\n" +
 	"\rWaitingSignal\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12#\n" +
 	"\rworkflow_name\x18\x02 \x01(\tR\fworkflowName\x12\x12\n" +
@@ -1462,7 +1495,7 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\bapproval\x18\x05 \x01(\bR\bapproval\x120\n" +
 	"\x05since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x129\n" +
 	"\n" +
-	"timeout_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\ttimeoutAt\"\xc3\a\n" +
+	"timeout_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\ttimeoutAt\"\xae\b\n" +
 	"\x0eWorkflowStatus\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12%\n" +
 	"\x0ecorrelation_id\x18\x02 \x01(\tR\rcorrelationId\x12#\n" +
@@ -1485,7 +1518,9 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\x15parent_transaction_id\x18\x10 \x01(\tR\x13parentTransactionId\x12#\n" +
 	"\rrunning_steps\x18\x11 \x03(\tR\frunningSteps\x12F\n" +
 	"\x0fwaiting_signals\x18\x12 \x03(\v2\x1d.multiagents.v1.WaitingSignalR\x0ewaitingSignals\x125\n" +
-	"\bstart_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\astartAt*\x8d\x01\n" +
+	"\bstart_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\astartAt\x12+\n" +
+	"\x05usage\x18\x14 \x01(\v2\x15.multiagents.v1.UsageR\x05usage\x12<\n" +
+	"\x0eworkflow_usage\x18\x15 \x01(\v2\x15.multiagents.v1.UsageR\rworkflowUsage*\x8d\x01\n" +
 	"\x15ParallelFailurePolicy\x12'\n" +
 	"#PARALLEL_FAILURE_POLICY_UNSPECIFIED\x10\x00\x12%\n" +
 	"!PARALLEL_FAILURE_POLICY_FAIL_FAST\x10\x01\x12$\n" +
@@ -1536,8 +1571,9 @@ var file_multiagents_v1_workflow_proto_goTypes = []any{
 	(*structpb.Value)(nil),        // 16: google.protobuf.Value
 	(*Failure)(nil),               // 17: multiagents.v1.Failure
 	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(WorkflowState)(0),            // 19: multiagents.v1.WorkflowState
-	(*Payload)(nil),               // 20: multiagents.v1.Payload
+	(*Usage)(nil),                 // 19: multiagents.v1.Usage
+	(WorkflowState)(0),            // 20: multiagents.v1.WorkflowState
+	(*Payload)(nil),               // 21: multiagents.v1.Payload
 }
 var file_multiagents_v1_workflow_proto_depIdxs = []int32{
 	15, // 0: multiagents.v1.RetryPolicy.initial_interval:type_name -> google.protobuf.Duration
@@ -1567,23 +1603,26 @@ var file_multiagents_v1_workflow_proto_depIdxs = []int32{
 	17, // 24: multiagents.v1.StepInfo.last_failure:type_name -> multiagents.v1.Failure
 	18, // 25: multiagents.v1.StepInfo.started_at:type_name -> google.protobuf.Timestamp
 	18, // 26: multiagents.v1.StepInfo.finished_at:type_name -> google.protobuf.Timestamp
-	18, // 27: multiagents.v1.WaitingSignal.since:type_name -> google.protobuf.Timestamp
-	18, // 28: multiagents.v1.WaitingSignal.timeout_at:type_name -> google.protobuf.Timestamp
-	19, // 29: multiagents.v1.WorkflowStatus.state:type_name -> multiagents.v1.WorkflowState
-	20, // 30: multiagents.v1.WorkflowStatus.step_results:type_name -> multiagents.v1.Payload
-	20, // 31: multiagents.v1.WorkflowStatus.context:type_name -> multiagents.v1.Payload
-	17, // 32: multiagents.v1.WorkflowStatus.failure:type_name -> multiagents.v1.Failure
-	12, // 33: multiagents.v1.WorkflowStatus.steps:type_name -> multiagents.v1.StepInfo
-	18, // 34: multiagents.v1.WorkflowStatus.created_at:type_name -> google.protobuf.Timestamp
-	18, // 35: multiagents.v1.WorkflowStatus.updated_at:type_name -> google.protobuf.Timestamp
-	18, // 36: multiagents.v1.WorkflowStatus.completed_at:type_name -> google.protobuf.Timestamp
-	13, // 37: multiagents.v1.WorkflowStatus.waiting_signals:type_name -> multiagents.v1.WaitingSignal
-	18, // 38: multiagents.v1.WorkflowStatus.start_at:type_name -> google.protobuf.Timestamp
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	19, // 27: multiagents.v1.StepInfo.usage:type_name -> multiagents.v1.Usage
+	18, // 28: multiagents.v1.WaitingSignal.since:type_name -> google.protobuf.Timestamp
+	18, // 29: multiagents.v1.WaitingSignal.timeout_at:type_name -> google.protobuf.Timestamp
+	20, // 30: multiagents.v1.WorkflowStatus.state:type_name -> multiagents.v1.WorkflowState
+	21, // 31: multiagents.v1.WorkflowStatus.step_results:type_name -> multiagents.v1.Payload
+	21, // 32: multiagents.v1.WorkflowStatus.context:type_name -> multiagents.v1.Payload
+	17, // 33: multiagents.v1.WorkflowStatus.failure:type_name -> multiagents.v1.Failure
+	12, // 34: multiagents.v1.WorkflowStatus.steps:type_name -> multiagents.v1.StepInfo
+	18, // 35: multiagents.v1.WorkflowStatus.created_at:type_name -> google.protobuf.Timestamp
+	18, // 36: multiagents.v1.WorkflowStatus.updated_at:type_name -> google.protobuf.Timestamp
+	18, // 37: multiagents.v1.WorkflowStatus.completed_at:type_name -> google.protobuf.Timestamp
+	13, // 38: multiagents.v1.WorkflowStatus.waiting_signals:type_name -> multiagents.v1.WaitingSignal
+	18, // 39: multiagents.v1.WorkflowStatus.start_at:type_name -> google.protobuf.Timestamp
+	19, // 40: multiagents.v1.WorkflowStatus.usage:type_name -> multiagents.v1.Usage
+	19, // 41: multiagents.v1.WorkflowStatus.workflow_usage:type_name -> multiagents.v1.Usage
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_workflow_proto_init() }

@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -544,8 +545,14 @@ type WatchWorkflowRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Transaction id.
 	TransactionId string `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// When true, the stream also carries the steps' output (StepOutput), from
+	// output_from_offset, interleaved with status changes. Default false.
+	IncludeOutput bool `protobuf:"varint,2,opt,name=include_output,json=includeOutput,proto3" json:"include_output,omitempty"`
+	// With include_output: resume the output after this offset (the last
+	// StepOutput.offset received); empty for the first chunk kept.
+	OutputFromOffset string `protobuf:"bytes,3,opt,name=output_from_offset,json=outputFromOffset,proto3" json:"output_from_offset,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *WatchWorkflowRequest) Reset() {
@@ -585,6 +592,20 @@ func (x *WatchWorkflowRequest) GetTransactionId() string {
 	return ""
 }
 
+func (x *WatchWorkflowRequest) GetIncludeOutput() bool {
+	if x != nil {
+		return x.IncludeOutput
+	}
+	return false
+}
+
+func (x *WatchWorkflowRequest) GetOutputFromOffset() string {
+	if x != nil {
+		return x.OutputFromOffset
+	}
+	return ""
+}
+
 // WatchWorkflowResponse is one message of the watch stream: the first is the
 // current status, then one per change; the stream ends after a terminal state.
 type WatchWorkflowResponse struct {
@@ -593,7 +614,11 @@ type WatchWorkflowResponse struct {
 	Event *StatusEvent `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
 	// The full status, set on the last message (terminal state) only, so a
 	// client waiting for the end needs no GetStatus call.
-	FinalStatus   *WorkflowStatus `protobuf:"bytes,2,opt,name=final_status,json=finalStatus,proto3" json:"final_status,omitempty"`
+	FinalStatus *WorkflowStatus `protobuf:"bytes,2,opt,name=final_status,json=finalStatus,proto3" json:"final_status,omitempty"`
+	// Output of a step (only with include_output); `event` is unset then.
+	// Every chunk stored before the execution ended comes before the message
+	// with final_status.
+	Output        *StepOutput `protobuf:"bytes,3,opt,name=output,proto3" json:"output,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -638,6 +663,13 @@ func (x *WatchWorkflowResponse) GetEvent() *StatusEvent {
 func (x *WatchWorkflowResponse) GetFinalStatus() *WorkflowStatus {
 	if x != nil {
 		return x.FinalStatus
+	}
+	return nil
+}
+
+func (x *WatchWorkflowResponse) GetOutput() *StepOutput {
+	if x != nil {
+		return x.Output
 	}
 	return nil
 }
@@ -1288,11 +1320,474 @@ func (x *ListWaitingSignalsResponse) GetWaiting() []*WaitingSignal {
 	return nil
 }
 
+// StreamStepOutputRequest names the output to follow.
+type StreamStepOutputRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Transaction id; required. NOT_FOUND when unknown.
+	TransactionId string `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
+	// Only this step's output (its every attempt and compensation), by its
+	// path (StepInfo.path: the name of a top-level step, "group/branch/step",
+	// "map/3"); empty for every step. With a step, the stream ends once the
+	// step has completed.
+	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	// Resume after this offset (the last StepOutput.offset received): no
+	// chunk is repeated or skipped. Empty: from the first chunk kept.
+	// INVALID_ARGUMENT unless of the form "<ms>-<seq>".
+	FromOffset    string `protobuf:"bytes,3,opt,name=from_offset,json=fromOffset,proto3" json:"from_offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamStepOutputRequest) Reset() {
+	*x = StreamStepOutputRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamStepOutputRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamStepOutputRequest) ProtoMessage() {}
+
+func (x *StreamStepOutputRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamStepOutputRequest.ProtoReflect.Descriptor instead.
+func (*StreamStepOutputRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *StreamStepOutputRequest) GetTransactionId() string {
+	if x != nil {
+		return x.TransactionId
+	}
+	return ""
+}
+
+func (x *StreamStepOutputRequest) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *StreamStepOutputRequest) GetFromOffset() string {
+	if x != nil {
+		return x.FromOffset
+	}
+	return ""
+}
+
+// StreamStepOutputResponse is one message of the output stream.
+type StreamStepOutputResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The output.
+	Output        *StepOutput `protobuf:"bytes,1,opt,name=output,proto3" json:"output,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamStepOutputResponse) Reset() {
+	*x = StreamStepOutputResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamStepOutputResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamStepOutputResponse) ProtoMessage() {}
+
+func (x *StreamStepOutputResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamStepOutputResponse.ProtoReflect.Descriptor instead.
+func (*StreamStepOutputResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *StreamStepOutputResponse) GetOutput() *StepOutput {
+	if x != nil {
+		return x.Output
+	}
+	return nil
+}
+
+// StepOutput is one entry of an execution's output stream: a chunk, the
+// start of a new attempt of a step (rewind), or a gap left by the cap.
+type StepOutput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position in the execution's output stream ("<ms>-<seq>", increasing);
+	// pass the last one received as from_offset to resume. For a gap, the
+	// offset of the first entry after it.
+	Offset string `protobuf:"bytes,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Path of the step the output belongs to (StepInfo.path: the name of a
+	// top-level step; "group/branch/step" in a parallel group, "map/3" for an
+	// item of a map); empty for a gap.
+	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	// Epoch: the attempt number of the step (from 1). A UI shows one epoch
+	// of a step at a time.
+	Attempt int32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// True for the output of the step's compensation.
+	Compensation bool `protobuf:"varint,4,opt,name=compensation,proto3" json:"compensation,omitempty"`
+	// When the server stored it.
+	Time *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	// What it is.
+	//
+	// Types that are valid to be assigned to Entry:
+	//
+	//	*StepOutput_Chunk
+	//	*StepOutput_Rewind
+	//	*StepOutput_Gap
+	Entry isStepOutput_Entry `protobuf_oneof:"entry"`
+	// Number of the entry in the execution's output stream: from 1, +1 per
+	// entry (chunks and rewinds of every step), so a reader can check that it
+	// missed nothing. For a gap, the number of the first entry after it.
+	Sequence      int64 `protobuf:"varint,9,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepOutput) Reset() {
+	*x = StepOutput{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepOutput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepOutput) ProtoMessage() {}
+
+func (x *StepOutput) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepOutput.ProtoReflect.Descriptor instead.
+func (*StepOutput) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *StepOutput) GetOffset() string {
+	if x != nil {
+		return x.Offset
+	}
+	return ""
+}
+
+func (x *StepOutput) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *StepOutput) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *StepOutput) GetCompensation() bool {
+	if x != nil {
+		return x.Compensation
+	}
+	return false
+}
+
+func (x *StepOutput) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *StepOutput) GetEntry() isStepOutput_Entry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *StepOutput) GetChunk() *StepOutputChunk {
+	if x != nil {
+		if x, ok := x.Entry.(*StepOutput_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+func (x *StepOutput) GetRewind() *StepOutputRewind {
+	if x != nil {
+		if x, ok := x.Entry.(*StepOutput_Rewind); ok {
+			return x.Rewind
+		}
+	}
+	return nil
+}
+
+func (x *StepOutput) GetGap() *StepOutputGap {
+	if x != nil {
+		if x, ok := x.Entry.(*StepOutput_Gap); ok {
+			return x.Gap
+		}
+	}
+	return nil
+}
+
+func (x *StepOutput) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+type isStepOutput_Entry interface {
+	isStepOutput_Entry()
+}
+
+type StepOutput_Chunk struct {
+	// Output data.
+	Chunk *StepOutputChunk `protobuf:"bytes,6,opt,name=chunk,proto3,oneof"`
+}
+
+type StepOutput_Rewind struct {
+	// Attempt `attempt` of `step` starts: discard what earlier attempts of
+	// the step streamed. Written when a retry is dispatched.
+	Rewind *StepOutputRewind `protobuf:"bytes,7,opt,name=rewind,proto3,oneof"`
+}
+
+type StepOutput_Gap struct {
+	// The stream's cap dropped entries the reader had not seen.
+	Gap *StepOutputGap `protobuf:"bytes,8,opt,name=gap,proto3,oneof"`
+}
+
+func (*StepOutput_Chunk) isStepOutput_Entry() {}
+
+func (*StepOutput_Rewind) isStepOutput_Entry() {}
+
+func (*StepOutput_Gap) isStepOutput_Entry() {}
+
+// StepOutputChunk is a piece of output as the worker sent it.
+type StepOutputChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What the data is.
+	Kind OutputKind `protobuf:"varint,1,opt,name=kind,proto3,enum=multiagents.v1.OutputKind" json:"kind,omitempty"`
+	// The data.
+	//
+	// Types that are valid to be assigned to Data:
+	//
+	//	*StepOutputChunk_Text
+	//	*StepOutputChunk_Binary
+	Data          isStepOutputChunk_Data `protobuf_oneof:"data"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepOutputChunk) Reset() {
+	*x = StepOutputChunk{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepOutputChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepOutputChunk) ProtoMessage() {}
+
+func (x *StepOutputChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepOutputChunk.ProtoReflect.Descriptor instead.
+func (*StepOutputChunk) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *StepOutputChunk) GetKind() OutputKind {
+	if x != nil {
+		return x.Kind
+	}
+	return OutputKind_OUTPUT_KIND_UNSPECIFIED
+}
+
+func (x *StepOutputChunk) GetData() isStepOutputChunk_Data {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *StepOutputChunk) GetText() string {
+	if x != nil {
+		if x, ok := x.Data.(*StepOutputChunk_Text); ok {
+			return x.Text
+		}
+	}
+	return ""
+}
+
+func (x *StepOutputChunk) GetBinary() []byte {
+	if x != nil {
+		if x, ok := x.Data.(*StepOutputChunk_Binary); ok {
+			return x.Binary
+		}
+	}
+	return nil
+}
+
+type isStepOutputChunk_Data interface {
+	isStepOutputChunk_Data()
+}
+
+type StepOutputChunk_Text struct {
+	// Text.
+	Text string `protobuf:"bytes,2,opt,name=text,proto3,oneof"`
+}
+
+type StepOutputChunk_Binary struct {
+	// Bytes.
+	Binary []byte `protobuf:"bytes,3,opt,name=binary,proto3,oneof"`
+}
+
+func (*StepOutputChunk_Text) isStepOutputChunk_Data() {}
+
+func (*StepOutputChunk_Binary) isStepOutputChunk_Data() {}
+
+// StepOutputRewind marks the start of a retried attempt.
+type StepOutputRewind struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepOutputRewind) Reset() {
+	*x = StepOutputRewind{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepOutputRewind) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepOutputRewind) ProtoMessage() {}
+
+func (x *StepOutputRewind) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepOutputRewind.ProtoReflect.Descriptor instead.
+func (*StepOutputRewind) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{28}
+}
+
+// StepOutputGap says entries were dropped before the reader got them: the
+// cap keeps the newest output_stream_max_entries entries of an execution.
+type StepOutputGap struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many entries were dropped; 0 when unknown (a resume from an offset
+	// that was dropped: compare `sequence` with the last one received).
+	Dropped       int64 `protobuf:"varint,1,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepOutputGap) Reset() {
+	*x = StepOutputGap{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepOutputGap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepOutputGap) ProtoMessage() {}
+
+func (x *StepOutputGap) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepOutputGap.ProtoReflect.Descriptor instead.
+func (*StepOutputGap) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *StepOutputGap) GetDropped() int64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
 var File_multiagents_v1_workflow_service_proto protoreflect.FileDescriptor
 
 const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\n" +
-	"%multiagents/v1/workflow_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/events.proto\x1a\x1dmultiagents/v1/workflow.proto\"]\n" +
+	"%multiagents/v1/workflow_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/events.proto\x1a\x1dmultiagents/v1/workflow.proto\"]\n" +
 	"\x17RegisterWorkflowRequest\x12B\n" +
 	"\n" +
 	"definition\x18\x01 \x01(\v2\".multiagents.v1.WorkflowDefinitionR\n" +
@@ -1324,12 +1819,15 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\x10GetStatusRequest\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\"K\n" +
 	"\x11GetStatusResponse\x126\n" +
-	"\x06status\x18\x01 \x01(\v2\x1e.multiagents.v1.WorkflowStatusR\x06status\"=\n" +
+	"\x06status\x18\x01 \x01(\v2\x1e.multiagents.v1.WorkflowStatusR\x06status\"\x92\x01\n" +
 	"\x14WatchWorkflowRequest\x12%\n" +
-	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\"\x8d\x01\n" +
+	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12%\n" +
+	"\x0einclude_output\x18\x02 \x01(\bR\rincludeOutput\x12,\n" +
+	"\x12output_from_offset\x18\x03 \x01(\tR\x10outputFromOffset\"\xc1\x01\n" +
 	"\x15WatchWorkflowResponse\x121\n" +
 	"\x05event\x18\x01 \x01(\v2\x1b.multiagents.v1.StatusEventR\x05event\x12A\n" +
-	"\ffinal_status\x18\x02 \x01(\v2\x1e.multiagents.v1.WorkflowStatusR\vfinalStatus\"V\n" +
+	"\ffinal_status\x18\x02 \x01(\v2\x1e.multiagents.v1.WorkflowStatusR\vfinalStatus\x122\n" +
+	"\x06output\x18\x03 \x01(\v2\x1a.multiagents.v1.StepOutputR\x06output\"V\n" +
 	"\x15CancelWorkflowRequest\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x18\n" +
@@ -1363,7 +1861,35 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\x0eapprovals_only\x18\x03 \x01(\bR\rapprovalsOnly\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\"U\n" +
 	"\x1aListWaitingSignalsResponse\x127\n" +
-	"\awaiting\x18\x01 \x03(\v2\x1d.multiagents.v1.WaitingSignalR\awaiting2\xc3\t\n" +
+	"\awaiting\x18\x01 \x03(\v2\x1d.multiagents.v1.WaitingSignalR\awaiting\"u\n" +
+	"\x17StreamStepOutputRequest\x12%\n" +
+	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\tR\x04step\x12\x1f\n" +
+	"\vfrom_offset\x18\x03 \x01(\tR\n" +
+	"fromOffset\"N\n" +
+	"\x18StreamStepOutputResponse\x122\n" +
+	"\x06output\x18\x01 \x01(\v2\x1a.multiagents.v1.StepOutputR\x06output\"\xf3\x02\n" +
+	"\n" +
+	"StepOutput\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\tR\x06offset\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\"\n" +
+	"\fcompensation\x18\x04 \x01(\bR\fcompensation\x12.\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
+	"\x05chunk\x18\x06 \x01(\v2\x1f.multiagents.v1.StepOutputChunkH\x00R\x05chunk\x12:\n" +
+	"\x06rewind\x18\a \x01(\v2 .multiagents.v1.StepOutputRewindH\x00R\x06rewind\x121\n" +
+	"\x03gap\x18\b \x01(\v2\x1d.multiagents.v1.StepOutputGapH\x00R\x03gap\x12\x1a\n" +
+	"\bsequence\x18\t \x01(\x03R\bsequenceB\a\n" +
+	"\x05entry\"y\n" +
+	"\x0fStepOutputChunk\x12.\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1a.multiagents.v1.OutputKindR\x04kind\x12\x14\n" +
+	"\x04text\x18\x02 \x01(\tH\x00R\x04text\x12\x18\n" +
+	"\x06binary\x18\x03 \x01(\fH\x00R\x06binaryB\x06\n" +
+	"\x04data\"\x12\n" +
+	"\x10StepOutputRewind\")\n" +
+	"\rStepOutputGap\x12\x18\n" +
+	"\adropped\x18\x01 \x01(\x03R\adropped2\xac\n" +
+	"\n" +
 	"\x0fWorkflowService\x12e\n" +
 	"\x10RegisterWorkflow\x12'.multiagents.v1.RegisterWorkflowRequest\x1a(.multiagents.v1.RegisterWorkflowResponse\x12t\n" +
 	"\x15GetWorkflowDefinition\x12,.multiagents.v1.GetWorkflowDefinitionRequest\x1a-.multiagents.v1.GetWorkflowDefinitionResponse\x12z\n" +
@@ -1377,7 +1903,8 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"GetHistory\x12!.multiagents.v1.GetHistoryRequest\x1a\".multiagents.v1.GetHistoryResponse\x12_\n" +
 	"\x0eSignalWorkflow\x12%.multiagents.v1.SignalWorkflowRequest\x1a&.multiagents.v1.SignalWorkflowResponse\x12_\n" +
 	"\x0eResumeWorkflow\x12%.multiagents.v1.ResumeWorkflowRequest\x1a&.multiagents.v1.ResumeWorkflowResponse\x12k\n" +
-	"\x12ListWaitingSignals\x12).multiagents.v1.ListWaitingSignalsRequest\x1a*.multiagents.v1.ListWaitingSignalsResponseBPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
+	"\x12ListWaitingSignals\x12).multiagents.v1.ListWaitingSignalsRequest\x1a*.multiagents.v1.ListWaitingSignalsResponse\x12g\n" +
+	"\x10StreamStepOutput\x12'.multiagents.v1.StreamStepOutputRequest\x1a(.multiagents.v1.StreamStepOutputResponse0\x01BPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
 
 var (
 	file_multiagents_v1_workflow_service_proto_rawDescOnce sync.Once
@@ -1391,7 +1918,7 @@ func file_multiagents_v1_workflow_service_proto_rawDescGZIP() []byte {
 	return file_multiagents_v1_workflow_service_proto_rawDescData
 }
 
-var file_multiagents_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_multiagents_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_multiagents_v1_workflow_service_proto_goTypes = []any{
 	(*RegisterWorkflowRequest)(nil),         // 0: multiagents.v1.RegisterWorkflowRequest
 	(*RegisterWorkflowResponse)(nil),        // 1: multiagents.v1.RegisterWorkflowResponse
@@ -1417,58 +1944,75 @@ var file_multiagents_v1_workflow_service_proto_goTypes = []any{
 	(*ResumeWorkflowResponse)(nil),          // 21: multiagents.v1.ResumeWorkflowResponse
 	(*ListWaitingSignalsRequest)(nil),       // 22: multiagents.v1.ListWaitingSignalsRequest
 	(*ListWaitingSignalsResponse)(nil),      // 23: multiagents.v1.ListWaitingSignalsResponse
-	(*WorkflowDefinition)(nil),              // 24: multiagents.v1.WorkflowDefinition
-	(*Payload)(nil),                         // 25: multiagents.v1.Payload
-	(*durationpb.Duration)(nil),             // 26: google.protobuf.Duration
-	(*WorkflowStatus)(nil),                  // 27: multiagents.v1.WorkflowStatus
-	(*StatusEvent)(nil),                     // 28: multiagents.v1.StatusEvent
-	(WorkflowState)(0),                      // 29: multiagents.v1.WorkflowState
-	(*WorkflowEvent)(nil),                   // 30: multiagents.v1.WorkflowEvent
-	(*WaitingSignal)(nil),                   // 31: multiagents.v1.WaitingSignal
+	(*StreamStepOutputRequest)(nil),         // 24: multiagents.v1.StreamStepOutputRequest
+	(*StreamStepOutputResponse)(nil),        // 25: multiagents.v1.StreamStepOutputResponse
+	(*StepOutput)(nil),                      // 26: multiagents.v1.StepOutput
+	(*StepOutputChunk)(nil),                 // 27: multiagents.v1.StepOutputChunk
+	(*StepOutputRewind)(nil),                // 28: multiagents.v1.StepOutputRewind
+	(*StepOutputGap)(nil),                   // 29: multiagents.v1.StepOutputGap
+	(*WorkflowDefinition)(nil),              // 30: multiagents.v1.WorkflowDefinition
+	(*Payload)(nil),                         // 31: multiagents.v1.Payload
+	(*durationpb.Duration)(nil),             // 32: google.protobuf.Duration
+	(*WorkflowStatus)(nil),                  // 33: multiagents.v1.WorkflowStatus
+	(*StatusEvent)(nil),                     // 34: multiagents.v1.StatusEvent
+	(WorkflowState)(0),                      // 35: multiagents.v1.WorkflowState
+	(*WorkflowEvent)(nil),                   // 36: multiagents.v1.WorkflowEvent
+	(*WaitingSignal)(nil),                   // 37: multiagents.v1.WaitingSignal
+	(*timestamppb.Timestamp)(nil),           // 38: google.protobuf.Timestamp
+	(OutputKind)(0),                         // 39: multiagents.v1.OutputKind
 }
 var file_multiagents_v1_workflow_service_proto_depIdxs = []int32{
-	24, // 0: multiagents.v1.RegisterWorkflowRequest.definition:type_name -> multiagents.v1.WorkflowDefinition
-	24, // 1: multiagents.v1.GetWorkflowDefinitionResponse.definition:type_name -> multiagents.v1.WorkflowDefinition
-	24, // 2: multiagents.v1.ListWorkflowDefinitionsResponse.definitions:type_name -> multiagents.v1.WorkflowDefinition
-	25, // 3: multiagents.v1.ExecuteWorkflowRequest.input:type_name -> multiagents.v1.Payload
-	26, // 4: multiagents.v1.ExecuteWorkflowRequest.start_delay:type_name -> google.protobuf.Duration
-	27, // 5: multiagents.v1.GetStatusResponse.status:type_name -> multiagents.v1.WorkflowStatus
-	28, // 6: multiagents.v1.WatchWorkflowResponse.event:type_name -> multiagents.v1.StatusEvent
-	27, // 7: multiagents.v1.WatchWorkflowResponse.final_status:type_name -> multiagents.v1.WorkflowStatus
-	29, // 8: multiagents.v1.ListWorkflowsRequest.state:type_name -> multiagents.v1.WorkflowState
-	27, // 9: multiagents.v1.ListWorkflowsResponse.workflows:type_name -> multiagents.v1.WorkflowStatus
-	30, // 10: multiagents.v1.GetHistoryResponse.events:type_name -> multiagents.v1.WorkflowEvent
-	25, // 11: multiagents.v1.SignalWorkflowRequest.payload:type_name -> multiagents.v1.Payload
-	31, // 12: multiagents.v1.ListWaitingSignalsResponse.waiting:type_name -> multiagents.v1.WaitingSignal
-	0,  // 13: multiagents.v1.WorkflowService.RegisterWorkflow:input_type -> multiagents.v1.RegisterWorkflowRequest
-	2,  // 14: multiagents.v1.WorkflowService.GetWorkflowDefinition:input_type -> multiagents.v1.GetWorkflowDefinitionRequest
-	4,  // 15: multiagents.v1.WorkflowService.ListWorkflowDefinitions:input_type -> multiagents.v1.ListWorkflowDefinitionsRequest
-	6,  // 16: multiagents.v1.WorkflowService.ExecuteWorkflow:input_type -> multiagents.v1.ExecuteWorkflowRequest
-	8,  // 17: multiagents.v1.WorkflowService.GetStatus:input_type -> multiagents.v1.GetStatusRequest
-	10, // 18: multiagents.v1.WorkflowService.WatchWorkflow:input_type -> multiagents.v1.WatchWorkflowRequest
-	12, // 19: multiagents.v1.WorkflowService.CancelWorkflow:input_type -> multiagents.v1.CancelWorkflowRequest
-	14, // 20: multiagents.v1.WorkflowService.ListWorkflows:input_type -> multiagents.v1.ListWorkflowsRequest
-	16, // 21: multiagents.v1.WorkflowService.GetHistory:input_type -> multiagents.v1.GetHistoryRequest
-	18, // 22: multiagents.v1.WorkflowService.SignalWorkflow:input_type -> multiagents.v1.SignalWorkflowRequest
-	20, // 23: multiagents.v1.WorkflowService.ResumeWorkflow:input_type -> multiagents.v1.ResumeWorkflowRequest
-	22, // 24: multiagents.v1.WorkflowService.ListWaitingSignals:input_type -> multiagents.v1.ListWaitingSignalsRequest
-	1,  // 25: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
-	3,  // 26: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
-	5,  // 27: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
-	7,  // 28: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
-	9,  // 29: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
-	11, // 30: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
-	13, // 31: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
-	15, // 32: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
-	17, // 33: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
-	19, // 34: multiagents.v1.WorkflowService.SignalWorkflow:output_type -> multiagents.v1.SignalWorkflowResponse
-	21, // 35: multiagents.v1.WorkflowService.ResumeWorkflow:output_type -> multiagents.v1.ResumeWorkflowResponse
-	23, // 36: multiagents.v1.WorkflowService.ListWaitingSignals:output_type -> multiagents.v1.ListWaitingSignalsResponse
-	25, // [25:37] is the sub-list for method output_type
-	13, // [13:25] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	30, // 0: multiagents.v1.RegisterWorkflowRequest.definition:type_name -> multiagents.v1.WorkflowDefinition
+	30, // 1: multiagents.v1.GetWorkflowDefinitionResponse.definition:type_name -> multiagents.v1.WorkflowDefinition
+	30, // 2: multiagents.v1.ListWorkflowDefinitionsResponse.definitions:type_name -> multiagents.v1.WorkflowDefinition
+	31, // 3: multiagents.v1.ExecuteWorkflowRequest.input:type_name -> multiagents.v1.Payload
+	32, // 4: multiagents.v1.ExecuteWorkflowRequest.start_delay:type_name -> google.protobuf.Duration
+	33, // 5: multiagents.v1.GetStatusResponse.status:type_name -> multiagents.v1.WorkflowStatus
+	34, // 6: multiagents.v1.WatchWorkflowResponse.event:type_name -> multiagents.v1.StatusEvent
+	33, // 7: multiagents.v1.WatchWorkflowResponse.final_status:type_name -> multiagents.v1.WorkflowStatus
+	26, // 8: multiagents.v1.WatchWorkflowResponse.output:type_name -> multiagents.v1.StepOutput
+	35, // 9: multiagents.v1.ListWorkflowsRequest.state:type_name -> multiagents.v1.WorkflowState
+	33, // 10: multiagents.v1.ListWorkflowsResponse.workflows:type_name -> multiagents.v1.WorkflowStatus
+	36, // 11: multiagents.v1.GetHistoryResponse.events:type_name -> multiagents.v1.WorkflowEvent
+	31, // 12: multiagents.v1.SignalWorkflowRequest.payload:type_name -> multiagents.v1.Payload
+	37, // 13: multiagents.v1.ListWaitingSignalsResponse.waiting:type_name -> multiagents.v1.WaitingSignal
+	26, // 14: multiagents.v1.StreamStepOutputResponse.output:type_name -> multiagents.v1.StepOutput
+	38, // 15: multiagents.v1.StepOutput.time:type_name -> google.protobuf.Timestamp
+	27, // 16: multiagents.v1.StepOutput.chunk:type_name -> multiagents.v1.StepOutputChunk
+	28, // 17: multiagents.v1.StepOutput.rewind:type_name -> multiagents.v1.StepOutputRewind
+	29, // 18: multiagents.v1.StepOutput.gap:type_name -> multiagents.v1.StepOutputGap
+	39, // 19: multiagents.v1.StepOutputChunk.kind:type_name -> multiagents.v1.OutputKind
+	0,  // 20: multiagents.v1.WorkflowService.RegisterWorkflow:input_type -> multiagents.v1.RegisterWorkflowRequest
+	2,  // 21: multiagents.v1.WorkflowService.GetWorkflowDefinition:input_type -> multiagents.v1.GetWorkflowDefinitionRequest
+	4,  // 22: multiagents.v1.WorkflowService.ListWorkflowDefinitions:input_type -> multiagents.v1.ListWorkflowDefinitionsRequest
+	6,  // 23: multiagents.v1.WorkflowService.ExecuteWorkflow:input_type -> multiagents.v1.ExecuteWorkflowRequest
+	8,  // 24: multiagents.v1.WorkflowService.GetStatus:input_type -> multiagents.v1.GetStatusRequest
+	10, // 25: multiagents.v1.WorkflowService.WatchWorkflow:input_type -> multiagents.v1.WatchWorkflowRequest
+	12, // 26: multiagents.v1.WorkflowService.CancelWorkflow:input_type -> multiagents.v1.CancelWorkflowRequest
+	14, // 27: multiagents.v1.WorkflowService.ListWorkflows:input_type -> multiagents.v1.ListWorkflowsRequest
+	16, // 28: multiagents.v1.WorkflowService.GetHistory:input_type -> multiagents.v1.GetHistoryRequest
+	18, // 29: multiagents.v1.WorkflowService.SignalWorkflow:input_type -> multiagents.v1.SignalWorkflowRequest
+	20, // 30: multiagents.v1.WorkflowService.ResumeWorkflow:input_type -> multiagents.v1.ResumeWorkflowRequest
+	22, // 31: multiagents.v1.WorkflowService.ListWaitingSignals:input_type -> multiagents.v1.ListWaitingSignalsRequest
+	24, // 32: multiagents.v1.WorkflowService.StreamStepOutput:input_type -> multiagents.v1.StreamStepOutputRequest
+	1,  // 33: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
+	3,  // 34: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
+	5,  // 35: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
+	7,  // 36: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
+	9,  // 37: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
+	11, // 38: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
+	13, // 39: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
+	15, // 40: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
+	17, // 41: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
+	19, // 42: multiagents.v1.WorkflowService.SignalWorkflow:output_type -> multiagents.v1.SignalWorkflowResponse
+	21, // 43: multiagents.v1.WorkflowService.ResumeWorkflow:output_type -> multiagents.v1.ResumeWorkflowResponse
+	23, // 44: multiagents.v1.WorkflowService.ListWaitingSignals:output_type -> multiagents.v1.ListWaitingSignalsResponse
+	25, // 45: multiagents.v1.WorkflowService.StreamStepOutput:output_type -> multiagents.v1.StreamStepOutputResponse
+	33, // [33:46] is the sub-list for method output_type
+	20, // [20:33] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_workflow_service_proto_init() }
@@ -1479,13 +2023,22 @@ func file_multiagents_v1_workflow_service_proto_init() {
 	file_multiagents_v1_common_proto_init()
 	file_multiagents_v1_events_proto_init()
 	file_multiagents_v1_workflow_proto_init()
+	file_multiagents_v1_workflow_service_proto_msgTypes[26].OneofWrappers = []any{
+		(*StepOutput_Chunk)(nil),
+		(*StepOutput_Rewind)(nil),
+		(*StepOutput_Gap)(nil),
+	}
+	file_multiagents_v1_workflow_service_proto_msgTypes[27].OneofWrappers = []any{
+		(*StepOutputChunk_Text)(nil),
+		(*StepOutputChunk_Binary)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_multiagents_v1_workflow_service_proto_rawDesc), len(file_multiagents_v1_workflow_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

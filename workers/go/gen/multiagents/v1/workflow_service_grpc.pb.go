@@ -31,6 +31,7 @@ const (
 	WorkflowService_SignalWorkflow_FullMethodName          = "/multiagents.v1.WorkflowService/SignalWorkflow"
 	WorkflowService_ResumeWorkflow_FullMethodName          = "/multiagents.v1.WorkflowService/ResumeWorkflow"
 	WorkflowService_ListWaitingSignals_FullMethodName      = "/multiagents.v1.WorkflowService/ListWaitingSignals"
+	WorkflowService_StreamStepOutput_FullMethodName        = "/multiagents.v1.WorkflowService/StreamStepOutput"
 )
 
 // WorkflowServiceClient is the client API for WorkflowService service.
@@ -71,6 +72,10 @@ type WorkflowServiceClient interface {
 	// Lists the waits that wait for a signal now, across executions (an
 	// approval inbox), oldest first.
 	ListWaitingSignals(ctx context.Context, in *ListWaitingSignalsRequest, opts ...grpc.CallOption) (*ListWaitingSignalsResponse, error)
+	// Streams the output that workers publish while running steps: the
+	// backlog from an offset, then live chunks, until the execution ends (or,
+	// with a step, until that step has completed).
+	StreamStepOutput(ctx context.Context, in *StreamStepOutputRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamStepOutputResponse], error)
 }
 
 type workflowServiceClient struct {
@@ -210,6 +215,25 @@ func (c *workflowServiceClient) ListWaitingSignals(ctx context.Context, in *List
 	return out, nil
 }
 
+func (c *workflowServiceClient) StreamStepOutput(ctx context.Context, in *StreamStepOutputRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamStepOutputResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &WorkflowService_ServiceDesc.Streams[1], WorkflowService_StreamStepOutput_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamStepOutputRequest, StreamStepOutputResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WorkflowService_StreamStepOutputClient = grpc.ServerStreamingClient[StreamStepOutputResponse]
+
 // WorkflowServiceServer is the server API for WorkflowService service.
 // All implementations must embed UnimplementedWorkflowServiceServer
 // for forward compatibility.
@@ -248,6 +272,10 @@ type WorkflowServiceServer interface {
 	// Lists the waits that wait for a signal now, across executions (an
 	// approval inbox), oldest first.
 	ListWaitingSignals(context.Context, *ListWaitingSignalsRequest) (*ListWaitingSignalsResponse, error)
+	// Streams the output that workers publish while running steps: the
+	// backlog from an offset, then live chunks, until the execution ends (or,
+	// with a step, until that step has completed).
+	StreamStepOutput(*StreamStepOutputRequest, grpc.ServerStreamingServer[StreamStepOutputResponse]) error
 	mustEmbedUnimplementedWorkflowServiceServer()
 }
 
@@ -293,6 +321,9 @@ func (UnimplementedWorkflowServiceServer) ResumeWorkflow(context.Context, *Resum
 }
 func (UnimplementedWorkflowServiceServer) ListWaitingSignals(context.Context, *ListWaitingSignalsRequest) (*ListWaitingSignalsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListWaitingSignals not implemented")
+}
+func (UnimplementedWorkflowServiceServer) StreamStepOutput(*StreamStepOutputRequest, grpc.ServerStreamingServer[StreamStepOutputResponse]) error {
+	return status.Error(codes.Unimplemented, "method StreamStepOutput not implemented")
 }
 func (UnimplementedWorkflowServiceServer) mustEmbedUnimplementedWorkflowServiceServer() {}
 func (UnimplementedWorkflowServiceServer) testEmbeddedByValue()                         {}
@@ -524,6 +555,17 @@ func _WorkflowService_ListWaitingSignals_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkflowService_StreamStepOutput_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StreamStepOutputRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(WorkflowServiceServer).StreamStepOutput(m, &grpc.GenericServerStream[StreamStepOutputRequest, StreamStepOutputResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WorkflowService_StreamStepOutputServer = grpc.ServerStreamingServer[StreamStepOutputResponse]
+
 // WorkflowService_ServiceDesc is the grpc.ServiceDesc for WorkflowService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -580,6 +622,11 @@ var WorkflowService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchWorkflow",
 			Handler:       _WorkflowService_WatchWorkflow_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "StreamStepOutput",
+			Handler:       _WorkflowService_StreamStepOutput_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -234,6 +234,56 @@ export function workflowStateToJSON(object: WorkflowState): string {
   }
 }
 
+/** OutputKind says what a chunk of a step's streamed output holds. */
+export enum OutputKind {
+  /** OUTPUT_KIND_UNSPECIFIED - Not set; treated as OUTPUT_KIND_TOKEN. */
+  OUTPUT_KIND_UNSPECIFIED = 0,
+  /** OUTPUT_KIND_TOKEN - Generated text (LLM tokens): concatenate the chunks of one attempt. */
+  OUTPUT_KIND_TOKEN = 1,
+  /** OUTPUT_KIND_JSON - A fragment of a JSON document being generated: concatenate them. */
+  OUTPUT_KIND_JSON = 2,
+  /** OUTPUT_KIND_LOG - A log line. */
+  OUTPUT_KIND_LOG = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function outputKindFromJSON(object: any): OutputKind {
+  switch (object) {
+    case 0:
+    case "OUTPUT_KIND_UNSPECIFIED":
+      return OutputKind.OUTPUT_KIND_UNSPECIFIED;
+    case 1:
+    case "OUTPUT_KIND_TOKEN":
+      return OutputKind.OUTPUT_KIND_TOKEN;
+    case 2:
+    case "OUTPUT_KIND_JSON":
+      return OutputKind.OUTPUT_KIND_JSON;
+    case 3:
+    case "OUTPUT_KIND_LOG":
+      return OutputKind.OUTPUT_KIND_LOG;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return OutputKind.UNRECOGNIZED;
+  }
+}
+
+export function outputKindToJSON(object: OutputKind): string {
+  switch (object) {
+    case OutputKind.OUTPUT_KIND_UNSPECIFIED:
+      return "OUTPUT_KIND_UNSPECIFIED";
+    case OutputKind.OUTPUT_KIND_TOKEN:
+      return "OUTPUT_KIND_TOKEN";
+    case OutputKind.OUTPUT_KIND_JSON:
+      return "OUTPUT_KIND_JSON";
+    case OutputKind.OUTPUT_KIND_LOG:
+      return "OUTPUT_KIND_LOG";
+    case OutputKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /**
  * Payload carries user data (workflow input, step context, step results,
  * failure details). `metadata["encoding"]` says how `data` is encoded;
@@ -301,6 +351,29 @@ export interface Failure {
    * Unset when there is no cause.
    */
   cause: Failure | undefined;
+}
+
+/**
+ * Usage is what running a step cost: tokens and money, as reported by the
+ * worker (an LLM call's usage). Sums (per step, execution, workflow name) add
+ * each field; see docs/protocol.md "Streaming output and usage".
+ */
+export interface Usage {
+  /** Prompt (input) tokens; >= 0. */
+  inputTokens: number;
+  /** Completion (output) tokens; >= 0. */
+  outputTokens: number;
+  /**
+   * Model that was called, e.g. "openai/gpt-4o-mini"; at most 200
+   * characters. In a sum: the distinct models, sorted, joined by ","
+   * (empty in per-workflow-name sums).
+   */
+  model: string;
+  /**
+   * Cost in nano-US-dollars (1e-9 USD; 1 USD = 1,000,000,000), an integer
+   * so sums are exact; >= 0. 0 when unknown.
+   */
+  costNanoUsd: number;
 }
 
 function createBasePayload(): Payload {
@@ -680,6 +753,135 @@ export const Failure: MessageFns<Failure> = {
   },
 };
 
+function createBaseUsage(): Usage {
+  return { inputTokens: 0, outputTokens: 0, model: "", costNanoUsd: 0 };
+}
+
+export const Usage: MessageFns<Usage> = {
+  encode(message: Usage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.inputTokens !== 0) {
+      writer.uint32(8).int64(message.inputTokens);
+    }
+    if (message.outputTokens !== 0) {
+      writer.uint32(16).int64(message.outputTokens);
+    }
+    if (message.model !== "") {
+      writer.uint32(26).string(message.model);
+    }
+    if (message.costNanoUsd !== 0) {
+      writer.uint32(32).int64(message.costNanoUsd);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Usage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUsage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.inputTokens = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.outputTokens = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.costNanoUsd = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Usage {
+    return {
+      inputTokens: isSet(object.inputTokens)
+        ? globalThis.Number(object.inputTokens)
+        : isSet(object.input_tokens)
+        ? globalThis.Number(object.input_tokens)
+        : 0,
+      outputTokens: isSet(object.outputTokens)
+        ? globalThis.Number(object.outputTokens)
+        : isSet(object.output_tokens)
+        ? globalThis.Number(object.output_tokens)
+        : 0,
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      costNanoUsd: isSet(object.costNanoUsd)
+        ? globalThis.Number(object.costNanoUsd)
+        : isSet(object.cost_nano_usd)
+        ? globalThis.Number(object.cost_nano_usd)
+        : 0,
+    };
+  },
+
+  toJSON(message: Usage): unknown {
+    const obj: any = {};
+    if (message.inputTokens !== 0) {
+      obj.inputTokens = Math.round(message.inputTokens);
+    }
+    if (message.outputTokens !== 0) {
+      obj.outputTokens = Math.round(message.outputTokens);
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.costNanoUsd !== 0) {
+      obj.costNanoUsd = Math.round(message.costNanoUsd);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Usage>, I>>(base?: I): Usage {
+    return Usage.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Usage>, I>>(object: I): Usage {
+    const message = createBaseUsage();
+    message.inputTokens = object.inputTokens ?? 0;
+    message.outputTokens = object.outputTokens ?? 0;
+    message.model = object.model ?? "";
+    message.costNanoUsd = object.costNanoUsd ?? 0;
+    return message;
+  },
+};
+
 function bytesFromBase64(b64: string): Uint8Array {
   return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
 }
@@ -700,6 +902,17 @@ export type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
+}
 
 function isObject(value: any): boolean {
   return typeof value === "object" && value !== null;

@@ -19,7 +19,7 @@ import {
 } from "@grpc/grpc-js";
 import { Duration } from "../../google/protobuf/duration.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
-import { Failure, Payload } from "./common.js";
+import { Failure, OutputKind, outputKindFromJSON, outputKindToJSON, Payload, Usage } from "./common.js";
 
 export const protobufPackage = "multiagents.v1";
 
@@ -129,6 +129,12 @@ export interface ConnectRequest {
     | //
     /** Several results and failures at once (batching). */
     { $case: "outcomes"; value: CommandOutcomes }
+    | //
+    /**
+     * A chunk of a running command's output, appended to the execution's
+     * durable output stream; answered by OutputAck.
+     */
+    { $case: "outputChunk"; value: OutputChunk }
     | undefined;
 }
 
@@ -154,6 +160,9 @@ export interface ConnectResponse {
     | //
     /** Several commands at once (batching). */
     { $case: "commands"; value: Commands }
+    | //
+    /** Chunks of a command's output are stored (or refused). */
+    { $case: "outputAck"; value: OutputAck }
     | undefined;
 }
 
@@ -263,7 +272,14 @@ export interface CommandResult {
    * fails the attempt, non-retryable, with a FAILURE_KIND_INVALID_RESULT
    * failure naming `result` and the limit.
    */
-  result: Payload | undefined;
+  result:
+    | Payload
+    | undefined;
+  /**
+   * Optional: tokens and cost the attempt used; summed per step, execution
+   * and workflow name by the commit that records the result.
+   */
+  usage: Usage | undefined;
 }
 
 /** CommandFailure fails a command. */
@@ -278,7 +294,14 @@ export interface CommandFailure {
    * any other kind is recorded as APPLICATION. The cause chain and every
    * stack trace in it are kept as documented on Failure.
    */
-  failure: Failure | undefined;
+  failure:
+    | Failure
+    | undefined;
+  /**
+   * Optional: tokens and cost the failed attempt used (a failed attempt
+   * still costs); summed like CommandResult.usage.
+   */
+  usage: Usage | undefined;
 }
 
 /** CommandOutcome is a result or a failure. */
@@ -349,6 +372,54 @@ export interface DrainRequest {
   reason: string;
 }
 
+/**
+ * OutputChunk is a piece of a running command's output (LLM tokens, partial
+ * JSON, log lines). The server appends it to the execution's output stream,
+ * where watchers read it (WorkflowService.StreamStepOutput, WatchWorkflow).
+ * Refused (OutputAck.refused) when the session does not hold the command,
+ * when the command's attempt is no longer the current one, when the
+ * execution is gone, or when the data is over 64 KiB.
+ */
+export interface OutputChunk {
+  /** Command whose output this is; the session must hold it. */
+  commandId: string;
+  /**
+   * Per command, from 1, larger with every chunk (gaps allowed, e.g. after
+   * merging chunks); OutputAck names the largest stored.
+   */
+  sequence: number;
+  /** What the data is; UNSPECIFIED means TOKEN. */
+  kind: OutputKind;
+  /** The data: text (UTF-8) or bytes; one is required, at most 64 KiB. */
+  data:
+    | //
+    /** Text. */
+    { $case: "text"; value: string }
+    | //
+    /** Bytes. */
+    { $case: "binary"; value: Buffer }
+    | undefined;
+}
+
+/**
+ * OutputAck answers OutputChunk messages, several at once: every chunk of
+ * `command_id` up to `sequence` is stored durably (or, with `refused`, the
+ * chunk `sequence` was not stored and later ones will not be either).
+ */
+export interface OutputAck {
+  /** Command the chunks belong to. */
+  commandId: string;
+  /** Largest sequence acknowledged. */
+  sequence: number;
+  /** Stream offset of that chunk (see StepOutput.offset); empty when refused. */
+  offset: string;
+  /**
+   * Empty when stored; else why the chunk was refused (e.g. "command not
+   * held by this session", "attempt superseded").
+   */
+  refused: string;
+}
+
 function createBaseConnectRequest(): ConnectRequest {
   return { message: undefined };
 }
@@ -373,6 +444,9 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         break;
       case "outcomes":
         CommandOutcomes.encode(message.message.value, writer.uint32(50).fork()).join();
+        break;
+      case "outputChunk":
+        OutputChunk.encode(message.message.value, writer.uint32(58).fork()).join();
         break;
     }
     return writer;
@@ -439,6 +513,14 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
             message.message = { $case: "outcomes", value: CommandOutcomes.decode(reader, reader.uint32()) };
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.message = { $case: "outputChunk", value: OutputChunk.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -465,6 +547,10 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         ? { $case: "drain", value: Drain.fromJSON(object.drain) }
         : isSet(object.outcomes)
         ? { $case: "outcomes", value: CommandOutcomes.fromJSON(object.outcomes) }
+        : isSet(object.outputChunk)
+        ? { $case: "outputChunk", value: OutputChunk.fromJSON(object.outputChunk) }
+        : isSet(object.output_chunk)
+        ? { $case: "outputChunk", value: OutputChunk.fromJSON(object.output_chunk) }
         : undefined,
     };
   },
@@ -483,6 +569,8 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       obj.drain = Drain.toJSON(message.message.value);
     } else if (message.message?.$case === "outcomes") {
       obj.outcomes = CommandOutcomes.toJSON(message.message.value);
+    } else if (message.message?.$case === "outputChunk") {
+      obj.outputChunk = OutputChunk.toJSON(message.message.value);
     }
     return obj;
   },
@@ -529,6 +617,12 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         }
         break;
       }
+      case "outputChunk": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "outputChunk", value: OutputChunk.fromPartial(object.message.value) };
+        }
+        break;
+      }
     }
     return message;
   },
@@ -558,6 +652,9 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
         break;
       case "commands":
         Commands.encode(message.message.value, writer.uint32(50).fork()).join();
+        break;
+      case "outputAck":
+        OutputAck.encode(message.message.value, writer.uint32(66).fork()).join();
         break;
     }
     return writer;
@@ -624,6 +721,14 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
             message.message = { $case: "commands", value: Commands.decode(reader, reader.uint32()) };
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.message = { $case: "outputAck", value: OutputAck.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -652,6 +757,10 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
         ? { $case: "drainRequest", value: DrainRequest.fromJSON(object.drain_request) }
         : isSet(object.commands)
         ? { $case: "commands", value: Commands.fromJSON(object.commands) }
+        : isSet(object.outputAck)
+        ? { $case: "outputAck", value: OutputAck.fromJSON(object.outputAck) }
+        : isSet(object.output_ack)
+        ? { $case: "outputAck", value: OutputAck.fromJSON(object.output_ack) }
         : undefined,
     };
   },
@@ -670,6 +779,8 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
       obj.drainRequest = DrainRequest.toJSON(message.message.value);
     } else if (message.message?.$case === "commands") {
       obj.commands = Commands.toJSON(message.message.value);
+    } else if (message.message?.$case === "outputAck") {
+      obj.outputAck = OutputAck.toJSON(message.message.value);
     }
     return obj;
   },
@@ -713,6 +824,12 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
       case "commands": {
         if (object.message?.value !== undefined && object.message?.value !== null) {
           message.message = { $case: "commands", value: Commands.fromPartial(object.message.value) };
+        }
+        break;
+      }
+      case "outputAck": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "outputAck", value: OutputAck.fromPartial(object.message.value) };
         }
         break;
       }
@@ -1479,7 +1596,7 @@ export const Commands: MessageFns<Commands> = {
 };
 
 function createBaseCommandResult(): CommandResult {
-  return { commandId: "", result: undefined };
+  return { commandId: "", result: undefined, usage: undefined };
 }
 
 export const CommandResult: MessageFns<CommandResult> = {
@@ -1489,6 +1606,9 @@ export const CommandResult: MessageFns<CommandResult> = {
     }
     if (message.result !== undefined) {
       Payload.encode(message.result, writer.uint32(18).fork()).join();
+    }
+    if (message.usage !== undefined) {
+      Usage.encode(message.usage, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1522,6 +1642,14 @@ export const CommandResult: MessageFns<CommandResult> = {
             message.result = Payload.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.usage = Usage.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1542,6 +1670,7 @@ export const CommandResult: MessageFns<CommandResult> = {
         ? globalThis.String(object.command_id)
         : "",
       result: isSet(object.result) ? Payload.fromJSON(object.result) : undefined,
+      usage: isSet(object.usage) ? Usage.fromJSON(object.usage) : undefined,
     };
   },
 
@@ -1552,6 +1681,9 @@ export const CommandResult: MessageFns<CommandResult> = {
     }
     if (message.result !== undefined) {
       obj.result = Payload.toJSON(message.result);
+    }
+    if (message.usage !== undefined) {
+      obj.usage = Usage.toJSON(message.usage);
     }
     return obj;
   },
@@ -1565,12 +1697,13 @@ export const CommandResult: MessageFns<CommandResult> = {
     message.result = (object.result !== undefined && object.result !== null)
       ? Payload.fromPartial(object.result)
       : undefined;
+    message.usage = (object.usage !== undefined && object.usage !== null) ? Usage.fromPartial(object.usage) : undefined;
     return message;
   },
 };
 
 function createBaseCommandFailure(): CommandFailure {
-  return { commandId: "", failure: undefined };
+  return { commandId: "", failure: undefined, usage: undefined };
 }
 
 export const CommandFailure: MessageFns<CommandFailure> = {
@@ -1580,6 +1713,9 @@ export const CommandFailure: MessageFns<CommandFailure> = {
     }
     if (message.failure !== undefined) {
       Failure.encode(message.failure, writer.uint32(18).fork()).join();
+    }
+    if (message.usage !== undefined) {
+      Usage.encode(message.usage, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1613,6 +1749,14 @@ export const CommandFailure: MessageFns<CommandFailure> = {
             message.failure = Failure.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.usage = Usage.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1633,6 +1777,7 @@ export const CommandFailure: MessageFns<CommandFailure> = {
         ? globalThis.String(object.command_id)
         : "",
       failure: isSet(object.failure) ? Failure.fromJSON(object.failure) : undefined,
+      usage: isSet(object.usage) ? Usage.fromJSON(object.usage) : undefined,
     };
   },
 
@@ -1643,6 +1788,9 @@ export const CommandFailure: MessageFns<CommandFailure> = {
     }
     if (message.failure !== undefined) {
       obj.failure = Failure.toJSON(message.failure);
+    }
+    if (message.usage !== undefined) {
+      obj.usage = Usage.toJSON(message.usage);
     }
     return obj;
   },
@@ -1656,6 +1804,7 @@ export const CommandFailure: MessageFns<CommandFailure> = {
     message.failure = (object.failure !== undefined && object.failure !== null)
       ? Failure.fromPartial(object.failure)
       : undefined;
+    message.usage = (object.usage !== undefined && object.usage !== null) ? Usage.fromPartial(object.usage) : undefined;
     return message;
   },
 };
@@ -2183,6 +2332,280 @@ export const DrainRequest: MessageFns<DrainRequest> = {
   },
 };
 
+function createBaseOutputChunk(): OutputChunk {
+  return { commandId: "", sequence: 0, kind: 0, data: undefined };
+}
+
+export const OutputChunk: MessageFns<OutputChunk> = {
+  encode(message: OutputChunk, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.commandId !== "") {
+      writer.uint32(10).string(message.commandId);
+    }
+    if (message.sequence !== 0) {
+      writer.uint32(16).uint64(message.sequence);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(24).int32(message.kind);
+    }
+    switch (message.data?.$case) {
+      case "text":
+        writer.uint32(34).string(message.data.value);
+        break;
+      case "binary":
+        writer.uint32(42).bytes(message.data.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OutputChunk {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOutputChunk();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.commandId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sequence = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.data = { $case: "text", value: reader.string() };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.data = { $case: "binary", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OutputChunk {
+    return {
+      commandId: isSet(object.commandId)
+        ? globalThis.String(object.commandId)
+        : isSet(object.command_id)
+        ? globalThis.String(object.command_id)
+        : "",
+      sequence: isSet(object.sequence) ? globalThis.Number(object.sequence) : 0,
+      kind: isSet(object.kind) ? outputKindFromJSON(object.kind) : 0,
+      data: isSet(object.text)
+        ? { $case: "text", value: globalThis.String(object.text) }
+        : isSet(object.binary)
+        ? { $case: "binary", value: Buffer.from(bytesFromBase64(object.binary)) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: OutputChunk): unknown {
+    const obj: any = {};
+    if (message.commandId !== "") {
+      obj.commandId = message.commandId;
+    }
+    if (message.sequence !== 0) {
+      obj.sequence = Math.round(message.sequence);
+    }
+    if (message.kind !== 0) {
+      obj.kind = outputKindToJSON(message.kind);
+    }
+    if (message.data?.$case === "text") {
+      obj.text = message.data.value;
+    } else if (message.data?.$case === "binary") {
+      obj.binary = base64FromBytes(message.data.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OutputChunk>, I>>(base?: I): OutputChunk {
+    return OutputChunk.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OutputChunk>, I>>(object: I): OutputChunk {
+    const message = createBaseOutputChunk();
+    message.commandId = object.commandId ?? "";
+    message.sequence = object.sequence ?? 0;
+    message.kind = object.kind ?? 0;
+    switch (object.data?.$case) {
+      case "text": {
+        if (object.data?.value !== undefined && object.data?.value !== null) {
+          message.data = { $case: "text", value: object.data.value };
+        }
+        break;
+      }
+      case "binary": {
+        if (object.data?.value !== undefined && object.data?.value !== null) {
+          message.data = { $case: "binary", value: object.data.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseOutputAck(): OutputAck {
+  return { commandId: "", sequence: 0, offset: "", refused: "" };
+}
+
+export const OutputAck: MessageFns<OutputAck> = {
+  encode(message: OutputAck, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.commandId !== "") {
+      writer.uint32(10).string(message.commandId);
+    }
+    if (message.sequence !== 0) {
+      writer.uint32(16).uint64(message.sequence);
+    }
+    if (message.offset !== "") {
+      writer.uint32(26).string(message.offset);
+    }
+    if (message.refused !== "") {
+      writer.uint32(34).string(message.refused);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OutputAck {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOutputAck();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.commandId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sequence = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.offset = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.refused = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OutputAck {
+    return {
+      commandId: isSet(object.commandId)
+        ? globalThis.String(object.commandId)
+        : isSet(object.command_id)
+        ? globalThis.String(object.command_id)
+        : "",
+      sequence: isSet(object.sequence) ? globalThis.Number(object.sequence) : 0,
+      offset: isSet(object.offset) ? globalThis.String(object.offset) : "",
+      refused: isSet(object.refused) ? globalThis.String(object.refused) : "",
+    };
+  },
+
+  toJSON(message: OutputAck): unknown {
+    const obj: any = {};
+    if (message.commandId !== "") {
+      obj.commandId = message.commandId;
+    }
+    if (message.sequence !== 0) {
+      obj.sequence = Math.round(message.sequence);
+    }
+    if (message.offset !== "") {
+      obj.offset = message.offset;
+    }
+    if (message.refused !== "") {
+      obj.refused = message.refused;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OutputAck>, I>>(base?: I): OutputAck {
+    return OutputAck.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OutputAck>, I>>(object: I): OutputAck {
+    const message = createBaseOutputAck();
+    message.commandId = object.commandId ?? "";
+    message.sequence = object.sequence ?? 0;
+    message.offset = object.offset ?? "";
+    message.refused = object.refused ?? "";
+    return message;
+  },
+};
+
 /**
  * WorkerService is what worker processes use: one bidirectional session per
  * process. The session carries commands, results and heartbeats together, so
@@ -2240,6 +2663,14 @@ export const WorkerServiceClient = makeGenericClientConstructor(
   service: typeof WorkerServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 

@@ -9,7 +9,7 @@ import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Duration } from "../../google/protobuf/duration.js";
 import { Value } from "../../google/protobuf/struct.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
-import { Failure, Payload, WorkflowState, workflowStateFromJSON, workflowStateToJSON } from "./common.js";
+import { Failure, Payload, Usage, WorkflowState, workflowStateFromJSON, workflowStateToJSON } from "./common.js";
 
 export const protobufPackage = "multiagents.v1";
 
@@ -400,7 +400,15 @@ export interface StepInfo {
     | Date
     | undefined;
   /** When the node finished; unset while pending or running. */
-  finishedAt: Date | undefined;
+  finishedAt:
+    | Date
+    | undefined;
+  /**
+   * Tokens and cost of every attempt of the step and of its compensation
+   * (a sub-workflow step: the sub-workflow's total). Unset when none was
+   * reported.
+   */
+  usage: Usage | undefined;
 }
 
 /** WaitingSignal is a wait node that is waiting now. */
@@ -483,7 +491,21 @@ export interface WorkflowStatus {
   /** The waits that wait for a signal now. */
   waitingSignals: WaitingSignal[];
   /** A delayed start: when the first step starts. Unset when started at once. */
-  startAt: Date | undefined;
+  startAt:
+    | Date
+    | undefined;
+  /**
+   * Tokens and cost of the execution: the sum of its steps' usage. Unset
+   * when none was reported.
+   */
+  usage:
+    | Usage
+    | undefined;
+  /**
+   * Sum of the usage of every execution of workflow_name (all versions,
+   * kept beyond the executions' retention). Set by GetStatus only.
+   */
+  workflowUsage: Usage | undefined;
 }
 
 function createBaseRetryPolicy(): RetryPolicy {
@@ -1802,6 +1824,7 @@ function createBaseStepInfo(): StepInfo {
     branch: "",
     startedAt: undefined,
     finishedAt: undefined,
+    usage: undefined,
   };
 }
 
@@ -1836,6 +1859,9 @@ export const StepInfo: MessageFns<StepInfo> = {
     }
     if (message.finishedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.finishedAt), writer.uint32(106).fork()).join();
+    }
+    if (message.usage !== undefined) {
+      Usage.encode(message.usage, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -1933,6 +1959,14 @@ export const StepInfo: MessageFns<StepInfo> = {
             message.finishedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.usage = Usage.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1973,6 +2007,7 @@ export const StepInfo: MessageFns<StepInfo> = {
         : isSet(object.finished_at)
         ? fromJsonTimestamp(object.finished_at)
         : undefined,
+      usage: isSet(object.usage) ? Usage.fromJSON(object.usage) : undefined,
     };
   },
 
@@ -2008,6 +2043,9 @@ export const StepInfo: MessageFns<StepInfo> = {
     if (message.finishedAt !== undefined) {
       obj.finishedAt = message.finishedAt.toISOString();
     }
+    if (message.usage !== undefined) {
+      obj.usage = Usage.toJSON(message.usage);
+    }
     return obj;
   },
 
@@ -2028,6 +2066,7 @@ export const StepInfo: MessageFns<StepInfo> = {
     message.branch = object.branch ?? "";
     message.startedAt = object.startedAt ?? undefined;
     message.finishedAt = object.finishedAt ?? undefined;
+    message.usage = (object.usage !== undefined && object.usage !== null) ? Usage.fromPartial(object.usage) : undefined;
     return message;
   },
 };
@@ -2238,6 +2277,8 @@ function createBaseWorkflowStatus(): WorkflowStatus {
     runningSteps: [],
     waitingSignals: [],
     startAt: undefined,
+    usage: undefined,
+    workflowUsage: undefined,
   };
 }
 
@@ -2299,6 +2340,12 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
     }
     if (message.startAt !== undefined) {
       Timestamp.encode(toTimestamp(message.startAt), writer.uint32(154).fork()).join();
+    }
+    if (message.usage !== undefined) {
+      Usage.encode(message.usage, writer.uint32(162).fork()).join();
+    }
+    if (message.workflowUsage !== undefined) {
+      Usage.encode(message.workflowUsage, writer.uint32(170).fork()).join();
     }
     return writer;
   },
@@ -2468,6 +2515,22 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
             message.startAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.usage = Usage.decode(reader, reader.uint32());
+            continue;
+          }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.workflowUsage = Usage.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2559,6 +2622,12 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
         : isSet(object.start_at)
         ? fromJsonTimestamp(object.start_at)
         : undefined,
+      usage: isSet(object.usage) ? Usage.fromJSON(object.usage) : undefined,
+      workflowUsage: isSet(object.workflowUsage)
+        ? Usage.fromJSON(object.workflowUsage)
+        : isSet(object.workflow_usage)
+        ? Usage.fromJSON(object.workflow_usage)
+        : undefined,
     };
   },
 
@@ -2621,6 +2690,12 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
     if (message.startAt !== undefined) {
       obj.startAt = message.startAt.toISOString();
     }
+    if (message.usage !== undefined) {
+      obj.usage = Usage.toJSON(message.usage);
+    }
+    if (message.workflowUsage !== undefined) {
+      obj.workflowUsage = Usage.toJSON(message.workflowUsage);
+    }
     return obj;
   },
 
@@ -2654,6 +2729,10 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
     message.runningSteps = object.runningSteps?.map((e) => e) || [];
     message.waitingSignals = object.waitingSignals?.map((e) => WaitingSignal.fromPartial(e)) || [];
     message.startAt = object.startAt ?? undefined;
+    message.usage = (object.usage !== undefined && object.usage !== null) ? Usage.fromPartial(object.usage) : undefined;
+    message.workflowUsage = (object.workflowUsage !== undefined && object.workflowUsage !== null)
+      ? Usage.fromPartial(object.workflowUsage)
+      : undefined;
     return message;
   },
 };

@@ -21,7 +21,16 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { Duration } from "../../google/protobuf/duration.js";
-import { Payload, WorkflowState, workflowStateFromJSON, workflowStateToJSON } from "./common.js";
+import { Timestamp } from "../../google/protobuf/timestamp.js";
+import {
+  OutputKind,
+  outputKindFromJSON,
+  outputKindToJSON,
+  Payload,
+  WorkflowState,
+  workflowStateFromJSON,
+  workflowStateToJSON,
+} from "./common.js";
 import { StatusEvent, WorkflowEvent } from "./events.js";
 import { WaitingSignal, WorkflowDefinition, WorkflowStatus } from "./workflow.js";
 
@@ -116,6 +125,16 @@ export interface GetStatusResponse {
 export interface WatchWorkflowRequest {
   /** Transaction id. */
   transactionId: string;
+  /**
+   * When true, the stream also carries the steps' output (StepOutput), from
+   * output_from_offset, interleaved with status changes. Default false.
+   */
+  includeOutput: boolean;
+  /**
+   * With include_output: resume the output after this offset (the last
+   * StepOutput.offset received); empty for the first chunk kept.
+   */
+  outputFromOffset: string;
 }
 
 /**
@@ -131,7 +150,15 @@ export interface WatchWorkflowResponse {
    * The full status, set on the last message (terminal state) only, so a
    * client waiting for the end needs no GetStatus call.
    */
-  finalStatus: WorkflowStatus | undefined;
+  finalStatus:
+    | WorkflowStatus
+    | undefined;
+  /**
+   * Output of a step (only with include_output); `event` is unset then.
+   * Every chunk stored before the execution ended comes before the message
+   * with final_status.
+   */
+  output: StepOutput | undefined;
 }
 
 /** CancelWorkflowRequest cancels an execution. */
@@ -249,6 +276,113 @@ export interface ListWaitingSignalsRequest {
 export interface ListWaitingSignalsResponse {
   /** Waiting waits, oldest first. */
   waiting: WaitingSignal[];
+}
+
+/** StreamStepOutputRequest names the output to follow. */
+export interface StreamStepOutputRequest {
+  /** Transaction id; required. NOT_FOUND when unknown. */
+  transactionId: string;
+  /**
+   * Only this step's output (its every attempt and compensation), by its
+   * path (StepInfo.path: the name of a top-level step, "group/branch/step",
+   * "map/3"); empty for every step. With a step, the stream ends once the
+   * step has completed.
+   */
+  step: string;
+  /**
+   * Resume after this offset (the last StepOutput.offset received): no
+   * chunk is repeated or skipped. Empty: from the first chunk kept.
+   * INVALID_ARGUMENT unless of the form "<ms>-<seq>".
+   */
+  fromOffset: string;
+}
+
+/** StreamStepOutputResponse is one message of the output stream. */
+export interface StreamStepOutputResponse {
+  /** The output. */
+  output: StepOutput | undefined;
+}
+
+/**
+ * StepOutput is one entry of an execution's output stream: a chunk, the
+ * start of a new attempt of a step (rewind), or a gap left by the cap.
+ */
+export interface StepOutput {
+  /**
+   * Position in the execution's output stream ("<ms>-<seq>", increasing);
+   * pass the last one received as from_offset to resume. For a gap, the
+   * offset of the first entry after it.
+   */
+  offset: string;
+  /**
+   * Path of the step the output belongs to (StepInfo.path: the name of a
+   * top-level step; "group/branch/step" in a parallel group, "map/3" for an
+   * item of a map); empty for a gap.
+   */
+  step: string;
+  /**
+   * Epoch: the attempt number of the step (from 1). A UI shows one epoch
+   * of a step at a time.
+   */
+  attempt: number;
+  /** True for the output of the step's compensation. */
+  compensation: boolean;
+  /** When the server stored it. */
+  time:
+    | Date
+    | undefined;
+  /** What it is. */
+  entry:
+    | //
+    /** Output data. */
+    { $case: "chunk"; value: StepOutputChunk }
+    | //
+    /**
+     * Attempt `attempt` of `step` starts: discard what earlier attempts of
+     * the step streamed. Written when a retry is dispatched.
+     */
+    { $case: "rewind"; value: StepOutputRewind }
+    | //
+    /** The stream's cap dropped entries the reader had not seen. */
+    { $case: "gap"; value: StepOutputGap }
+    | undefined;
+  /**
+   * Number of the entry in the execution's output stream: from 1, +1 per
+   * entry (chunks and rewinds of every step), so a reader can check that it
+   * missed nothing. For a gap, the number of the first entry after it.
+   */
+  sequence: number;
+}
+
+/** StepOutputChunk is a piece of output as the worker sent it. */
+export interface StepOutputChunk {
+  /** What the data is. */
+  kind: OutputKind;
+  /** The data. */
+  data:
+    | //
+    /** Text. */
+    { $case: "text"; value: string }
+    | //
+    /** Bytes. */
+    { $case: "binary"; value: Buffer }
+    | undefined;
+}
+
+/** StepOutputRewind marks the start of a retried attempt. */
+export interface StepOutputRewind {
+}
+
+/**
+ * StepOutputGap says entries were dropped before the reader got them: the
+ * cap keeps the newest output_stream_max_entries entries of an execution.
+ */
+export interface StepOutputGap {
+  /**
+   * How many entries were dropped; 0 when unknown (a resume from an offset
+   * that was dropped: compare `sequence` with the last one received).
+   */
+  dropped: number;
 }
 
 function createBaseRegisterWorkflowRequest(): RegisterWorkflowRequest {
@@ -1069,13 +1203,19 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
 };
 
 function createBaseWatchWorkflowRequest(): WatchWorkflowRequest {
-  return { transactionId: "" };
+  return { transactionId: "", includeOutput: false, outputFromOffset: "" };
 }
 
 export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
   encode(message: WatchWorkflowRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.transactionId !== "") {
       writer.uint32(10).string(message.transactionId);
+    }
+    if (message.includeOutput !== false) {
+      writer.uint32(16).bool(message.includeOutput);
+    }
+    if (message.outputFromOffset !== "") {
+      writer.uint32(26).string(message.outputFromOffset);
     }
     return writer;
   },
@@ -1101,6 +1241,22 @@ export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
             message.transactionId = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.includeOutput = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.outputFromOffset = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1120,6 +1276,16 @@ export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
         : isSet(object.transaction_id)
         ? globalThis.String(object.transaction_id)
         : "",
+      includeOutput: isSet(object.includeOutput)
+        ? globalThis.Boolean(object.includeOutput)
+        : isSet(object.include_output)
+        ? globalThis.Boolean(object.include_output)
+        : false,
+      outputFromOffset: isSet(object.outputFromOffset)
+        ? globalThis.String(object.outputFromOffset)
+        : isSet(object.output_from_offset)
+        ? globalThis.String(object.output_from_offset)
+        : "",
     };
   },
 
@@ -1127,6 +1293,12 @@ export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
     const obj: any = {};
     if (message.transactionId !== "") {
       obj.transactionId = message.transactionId;
+    }
+    if (message.includeOutput !== false) {
+      obj.includeOutput = message.includeOutput;
+    }
+    if (message.outputFromOffset !== "") {
+      obj.outputFromOffset = message.outputFromOffset;
     }
     return obj;
   },
@@ -1137,12 +1309,14 @@ export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
   fromPartial<I extends Exact<DeepPartial<WatchWorkflowRequest>, I>>(object: I): WatchWorkflowRequest {
     const message = createBaseWatchWorkflowRequest();
     message.transactionId = object.transactionId ?? "";
+    message.includeOutput = object.includeOutput ?? false;
+    message.outputFromOffset = object.outputFromOffset ?? "";
     return message;
   },
 };
 
 function createBaseWatchWorkflowResponse(): WatchWorkflowResponse {
-  return { event: undefined, finalStatus: undefined };
+  return { event: undefined, finalStatus: undefined, output: undefined };
 }
 
 export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
@@ -1152,6 +1326,9 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
     }
     if (message.finalStatus !== undefined) {
       WorkflowStatus.encode(message.finalStatus, writer.uint32(18).fork()).join();
+    }
+    if (message.output !== undefined) {
+      StepOutput.encode(message.output, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1185,6 +1362,14 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
             message.finalStatus = WorkflowStatus.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.output = StepOutput.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1205,6 +1390,7 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
         : isSet(object.final_status)
         ? WorkflowStatus.fromJSON(object.final_status)
         : undefined,
+      output: isSet(object.output) ? StepOutput.fromJSON(object.output) : undefined,
     };
   },
 
@@ -1215,6 +1401,9 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
     }
     if (message.finalStatus !== undefined) {
       obj.finalStatus = WorkflowStatus.toJSON(message.finalStatus);
+    }
+    if (message.output !== undefined) {
+      obj.output = StepOutput.toJSON(message.output);
     }
     return obj;
   },
@@ -1229,6 +1418,9 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
       : undefined;
     message.finalStatus = (object.finalStatus !== undefined && object.finalStatus !== null)
       ? WorkflowStatus.fromPartial(object.finalStatus)
+      : undefined;
+    message.output = (object.output !== undefined && object.output !== null)
+      ? StepOutput.fromPartial(object.output)
       : undefined;
     return message;
   },
@@ -2256,6 +2448,638 @@ export const ListWaitingSignalsResponse: MessageFns<ListWaitingSignalsResponse> 
   },
 };
 
+function createBaseStreamStepOutputRequest(): StreamStepOutputRequest {
+  return { transactionId: "", step: "", fromOffset: "" };
+}
+
+export const StreamStepOutputRequest: MessageFns<StreamStepOutputRequest> = {
+  encode(message: StreamStepOutputRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.transactionId !== "") {
+      writer.uint32(10).string(message.transactionId);
+    }
+    if (message.step !== "") {
+      writer.uint32(18).string(message.step);
+    }
+    if (message.fromOffset !== "") {
+      writer.uint32(26).string(message.fromOffset);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StreamStepOutputRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStreamStepOutputRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.transactionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.step = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.fromOffset = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StreamStepOutputRequest {
+    return {
+      transactionId: isSet(object.transactionId)
+        ? globalThis.String(object.transactionId)
+        : isSet(object.transaction_id)
+        ? globalThis.String(object.transaction_id)
+        : "",
+      step: isSet(object.step) ? globalThis.String(object.step) : "",
+      fromOffset: isSet(object.fromOffset)
+        ? globalThis.String(object.fromOffset)
+        : isSet(object.from_offset)
+        ? globalThis.String(object.from_offset)
+        : "",
+    };
+  },
+
+  toJSON(message: StreamStepOutputRequest): unknown {
+    const obj: any = {};
+    if (message.transactionId !== "") {
+      obj.transactionId = message.transactionId;
+    }
+    if (message.step !== "") {
+      obj.step = message.step;
+    }
+    if (message.fromOffset !== "") {
+      obj.fromOffset = message.fromOffset;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StreamStepOutputRequest>, I>>(base?: I): StreamStepOutputRequest {
+    return StreamStepOutputRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StreamStepOutputRequest>, I>>(object: I): StreamStepOutputRequest {
+    const message = createBaseStreamStepOutputRequest();
+    message.transactionId = object.transactionId ?? "";
+    message.step = object.step ?? "";
+    message.fromOffset = object.fromOffset ?? "";
+    return message;
+  },
+};
+
+function createBaseStreamStepOutputResponse(): StreamStepOutputResponse {
+  return { output: undefined };
+}
+
+export const StreamStepOutputResponse: MessageFns<StreamStepOutputResponse> = {
+  encode(message: StreamStepOutputResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.output !== undefined) {
+      StepOutput.encode(message.output, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StreamStepOutputResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStreamStepOutputResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.output = StepOutput.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StreamStepOutputResponse {
+    return { output: isSet(object.output) ? StepOutput.fromJSON(object.output) : undefined };
+  },
+
+  toJSON(message: StreamStepOutputResponse): unknown {
+    const obj: any = {};
+    if (message.output !== undefined) {
+      obj.output = StepOutput.toJSON(message.output);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StreamStepOutputResponse>, I>>(base?: I): StreamStepOutputResponse {
+    return StreamStepOutputResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StreamStepOutputResponse>, I>>(object: I): StreamStepOutputResponse {
+    const message = createBaseStreamStepOutputResponse();
+    message.output = (object.output !== undefined && object.output !== null)
+      ? StepOutput.fromPartial(object.output)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseStepOutput(): StepOutput {
+  return { offset: "", step: "", attempt: 0, compensation: false, time: undefined, entry: undefined, sequence: 0 };
+}
+
+export const StepOutput: MessageFns<StepOutput> = {
+  encode(message: StepOutput, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.offset !== "") {
+      writer.uint32(10).string(message.offset);
+    }
+    if (message.step !== "") {
+      writer.uint32(18).string(message.step);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(24).int32(message.attempt);
+    }
+    if (message.compensation !== false) {
+      writer.uint32(32).bool(message.compensation);
+    }
+    if (message.time !== undefined) {
+      Timestamp.encode(toTimestamp(message.time), writer.uint32(42).fork()).join();
+    }
+    switch (message.entry?.$case) {
+      case "chunk":
+        StepOutputChunk.encode(message.entry.value, writer.uint32(50).fork()).join();
+        break;
+      case "rewind":
+        StepOutputRewind.encode(message.entry.value, writer.uint32(58).fork()).join();
+        break;
+      case "gap":
+        StepOutputGap.encode(message.entry.value, writer.uint32(66).fork()).join();
+        break;
+    }
+    if (message.sequence !== 0) {
+      writer.uint32(72).int64(message.sequence);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StepOutput {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStepOutput();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.offset = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.step = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.attempt = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.compensation = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.entry = { $case: "chunk", value: StepOutputChunk.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.entry = { $case: "rewind", value: StepOutputRewind.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.entry = { $case: "gap", value: StepOutputGap.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.sequence = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StepOutput {
+    return {
+      offset: isSet(object.offset) ? globalThis.String(object.offset) : "",
+      step: isSet(object.step) ? globalThis.String(object.step) : "",
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      compensation: isSet(object.compensation) ? globalThis.Boolean(object.compensation) : false,
+      time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+      entry: isSet(object.chunk)
+        ? { $case: "chunk", value: StepOutputChunk.fromJSON(object.chunk) }
+        : isSet(object.rewind)
+        ? { $case: "rewind", value: StepOutputRewind.fromJSON(object.rewind) }
+        : isSet(object.gap)
+        ? { $case: "gap", value: StepOutputGap.fromJSON(object.gap) }
+        : undefined,
+      sequence: isSet(object.sequence) ? globalThis.Number(object.sequence) : 0,
+    };
+  },
+
+  toJSON(message: StepOutput): unknown {
+    const obj: any = {};
+    if (message.offset !== "") {
+      obj.offset = message.offset;
+    }
+    if (message.step !== "") {
+      obj.step = message.step;
+    }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
+    if (message.compensation !== false) {
+      obj.compensation = message.compensation;
+    }
+    if (message.time !== undefined) {
+      obj.time = message.time.toISOString();
+    }
+    if (message.entry?.$case === "chunk") {
+      obj.chunk = StepOutputChunk.toJSON(message.entry.value);
+    } else if (message.entry?.$case === "rewind") {
+      obj.rewind = StepOutputRewind.toJSON(message.entry.value);
+    } else if (message.entry?.$case === "gap") {
+      obj.gap = StepOutputGap.toJSON(message.entry.value);
+    }
+    if (message.sequence !== 0) {
+      obj.sequence = Math.round(message.sequence);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StepOutput>, I>>(base?: I): StepOutput {
+    return StepOutput.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StepOutput>, I>>(object: I): StepOutput {
+    const message = createBaseStepOutput();
+    message.offset = object.offset ?? "";
+    message.step = object.step ?? "";
+    message.attempt = object.attempt ?? 0;
+    message.compensation = object.compensation ?? false;
+    message.time = object.time ?? undefined;
+    switch (object.entry?.$case) {
+      case "chunk": {
+        if (object.entry?.value !== undefined && object.entry?.value !== null) {
+          message.entry = { $case: "chunk", value: StepOutputChunk.fromPartial(object.entry.value) };
+        }
+        break;
+      }
+      case "rewind": {
+        if (object.entry?.value !== undefined && object.entry?.value !== null) {
+          message.entry = { $case: "rewind", value: StepOutputRewind.fromPartial(object.entry.value) };
+        }
+        break;
+      }
+      case "gap": {
+        if (object.entry?.value !== undefined && object.entry?.value !== null) {
+          message.entry = { $case: "gap", value: StepOutputGap.fromPartial(object.entry.value) };
+        }
+        break;
+      }
+    }
+    message.sequence = object.sequence ?? 0;
+    return message;
+  },
+};
+
+function createBaseStepOutputChunk(): StepOutputChunk {
+  return { kind: 0, data: undefined };
+}
+
+export const StepOutputChunk: MessageFns<StepOutputChunk> = {
+  encode(message: StepOutputChunk, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== 0) {
+      writer.uint32(8).int32(message.kind);
+    }
+    switch (message.data?.$case) {
+      case "text":
+        writer.uint32(18).string(message.data.value);
+        break;
+      case "binary":
+        writer.uint32(26).bytes(message.data.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StepOutputChunk {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStepOutputChunk();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.data = { $case: "text", value: reader.string() };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.data = { $case: "binary", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StepOutputChunk {
+    return {
+      kind: isSet(object.kind) ? outputKindFromJSON(object.kind) : 0,
+      data: isSet(object.text)
+        ? { $case: "text", value: globalThis.String(object.text) }
+        : isSet(object.binary)
+        ? { $case: "binary", value: Buffer.from(bytesFromBase64(object.binary)) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: StepOutputChunk): unknown {
+    const obj: any = {};
+    if (message.kind !== 0) {
+      obj.kind = outputKindToJSON(message.kind);
+    }
+    if (message.data?.$case === "text") {
+      obj.text = message.data.value;
+    } else if (message.data?.$case === "binary") {
+      obj.binary = base64FromBytes(message.data.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StepOutputChunk>, I>>(base?: I): StepOutputChunk {
+    return StepOutputChunk.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StepOutputChunk>, I>>(object: I): StepOutputChunk {
+    const message = createBaseStepOutputChunk();
+    message.kind = object.kind ?? 0;
+    switch (object.data?.$case) {
+      case "text": {
+        if (object.data?.value !== undefined && object.data?.value !== null) {
+          message.data = { $case: "text", value: object.data.value };
+        }
+        break;
+      }
+      case "binary": {
+        if (object.data?.value !== undefined && object.data?.value !== null) {
+          message.data = { $case: "binary", value: object.data.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseStepOutputRewind(): StepOutputRewind {
+  return {};
+}
+
+export const StepOutputRewind: MessageFns<StepOutputRewind> = {
+  encode(_: StepOutputRewind, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StepOutputRewind {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStepOutputRewind();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): StepOutputRewind {
+    return {};
+  },
+
+  toJSON(_: StepOutputRewind): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StepOutputRewind>, I>>(base?: I): StepOutputRewind {
+    return StepOutputRewind.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StepOutputRewind>, I>>(_: I): StepOutputRewind {
+    const message = createBaseStepOutputRewind();
+    return message;
+  },
+};
+
+function createBaseStepOutputGap(): StepOutputGap {
+  return { dropped: 0 };
+}
+
+export const StepOutputGap: MessageFns<StepOutputGap> = {
+  encode(message: StepOutputGap, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dropped !== 0) {
+      writer.uint32(8).int64(message.dropped);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StepOutputGap {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStepOutputGap();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.dropped = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StepOutputGap {
+    return { dropped: isSet(object.dropped) ? globalThis.Number(object.dropped) : 0 };
+  },
+
+  toJSON(message: StepOutputGap): unknown {
+    const obj: any = {};
+    if (message.dropped !== 0) {
+      obj.dropped = Math.round(message.dropped);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StepOutputGap>, I>>(base?: I): StepOutputGap {
+    return StepOutputGap.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StepOutputGap>, I>>(object: I): StepOutputGap {
+    const message = createBaseStepOutputGap();
+    message.dropped = object.dropped ?? 0;
+    return message;
+  },
+};
+
 /**
  * WorkflowService is what clients use: register definitions, run and follow
  * executions.
@@ -2410,6 +3234,22 @@ export const WorkflowServiceService = {
       Buffer.from(ListWaitingSignalsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListWaitingSignalsResponse => ListWaitingSignalsResponse.decode(value),
   },
+  /**
+   * Streams the output that workers publish while running steps: the
+   * backlog from an offset, then live chunks, until the execution ends (or,
+   * with a step, until that step has completed).
+   */
+  streamStepOutput: {
+    path: "/multiagents.v1.WorkflowService/StreamStepOutput" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: StreamStepOutputRequest): Buffer =>
+      Buffer.from(StreamStepOutputRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): StreamStepOutputRequest => StreamStepOutputRequest.decode(value),
+    responseSerialize: (value: StreamStepOutputResponse): Buffer =>
+      Buffer.from(StreamStepOutputResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): StreamStepOutputResponse => StreamStepOutputResponse.decode(value),
+  },
 } as const;
 
 export interface WorkflowServiceServer extends UntypedServiceImplementation {
@@ -2440,6 +3280,12 @@ export interface WorkflowServiceServer extends UntypedServiceImplementation {
    * approval inbox), oldest first.
    */
   listWaitingSignals: handleUnaryCall<ListWaitingSignalsRequest, ListWaitingSignalsResponse>;
+  /**
+   * Streams the output that workers publish while running steps: the
+   * backlog from an offset, then live chunks, until the execution ends (or,
+   * with a step, until that step has completed).
+   */
+  streamStepOutput: handleServerStreamingCall<StreamStepOutputRequest, StreamStepOutputResponse>;
 }
 
 export interface WorkflowServiceClient extends Client {
@@ -2632,6 +3478,20 @@ export interface WorkflowServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListWaitingSignalsResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Streams the output that workers publish while running steps: the
+   * backlog from an offset, then live chunks, until the execution ends (or,
+   * with a step, until that step has completed).
+   */
+  streamStepOutput(
+    request: StreamStepOutputRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<StreamStepOutputResponse>;
+  streamStepOutput(
+    request: StreamStepOutputRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<StreamStepOutputResponse>;
 }
 
 export const WorkflowServiceClient = makeGenericClientConstructor(
@@ -2642,6 +3502,14 @@ export const WorkflowServiceClient = makeGenericClientConstructor(
   service: typeof WorkflowServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 
@@ -2655,6 +3523,39 @@ export type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function toTimestamp(date: Date): Timestamp {
+  const seconds = Math.trunc(date.getTime() / 1_000);
+  const nanos = (date.getTime() % 1_000) * 1_000_000;
+  return { seconds, nanos };
+}
+
+function fromTimestamp(t: Timestamp): Date {
+  let millis = (t.seconds || 0) * 1_000;
+  millis += (t.nanos || 0) / 1_000_000;
+  return new globalThis.Date(millis);
+}
+
+function fromJsonTimestamp(o: any): Date {
+  if (o instanceof globalThis.Date) {
+    return o;
+  } else if (typeof o === "string") {
+    return new globalThis.Date(o);
+  } else {
+    return fromTimestamp(Timestamp.fromJSON(o));
+  }
+}
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;
