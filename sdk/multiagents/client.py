@@ -416,13 +416,31 @@ class Client:
         finally:
             call.cancel()
 
+    async def watch_events(
+        self, transaction_id: str
+    ) -> AsyncIterator[StatusUpdate | events_pb2.WorkflowEvent]:
+        """Like `watch`, with every other history event committed meanwhile
+        (each attempt's command, result or error, retries included;
+        compensations; node and signal events), in commit order."""
+        async for response in self._watch(transaction_id, include_events=True):
+            if response.HasField("history_event"):
+                yield response.history_event
+            else:
+                yield StatusUpdate.from_proto(response.event)
+
     async def _watch(
-        self, transaction_id: str, include_output: bool = False, from_offset: str = ""
+        self,
+        transaction_id: str,
+        include_output: bool = False,
+        from_offset: str = "",
+        *,
+        include_events: bool = False,
     ) -> AsyncIterator[pb.WatchWorkflowResponse]:
         request = pb.WatchWorkflowRequest(
             transaction_id=transaction_id,
             include_output=include_output,
             output_from_offset=from_offset,
+            include_events=include_events,
         )
         call = self._stub.WatchWorkflow(request, metadata=self._metadata)
         try:

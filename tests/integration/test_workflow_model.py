@@ -16,6 +16,7 @@ from multiagents import (
     InvalidArgumentError,
     NotFoundError,
     RetryPolicy,
+    StatusUpdate,
     WorkflowBuilder,
     branch,
     case,
@@ -487,3 +488,53 @@ async def test_a_cycle_of_sub_workflows_is_refused_at_registration(
     with pytest.raises(InvalidArgumentError, match="cycle"):
         await client.register_workflow(WorkflowBuilder(f"{uid}.self").add_workflow_step(
             "again", f"{uid}.self").build())  # fmt: skip
+
+
+async def test_a_watcher_with_events_sees_every_retry_as_it_happens(
+    server: Server, client: Client, uid: str
+) -> None:
+    gate = asyncio.Event()
+    calls: list[int] = []
+
+    @worker(f"{uid}.wait")
+    async def wait(ctx: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.wait_for(gate.wait(), 10)
+        return {}
+
+    @worker(f"{uid}.flaky")
+    async def flaky(ctx: dict[str, Any]) -> dict[str, Any]:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError(f"try {len(calls)}")
+        return {"ok": True}
+
+    retry = RetryPolicy(max_attempts=3, initial_interval=0.05)
+    wf = (
+        WorkflowBuilder(f"{uid}.retries")
+        .add_step("gate", wait)
+        .add_step("flaky", flaky, retry=retry)
+        .build()
+    )
+    async with serving(server, wait, flaky):
+        await client.register_workflow(wf)
+        tx = await client.execute_workflow(wf.name, {})
+        seen: list[str] = []
+        async for item in client.watch_events(tx):
+            if isinstance(item, StatusUpdate):
+                seen.append(f"status {item.state}")
+                gate.set()
+                continue
+            kind = item.WhichOneof("event")
+            body = getattr(item, kind)
+            if kind == "error":
+                seen.append(f"error {body.path} retry={body.will_retry}")
+            elif kind == "command":
+                seen.append(f"command {body.path} attempt={body.retry_count + 1}")
+    assert [s for s in seen if s.startswith(("error", "command flaky"))] == [
+        "command flaky attempt=1",
+        "error flaky retry=True",
+        "command flaky attempt=2",
+        "error flaky retry=True",
+        "command flaky attempt=3",
+    ]
+    assert seen[-1] == "status completed"

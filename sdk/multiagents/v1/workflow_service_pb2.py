@@ -29,7 +29,7 @@ from multiagents.v1 import events_pb2 as multiagents_dot_v1_dot_events__pb2
 from multiagents.v1 import workflow_pb2 as multiagents_dot_v1_dot_workflow__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%multiagents/v1/workflow_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/events.proto\x1a\x1dmultiagents/v1/workflow.proto\"Q\n\x17RegisterWorkflowRequest\x12\x36\n\ndefinition\x18\x01 \x01(\x0b\x32\".multiagents.v1.WorkflowDefinition\"+\n\x18RegisterWorkflowResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"=\n\x1cGetWorkflowDefinitionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"W\n\x1dGetWorkflowDefinitionResponse\x12\x36\n\ndefinition\x18\x01 \x01(\x0b\x32\".multiagents.v1.WorkflowDefinition\" \n\x1eListWorkflowDefinitionsRequest\"Z\n\x1fListWorkflowDefinitionsResponse\x12\x37\n\x0b\x64\x65\x66initions\x18\x01 \x03(\x0b\x32\".multiagents.v1.WorkflowDefinition\"\xc4\x01\n\x16\x45xecuteWorkflowRequest\x12\x15\n\rworkflow_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12.\n\x0bstart_delay\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"B\n\x17\x45xecuteWorkflowResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"*\n\x10GetStatusRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"C\n\x11GetStatusResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1e.multiagents.v1.WorkflowStatus\"b\n\x14WatchWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x16\n\x0einclude_output\x18\x02 \x01(\x08\x12\x1a\n\x12output_from_offset\x18\x03 \x01(\t\"\xa5\x01\n\x15WatchWorkflowResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.multiagents.v1.StatusEvent\x12\x34\n\x0c\x66inal_status\x18\x02 \x01(\x0b\x32\x1e.multiagents.v1.WorkflowStatus\x12*\n\x06output\x18\x03 \x01(\x0b\x32\x1a.multiagents.v1.StepOutput\"?\n\x15\x43\x61ncelWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x18\n\x16\x43\x61ncelWorkflowResponse\"\x82\x01\n\x14ListWorkflowsRequest\x12,\n\x05state\x18\x01 \x01(\x0e\x32\x1d.multiagents.v1.WorkflowState\x12\x15\n\rworkflow_name\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"c\n\x15ListWorkflowsResponse\x12\x31\n\tworkflows\x18\x01 \x03(\x0b\x32\x1e.multiagents.v1.WorkflowStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x11GetHistoryRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"C\n\x12GetHistoryResponse\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.multiagents.v1.WorkflowEvent\"|\n\x15SignalWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\t\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12\x11\n\tsignal_id\x18\x04 \x01(\t\"+\n\x16SignalWorkflowResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\"/\n\x15ResumeWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"\x18\n\x16ResumeWorkflowResponse\"m\n\x19ListWaitingSignalsRequest\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\x15\n\rworkflow_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61pprovals_only\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\"L\n\x1aListWaitingSignalsResponse\x12.\n\x07waiting\x18\x01 \x03(\x0b\x32\x1d.multiagents.v1.WaitingSignal\"T\n\x17StreamStepOutputRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x13\n\x0b\x66rom_offset\x18\x03 \x01(\t\"F\n\x18StreamStepOutputResponse\x12*\n\x06output\x18\x01 \x01(\x0b\x32\x1a.multiagents.v1.StepOutput\"\xaa\x02\n\nStepOutput\x12\x0e\n\x06offset\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x14\n\x0c\x63ompensation\x18\x04 \x01(\x08\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x05\x63hunk\x18\x06 \x01(\x0b\x32\x1f.multiagents.v1.StepOutputChunkH\x00\x12\x32\n\x06rewind\x18\x07 \x01(\x0b\x32 .multiagents.v1.StepOutputRewindH\x00\x12,\n\x03gap\x18\x08 \x01(\x0b\x32\x1d.multiagents.v1.StepOutputGapH\x00\x12\x10\n\x08sequence\x18\t \x01(\x03\x42\x07\n\x05\x65ntry\"e\n\x0fStepOutputChunk\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.multiagents.v1.OutputKind\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x10\n\x06\x62inary\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04\x64\x61ta\"\x12\n\x10StepOutputRewind\" \n\rStepOutputGap\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x03\x32\xac\n\n\x0fWorkflowService\x12\x65\n\x10RegisterWorkflow\x12\'.multiagents.v1.RegisterWorkflowRequest\x1a(.multiagents.v1.RegisterWorkflowResponse\x12t\n\x15GetWorkflowDefinition\x12,.multiagents.v1.GetWorkflowDefinitionRequest\x1a-.multiagents.v1.GetWorkflowDefinitionResponse\x12z\n\x17ListWorkflowDefinitions\x12..multiagents.v1.ListWorkflowDefinitionsRequest\x1a/.multiagents.v1.ListWorkflowDefinitionsResponse\x12\x62\n\x0f\x45xecuteWorkflow\x12&.multiagents.v1.ExecuteWorkflowRequest\x1a\'.multiagents.v1.ExecuteWorkflowResponse\x12P\n\tGetStatus\x12 .multiagents.v1.GetStatusRequest\x1a!.multiagents.v1.GetStatusResponse\x12^\n\rWatchWorkflow\x12$.multiagents.v1.WatchWorkflowRequest\x1a%.multiagents.v1.WatchWorkflowResponse0\x01\x12_\n\x0e\x43\x61ncelWorkflow\x12%.multiagents.v1.CancelWorkflowRequest\x1a&.multiagents.v1.CancelWorkflowResponse\x12\\\n\rListWorkflows\x12$.multiagents.v1.ListWorkflowsRequest\x1a%.multiagents.v1.ListWorkflowsResponse\x12S\n\nGetHistory\x12!.multiagents.v1.GetHistoryRequest\x1a\".multiagents.v1.GetHistoryResponse\x12_\n\x0eSignalWorkflow\x12%.multiagents.v1.SignalWorkflowRequest\x1a&.multiagents.v1.SignalWorkflowResponse\x12_\n\x0eResumeWorkflow\x12%.multiagents.v1.ResumeWorkflowRequest\x1a&.multiagents.v1.ResumeWorkflowResponse\x12k\n\x12ListWaitingSignals\x12).multiagents.v1.ListWaitingSignalsRequest\x1a*.multiagents.v1.ListWaitingSignalsResponse\x12g\n\x10StreamStepOutput\x12\'.multiagents.v1.StreamStepOutputRequest\x1a(.multiagents.v1.StreamStepOutputResponse0\x01\x42PZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%multiagents/v1/workflow_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/events.proto\x1a\x1dmultiagents/v1/workflow.proto\"Q\n\x17RegisterWorkflowRequest\x12\x36\n\ndefinition\x18\x01 \x01(\x0b\x32\".multiagents.v1.WorkflowDefinition\"+\n\x18RegisterWorkflowResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"=\n\x1cGetWorkflowDefinitionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"W\n\x1dGetWorkflowDefinitionResponse\x12\x36\n\ndefinition\x18\x01 \x01(\x0b\x32\".multiagents.v1.WorkflowDefinition\" \n\x1eListWorkflowDefinitionsRequest\"Z\n\x1fListWorkflowDefinitionsResponse\x12\x37\n\x0b\x64\x65\x66initions\x18\x01 \x03(\x0b\x32\".multiagents.v1.WorkflowDefinition\"\xc4\x01\n\x16\x45xecuteWorkflowRequest\x12\x15\n\rworkflow_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12.\n\x0bstart_delay\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"B\n\x17\x45xecuteWorkflowResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"*\n\x10GetStatusRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"C\n\x11GetStatusResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1e.multiagents.v1.WorkflowStatus\"z\n\x14WatchWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x16\n\x0einclude_output\x18\x02 \x01(\x08\x12\x1a\n\x12output_from_offset\x18\x03 \x01(\t\x12\x16\n\x0einclude_events\x18\x04 \x01(\x08\"\xdb\x01\n\x15WatchWorkflowResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.multiagents.v1.StatusEvent\x12\x34\n\x0c\x66inal_status\x18\x02 \x01(\x0b\x32\x1e.multiagents.v1.WorkflowStatus\x12*\n\x06output\x18\x03 \x01(\x0b\x32\x1a.multiagents.v1.StepOutput\x12\x34\n\rhistory_event\x18\x04 \x01(\x0b\x32\x1d.multiagents.v1.WorkflowEvent\"?\n\x15\x43\x61ncelWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x18\n\x16\x43\x61ncelWorkflowResponse\"\x82\x01\n\x14ListWorkflowsRequest\x12,\n\x05state\x18\x01 \x01(\x0e\x32\x1d.multiagents.v1.WorkflowState\x12\x15\n\rworkflow_name\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"c\n\x15ListWorkflowsResponse\x12\x31\n\tworkflows\x18\x01 \x03(\x0b\x32\x1e.multiagents.v1.WorkflowStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x11GetHistoryRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"C\n\x12GetHistoryResponse\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.multiagents.v1.WorkflowEvent\"|\n\x15SignalWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\t\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12\x11\n\tsignal_id\x18\x04 \x01(\t\"+\n\x16SignalWorkflowResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\"/\n\x15ResumeWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"\x18\n\x16ResumeWorkflowResponse\"m\n\x19ListWaitingSignalsRequest\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\x15\n\rworkflow_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61pprovals_only\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\"L\n\x1aListWaitingSignalsResponse\x12.\n\x07waiting\x18\x01 \x03(\x0b\x32\x1d.multiagents.v1.WaitingSignal\"T\n\x17StreamStepOutputRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x13\n\x0b\x66rom_offset\x18\x03 \x01(\t\"F\n\x18StreamStepOutputResponse\x12*\n\x06output\x18\x01 \x01(\x0b\x32\x1a.multiagents.v1.StepOutput\"\xaa\x02\n\nStepOutput\x12\x0e\n\x06offset\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x14\n\x0c\x63ompensation\x18\x04 \x01(\x08\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x05\x63hunk\x18\x06 \x01(\x0b\x32\x1f.multiagents.v1.StepOutputChunkH\x00\x12\x32\n\x06rewind\x18\x07 \x01(\x0b\x32 .multiagents.v1.StepOutputRewindH\x00\x12,\n\x03gap\x18\x08 \x01(\x0b\x32\x1d.multiagents.v1.StepOutputGapH\x00\x12\x10\n\x08sequence\x18\t \x01(\x03\x42\x07\n\x05\x65ntry\"e\n\x0fStepOutputChunk\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.multiagents.v1.OutputKind\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x10\n\x06\x62inary\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04\x64\x61ta\"\x12\n\x10StepOutputRewind\" \n\rStepOutputGap\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x03\x32\xac\n\n\x0fWorkflowService\x12\x65\n\x10RegisterWorkflow\x12\'.multiagents.v1.RegisterWorkflowRequest\x1a(.multiagents.v1.RegisterWorkflowResponse\x12t\n\x15GetWorkflowDefinition\x12,.multiagents.v1.GetWorkflowDefinitionRequest\x1a-.multiagents.v1.GetWorkflowDefinitionResponse\x12z\n\x17ListWorkflowDefinitions\x12..multiagents.v1.ListWorkflowDefinitionsRequest\x1a/.multiagents.v1.ListWorkflowDefinitionsResponse\x12\x62\n\x0f\x45xecuteWorkflow\x12&.multiagents.v1.ExecuteWorkflowRequest\x1a\'.multiagents.v1.ExecuteWorkflowResponse\x12P\n\tGetStatus\x12 .multiagents.v1.GetStatusRequest\x1a!.multiagents.v1.GetStatusResponse\x12^\n\rWatchWorkflow\x12$.multiagents.v1.WatchWorkflowRequest\x1a%.multiagents.v1.WatchWorkflowResponse0\x01\x12_\n\x0e\x43\x61ncelWorkflow\x12%.multiagents.v1.CancelWorkflowRequest\x1a&.multiagents.v1.CancelWorkflowResponse\x12\\\n\rListWorkflows\x12$.multiagents.v1.ListWorkflowsRequest\x1a%.multiagents.v1.ListWorkflowsResponse\x12S\n\nGetHistory\x12!.multiagents.v1.GetHistoryRequest\x1a\".multiagents.v1.GetHistoryResponse\x12_\n\x0eSignalWorkflow\x12%.multiagents.v1.SignalWorkflowRequest\x1a&.multiagents.v1.SignalWorkflowResponse\x12_\n\x0eResumeWorkflow\x12%.multiagents.v1.ResumeWorkflowRequest\x1a&.multiagents.v1.ResumeWorkflowResponse\x12k\n\x12ListWaitingSignals\x12).multiagents.v1.ListWaitingSignalsRequest\x1a*.multiagents.v1.ListWaitingSignalsResponse\x12g\n\x10StreamStepOutput\x12\'.multiagents.v1.StreamStepOutputRequest\x1a(.multiagents.v1.StreamStepOutputResponse0\x01\x42PZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,45 +58,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSRESPONSE']._serialized_start=928
   _globals['_GETSTATUSRESPONSE']._serialized_end=995
   _globals['_WATCHWORKFLOWREQUEST']._serialized_start=997
-  _globals['_WATCHWORKFLOWREQUEST']._serialized_end=1095
-  _globals['_WATCHWORKFLOWRESPONSE']._serialized_start=1098
-  _globals['_WATCHWORKFLOWRESPONSE']._serialized_end=1263
-  _globals['_CANCELWORKFLOWREQUEST']._serialized_start=1265
-  _globals['_CANCELWORKFLOWREQUEST']._serialized_end=1328
-  _globals['_CANCELWORKFLOWRESPONSE']._serialized_start=1330
-  _globals['_CANCELWORKFLOWRESPONSE']._serialized_end=1354
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=1357
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1487
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1489
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1588
-  _globals['_GETHISTORYREQUEST']._serialized_start=1590
-  _globals['_GETHISTORYREQUEST']._serialized_end=1633
-  _globals['_GETHISTORYRESPONSE']._serialized_start=1635
-  _globals['_GETHISTORYRESPONSE']._serialized_end=1702
-  _globals['_SIGNALWORKFLOWREQUEST']._serialized_start=1704
-  _globals['_SIGNALWORKFLOWREQUEST']._serialized_end=1828
-  _globals['_SIGNALWORKFLOWRESPONSE']._serialized_start=1830
-  _globals['_SIGNALWORKFLOWRESPONSE']._serialized_end=1873
-  _globals['_RESUMEWORKFLOWREQUEST']._serialized_start=1875
-  _globals['_RESUMEWORKFLOWREQUEST']._serialized_end=1922
-  _globals['_RESUMEWORKFLOWRESPONSE']._serialized_start=1924
-  _globals['_RESUMEWORKFLOWRESPONSE']._serialized_end=1948
-  _globals['_LISTWAITINGSIGNALSREQUEST']._serialized_start=1950
-  _globals['_LISTWAITINGSIGNALSREQUEST']._serialized_end=2059
-  _globals['_LISTWAITINGSIGNALSRESPONSE']._serialized_start=2061
-  _globals['_LISTWAITINGSIGNALSRESPONSE']._serialized_end=2137
-  _globals['_STREAMSTEPOUTPUTREQUEST']._serialized_start=2139
-  _globals['_STREAMSTEPOUTPUTREQUEST']._serialized_end=2223
-  _globals['_STREAMSTEPOUTPUTRESPONSE']._serialized_start=2225
-  _globals['_STREAMSTEPOUTPUTRESPONSE']._serialized_end=2295
-  _globals['_STEPOUTPUT']._serialized_start=2298
-  _globals['_STEPOUTPUT']._serialized_end=2596
-  _globals['_STEPOUTPUTCHUNK']._serialized_start=2598
-  _globals['_STEPOUTPUTCHUNK']._serialized_end=2699
-  _globals['_STEPOUTPUTREWIND']._serialized_start=2701
-  _globals['_STEPOUTPUTREWIND']._serialized_end=2719
-  _globals['_STEPOUTPUTGAP']._serialized_start=2721
-  _globals['_STEPOUTPUTGAP']._serialized_end=2753
-  _globals['_WORKFLOWSERVICE']._serialized_start=2756
-  _globals['_WORKFLOWSERVICE']._serialized_end=4080
+  _globals['_WATCHWORKFLOWREQUEST']._serialized_end=1119
+  _globals['_WATCHWORKFLOWRESPONSE']._serialized_start=1122
+  _globals['_WATCHWORKFLOWRESPONSE']._serialized_end=1341
+  _globals['_CANCELWORKFLOWREQUEST']._serialized_start=1343
+  _globals['_CANCELWORKFLOWREQUEST']._serialized_end=1406
+  _globals['_CANCELWORKFLOWRESPONSE']._serialized_start=1408
+  _globals['_CANCELWORKFLOWRESPONSE']._serialized_end=1432
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=1435
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1565
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1567
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1666
+  _globals['_GETHISTORYREQUEST']._serialized_start=1668
+  _globals['_GETHISTORYREQUEST']._serialized_end=1711
+  _globals['_GETHISTORYRESPONSE']._serialized_start=1713
+  _globals['_GETHISTORYRESPONSE']._serialized_end=1780
+  _globals['_SIGNALWORKFLOWREQUEST']._serialized_start=1782
+  _globals['_SIGNALWORKFLOWREQUEST']._serialized_end=1906
+  _globals['_SIGNALWORKFLOWRESPONSE']._serialized_start=1908
+  _globals['_SIGNALWORKFLOWRESPONSE']._serialized_end=1951
+  _globals['_RESUMEWORKFLOWREQUEST']._serialized_start=1953
+  _globals['_RESUMEWORKFLOWREQUEST']._serialized_end=2000
+  _globals['_RESUMEWORKFLOWRESPONSE']._serialized_start=2002
+  _globals['_RESUMEWORKFLOWRESPONSE']._serialized_end=2026
+  _globals['_LISTWAITINGSIGNALSREQUEST']._serialized_start=2028
+  _globals['_LISTWAITINGSIGNALSREQUEST']._serialized_end=2137
+  _globals['_LISTWAITINGSIGNALSRESPONSE']._serialized_start=2139
+  _globals['_LISTWAITINGSIGNALSRESPONSE']._serialized_end=2215
+  _globals['_STREAMSTEPOUTPUTREQUEST']._serialized_start=2217
+  _globals['_STREAMSTEPOUTPUTREQUEST']._serialized_end=2301
+  _globals['_STREAMSTEPOUTPUTRESPONSE']._serialized_start=2303
+  _globals['_STREAMSTEPOUTPUTRESPONSE']._serialized_end=2373
+  _globals['_STEPOUTPUT']._serialized_start=2376
+  _globals['_STEPOUTPUT']._serialized_end=2674
+  _globals['_STEPOUTPUTCHUNK']._serialized_start=2676
+  _globals['_STEPOUTPUTCHUNK']._serialized_end=2777
+  _globals['_STEPOUTPUTREWIND']._serialized_start=2779
+  _globals['_STEPOUTPUTREWIND']._serialized_end=2797
+  _globals['_STEPOUTPUTGAP']._serialized_start=2799
+  _globals['_STEPOUTPUTGAP']._serialized_end=2831
+  _globals['_WORKFLOWSERVICE']._serialized_start=2834
+  _globals['_WORKFLOWSERVICE']._serialized_end=4158
 # @@protoc_insertion_point(module_scope)

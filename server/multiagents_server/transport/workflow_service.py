@@ -172,6 +172,8 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
                     status = event.status
                     latest = max(latest, status.revision)
                 else:
+                    if request.include_events and event.WhichOneof("event") != "status":
+                        yield pb.WatchWorkflowResponse(history_event=event)
                     continue
                 if status.state not in TERMINAL:
                     yield pb.WatchWorkflowResponse(event=status)

@@ -255,7 +255,7 @@ export class Client {
     let failures = 0;
     for (;;) {
       signal?.throwIfAborted();
-      const call = this.raw.watchWorkflow({ transactionId, includeOutput: false, outputFromOffset: "" }, this.metadata());
+      const call = this.raw.watchWorkflow({ transactionId, includeOutput: false, outputFromOffset: "", includeEvents: false }, this.metadata());
       // Errors reach the loop through the async iterator; this keeps a late
       // CANCELLED (after we stop reading) from becoming an unhandled 'error'.
       call.on("error", () => undefined);

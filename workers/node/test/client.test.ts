@@ -43,6 +43,7 @@ function event(state: WorkflowState, revision: number, extra: Partial<StatusEven
     },
     finalStatus: undefined,
     output: undefined,
+    historyEvent: undefined,
   };
 }
 

@@ -551,8 +551,14 @@ type WatchWorkflowRequest struct {
 	// With include_output: resume the output after this offset (the last
 	// StepOutput.offset received); empty for the first chunk kept.
 	OutputFromOffset string `protobuf:"bytes,3,opt,name=output_from_offset,json=outputFromOffset,proto3" json:"output_from_offset,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// When true, the stream also carries every other history event committed
+	// after the watch began (each attempt's command, result or error with
+	// will_retry, compensations, node and signal events), in commit order, so
+	// a watcher sees retries that change no state. Earlier events: GetHistory
+	// (the two may overlap by the events of the first moment). Default false.
+	IncludeEvents bool `protobuf:"varint,4,opt,name=include_events,json=includeEvents,proto3" json:"include_events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WatchWorkflowRequest) Reset() {
@@ -606,6 +612,13 @@ func (x *WatchWorkflowRequest) GetOutputFromOffset() string {
 	return ""
 }
 
+func (x *WatchWorkflowRequest) GetIncludeEvents() bool {
+	if x != nil {
+		return x.IncludeEvents
+	}
+	return false
+}
+
 // WatchWorkflowResponse is one message of the watch stream: the first is the
 // current status, then one per change; the stream ends after a terminal state.
 type WatchWorkflowResponse struct {
@@ -618,7 +631,10 @@ type WatchWorkflowResponse struct {
 	// Output of a step (only with include_output); `event` is unset then.
 	// Every chunk stored before the execution ended comes before the message
 	// with final_status.
-	Output        *StepOutput `protobuf:"bytes,3,opt,name=output,proto3" json:"output,omitempty"`
+	Output *StepOutput `protobuf:"bytes,3,opt,name=output,proto3" json:"output,omitempty"`
+	// A history event other than a status change (only with include_events;
+	// `event` is unset then). Its `sequence` is 0: live events are not numbered.
+	HistoryEvent  *WorkflowEvent `protobuf:"bytes,4,opt,name=history_event,json=historyEvent,proto3" json:"history_event,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -670,6 +686,13 @@ func (x *WatchWorkflowResponse) GetFinalStatus() *WorkflowStatus {
 func (x *WatchWorkflowResponse) GetOutput() *StepOutput {
 	if x != nil {
 		return x.Output
+	}
+	return nil
+}
+
+func (x *WatchWorkflowResponse) GetHistoryEvent() *WorkflowEvent {
+	if x != nil {
+		return x.HistoryEvent
 	}
 	return nil
 }
@@ -1819,15 +1842,17 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\x10GetStatusRequest\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\"K\n" +
 	"\x11GetStatusResponse\x126\n" +
-	"\x06status\x18\x01 \x01(\v2\x1e.multiagents.v1.WorkflowStatusR\x06status\"\x92\x01\n" +
+	"\x06status\x18\x01 \x01(\v2\x1e.multiagents.v1.WorkflowStatusR\x06status\"\xb9\x01\n" +
 	"\x14WatchWorkflowRequest\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12%\n" +
 	"\x0einclude_output\x18\x02 \x01(\bR\rincludeOutput\x12,\n" +
-	"\x12output_from_offset\x18\x03 \x01(\tR\x10outputFromOffset\"\xc1\x01\n" +
+	"\x12output_from_offset\x18\x03 \x01(\tR\x10outputFromOffset\x12%\n" +
+	"\x0einclude_events\x18\x04 \x01(\bR\rincludeEvents\"\x85\x02\n" +
 	"\x15WatchWorkflowResponse\x121\n" +
 	"\x05event\x18\x01 \x01(\v2\x1b.multiagents.v1.StatusEventR\x05event\x12A\n" +
 	"\ffinal_status\x18\x02 \x01(\v2\x1e.multiagents.v1.WorkflowStatusR\vfinalStatus\x122\n" +
-	"\x06output\x18\x03 \x01(\v2\x1a.multiagents.v1.StepOutputR\x06output\"V\n" +
+	"\x06output\x18\x03 \x01(\v2\x1a.multiagents.v1.StepOutputR\x06output\x12B\n" +
+	"\rhistory_event\x18\x04 \x01(\v2\x1d.multiagents.v1.WorkflowEventR\fhistoryEvent\"V\n" +
 	"\x15CancelWorkflowRequest\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x18\n" +
@@ -1955,8 +1980,8 @@ var file_multiagents_v1_workflow_service_proto_goTypes = []any{
 	(*durationpb.Duration)(nil),             // 32: google.protobuf.Duration
 	(*WorkflowStatus)(nil),                  // 33: multiagents.v1.WorkflowStatus
 	(*StatusEvent)(nil),                     // 34: multiagents.v1.StatusEvent
-	(WorkflowState)(0),                      // 35: multiagents.v1.WorkflowState
-	(*WorkflowEvent)(nil),                   // 36: multiagents.v1.WorkflowEvent
+	(*WorkflowEvent)(nil),                   // 35: multiagents.v1.WorkflowEvent
+	(WorkflowState)(0),                      // 36: multiagents.v1.WorkflowState
 	(*WaitingSignal)(nil),                   // 37: multiagents.v1.WaitingSignal
 	(*timestamppb.Timestamp)(nil),           // 38: google.protobuf.Timestamp
 	(OutputKind)(0),                         // 39: multiagents.v1.OutputKind
@@ -1971,48 +1996,49 @@ var file_multiagents_v1_workflow_service_proto_depIdxs = []int32{
 	34, // 6: multiagents.v1.WatchWorkflowResponse.event:type_name -> multiagents.v1.StatusEvent
 	33, // 7: multiagents.v1.WatchWorkflowResponse.final_status:type_name -> multiagents.v1.WorkflowStatus
 	26, // 8: multiagents.v1.WatchWorkflowResponse.output:type_name -> multiagents.v1.StepOutput
-	35, // 9: multiagents.v1.ListWorkflowsRequest.state:type_name -> multiagents.v1.WorkflowState
-	33, // 10: multiagents.v1.ListWorkflowsResponse.workflows:type_name -> multiagents.v1.WorkflowStatus
-	36, // 11: multiagents.v1.GetHistoryResponse.events:type_name -> multiagents.v1.WorkflowEvent
-	31, // 12: multiagents.v1.SignalWorkflowRequest.payload:type_name -> multiagents.v1.Payload
-	37, // 13: multiagents.v1.ListWaitingSignalsResponse.waiting:type_name -> multiagents.v1.WaitingSignal
-	26, // 14: multiagents.v1.StreamStepOutputResponse.output:type_name -> multiagents.v1.StepOutput
-	38, // 15: multiagents.v1.StepOutput.time:type_name -> google.protobuf.Timestamp
-	27, // 16: multiagents.v1.StepOutput.chunk:type_name -> multiagents.v1.StepOutputChunk
-	28, // 17: multiagents.v1.StepOutput.rewind:type_name -> multiagents.v1.StepOutputRewind
-	29, // 18: multiagents.v1.StepOutput.gap:type_name -> multiagents.v1.StepOutputGap
-	39, // 19: multiagents.v1.StepOutputChunk.kind:type_name -> multiagents.v1.OutputKind
-	0,  // 20: multiagents.v1.WorkflowService.RegisterWorkflow:input_type -> multiagents.v1.RegisterWorkflowRequest
-	2,  // 21: multiagents.v1.WorkflowService.GetWorkflowDefinition:input_type -> multiagents.v1.GetWorkflowDefinitionRequest
-	4,  // 22: multiagents.v1.WorkflowService.ListWorkflowDefinitions:input_type -> multiagents.v1.ListWorkflowDefinitionsRequest
-	6,  // 23: multiagents.v1.WorkflowService.ExecuteWorkflow:input_type -> multiagents.v1.ExecuteWorkflowRequest
-	8,  // 24: multiagents.v1.WorkflowService.GetStatus:input_type -> multiagents.v1.GetStatusRequest
-	10, // 25: multiagents.v1.WorkflowService.WatchWorkflow:input_type -> multiagents.v1.WatchWorkflowRequest
-	12, // 26: multiagents.v1.WorkflowService.CancelWorkflow:input_type -> multiagents.v1.CancelWorkflowRequest
-	14, // 27: multiagents.v1.WorkflowService.ListWorkflows:input_type -> multiagents.v1.ListWorkflowsRequest
-	16, // 28: multiagents.v1.WorkflowService.GetHistory:input_type -> multiagents.v1.GetHistoryRequest
-	18, // 29: multiagents.v1.WorkflowService.SignalWorkflow:input_type -> multiagents.v1.SignalWorkflowRequest
-	20, // 30: multiagents.v1.WorkflowService.ResumeWorkflow:input_type -> multiagents.v1.ResumeWorkflowRequest
-	22, // 31: multiagents.v1.WorkflowService.ListWaitingSignals:input_type -> multiagents.v1.ListWaitingSignalsRequest
-	24, // 32: multiagents.v1.WorkflowService.StreamStepOutput:input_type -> multiagents.v1.StreamStepOutputRequest
-	1,  // 33: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
-	3,  // 34: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
-	5,  // 35: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
-	7,  // 36: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
-	9,  // 37: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
-	11, // 38: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
-	13, // 39: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
-	15, // 40: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
-	17, // 41: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
-	19, // 42: multiagents.v1.WorkflowService.SignalWorkflow:output_type -> multiagents.v1.SignalWorkflowResponse
-	21, // 43: multiagents.v1.WorkflowService.ResumeWorkflow:output_type -> multiagents.v1.ResumeWorkflowResponse
-	23, // 44: multiagents.v1.WorkflowService.ListWaitingSignals:output_type -> multiagents.v1.ListWaitingSignalsResponse
-	25, // 45: multiagents.v1.WorkflowService.StreamStepOutput:output_type -> multiagents.v1.StreamStepOutputResponse
-	33, // [33:46] is the sub-list for method output_type
-	20, // [20:33] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	35, // 9: multiagents.v1.WatchWorkflowResponse.history_event:type_name -> multiagents.v1.WorkflowEvent
+	36, // 10: multiagents.v1.ListWorkflowsRequest.state:type_name -> multiagents.v1.WorkflowState
+	33, // 11: multiagents.v1.ListWorkflowsResponse.workflows:type_name -> multiagents.v1.WorkflowStatus
+	35, // 12: multiagents.v1.GetHistoryResponse.events:type_name -> multiagents.v1.WorkflowEvent
+	31, // 13: multiagents.v1.SignalWorkflowRequest.payload:type_name -> multiagents.v1.Payload
+	37, // 14: multiagents.v1.ListWaitingSignalsResponse.waiting:type_name -> multiagents.v1.WaitingSignal
+	26, // 15: multiagents.v1.StreamStepOutputResponse.output:type_name -> multiagents.v1.StepOutput
+	38, // 16: multiagents.v1.StepOutput.time:type_name -> google.protobuf.Timestamp
+	27, // 17: multiagents.v1.StepOutput.chunk:type_name -> multiagents.v1.StepOutputChunk
+	28, // 18: multiagents.v1.StepOutput.rewind:type_name -> multiagents.v1.StepOutputRewind
+	29, // 19: multiagents.v1.StepOutput.gap:type_name -> multiagents.v1.StepOutputGap
+	39, // 20: multiagents.v1.StepOutputChunk.kind:type_name -> multiagents.v1.OutputKind
+	0,  // 21: multiagents.v1.WorkflowService.RegisterWorkflow:input_type -> multiagents.v1.RegisterWorkflowRequest
+	2,  // 22: multiagents.v1.WorkflowService.GetWorkflowDefinition:input_type -> multiagents.v1.GetWorkflowDefinitionRequest
+	4,  // 23: multiagents.v1.WorkflowService.ListWorkflowDefinitions:input_type -> multiagents.v1.ListWorkflowDefinitionsRequest
+	6,  // 24: multiagents.v1.WorkflowService.ExecuteWorkflow:input_type -> multiagents.v1.ExecuteWorkflowRequest
+	8,  // 25: multiagents.v1.WorkflowService.GetStatus:input_type -> multiagents.v1.GetStatusRequest
+	10, // 26: multiagents.v1.WorkflowService.WatchWorkflow:input_type -> multiagents.v1.WatchWorkflowRequest
+	12, // 27: multiagents.v1.WorkflowService.CancelWorkflow:input_type -> multiagents.v1.CancelWorkflowRequest
+	14, // 28: multiagents.v1.WorkflowService.ListWorkflows:input_type -> multiagents.v1.ListWorkflowsRequest
+	16, // 29: multiagents.v1.WorkflowService.GetHistory:input_type -> multiagents.v1.GetHistoryRequest
+	18, // 30: multiagents.v1.WorkflowService.SignalWorkflow:input_type -> multiagents.v1.SignalWorkflowRequest
+	20, // 31: multiagents.v1.WorkflowService.ResumeWorkflow:input_type -> multiagents.v1.ResumeWorkflowRequest
+	22, // 32: multiagents.v1.WorkflowService.ListWaitingSignals:input_type -> multiagents.v1.ListWaitingSignalsRequest
+	24, // 33: multiagents.v1.WorkflowService.StreamStepOutput:input_type -> multiagents.v1.StreamStepOutputRequest
+	1,  // 34: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
+	3,  // 35: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
+	5,  // 36: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
+	7,  // 37: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
+	9,  // 38: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
+	11, // 39: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
+	13, // 40: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
+	15, // 41: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
+	17, // 42: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
+	19, // 43: multiagents.v1.WorkflowService.SignalWorkflow:output_type -> multiagents.v1.SignalWorkflowResponse
+	21, // 44: multiagents.v1.WorkflowService.ResumeWorkflow:output_type -> multiagents.v1.ResumeWorkflowResponse
+	23, // 45: multiagents.v1.WorkflowService.ListWaitingSignals:output_type -> multiagents.v1.ListWaitingSignalsResponse
+	25, // 46: multiagents.v1.WorkflowService.StreamStepOutput:output_type -> multiagents.v1.StreamStepOutputResponse
+	34, // [34:47] is the sub-list for method output_type
+	21, // [21:34] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_workflow_service_proto_init() }

@@ -135,6 +135,14 @@ export interface WatchWorkflowRequest {
    * StepOutput.offset received); empty for the first chunk kept.
    */
   outputFromOffset: string;
+  /**
+   * When true, the stream also carries every other history event committed
+   * after the watch began (each attempt's command, result or error with
+   * will_retry, compensations, node and signal events), in commit order, so
+   * a watcher sees retries that change no state. Earlier events: GetHistory
+   * (the two may overlap by the events of the first moment). Default false.
+   */
+  includeEvents: boolean;
 }
 
 /**
@@ -158,7 +166,14 @@ export interface WatchWorkflowResponse {
    * Every chunk stored before the execution ended comes before the message
    * with final_status.
    */
-  output: StepOutput | undefined;
+  output:
+    | StepOutput
+    | undefined;
+  /**
+   * A history event other than a status change (only with include_events;
+   * `event` is unset then). Its `sequence` is 0: live events are not numbered.
+   */
+  historyEvent: WorkflowEvent | undefined;
 }
 
 /** CancelWorkflowRequest cancels an execution. */
@@ -1203,7 +1218,7 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
 };
 
 function createBaseWatchWorkflowRequest(): WatchWorkflowRequest {
-  return { transactionId: "", includeOutput: false, outputFromOffset: "" };
+  return { transactionId: "", includeOutput: false, outputFromOffset: "", includeEvents: false };
 }
 
 export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
@@ -1216,6 +1231,9 @@ export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
     }
     if (message.outputFromOffset !== "") {
       writer.uint32(26).string(message.outputFromOffset);
+    }
+    if (message.includeEvents !== false) {
+      writer.uint32(32).bool(message.includeEvents);
     }
     return writer;
   },
@@ -1257,6 +1275,14 @@ export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
             message.outputFromOffset = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.includeEvents = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1286,6 +1312,11 @@ export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
         : isSet(object.output_from_offset)
         ? globalThis.String(object.output_from_offset)
         : "",
+      includeEvents: isSet(object.includeEvents)
+        ? globalThis.Boolean(object.includeEvents)
+        : isSet(object.include_events)
+        ? globalThis.Boolean(object.include_events)
+        : false,
     };
   },
 
@@ -1300,6 +1331,9 @@ export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
     if (message.outputFromOffset !== "") {
       obj.outputFromOffset = message.outputFromOffset;
     }
+    if (message.includeEvents !== false) {
+      obj.includeEvents = message.includeEvents;
+    }
     return obj;
   },
 
@@ -1311,12 +1345,13 @@ export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
     message.transactionId = object.transactionId ?? "";
     message.includeOutput = object.includeOutput ?? false;
     message.outputFromOffset = object.outputFromOffset ?? "";
+    message.includeEvents = object.includeEvents ?? false;
     return message;
   },
 };
 
 function createBaseWatchWorkflowResponse(): WatchWorkflowResponse {
-  return { event: undefined, finalStatus: undefined, output: undefined };
+  return { event: undefined, finalStatus: undefined, output: undefined, historyEvent: undefined };
 }
 
 export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
@@ -1329,6 +1364,9 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
     }
     if (message.output !== undefined) {
       StepOutput.encode(message.output, writer.uint32(26).fork()).join();
+    }
+    if (message.historyEvent !== undefined) {
+      WorkflowEvent.encode(message.historyEvent, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -1370,6 +1408,14 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
             message.output = StepOutput.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.historyEvent = WorkflowEvent.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1391,6 +1437,11 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
         ? WorkflowStatus.fromJSON(object.final_status)
         : undefined,
       output: isSet(object.output) ? StepOutput.fromJSON(object.output) : undefined,
+      historyEvent: isSet(object.historyEvent)
+        ? WorkflowEvent.fromJSON(object.historyEvent)
+        : isSet(object.history_event)
+        ? WorkflowEvent.fromJSON(object.history_event)
+        : undefined,
     };
   },
 
@@ -1404,6 +1455,9 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
     }
     if (message.output !== undefined) {
       obj.output = StepOutput.toJSON(message.output);
+    }
+    if (message.historyEvent !== undefined) {
+      obj.historyEvent = WorkflowEvent.toJSON(message.historyEvent);
     }
     return obj;
   },
@@ -1421,6 +1475,9 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
       : undefined;
     message.output = (object.output !== undefined && object.output !== null)
       ? StepOutput.fromPartial(object.output)
+      : undefined;
+    message.historyEvent = (object.historyEvent !== undefined && object.historyEvent !== null)
+      ? WorkflowEvent.fromPartial(object.historyEvent)
       : undefined;
     return message;
   },
