@@ -37,8 +37,10 @@ from multiagents.worker import (
 )
 from multiagents.workflow import (
     Branch,
+    Budget,
     Case,
     Condition,
+    Estimate,
     Map,
     Parallel,
     RetryPolicy,
@@ -57,10 +59,12 @@ __all__ = [
     "AlreadyExistsError",
     "ApplicationError",
     "Branch",
+    "Budget",
     "Case",
     "Client",
     "CommandInfo",
     "Condition",
+    "Estimate",
     "FailedPreconditionError",
     "FailureKind",
     "InvalidArgumentError",

@@ -19,7 +19,7 @@ from multiagents.errors import RPCError, WorkflowFailedError, failure_dict, from
 from multiagents.output import Usage
 from multiagents.v1 import common_pb2, events_pb2, workflow_pb2, workflow_service_pb2_grpc
 from multiagents.v1 import workflow_service_pb2 as pb
-from multiagents.workflow import Workflow
+from multiagents.workflow import Budget, Workflow
 
 STATES = {
     common_pb2.WORKFLOW_STATE_PENDING: "pending",
@@ -359,6 +359,7 @@ class Client:
         request_id: str = "",
         correlation_id: str = "",
         start_delay: float = 0.0,
+        budget: Budget | None = None,
     ) -> str:
         """Start an execution and return its transaction id.
 
@@ -374,6 +375,8 @@ class Client:
         )
         if start_delay > 0:
             request.start_delay.FromMilliseconds(round(start_delay * 1000))
+        if budget is not None:
+            request.budget.CopyFrom(budget.to_proto())
         response = await self._call(self._stub.ExecuteWorkflow, request)
         return str(response.transaction_id)
 

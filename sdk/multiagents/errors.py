@@ -42,6 +42,7 @@ class FailureKind(StrEnum):
     INVALID_RESULT = "invalid_result"
     COMPENSATION_FAILED = "compensation_failed"
     CHILD_WORKFLOW_FAILED = "child_workflow_failed"
+    BUDGET_EXCEEDED = "budget_exceeded"
 
     @classmethod
     def from_proto(cls, value: int) -> FailureKind:

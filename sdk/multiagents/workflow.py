@@ -8,7 +8,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2, json_format
 
-from multiagents.v1 import workflow_pb2
+from multiagents.v1 import common_pb2, workflow_pb2
 from multiagents.worker import WorkerFunction
 
 
@@ -51,6 +51,41 @@ class RetryPolicy:
 
 _RETRY_KEYS = tuple(f.name for f in fields(RetryPolicy))
 
+NANO_USD_PER_USD = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """What one execution may use in all; 0 (or None) is no limit. A step
+    that would go over is not started: it fails (BudgetExceeded) and the
+    workflow compensates."""
+
+    max_tokens: int = 0
+    max_cost_usd: float = 0.0
+
+    def to_proto(self) -> common_pb2.Budget:
+        return common_pb2.Budget(
+            max_tokens=self.max_tokens,
+            max_cost_nano_usd=round(self.max_cost_usd * NANO_USD_PER_USD),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What one attempt of a step is expected to use, reserved against the
+    budget while it runs (its reported usage replaces it)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def to_proto(self) -> common_pb2.Usage:
+        return common_pb2.Usage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cost_nano_usd=round(self.cost_usd * NANO_USD_PER_USD),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Step:
@@ -66,6 +101,7 @@ class Step:
     # A sub-workflow run instead of a worker (then `worker` is "").
     workflow: str | None = None
     workflow_version: int = 0
+    estimate: Estimate | None = None
 
     def to_proto(self) -> workflow_pb2.StepDefinition:
         step = workflow_pb2.StepDefinition(
@@ -83,6 +119,8 @@ class Step:
             step.timeout.CopyFrom(_duration(self.timeout))
         if self.heartbeat_timeout is not None:
             step.heartbeat_timeout.CopyFrom(_duration(self.heartbeat_timeout))
+        if self.estimate is not None:
+            step.usage_estimate.CopyFrom(self.estimate.to_proto())
         return step
 
 
@@ -212,6 +250,7 @@ def step(
     timeout: float | None = None,
     heartbeat_timeout: float | None = None,
     compensation_retry: RetryPolicy | None = None,
+    estimate: Estimate | None = None,
 ) -> Step:
     """A worker step, for a branch, a case or a map (`WorkflowBuilder.add_step` at the top)."""
     return Step(
@@ -222,6 +261,7 @@ def step(
         timeout=timeout,
         heartbeat_timeout=heartbeat_timeout,
         compensation_retry=compensation_retry,
+        estimate=estimate,
     )
 
 
@@ -253,14 +293,18 @@ class Workflow:
     version: int = 1
     description: str = ""
     workers: tuple[WorkerFunction, ...] = field(default=(), compare=False, repr=False)
+    budget: Budget | None = None
 
     def to_proto(self) -> workflow_pb2.WorkflowDefinition:
-        return workflow_pb2.WorkflowDefinition(
+        definition = workflow_pb2.WorkflowDefinition(
             name=self.name,
             version=self.version,
             description=self.description,
             steps=[s.to_proto() for s in self.steps],
         )
+        if self.budget is not None:
+            definition.budget.CopyFrom(self.budget.to_proto())
+        return definition
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Workflow:
@@ -269,18 +313,25 @@ class Workflow:
         ...}, a sub-workflow {name, workflow, ...}, or one of {name,
         parallel}, {name, map}, {name, condition}, {name, wait_for_signal},
         {name, sleep}. ValueError names the offending place."""
-        unknown = set(d) - {"name", "version", "description", "steps"}
+        unknown = set(d) - {"name", "version", "description", "steps", "budget"}
         if unknown:
             raise ValueError(f"workflow: unknown keys {sorted(unknown)}")
         steps = _nodes(d.get("steps", []), "workflow.steps")
         if not steps:
             raise ValueError(f"workflow {d.get('name')!r} has no steps")
         _check_unique(steps)
-        return Workflow(d["name"], steps, int(d.get("version", 1)), d.get("description", ""))
+        budget = None
+        if "budget" in d:
+            budget = Budget(
+                **_mapping(d["budget"], "workflow.budget", {"max_tokens", "max_cost_usd"})
+            )
+        return Workflow(
+            d["name"], steps, int(d.get("version", 1)), d.get("description", ""), budget=budget
+        )
 
 
 _STEP_KEYS = {"name", "worker", "compensation", "retry", "timeout", "heartbeat_timeout",
-              "compensation_retry", "workflow", "workflow_version"}  # fmt: skip
+              "compensation_retry", "workflow", "workflow_version", "usage_estimate"}  # fmt: skip
 _KINDS = ("parallel", "map", "condition", "wait_for_signal", "sleep")
 
 
@@ -360,7 +411,15 @@ def _step(s: dict[str, Any], where: str) -> Step:
         compensation_retry=_retry(s, "compensation_retry", where),
         workflow=s.get("workflow"),
         workflow_version=int(s.get("workflow_version", 0)),
+        estimate=_estimate(s, where),
     )
+
+
+def _estimate(s: dict[str, Any], where: str) -> Estimate | None:
+    if "usage_estimate" not in s:
+        return None
+    keys = {"input_tokens", "output_tokens", "cost_usd"}
+    return Estimate(**_mapping(s["usage_estimate"], f"{where}.usage_estimate", keys))
 
 
 def _all_names(nodes: tuple[Node, ...]) -> list[str]:
@@ -401,10 +460,13 @@ class WorkflowBuilder:
     `add_condition`, `add_wait_for_signal`, `add_sleep` (docs/workflows.md).
     """
 
-    def __init__(self, name: str, *, version: int = 1, description: str = "") -> None:
+    def __init__(
+        self, name: str, *, version: int = 1, description: str = "", budget: Budget | None = None
+    ) -> None:
         self.name = name
         self.version = version
         self.description = description
+        self.budget = budget
         self._steps: list[Node] = []
         self._workers: list[WorkerFunction] = []
 
@@ -418,6 +480,7 @@ class WorkflowBuilder:
         timeout: float | None = None,
         heartbeat_timeout: float | None = None,
         compensation_retry: RetryPolicy | None = None,
+        estimate: Estimate | None = None,
     ) -> WorkflowBuilder:
         """Append a step; returns the builder for chaining."""
         self._keep_worker(worker)
@@ -432,6 +495,7 @@ class WorkflowBuilder:
                 timeout=timeout,
                 heartbeat_timeout=heartbeat_timeout,
                 compensation_retry=compensation_retry,
+                estimate=estimate,
             )
         )
 
@@ -529,7 +593,12 @@ class WorkflowBuilder:
         if not self._steps:
             raise ValueError(f"workflow {self.name!r} has no steps")
         return Workflow(
-            self.name, tuple(self._steps), self.version, self.description, tuple(self._workers)
+            self.name,
+            tuple(self._steps),
+            self.version,
+            self.description,
+            tuple(self._workers),
+            self.budget,
         )
 
 

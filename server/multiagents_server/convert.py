@@ -137,7 +137,7 @@ DEFAULT_MAP_CONCURRENCY = 10
 MAX_NODES = 10_000
 _STEP_KINDS = ("worker", "workflow", "parallel", "map", "condition", "wait_for_signal", "sleep")
 _LEAF_ONLY = ("compensation", "retry_policy", "timeout", "heartbeat_timeout",
-              "compensation_retry_policy")  # fmt: skip
+              "compensation_retry_policy", "usage_estimate")  # fmt: skip
 
 
 def spec_from_proto(
@@ -151,7 +151,22 @@ def spec_from_proto(
         raise InvalidArgument(f"{field}.steps: a workflow needs at least one step")
     reader = _DefinitionReader(default_timeout_ms)
     steps = reader.sequence(d.steps, f"{field}.steps")
-    return engine.WorkflowSpec(d.name, d.version, steps, d.description)
+    budget = budget_from_proto(d.budget, f"{field}.budget")
+    return engine.WorkflowSpec(d.name, d.version, steps, d.description, budget)
+
+
+def budget_from_proto(b: common_pb2.Budget, field: str) -> engine.Budget:
+    """A budget (zero fields: no limit); InvalidArgument naming a negative field."""
+    for name in ("max_tokens", "max_cost_nano_usd"):
+        if getattr(b, name) < 0:
+            raise InvalidArgument(f"{field}.{name}: must be >= 0, got {getattr(b, name)}")
+    return engine.Budget(b.max_tokens, b.max_cost_nano_usd)
+
+
+def budget_to_proto(b: engine.Budget) -> common_pb2.Budget | None:
+    if not b:
+        return None
+    return common_pb2.Budget(max_tokens=b.max_tokens, max_cost_nano_usd=b.max_cost_nano_usd)
 
 
 class _DefinitionReader:
@@ -239,6 +254,8 @@ class _DefinitionReader:
             heartbeat_timeout_ms=heartbeat,
             workflow=s.workflow,
             workflow_version=s.workflow_version,
+            estimate=usage_from_proto(s.usage_estimate, f"{where}.usage_estimate")
+            or engine.Usage(),
         )
 
     def parallel(self, s: workflow_pb2.StepDefinition, where: str) -> engine.ParallelSpec:
@@ -349,6 +366,7 @@ def spec_to_proto(spec: engine.WorkflowSpec) -> workflow_pb2.WorkflowDefinition:
         version=spec.version,
         steps=[_node_to_proto(n) for n in spec.steps],
         description=spec.description,
+        budget=budget_to_proto(spec.budget),
     )
 
 
@@ -366,6 +384,9 @@ def _node_to_proto(n: engine.Node) -> workflow_pb2.StepDefinition:
                 step.compensation_retry_policy.CopyFrom(_retry_to_proto(n.compensation_retry))
             if n.heartbeat_timeout_ms:
                 step.heartbeat_timeout.CopyFrom(duration(n.heartbeat_timeout_ms))
+            estimate = usage_to_proto(n.estimate)
+            if estimate is not None:
+                step.usage_estimate.CopyFrom(estimate)
         case engine.ParallelSpec():
             step.parallel.failure_policy = (
                 workflow_pb2.PARALLEL_FAILURE_POLICY_FAIL_FAST
@@ -419,6 +440,7 @@ FAILURE_KIND_TO_PROTO = {
     FailureKind.INVALID_RESULT: common_pb2.FAILURE_KIND_INVALID_RESULT,
     FailureKind.COMPENSATION_FAILED: common_pb2.FAILURE_KIND_COMPENSATION_FAILED,
     FailureKind.CHILD_WORKFLOW_FAILED: common_pb2.FAILURE_KIND_CHILD_WORKFLOW_FAILED,
+    FailureKind.BUDGET_EXCEEDED: common_pb2.FAILURE_KIND_BUDGET_EXCEEDED,
 }
 FAILURE_KIND_FROM_PROTO = {v: k for k, v in FAILURE_KIND_TO_PROTO.items()}
 
@@ -586,6 +608,9 @@ def status_to_proto(ex: engine.Execution, revision: int) -> workflow_pb2.Workflo
         status.completed_at.CopyFrom(timestamp(ex.completed_ms))
     if ex.start_at_ms:
         status.start_at.CopyFrom(timestamp(ex.start_at_ms))
+    budget = budget_to_proto(ex.budget)
+    if budget is not None:
+        status.budget.CopyFrom(budget)
     return status
 
 

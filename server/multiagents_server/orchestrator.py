@@ -152,8 +152,10 @@ class Orchestrator:
         correlation_id: str = "",
         metadata: dict[str, str] | None = None,
         start_delay_ms: int = 0,
+        budget: engine.Budget | None = None,
     ) -> tuple[str, bool]:
-        """Start an execution; returns (transaction id, created).
+        """Start an execution; returns (transaction id, created). `budget`
+        replaces the definition's.
 
         With a request id the transaction id is derived from it, so a repeated
         request finds the first execution instead of starting a second.
@@ -163,7 +165,16 @@ class Orchestrator:
         if request_id:
             tx = "r" + hashlib.sha256(request_id.encode()).hexdigest()[:31]
             fingerprint = hashlib.sha256(
-                wire.dumps([name, version, input, correlation_id, start_delay_ms])
+                wire.dumps(
+                    [
+                        name,
+                        version,
+                        input,
+                        correlation_id,
+                        start_delay_ms,
+                        None if budget is None else [budget.max_tokens, budget.max_cost_nano_usd],
+                    ]
+                )
             ).hexdigest()
         else:
             tx = uuid.uuid4().hex
@@ -177,6 +188,7 @@ class Orchestrator:
             request_fingerprint=fingerprint,
             metadata=metadata,
             start_at_ms=now + start_delay_ms if start_delay_ms > 0 else 0,
+            budget=budget,
         )
         if await self._create(transition, now):
             log.info(

@@ -538,3 +538,41 @@ async def test_a_watcher_with_events_sees_every_retry_as_it_happens(
         "command flaky attempt=3",
     ]
     assert seen[-1] == "status completed"
+
+
+async def test_a_budget_stops_the_step_that_would_exceed_it_and_compensates(
+    server: Server, client: Client, uid: str
+) -> None:
+    from multiagents import Budget, Estimate, report_usage
+
+    undone: list[str] = []
+
+    @worker(f"{uid}.think")
+    async def think(ctx: dict[str, Any]) -> dict[str, Any]:
+        report_usage(input_tokens=600, output_tokens=200, model="m", cost_usd=0.002)
+        return {"thought": True}
+
+    @worker(f"{uid}.undo")
+    async def undo(ctx: dict[str, Any]) -> dict[str, Any]:
+        undone.append("think")
+        return {}
+
+    wf = (
+        WorkflowBuilder(f"{uid}.budget", budget=Budget(max_tokens=1500))
+        .add_step("think", think, compensation=undo)
+        .add_step("think_more", think, estimate=Estimate(input_tokens=800))
+        .build()
+    )
+    async with serving(server, think, undo):
+        over = await run(client, wf, {})
+        await client.register_workflow(wf)
+        tx = await client.execute_workflow(wf.name, {}, budget=Budget(max_tokens=5000))
+        within = await client.wait(tx, timeout=20)
+    assert over.state == "compensated"
+    assert over.error is not None and over.error["type"] == "BudgetExceeded"
+    assert over.error["kind"] == "budget_exceeded"
+    assert "1600 tokens over the budget of 1500" in over.error["message"]
+    assert undone == ["think"]
+    assert within.state == "completed"
+    with pytest.raises(InvalidArgumentError, match=r"budget\.max_tokens"):
+        await client.execute_workflow(wf.name, {}, budget=Budget(max_tokens=-1))

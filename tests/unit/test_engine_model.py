@@ -382,3 +382,45 @@ def test_a_version_1_execution_is_read_as_a_tree() -> None:
     t = ok(ex, "old:x1:1", {"rb": 2})
     assert t.execution.state is State.COMPLETED
     assert t.execution.context == {"ra": 1, "rb": 2}
+
+
+# -- budgets ----------------------------------------------------------------
+
+
+def test_a_step_that_would_go_over_the_budget_is_not_started_and_compensates() -> None:
+    from multiagents_server.engine import Budget, Usage
+
+    spec = WorkflowSpec(
+        "wf",
+        1,
+        (s("a", undo=True), StepSpec("b", "do_b", estimate=Usage(input_tokens=400))),
+        budget=Budget(max_tokens=1000),
+    )
+    t = start(spec, transaction_id=TX, correlation_id="", input={}, now_ms=0)
+    t = apply(t.execution, StepCompleted("tx:x0:1", {}, usage=Usage(300, 400)), 1)
+    # 700 used + 400 reserved for b > 1000: b is not started.
+    assert not [d for d in dispatched(t) if d.command_id.startswith("tx:x1")]
+    assert t.execution.failure is not None
+    assert t.execution.failure.type == "BudgetExceeded"
+    assert "1100 tokens over the budget of 1000" in t.execution.failure.message
+    assert ids(t) == ["tx:c0:1"]
+    assert t.execution.usage_by_step["a"] == Usage(300, 400)
+
+
+def test_running_attempts_reserve_their_estimate_until_they_report() -> None:
+    from multiagents_server.engine import Budget, Usage
+
+    body = StepSpec("item", "do_item", estimate=Usage(cost_nano_usd=40))
+    spec = WorkflowSpec(
+        "wf", 1, (MapSpec("each", "context.xs", body, 5),), budget=Budget(max_cost_nano_usd=100)
+    )
+    t = start(spec, transaction_id=TX, correlation_id="", input={"xs": [1, 2, 3]}, now_ms=0)
+    # Two reservations of 40 fit in 100; a third would not: the map fails fast.
+    assert t.execution.state is State.FAILED
+    assert t.execution.failure is not None and t.execution.failure.type == "BudgetExceeded"
+    # With the estimate replaced by a smaller reported cost, the third fits.
+    t = start(spec, transaction_id=TX, correlation_id="", input={"xs": [1, 2]}, now_ms=0)
+    assert ids(t) == ["tx:x1.0:1", "tx:x1.1:1"]
+    t = apply(t.execution, StepCompleted("tx:x1.0:1", {}, usage=Usage(cost_nano_usd=10)), 1)
+    t = apply(t.execution, StepCompleted("tx:x1.1:1", {}, usage=Usage(cost_nano_usd=10)), 1)
+    assert t.execution.state is State.COMPLETED

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmultiagents/v1/common.proto\x12\x0emultiagents.v1\"\x81\x01\n\x07Payload\x12\x37\n\x08metadata\x18\x01 \x03(\x0b\x32%.multiagents.v1.Payload.MetadataEntry\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\xd1\x01\n\x07\x46\x61ilure\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\rnon_retryable\x18\x03 \x01(\x08\x12\x13\n\x0bstack_trace\x18\x04 \x01(\t\x12(\n\x07\x64\x65tails\x18\x05 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12)\n\x04kind\x18\x06 \x01(\x0e\x32\x1b.multiagents.v1.FailureKind\x12&\n\x05\x63\x61use\x18\x07 \x01(\x0b\x32\x17.multiagents.v1.Failure\"Z\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rcost_nano_usd\x18\x04 \x01(\x03*\xb0\x02\n\x0b\x46\x61ilureKind\x12\x1c\n\x18\x46\x41ILURE_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x46\x41ILURE_KIND_APPLICATION\x10\x01\x12\x18\n\x14\x46\x41ILURE_KIND_TIMEOUT\x10\x02\x12\"\n\x1e\x46\x41ILURE_KIND_HEARTBEAT_TIMEOUT\x10\x03\x12\x1c\n\x18\x46\x41ILURE_KIND_WORKER_LOST\x10\x04\x12\x1a\n\x16\x46\x41ILURE_KIND_CANCELLED\x10\x05\x12\x1f\n\x1b\x46\x41ILURE_KIND_INVALID_RESULT\x10\x06\x12$\n FAILURE_KIND_COMPENSATION_FAILED\x10\x07\x12&\n\"FAILURE_KIND_CHILD_WORKFLOW_FAILED\x10\x08*\xff\x01\n\rWorkflowState\x12\x1e\n\x1aWORKFLOW_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16WORKFLOW_STATE_PENDING\x10\x01\x12\x1a\n\x16WORKFLOW_STATE_RUNNING\x10\x02\x12\x1c\n\x18WORKFLOW_STATE_COMPLETED\x10\x03\x12\x19\n\x15WORKFLOW_STATE_FAILED\x10\x04\x12\x1e\n\x1aWORKFLOW_STATE_COMPENSATED\x10\x05\x12\x1c\n\x18WORKFLOW_STATE_CANCELLED\x10\x06\x12\x1f\n\x1bWORKFLOW_STATE_COMPENSATING\x10\x07*k\n\nOutputKind\x12\x1b\n\x17OUTPUT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_KIND_TOKEN\x10\x01\x12\x14\n\x10OUTPUT_KIND_JSON\x10\x02\x12\x13\n\x0fOUTPUT_KIND_LOG\x10\x03\x42PZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmultiagents/v1/common.proto\x12\x0emultiagents.v1\"\x81\x01\n\x07Payload\x12\x37\n\x08metadata\x18\x01 \x03(\x0b\x32%.multiagents.v1.Payload.MetadataEntry\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c:\x02\x38\x01\"\xd1\x01\n\x07\x46\x61ilure\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\rnon_retryable\x18\x03 \x01(\x08\x12\x13\n\x0bstack_trace\x18\x04 \x01(\t\x12(\n\x07\x64\x65tails\x18\x05 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12)\n\x04kind\x18\x06 \x01(\x0e\x32\x1b.multiagents.v1.FailureKind\x12&\n\x05\x63\x61use\x18\x07 \x01(\x0b\x32\x17.multiagents.v1.Failure\"7\n\x06\x42udget\x12\x12\n\nmax_tokens\x18\x01 \x01(\x03\x12\x19\n\x11max_cost_nano_usd\x18\x02 \x01(\x03\"Z\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rcost_nano_usd\x18\x04 \x01(\x03*\xd2\x02\n\x0b\x46\x61ilureKind\x12\x1c\n\x18\x46\x41ILURE_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x46\x41ILURE_KIND_APPLICATION\x10\x01\x12\x18\n\x14\x46\x41ILURE_KIND_TIMEOUT\x10\x02\x12\"\n\x1e\x46\x41ILURE_KIND_HEARTBEAT_TIMEOUT\x10\x03\x12\x1c\n\x18\x46\x41ILURE_KIND_WORKER_LOST\x10\x04\x12\x1a\n\x16\x46\x41ILURE_KIND_CANCELLED\x10\x05\x12\x1f\n\x1b\x46\x41ILURE_KIND_INVALID_RESULT\x10\x06\x12$\n FAILURE_KIND_COMPENSATION_FAILED\x10\x07\x12&\n\"FAILURE_KIND_CHILD_WORKFLOW_FAILED\x10\x08\x12 \n\x1c\x46\x41ILURE_KIND_BUDGET_EXCEEDED\x10\t*\xff\x01\n\rWorkflowState\x12\x1e\n\x1aWORKFLOW_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16WORKFLOW_STATE_PENDING\x10\x01\x12\x1a\n\x16WORKFLOW_STATE_RUNNING\x10\x02\x12\x1c\n\x18WORKFLOW_STATE_COMPLETED\x10\x03\x12\x19\n\x15WORKFLOW_STATE_FAILED\x10\x04\x12\x1e\n\x1aWORKFLOW_STATE_COMPENSATED\x10\x05\x12\x1c\n\x18WORKFLOW_STATE_CANCELLED\x10\x06\x12\x1f\n\x1bWORKFLOW_STATE_COMPENSATING\x10\x07*k\n\nOutputKind\x12\x1b\n\x17OUTPUT_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_KIND_TOKEN\x10\x01\x12\x14\n\x10OUTPUT_KIND_JSON\x10\x02\x12\x13\n\x0fOUTPUT_KIND_LOG\x10\x03\x42PZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'ZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1'
   _globals['_PAYLOAD_METADATAENTRY']._loaded_options = None
   _globals['_PAYLOAD_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_FAILUREKIND']._serialized_start=484
-  _globals['_FAILUREKIND']._serialized_end=788
-  _globals['_WORKFLOWSTATE']._serialized_start=791
-  _globals['_WORKFLOWSTATE']._serialized_end=1046
-  _globals['_OUTPUTKIND']._serialized_start=1048
-  _globals['_OUTPUTKIND']._serialized_end=1155
+  _globals['_FAILUREKIND']._serialized_start=541
+  _globals['_FAILUREKIND']._serialized_end=879
+  _globals['_WORKFLOWSTATE']._serialized_start=882
+  _globals['_WORKFLOWSTATE']._serialized_end=1137
+  _globals['_OUTPUTKIND']._serialized_start=1139
+  _globals['_OUTPUTKIND']._serialized_end=1246
   _globals['_PAYLOAD']._serialized_start=48
   _globals['_PAYLOAD']._serialized_end=177
   _globals['_PAYLOAD_METADATAENTRY']._serialized_start=130
   _globals['_PAYLOAD_METADATAENTRY']._serialized_end=177
   _globals['_FAILURE']._serialized_start=180
   _globals['_FAILURE']._serialized_end=389
-  _globals['_USAGE']._serialized_start=391
-  _globals['_USAGE']._serialized_end=481
+  _globals['_BUDGET']._serialized_start=391
+  _globals['_BUDGET']._serialized_end=446
+  _globals['_USAGE']._serialized_start=448
+  _globals['_USAGE']._serialized_end=538
 # @@protoc_insertion_point(module_scope)

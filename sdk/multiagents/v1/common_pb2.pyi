@@ -18,6 +18,7 @@ class FailureKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILURE_KIND_INVALID_RESULT: _ClassVar[FailureKind]
     FAILURE_KIND_COMPENSATION_FAILED: _ClassVar[FailureKind]
     FAILURE_KIND_CHILD_WORKFLOW_FAILED: _ClassVar[FailureKind]
+    FAILURE_KIND_BUDGET_EXCEEDED: _ClassVar[FailureKind]
 
 class WorkflowState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -45,6 +46,7 @@ FAILURE_KIND_CANCELLED: FailureKind
 FAILURE_KIND_INVALID_RESULT: FailureKind
 FAILURE_KIND_COMPENSATION_FAILED: FailureKind
 FAILURE_KIND_CHILD_WORKFLOW_FAILED: FailureKind
+FAILURE_KIND_BUDGET_EXCEEDED: FailureKind
 WORKFLOW_STATE_UNSPECIFIED: WorkflowState
 WORKFLOW_STATE_PENDING: WorkflowState
 WORKFLOW_STATE_RUNNING: WorkflowState
@@ -90,6 +92,14 @@ class Failure(_message.Message):
     kind: FailureKind
     cause: Failure
     def __init__(self, message: _Optional[str] = ..., type: _Optional[str] = ..., non_retryable: _Optional[bool] = ..., stack_trace: _Optional[str] = ..., details: _Optional[_Union[Payload, _Mapping]] = ..., kind: _Optional[_Union[FailureKind, str]] = ..., cause: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+
+class Budget(_message.Message):
+    __slots__ = ("max_tokens", "max_cost_nano_usd")
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_NANO_USD_FIELD_NUMBER: _ClassVar[int]
+    max_tokens: int
+    max_cost_nano_usd: int
+    def __init__(self, max_tokens: _Optional[int] = ..., max_cost_nano_usd: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("input_tokens", "output_tokens", "model", "cost_nano_usd")

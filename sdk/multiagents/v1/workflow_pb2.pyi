@@ -58,7 +58,7 @@ class RetryPolicy(_message.Message):
     def __init__(self, maximum_attempts: _Optional[int] = ..., initial_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., backoff_coefficient: _Optional[float] = ..., maximum_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., non_retryable_error_types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StepDefinition(_message.Message):
-    __slots__ = ("name", "worker", "compensation", "retry_policy", "timeout", "heartbeat_timeout", "compensation_retry_policy", "workflow", "workflow_version", "parallel", "map", "condition", "wait_for_signal", "sleep")
+    __slots__ = ("name", "worker", "compensation", "retry_policy", "timeout", "heartbeat_timeout", "compensation_retry_policy", "workflow", "workflow_version", "parallel", "map", "condition", "wait_for_signal", "sleep", "usage_estimate")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     COMPENSATION_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class StepDefinition(_message.Message):
     CONDITION_FIELD_NUMBER: _ClassVar[int]
     WAIT_FOR_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     SLEEP_FIELD_NUMBER: _ClassVar[int]
+    USAGE_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     worker: str
     compensation: str
@@ -87,7 +88,8 @@ class StepDefinition(_message.Message):
     condition: Condition
     wait_for_signal: WaitForSignal
     sleep: Sleep
-    def __init__(self, name: _Optional[str] = ..., worker: _Optional[str] = ..., compensation: _Optional[str] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., compensation_retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., workflow: _Optional[str] = ..., workflow_version: _Optional[int] = ..., parallel: _Optional[_Union[ParallelGroup, _Mapping]] = ..., map: _Optional[_Union[MapStep, _Mapping]] = ..., condition: _Optional[_Union[Condition, _Mapping]] = ..., wait_for_signal: _Optional[_Union[WaitForSignal, _Mapping]] = ..., sleep: _Optional[_Union[Sleep, _Mapping]] = ...) -> None: ...
+    usage_estimate: _common_pb2.Usage
+    def __init__(self, name: _Optional[str] = ..., worker: _Optional[str] = ..., compensation: _Optional[str] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., compensation_retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., workflow: _Optional[str] = ..., workflow_version: _Optional[int] = ..., parallel: _Optional[_Union[ParallelGroup, _Mapping]] = ..., map: _Optional[_Union[MapStep, _Mapping]] = ..., condition: _Optional[_Union[Condition, _Mapping]] = ..., wait_for_signal: _Optional[_Union[WaitForSignal, _Mapping]] = ..., sleep: _Optional[_Union[Sleep, _Mapping]] = ..., usage_estimate: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class Branch(_message.Message):
     __slots__ = ("name", "steps")
@@ -156,16 +158,18 @@ class Sleep(_message.Message):
     def __init__(self, duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class WorkflowDefinition(_message.Message):
-    __slots__ = ("name", "version", "steps", "description")
+    __slots__ = ("name", "version", "steps", "description", "budget")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     steps: _containers.RepeatedCompositeFieldContainer[StepDefinition]
     description: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[StepDefinition, _Mapping]]] = ..., description: _Optional[str] = ...) -> None: ...
+    budget: _common_pb2.Budget
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[StepDefinition, _Mapping]]] = ..., description: _Optional[str] = ..., budget: _Optional[_Union[_common_pb2.Budget, _Mapping]] = ...) -> None: ...
 
 class StepInfo(_message.Message):
     __slots__ = ("name", "status", "attempts", "last_failure", "child_transaction_id", "path", "kind", "branch", "started_at", "finished_at", "usage")
@@ -212,7 +216,7 @@ class WaitingSignal(_message.Message):
     def __init__(self, transaction_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., path: _Optional[str] = ..., signal: _Optional[str] = ..., approval: _Optional[bool] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., timeout_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class WorkflowStatus(_message.Message):
-    __slots__ = ("transaction_id", "correlation_id", "workflow_name", "workflow_version", "state", "current_step", "step_results", "context", "failure", "requires_manual_intervention", "steps", "created_at", "updated_at", "completed_at", "revision", "parent_transaction_id", "running_steps", "waiting_signals", "start_at", "usage", "workflow_usage")
+    __slots__ = ("transaction_id", "correlation_id", "workflow_name", "workflow_version", "state", "current_step", "step_results", "context", "failure", "requires_manual_intervention", "steps", "created_at", "updated_at", "completed_at", "revision", "parent_transaction_id", "running_steps", "waiting_signals", "start_at", "budget", "usage", "workflow_usage")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +236,7 @@ class WorkflowStatus(_message.Message):
     RUNNING_STEPS_FIELD_NUMBER: _ClassVar[int]
     WAITING_SIGNALS_FIELD_NUMBER: _ClassVar[int]
     START_AT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_USAGE_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
@@ -253,6 +258,7 @@ class WorkflowStatus(_message.Message):
     running_steps: _containers.RepeatedScalarFieldContainer[str]
     waiting_signals: _containers.RepeatedCompositeFieldContainer[WaitingSignal]
     start_at: _timestamp_pb2.Timestamp
+    budget: _common_pb2.Budget
     usage: _common_pb2.Usage
     workflow_usage: _common_pb2.Usage
-    def __init__(self, transaction_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., workflow_version: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.WorkflowState, str]] = ..., current_step: _Optional[str] = ..., step_results: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., context: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., requires_manual_intervention: _Optional[bool] = ..., steps: _Optional[_Iterable[_Union[StepInfo, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., parent_transaction_id: _Optional[str] = ..., running_steps: _Optional[_Iterable[str]] = ..., waiting_signals: _Optional[_Iterable[_Union[WaitingSignal, _Mapping]]] = ..., start_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., workflow_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
+    def __init__(self, transaction_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., workflow_version: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.WorkflowState, str]] = ..., current_step: _Optional[str] = ..., step_results: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., context: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., requires_manual_intervention: _Optional[bool] = ..., steps: _Optional[_Iterable[_Union[StepInfo, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., parent_transaction_id: _Optional[str] = ..., running_steps: _Optional[_Iterable[str]] = ..., waiting_signals: _Optional[_Iterable[_Union[WaitingSignal, _Mapping]]] = ..., start_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., budget: _Optional[_Union[_common_pb2.Budget, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., workflow_usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...

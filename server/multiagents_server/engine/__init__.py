@@ -51,11 +51,12 @@ from multiagents_server.engine.model import (
     parse_command_id,
 )
 from multiagents_server.engine.saga import apply, command_context, start, timer_id
-from multiagents_server.engine.usage import Usage
+from multiagents_server.engine.usage import Budget, Usage
 
 __all__ = [
     "Attempt",
     "Branch",
+    "Budget",
     "CancelChild",
     "CancelCommand",
     "CancelRequested",

@@ -66,6 +66,7 @@ def _step_to_json(s: StepSpec) -> dict[str, Any]:
         "heartbeat_timeout_ms": s.heartbeat_timeout_ms,
         "workflow": s.workflow,
         "workflow_version": s.workflow_version,
+        **({"estimate": usage.to_json(s.estimate)} if s.estimate else {}),
     }
 
 
@@ -82,6 +83,7 @@ def _step_from_json(s: dict[str, Any]) -> StepSpec:
         heartbeat_timeout_ms=s["heartbeat_timeout_ms"],
         workflow=s.get("workflow", ""),
         workflow_version=s.get("workflow_version", 0),
+        estimate=usage.from_json(s["estimate"]) if "estimate" in s else usage.Usage(),
     )
 
 
@@ -169,6 +171,7 @@ def spec_to_json(spec: WorkflowSpec) -> dict[str, Any]:
         "version": spec.version,
         "description": spec.description,
         "steps": _seq_to_json(spec.steps),
+        **({"budget": usage.budget_to_json(spec.budget)} if spec.budget else {}),
     }
 
 
@@ -178,6 +181,7 @@ def spec_from_json(d: dict[str, Any]) -> WorkflowSpec:
         version=d["version"],
         description=d.get("description", ""),
         steps=_seq_from_json(d["steps"]),
+        budget=usage.budget_from_json(d.get("budget")),
     )
 
 
@@ -267,6 +271,7 @@ def execution_to_json(ex: Execution) -> dict[str, Any]:
         "completions": ex.completions,
         "start_at_ms": ex.start_at_ms,
         "usage_by_step": {k: usage.to_json(u) for k, u in ex.usage_by_step.items()},
+        "budget": usage.budget_to_json(ex.budget),
     }
 
 
@@ -301,6 +306,7 @@ def execution_from_json(d: dict[str, Any]) -> Execution:
         completions=d.get("completions", 0),
         start_at_ms=d.get("start_at_ms", 0),
         usage_by_step={k: usage.from_json(u) for k, u in d.get("usage_by_step", {}).items()},
+        budget=usage.budget_from_json(d.get("budget")),
     )
 
 

@@ -25,6 +25,7 @@ class FailureKind(StrEnum):
     INVALID_RESULT = "invalid_result"
     COMPENSATION_FAILED = "compensation_failed"
     CHILD_WORKFLOW_FAILED = "child_workflow_failed"
+    BUDGET_EXCEEDED = "budget_exceeded"
 
 
 # The kinds a worker may report; any other is recorded as APPLICATION.

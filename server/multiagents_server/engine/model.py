@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from multiagents_server.engine.failures import Failure as Failure  # re-exported
-from multiagents_server.engine.usage import Usage
+from multiagents_server.engine.usage import NO_BUDGET, NO_USAGE, Budget, Usage
 
 JsonObject = dict[str, Any]
 _T = TypeVar("_T")
@@ -112,6 +112,9 @@ class StepSpec:
     heartbeat_timeout_ms: int = 0
     workflow: str = ""
     workflow_version: int = 0
+    # Reserved against the execution's budget while an attempt runs (its
+    # reported usage replaces it when the answer comes).
+    estimate: Usage = NO_USAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +227,8 @@ class WorkflowSpec:
     version: int
     steps: tuple[Node, ...]
     description: str = ""
+    # What one execution may use in all (tokens, cost); none by default.
+    budget: Budget = NO_BUDGET
     # Filled in __post_init__, by node id: the node, its path of names, and
     # the id after its subtree (ids of a subtree are contiguous).
     nodes: tuple[Node, ...] = field(default=(), compare=False, repr=False)
@@ -350,6 +355,8 @@ class Execution:
     start_at_ms: int = 0
     # Tokens and cost reported by the answers, by step path (engine.usage).
     usage_by_step: dict[str, Usage] = field(default_factory=dict)
+    # The definition's budget, or the one given at submit.
+    budget: Budget = NO_BUDGET
 
     def node(self, key: str | int) -> NodeRecord:
         return self.nodes.get(str(key), _PENDING)

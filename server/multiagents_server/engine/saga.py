@@ -85,6 +85,7 @@ HEARTBEAT_TIMEOUT = "HeartbeatTimeout"
 SIGNAL_TIMEOUT = "SignalTimeout"
 REJECTED = "Rejected"
 EXPRESSION_ERROR = "ExpressionError"
+BUDGET_EXCEEDED = "BudgetExceeded"
 
 # The walk's verdict on a node or a sequence.
 _DONE, _RUNNING, _FAILED, _STOPPED = "done", "running", "failed", "stopped"
@@ -211,6 +212,34 @@ class _Builder:
         if announce:
             self.history.append(StatusChanged(self.ex.state, path))
 
+    def over_budget(self, key: str) -> Failure | None:
+        """The failure of starting an attempt of `key` when the execution's
+        budget does not cover what was used, what the running attempts have
+        reserved and this step's estimate; None when it does."""
+        budget = self.ex.budget
+        if not budget:
+            return None
+        spent = usage.Usage()
+        for used in self.ex.usage_by_step.values():
+            spent += used
+        for other in self.attempts.values():
+            if other.key != key and other.kind is CommandKind.EXECUTE and other.dispatched:
+                spent += _estimate(self.ex, other.key)
+        over = budget.exceeded_by(spent + _estimate(self.ex, key))
+        if not over:
+            return None
+        return Failure(
+            f"step {self.path(key)!r} not started: {over}",
+            BUDGET_EXCEEDED,
+            non_retryable=True,
+            kind=FailureKind.BUDGET_EXCEEDED,
+        )
+
+    def refuse(self, key: str, failure: Failure) -> None:
+        """A step that may not start fails at once (without an attempt)."""
+        self.attempts.pop(key, None)
+        self.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=self.now_ms)
+
     def stop_attempt_timers(self, attempt: Attempt) -> None:
         cid = self.ex.command_id(attempt)
         self.effects.append(CancelTimer(timer_id(TIMEOUT_TIMER, cid)))
@@ -299,6 +328,10 @@ class _Builder:
         self.set(key, status=StepStatus.RUNNING, started_ms=self.now_ms)
         match node:
             case StepSpec():
+                refused = self.over_budget(key)
+                if refused is not None:
+                    self.refuse(key, refused)
+                    return True
                 self.dispatch(CommandKind.EXECUTE, key, self.rec(key).attempts + 1, context)
                 return False
             case SleepSpec():
@@ -469,6 +502,10 @@ class _Builder:
             elif rec.status is StepStatus.RUNNING:
                 running += 1
             elif running < node.max_concurrency:
+                refused = self.over_budget(item_key)
+                if refused is not None:
+                    self.refuse(item_key, refused)
+                    return self.drive_map(node, key, context)
                 running += 1
                 item_context = {**context, "item": item, "index": index}
                 self.set(item_key, status=StepStatus.RUNNING, started_ms=self.now_ms)
@@ -524,6 +561,11 @@ class _Builder:
             self.status(State.FAILED)
 
 
+def _estimate(ex: Execution, key: str) -> usage.Usage:
+    spec = ex.spec_of(key)
+    return spec.estimate if isinstance(spec, StepSpec) else usage.Usage()
+
+
 def _node_id(key: str) -> int:
     return int(key.partition(".")[0])
 
@@ -540,8 +582,10 @@ def start(
     parent_transaction_id: str = "",
     parent_command_id: str = "",
     start_at_ms: int = 0,
+    budget: usage.Budget | None = None,
 ) -> Transition:
-    """Create an execution and start it (at `start_at_ms`, when later than now)."""
+    """Create an execution and start it (at `start_at_ms`, when later than
+    now). `budget` replaces the definition's."""
     if not spec.steps:
         raise InvalidTransition("a workflow needs at least one step")
     execution = Execution(
@@ -560,6 +604,7 @@ def start(
         parent_transaction_id=parent_transaction_id,
         parent_command_id=parent_command_id,
         start_at_ms=start_at_ms if start_at_ms > now_ms else 0,
+        budget=spec.budget if budget is None else budget,
     )
     b = _Builder(execution, now_ms)
     b.history.append(StatusChanged(State.PENDING, ""))
@@ -586,7 +631,7 @@ def apply(execution: Execution, event: Event, now_ms: int) -> Transition:
     Raises `InvalidTransition` for an event the execution's state refuses
     (cancel, signal or resume of a finished execution, ...).
     """
-    return usage.account(execution, event, _apply(execution, event, now_ms))
+    return _apply(execution, event, now_ms)
 
 
 def _apply(execution: Execution, event: Event, now_ms: int) -> Transition:
@@ -594,7 +639,7 @@ def _apply(execution: Execution, event: Event, now_ms: int) -> Transition:
         case StepCompleted():
             return _on_completed(execution, event, now_ms)
         case StepFailed():
-            return _on_failed(execution, event.command_id, event.failure, now_ms)
+            return _on_failed(execution, event.command_id, event.failure, now_ms, event.usage)
         case TimerFired():
             return _on_timer(execution, event.timer_id, now_ms)
         case CancelRequested():
@@ -625,6 +670,7 @@ def _on_completed(ex: Execution, event: StepCompleted, now_ms: int) -> Transitio
     if attempt is None:
         return _unchanged(ex)
     b = _Builder(ex, now_ms)
+    b.update(usage_by_step=usage.add(ex.usage_by_step, b.path(attempt.key), event.usage))
     b.stop_attempt_timers(attempt)
     del b.attempts[attempt.key]
     spec = ex.spec_of(attempt.key)
@@ -663,7 +709,13 @@ def _retryable(policy: RetryPolicy, failure: Failure, attempt: int) -> bool:
     return attempt < policy.max_attempts
 
 
-def _on_failed(ex: Execution, command_id: str, failure: Failure, now_ms: int) -> Transition:
+def _on_failed(
+    ex: Execution,
+    command_id: str,
+    failure: Failure,
+    now_ms: int,
+    used: usage.Usage | None = None,
+) -> Transition:
     attempt = _current(ex, command_id)
     if attempt is None:
         return _unchanged(ex)
@@ -675,6 +727,7 @@ def _on_failed(ex: Execution, command_id: str, failure: Failure, now_ms: int) ->
     tries = attempt.number - (rec.compensation_retry_base if compensating else rec.retry_base)
     will_retry = _retryable(policy, failure, tries)
     b = _Builder(ex, now_ms)
+    b.update(usage_by_step=usage.add(ex.usage_by_step, b.path(attempt.key), used))
     b.stop_attempt_timers(attempt)
     worker = spec.compensation if compensating else spec.worker
     b.history.append(
@@ -728,6 +781,11 @@ def _on_timer(ex: Execution, timer: str, now_ms: int) -> Transition:
     if kind == RETRY_TIMER and not attempt.dispatched:
         b = _Builder(ex, now_ms)
         if attempt.kind is CommandKind.EXECUTE:
+            refused = b.over_budget(attempt.key)
+            if refused is not None:
+                b.refuse(attempt.key, refused)
+                b.advance()
+                return b.done()
             context = _context_of(ex, attempt.key)
         else:
             context = {**ex.context, **(ex.node(attempt.key).result or {})}

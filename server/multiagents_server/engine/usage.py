@@ -1,4 +1,5 @@
-"""Token and cost accounting: the `Usage` value and its arithmetic.
+"""Token and cost accounting: the `Usage` value and its arithmetic, and
+the `Budget` an execution may use.
 
 A worker reports what an attempt used with its answer (result or failure);
 the engine adds it to the step's sum when it accepts the answer (the answer
@@ -9,11 +10,11 @@ is an integer of nano-US-dollars, so sums are exact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from multiagents_server.engine.model import Event, Execution, Transition
+    from multiagents_server.engine.model import Execution
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,31 @@ class Usage:
         return bool(self.input_tokens or self.output_tokens or self.cost_nano_usd or self.models)
 
 
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """What an execution may use in all: tokens (input + output) and cost;
+    0 is no limit."""
+
+    max_tokens: int = 0
+    max_cost_nano_usd: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.max_tokens or self.max_cost_nano_usd)
+
+    def exceeded_by(self, used: Usage) -> str:
+        """What `used` goes over, in words; '' when within."""
+        tokens = used.input_tokens + used.output_tokens
+        if self.max_tokens and tokens > self.max_tokens:
+            return f"{tokens} tokens over the budget of {self.max_tokens}"
+        if self.max_cost_nano_usd and used.cost_nano_usd > self.max_cost_nano_usd:
+            return f"cost {used.cost_nano_usd} nano-USD over the budget of {self.max_cost_nano_usd}"
+        return ""
+
+
+NO_USAGE = Usage()
+NO_BUDGET = Budget()
+
+
 def total(ex: Execution) -> Usage:
     """The execution's usage: the sum over its steps."""
     out = Usage()
@@ -45,22 +71,13 @@ def total(ex: Execution) -> Usage:
     return out
 
 
-def account(before: Execution, event: Event, transition: Transition) -> Transition:
-    """Add the usage an accepted answer reports to the step it answers (by
-    the step's path; a map item's usage goes to its item path)."""
-    # Imported here: model imports this module (for the Usage of its events).
-    from multiagents_server.engine.model import parse_command_id
-
-    reported: Usage | None = getattr(event, "usage", None)
-    if not reported or not transition.changed:
-        return transition
-    parsed = parse_command_id(getattr(event, "command_id", ""))
-    if parsed is None:
-        return transition
-    step = before.path_of(parsed[2])
-    by_step = dict(transition.execution.usage_by_step)
-    by_step[step] = by_step.get(step, Usage()) + reported
-    return replace(transition, execution=replace(transition.execution, usage_by_step=by_step))
+def add(by_step: dict[str, Usage], step: str, reported: Usage | None) -> dict[str, Usage]:
+    """`by_step` with `reported` added to `step`'s sum (a new dict)."""
+    if not reported:
+        return by_step
+    out = dict(by_step)
+    out[step] = out.get(step, Usage()) + reported
+    return out
 
 
 def to_json(u: Usage) -> dict[str, Any]:
@@ -74,3 +91,11 @@ def to_json(u: Usage) -> dict[str, Any]:
 
 def from_json(d: dict[str, Any]) -> Usage:
     return Usage(d["in"], d["out"], d["cost"], tuple(d["models"]))
+
+
+def budget_to_json(b: Budget) -> list[int]:
+    return [b.max_tokens, b.max_cost_nano_usd]
+
+
+def budget_from_json(d: list[int] | None) -> Budget:
+    return Budget(*d) if d else Budget()

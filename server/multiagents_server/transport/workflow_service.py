@@ -98,6 +98,11 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
         delay_ms = request.start_delay.ToMilliseconds() if request.HasField("start_delay") else 0
         if not 0 <= delay_ms <= convert.MAX_TIMEOUT_MS:
             raise InvalidArgument("start_delay: must be between 0 and 365 days")
+        budget = (
+            convert.budget_from_proto(request.budget, "budget")
+            if request.HasField("budget")
+            else None
+        )
         self._submits += 1
         try:
             tx, created = await self.orchestrator.execute(
@@ -108,6 +113,7 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 correlation_id=request.correlation_id,
                 metadata={k: str(v) for k, v in metadata.items()},
                 start_delay_ms=delay_ms,
+                budget=budget,
             )
         finally:
             self._submits -= 1

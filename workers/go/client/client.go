@@ -231,8 +231,8 @@ func stateFromProto(s pb.WorkflowState) State {
 
 // FailureKind is the class of a failure, common.proto's FailureKind
 // without its prefix: "APPLICATION", "TIMEOUT", "HEARTBEAT_TIMEOUT",
-// "WORKER_LOST", "CANCELLED", "INVALID_RESULT", "COMPENSATION_FAILED" or
-// "CHILD_WORKFLOW_FAILED".
+// "WORKER_LOST", "CANCELLED", "INVALID_RESULT", "COMPENSATION_FAILED",
+// "CHILD_WORKFLOW_FAILED" or "BUDGET_EXCEEDED".
 type FailureKind string
 
 // The failure kinds (documented in common.proto).
@@ -245,6 +245,7 @@ const (
 	KindInvalidResult       FailureKind = "INVALID_RESULT"
 	KindCompensationFailed  FailureKind = "COMPENSATION_FAILED"
 	KindChildWorkflowFailed FailureKind = "CHILD_WORKFLOW_FAILED"
+	KindBudgetExceeded      FailureKind = "BUDGET_EXCEEDED"
 )
 
 // KindFromProto names a wire FailureKind; UNSPECIFIED and values newer than

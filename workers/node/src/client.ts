@@ -197,6 +197,7 @@ export class Client {
         name: spec.name,
         version: spec.version ?? 1,
         description: spec.description ?? "",
+        budget: undefined,
         steps: spec.steps.map((step) => ({
           name: step.name,
           worker: step.worker,
@@ -212,6 +213,7 @@ export class Client {
           condition: undefined,
           waitForSignal: undefined,
           sleep: undefined,
+          usageEstimate: undefined,
         })),
       },
     });
@@ -228,6 +230,7 @@ export class Client {
       requestId: options.requestId ?? "",
       correlationId: options.correlationId ?? "",
       startDelay: undefined,
+      budget: undefined,
     });
     return response.transactionId;
   }

@@ -23,7 +23,8 @@ export type FailureKindName =
   | "CANCELLED"
   | "INVALID_RESULT"
   | "COMPENSATION_FAILED"
-  | "CHILD_WORKFLOW_FAILED";
+  | "CHILD_WORKFLOW_FAILED"
+  | "BUDGET_EXCEEDED";
 
 /** The name of a wire FailureKind; UNSPECIFIED and values newer than this SDK read as APPLICATION. */
 export function failureKindName(kind: FailureKind): FailureKindName {

@@ -79,6 +79,11 @@ const (
 	// cause). Produced by the server. Retried (a new child) unless the cause
 	// is non-retryable, the child was cancelled, or the definition is missing.
 	FailureKind_FAILURE_KIND_CHILD_WORKFLOW_FAILED FailureKind = 8
+	// A step was not started because the execution's budget (tokens or cost)
+	// would be exceeded by what was used, what running attempts reserved and
+	// the step's usage_estimate. Produced by the server (type
+	// "BudgetExceeded"). Never retried; the workflow compensates.
+	FailureKind_FAILURE_KIND_BUDGET_EXCEEDED FailureKind = 9
 )
 
 // Enum value maps for FailureKind.
@@ -93,6 +98,7 @@ var (
 		6: "FAILURE_KIND_INVALID_RESULT",
 		7: "FAILURE_KIND_COMPENSATION_FAILED",
 		8: "FAILURE_KIND_CHILD_WORKFLOW_FAILED",
+		9: "FAILURE_KIND_BUDGET_EXCEEDED",
 	}
 	FailureKind_value = map[string]int32{
 		"FAILURE_KIND_UNSPECIFIED":           0,
@@ -104,6 +110,7 @@ var (
 		"FAILURE_KIND_INVALID_RESULT":        6,
 		"FAILURE_KIND_COMPENSATION_FAILED":   7,
 		"FAILURE_KIND_CHILD_WORKFLOW_FAILED": 8,
+		"FAILURE_KIND_BUDGET_EXCEEDED":       9,
 	}
 )
 
@@ -445,6 +452,61 @@ func (x *Failure) GetCause() *Failure {
 	return nil
 }
 
+// Budget caps what one execution may use in all. A zero field is no limit.
+type Budget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Input plus output tokens; >= 0.
+	MaxTokens int64 `protobuf:"varint,1,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`
+	// Cost in nano-US-dollars (Usage.cost_nano_usd); >= 0.
+	MaxCostNanoUsd int64 `protobuf:"varint,2,opt,name=max_cost_nano_usd,json=maxCostNanoUsd,proto3" json:"max_cost_nano_usd,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Budget) Reset() {
+	*x = Budget{}
+	mi := &file_multiagents_v1_common_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Budget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Budget) ProtoMessage() {}
+
+func (x *Budget) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_common_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Budget.ProtoReflect.Descriptor instead.
+func (*Budget) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_common_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Budget) GetMaxTokens() int64 {
+	if x != nil {
+		return x.MaxTokens
+	}
+	return 0
+}
+
+func (x *Budget) GetMaxCostNanoUsd() int64 {
+	if x != nil {
+		return x.MaxCostNanoUsd
+	}
+	return 0
+}
+
 // Usage is what running a step cost: tokens and money, as reported by the
 // worker (an LLM call's usage). Sums (per step, execution, workflow name) add
 // each field; see docs/protocol.md "Streaming output and usage".
@@ -467,7 +529,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_multiagents_v1_common_proto_msgTypes[2]
+	mi := &file_multiagents_v1_common_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +541,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_common_proto_msgTypes[2]
+	mi := &file_multiagents_v1_common_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +554,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_common_proto_rawDescGZIP(), []int{2}
+	return file_multiagents_v1_common_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Usage) GetInputTokens() int64 {
@@ -542,12 +604,16 @@ const file_multiagents_v1_common_proto_rawDesc = "" +
 	"stackTrace\x121\n" +
 	"\adetails\x18\x05 \x01(\v2\x17.multiagents.v1.PayloadR\adetails\x12/\n" +
 	"\x04kind\x18\x06 \x01(\x0e2\x1b.multiagents.v1.FailureKindR\x04kind\x12-\n" +
-	"\x05cause\x18\a \x01(\v2\x17.multiagents.v1.FailureR\x05cause\"\x89\x01\n" +
+	"\x05cause\x18\a \x01(\v2\x17.multiagents.v1.FailureR\x05cause\"R\n" +
+	"\x06Budget\x12\x1d\n" +
+	"\n" +
+	"max_tokens\x18\x01 \x01(\x03R\tmaxTokens\x12)\n" +
+	"\x11max_cost_nano_usd\x18\x02 \x01(\x03R\x0emaxCostNanoUsd\"\x89\x01\n" +
 	"\x05Usage\x12!\n" +
 	"\finput_tokens\x18\x01 \x01(\x03R\vinputTokens\x12#\n" +
 	"\routput_tokens\x18\x02 \x01(\x03R\foutputTokens\x12\x14\n" +
 	"\x05model\x18\x03 \x01(\tR\x05model\x12\"\n" +
-	"\rcost_nano_usd\x18\x04 \x01(\x03R\vcostNanoUsd*\xb0\x02\n" +
+	"\rcost_nano_usd\x18\x04 \x01(\x03R\vcostNanoUsd*\xd2\x02\n" +
 	"\vFailureKind\x12\x1c\n" +
 	"\x18FAILURE_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18FAILURE_KIND_APPLICATION\x10\x01\x12\x18\n" +
@@ -557,7 +623,8 @@ const file_multiagents_v1_common_proto_rawDesc = "" +
 	"\x16FAILURE_KIND_CANCELLED\x10\x05\x12\x1f\n" +
 	"\x1bFAILURE_KIND_INVALID_RESULT\x10\x06\x12$\n" +
 	" FAILURE_KIND_COMPENSATION_FAILED\x10\a\x12&\n" +
-	"\"FAILURE_KIND_CHILD_WORKFLOW_FAILED\x10\b*\xff\x01\n" +
+	"\"FAILURE_KIND_CHILD_WORKFLOW_FAILED\x10\b\x12 \n" +
+	"\x1cFAILURE_KIND_BUDGET_EXCEEDED\x10\t*\xff\x01\n" +
 	"\rWorkflowState\x12\x1e\n" +
 	"\x1aWORKFLOW_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16WORKFLOW_STATE_PENDING\x10\x01\x12\x1a\n" +
@@ -587,18 +654,19 @@ func file_multiagents_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_multiagents_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_multiagents_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_multiagents_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_multiagents_v1_common_proto_goTypes = []any{
 	(FailureKind)(0),   // 0: multiagents.v1.FailureKind
 	(WorkflowState)(0), // 1: multiagents.v1.WorkflowState
 	(OutputKind)(0),    // 2: multiagents.v1.OutputKind
 	(*Payload)(nil),    // 3: multiagents.v1.Payload
 	(*Failure)(nil),    // 4: multiagents.v1.Failure
-	(*Usage)(nil),      // 5: multiagents.v1.Usage
-	nil,                // 6: multiagents.v1.Payload.MetadataEntry
+	(*Budget)(nil),     // 5: multiagents.v1.Budget
+	(*Usage)(nil),      // 6: multiagents.v1.Usage
+	nil,                // 7: multiagents.v1.Payload.MetadataEntry
 }
 var file_multiagents_v1_common_proto_depIdxs = []int32{
-	6, // 0: multiagents.v1.Payload.metadata:type_name -> multiagents.v1.Payload.MetadataEntry
+	7, // 0: multiagents.v1.Payload.metadata:type_name -> multiagents.v1.Payload.MetadataEntry
 	3, // 1: multiagents.v1.Failure.details:type_name -> multiagents.v1.Payload
 	0, // 2: multiagents.v1.Failure.kind:type_name -> multiagents.v1.FailureKind
 	4, // 3: multiagents.v1.Failure.cause:type_name -> multiagents.v1.Failure
@@ -620,7 +688,7 @@ func file_multiagents_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_multiagents_v1_common_proto_rawDesc), len(file_multiagents_v1_common_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -276,7 +276,12 @@ type StepDefinition struct {
 	// Waits for a signal (SignalWorkflow), e.g. a person's approval.
 	WaitForSignal *WaitForSignal `protobuf:"bytes,13,opt,name=wait_for_signal,json=waitForSignal,proto3" json:"wait_for_signal,omitempty"`
 	// Waits for a fixed time (a durable timer).
-	Sleep         *Sleep `protobuf:"bytes,14,opt,name=sleep,proto3" json:"sleep,omitempty"`
+	Sleep *Sleep `protobuf:"bytes,14,opt,name=sleep,proto3" json:"sleep,omitempty"`
+	// What an attempt of this worker or workflow step is expected to use
+	// (tokens, cost; model ignored): reserved against the execution's budget
+	// while the attempt runs, replaced by the usage its answer reports.
+	// Unset reserves nothing.
+	UsageEstimate *Usage `protobuf:"bytes,15,opt,name=usage_estimate,json=usageEstimate,proto3" json:"usage_estimate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -405,6 +410,13 @@ func (x *StepDefinition) GetWaitForSignal() *WaitForSignal {
 func (x *StepDefinition) GetSleep() *Sleep {
 	if x != nil {
 		return x.Sleep
+	}
+	return nil
+}
+
+func (x *StepDefinition) GetUsageEstimate() *Usage {
+	if x != nil {
+		return x.UsageEstimate
 	}
 	return nil
 }
@@ -878,7 +890,14 @@ type WorkflowDefinition struct {
 	// Steps, executed in order.
 	Steps []*StepDefinition `protobuf:"bytes,3,rep,name=steps,proto3" json:"steps,omitempty"`
 	// Free-form description.
-	Description   string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	Description string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	// What one execution may use in all (ExecuteWorkflowRequest.budget
+	// replaces it for one execution). Before each attempt of a step the
+	// server checks that the usage so far, the estimates of the attempts
+	// running and the step's usage_estimate stay within it; else the step
+	// fails with FAILURE_KIND_BUDGET_EXCEEDED (not retried) and the workflow
+	// compensates. Unset: no limit.
+	Budget        *Budget `protobuf:"bytes,5,opt,name=budget,proto3" json:"budget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -939,6 +958,13 @@ func (x *WorkflowDefinition) GetDescription() string {
 		return x.Description
 	}
 	return ""
+}
+
+func (x *WorkflowDefinition) GetBudget() *Budget {
+	if x != nil {
+		return x.Budget
+	}
+	return nil
 }
 
 // StepInfo describes one step of an execution.
@@ -1226,6 +1252,8 @@ type WorkflowStatus struct {
 	WaitingSignals []*WaitingSignal `protobuf:"bytes,18,rep,name=waiting_signals,json=waitingSignals,proto3" json:"waiting_signals,omitempty"`
 	// A delayed start: when the first step starts. Unset when started at once.
 	StartAt *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=start_at,json=startAt,proto3" json:"start_at,omitempty"`
+	// The execution's budget; unset when it has none.
+	Budget *Budget `protobuf:"bytes,22,opt,name=budget,proto3" json:"budget,omitempty"`
 	// Tokens and cost of the execution: the sum of its steps' usage. Unset
 	// when none was reported.
 	Usage *Usage `protobuf:"bytes,20,opt,name=usage,proto3" json:"usage,omitempty"`
@@ -1399,6 +1427,13 @@ func (x *WorkflowStatus) GetStartAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *WorkflowStatus) GetBudget() *Budget {
+	if x != nil {
+		return x.Budget
+	}
+	return nil
+}
+
 func (x *WorkflowStatus) GetUsage() *Usage {
 	if x != nil {
 		return x.Usage
@@ -1423,7 +1458,7 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\x10initial_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0finitialInterval\x12/\n" +
 	"\x13backoff_coefficient\x18\x03 \x01(\x01R\x12backoffCoefficient\x12D\n" +
 	"\x10maximum_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fmaximumInterval\x129\n" +
-	"\x19non_retryable_error_types\x18\x05 \x03(\tR\x16nonRetryableErrorTypes\"\xd0\x05\n" +
+	"\x19non_retryable_error_types\x18\x05 \x03(\tR\x16nonRetryableErrorTypes\"\x8e\x06\n" +
 	"\x0eStepDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06worker\x18\x02 \x01(\tR\x06worker\x12\"\n" +
@@ -1439,7 +1474,8 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\x03map\x18\v \x01(\v2\x17.multiagents.v1.MapStepR\x03map\x127\n" +
 	"\tcondition\x18\f \x01(\v2\x19.multiagents.v1.ConditionR\tcondition\x12E\n" +
 	"\x0fwait_for_signal\x18\r \x01(\v2\x1d.multiagents.v1.WaitForSignalR\rwaitForSignal\x12+\n" +
-	"\x05sleep\x18\x0e \x01(\v2\x15.multiagents.v1.SleepR\x05sleep\"R\n" +
+	"\x05sleep\x18\x0e \x01(\v2\x15.multiagents.v1.SleepR\x05sleep\x12<\n" +
+	"\x0eusage_estimate\x18\x0f \x01(\v2\x15.multiagents.v1.UsageR\rusageEstimate\"R\n" +
 	"\x06Branch\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\x05steps\x18\x02 \x03(\v2\x1e.multiagents.v1.StepDefinitionR\x05steps\"\x91\x01\n" +
@@ -1466,12 +1502,13 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"on_timeout\x18\x04 \x03(\v2\x1e.multiagents.v1.StepDefinitionR\tonTimeout\x12\x1a\n" +
 	"\bapproval\x18\x05 \x01(\bR\bapproval\">\n" +
 	"\x05Sleep\x125\n" +
-	"\bduration\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\x9a\x01\n" +
+	"\bduration\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xca\x01\n" +
 	"\x12WorkflowDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x05R\aversion\x124\n" +
 	"\x05steps\x18\x03 \x03(\v2\x1e.multiagents.v1.StepDefinitionR\x05steps\x12 \n" +
-	"\vdescription\x18\x04 \x01(\tR\vdescription\"\xc1\x03\n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\x12.\n" +
+	"\x06budget\x18\x05 \x01(\v2\x16.multiagents.v1.BudgetR\x06budget\"\xc1\x03\n" +
 	"\bStepInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1a.multiagents.v1.StepStatusR\x06status\x12\x1a\n" +
@@ -1495,7 +1532,7 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\bapproval\x18\x05 \x01(\bR\bapproval\x120\n" +
 	"\x05since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x129\n" +
 	"\n" +
-	"timeout_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\ttimeoutAt\"\xae\b\n" +
+	"timeout_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\ttimeoutAt\"\xde\b\n" +
 	"\x0eWorkflowStatus\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12%\n" +
 	"\x0ecorrelation_id\x18\x02 \x01(\tR\rcorrelationId\x12#\n" +
@@ -1518,7 +1555,8 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\x15parent_transaction_id\x18\x10 \x01(\tR\x13parentTransactionId\x12#\n" +
 	"\rrunning_steps\x18\x11 \x03(\tR\frunningSteps\x12F\n" +
 	"\x0fwaiting_signals\x18\x12 \x03(\v2\x1d.multiagents.v1.WaitingSignalR\x0ewaitingSignals\x125\n" +
-	"\bstart_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\astartAt\x12+\n" +
+	"\bstart_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\astartAt\x12.\n" +
+	"\x06budget\x18\x16 \x01(\v2\x16.multiagents.v1.BudgetR\x06budget\x12+\n" +
 	"\x05usage\x18\x14 \x01(\v2\x15.multiagents.v1.UsageR\x05usage\x12<\n" +
 	"\x0eworkflow_usage\x18\x15 \x01(\v2\x15.multiagents.v1.UsageR\rworkflowUsage*\x8d\x01\n" +
 	"\x15ParallelFailurePolicy\x12'\n" +
@@ -1568,12 +1606,13 @@ var file_multiagents_v1_workflow_proto_goTypes = []any{
 	(*WaitingSignal)(nil),         // 13: multiagents.v1.WaitingSignal
 	(*WorkflowStatus)(nil),        // 14: multiagents.v1.WorkflowStatus
 	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
-	(*structpb.Value)(nil),        // 16: google.protobuf.Value
-	(*Failure)(nil),               // 17: multiagents.v1.Failure
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*Usage)(nil),                 // 19: multiagents.v1.Usage
-	(WorkflowState)(0),            // 20: multiagents.v1.WorkflowState
-	(*Payload)(nil),               // 21: multiagents.v1.Payload
+	(*Usage)(nil),                 // 16: multiagents.v1.Usage
+	(*structpb.Value)(nil),        // 17: google.protobuf.Value
+	(*Budget)(nil),                // 18: multiagents.v1.Budget
+	(*Failure)(nil),               // 19: multiagents.v1.Failure
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(WorkflowState)(0),            // 21: multiagents.v1.WorkflowState
+	(*Payload)(nil),               // 22: multiagents.v1.Payload
 }
 var file_multiagents_v1_workflow_proto_depIdxs = []int32{
 	15, // 0: multiagents.v1.RetryPolicy.initial_interval:type_name -> google.protobuf.Duration
@@ -1587,42 +1626,45 @@ var file_multiagents_v1_workflow_proto_depIdxs = []int32{
 	8,  // 8: multiagents.v1.StepDefinition.condition:type_name -> multiagents.v1.Condition
 	9,  // 9: multiagents.v1.StepDefinition.wait_for_signal:type_name -> multiagents.v1.WaitForSignal
 	10, // 10: multiagents.v1.StepDefinition.sleep:type_name -> multiagents.v1.Sleep
-	3,  // 11: multiagents.v1.Branch.steps:type_name -> multiagents.v1.StepDefinition
-	4,  // 12: multiagents.v1.ParallelGroup.branches:type_name -> multiagents.v1.Branch
-	0,  // 13: multiagents.v1.ParallelGroup.failure_policy:type_name -> multiagents.v1.ParallelFailurePolicy
-	3,  // 14: multiagents.v1.MapStep.step:type_name -> multiagents.v1.StepDefinition
-	16, // 15: multiagents.v1.ConditionCase.equals:type_name -> google.protobuf.Value
-	3,  // 16: multiagents.v1.ConditionCase.steps:type_name -> multiagents.v1.StepDefinition
-	7,  // 17: multiagents.v1.Condition.cases:type_name -> multiagents.v1.ConditionCase
-	3,  // 18: multiagents.v1.Condition.otherwise:type_name -> multiagents.v1.StepDefinition
-	15, // 19: multiagents.v1.WaitForSignal.timeout:type_name -> google.protobuf.Duration
-	3,  // 20: multiagents.v1.WaitForSignal.on_timeout:type_name -> multiagents.v1.StepDefinition
-	15, // 21: multiagents.v1.Sleep.duration:type_name -> google.protobuf.Duration
-	3,  // 22: multiagents.v1.WorkflowDefinition.steps:type_name -> multiagents.v1.StepDefinition
-	1,  // 23: multiagents.v1.StepInfo.status:type_name -> multiagents.v1.StepStatus
-	17, // 24: multiagents.v1.StepInfo.last_failure:type_name -> multiagents.v1.Failure
-	18, // 25: multiagents.v1.StepInfo.started_at:type_name -> google.protobuf.Timestamp
-	18, // 26: multiagents.v1.StepInfo.finished_at:type_name -> google.protobuf.Timestamp
-	19, // 27: multiagents.v1.StepInfo.usage:type_name -> multiagents.v1.Usage
-	18, // 28: multiagents.v1.WaitingSignal.since:type_name -> google.protobuf.Timestamp
-	18, // 29: multiagents.v1.WaitingSignal.timeout_at:type_name -> google.protobuf.Timestamp
-	20, // 30: multiagents.v1.WorkflowStatus.state:type_name -> multiagents.v1.WorkflowState
-	21, // 31: multiagents.v1.WorkflowStatus.step_results:type_name -> multiagents.v1.Payload
-	21, // 32: multiagents.v1.WorkflowStatus.context:type_name -> multiagents.v1.Payload
-	17, // 33: multiagents.v1.WorkflowStatus.failure:type_name -> multiagents.v1.Failure
-	12, // 34: multiagents.v1.WorkflowStatus.steps:type_name -> multiagents.v1.StepInfo
-	18, // 35: multiagents.v1.WorkflowStatus.created_at:type_name -> google.protobuf.Timestamp
-	18, // 36: multiagents.v1.WorkflowStatus.updated_at:type_name -> google.protobuf.Timestamp
-	18, // 37: multiagents.v1.WorkflowStatus.completed_at:type_name -> google.protobuf.Timestamp
-	13, // 38: multiagents.v1.WorkflowStatus.waiting_signals:type_name -> multiagents.v1.WaitingSignal
-	18, // 39: multiagents.v1.WorkflowStatus.start_at:type_name -> google.protobuf.Timestamp
-	19, // 40: multiagents.v1.WorkflowStatus.usage:type_name -> multiagents.v1.Usage
-	19, // 41: multiagents.v1.WorkflowStatus.workflow_usage:type_name -> multiagents.v1.Usage
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	16, // 11: multiagents.v1.StepDefinition.usage_estimate:type_name -> multiagents.v1.Usage
+	3,  // 12: multiagents.v1.Branch.steps:type_name -> multiagents.v1.StepDefinition
+	4,  // 13: multiagents.v1.ParallelGroup.branches:type_name -> multiagents.v1.Branch
+	0,  // 14: multiagents.v1.ParallelGroup.failure_policy:type_name -> multiagents.v1.ParallelFailurePolicy
+	3,  // 15: multiagents.v1.MapStep.step:type_name -> multiagents.v1.StepDefinition
+	17, // 16: multiagents.v1.ConditionCase.equals:type_name -> google.protobuf.Value
+	3,  // 17: multiagents.v1.ConditionCase.steps:type_name -> multiagents.v1.StepDefinition
+	7,  // 18: multiagents.v1.Condition.cases:type_name -> multiagents.v1.ConditionCase
+	3,  // 19: multiagents.v1.Condition.otherwise:type_name -> multiagents.v1.StepDefinition
+	15, // 20: multiagents.v1.WaitForSignal.timeout:type_name -> google.protobuf.Duration
+	3,  // 21: multiagents.v1.WaitForSignal.on_timeout:type_name -> multiagents.v1.StepDefinition
+	15, // 22: multiagents.v1.Sleep.duration:type_name -> google.protobuf.Duration
+	3,  // 23: multiagents.v1.WorkflowDefinition.steps:type_name -> multiagents.v1.StepDefinition
+	18, // 24: multiagents.v1.WorkflowDefinition.budget:type_name -> multiagents.v1.Budget
+	1,  // 25: multiagents.v1.StepInfo.status:type_name -> multiagents.v1.StepStatus
+	19, // 26: multiagents.v1.StepInfo.last_failure:type_name -> multiagents.v1.Failure
+	20, // 27: multiagents.v1.StepInfo.started_at:type_name -> google.protobuf.Timestamp
+	20, // 28: multiagents.v1.StepInfo.finished_at:type_name -> google.protobuf.Timestamp
+	16, // 29: multiagents.v1.StepInfo.usage:type_name -> multiagents.v1.Usage
+	20, // 30: multiagents.v1.WaitingSignal.since:type_name -> google.protobuf.Timestamp
+	20, // 31: multiagents.v1.WaitingSignal.timeout_at:type_name -> google.protobuf.Timestamp
+	21, // 32: multiagents.v1.WorkflowStatus.state:type_name -> multiagents.v1.WorkflowState
+	22, // 33: multiagents.v1.WorkflowStatus.step_results:type_name -> multiagents.v1.Payload
+	22, // 34: multiagents.v1.WorkflowStatus.context:type_name -> multiagents.v1.Payload
+	19, // 35: multiagents.v1.WorkflowStatus.failure:type_name -> multiagents.v1.Failure
+	12, // 36: multiagents.v1.WorkflowStatus.steps:type_name -> multiagents.v1.StepInfo
+	20, // 37: multiagents.v1.WorkflowStatus.created_at:type_name -> google.protobuf.Timestamp
+	20, // 38: multiagents.v1.WorkflowStatus.updated_at:type_name -> google.protobuf.Timestamp
+	20, // 39: multiagents.v1.WorkflowStatus.completed_at:type_name -> google.protobuf.Timestamp
+	13, // 40: multiagents.v1.WorkflowStatus.waiting_signals:type_name -> multiagents.v1.WaitingSignal
+	20, // 41: multiagents.v1.WorkflowStatus.start_at:type_name -> google.protobuf.Timestamp
+	18, // 42: multiagents.v1.WorkflowStatus.budget:type_name -> multiagents.v1.Budget
+	16, // 43: multiagents.v1.WorkflowStatus.usage:type_name -> multiagents.v1.Usage
+	16, // 44: multiagents.v1.WorkflowStatus.workflow_usage:type_name -> multiagents.v1.Usage
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_workflow_proto_init() }

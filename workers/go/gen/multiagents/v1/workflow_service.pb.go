@@ -316,7 +316,10 @@ type ExecuteWorkflowRequest struct {
 	CorrelationId string `protobuf:"bytes,5,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
 	// Optional delayed start: the execution is PENDING until then (durable
 	// timer), then starts. Unset or zero starts at once; at most 365 days.
-	StartDelay    *durationpb.Duration `protobuf:"bytes,6,opt,name=start_delay,json=startDelay,proto3" json:"start_delay,omitempty"`
+	StartDelay *durationpb.Duration `protobuf:"bytes,6,opt,name=start_delay,json=startDelay,proto3" json:"start_delay,omitempty"`
+	// Optional budget of this execution, replacing the definition's (a zero
+	// field is no limit). Negative values are INVALID_ARGUMENT.
+	Budget        *Budget `protobuf:"bytes,7,opt,name=budget,proto3" json:"budget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -389,6 +392,13 @@ func (x *ExecuteWorkflowRequest) GetCorrelationId() string {
 func (x *ExecuteWorkflowRequest) GetStartDelay() *durationpb.Duration {
 	if x != nil {
 		return x.StartDelay
+	}
+	return nil
+}
+
+func (x *ExecuteWorkflowRequest) GetBudget() *Budget {
+	if x != nil {
+		return x.Budget
 	}
 	return nil
 }
@@ -1826,7 +1836,7 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"definition\" \n" +
 	"\x1eListWorkflowDefinitionsRequest\"g\n" +
 	"\x1fListWorkflowDefinitionsResponse\x12D\n" +
-	"\vdefinitions\x18\x01 \x03(\v2\".multiagents.v1.WorkflowDefinitionR\vdefinitions\"\x88\x02\n" +
+	"\vdefinitions\x18\x01 \x03(\v2\".multiagents.v1.WorkflowDefinitionR\vdefinitions\"\xb8\x02\n" +
 	"\x16ExecuteWorkflowRequest\x12#\n" +
 	"\rworkflow_name\x18\x01 \x01(\tR\fworkflowName\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x05R\aversion\x12-\n" +
@@ -1835,7 +1845,8 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12%\n" +
 	"\x0ecorrelation_id\x18\x05 \x01(\tR\rcorrelationId\x12:\n" +
 	"\vstart_delay\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"startDelay\"Z\n" +
+	"startDelay\x12.\n" +
+	"\x06budget\x18\a \x01(\v2\x16.multiagents.v1.BudgetR\x06budget\"Z\n" +
 	"\x17ExecuteWorkflowResponse\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\"9\n" +
@@ -1978,13 +1989,14 @@ var file_multiagents_v1_workflow_service_proto_goTypes = []any{
 	(*WorkflowDefinition)(nil),              // 30: multiagents.v1.WorkflowDefinition
 	(*Payload)(nil),                         // 31: multiagents.v1.Payload
 	(*durationpb.Duration)(nil),             // 32: google.protobuf.Duration
-	(*WorkflowStatus)(nil),                  // 33: multiagents.v1.WorkflowStatus
-	(*StatusEvent)(nil),                     // 34: multiagents.v1.StatusEvent
-	(*WorkflowEvent)(nil),                   // 35: multiagents.v1.WorkflowEvent
-	(WorkflowState)(0),                      // 36: multiagents.v1.WorkflowState
-	(*WaitingSignal)(nil),                   // 37: multiagents.v1.WaitingSignal
-	(*timestamppb.Timestamp)(nil),           // 38: google.protobuf.Timestamp
-	(OutputKind)(0),                         // 39: multiagents.v1.OutputKind
+	(*Budget)(nil),                          // 33: multiagents.v1.Budget
+	(*WorkflowStatus)(nil),                  // 34: multiagents.v1.WorkflowStatus
+	(*StatusEvent)(nil),                     // 35: multiagents.v1.StatusEvent
+	(*WorkflowEvent)(nil),                   // 36: multiagents.v1.WorkflowEvent
+	(WorkflowState)(0),                      // 37: multiagents.v1.WorkflowState
+	(*WaitingSignal)(nil),                   // 38: multiagents.v1.WaitingSignal
+	(*timestamppb.Timestamp)(nil),           // 39: google.protobuf.Timestamp
+	(OutputKind)(0),                         // 40: multiagents.v1.OutputKind
 }
 var file_multiagents_v1_workflow_service_proto_depIdxs = []int32{
 	30, // 0: multiagents.v1.RegisterWorkflowRequest.definition:type_name -> multiagents.v1.WorkflowDefinition
@@ -1992,53 +2004,54 @@ var file_multiagents_v1_workflow_service_proto_depIdxs = []int32{
 	30, // 2: multiagents.v1.ListWorkflowDefinitionsResponse.definitions:type_name -> multiagents.v1.WorkflowDefinition
 	31, // 3: multiagents.v1.ExecuteWorkflowRequest.input:type_name -> multiagents.v1.Payload
 	32, // 4: multiagents.v1.ExecuteWorkflowRequest.start_delay:type_name -> google.protobuf.Duration
-	33, // 5: multiagents.v1.GetStatusResponse.status:type_name -> multiagents.v1.WorkflowStatus
-	34, // 6: multiagents.v1.WatchWorkflowResponse.event:type_name -> multiagents.v1.StatusEvent
-	33, // 7: multiagents.v1.WatchWorkflowResponse.final_status:type_name -> multiagents.v1.WorkflowStatus
-	26, // 8: multiagents.v1.WatchWorkflowResponse.output:type_name -> multiagents.v1.StepOutput
-	35, // 9: multiagents.v1.WatchWorkflowResponse.history_event:type_name -> multiagents.v1.WorkflowEvent
-	36, // 10: multiagents.v1.ListWorkflowsRequest.state:type_name -> multiagents.v1.WorkflowState
-	33, // 11: multiagents.v1.ListWorkflowsResponse.workflows:type_name -> multiagents.v1.WorkflowStatus
-	35, // 12: multiagents.v1.GetHistoryResponse.events:type_name -> multiagents.v1.WorkflowEvent
-	31, // 13: multiagents.v1.SignalWorkflowRequest.payload:type_name -> multiagents.v1.Payload
-	37, // 14: multiagents.v1.ListWaitingSignalsResponse.waiting:type_name -> multiagents.v1.WaitingSignal
-	26, // 15: multiagents.v1.StreamStepOutputResponse.output:type_name -> multiagents.v1.StepOutput
-	38, // 16: multiagents.v1.StepOutput.time:type_name -> google.protobuf.Timestamp
-	27, // 17: multiagents.v1.StepOutput.chunk:type_name -> multiagents.v1.StepOutputChunk
-	28, // 18: multiagents.v1.StepOutput.rewind:type_name -> multiagents.v1.StepOutputRewind
-	29, // 19: multiagents.v1.StepOutput.gap:type_name -> multiagents.v1.StepOutputGap
-	39, // 20: multiagents.v1.StepOutputChunk.kind:type_name -> multiagents.v1.OutputKind
-	0,  // 21: multiagents.v1.WorkflowService.RegisterWorkflow:input_type -> multiagents.v1.RegisterWorkflowRequest
-	2,  // 22: multiagents.v1.WorkflowService.GetWorkflowDefinition:input_type -> multiagents.v1.GetWorkflowDefinitionRequest
-	4,  // 23: multiagents.v1.WorkflowService.ListWorkflowDefinitions:input_type -> multiagents.v1.ListWorkflowDefinitionsRequest
-	6,  // 24: multiagents.v1.WorkflowService.ExecuteWorkflow:input_type -> multiagents.v1.ExecuteWorkflowRequest
-	8,  // 25: multiagents.v1.WorkflowService.GetStatus:input_type -> multiagents.v1.GetStatusRequest
-	10, // 26: multiagents.v1.WorkflowService.WatchWorkflow:input_type -> multiagents.v1.WatchWorkflowRequest
-	12, // 27: multiagents.v1.WorkflowService.CancelWorkflow:input_type -> multiagents.v1.CancelWorkflowRequest
-	14, // 28: multiagents.v1.WorkflowService.ListWorkflows:input_type -> multiagents.v1.ListWorkflowsRequest
-	16, // 29: multiagents.v1.WorkflowService.GetHistory:input_type -> multiagents.v1.GetHistoryRequest
-	18, // 30: multiagents.v1.WorkflowService.SignalWorkflow:input_type -> multiagents.v1.SignalWorkflowRequest
-	20, // 31: multiagents.v1.WorkflowService.ResumeWorkflow:input_type -> multiagents.v1.ResumeWorkflowRequest
-	22, // 32: multiagents.v1.WorkflowService.ListWaitingSignals:input_type -> multiagents.v1.ListWaitingSignalsRequest
-	24, // 33: multiagents.v1.WorkflowService.StreamStepOutput:input_type -> multiagents.v1.StreamStepOutputRequest
-	1,  // 34: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
-	3,  // 35: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
-	5,  // 36: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
-	7,  // 37: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
-	9,  // 38: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
-	11, // 39: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
-	13, // 40: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
-	15, // 41: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
-	17, // 42: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
-	19, // 43: multiagents.v1.WorkflowService.SignalWorkflow:output_type -> multiagents.v1.SignalWorkflowResponse
-	21, // 44: multiagents.v1.WorkflowService.ResumeWorkflow:output_type -> multiagents.v1.ResumeWorkflowResponse
-	23, // 45: multiagents.v1.WorkflowService.ListWaitingSignals:output_type -> multiagents.v1.ListWaitingSignalsResponse
-	25, // 46: multiagents.v1.WorkflowService.StreamStepOutput:output_type -> multiagents.v1.StreamStepOutputResponse
-	34, // [34:47] is the sub-list for method output_type
-	21, // [21:34] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	33, // 5: multiagents.v1.ExecuteWorkflowRequest.budget:type_name -> multiagents.v1.Budget
+	34, // 6: multiagents.v1.GetStatusResponse.status:type_name -> multiagents.v1.WorkflowStatus
+	35, // 7: multiagents.v1.WatchWorkflowResponse.event:type_name -> multiagents.v1.StatusEvent
+	34, // 8: multiagents.v1.WatchWorkflowResponse.final_status:type_name -> multiagents.v1.WorkflowStatus
+	26, // 9: multiagents.v1.WatchWorkflowResponse.output:type_name -> multiagents.v1.StepOutput
+	36, // 10: multiagents.v1.WatchWorkflowResponse.history_event:type_name -> multiagents.v1.WorkflowEvent
+	37, // 11: multiagents.v1.ListWorkflowsRequest.state:type_name -> multiagents.v1.WorkflowState
+	34, // 12: multiagents.v1.ListWorkflowsResponse.workflows:type_name -> multiagents.v1.WorkflowStatus
+	36, // 13: multiagents.v1.GetHistoryResponse.events:type_name -> multiagents.v1.WorkflowEvent
+	31, // 14: multiagents.v1.SignalWorkflowRequest.payload:type_name -> multiagents.v1.Payload
+	38, // 15: multiagents.v1.ListWaitingSignalsResponse.waiting:type_name -> multiagents.v1.WaitingSignal
+	26, // 16: multiagents.v1.StreamStepOutputResponse.output:type_name -> multiagents.v1.StepOutput
+	39, // 17: multiagents.v1.StepOutput.time:type_name -> google.protobuf.Timestamp
+	27, // 18: multiagents.v1.StepOutput.chunk:type_name -> multiagents.v1.StepOutputChunk
+	28, // 19: multiagents.v1.StepOutput.rewind:type_name -> multiagents.v1.StepOutputRewind
+	29, // 20: multiagents.v1.StepOutput.gap:type_name -> multiagents.v1.StepOutputGap
+	40, // 21: multiagents.v1.StepOutputChunk.kind:type_name -> multiagents.v1.OutputKind
+	0,  // 22: multiagents.v1.WorkflowService.RegisterWorkflow:input_type -> multiagents.v1.RegisterWorkflowRequest
+	2,  // 23: multiagents.v1.WorkflowService.GetWorkflowDefinition:input_type -> multiagents.v1.GetWorkflowDefinitionRequest
+	4,  // 24: multiagents.v1.WorkflowService.ListWorkflowDefinitions:input_type -> multiagents.v1.ListWorkflowDefinitionsRequest
+	6,  // 25: multiagents.v1.WorkflowService.ExecuteWorkflow:input_type -> multiagents.v1.ExecuteWorkflowRequest
+	8,  // 26: multiagents.v1.WorkflowService.GetStatus:input_type -> multiagents.v1.GetStatusRequest
+	10, // 27: multiagents.v1.WorkflowService.WatchWorkflow:input_type -> multiagents.v1.WatchWorkflowRequest
+	12, // 28: multiagents.v1.WorkflowService.CancelWorkflow:input_type -> multiagents.v1.CancelWorkflowRequest
+	14, // 29: multiagents.v1.WorkflowService.ListWorkflows:input_type -> multiagents.v1.ListWorkflowsRequest
+	16, // 30: multiagents.v1.WorkflowService.GetHistory:input_type -> multiagents.v1.GetHistoryRequest
+	18, // 31: multiagents.v1.WorkflowService.SignalWorkflow:input_type -> multiagents.v1.SignalWorkflowRequest
+	20, // 32: multiagents.v1.WorkflowService.ResumeWorkflow:input_type -> multiagents.v1.ResumeWorkflowRequest
+	22, // 33: multiagents.v1.WorkflowService.ListWaitingSignals:input_type -> multiagents.v1.ListWaitingSignalsRequest
+	24, // 34: multiagents.v1.WorkflowService.StreamStepOutput:input_type -> multiagents.v1.StreamStepOutputRequest
+	1,  // 35: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
+	3,  // 36: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
+	5,  // 37: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
+	7,  // 38: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
+	9,  // 39: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
+	11, // 40: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
+	13, // 41: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
+	15, // 42: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
+	17, // 43: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
+	19, // 44: multiagents.v1.WorkflowService.SignalWorkflow:output_type -> multiagents.v1.SignalWorkflowResponse
+	21, // 45: multiagents.v1.WorkflowService.ResumeWorkflow:output_type -> multiagents.v1.ResumeWorkflowResponse
+	23, // 46: multiagents.v1.WorkflowService.ListWaitingSignals:output_type -> multiagents.v1.ListWaitingSignalsResponse
+	25, // 47: multiagents.v1.WorkflowService.StreamStepOutput:output_type -> multiagents.v1.StreamStepOutputResponse
+	35, // [35:48] is the sub-list for method output_type
+	22, // [22:35] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_workflow_service_proto_init() }

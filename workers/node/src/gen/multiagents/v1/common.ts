@@ -85,6 +85,13 @@ export enum FailureKind {
    * is non-retryable, the child was cancelled, or the definition is missing.
    */
   FAILURE_KIND_CHILD_WORKFLOW_FAILED = 8,
+  /**
+   * FAILURE_KIND_BUDGET_EXCEEDED - A step was not started because the execution's budget (tokens or cost)
+   * would be exceeded by what was used, what running attempts reserved and
+   * the step's usage_estimate. Produced by the server (type
+   * "BudgetExceeded"). Never retried; the workflow compensates.
+   */
+  FAILURE_KIND_BUDGET_EXCEEDED = 9,
   UNRECOGNIZED = -1,
 }
 
@@ -117,6 +124,9 @@ export function failureKindFromJSON(object: any): FailureKind {
     case 8:
     case "FAILURE_KIND_CHILD_WORKFLOW_FAILED":
       return FailureKind.FAILURE_KIND_CHILD_WORKFLOW_FAILED;
+    case 9:
+    case "FAILURE_KIND_BUDGET_EXCEEDED":
+      return FailureKind.FAILURE_KIND_BUDGET_EXCEEDED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -144,6 +154,8 @@ export function failureKindToJSON(object: FailureKind): string {
       return "FAILURE_KIND_COMPENSATION_FAILED";
     case FailureKind.FAILURE_KIND_CHILD_WORKFLOW_FAILED:
       return "FAILURE_KIND_CHILD_WORKFLOW_FAILED";
+    case FailureKind.FAILURE_KIND_BUDGET_EXCEEDED:
+      return "FAILURE_KIND_BUDGET_EXCEEDED";
     case FailureKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -351,6 +363,14 @@ export interface Failure {
    * Unset when there is no cause.
    */
   cause: Failure | undefined;
+}
+
+/** Budget caps what one execution may use in all. A zero field is no limit. */
+export interface Budget {
+  /** Input plus output tokens; >= 0. */
+  maxTokens: number;
+  /** Cost in nano-US-dollars (Usage.cost_nano_usd); >= 0. */
+  maxCostNanoUsd: number;
 }
 
 /**
@@ -749,6 +769,99 @@ export const Failure: MessageFns<Failure> = {
     message.cause = (object.cause !== undefined && object.cause !== null)
       ? Failure.fromPartial(object.cause)
       : undefined;
+    return message;
+  },
+};
+
+function createBaseBudget(): Budget {
+  return { maxTokens: 0, maxCostNanoUsd: 0 };
+}
+
+export const Budget: MessageFns<Budget> = {
+  encode(message: Budget, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.maxTokens !== 0) {
+      writer.uint32(8).int64(message.maxTokens);
+    }
+    if (message.maxCostNanoUsd !== 0) {
+      writer.uint32(16).int64(message.maxCostNanoUsd);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Budget {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBudget();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.maxTokens = longToNumber(reader.int64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.maxCostNanoUsd = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Budget {
+    return {
+      maxTokens: isSet(object.maxTokens)
+        ? globalThis.Number(object.maxTokens)
+        : isSet(object.max_tokens)
+        ? globalThis.Number(object.max_tokens)
+        : 0,
+      maxCostNanoUsd: isSet(object.maxCostNanoUsd)
+        ? globalThis.Number(object.maxCostNanoUsd)
+        : isSet(object.max_cost_nano_usd)
+        ? globalThis.Number(object.max_cost_nano_usd)
+        : 0,
+    };
+  },
+
+  toJSON(message: Budget): unknown {
+    const obj: any = {};
+    if (message.maxTokens !== 0) {
+      obj.maxTokens = Math.round(message.maxTokens);
+    }
+    if (message.maxCostNanoUsd !== 0) {
+      obj.maxCostNanoUsd = Math.round(message.maxCostNanoUsd);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Budget>, I>>(base?: I): Budget {
+    return Budget.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Budget>, I>>(object: I): Budget {
+    const message = createBaseBudget();
+    message.maxTokens = object.maxTokens ?? 0;
+    message.maxCostNanoUsd = object.maxCostNanoUsd ?? 0;
     return message;
   },
 };

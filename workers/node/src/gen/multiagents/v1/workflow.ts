@@ -9,7 +9,15 @@ import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Duration } from "../../google/protobuf/duration.js";
 import { Value } from "../../google/protobuf/struct.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
-import { Failure, Payload, Usage, WorkflowState, workflowStateFromJSON, workflowStateToJSON } from "./common.js";
+import {
+  Budget,
+  Failure,
+  Payload,
+  Usage,
+  WorkflowState,
+  workflowStateFromJSON,
+  workflowStateToJSON,
+} from "./common.js";
 
 export const protobufPackage = "multiagents.v1";
 
@@ -226,7 +234,16 @@ export interface StepDefinition {
     | WaitForSignal
     | undefined;
   /** Waits for a fixed time (a durable timer). */
-  sleep: Sleep | undefined;
+  sleep:
+    | Sleep
+    | undefined;
+  /**
+   * What an attempt of this worker or workflow step is expected to use
+   * (tokens, cost; model ignored): reserved against the execution's budget
+   * while the attempt runs, replaced by the usage its answer reports.
+   * Unset reserves nothing.
+   */
+  usageEstimate: Usage | undefined;
 }
 
 /** Branch is a named sequence of steps inside a parallel group. */
@@ -364,6 +381,15 @@ export interface WorkflowDefinition {
   steps: StepDefinition[];
   /** Free-form description. */
   description: string;
+  /**
+   * What one execution may use in all (ExecuteWorkflowRequest.budget
+   * replaces it for one execution). Before each attempt of a step the
+   * server checks that the usage so far, the estimates of the attempts
+   * running and the step's usage_estimate stay within it; else the step
+   * fails with FAILURE_KIND_BUDGET_EXCEEDED (not retried) and the workflow
+   * compensates. Unset: no limit.
+   */
+  budget: Budget | undefined;
 }
 
 /** StepInfo describes one step of an execution. */
@@ -493,6 +519,10 @@ export interface WorkflowStatus {
   /** A delayed start: when the first step starts. Unset when started at once. */
   startAt:
     | Date
+    | undefined;
+  /** The execution's budget; unset when it has none. */
+  budget:
+    | Budget
     | undefined;
   /**
    * Tokens and cost of the execution: the sum of its steps' usage. Unset
@@ -687,6 +717,7 @@ function createBaseStepDefinition(): StepDefinition {
     condition: undefined,
     waitForSignal: undefined,
     sleep: undefined,
+    usageEstimate: undefined,
   };
 }
 
@@ -733,6 +764,9 @@ export const StepDefinition: MessageFns<StepDefinition> = {
     }
     if (message.sleep !== undefined) {
       Sleep.encode(message.sleep, writer.uint32(114).fork()).join();
+    }
+    if (message.usageEstimate !== undefined) {
+      Usage.encode(message.usageEstimate, writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -862,6 +896,14 @@ export const StepDefinition: MessageFns<StepDefinition> = {
             message.sleep = Sleep.decode(reader, reader.uint32());
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.usageEstimate = Usage.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -910,6 +952,11 @@ export const StepDefinition: MessageFns<StepDefinition> = {
         ? WaitForSignal.fromJSON(object.wait_for_signal)
         : undefined,
       sleep: isSet(object.sleep) ? Sleep.fromJSON(object.sleep) : undefined,
+      usageEstimate: isSet(object.usageEstimate)
+        ? Usage.fromJSON(object.usageEstimate)
+        : isSet(object.usage_estimate)
+        ? Usage.fromJSON(object.usage_estimate)
+        : undefined,
     };
   },
 
@@ -957,6 +1004,9 @@ export const StepDefinition: MessageFns<StepDefinition> = {
     if (message.sleep !== undefined) {
       obj.sleep = Sleep.toJSON(message.sleep);
     }
+    if (message.usageEstimate !== undefined) {
+      obj.usageEstimate = Usage.toJSON(message.usageEstimate);
+    }
     return obj;
   },
 
@@ -994,6 +1044,9 @@ export const StepDefinition: MessageFns<StepDefinition> = {
       ? WaitForSignal.fromPartial(object.waitForSignal)
       : undefined;
     message.sleep = (object.sleep !== undefined && object.sleep !== null) ? Sleep.fromPartial(object.sleep) : undefined;
+    message.usageEstimate = (object.usageEstimate !== undefined && object.usageEstimate !== null)
+      ? Usage.fromPartial(object.usageEstimate)
+      : undefined;
     return message;
   },
 };
@@ -1696,7 +1749,7 @@ export const Sleep: MessageFns<Sleep> = {
 };
 
 function createBaseWorkflowDefinition(): WorkflowDefinition {
-  return { name: "", version: 0, steps: [], description: "" };
+  return { name: "", version: 0, steps: [], description: "", budget: undefined };
 }
 
 export const WorkflowDefinition: MessageFns<WorkflowDefinition> = {
@@ -1712,6 +1765,9 @@ export const WorkflowDefinition: MessageFns<WorkflowDefinition> = {
     }
     if (message.description !== "") {
       writer.uint32(34).string(message.description);
+    }
+    if (message.budget !== undefined) {
+      Budget.encode(message.budget, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -1761,6 +1817,14 @@ export const WorkflowDefinition: MessageFns<WorkflowDefinition> = {
             message.description = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.budget = Budget.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1779,6 +1843,7 @@ export const WorkflowDefinition: MessageFns<WorkflowDefinition> = {
       version: isSet(object.version) ? globalThis.Number(object.version) : 0,
       steps: globalThis.Array.isArray(object?.steps) ? object.steps.map((e: any) => StepDefinition.fromJSON(e)) : [],
       description: isSet(object.description) ? globalThis.String(object.description) : "",
+      budget: isSet(object.budget) ? Budget.fromJSON(object.budget) : undefined,
     };
   },
 
@@ -1796,6 +1861,9 @@ export const WorkflowDefinition: MessageFns<WorkflowDefinition> = {
     if (message.description !== "") {
       obj.description = message.description;
     }
+    if (message.budget !== undefined) {
+      obj.budget = Budget.toJSON(message.budget);
+    }
     return obj;
   },
 
@@ -1808,6 +1876,9 @@ export const WorkflowDefinition: MessageFns<WorkflowDefinition> = {
     message.version = object.version ?? 0;
     message.steps = object.steps?.map((e) => StepDefinition.fromPartial(e)) || [];
     message.description = object.description ?? "";
+    message.budget = (object.budget !== undefined && object.budget !== null)
+      ? Budget.fromPartial(object.budget)
+      : undefined;
     return message;
   },
 };
@@ -2277,6 +2348,7 @@ function createBaseWorkflowStatus(): WorkflowStatus {
     runningSteps: [],
     waitingSignals: [],
     startAt: undefined,
+    budget: undefined,
     usage: undefined,
     workflowUsage: undefined,
   };
@@ -2340,6 +2412,9 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
     }
     if (message.startAt !== undefined) {
       Timestamp.encode(toTimestamp(message.startAt), writer.uint32(154).fork()).join();
+    }
+    if (message.budget !== undefined) {
+      Budget.encode(message.budget, writer.uint32(178).fork()).join();
     }
     if (message.usage !== undefined) {
       Usage.encode(message.usage, writer.uint32(162).fork()).join();
@@ -2515,6 +2590,14 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
             message.startAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            message.budget = Budget.decode(reader, reader.uint32());
+            continue;
+          }
           case 20: {
             if (tag !== 162) {
               break;
@@ -2622,6 +2705,7 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
         : isSet(object.start_at)
         ? fromJsonTimestamp(object.start_at)
         : undefined,
+      budget: isSet(object.budget) ? Budget.fromJSON(object.budget) : undefined,
       usage: isSet(object.usage) ? Usage.fromJSON(object.usage) : undefined,
       workflowUsage: isSet(object.workflowUsage)
         ? Usage.fromJSON(object.workflowUsage)
@@ -2690,6 +2774,9 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
     if (message.startAt !== undefined) {
       obj.startAt = message.startAt.toISOString();
     }
+    if (message.budget !== undefined) {
+      obj.budget = Budget.toJSON(message.budget);
+    }
     if (message.usage !== undefined) {
       obj.usage = Usage.toJSON(message.usage);
     }
@@ -2729,6 +2816,9 @@ export const WorkflowStatus: MessageFns<WorkflowStatus> = {
     message.runningSteps = object.runningSteps?.map((e) => e) || [];
     message.waitingSignals = object.waitingSignals?.map((e) => WaitingSignal.fromPartial(e)) || [];
     message.startAt = object.startAt ?? undefined;
+    message.budget = (object.budget !== undefined && object.budget !== null)
+      ? Budget.fromPartial(object.budget)
+      : undefined;
     message.usage = (object.usage !== undefined && object.usage !== null) ? Usage.fromPartial(object.usage) : undefined;
     message.workflowUsage = (object.workflowUsage !== undefined && object.workflowUsage !== null)
       ? Usage.fromPartial(object.workflowUsage)

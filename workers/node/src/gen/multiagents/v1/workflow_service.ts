@@ -23,6 +23,7 @@ import {
 import { Duration } from "../../google/protobuf/duration.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
 import {
+  Budget,
   OutputKind,
   outputKindFromJSON,
   outputKindToJSON,
@@ -98,7 +99,14 @@ export interface ExecuteWorkflowRequest {
    * Optional delayed start: the execution is PENDING until then (durable
    * timer), then starts. Unset or zero starts at once; at most 365 days.
    */
-  startDelay: Duration | undefined;
+  startDelay:
+    | Duration
+    | undefined;
+  /**
+   * Optional budget of this execution, replacing the definition's (a zero
+   * field is no limit). Negative values are INVALID_ARGUMENT.
+   */
+  budget: Budget | undefined;
 }
 
 /** ExecuteWorkflowResponse answers ExecuteWorkflow. */
@@ -818,7 +826,15 @@ export const ListWorkflowDefinitionsResponse: MessageFns<ListWorkflowDefinitions
 };
 
 function createBaseExecuteWorkflowRequest(): ExecuteWorkflowRequest {
-  return { workflowName: "", version: 0, input: undefined, requestId: "", correlationId: "", startDelay: undefined };
+  return {
+    workflowName: "",
+    version: 0,
+    input: undefined,
+    requestId: "",
+    correlationId: "",
+    startDelay: undefined,
+    budget: undefined,
+  };
 }
 
 export const ExecuteWorkflowRequest: MessageFns<ExecuteWorkflowRequest> = {
@@ -840,6 +856,9 @@ export const ExecuteWorkflowRequest: MessageFns<ExecuteWorkflowRequest> = {
     }
     if (message.startDelay !== undefined) {
       Duration.encode(message.startDelay, writer.uint32(50).fork()).join();
+    }
+    if (message.budget !== undefined) {
+      Budget.encode(message.budget, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -905,6 +924,14 @@ export const ExecuteWorkflowRequest: MessageFns<ExecuteWorkflowRequest> = {
             message.startDelay = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.budget = Budget.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -941,6 +968,7 @@ export const ExecuteWorkflowRequest: MessageFns<ExecuteWorkflowRequest> = {
         : isSet(object.start_delay)
         ? Duration.fromJSON(object.start_delay)
         : undefined,
+      budget: isSet(object.budget) ? Budget.fromJSON(object.budget) : undefined,
     };
   },
 
@@ -964,6 +992,9 @@ export const ExecuteWorkflowRequest: MessageFns<ExecuteWorkflowRequest> = {
     if (message.startDelay !== undefined) {
       obj.startDelay = Duration.toJSON(message.startDelay);
     }
+    if (message.budget !== undefined) {
+      obj.budget = Budget.toJSON(message.budget);
+    }
     return obj;
   },
 
@@ -981,6 +1012,9 @@ export const ExecuteWorkflowRequest: MessageFns<ExecuteWorkflowRequest> = {
     message.correlationId = object.correlationId ?? "";
     message.startDelay = (object.startDelay !== undefined && object.startDelay !== null)
       ? Duration.fromPartial(object.startDelay)
+      : undefined;
+    message.budget = (object.budget !== undefined && object.budget !== null)
+      ? Budget.fromPartial(object.budget)
       : undefined;
     return message;
   },
