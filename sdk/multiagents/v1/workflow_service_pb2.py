@@ -25,10 +25,11 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from multiagents.v1 import common_pb2 as multiagents_dot_v1_dot_common__pb2
 from multiagents.v1 import events_pb2 as multiagents_dot_v1_dot_events__pb2
+from multiagents.v1 import schedule_pb2 as multiagents_dot_v1_dot_schedule__pb2
 from multiagents.v1 import workflow_pb2 as multiagents_dot_v1_dot_workflow__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%multiagents/v1/workflow_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/events.proto\x1a\x1dmultiagents/v1/workflow.proto\"Q\n\x17RegisterWorkflowRequest\x12\x36\n\ndefinition\x18\x01 \x01(\x0b\x32\".multiagents.v1.WorkflowDefinition\"+\n\x18RegisterWorkflowResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"=\n\x1cGetWorkflowDefinitionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"W\n\x1dGetWorkflowDefinitionResponse\x12\x36\n\ndefinition\x18\x01 \x01(\x0b\x32\".multiagents.v1.WorkflowDefinition\" \n\x1eListWorkflowDefinitionsRequest\"Z\n\x1fListWorkflowDefinitionsResponse\x12\x37\n\x0b\x64\x65\x66initions\x18\x01 \x03(\x0b\x32\".multiagents.v1.WorkflowDefinition\"\xc4\x01\n\x16\x45xecuteWorkflowRequest\x12\x15\n\rworkflow_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12.\n\x0bstart_delay\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"B\n\x17\x45xecuteWorkflowResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"*\n\x10GetStatusRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"C\n\x11GetStatusResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1e.multiagents.v1.WorkflowStatus\".\n\x14WatchWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"y\n\x15WatchWorkflowResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.multiagents.v1.StatusEvent\x12\x34\n\x0c\x66inal_status\x18\x02 \x01(\x0b\x32\x1e.multiagents.v1.WorkflowStatus\"?\n\x15\x43\x61ncelWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x18\n\x16\x43\x61ncelWorkflowResponse\"\x82\x01\n\x14ListWorkflowsRequest\x12,\n\x05state\x18\x01 \x01(\x0e\x32\x1d.multiagents.v1.WorkflowState\x12\x15\n\rworkflow_name\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"c\n\x15ListWorkflowsResponse\x12\x31\n\tworkflows\x18\x01 \x03(\x0b\x32\x1e.multiagents.v1.WorkflowStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x11GetHistoryRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"C\n\x12GetHistoryResponse\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.multiagents.v1.WorkflowEvent\"|\n\x15SignalWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\t\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12\x11\n\tsignal_id\x18\x04 \x01(\t\"+\n\x16SignalWorkflowResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\"/\n\x15ResumeWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"\x18\n\x16ResumeWorkflowResponse\"m\n\x19ListWaitingSignalsRequest\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\x15\n\rworkflow_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61pprovals_only\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\"L\n\x1aListWaitingSignalsResponse\x12.\n\x07waiting\x18\x01 \x03(\x0b\x32\x1d.multiagents.v1.WaitingSignal2\xc3\t\n\x0fWorkflowService\x12\x65\n\x10RegisterWorkflow\x12\'.multiagents.v1.RegisterWorkflowRequest\x1a(.multiagents.v1.RegisterWorkflowResponse\x12t\n\x15GetWorkflowDefinition\x12,.multiagents.v1.GetWorkflowDefinitionRequest\x1a-.multiagents.v1.GetWorkflowDefinitionResponse\x12z\n\x17ListWorkflowDefinitions\x12..multiagents.v1.ListWorkflowDefinitionsRequest\x1a/.multiagents.v1.ListWorkflowDefinitionsResponse\x12\x62\n\x0f\x45xecuteWorkflow\x12&.multiagents.v1.ExecuteWorkflowRequest\x1a\'.multiagents.v1.ExecuteWorkflowResponse\x12P\n\tGetStatus\x12 .multiagents.v1.GetStatusRequest\x1a!.multiagents.v1.GetStatusResponse\x12^\n\rWatchWorkflow\x12$.multiagents.v1.WatchWorkflowRequest\x1a%.multiagents.v1.WatchWorkflowResponse0\x01\x12_\n\x0e\x43\x61ncelWorkflow\x12%.multiagents.v1.CancelWorkflowRequest\x1a&.multiagents.v1.CancelWorkflowResponse\x12\\\n\rListWorkflows\x12$.multiagents.v1.ListWorkflowsRequest\x1a%.multiagents.v1.ListWorkflowsResponse\x12S\n\nGetHistory\x12!.multiagents.v1.GetHistoryRequest\x1a\".multiagents.v1.GetHistoryResponse\x12_\n\x0eSignalWorkflow\x12%.multiagents.v1.SignalWorkflowRequest\x1a&.multiagents.v1.SignalWorkflowResponse\x12_\n\x0eResumeWorkflow\x12%.multiagents.v1.ResumeWorkflowRequest\x1a&.multiagents.v1.ResumeWorkflowResponse\x12k\n\x12ListWaitingSignals\x12).multiagents.v1.ListWaitingSignalsRequest\x1a*.multiagents.v1.ListWaitingSignalsResponseBPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%multiagents/v1/workflow_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/events.proto\x1a\x1dmultiagents/v1/schedule.proto\x1a\x1dmultiagents/v1/workflow.proto\"Q\n\x17RegisterWorkflowRequest\x12\x36\n\ndefinition\x18\x01 \x01(\x0b\x32\".multiagents.v1.WorkflowDefinition\"+\n\x18RegisterWorkflowResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"=\n\x1cGetWorkflowDefinitionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"W\n\x1dGetWorkflowDefinitionResponse\x12\x36\n\ndefinition\x18\x01 \x01(\x0b\x32\".multiagents.v1.WorkflowDefinition\" \n\x1eListWorkflowDefinitionsRequest\"Z\n\x1fListWorkflowDefinitionsResponse\x12\x37\n\x0b\x64\x65\x66initions\x18\x01 \x03(\x0b\x32\".multiagents.v1.WorkflowDefinition\"\xc4\x01\n\x16\x45xecuteWorkflowRequest\x12\x15\n\rworkflow_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12&\n\x05input\x18\x03 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12.\n\x0bstart_delay\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"B\n\x17\x45xecuteWorkflowResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"*\n\x10GetStatusRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"C\n\x11GetStatusResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1e.multiagents.v1.WorkflowStatus\".\n\x14WatchWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"y\n\x15WatchWorkflowResponse\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.multiagents.v1.StatusEvent\x12\x34\n\x0c\x66inal_status\x18\x02 \x01(\x0b\x32\x1e.multiagents.v1.WorkflowStatus\"?\n\x15\x43\x61ncelWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x18\n\x16\x43\x61ncelWorkflowResponse\"\x82\x01\n\x14ListWorkflowsRequest\x12,\n\x05state\x18\x01 \x01(\x0e\x32\x1d.multiagents.v1.WorkflowState\x12\x15\n\rworkflow_name\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"c\n\x15ListWorkflowsResponse\x12\x31\n\tworkflows\x18\x01 \x03(\x0b\x32\x1e.multiagents.v1.WorkflowStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x11GetHistoryRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"C\n\x12GetHistoryResponse\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.multiagents.v1.WorkflowEvent\"|\n\x15SignalWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\t\x12(\n\x07payload\x18\x03 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12\x11\n\tsignal_id\x18\x04 \x01(\t\"+\n\x16SignalWorkflowResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\"/\n\x15ResumeWorkflowRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"\x18\n\x16ResumeWorkflowResponse\"m\n\x19ListWaitingSignalsRequest\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\x15\n\rworkflow_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61pprovals_only\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\"L\n\x1aListWaitingSignalsResponse\x12.\n\x07waiting\x18\x01 \x03(\x0b\x32\x1d.multiagents.v1.WaitingSignal\"M\n\x15\x43reateScheduleRequest\x12\x34\n\x08schedule\x18\x01 \x01(\x0b\x32\".multiagents.v1.ScheduleDefinition\"H\n\x16\x43reateScheduleResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1e.multiagents.v1.ScheduleStatus\")\n\x12GetScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"E\n\x13GetScheduleResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1e.multiagents.v1.ScheduleStatus\"T\n\x14ListSchedulesRequest\x12\x15\n\rworkflow_name\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x15ListSchedulesResponse\x12\x31\n\tschedules\x18\x01 \x03(\x0b\x32\x1e.multiagents.v1.ScheduleStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x14PauseScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"G\n\x15PauseScheduleResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1e.multiagents.v1.ScheduleStatus\";\n\x16UnpauseScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"I\n\x17UnpauseScheduleResponse\x12.\n\x06status\x18\x01 \x01(\x0b\x32\x1e.multiagents.v1.ScheduleStatus\",\n\x15\x44\x65leteScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse2\xfd\r\n\x0fWorkflowService\x12\x65\n\x10RegisterWorkflow\x12\'.multiagents.v1.RegisterWorkflowRequest\x1a(.multiagents.v1.RegisterWorkflowResponse\x12t\n\x15GetWorkflowDefinition\x12,.multiagents.v1.GetWorkflowDefinitionRequest\x1a-.multiagents.v1.GetWorkflowDefinitionResponse\x12z\n\x17ListWorkflowDefinitions\x12..multiagents.v1.ListWorkflowDefinitionsRequest\x1a/.multiagents.v1.ListWorkflowDefinitionsResponse\x12\x62\n\x0f\x45xecuteWorkflow\x12&.multiagents.v1.ExecuteWorkflowRequest\x1a\'.multiagents.v1.ExecuteWorkflowResponse\x12P\n\tGetStatus\x12 .multiagents.v1.GetStatusRequest\x1a!.multiagents.v1.GetStatusResponse\x12^\n\rWatchWorkflow\x12$.multiagents.v1.WatchWorkflowRequest\x1a%.multiagents.v1.WatchWorkflowResponse0\x01\x12_\n\x0e\x43\x61ncelWorkflow\x12%.multiagents.v1.CancelWorkflowRequest\x1a&.multiagents.v1.CancelWorkflowResponse\x12\\\n\rListWorkflows\x12$.multiagents.v1.ListWorkflowsRequest\x1a%.multiagents.v1.ListWorkflowsResponse\x12S\n\nGetHistory\x12!.multiagents.v1.GetHistoryRequest\x1a\".multiagents.v1.GetHistoryResponse\x12_\n\x0eSignalWorkflow\x12%.multiagents.v1.SignalWorkflowRequest\x1a&.multiagents.v1.SignalWorkflowResponse\x12_\n\x0eResumeWorkflow\x12%.multiagents.v1.ResumeWorkflowRequest\x1a&.multiagents.v1.ResumeWorkflowResponse\x12k\n\x12ListWaitingSignals\x12).multiagents.v1.ListWaitingSignalsRequest\x1a*.multiagents.v1.ListWaitingSignalsResponse\x12_\n\x0e\x43reateSchedule\x12%.multiagents.v1.CreateScheduleRequest\x1a&.multiagents.v1.CreateScheduleResponse\x12V\n\x0bGetSchedule\x12\".multiagents.v1.GetScheduleRequest\x1a#.multiagents.v1.GetScheduleResponse\x12\\\n\rListSchedules\x12$.multiagents.v1.ListSchedulesRequest\x1a%.multiagents.v1.ListSchedulesResponse\x12\\\n\rPauseSchedule\x12$.multiagents.v1.PauseScheduleRequest\x1a%.multiagents.v1.PauseScheduleResponse\x12\x62\n\x0fUnpauseSchedule\x12&.multiagents.v1.UnpauseScheduleRequest\x1a\'.multiagents.v1.UnpauseScheduleResponse\x12_\n\x0e\x44\x65leteSchedule\x12%.multiagents.v1.DeleteScheduleRequest\x1a&.multiagents.v1.DeleteScheduleResponseBPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,54 +37,78 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'multiagents.v1.workflow_ser
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1'
-  _globals['_REGISTERWORKFLOWREQUEST']._serialized_start=178
-  _globals['_REGISTERWORKFLOWREQUEST']._serialized_end=259
-  _globals['_REGISTERWORKFLOWRESPONSE']._serialized_start=261
-  _globals['_REGISTERWORKFLOWRESPONSE']._serialized_end=304
-  _globals['_GETWORKFLOWDEFINITIONREQUEST']._serialized_start=306
-  _globals['_GETWORKFLOWDEFINITIONREQUEST']._serialized_end=367
-  _globals['_GETWORKFLOWDEFINITIONRESPONSE']._serialized_start=369
-  _globals['_GETWORKFLOWDEFINITIONRESPONSE']._serialized_end=456
-  _globals['_LISTWORKFLOWDEFINITIONSREQUEST']._serialized_start=458
-  _globals['_LISTWORKFLOWDEFINITIONSREQUEST']._serialized_end=490
-  _globals['_LISTWORKFLOWDEFINITIONSRESPONSE']._serialized_start=492
-  _globals['_LISTWORKFLOWDEFINITIONSRESPONSE']._serialized_end=582
-  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_start=585
-  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_end=781
-  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_start=783
-  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_end=849
-  _globals['_GETSTATUSREQUEST']._serialized_start=851
-  _globals['_GETSTATUSREQUEST']._serialized_end=893
-  _globals['_GETSTATUSRESPONSE']._serialized_start=895
-  _globals['_GETSTATUSRESPONSE']._serialized_end=962
-  _globals['_WATCHWORKFLOWREQUEST']._serialized_start=964
-  _globals['_WATCHWORKFLOWREQUEST']._serialized_end=1010
-  _globals['_WATCHWORKFLOWRESPONSE']._serialized_start=1012
-  _globals['_WATCHWORKFLOWRESPONSE']._serialized_end=1133
-  _globals['_CANCELWORKFLOWREQUEST']._serialized_start=1135
-  _globals['_CANCELWORKFLOWREQUEST']._serialized_end=1198
-  _globals['_CANCELWORKFLOWRESPONSE']._serialized_start=1200
-  _globals['_CANCELWORKFLOWRESPONSE']._serialized_end=1224
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=1227
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1357
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1359
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1458
-  _globals['_GETHISTORYREQUEST']._serialized_start=1460
-  _globals['_GETHISTORYREQUEST']._serialized_end=1503
-  _globals['_GETHISTORYRESPONSE']._serialized_start=1505
-  _globals['_GETHISTORYRESPONSE']._serialized_end=1572
-  _globals['_SIGNALWORKFLOWREQUEST']._serialized_start=1574
-  _globals['_SIGNALWORKFLOWREQUEST']._serialized_end=1698
-  _globals['_SIGNALWORKFLOWRESPONSE']._serialized_start=1700
-  _globals['_SIGNALWORKFLOWRESPONSE']._serialized_end=1743
-  _globals['_RESUMEWORKFLOWREQUEST']._serialized_start=1745
-  _globals['_RESUMEWORKFLOWREQUEST']._serialized_end=1792
-  _globals['_RESUMEWORKFLOWRESPONSE']._serialized_start=1794
-  _globals['_RESUMEWORKFLOWRESPONSE']._serialized_end=1818
-  _globals['_LISTWAITINGSIGNALSREQUEST']._serialized_start=1820
-  _globals['_LISTWAITINGSIGNALSREQUEST']._serialized_end=1929
-  _globals['_LISTWAITINGSIGNALSRESPONSE']._serialized_start=1931
-  _globals['_LISTWAITINGSIGNALSRESPONSE']._serialized_end=2007
-  _globals['_WORKFLOWSERVICE']._serialized_start=2010
-  _globals['_WORKFLOWSERVICE']._serialized_end=3229
+  _globals['_REGISTERWORKFLOWREQUEST']._serialized_start=209
+  _globals['_REGISTERWORKFLOWREQUEST']._serialized_end=290
+  _globals['_REGISTERWORKFLOWRESPONSE']._serialized_start=292
+  _globals['_REGISTERWORKFLOWRESPONSE']._serialized_end=335
+  _globals['_GETWORKFLOWDEFINITIONREQUEST']._serialized_start=337
+  _globals['_GETWORKFLOWDEFINITIONREQUEST']._serialized_end=398
+  _globals['_GETWORKFLOWDEFINITIONRESPONSE']._serialized_start=400
+  _globals['_GETWORKFLOWDEFINITIONRESPONSE']._serialized_end=487
+  _globals['_LISTWORKFLOWDEFINITIONSREQUEST']._serialized_start=489
+  _globals['_LISTWORKFLOWDEFINITIONSREQUEST']._serialized_end=521
+  _globals['_LISTWORKFLOWDEFINITIONSRESPONSE']._serialized_start=523
+  _globals['_LISTWORKFLOWDEFINITIONSRESPONSE']._serialized_end=613
+  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_start=616
+  _globals['_EXECUTEWORKFLOWREQUEST']._serialized_end=812
+  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_start=814
+  _globals['_EXECUTEWORKFLOWRESPONSE']._serialized_end=880
+  _globals['_GETSTATUSREQUEST']._serialized_start=882
+  _globals['_GETSTATUSREQUEST']._serialized_end=924
+  _globals['_GETSTATUSRESPONSE']._serialized_start=926
+  _globals['_GETSTATUSRESPONSE']._serialized_end=993
+  _globals['_WATCHWORKFLOWREQUEST']._serialized_start=995
+  _globals['_WATCHWORKFLOWREQUEST']._serialized_end=1041
+  _globals['_WATCHWORKFLOWRESPONSE']._serialized_start=1043
+  _globals['_WATCHWORKFLOWRESPONSE']._serialized_end=1164
+  _globals['_CANCELWORKFLOWREQUEST']._serialized_start=1166
+  _globals['_CANCELWORKFLOWREQUEST']._serialized_end=1229
+  _globals['_CANCELWORKFLOWRESPONSE']._serialized_start=1231
+  _globals['_CANCELWORKFLOWRESPONSE']._serialized_end=1255
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=1258
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=1388
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=1390
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=1489
+  _globals['_GETHISTORYREQUEST']._serialized_start=1491
+  _globals['_GETHISTORYREQUEST']._serialized_end=1534
+  _globals['_GETHISTORYRESPONSE']._serialized_start=1536
+  _globals['_GETHISTORYRESPONSE']._serialized_end=1603
+  _globals['_SIGNALWORKFLOWREQUEST']._serialized_start=1605
+  _globals['_SIGNALWORKFLOWREQUEST']._serialized_end=1729
+  _globals['_SIGNALWORKFLOWRESPONSE']._serialized_start=1731
+  _globals['_SIGNALWORKFLOWRESPONSE']._serialized_end=1774
+  _globals['_RESUMEWORKFLOWREQUEST']._serialized_start=1776
+  _globals['_RESUMEWORKFLOWREQUEST']._serialized_end=1823
+  _globals['_RESUMEWORKFLOWRESPONSE']._serialized_start=1825
+  _globals['_RESUMEWORKFLOWRESPONSE']._serialized_end=1849
+  _globals['_LISTWAITINGSIGNALSREQUEST']._serialized_start=1851
+  _globals['_LISTWAITINGSIGNALSREQUEST']._serialized_end=1960
+  _globals['_LISTWAITINGSIGNALSRESPONSE']._serialized_start=1962
+  _globals['_LISTWAITINGSIGNALSRESPONSE']._serialized_end=2038
+  _globals['_CREATESCHEDULEREQUEST']._serialized_start=2040
+  _globals['_CREATESCHEDULEREQUEST']._serialized_end=2117
+  _globals['_CREATESCHEDULERESPONSE']._serialized_start=2119
+  _globals['_CREATESCHEDULERESPONSE']._serialized_end=2191
+  _globals['_GETSCHEDULEREQUEST']._serialized_start=2193
+  _globals['_GETSCHEDULEREQUEST']._serialized_end=2234
+  _globals['_GETSCHEDULERESPONSE']._serialized_start=2236
+  _globals['_GETSCHEDULERESPONSE']._serialized_end=2305
+  _globals['_LISTSCHEDULESREQUEST']._serialized_start=2307
+  _globals['_LISTSCHEDULESREQUEST']._serialized_end=2391
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=2393
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=2492
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=2494
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=2551
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=2553
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=2624
+  _globals['_UNPAUSESCHEDULEREQUEST']._serialized_start=2626
+  _globals['_UNPAUSESCHEDULEREQUEST']._serialized_end=2685
+  _globals['_UNPAUSESCHEDULERESPONSE']._serialized_start=2687
+  _globals['_UNPAUSESCHEDULERESPONSE']._serialized_end=2760
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=2762
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=2806
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=2808
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=2832
+  _globals['_WORKFLOWSERVICE']._serialized_start=2835
+  _globals['_WORKFLOWSERVICE']._serialized_end=4624
 # @@protoc_insertion_point(module_scope)

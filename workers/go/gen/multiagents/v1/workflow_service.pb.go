@@ -1288,11 +1288,599 @@ func (x *ListWaitingSignalsResponse) GetWaiting() []*WaitingSignal {
 	return nil
 }
 
+// CreateScheduleRequest creates one schedule.
+type CreateScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schedule (required, else INVALID_ARGUMENT).
+	Schedule      *ScheduleDefinition `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateScheduleRequest) Reset() {
+	*x = CreateScheduleRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateScheduleRequest) ProtoMessage() {}
+
+func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateScheduleRequest.ProtoReflect.Descriptor instead.
+func (*CreateScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CreateScheduleRequest) GetSchedule() *ScheduleDefinition {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+// CreateScheduleResponse answers CreateSchedule.
+type CreateScheduleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schedule as created, with its first fire time.
+	Status        *ScheduleStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateScheduleResponse) Reset() {
+	*x = CreateScheduleResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateScheduleResponse) ProtoMessage() {}
+
+func (x *CreateScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateScheduleResponse.ProtoReflect.Descriptor instead.
+func (*CreateScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CreateScheduleResponse) GetStatus() *ScheduleStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// GetScheduleRequest names a schedule.
+type GetScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Schedule id (required).
+	ScheduleId    string `protobuf:"bytes,1,opt,name=schedule_id,json=scheduleId,proto3" json:"schedule_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetScheduleRequest) Reset() {
+	*x = GetScheduleRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetScheduleRequest) ProtoMessage() {}
+
+func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetScheduleRequest.ProtoReflect.Descriptor instead.
+func (*GetScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetScheduleRequest) GetScheduleId() string {
+	if x != nil {
+		return x.ScheduleId
+	}
+	return ""
+}
+
+// GetScheduleResponse answers GetSchedule.
+type GetScheduleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schedule.
+	Status        *ScheduleStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetScheduleResponse) Reset() {
+	*x = GetScheduleResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetScheduleResponse) ProtoMessage() {}
+
+func (x *GetScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetScheduleResponse.ProtoReflect.Descriptor instead.
+func (*GetScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetScheduleResponse) GetStatus() *ScheduleStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// ListSchedulesRequest filters and pages schedules.
+type ListSchedulesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only schedules of this workflow; empty for all.
+	WorkflowName string `protobuf:"bytes,1,opt,name=workflow_name,json=workflowName,proto3" json:"workflow_name,omitempty"`
+	// Page size; 0 means 100, at most 1,000 (else INVALID_ARGUMENT).
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page; empty for the first.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSchedulesRequest) Reset() {
+	*x = ListSchedulesRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSchedulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSchedulesRequest) ProtoMessage() {}
+
+func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
+func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListSchedulesRequest) GetWorkflowName() string {
+	if x != nil {
+		return x.WorkflowName
+	}
+	return ""
+}
+
+func (x *ListSchedulesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListSchedulesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListSchedulesResponse is one page of schedules.
+type ListSchedulesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Schedules ordered by id.
+	Schedules []*ScheduleStatus `protobuf:"bytes,1,rep,name=schedules,proto3" json:"schedules,omitempty"`
+	// Token of the next page; empty on the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSchedulesResponse) Reset() {
+	*x = ListSchedulesResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSchedulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSchedulesResponse) ProtoMessage() {}
+
+func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
+func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListSchedulesResponse) GetSchedules() []*ScheduleStatus {
+	if x != nil {
+		return x.Schedules
+	}
+	return nil
+}
+
+func (x *ListSchedulesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// PauseScheduleRequest pauses a schedule.
+type PauseScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Schedule id (required).
+	ScheduleId string `protobuf:"bytes,1,opt,name=schedule_id,json=scheduleId,proto3" json:"schedule_id,omitempty"`
+	// Replaces the schedule's note when not empty; at most 1,000 characters.
+	Note          string `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseScheduleRequest) Reset() {
+	*x = PauseScheduleRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseScheduleRequest) ProtoMessage() {}
+
+func (x *PauseScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseScheduleRequest.ProtoReflect.Descriptor instead.
+func (*PauseScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *PauseScheduleRequest) GetScheduleId() string {
+	if x != nil {
+		return x.ScheduleId
+	}
+	return ""
+}
+
+func (x *PauseScheduleRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// PauseScheduleResponse answers PauseSchedule.
+type PauseScheduleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schedule, paused.
+	Status        *ScheduleStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseScheduleResponse) Reset() {
+	*x = PauseScheduleResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseScheduleResponse) ProtoMessage() {}
+
+func (x *PauseScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseScheduleResponse.ProtoReflect.Descriptor instead.
+func (*PauseScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PauseScheduleResponse) GetStatus() *ScheduleStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// UnpauseScheduleRequest unpauses a schedule.
+type UnpauseScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Schedule id (required).
+	ScheduleId string `protobuf:"bytes,1,opt,name=schedule_id,json=scheduleId,proto3" json:"schedule_id,omitempty"`
+	// Replaces the schedule's note when not empty; at most 1,000 characters.
+	Note          string `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpauseScheduleRequest) Reset() {
+	*x = UnpauseScheduleRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpauseScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpauseScheduleRequest) ProtoMessage() {}
+
+func (x *UnpauseScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpauseScheduleRequest.ProtoReflect.Descriptor instead.
+func (*UnpauseScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *UnpauseScheduleRequest) GetScheduleId() string {
+	if x != nil {
+		return x.ScheduleId
+	}
+	return ""
+}
+
+func (x *UnpauseScheduleRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// UnpauseScheduleResponse answers UnpauseSchedule.
+type UnpauseScheduleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schedule, with its next fire time.
+	Status        *ScheduleStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpauseScheduleResponse) Reset() {
+	*x = UnpauseScheduleResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpauseScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpauseScheduleResponse) ProtoMessage() {}
+
+func (x *UnpauseScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpauseScheduleResponse.ProtoReflect.Descriptor instead.
+func (*UnpauseScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *UnpauseScheduleResponse) GetStatus() *ScheduleStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// DeleteScheduleRequest deletes a schedule.
+type DeleteScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Schedule id (required).
+	ScheduleId    string `protobuf:"bytes,1,opt,name=schedule_id,json=scheduleId,proto3" json:"schedule_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteScheduleRequest) Reset() {
+	*x = DeleteScheduleRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteScheduleRequest) ProtoMessage() {}
+
+func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *DeleteScheduleRequest) GetScheduleId() string {
+	if x != nil {
+		return x.ScheduleId
+	}
+	return ""
+}
+
+// DeleteScheduleResponse answers DeleteSchedule.
+type DeleteScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteScheduleResponse) Reset() {
+	*x = DeleteScheduleResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteScheduleResponse) ProtoMessage() {}
+
+func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{35}
+}
+
 var File_multiagents_v1_workflow_service_proto protoreflect.FileDescriptor
 
 const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\n" +
-	"%multiagents/v1/workflow_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/events.proto\x1a\x1dmultiagents/v1/workflow.proto\"]\n" +
+	"%multiagents/v1/workflow_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/events.proto\x1a\x1dmultiagents/v1/schedule.proto\x1a\x1dmultiagents/v1/workflow.proto\"]\n" +
 	"\x17RegisterWorkflowRequest\x12B\n" +
 	"\n" +
 	"definition\x18\x01 \x01(\v2\".multiagents.v1.WorkflowDefinitionR\n" +
@@ -1363,7 +1951,40 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\x0eapprovals_only\x18\x03 \x01(\bR\rapprovalsOnly\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\"U\n" +
 	"\x1aListWaitingSignalsResponse\x127\n" +
-	"\awaiting\x18\x01 \x03(\v2\x1d.multiagents.v1.WaitingSignalR\awaiting2\xc3\t\n" +
+	"\awaiting\x18\x01 \x03(\v2\x1d.multiagents.v1.WaitingSignalR\awaiting\"W\n" +
+	"\x15CreateScheduleRequest\x12>\n" +
+	"\bschedule\x18\x01 \x01(\v2\".multiagents.v1.ScheduleDefinitionR\bschedule\"P\n" +
+	"\x16CreateScheduleResponse\x126\n" +
+	"\x06status\x18\x01 \x01(\v2\x1e.multiagents.v1.ScheduleStatusR\x06status\"5\n" +
+	"\x12GetScheduleRequest\x12\x1f\n" +
+	"\vschedule_id\x18\x01 \x01(\tR\n" +
+	"scheduleId\"M\n" +
+	"\x13GetScheduleResponse\x126\n" +
+	"\x06status\x18\x01 \x01(\v2\x1e.multiagents.v1.ScheduleStatusR\x06status\"w\n" +
+	"\x14ListSchedulesRequest\x12#\n" +
+	"\rworkflow_name\x18\x01 \x01(\tR\fworkflowName\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"}\n" +
+	"\x15ListSchedulesResponse\x12<\n" +
+	"\tschedules\x18\x01 \x03(\v2\x1e.multiagents.v1.ScheduleStatusR\tschedules\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"K\n" +
+	"\x14PauseScheduleRequest\x12\x1f\n" +
+	"\vschedule_id\x18\x01 \x01(\tR\n" +
+	"scheduleId\x12\x12\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note\"O\n" +
+	"\x15PauseScheduleResponse\x126\n" +
+	"\x06status\x18\x01 \x01(\v2\x1e.multiagents.v1.ScheduleStatusR\x06status\"M\n" +
+	"\x16UnpauseScheduleRequest\x12\x1f\n" +
+	"\vschedule_id\x18\x01 \x01(\tR\n" +
+	"scheduleId\x12\x12\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note\"Q\n" +
+	"\x17UnpauseScheduleResponse\x126\n" +
+	"\x06status\x18\x01 \x01(\v2\x1e.multiagents.v1.ScheduleStatusR\x06status\"8\n" +
+	"\x15DeleteScheduleRequest\x12\x1f\n" +
+	"\vschedule_id\x18\x01 \x01(\tR\n" +
+	"scheduleId\"\x18\n" +
+	"\x16DeleteScheduleResponse2\xfd\r\n" +
 	"\x0fWorkflowService\x12e\n" +
 	"\x10RegisterWorkflow\x12'.multiagents.v1.RegisterWorkflowRequest\x1a(.multiagents.v1.RegisterWorkflowResponse\x12t\n" +
 	"\x15GetWorkflowDefinition\x12,.multiagents.v1.GetWorkflowDefinitionRequest\x1a-.multiagents.v1.GetWorkflowDefinitionResponse\x12z\n" +
@@ -1377,7 +1998,13 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"GetHistory\x12!.multiagents.v1.GetHistoryRequest\x1a\".multiagents.v1.GetHistoryResponse\x12_\n" +
 	"\x0eSignalWorkflow\x12%.multiagents.v1.SignalWorkflowRequest\x1a&.multiagents.v1.SignalWorkflowResponse\x12_\n" +
 	"\x0eResumeWorkflow\x12%.multiagents.v1.ResumeWorkflowRequest\x1a&.multiagents.v1.ResumeWorkflowResponse\x12k\n" +
-	"\x12ListWaitingSignals\x12).multiagents.v1.ListWaitingSignalsRequest\x1a*.multiagents.v1.ListWaitingSignalsResponseBPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
+	"\x12ListWaitingSignals\x12).multiagents.v1.ListWaitingSignalsRequest\x1a*.multiagents.v1.ListWaitingSignalsResponse\x12_\n" +
+	"\x0eCreateSchedule\x12%.multiagents.v1.CreateScheduleRequest\x1a&.multiagents.v1.CreateScheduleResponse\x12V\n" +
+	"\vGetSchedule\x12\".multiagents.v1.GetScheduleRequest\x1a#.multiagents.v1.GetScheduleResponse\x12\\\n" +
+	"\rListSchedules\x12$.multiagents.v1.ListSchedulesRequest\x1a%.multiagents.v1.ListSchedulesResponse\x12\\\n" +
+	"\rPauseSchedule\x12$.multiagents.v1.PauseScheduleRequest\x1a%.multiagents.v1.PauseScheduleResponse\x12b\n" +
+	"\x0fUnpauseSchedule\x12&.multiagents.v1.UnpauseScheduleRequest\x1a'.multiagents.v1.UnpauseScheduleResponse\x12_\n" +
+	"\x0eDeleteSchedule\x12%.multiagents.v1.DeleteScheduleRequest\x1a&.multiagents.v1.DeleteScheduleResponseBPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
 
 var (
 	file_multiagents_v1_workflow_service_proto_rawDescOnce sync.Once
@@ -1391,7 +2018,7 @@ func file_multiagents_v1_workflow_service_proto_rawDescGZIP() []byte {
 	return file_multiagents_v1_workflow_service_proto_rawDescData
 }
 
-var file_multiagents_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_multiagents_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_multiagents_v1_workflow_service_proto_goTypes = []any{
 	(*RegisterWorkflowRequest)(nil),         // 0: multiagents.v1.RegisterWorkflowRequest
 	(*RegisterWorkflowResponse)(nil),        // 1: multiagents.v1.RegisterWorkflowResponse
@@ -1417,58 +2044,90 @@ var file_multiagents_v1_workflow_service_proto_goTypes = []any{
 	(*ResumeWorkflowResponse)(nil),          // 21: multiagents.v1.ResumeWorkflowResponse
 	(*ListWaitingSignalsRequest)(nil),       // 22: multiagents.v1.ListWaitingSignalsRequest
 	(*ListWaitingSignalsResponse)(nil),      // 23: multiagents.v1.ListWaitingSignalsResponse
-	(*WorkflowDefinition)(nil),              // 24: multiagents.v1.WorkflowDefinition
-	(*Payload)(nil),                         // 25: multiagents.v1.Payload
-	(*durationpb.Duration)(nil),             // 26: google.protobuf.Duration
-	(*WorkflowStatus)(nil),                  // 27: multiagents.v1.WorkflowStatus
-	(*StatusEvent)(nil),                     // 28: multiagents.v1.StatusEvent
-	(WorkflowState)(0),                      // 29: multiagents.v1.WorkflowState
-	(*WorkflowEvent)(nil),                   // 30: multiagents.v1.WorkflowEvent
-	(*WaitingSignal)(nil),                   // 31: multiagents.v1.WaitingSignal
+	(*CreateScheduleRequest)(nil),           // 24: multiagents.v1.CreateScheduleRequest
+	(*CreateScheduleResponse)(nil),          // 25: multiagents.v1.CreateScheduleResponse
+	(*GetScheduleRequest)(nil),              // 26: multiagents.v1.GetScheduleRequest
+	(*GetScheduleResponse)(nil),             // 27: multiagents.v1.GetScheduleResponse
+	(*ListSchedulesRequest)(nil),            // 28: multiagents.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),           // 29: multiagents.v1.ListSchedulesResponse
+	(*PauseScheduleRequest)(nil),            // 30: multiagents.v1.PauseScheduleRequest
+	(*PauseScheduleResponse)(nil),           // 31: multiagents.v1.PauseScheduleResponse
+	(*UnpauseScheduleRequest)(nil),          // 32: multiagents.v1.UnpauseScheduleRequest
+	(*UnpauseScheduleResponse)(nil),         // 33: multiagents.v1.UnpauseScheduleResponse
+	(*DeleteScheduleRequest)(nil),           // 34: multiagents.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil),          // 35: multiagents.v1.DeleteScheduleResponse
+	(*WorkflowDefinition)(nil),              // 36: multiagents.v1.WorkflowDefinition
+	(*Payload)(nil),                         // 37: multiagents.v1.Payload
+	(*durationpb.Duration)(nil),             // 38: google.protobuf.Duration
+	(*WorkflowStatus)(nil),                  // 39: multiagents.v1.WorkflowStatus
+	(*StatusEvent)(nil),                     // 40: multiagents.v1.StatusEvent
+	(WorkflowState)(0),                      // 41: multiagents.v1.WorkflowState
+	(*WorkflowEvent)(nil),                   // 42: multiagents.v1.WorkflowEvent
+	(*WaitingSignal)(nil),                   // 43: multiagents.v1.WaitingSignal
+	(*ScheduleDefinition)(nil),              // 44: multiagents.v1.ScheduleDefinition
+	(*ScheduleStatus)(nil),                  // 45: multiagents.v1.ScheduleStatus
 }
 var file_multiagents_v1_workflow_service_proto_depIdxs = []int32{
-	24, // 0: multiagents.v1.RegisterWorkflowRequest.definition:type_name -> multiagents.v1.WorkflowDefinition
-	24, // 1: multiagents.v1.GetWorkflowDefinitionResponse.definition:type_name -> multiagents.v1.WorkflowDefinition
-	24, // 2: multiagents.v1.ListWorkflowDefinitionsResponse.definitions:type_name -> multiagents.v1.WorkflowDefinition
-	25, // 3: multiagents.v1.ExecuteWorkflowRequest.input:type_name -> multiagents.v1.Payload
-	26, // 4: multiagents.v1.ExecuteWorkflowRequest.start_delay:type_name -> google.protobuf.Duration
-	27, // 5: multiagents.v1.GetStatusResponse.status:type_name -> multiagents.v1.WorkflowStatus
-	28, // 6: multiagents.v1.WatchWorkflowResponse.event:type_name -> multiagents.v1.StatusEvent
-	27, // 7: multiagents.v1.WatchWorkflowResponse.final_status:type_name -> multiagents.v1.WorkflowStatus
-	29, // 8: multiagents.v1.ListWorkflowsRequest.state:type_name -> multiagents.v1.WorkflowState
-	27, // 9: multiagents.v1.ListWorkflowsResponse.workflows:type_name -> multiagents.v1.WorkflowStatus
-	30, // 10: multiagents.v1.GetHistoryResponse.events:type_name -> multiagents.v1.WorkflowEvent
-	25, // 11: multiagents.v1.SignalWorkflowRequest.payload:type_name -> multiagents.v1.Payload
-	31, // 12: multiagents.v1.ListWaitingSignalsResponse.waiting:type_name -> multiagents.v1.WaitingSignal
-	0,  // 13: multiagents.v1.WorkflowService.RegisterWorkflow:input_type -> multiagents.v1.RegisterWorkflowRequest
-	2,  // 14: multiagents.v1.WorkflowService.GetWorkflowDefinition:input_type -> multiagents.v1.GetWorkflowDefinitionRequest
-	4,  // 15: multiagents.v1.WorkflowService.ListWorkflowDefinitions:input_type -> multiagents.v1.ListWorkflowDefinitionsRequest
-	6,  // 16: multiagents.v1.WorkflowService.ExecuteWorkflow:input_type -> multiagents.v1.ExecuteWorkflowRequest
-	8,  // 17: multiagents.v1.WorkflowService.GetStatus:input_type -> multiagents.v1.GetStatusRequest
-	10, // 18: multiagents.v1.WorkflowService.WatchWorkflow:input_type -> multiagents.v1.WatchWorkflowRequest
-	12, // 19: multiagents.v1.WorkflowService.CancelWorkflow:input_type -> multiagents.v1.CancelWorkflowRequest
-	14, // 20: multiagents.v1.WorkflowService.ListWorkflows:input_type -> multiagents.v1.ListWorkflowsRequest
-	16, // 21: multiagents.v1.WorkflowService.GetHistory:input_type -> multiagents.v1.GetHistoryRequest
-	18, // 22: multiagents.v1.WorkflowService.SignalWorkflow:input_type -> multiagents.v1.SignalWorkflowRequest
-	20, // 23: multiagents.v1.WorkflowService.ResumeWorkflow:input_type -> multiagents.v1.ResumeWorkflowRequest
-	22, // 24: multiagents.v1.WorkflowService.ListWaitingSignals:input_type -> multiagents.v1.ListWaitingSignalsRequest
-	1,  // 25: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
-	3,  // 26: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
-	5,  // 27: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
-	7,  // 28: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
-	9,  // 29: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
-	11, // 30: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
-	13, // 31: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
-	15, // 32: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
-	17, // 33: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
-	19, // 34: multiagents.v1.WorkflowService.SignalWorkflow:output_type -> multiagents.v1.SignalWorkflowResponse
-	21, // 35: multiagents.v1.WorkflowService.ResumeWorkflow:output_type -> multiagents.v1.ResumeWorkflowResponse
-	23, // 36: multiagents.v1.WorkflowService.ListWaitingSignals:output_type -> multiagents.v1.ListWaitingSignalsResponse
-	25, // [25:37] is the sub-list for method output_type
-	13, // [13:25] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	36, // 0: multiagents.v1.RegisterWorkflowRequest.definition:type_name -> multiagents.v1.WorkflowDefinition
+	36, // 1: multiagents.v1.GetWorkflowDefinitionResponse.definition:type_name -> multiagents.v1.WorkflowDefinition
+	36, // 2: multiagents.v1.ListWorkflowDefinitionsResponse.definitions:type_name -> multiagents.v1.WorkflowDefinition
+	37, // 3: multiagents.v1.ExecuteWorkflowRequest.input:type_name -> multiagents.v1.Payload
+	38, // 4: multiagents.v1.ExecuteWorkflowRequest.start_delay:type_name -> google.protobuf.Duration
+	39, // 5: multiagents.v1.GetStatusResponse.status:type_name -> multiagents.v1.WorkflowStatus
+	40, // 6: multiagents.v1.WatchWorkflowResponse.event:type_name -> multiagents.v1.StatusEvent
+	39, // 7: multiagents.v1.WatchWorkflowResponse.final_status:type_name -> multiagents.v1.WorkflowStatus
+	41, // 8: multiagents.v1.ListWorkflowsRequest.state:type_name -> multiagents.v1.WorkflowState
+	39, // 9: multiagents.v1.ListWorkflowsResponse.workflows:type_name -> multiagents.v1.WorkflowStatus
+	42, // 10: multiagents.v1.GetHistoryResponse.events:type_name -> multiagents.v1.WorkflowEvent
+	37, // 11: multiagents.v1.SignalWorkflowRequest.payload:type_name -> multiagents.v1.Payload
+	43, // 12: multiagents.v1.ListWaitingSignalsResponse.waiting:type_name -> multiagents.v1.WaitingSignal
+	44, // 13: multiagents.v1.CreateScheduleRequest.schedule:type_name -> multiagents.v1.ScheduleDefinition
+	45, // 14: multiagents.v1.CreateScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
+	45, // 15: multiagents.v1.GetScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
+	45, // 16: multiagents.v1.ListSchedulesResponse.schedules:type_name -> multiagents.v1.ScheduleStatus
+	45, // 17: multiagents.v1.PauseScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
+	45, // 18: multiagents.v1.UnpauseScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
+	0,  // 19: multiagents.v1.WorkflowService.RegisterWorkflow:input_type -> multiagents.v1.RegisterWorkflowRequest
+	2,  // 20: multiagents.v1.WorkflowService.GetWorkflowDefinition:input_type -> multiagents.v1.GetWorkflowDefinitionRequest
+	4,  // 21: multiagents.v1.WorkflowService.ListWorkflowDefinitions:input_type -> multiagents.v1.ListWorkflowDefinitionsRequest
+	6,  // 22: multiagents.v1.WorkflowService.ExecuteWorkflow:input_type -> multiagents.v1.ExecuteWorkflowRequest
+	8,  // 23: multiagents.v1.WorkflowService.GetStatus:input_type -> multiagents.v1.GetStatusRequest
+	10, // 24: multiagents.v1.WorkflowService.WatchWorkflow:input_type -> multiagents.v1.WatchWorkflowRequest
+	12, // 25: multiagents.v1.WorkflowService.CancelWorkflow:input_type -> multiagents.v1.CancelWorkflowRequest
+	14, // 26: multiagents.v1.WorkflowService.ListWorkflows:input_type -> multiagents.v1.ListWorkflowsRequest
+	16, // 27: multiagents.v1.WorkflowService.GetHistory:input_type -> multiagents.v1.GetHistoryRequest
+	18, // 28: multiagents.v1.WorkflowService.SignalWorkflow:input_type -> multiagents.v1.SignalWorkflowRequest
+	20, // 29: multiagents.v1.WorkflowService.ResumeWorkflow:input_type -> multiagents.v1.ResumeWorkflowRequest
+	22, // 30: multiagents.v1.WorkflowService.ListWaitingSignals:input_type -> multiagents.v1.ListWaitingSignalsRequest
+	24, // 31: multiagents.v1.WorkflowService.CreateSchedule:input_type -> multiagents.v1.CreateScheduleRequest
+	26, // 32: multiagents.v1.WorkflowService.GetSchedule:input_type -> multiagents.v1.GetScheduleRequest
+	28, // 33: multiagents.v1.WorkflowService.ListSchedules:input_type -> multiagents.v1.ListSchedulesRequest
+	30, // 34: multiagents.v1.WorkflowService.PauseSchedule:input_type -> multiagents.v1.PauseScheduleRequest
+	32, // 35: multiagents.v1.WorkflowService.UnpauseSchedule:input_type -> multiagents.v1.UnpauseScheduleRequest
+	34, // 36: multiagents.v1.WorkflowService.DeleteSchedule:input_type -> multiagents.v1.DeleteScheduleRequest
+	1,  // 37: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
+	3,  // 38: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
+	5,  // 39: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
+	7,  // 40: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
+	9,  // 41: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
+	11, // 42: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
+	13, // 43: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
+	15, // 44: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
+	17, // 45: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
+	19, // 46: multiagents.v1.WorkflowService.SignalWorkflow:output_type -> multiagents.v1.SignalWorkflowResponse
+	21, // 47: multiagents.v1.WorkflowService.ResumeWorkflow:output_type -> multiagents.v1.ResumeWorkflowResponse
+	23, // 48: multiagents.v1.WorkflowService.ListWaitingSignals:output_type -> multiagents.v1.ListWaitingSignalsResponse
+	25, // 49: multiagents.v1.WorkflowService.CreateSchedule:output_type -> multiagents.v1.CreateScheduleResponse
+	27, // 50: multiagents.v1.WorkflowService.GetSchedule:output_type -> multiagents.v1.GetScheduleResponse
+	29, // 51: multiagents.v1.WorkflowService.ListSchedules:output_type -> multiagents.v1.ListSchedulesResponse
+	31, // 52: multiagents.v1.WorkflowService.PauseSchedule:output_type -> multiagents.v1.PauseScheduleResponse
+	33, // 53: multiagents.v1.WorkflowService.UnpauseSchedule:output_type -> multiagents.v1.UnpauseScheduleResponse
+	35, // 54: multiagents.v1.WorkflowService.DeleteSchedule:output_type -> multiagents.v1.DeleteScheduleResponse
+	37, // [37:55] is the sub-list for method output_type
+	19, // [19:37] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_workflow_service_proto_init() }
@@ -1478,6 +2137,7 @@ func file_multiagents_v1_workflow_service_proto_init() {
 	}
 	file_multiagents_v1_common_proto_init()
 	file_multiagents_v1_events_proto_init()
+	file_multiagents_v1_schedule_proto_init()
 	file_multiagents_v1_workflow_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1485,7 +2145,7 @@ func file_multiagents_v1_workflow_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_multiagents_v1_workflow_service_proto_rawDesc), len(file_multiagents_v1_workflow_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
