@@ -409,7 +409,7 @@ class Schedules:
             return failed.with_action(Action(fire, now, ActionKind.FAILED, message=str(exc)))
         log.info(
             "schedule started a run",
-            extra={"schedule": spec.schedule_id, "transaction_id": tx, "created": created},
+            extra={"schedule": spec.schedule_id, "transaction_id": tx, "new": created},
         )
         started = replace(s, firing_ms=0, last_transaction_id=tx, runs_started=s.runs_started + 1)
         return started.with_action(Action(fire, now, ActionKind.STARTED, tx))
