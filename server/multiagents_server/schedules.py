@@ -205,7 +205,9 @@ def decide(s: Schedule, cron: Cron, now: int, previous: Previous) -> tuple[Sched
 
     Of the fire times due since the last look, only the latest is acted on
     (a server that was down catches up one run, as a Kubernetes CronJob);
-    the earlier ones are recorded as one MISSED action."""
+    the earlier ones are recorded as one MISSED action. With a seconds field
+    that also happens when a timer fires more than a second late (a replica
+    taking a bucket over, a stall)."""
     spec = s.spec
     if spec.paused:
         return s, ""
@@ -219,7 +221,10 @@ def decide(s: Schedule, cron: Cron, now: int, previous: Previous) -> tuple[Sched
     first_due = s.next_fire_ms
     s = replace(s, next_fire_ms=cron.next_after(now))
     if first_due < fire:
-        why = f"not fired while no server ran; only the latest, {iso(fire)}, is caught up"
+        why = (
+            "not fired in time (no server ran, or the timer was late): only the latest "
+            f"due fire time, {iso(fire)}, is taken"
+        )
         s = s.with_action(Action(first_due, now, ActionKind.MISSED, message=why))
     if fire < now - spec.catchup_window_ms:
         why = f"older than the catch-up window ({spec.catchup_window_ms // 1000} s)"
@@ -357,9 +362,9 @@ class Schedules:
             now = self.orchestrator.clock()
             if s.firing_ms:
                 done = await self._start(s, now)
-                if await self._write(done, "update", revision, now) < 0:
+                revision = await self._write(done, "update", revision, now)
+                if revision < 0:
                     continue
-                revision += 1
                 s = done
             decided, cancel = decide(s, self._cron(s.spec), now, await self._previous(s))
             mode = "timer" if decided == s else "update"
@@ -398,7 +403,8 @@ class Schedules:
                 correlation_id=f"{spec.schedule_id}@{iso(fire)}",
             )
         except AlreadyExists:
-            # Started before a crash, then the definition or input changed.
+            # This fire time ran already with another workflow or input: a
+            # schedule of this id, deleted and created again, started it.
             tx, created = request_transaction_id(request_id), False
         except ServiceError as exc:
             log.warning(
