@@ -21,7 +21,8 @@ from multiagents.v1 import workflow_service_pb2_grpc
 from multiagents_server.app import Server
 
 COMMANDS = ["serve", "worker", "register", "run", "status", "watch", "history",
-            "cancel", "list", "workers", "definitions", "completion", "demo", "schedule"]  # fmt: skip
+            "cancel", "list", "workers", "definitions", "completion", "demo",
+            "schedule"]  # fmt: skip
 
 
 async def cli(*args: str) -> subprocess.CompletedProcess[str]:
