@@ -17,7 +17,8 @@ Firing is an idempotent sequence, safe across replicas and kills:
    next fire time.
 
 Two replicas firing the same schedule at once (a change of bucket owners)
-make the same decision from the same record; the revision lets one commit.
+decide from the same record; the revision lets one commit, and the other
+decides again from what that one committed.
 """
 
 from __future__ import annotations
@@ -113,6 +114,12 @@ def parse_cron(expression: str, time_zone: str, now_ms: int, *, field: str = "cr
         raise InvalidArgument(f"{field}: required")
     if len(expression) > 200:
         raise InvalidArgument(f"{field}: at most 200 characters, got {len(expression)}")
+    parts = [p.upper() for f in expression.split() for p in f.split(",")]
+    if any(p == "R" or p.startswith("R(") for p in parts):
+        raise InvalidArgument(
+            f"{field}: {expression!r}: random fields (R) are not supported: a schedule's fire "
+            "times are the same on every replica"
+        )
     cron = Cron(expression.strip(), zone)
     try:
         cron.next_after(now_ms)

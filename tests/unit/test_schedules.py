@@ -39,6 +39,8 @@ def schedule(overlap: Overlap = Overlap.SKIP, **changes: object) -> Schedule:
 
 def test_six_fields_put_seconds_first_and_seven_add_a_year() -> None:
     at = ms("2026-06-01T12:00:00+00:00")
+    fridays = parse_cron("0 9 * MAR-APR FRI", "UTC", at)  # names holding an R are no random field
+    assert fridays.next_after(ms("2026-03-01T00:00:00+00:00")) == ms("2026-03-06T09:00:00+00:00")
     assert parse_cron("15 * * * * *", "UTC", at).next_after(at) == ms("2026-06-01T12:00:15+00:00")
     cron = parse_cron("0 0 0 1 1 * 2030", "UTC", at)
     assert cron.next_after(at) == ms("2030-01-01T00:00:00+00:00")
@@ -66,6 +68,8 @@ def test_daylight_saving_gaps_and_repeats_in_a_zone() -> None:
         ("61 * * * *", "UTC", "cron: '61 * * * *' does not parse: [61 * * * *] is not acceptable"),
         ("* * *", "UTC", "Exactly 5, 6 or 7 columns"),
         ("0 0 31 2 *", "UTC", "cron: '0 0 31 2 *' never fires"),
+        ("R 3 * * *", "UTC", "random fields (R) are not supported"),
+        ("@reboot", "UTC", "cron: '@reboot' does not parse"),
         ("* * * * *", "Nowhere/City", "time_zone: unknown IANA time zone 'Nowhere/City'"),
         ("* * * * *", "../etc/passwd", "time_zone: unknown IANA time zone"),
     ],

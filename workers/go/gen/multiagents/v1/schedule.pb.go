@@ -166,8 +166,8 @@ type ScheduleDefinition struct {
 	// fields (minute hour day-of-month month day-of-week), six with a seconds
 	// field FIRST ("*/10 * * * * *": every 10 s), seven with a year last;
 	// also @hourly, @daily, @weekly, @monthly, @yearly. One that does not
-	// parse, or never fires ("0 0 31 2 *"), is INVALID_ARGUMENT naming
-	// schedule.cron with the library's reason.
+	// parse, never fires ("0 0 31 2 *") or has a random field (R: there is no
+	// jitter) is INVALID_ARGUMENT naming schedule.cron with the reason.
 	Cron string `protobuf:"bytes,2,opt,name=cron,proto3" json:"cron,omitempty"`
 	// IANA time zone the expression is read in ("Europe/Paris"); empty means
 	// UTC. An unknown zone is INVALID_ARGUMENT. With daylight saving, a time

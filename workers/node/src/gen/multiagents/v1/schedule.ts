@@ -168,8 +168,8 @@ export interface ScheduleDefinition {
    * fields (minute hour day-of-month month day-of-week), six with a seconds
    * field FIRST ("* /10 * * * * *": every 10 s), seven with a year last;
    * also @hourly, @daily, @weekly, @monthly, @yearly. One that does not
-   * parse, or never fires ("0 0 31 2 *"), is INVALID_ARGUMENT naming
-   * schedule.cron with the library's reason.
+   * parse, never fires ("0 0 31 2 *") or has a random field (R: there is no
+   * jitter) is INVALID_ARGUMENT naming schedule.cron with the reason.
    */
   cron: string;
   /**
