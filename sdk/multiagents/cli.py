@@ -644,12 +644,20 @@ def schedule_dict(s: ScheduleInfo) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _span(seconds: float) -> str:
+    """A duration in its largest whole unit: 365 d, 2 h, 10 min, 1.5 s."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
 def format_schedule(s: ScheduleInfo) -> str:
     zone = "" if s.time_zone == "UTC" else f" ({s.time_zone})"
     version = f" v{s.workflow_version}" if s.workflow_version else ""
     lines = [
         f"schedule {s.schedule_id}: {s.cron!r}{zone} starts {s.workflow_name}{version}",
-        f"  overlap {s.overlap_policy}, catch-up window {s.catchup_window:g} s",
+        f"  overlap {s.overlap_policy}, catch-up window {_span(s.catchup_window)}",
         f"  {'paused' if s.paused else 'next fire ' + _time(s.next_fire_time)}"
         + (f" (note: {s.note})" if s.note else ""),
         f"  runs started {s.runs_started}, skipped {s.runs_skipped}"
