@@ -320,15 +320,13 @@ class Schedules:
         return decode(stored.state), stored.revision
 
     async def list(self, *, workflow_name: str, after: str, limit: int) -> list[Schedule]:
-        """Schedules by id, those after `after`, at most `limit`."""
-        found = sorted(
-            (decode(stored.state) for sid, stored in await self.store.all_schedules()
-             if sid > after),
-            key=lambda s: s.spec.schedule_id,
-        )  # fmt: skip
-        return [s for s in found if not workflow_name or s.spec.workflow_name == workflow_name][
-            :limit
-        ]
+        """Schedules of `workflow_name` (all when empty) whose id sorts after
+        `after`, by id, at most `limit`."""
+        found = [decode(stored.state) for sid, stored in await self.store.all_schedules()
+                 if sid > after]  # fmt: skip
+        if workflow_name:
+            found = [s for s in found if s.spec.workflow_name == workflow_name]
+        return sorted(found, key=lambda s: s.spec.schedule_id)[:limit]
 
     async def set_paused(self, schedule_id: str, paused: bool, note: str) -> Schedule:
         """Pause or unpause (either again is a no-op apart from the note).
