@@ -6,7 +6,7 @@ The SDK: `@worker` declares workers, `WorkerRuntime` serves them to a server,
 
 __version__ = "0.1.0"
 
-from multiagents.client import Client, StatusUpdate, WorkflowStatus
+from multiagents.client import Client, ScheduleAction, ScheduleInfo, StatusUpdate, WorkflowStatus
 from multiagents.dspy import dspy_worker
 from multiagents.errors import (
     AlreadyExistsError,
@@ -75,6 +75,8 @@ __all__ = [
     "RPCError",
     "ResourceExhaustedError",
     "RetryPolicy",
+    "ScheduleAction",
+    "ScheduleInfo",
     "ServerNotInstalledError",
     "ServerUnavailableError",
     "Sleep",

@@ -1,6 +1,6 @@
 """The `multiagents` command line: serve, worker, register, definitions, run,
 status, watch, list, cancel, signal, approve, reject, resume, inbox, history,
-workers, completion, demo."""
+schedule (create, list, show, pause, unpause, delete), workers, completion, demo."""
 
 from __future__ import annotations
 
@@ -25,8 +25,10 @@ from google.protobuf import json_format
 
 from multiagents import __version__, _server, wire
 from multiagents.channel import open_channel
-from multiagents.client import STATES, Client, WorkflowStatus
+from multiagents.client import OVERLAP_POLICIES, STATES, Client, ScheduleInfo, WorkflowStatus
 from multiagents.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
     RPCError,
     ServerNotInstalledError,
     ServerUnavailableError,
@@ -733,6 +735,113 @@ async def cmd_inbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def schedule_dict(s: ScheduleInfo) -> dict[str, Any]:
+    """A schedule for --json: its fields, times in ISO 8601 UTC."""
+    return {
+        "schedule_id": s.schedule_id, "cron": s.cron, "time_zone": s.time_zone,
+        "workflow_name": s.workflow_name, "workflow_version": s.workflow_version,
+        "input": s.input, "overlap_policy": s.overlap_policy,
+        "catchup_window": s.catchup_window, "paused": s.paused, "note": s.note,
+        "created_at": _iso(s.created_at), "updated_at": _iso(s.updated_at),
+        "next_fire_time": _iso(s.next_fire_time),
+        "buffered_fire_time": _iso(s.buffered_fire_time),
+        "runs_started": s.runs_started, "runs_skipped": s.runs_skipped,
+        "last_transaction_id": s.last_transaction_id,
+        "recent_actions": [
+            {"fire_time": _iso(a.fire_time), "taken_at": _iso(a.taken_at), "kind": a.kind,
+             "transaction_id": a.transaction_id, "message": a.message}
+            for a in s.recent_actions
+        ],
+    }  # fmt: skip
+
+
+def _span(seconds: float) -> str:
+    """A duration in its largest whole unit: 365 d, 2 h, 10 min, 1.5 s."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+def format_schedule(s: ScheduleInfo) -> str:
+    zone = "" if s.time_zone == "UTC" else f" ({s.time_zone})"
+    version = f" v{s.workflow_version}" if s.workflow_version else ""
+    lines = [
+        f"schedule {s.schedule_id}: {s.cron!r}{zone} starts {s.workflow_name}{version}",
+        f"  overlap {s.overlap_policy}, catch-up window {_span(s.catchup_window)}",
+        f"  {'paused' if s.paused else 'next fire ' + _time(s.next_fire_time)}"
+        + (f" (note: {s.note})" if s.note else ""),
+        f"  runs started {s.runs_started}, skipped {s.runs_skipped}"
+        + (f", last {s.last_transaction_id}" if s.last_transaction_id else ""),
+    ]
+    if s.buffered_fire_time:
+        lines.append(f"  waiting to start: {_time(s.buffered_fire_time)}")
+    for a in s.recent_actions:
+        what = a.transaction_id if a.kind == "started" else a.message
+        lines.append(f"  {_time(a.fire_time)}  {a.kind:<8}  {what}")
+    return "\n".join(lines)
+
+
+@contextlib.asynccontextmanager
+async def _schedule_client(args: argparse.Namespace) -> Any:
+    """A client whose INVALID_ARGUMENT and ALREADY_EXISTS answers are bad
+    input of the command line: one line, exit 2 (NOT_FOUND stays exit 1)."""
+    async with _client(args) as client:
+        try:
+            yield client
+        except (InvalidArgumentError, AlreadyExistsError) as exc:
+            raise UsageError(exc.message) from None
+
+
+async def cmd_schedule(args: argparse.Namespace) -> int:
+    async with _schedule_client(args) as client:
+        match args.schedule_command:
+            case "create":
+                info = await client.create_schedule(
+                    args.schedule_id, args.cron, args.workflow, read_input(args),
+                    version=args.version, time_zone=args.time_zone, overlap_policy=args.overlap,
+                    catchup_window=args.catchup_window, paused=args.paused, note=args.note,
+                )  # fmt: skip
+            case "show":
+                info = await client.get_schedule(args.schedule_id)
+            case "pause":
+                info = await client.pause_schedule(args.schedule_id, args.note)
+            case "unpause":
+                info = await client.unpause_schedule(args.schedule_id, args.note)
+            case "delete":
+                await client.delete_schedule(args.schedule_id)
+                _print(f"schedule deleted: {args.schedule_id}")
+                return 0
+            case _:
+                return await _list_schedules(client, args)
+    if args.json:
+        _print(json.dumps(schedule_dict(info)))
+    else:
+        _print(format_schedule(info))
+    return 0
+
+
+async def _list_schedules(client: Client, args: argparse.Namespace) -> int:
+    schedules = await client.list_schedules(workflow_name=args.workflow)
+    if args.json:
+        _print(json.dumps({"schedules": [schedule_dict(s) for s in schedules]}))
+        return 0
+    if not schedules:
+        _print("no schedules")
+        return 0
+    table = [("SCHEDULE", "CRON", "WORKFLOW", "OVERLAP", "NEXT FIRE", "RUNS", "SKIPPED")]
+    table += [
+        (s.schedule_id, s.cron + ("" if s.time_zone == "UTC" else f" ({s.time_zone})"),
+         s.workflow_name, s.overlap_policy, "paused" if s.paused else _time(s.next_fire_time),
+         str(s.runs_started), str(s.runs_skipped))
+        for s in schedules
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        _print("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]))
+    return 0
+
+
 async def cmd_history(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         events = [event_dict(e) for e in await client.get_history(args.transaction_id)]
@@ -1065,6 +1174,7 @@ JSON_HELP = {
     "definitions": 'print one JSON document: {"definitions": [...]}, '
     "each in the definition-file form",
     "inbox": 'print one JSON document: {"waiting": [...]}',
+    "schedule": 'print one JSON document: the schedule (list: {"schedules": [...]})',
 }
 
 
@@ -1172,6 +1282,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--approvals", action="store_true", help="only approvals")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--json", action="store_true", help=JSON_HELP["inbox"])
+
+    schedule = sub.add_parser(
+        "schedule",
+        help="Create, list, show, pause, unpause and delete cron schedules.",
+        description="Cron schedules that start workflows.",
+    )
+    schedule_sub = schedule.add_subparsers(
+        dest="schedule_command", required=True, metavar="SUBCOMMAND"
+    )
+    for name, text in (
+        ("create", "Create a schedule: a cron expression that starts a workflow."),
+        ("list", "List the schedules, by id."),
+        ("show", "Show one schedule and its latest actions."),
+        ("pause", "Pause a schedule: nothing fires until it is unpaused."),
+        ("unpause", "Unpause a schedule: it fires from the next fire time after now."),
+        ("delete", "Delete a schedule (the runs it started go on)."),
+    ):
+        p = schedule_sub.add_parser(name, help=text, description=text)
+        p.set_defaults(fn=cmd_schedule)
+        p.add_argument(
+            "--server", action="append", default=None,
+            help=f"server address (default {DEFAULT_SERVER}, env MULTIAGENTS_SERVER); repeat it "
+            f"to list several replicas: the first that accepts a connection within "
+            f"{CONNECT_TIMEOUT_S:g} s is used",
+        )  # fmt: skip
+        p.add_argument("--token", default=os.environ.get("MULTIAGENTS_TOKEN"),
+                       help="bearer token (env MULTIAGENTS_TOKEN)")  # fmt: skip
+        if name == "list":
+            p.add_argument("--workflow", default="", help="only this workflow name")
+        else:
+            p.add_argument("schedule_id")
+        if name in ("pause", "unpause"):
+            p.add_argument("--note", default="", help="why (kept with the schedule)")
+        if name != "delete":
+            p.add_argument("--json", action="store_true", help=JSON_HELP["schedule"])
+        if name != "create":
+            continue
+        p.add_argument(
+            "--cron", required=True,
+            help="cron expression: 5 fields, 6 with seconds first ('*/10 * * * * *'), "
+            "7 with a year last, or @hourly, @daily, ...",
+        )  # fmt: skip
+        p.add_argument("--workflow", required=True, help="workflow to start at each fire time")
+        p.add_argument("--input", help="input of every run, as a JSON object")
+        p.add_argument("--input-file", help="file holding the input JSON object")
+        p.add_argument("--version", type=int, default=0, help="definition version (default: "
+                       "the latest at each fire)")  # fmt: skip
+        p.add_argument("--time-zone", default="", help="IANA time zone of the expression "
+                       "(default UTC)")  # fmt: skip
+        p.add_argument(
+            "--overlap", choices=sorted(OVERLAP_POLICIES), default="skip",
+            help="when the previous run still runs: skip (default), buffer_one, "
+            "cancel_other or allow_all",
+        )  # fmt: skip
+        p.add_argument(
+            "--catchup-window", type=float, default=0.0,
+            help="seconds: after downtime the latest missed fire time starts if it is at most "
+            "this old (default 365 days)",
+        )  # fmt: skip
+        p.add_argument("--paused", action="store_true", help="create it paused")
+        p.add_argument("--note", default="", help="free text kept with the schedule")
 
     for name, fn, text in (
         ("status", cmd_status, "Show the status of one execution."),

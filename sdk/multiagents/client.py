@@ -17,7 +17,13 @@ from multiagents import wire
 from multiagents.channel import open_channel
 from multiagents.errors import RPCError, WorkflowFailedError, failure_dict, from_rpc_error
 from multiagents.output import Usage
-from multiagents.v1 import common_pb2, events_pb2, workflow_pb2, workflow_service_pb2_grpc
+from multiagents.v1 import (
+    common_pb2,
+    events_pb2,
+    schedule_pb2,
+    workflow_pb2,
+    workflow_service_pb2_grpc,
+)
 from multiagents.v1 import workflow_service_pb2 as pb
 from multiagents.workflow import Budget, Workflow
 
@@ -198,6 +204,93 @@ class WorkflowStatus:
             parent_transaction_id=s.parent_transaction_id or None,
             created_at=_utc(s.created_at) if s.HasField("created_at") else None,
             updated_at=_utc(s.updated_at) if s.HasField("updated_at") else None,
+        )
+
+
+# Overlap policies by their SDK names (the proto enum without its prefix, lower case).
+OVERLAP_POLICIES = {
+    v.name.removeprefix("SCHEDULE_OVERLAP_POLICY_").lower(): v.number
+    for v in schedule_pb2.ScheduleOverlapPolicy.DESCRIPTOR.values
+    if v.number != schedule_pb2.SCHEDULE_OVERLAP_POLICY_UNSPECIFIED
+}
+OVERLAP_NAMES = {number: name for name, number in OVERLAP_POLICIES.items()}
+ACTION_KINDS = {
+    v.number: v.name.removeprefix("SCHEDULE_ACTION_KIND_").lower()
+    for v in schedule_pb2.ScheduleActionKind.DESCRIPTOR.values
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleAction:
+    """What a schedule did for one fire time: started, skipped, buffered,
+    missed or failed."""
+
+    fire_time: datetime
+    taken_at: datetime
+    kind: str
+    transaction_id: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A schedule and what it has done."""
+
+    schedule_id: str
+    cron: str
+    time_zone: str
+    workflow_name: str
+    workflow_version: int
+    input: dict[str, Any]
+    overlap_policy: str
+    catchup_window: float
+    paused: bool
+    note: str
+    created_at: datetime
+    updated_at: datetime
+    # None while paused.
+    next_fire_time: datetime | None
+    # A fire time waiting for the running run to end.
+    buffered_fire_time: datetime | None
+    runs_started: int
+    runs_skipped: int
+    last_transaction_id: str
+    # Newest first, at most 10.
+    recent_actions: tuple[ScheduleAction, ...]
+
+    @classmethod
+    def from_proto(cls, s: schedule_pb2.ScheduleStatus) -> ScheduleInfo:
+        d = s.definition
+        return cls(
+            schedule_id=d.schedule_id,
+            cron=d.cron,
+            time_zone=d.time_zone,
+            workflow_name=d.workflow_name,
+            workflow_version=d.workflow_version,
+            input=wire.decode_object(d.input, field="input"),
+            overlap_policy=OVERLAP_NAMES.get(d.overlap_policy, "skip"),
+            catchup_window=d.catchup_window.ToMilliseconds() / 1000,
+            paused=d.paused,
+            note=d.note,
+            created_at=_utc(s.created_at),
+            updated_at=_utc(s.updated_at),
+            next_fire_time=_utc(s.next_fire_time) if s.HasField("next_fire_time") else None,
+            buffered_fire_time=(
+                _utc(s.buffered_fire_time) if s.HasField("buffered_fire_time") else None
+            ),
+            runs_started=s.runs_started,
+            runs_skipped=s.runs_skipped,
+            last_transaction_id=s.last_transaction_id,
+            recent_actions=tuple(
+                ScheduleAction(
+                    _utc(a.fire_time),
+                    _utc(a.taken_at),
+                    ACTION_KINDS.get(a.kind, "unspecified"),
+                    a.transaction_id,
+                    a.message,
+                )
+                for a in s.recent_actions
+            ),
         )
 
 
@@ -586,3 +679,83 @@ class Client:
         request = pb.GetHistoryRequest(transaction_id=transaction_id)
         response = await self._call(self._stub.GetHistory, request)
         return list(response.events)
+
+    # -- schedules ----------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        schedule_id: str,
+        cron: str,
+        workflow_name: str,
+        input: dict[str, Any] | None = None,
+        *,
+        version: int = 0,
+        time_zone: str = "",
+        overlap_policy: str = "skip",
+        catchup_window: float = 0.0,
+        paused: bool = False,
+        note: str = "",
+    ) -> ScheduleInfo:
+        """Create a schedule: `cron` (5 fields, 6 with seconds first, 7 with
+        a year last; read in `time_zone`, default UTC) starts `workflow_name`
+        with `input` at each fire time. `overlap_policy`: skip (default),
+        buffer_one, cancel_other or allow_all. `catchup_window` (seconds, 0 =
+        365 days): how old the one missed fire time caught up after downtime
+        may be. `version` 0 starts the latest version at each fire."""
+        if overlap_policy not in OVERLAP_POLICIES:
+            expected = ", ".join(sorted(OVERLAP_POLICIES))
+            raise ValueError(f"overlap_policy: expected one of {expected}, got {overlap_policy!r}")
+        definition = schedule_pb2.ScheduleDefinition(
+            schedule_id=schedule_id,
+            cron=cron,
+            time_zone=time_zone,
+            workflow_name=workflow_name,
+            workflow_version=version,
+            input=wire.encode(input or {}),
+            overlap_policy=OVERLAP_POLICIES[overlap_policy],  # type: ignore[arg-type]
+            paused=paused,
+            note=note,
+        )
+        if catchup_window:
+            definition.catchup_window.FromMilliseconds(round(catchup_window * 1000))
+        response = await self._call(
+            self._stub.CreateSchedule, pb.CreateScheduleRequest(schedule=definition)
+        )
+        return ScheduleInfo.from_proto(response.status)
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleInfo:
+        request = pb.GetScheduleRequest(schedule_id=schedule_id)
+        response = await self._call(self._stub.GetSchedule, request)
+        return ScheduleInfo.from_proto(response.status)
+
+    async def list_schedules(self, *, workflow_name: str = "") -> list[ScheduleInfo]:
+        """Every schedule (of `workflow_name`, if given), by id."""
+        found: list[ScheduleInfo] = []
+        token = ""
+        while True:
+            request = pb.ListSchedulesRequest(
+                workflow_name=workflow_name, page_size=1000, page_token=token
+            )
+            response = await self._call(self._stub.ListSchedules, request)
+            found += [ScheduleInfo.from_proto(s) for s in response.schedules]
+            token = response.next_page_token
+            if not token:
+                return found
+
+    async def pause_schedule(self, schedule_id: str, note: str = "") -> ScheduleInfo:
+        """Stop firing until unpaused; `note` (when given) says why."""
+        request = pb.PauseScheduleRequest(schedule_id=schedule_id, note=note)
+        response = await self._call(self._stub.PauseSchedule, request)
+        return ScheduleInfo.from_proto(response.status)
+
+    async def unpause_schedule(self, schedule_id: str, note: str = "") -> ScheduleInfo:
+        """Fire again, from the next fire time after now."""
+        request = pb.UnpauseScheduleRequest(schedule_id=schedule_id, note=note)
+        response = await self._call(self._stub.UnpauseSchedule, request)
+        return ScheduleInfo.from_proto(response.status)
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule; the runs it started go on."""
+        await self._call(
+            self._stub.DeleteSchedule, pb.DeleteScheduleRequest(schedule_id=schedule_id)
+        )

@@ -28,6 +28,7 @@ from multiagents_server.embedded_redis import EmbeddedRedis
 from multiagents_server.events import EventHub
 from multiagents_server.liveness import Liveness
 from multiagents_server.orchestrator import Orchestrator
+from multiagents_server.schedules import Schedules
 from multiagents_server.store import Store, StoreUnavailable, open_store
 from multiagents_server.timers import run_timers
 from multiagents_server.transport.auth import BearerAuthInterceptor
@@ -107,6 +108,7 @@ class Server:
             buckets=config.buckets,
         )
         self.orchestrator = orchestrator = Orchestrator(store, config, replica_id=self.replica_id)
+        schedules = Schedules(orchestrator)
         self.dispatcher = dispatcher = Dispatcher(
             orchestrator, store, config, replica_id=self.replica_id
         )
@@ -141,7 +143,7 @@ class Server:
         interceptors.append(MalformedRequestInterceptor())
         server = grpc.aio.server(options=options, interceptors=interceptors)
         workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(
-            WorkflowService(orchestrator, hub, config), server
+            WorkflowService(orchestrator, hub, config, schedules), server
         )
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerService(dispatcher, config), server
@@ -175,7 +177,7 @@ class Server:
         await orchestrator.join()
         self._tasks = [
             asyncio.create_task(hub.run(), name="event-hub"),
-            asyncio.create_task(run_timers(orchestrator, liveness), name="timers"),
+            asyncio.create_task(run_timers(orchestrator, liveness, schedules), name="timers"),
             asyncio.create_task(
                 self._every_fifth_of_lease(liveness.renew_lease, "renew the lease"), name="lease"
             ),

@@ -62,6 +62,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def request_transaction_id(request_id: str) -> str:
+    """The transaction id of the execution started with `request_id`."""
+    return "r" + hashlib.sha256(request_id.encode()).hexdigest()[:31]
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """An execution and its revision."""
@@ -163,7 +168,7 @@ class Orchestrator:
         spec = await self.definitions.get(name, version)
         fingerprint = ""
         if request_id:
-            tx = "r" + hashlib.sha256(request_id.encode()).hexdigest()[:31]
+            tx = request_transaction_id(request_id)
             fingerprint = hashlib.sha256(
                 wire.dumps(
                     [

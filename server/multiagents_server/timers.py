@@ -1,5 +1,5 @@
 """The timer loop: fires due timers (retry backoff, step and heartbeat
-timeouts, follow-up flushes) of the buckets this replica owns. A claim is a
+timeouts, follow-up flushes, schedules) of the buckets this replica owns. A claim is a
 lease: if the claimer dies, the timer fires again elsewhere.
 
 Each bucket's earliest due time is remembered from the last claim (and
@@ -17,7 +17,8 @@ import logging
 from multiagents_server import engine
 from multiagents_server.liveness import Liveness
 from multiagents_server.orchestrator import Orchestrator
-from multiagents_server.store import FLUSH_TIMER, StoreUnavailable
+from multiagents_server.schedules import Schedules
+from multiagents_server.store import FLUSH_TIMER, SCHEDULE_TIMER, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ CLAIM_LIMIT = 200
 CONCURRENCY = 64
 
 
-async def run_timers(orchestrator: Orchestrator, liveness: Liveness) -> None:
+async def run_timers(orchestrator: Orchestrator, liveness: Liveness, schedules: Schedules) -> None:
     """Fire due timers until cancelled."""
     store = orchestrator.store
     limit = asyncio.Semaphore(CONCURRENCY)
@@ -47,6 +48,8 @@ async def run_timers(orchestrator: Orchestrator, liveness: Liveness) -> None:
             try:
                 if timer == FLUSH_TIMER:
                     await orchestrator.flush(transaction_id)
+                elif timer == SCHEDULE_TIMER:
+                    await schedules.fire(transaction_id)  # a schedule's id
                 else:
                     await orchestrator.apply(transaction_id, engine.TimerFired(timer))
             except Exception:

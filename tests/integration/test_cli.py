@@ -22,7 +22,7 @@ from multiagents_server.app import Server
 
 COMMANDS = ["serve", "worker", "register", "run", "status", "watch", "history",
             "cancel", "list", "workers", "definitions", "completion", "demo",
-            "signal", "approve", "reject", "resume", "inbox"]  # fmt: skip
+            "signal", "approve", "reject", "resume", "inbox", "schedule"]  # fmt: skip
 
 
 async def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -4,6 +4,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from multiagents.v1 import common_pb2 as _common_pb2
 from multiagents.v1 import events_pb2 as _events_pb2
+from multiagents.v1 import schedule_pb2 as _schedule_pb2
 from multiagents.v1 import workflow_pb2 as _workflow_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -258,3 +259,83 @@ class StepOutputGap(_message.Message):
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     dropped: int
     def __init__(self, dropped: _Optional[int] = ...) -> None: ...
+
+class CreateScheduleRequest(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: _schedule_pb2.ScheduleDefinition
+    def __init__(self, schedule: _Optional[_Union[_schedule_pb2.ScheduleDefinition, _Mapping]] = ...) -> None: ...
+
+class CreateScheduleResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: _schedule_pb2.ScheduleStatus
+    def __init__(self, status: _Optional[_Union[_schedule_pb2.ScheduleStatus, _Mapping]] = ...) -> None: ...
+
+class GetScheduleRequest(_message.Message):
+    __slots__ = ("schedule_id",)
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    schedule_id: str
+    def __init__(self, schedule_id: _Optional[str] = ...) -> None: ...
+
+class GetScheduleResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: _schedule_pb2.ScheduleStatus
+    def __init__(self, status: _Optional[_Union[_schedule_pb2.ScheduleStatus, _Mapping]] = ...) -> None: ...
+
+class ListSchedulesRequest(_message.Message):
+    __slots__ = ("workflow_name", "page_size", "page_token")
+    WORKFLOW_NAME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    workflow_name: str
+    page_size: int
+    page_token: str
+    def __init__(self, workflow_name: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListSchedulesResponse(_message.Message):
+    __slots__ = ("schedules", "next_page_token")
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[_schedule_pb2.ScheduleStatus]
+    next_page_token: str
+    def __init__(self, schedules: _Optional[_Iterable[_Union[_schedule_pb2.ScheduleStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class PauseScheduleRequest(_message.Message):
+    __slots__ = ("schedule_id", "note")
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    schedule_id: str
+    note: str
+    def __init__(self, schedule_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class PauseScheduleResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: _schedule_pb2.ScheduleStatus
+    def __init__(self, status: _Optional[_Union[_schedule_pb2.ScheduleStatus, _Mapping]] = ...) -> None: ...
+
+class UnpauseScheduleRequest(_message.Message):
+    __slots__ = ("schedule_id", "note")
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    schedule_id: str
+    note: str
+    def __init__(self, schedule_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class UnpauseScheduleResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: _schedule_pb2.ScheduleStatus
+    def __init__(self, status: _Optional[_Union[_schedule_pb2.ScheduleStatus, _Mapping]] = ...) -> None: ...
+
+class DeleteScheduleRequest(_message.Message):
+    __slots__ = ("schedule_id",)
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    schedule_id: str
+    def __init__(self, schedule_id: _Optional[str] = ...) -> None: ...
+
+class DeleteScheduleResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

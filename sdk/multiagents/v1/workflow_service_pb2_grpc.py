@@ -107,6 +107,36 @@ class WorkflowServiceStub:
                 request_serializer=multiagents_dot_v1_dot_workflow__service__pb2.StreamStepOutputRequest.SerializeToString,
                 response_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.StreamStepOutputResponse.FromString,
                 _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/multiagents.v1.WorkflowService/CreateSchedule',
+                request_serializer=multiagents_dot_v1_dot_workflow__service__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.CreateScheduleResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/multiagents.v1.WorkflowService/GetSchedule',
+                request_serializer=multiagents_dot_v1_dot_workflow__service__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.GetScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/multiagents.v1.WorkflowService/ListSchedules',
+                request_serializer=multiagents_dot_v1_dot_workflow__service__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/multiagents.v1.WorkflowService/PauseSchedule',
+                request_serializer=multiagents_dot_v1_dot_workflow__service__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.PauseScheduleResponse.FromString,
+                _registered_method=True)
+        self.UnpauseSchedule = channel.unary_unary(
+                '/multiagents.v1.WorkflowService/UnpauseSchedule',
+                request_serializer=multiagents_dot_v1_dot_workflow__service__pb2.UnpauseScheduleRequest.SerializeToString,
+                response_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.UnpauseScheduleResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/multiagents.v1.WorkflowService/DeleteSchedule',
+                request_serializer=multiagents_dot_v1_dot_workflow__service__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -214,6 +244,54 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSchedule(self, request, context):
+        """Creates a schedule: a cron expression that starts a workflow. A taken id
+        is ALREADY_EXISTS; a bad id, cron, time zone, policy or window is
+        INVALID_ARGUMENT naming the field; an unknown workflow or version is
+        NOT_FOUND. Nothing is created on an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Returns one schedule; an unknown id is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Lists schedules by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Pauses a schedule: nothing fires until it is unpaused. Pausing a paused
+        schedule changes only its note. Unknown id: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnpauseSchedule(self, request, context):
+        """Unpauses a schedule: it fires at the next fire time after now (fire
+        times while it was paused are not caught up). Unpausing an unpaused
+        schedule changes only its note. Unknown id: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Deletes a schedule; the runs it started go on. Unknown id: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -281,6 +359,36 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.StreamStepOutput,
                     request_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.StreamStepOutputRequest.FromString,
                     response_serializer=multiagents_dot_v1_dot_workflow__service__pb2.StreamStepOutputResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=multiagents_dot_v1_dot_workflow__service__pb2.CreateScheduleResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.GetScheduleRequest.FromString,
+                    response_serializer=multiagents_dot_v1_dot_workflow__service__pb2.GetScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=multiagents_dot_v1_dot_workflow__service__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=multiagents_dot_v1_dot_workflow__service__pb2.PauseScheduleResponse.SerializeToString,
+            ),
+            'UnpauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnpauseSchedule,
+                    request_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.UnpauseScheduleRequest.FromString,
+                    response_serializer=multiagents_dot_v1_dot_workflow__service__pb2.UnpauseScheduleResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=multiagents_dot_v1_dot_workflow__service__pb2.DeleteScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -642,6 +750,168 @@ class WorkflowService:
             '/multiagents.v1.WorkflowService/StreamStepOutput',
             multiagents_dot_v1_dot_workflow__service__pb2.StreamStepOutputRequest.SerializeToString,
             multiagents_dot_v1_dot_workflow__service__pb2.StreamStepOutputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/multiagents.v1.WorkflowService/CreateSchedule',
+            multiagents_dot_v1_dot_workflow__service__pb2.CreateScheduleRequest.SerializeToString,
+            multiagents_dot_v1_dot_workflow__service__pb2.CreateScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/multiagents.v1.WorkflowService/GetSchedule',
+            multiagents_dot_v1_dot_workflow__service__pb2.GetScheduleRequest.SerializeToString,
+            multiagents_dot_v1_dot_workflow__service__pb2.GetScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/multiagents.v1.WorkflowService/ListSchedules',
+            multiagents_dot_v1_dot_workflow__service__pb2.ListSchedulesRequest.SerializeToString,
+            multiagents_dot_v1_dot_workflow__service__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/multiagents.v1.WorkflowService/PauseSchedule',
+            multiagents_dot_v1_dot_workflow__service__pb2.PauseScheduleRequest.SerializeToString,
+            multiagents_dot_v1_dot_workflow__service__pb2.PauseScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnpauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/multiagents.v1.WorkflowService/UnpauseSchedule',
+            multiagents_dot_v1_dot_workflow__service__pb2.UnpauseScheduleRequest.SerializeToString,
+            multiagents_dot_v1_dot_workflow__service__pb2.UnpauseScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/multiagents.v1.WorkflowService/DeleteSchedule',
+            multiagents_dot_v1_dot_workflow__service__pb2.DeleteScheduleRequest.SerializeToString,
+            multiagents_dot_v1_dot_workflow__service__pb2.DeleteScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -72,6 +72,27 @@ class WorkflowServiceStub:
     backlog from an offset, then live chunks, until the execution ends (or,
     with a step, until that step has completed).
     """
+    CreateSchedule: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.CreateScheduleRequest, _workflow_service_pb2.CreateScheduleResponse]
+    """Creates a schedule: a cron expression that starts a workflow. A taken id
+    is ALREADY_EXISTS; a bad id, cron, time zone, policy or window is
+    INVALID_ARGUMENT naming the field; an unknown workflow or version is
+    NOT_FOUND. Nothing is created on an error.
+    """
+    GetSchedule: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.GetScheduleRequest, _workflow_service_pb2.GetScheduleResponse]
+    """Returns one schedule; an unknown id is NOT_FOUND."""
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ListSchedulesRequest, _workflow_service_pb2.ListSchedulesResponse]
+    """Lists schedules by id."""
+    PauseSchedule: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.PauseScheduleRequest, _workflow_service_pb2.PauseScheduleResponse]
+    """Pauses a schedule: nothing fires until it is unpaused. Pausing a paused
+    schedule changes only its note. Unknown id: NOT_FOUND.
+    """
+    UnpauseSchedule: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.UnpauseScheduleRequest, _workflow_service_pb2.UnpauseScheduleResponse]
+    """Unpauses a schedule: it fires at the next fire time after now (fire
+    times while it was paused are not caught up). Unpausing an unpaused
+    schedule changes only its note. Unknown id: NOT_FOUND.
+    """
+    DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.DeleteScheduleRequest, _workflow_service_pb2.DeleteScheduleResponse]
+    """Deletes a schedule; the runs it started go on. Unknown id: NOT_FOUND."""
 
 @_typing.type_check_only
 class WorkflowServiceAsyncStub(WorkflowServiceStub):
@@ -117,6 +138,27 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     backlog from an offset, then live chunks, until the execution ends (or,
     with a step, until that step has completed).
     """
+    CreateSchedule: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.CreateScheduleRequest, _workflow_service_pb2.CreateScheduleResponse]  # type: ignore[assignment]
+    """Creates a schedule: a cron expression that starts a workflow. A taken id
+    is ALREADY_EXISTS; a bad id, cron, time zone, policy or window is
+    INVALID_ARGUMENT naming the field; an unknown workflow or version is
+    NOT_FOUND. Nothing is created on an error.
+    """
+    GetSchedule: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.GetScheduleRequest, _workflow_service_pb2.GetScheduleResponse]  # type: ignore[assignment]
+    """Returns one schedule; an unknown id is NOT_FOUND."""
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ListSchedulesRequest, _workflow_service_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    """Lists schedules by id."""
+    PauseSchedule: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.PauseScheduleRequest, _workflow_service_pb2.PauseScheduleResponse]  # type: ignore[assignment]
+    """Pauses a schedule: nothing fires until it is unpaused. Pausing a paused
+    schedule changes only its note. Unknown id: NOT_FOUND.
+    """
+    UnpauseSchedule: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.UnpauseScheduleRequest, _workflow_service_pb2.UnpauseScheduleResponse]  # type: ignore[assignment]
+    """Unpauses a schedule: it fires at the next fire time after now (fire
+    times while it was paused are not caught up). Unpausing an unpaused
+    schedule changes only its note. Unknown id: NOT_FOUND.
+    """
+    DeleteSchedule: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.DeleteScheduleRequest, _workflow_service_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
+    """Deletes a schedule; the runs it started go on. Unknown id: NOT_FOUND."""
 
 class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
     """WorkflowService is what clients use: register definitions, run and follow
@@ -237,5 +279,62 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         backlog from an offset, then live chunks, until the execution ends (or,
         with a step, until that step has completed).
         """
+
+    @_abc_1.abstractmethod
+    def CreateSchedule(
+        self,
+        request: _workflow_service_pb2.CreateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.CreateScheduleResponse, _abc.Awaitable[_workflow_service_pb2.CreateScheduleResponse]]:
+        """Creates a schedule: a cron expression that starts a workflow. A taken id
+        is ALREADY_EXISTS; a bad id, cron, time zone, policy or window is
+        INVALID_ARGUMENT naming the field; an unknown workflow or version is
+        NOT_FOUND. Nothing is created on an error.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSchedule(
+        self,
+        request: _workflow_service_pb2.GetScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.GetScheduleResponse, _abc.Awaitable[_workflow_service_pb2.GetScheduleResponse]]:
+        """Returns one schedule; an unknown id is NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _workflow_service_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.ListSchedulesResponse, _abc.Awaitable[_workflow_service_pb2.ListSchedulesResponse]]:
+        """Lists schedules by id."""
+
+    @_abc_1.abstractmethod
+    def PauseSchedule(
+        self,
+        request: _workflow_service_pb2.PauseScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.PauseScheduleResponse, _abc.Awaitable[_workflow_service_pb2.PauseScheduleResponse]]:
+        """Pauses a schedule: nothing fires until it is unpaused. Pausing a paused
+        schedule changes only its note. Unknown id: NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def UnpauseSchedule(
+        self,
+        request: _workflow_service_pb2.UnpauseScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.UnpauseScheduleResponse, _abc.Awaitable[_workflow_service_pb2.UnpauseScheduleResponse]]:
+        """Unpauses a schedule: it fires at the next fire time after now (fire
+        times while it was paused are not caught up). Unpausing an unpaused
+        schedule changes only its note. Unknown id: NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteSchedule(
+        self,
+        request: _workflow_service_pb2.DeleteScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.DeleteScheduleResponse, _abc.Awaitable[_workflow_service_pb2.DeleteScheduleResponse]]:
+        """Deletes a schedule; the runs it started go on. Unknown id: NOT_FOUND."""
 
 def add_WorkflowServiceServicer_to_server(servicer: WorkflowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -18,11 +18,12 @@ from multiagents_server.store.records import (
     StoreUnavailable,
     WorkerOutcomes,
 )
-from multiagents_server.store.store import FLUSH_TIMER, Store
+from multiagents_server.store.store import FLUSH_TIMER, SCHEDULE_TIMER, Store
 
 __all__ = [
     "FLUSH_TIMER",
     "REDIS_MODES",
+    "SCHEDULE_TIMER",
     "CommandEntry",
     "Commit",
     "Committed",

@@ -36,6 +36,10 @@ class Keys:
     def bucket_of(self, transaction_id: str) -> int:
         return zlib.crc32(root_transaction(transaction_id).encode()) % self.buckets
 
+    def schedule_bucket(self, schedule_id: str) -> int:
+        """The bucket of a schedule: its record and its timer live there."""
+        return zlib.crc32(f"schedule/{schedule_id}".encode()) % self.buckets
+
     def _b(self, bucket: int) -> str:
         return f"{self.prefix}:{{{bucket}}}"
 
@@ -69,6 +73,15 @@ class Keys:
     def waits(self, bucket: int) -> str:
         """Hash tx -> JSON of its waits for a signal now (the approval inbox)."""
         return f"{self._b(bucket)}:waits"
+
+    def schedules(self, bucket: int) -> str:
+        """Hash schedule id -> JSON record (definition and firing state)."""
+        return f"{self._b(bucket)}:sched"
+
+    def schedule_revisions(self, bucket: int) -> str:
+        """Hash schedule id -> revision; kept after a delete, so a schedule
+        created again under the same id never takes an old revision."""
+        return f"{self._b(bucket)}:schedrev"
 
     def queue(self, bucket: int, worker: str) -> str:
         """Stream of commands for one worker name in one bucket."""

@@ -26,7 +26,7 @@ class StoreSetupError(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """One execution as stored: its JSON and revision."""
+    """One execution (or schedule) as stored: its JSON and revision."""
 
     state: bytes
     revision: int

@@ -221,10 +221,50 @@ redis.call('PUBLISH', ARGV[2], 'o' .. ARGV[3])
 return out
 """
 )
+# One change of one schedule, with its timer (all in the schedule's bucket).
+# KEYS: the bucket's schedules, their revisions, the bucket's timers.
+# ARGV: schedule id, mode, expected revision, record JSON, timer due ms
+# (-1 = no timer), timer member. Modes:
+#   create: only if the schedule does not exist;
+#   update: only at the expected revision (the revision goes up);
+#   timer:  only at the expected revision, sets the timer alone;
+#   delete: removes the schedule (if it exists) and its timer.
+# Returns the new revision (the current one for `timer`, 1 for a done
+# delete), 0 when the schedule exists (create) or does not (delete), -1 on a
+# revision conflict.
+SCHEDULE = """
+local id, mode, expected = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local exists = redis.call('HEXISTS', KEYS[1], id) == 1
+local rev = tonumber(redis.call('HGET', KEYS[2], id) or '0')
+if mode == 'delete' then
+  redis.call('ZREM', KEYS[3], ARGV[6])
+  if not exists then return 0 end
+  redis.call('HDEL', KEYS[1], id)
+  return 1
+end
+if mode == 'create' then
+  if exists then return 0 end
+elseif not exists or rev ~= expected then
+  return -1
+end
+if mode ~= 'timer' then
+  rev = rev + 1
+  redis.call('HSET', KEYS[1], id, ARGV[4])
+  redis.call('HSET', KEYS[2], id, rev)
+end
+local due = tonumber(ARGV[5])
+if due < 0 then
+  redis.call('ZREM', KEYS[3], ARGV[6])
+else
+  redis.call('ZADD', KEYS[3], due, ARGV[6])
+end
+return rev
+"""
 
 SCRIPTS = {
     "commit": COMMIT,
     "clear_followups": CLEAR_FOLLOWUPS,
     "claim_timers": CLAIM_TIMERS,
     "append_output": APPEND_OUTPUT,
+    "schedule": SCHEDULE,
 }

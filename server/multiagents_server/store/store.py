@@ -41,6 +41,9 @@ from multiagents_server.store.records import (
 )
 
 FLUSH_TIMER = "flush"
+# The timer of a schedule: member `<schedule id>|schedule` in the schedule's
+# bucket (an execution's timer ids all hold a colon, so none is this one).
+SCHEDULE_TIMER = "schedule"
 DURATIONS_KEPT = 1000
 RECENT_TRACES_KEPT = 10_000
 
@@ -417,6 +420,48 @@ class Store:
             cmds.zadd(keys.timers(keys.bucket_of(tx)), {keys.timer_member(tx, timer_id): due},
                       xx=True)  # fmt: skip
         await cmds.execute()
+
+    # -- schedules -----------------------------------------------------------------------
+
+    @_guarded
+    async def write_schedule(
+        self, schedule_id: str, mode: str, expected: int, record: bytes, timer_due_ms: int
+    ) -> int:
+        """One change of a schedule and its timer, atomically (see
+        `scripts.SCHEDULE` for the modes and the answer)."""
+        keys = self.keys
+        bucket = keys.schedule_bucket(schedule_id)
+        reply = await self._script(
+            "schedule",
+            [keys.schedules(bucket), keys.schedule_revisions(bucket), keys.timers(bucket)],
+            [schedule_id, mode, expected, record, timer_due_ms,
+             keys.timer_member(schedule_id, SCHEDULE_TIMER)],
+        )  # fmt: skip
+        return int(reply)
+
+    @_guarded
+    async def load_schedule(self, schedule_id: str) -> Stored | None:
+        keys = self.keys
+        bucket = keys.schedule_bucket(schedule_id)
+        cmds = self._auto.commands()
+        cmds.hget(keys.schedules(bucket), schedule_id)
+        cmds.hget(keys.schedule_revisions(bucket), schedule_id)
+        record, rev = await cmds.execute()
+        return None if record is None else Stored(record, int(rev))
+
+    @_guarded
+    async def all_schedules(self) -> list[tuple[str, Stored]]:
+        """Every schedule (id, record) of every bucket."""
+        cmds = self._auto.commands()
+        for bucket in self.buckets:
+            cmds.hgetall(self.keys.schedules(bucket))
+            cmds.hgetall(self.keys.schedule_revisions(bucket))
+        replies = await cmds.execute()
+        found = []
+        for records, revs in zip(replies[::2], replies[1::2], strict=True):
+            for sid, record in records.items():
+                found.append((sid.decode(), Stored(record, int(revs.get(sid, 0)))))
+        return found
 
     # -- command queues -------------------------------------------------------------------
 

@@ -18,10 +18,13 @@ from multiagents_server.errors import InvalidArgument, Overloaded
 from multiagents_server.events import EventHub
 from multiagents_server.orchestrator import Orchestrator
 from multiagents_server.output import OutputCursor, check_offset
+from multiagents_server.schedules import Schedules
+from multiagents_server.transport import schedules as sched
 from multiagents_server.transport.errors import streaming, unary
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
+DEFAULT_SCHEDULE_PAGE_SIZE = 100
 # How long an overloaded server asks clients to wait before a retry.
 OVERLOAD_RETRY_MS = 50
 # The watch stream re-reads the state this often in case a live event was
@@ -39,10 +42,13 @@ def _require(value: str, field: str) -> str:
 class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
     """Registers definitions, starts, follows and cancels executions."""
 
-    def __init__(self, orchestrator: Orchestrator, hub: EventHub, config: ServerConfig) -> None:
+    def __init__(
+        self, orchestrator: Orchestrator, hub: EventHub, config: ServerConfig, schedules: Schedules
+    ) -> None:
         self.orchestrator = orchestrator
         self.hub = hub
         self.config = config
+        self.schedules = schedules
         self._submits = 0
 
     @unary
@@ -297,6 +303,69 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
             limit=request.page_size or 100,
         )
         return pb.ListWaitingSignalsResponse(waiting=waiting)
+
+    # -- schedules ------------------------------------------------------------------
+
+    @unary
+    async def CreateSchedule(
+        self, request: pb.CreateScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateScheduleResponse:
+        if not request.HasField("schedule"):
+            raise InvalidArgument("schedule: required")
+        spec = sched.spec_from_proto(
+            request.schedule, self.config.max_payload_bytes, self.orchestrator.clock()
+        )
+        created = await self.schedules.create(spec)
+        return pb.CreateScheduleResponse(status=sched.status_to_proto(created))
+
+    @unary
+    async def GetSchedule(
+        self, request: pb.GetScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetScheduleResponse:
+        found, _ = await self.schedules.get(_require(request.schedule_id, "schedule_id"))
+        return pb.GetScheduleResponse(status=sched.status_to_proto(found))
+
+    @unary
+    async def ListSchedules(
+        self, request: pb.ListSchedulesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSchedulesResponse:
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size: must be between 0 and {MAX_PAGE_SIZE}")
+        size = request.page_size or DEFAULT_SCHEDULE_PAGE_SIZE
+        found = await self.schedules.list(
+            workflow_name=request.workflow_name, after=request.page_token, limit=size + 1
+        )
+        token = found[size - 1].spec.schedule_id if len(found) > size else ""
+        return pb.ListSchedulesResponse(
+            schedules=[sched.status_to_proto(s) for s in found[:size]], next_page_token=token
+        )
+
+    @unary
+    async def PauseSchedule(
+        self, request: pb.PauseScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PauseScheduleResponse:
+        schedule_id = _require(request.schedule_id, "schedule_id")
+        paused = await self.schedules.set_paused(
+            schedule_id, True, sched.check_note(request.note, "note")
+        )
+        return pb.PauseScheduleResponse(status=sched.status_to_proto(paused))
+
+    @unary
+    async def UnpauseSchedule(
+        self, request: pb.UnpauseScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnpauseScheduleResponse:
+        schedule_id = _require(request.schedule_id, "schedule_id")
+        unpaused = await self.schedules.set_paused(
+            schedule_id, False, sched.check_note(request.note, "note")
+        )
+        return pb.UnpauseScheduleResponse(status=sched.status_to_proto(unpaused))
+
+    @unary
+    async def DeleteSchedule(
+        self, request: pb.DeleteScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteScheduleResponse:
+        await self.schedules.delete(_require(request.schedule_id, "schedule_id"))
+        return pb.DeleteScheduleResponse()
 
 
 _OUTPUT = events_pb2.WorkflowEvent()  # "output was appended", from _next_event

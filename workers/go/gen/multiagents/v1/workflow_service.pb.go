@@ -1816,11 +1816,599 @@ func (x *StepOutputGap) GetDropped() int64 {
 	return 0
 }
 
+// CreateScheduleRequest creates one schedule.
+type CreateScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schedule (required, else INVALID_ARGUMENT).
+	Schedule      *ScheduleDefinition `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateScheduleRequest) Reset() {
+	*x = CreateScheduleRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateScheduleRequest) ProtoMessage() {}
+
+func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateScheduleRequest.ProtoReflect.Descriptor instead.
+func (*CreateScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CreateScheduleRequest) GetSchedule() *ScheduleDefinition {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+// CreateScheduleResponse answers CreateSchedule.
+type CreateScheduleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schedule as created, with its first fire time.
+	Status        *ScheduleStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateScheduleResponse) Reset() {
+	*x = CreateScheduleResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateScheduleResponse) ProtoMessage() {}
+
+func (x *CreateScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateScheduleResponse.ProtoReflect.Descriptor instead.
+func (*CreateScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CreateScheduleResponse) GetStatus() *ScheduleStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// GetScheduleRequest names a schedule.
+type GetScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Schedule id (required).
+	ScheduleId    string `protobuf:"bytes,1,opt,name=schedule_id,json=scheduleId,proto3" json:"schedule_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetScheduleRequest) Reset() {
+	*x = GetScheduleRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetScheduleRequest) ProtoMessage() {}
+
+func (x *GetScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetScheduleRequest.ProtoReflect.Descriptor instead.
+func (*GetScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GetScheduleRequest) GetScheduleId() string {
+	if x != nil {
+		return x.ScheduleId
+	}
+	return ""
+}
+
+// GetScheduleResponse answers GetSchedule.
+type GetScheduleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schedule.
+	Status        *ScheduleStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetScheduleResponse) Reset() {
+	*x = GetScheduleResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetScheduleResponse) ProtoMessage() {}
+
+func (x *GetScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetScheduleResponse.ProtoReflect.Descriptor instead.
+func (*GetScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GetScheduleResponse) GetStatus() *ScheduleStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// ListSchedulesRequest filters and pages schedules.
+type ListSchedulesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only schedules of this workflow; empty for all.
+	WorkflowName string `protobuf:"bytes,1,opt,name=workflow_name,json=workflowName,proto3" json:"workflow_name,omitempty"`
+	// Page size; 0 means 100, at most 1,000 (else INVALID_ARGUMENT).
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page; empty for the first.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSchedulesRequest) Reset() {
+	*x = ListSchedulesRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSchedulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSchedulesRequest) ProtoMessage() {}
+
+func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
+func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ListSchedulesRequest) GetWorkflowName() string {
+	if x != nil {
+		return x.WorkflowName
+	}
+	return ""
+}
+
+func (x *ListSchedulesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListSchedulesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListSchedulesResponse is one page of schedules.
+type ListSchedulesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Schedules ordered by id.
+	Schedules []*ScheduleStatus `protobuf:"bytes,1,rep,name=schedules,proto3" json:"schedules,omitempty"`
+	// Token of the next page; empty on the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSchedulesResponse) Reset() {
+	*x = ListSchedulesResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSchedulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSchedulesResponse) ProtoMessage() {}
+
+func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
+func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ListSchedulesResponse) GetSchedules() []*ScheduleStatus {
+	if x != nil {
+		return x.Schedules
+	}
+	return nil
+}
+
+func (x *ListSchedulesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// PauseScheduleRequest pauses a schedule.
+type PauseScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Schedule id (required).
+	ScheduleId string `protobuf:"bytes,1,opt,name=schedule_id,json=scheduleId,proto3" json:"schedule_id,omitempty"`
+	// Replaces the schedule's note when not empty; at most 1,000 characters.
+	Note          string `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseScheduleRequest) Reset() {
+	*x = PauseScheduleRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseScheduleRequest) ProtoMessage() {}
+
+func (x *PauseScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseScheduleRequest.ProtoReflect.Descriptor instead.
+func (*PauseScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *PauseScheduleRequest) GetScheduleId() string {
+	if x != nil {
+		return x.ScheduleId
+	}
+	return ""
+}
+
+func (x *PauseScheduleRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// PauseScheduleResponse answers PauseSchedule.
+type PauseScheduleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schedule, paused.
+	Status        *ScheduleStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseScheduleResponse) Reset() {
+	*x = PauseScheduleResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseScheduleResponse) ProtoMessage() {}
+
+func (x *PauseScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseScheduleResponse.ProtoReflect.Descriptor instead.
+func (*PauseScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *PauseScheduleResponse) GetStatus() *ScheduleStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// UnpauseScheduleRequest unpauses a schedule.
+type UnpauseScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Schedule id (required).
+	ScheduleId string `protobuf:"bytes,1,opt,name=schedule_id,json=scheduleId,proto3" json:"schedule_id,omitempty"`
+	// Replaces the schedule's note when not empty; at most 1,000 characters.
+	Note          string `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpauseScheduleRequest) Reset() {
+	*x = UnpauseScheduleRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpauseScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpauseScheduleRequest) ProtoMessage() {}
+
+func (x *UnpauseScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpauseScheduleRequest.ProtoReflect.Descriptor instead.
+func (*UnpauseScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *UnpauseScheduleRequest) GetScheduleId() string {
+	if x != nil {
+		return x.ScheduleId
+	}
+	return ""
+}
+
+func (x *UnpauseScheduleRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+// UnpauseScheduleResponse answers UnpauseSchedule.
+type UnpauseScheduleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The schedule, with its next fire time.
+	Status        *ScheduleStatus `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpauseScheduleResponse) Reset() {
+	*x = UnpauseScheduleResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpauseScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpauseScheduleResponse) ProtoMessage() {}
+
+func (x *UnpauseScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpauseScheduleResponse.ProtoReflect.Descriptor instead.
+func (*UnpauseScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *UnpauseScheduleResponse) GetStatus() *ScheduleStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// DeleteScheduleRequest deletes a schedule.
+type DeleteScheduleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Schedule id (required).
+	ScheduleId    string `protobuf:"bytes,1,opt,name=schedule_id,json=scheduleId,proto3" json:"schedule_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteScheduleRequest) Reset() {
+	*x = DeleteScheduleRequest{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteScheduleRequest) ProtoMessage() {}
+
+func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *DeleteScheduleRequest) GetScheduleId() string {
+	if x != nil {
+		return x.ScheduleId
+	}
+	return ""
+}
+
+// DeleteScheduleResponse answers DeleteSchedule.
+type DeleteScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteScheduleResponse) Reset() {
+	*x = DeleteScheduleResponse{}
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteScheduleResponse) ProtoMessage() {}
+
+func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_service_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_service_proto_rawDescGZIP(), []int{41}
+}
+
 var File_multiagents_v1_workflow_service_proto protoreflect.FileDescriptor
 
 const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\n" +
-	"%multiagents/v1/workflow_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/events.proto\x1a\x1dmultiagents/v1/workflow.proto\"]\n" +
+	"%multiagents/v1/workflow_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/events.proto\x1a\x1dmultiagents/v1/schedule.proto\x1a\x1dmultiagents/v1/workflow.proto\"]\n" +
 	"\x17RegisterWorkflowRequest\x12B\n" +
 	"\n" +
 	"definition\x18\x01 \x01(\v2\".multiagents.v1.WorkflowDefinitionR\n" +
@@ -1924,8 +2512,40 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\x04data\"\x12\n" +
 	"\x10StepOutputRewind\")\n" +
 	"\rStepOutputGap\x12\x18\n" +
-	"\adropped\x18\x01 \x01(\x03R\adropped2\xac\n" +
+	"\adropped\x18\x01 \x01(\x03R\adropped\"W\n" +
+	"\x15CreateScheduleRequest\x12>\n" +
+	"\bschedule\x18\x01 \x01(\v2\".multiagents.v1.ScheduleDefinitionR\bschedule\"P\n" +
+	"\x16CreateScheduleResponse\x126\n" +
+	"\x06status\x18\x01 \x01(\v2\x1e.multiagents.v1.ScheduleStatusR\x06status\"5\n" +
+	"\x12GetScheduleRequest\x12\x1f\n" +
+	"\vschedule_id\x18\x01 \x01(\tR\n" +
+	"scheduleId\"M\n" +
+	"\x13GetScheduleResponse\x126\n" +
+	"\x06status\x18\x01 \x01(\v2\x1e.multiagents.v1.ScheduleStatusR\x06status\"w\n" +
+	"\x14ListSchedulesRequest\x12#\n" +
+	"\rworkflow_name\x18\x01 \x01(\tR\fworkflowName\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"}\n" +
+	"\x15ListSchedulesResponse\x12<\n" +
+	"\tschedules\x18\x01 \x03(\v2\x1e.multiagents.v1.ScheduleStatusR\tschedules\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"K\n" +
+	"\x14PauseScheduleRequest\x12\x1f\n" +
+	"\vschedule_id\x18\x01 \x01(\tR\n" +
+	"scheduleId\x12\x12\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note\"O\n" +
+	"\x15PauseScheduleResponse\x126\n" +
+	"\x06status\x18\x01 \x01(\v2\x1e.multiagents.v1.ScheduleStatusR\x06status\"M\n" +
+	"\x16UnpauseScheduleRequest\x12\x1f\n" +
+	"\vschedule_id\x18\x01 \x01(\tR\n" +
+	"scheduleId\x12\x12\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note\"Q\n" +
+	"\x17UnpauseScheduleResponse\x126\n" +
+	"\x06status\x18\x01 \x01(\v2\x1e.multiagents.v1.ScheduleStatusR\x06status\"8\n" +
+	"\x15DeleteScheduleRequest\x12\x1f\n" +
+	"\vschedule_id\x18\x01 \x01(\tR\n" +
+	"scheduleId\"\x18\n" +
+	"\x16DeleteScheduleResponse2\xe6\x0e\n" +
 	"\x0fWorkflowService\x12e\n" +
 	"\x10RegisterWorkflow\x12'.multiagents.v1.RegisterWorkflowRequest\x1a(.multiagents.v1.RegisterWorkflowResponse\x12t\n" +
 	"\x15GetWorkflowDefinition\x12,.multiagents.v1.GetWorkflowDefinitionRequest\x1a-.multiagents.v1.GetWorkflowDefinitionResponse\x12z\n" +
@@ -1940,7 +2560,13 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\x0eSignalWorkflow\x12%.multiagents.v1.SignalWorkflowRequest\x1a&.multiagents.v1.SignalWorkflowResponse\x12_\n" +
 	"\x0eResumeWorkflow\x12%.multiagents.v1.ResumeWorkflowRequest\x1a&.multiagents.v1.ResumeWorkflowResponse\x12k\n" +
 	"\x12ListWaitingSignals\x12).multiagents.v1.ListWaitingSignalsRequest\x1a*.multiagents.v1.ListWaitingSignalsResponse\x12g\n" +
-	"\x10StreamStepOutput\x12'.multiagents.v1.StreamStepOutputRequest\x1a(.multiagents.v1.StreamStepOutputResponse0\x01BPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
+	"\x10StreamStepOutput\x12'.multiagents.v1.StreamStepOutputRequest\x1a(.multiagents.v1.StreamStepOutputResponse0\x01\x12_\n" +
+	"\x0eCreateSchedule\x12%.multiagents.v1.CreateScheduleRequest\x1a&.multiagents.v1.CreateScheduleResponse\x12V\n" +
+	"\vGetSchedule\x12\".multiagents.v1.GetScheduleRequest\x1a#.multiagents.v1.GetScheduleResponse\x12\\\n" +
+	"\rListSchedules\x12$.multiagents.v1.ListSchedulesRequest\x1a%.multiagents.v1.ListSchedulesResponse\x12\\\n" +
+	"\rPauseSchedule\x12$.multiagents.v1.PauseScheduleRequest\x1a%.multiagents.v1.PauseScheduleResponse\x12b\n" +
+	"\x0fUnpauseSchedule\x12&.multiagents.v1.UnpauseScheduleRequest\x1a'.multiagents.v1.UnpauseScheduleResponse\x12_\n" +
+	"\x0eDeleteSchedule\x12%.multiagents.v1.DeleteScheduleRequest\x1a&.multiagents.v1.DeleteScheduleResponseBPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
 
 var (
 	file_multiagents_v1_workflow_service_proto_rawDescOnce sync.Once
@@ -1954,7 +2580,7 @@ func file_multiagents_v1_workflow_service_proto_rawDescGZIP() []byte {
 	return file_multiagents_v1_workflow_service_proto_rawDescData
 }
 
-var file_multiagents_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_multiagents_v1_workflow_service_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_multiagents_v1_workflow_service_proto_goTypes = []any{
 	(*RegisterWorkflowRequest)(nil),         // 0: multiagents.v1.RegisterWorkflowRequest
 	(*RegisterWorkflowResponse)(nil),        // 1: multiagents.v1.RegisterWorkflowResponse
@@ -1986,72 +2612,104 @@ var file_multiagents_v1_workflow_service_proto_goTypes = []any{
 	(*StepOutputChunk)(nil),                 // 27: multiagents.v1.StepOutputChunk
 	(*StepOutputRewind)(nil),                // 28: multiagents.v1.StepOutputRewind
 	(*StepOutputGap)(nil),                   // 29: multiagents.v1.StepOutputGap
-	(*WorkflowDefinition)(nil),              // 30: multiagents.v1.WorkflowDefinition
-	(*Payload)(nil),                         // 31: multiagents.v1.Payload
-	(*durationpb.Duration)(nil),             // 32: google.protobuf.Duration
-	(*Budget)(nil),                          // 33: multiagents.v1.Budget
-	(*WorkflowStatus)(nil),                  // 34: multiagents.v1.WorkflowStatus
-	(*StatusEvent)(nil),                     // 35: multiagents.v1.StatusEvent
-	(*WorkflowEvent)(nil),                   // 36: multiagents.v1.WorkflowEvent
-	(WorkflowState)(0),                      // 37: multiagents.v1.WorkflowState
-	(*WaitingSignal)(nil),                   // 38: multiagents.v1.WaitingSignal
-	(*timestamppb.Timestamp)(nil),           // 39: google.protobuf.Timestamp
-	(OutputKind)(0),                         // 40: multiagents.v1.OutputKind
+	(*CreateScheduleRequest)(nil),           // 30: multiagents.v1.CreateScheduleRequest
+	(*CreateScheduleResponse)(nil),          // 31: multiagents.v1.CreateScheduleResponse
+	(*GetScheduleRequest)(nil),              // 32: multiagents.v1.GetScheduleRequest
+	(*GetScheduleResponse)(nil),             // 33: multiagents.v1.GetScheduleResponse
+	(*ListSchedulesRequest)(nil),            // 34: multiagents.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),           // 35: multiagents.v1.ListSchedulesResponse
+	(*PauseScheduleRequest)(nil),            // 36: multiagents.v1.PauseScheduleRequest
+	(*PauseScheduleResponse)(nil),           // 37: multiagents.v1.PauseScheduleResponse
+	(*UnpauseScheduleRequest)(nil),          // 38: multiagents.v1.UnpauseScheduleRequest
+	(*UnpauseScheduleResponse)(nil),         // 39: multiagents.v1.UnpauseScheduleResponse
+	(*DeleteScheduleRequest)(nil),           // 40: multiagents.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil),          // 41: multiagents.v1.DeleteScheduleResponse
+	(*WorkflowDefinition)(nil),              // 42: multiagents.v1.WorkflowDefinition
+	(*Payload)(nil),                         // 43: multiagents.v1.Payload
+	(*durationpb.Duration)(nil),             // 44: google.protobuf.Duration
+	(*Budget)(nil),                          // 45: multiagents.v1.Budget
+	(*WorkflowStatus)(nil),                  // 46: multiagents.v1.WorkflowStatus
+	(*StatusEvent)(nil),                     // 47: multiagents.v1.StatusEvent
+	(*WorkflowEvent)(nil),                   // 48: multiagents.v1.WorkflowEvent
+	(WorkflowState)(0),                      // 49: multiagents.v1.WorkflowState
+	(*WaitingSignal)(nil),                   // 50: multiagents.v1.WaitingSignal
+	(*timestamppb.Timestamp)(nil),           // 51: google.protobuf.Timestamp
+	(OutputKind)(0),                         // 52: multiagents.v1.OutputKind
+	(*ScheduleDefinition)(nil),              // 53: multiagents.v1.ScheduleDefinition
+	(*ScheduleStatus)(nil),                  // 54: multiagents.v1.ScheduleStatus
 }
 var file_multiagents_v1_workflow_service_proto_depIdxs = []int32{
-	30, // 0: multiagents.v1.RegisterWorkflowRequest.definition:type_name -> multiagents.v1.WorkflowDefinition
-	30, // 1: multiagents.v1.GetWorkflowDefinitionResponse.definition:type_name -> multiagents.v1.WorkflowDefinition
-	30, // 2: multiagents.v1.ListWorkflowDefinitionsResponse.definitions:type_name -> multiagents.v1.WorkflowDefinition
-	31, // 3: multiagents.v1.ExecuteWorkflowRequest.input:type_name -> multiagents.v1.Payload
-	32, // 4: multiagents.v1.ExecuteWorkflowRequest.start_delay:type_name -> google.protobuf.Duration
-	33, // 5: multiagents.v1.ExecuteWorkflowRequest.budget:type_name -> multiagents.v1.Budget
-	34, // 6: multiagents.v1.GetStatusResponse.status:type_name -> multiagents.v1.WorkflowStatus
-	35, // 7: multiagents.v1.WatchWorkflowResponse.event:type_name -> multiagents.v1.StatusEvent
-	34, // 8: multiagents.v1.WatchWorkflowResponse.final_status:type_name -> multiagents.v1.WorkflowStatus
+	42, // 0: multiagents.v1.RegisterWorkflowRequest.definition:type_name -> multiagents.v1.WorkflowDefinition
+	42, // 1: multiagents.v1.GetWorkflowDefinitionResponse.definition:type_name -> multiagents.v1.WorkflowDefinition
+	42, // 2: multiagents.v1.ListWorkflowDefinitionsResponse.definitions:type_name -> multiagents.v1.WorkflowDefinition
+	43, // 3: multiagents.v1.ExecuteWorkflowRequest.input:type_name -> multiagents.v1.Payload
+	44, // 4: multiagents.v1.ExecuteWorkflowRequest.start_delay:type_name -> google.protobuf.Duration
+	45, // 5: multiagents.v1.ExecuteWorkflowRequest.budget:type_name -> multiagents.v1.Budget
+	46, // 6: multiagents.v1.GetStatusResponse.status:type_name -> multiagents.v1.WorkflowStatus
+	47, // 7: multiagents.v1.WatchWorkflowResponse.event:type_name -> multiagents.v1.StatusEvent
+	46, // 8: multiagents.v1.WatchWorkflowResponse.final_status:type_name -> multiagents.v1.WorkflowStatus
 	26, // 9: multiagents.v1.WatchWorkflowResponse.output:type_name -> multiagents.v1.StepOutput
-	36, // 10: multiagents.v1.WatchWorkflowResponse.history_event:type_name -> multiagents.v1.WorkflowEvent
-	37, // 11: multiagents.v1.ListWorkflowsRequest.state:type_name -> multiagents.v1.WorkflowState
-	34, // 12: multiagents.v1.ListWorkflowsResponse.workflows:type_name -> multiagents.v1.WorkflowStatus
-	36, // 13: multiagents.v1.GetHistoryResponse.events:type_name -> multiagents.v1.WorkflowEvent
-	31, // 14: multiagents.v1.SignalWorkflowRequest.payload:type_name -> multiagents.v1.Payload
-	38, // 15: multiagents.v1.ListWaitingSignalsResponse.waiting:type_name -> multiagents.v1.WaitingSignal
+	48, // 10: multiagents.v1.WatchWorkflowResponse.history_event:type_name -> multiagents.v1.WorkflowEvent
+	49, // 11: multiagents.v1.ListWorkflowsRequest.state:type_name -> multiagents.v1.WorkflowState
+	46, // 12: multiagents.v1.ListWorkflowsResponse.workflows:type_name -> multiagents.v1.WorkflowStatus
+	48, // 13: multiagents.v1.GetHistoryResponse.events:type_name -> multiagents.v1.WorkflowEvent
+	43, // 14: multiagents.v1.SignalWorkflowRequest.payload:type_name -> multiagents.v1.Payload
+	50, // 15: multiagents.v1.ListWaitingSignalsResponse.waiting:type_name -> multiagents.v1.WaitingSignal
 	26, // 16: multiagents.v1.StreamStepOutputResponse.output:type_name -> multiagents.v1.StepOutput
-	39, // 17: multiagents.v1.StepOutput.time:type_name -> google.protobuf.Timestamp
+	51, // 17: multiagents.v1.StepOutput.time:type_name -> google.protobuf.Timestamp
 	27, // 18: multiagents.v1.StepOutput.chunk:type_name -> multiagents.v1.StepOutputChunk
 	28, // 19: multiagents.v1.StepOutput.rewind:type_name -> multiagents.v1.StepOutputRewind
 	29, // 20: multiagents.v1.StepOutput.gap:type_name -> multiagents.v1.StepOutputGap
-	40, // 21: multiagents.v1.StepOutputChunk.kind:type_name -> multiagents.v1.OutputKind
-	0,  // 22: multiagents.v1.WorkflowService.RegisterWorkflow:input_type -> multiagents.v1.RegisterWorkflowRequest
-	2,  // 23: multiagents.v1.WorkflowService.GetWorkflowDefinition:input_type -> multiagents.v1.GetWorkflowDefinitionRequest
-	4,  // 24: multiagents.v1.WorkflowService.ListWorkflowDefinitions:input_type -> multiagents.v1.ListWorkflowDefinitionsRequest
-	6,  // 25: multiagents.v1.WorkflowService.ExecuteWorkflow:input_type -> multiagents.v1.ExecuteWorkflowRequest
-	8,  // 26: multiagents.v1.WorkflowService.GetStatus:input_type -> multiagents.v1.GetStatusRequest
-	10, // 27: multiagents.v1.WorkflowService.WatchWorkflow:input_type -> multiagents.v1.WatchWorkflowRequest
-	12, // 28: multiagents.v1.WorkflowService.CancelWorkflow:input_type -> multiagents.v1.CancelWorkflowRequest
-	14, // 29: multiagents.v1.WorkflowService.ListWorkflows:input_type -> multiagents.v1.ListWorkflowsRequest
-	16, // 30: multiagents.v1.WorkflowService.GetHistory:input_type -> multiagents.v1.GetHistoryRequest
-	18, // 31: multiagents.v1.WorkflowService.SignalWorkflow:input_type -> multiagents.v1.SignalWorkflowRequest
-	20, // 32: multiagents.v1.WorkflowService.ResumeWorkflow:input_type -> multiagents.v1.ResumeWorkflowRequest
-	22, // 33: multiagents.v1.WorkflowService.ListWaitingSignals:input_type -> multiagents.v1.ListWaitingSignalsRequest
-	24, // 34: multiagents.v1.WorkflowService.StreamStepOutput:input_type -> multiagents.v1.StreamStepOutputRequest
-	1,  // 35: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
-	3,  // 36: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
-	5,  // 37: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
-	7,  // 38: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
-	9,  // 39: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
-	11, // 40: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
-	13, // 41: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
-	15, // 42: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
-	17, // 43: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
-	19, // 44: multiagents.v1.WorkflowService.SignalWorkflow:output_type -> multiagents.v1.SignalWorkflowResponse
-	21, // 45: multiagents.v1.WorkflowService.ResumeWorkflow:output_type -> multiagents.v1.ResumeWorkflowResponse
-	23, // 46: multiagents.v1.WorkflowService.ListWaitingSignals:output_type -> multiagents.v1.ListWaitingSignalsResponse
-	25, // 47: multiagents.v1.WorkflowService.StreamStepOutput:output_type -> multiagents.v1.StreamStepOutputResponse
-	35, // [35:48] is the sub-list for method output_type
-	22, // [22:35] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	52, // 21: multiagents.v1.StepOutputChunk.kind:type_name -> multiagents.v1.OutputKind
+	53, // 22: multiagents.v1.CreateScheduleRequest.schedule:type_name -> multiagents.v1.ScheduleDefinition
+	54, // 23: multiagents.v1.CreateScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
+	54, // 24: multiagents.v1.GetScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
+	54, // 25: multiagents.v1.ListSchedulesResponse.schedules:type_name -> multiagents.v1.ScheduleStatus
+	54, // 26: multiagents.v1.PauseScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
+	54, // 27: multiagents.v1.UnpauseScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
+	0,  // 28: multiagents.v1.WorkflowService.RegisterWorkflow:input_type -> multiagents.v1.RegisterWorkflowRequest
+	2,  // 29: multiagents.v1.WorkflowService.GetWorkflowDefinition:input_type -> multiagents.v1.GetWorkflowDefinitionRequest
+	4,  // 30: multiagents.v1.WorkflowService.ListWorkflowDefinitions:input_type -> multiagents.v1.ListWorkflowDefinitionsRequest
+	6,  // 31: multiagents.v1.WorkflowService.ExecuteWorkflow:input_type -> multiagents.v1.ExecuteWorkflowRequest
+	8,  // 32: multiagents.v1.WorkflowService.GetStatus:input_type -> multiagents.v1.GetStatusRequest
+	10, // 33: multiagents.v1.WorkflowService.WatchWorkflow:input_type -> multiagents.v1.WatchWorkflowRequest
+	12, // 34: multiagents.v1.WorkflowService.CancelWorkflow:input_type -> multiagents.v1.CancelWorkflowRequest
+	14, // 35: multiagents.v1.WorkflowService.ListWorkflows:input_type -> multiagents.v1.ListWorkflowsRequest
+	16, // 36: multiagents.v1.WorkflowService.GetHistory:input_type -> multiagents.v1.GetHistoryRequest
+	18, // 37: multiagents.v1.WorkflowService.SignalWorkflow:input_type -> multiagents.v1.SignalWorkflowRequest
+	20, // 38: multiagents.v1.WorkflowService.ResumeWorkflow:input_type -> multiagents.v1.ResumeWorkflowRequest
+	22, // 39: multiagents.v1.WorkflowService.ListWaitingSignals:input_type -> multiagents.v1.ListWaitingSignalsRequest
+	24, // 40: multiagents.v1.WorkflowService.StreamStepOutput:input_type -> multiagents.v1.StreamStepOutputRequest
+	30, // 41: multiagents.v1.WorkflowService.CreateSchedule:input_type -> multiagents.v1.CreateScheduleRequest
+	32, // 42: multiagents.v1.WorkflowService.GetSchedule:input_type -> multiagents.v1.GetScheduleRequest
+	34, // 43: multiagents.v1.WorkflowService.ListSchedules:input_type -> multiagents.v1.ListSchedulesRequest
+	36, // 44: multiagents.v1.WorkflowService.PauseSchedule:input_type -> multiagents.v1.PauseScheduleRequest
+	38, // 45: multiagents.v1.WorkflowService.UnpauseSchedule:input_type -> multiagents.v1.UnpauseScheduleRequest
+	40, // 46: multiagents.v1.WorkflowService.DeleteSchedule:input_type -> multiagents.v1.DeleteScheduleRequest
+	1,  // 47: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
+	3,  // 48: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
+	5,  // 49: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
+	7,  // 50: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
+	9,  // 51: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
+	11, // 52: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
+	13, // 53: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
+	15, // 54: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
+	17, // 55: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
+	19, // 56: multiagents.v1.WorkflowService.SignalWorkflow:output_type -> multiagents.v1.SignalWorkflowResponse
+	21, // 57: multiagents.v1.WorkflowService.ResumeWorkflow:output_type -> multiagents.v1.ResumeWorkflowResponse
+	23, // 58: multiagents.v1.WorkflowService.ListWaitingSignals:output_type -> multiagents.v1.ListWaitingSignalsResponse
+	25, // 59: multiagents.v1.WorkflowService.StreamStepOutput:output_type -> multiagents.v1.StreamStepOutputResponse
+	31, // 60: multiagents.v1.WorkflowService.CreateSchedule:output_type -> multiagents.v1.CreateScheduleResponse
+	33, // 61: multiagents.v1.WorkflowService.GetSchedule:output_type -> multiagents.v1.GetScheduleResponse
+	35, // 62: multiagents.v1.WorkflowService.ListSchedules:output_type -> multiagents.v1.ListSchedulesResponse
+	37, // 63: multiagents.v1.WorkflowService.PauseSchedule:output_type -> multiagents.v1.PauseScheduleResponse
+	39, // 64: multiagents.v1.WorkflowService.UnpauseSchedule:output_type -> multiagents.v1.UnpauseScheduleResponse
+	41, // 65: multiagents.v1.WorkflowService.DeleteSchedule:output_type -> multiagents.v1.DeleteScheduleResponse
+	47, // [47:66] is the sub-list for method output_type
+	28, // [28:47] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_workflow_service_proto_init() }
@@ -2061,6 +2719,7 @@ func file_multiagents_v1_workflow_service_proto_init() {
 	}
 	file_multiagents_v1_common_proto_init()
 	file_multiagents_v1_events_proto_init()
+	file_multiagents_v1_schedule_proto_init()
 	file_multiagents_v1_workflow_proto_init()
 	file_multiagents_v1_workflow_service_proto_msgTypes[26].OneofWrappers = []any{
 		(*StepOutput_Chunk)(nil),
@@ -2077,7 +2736,7 @@ func file_multiagents_v1_workflow_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_multiagents_v1_workflow_service_proto_rawDesc), len(file_multiagents_v1_workflow_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

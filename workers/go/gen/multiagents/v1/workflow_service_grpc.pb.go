@@ -32,6 +32,12 @@ const (
 	WorkflowService_ResumeWorkflow_FullMethodName          = "/multiagents.v1.WorkflowService/ResumeWorkflow"
 	WorkflowService_ListWaitingSignals_FullMethodName      = "/multiagents.v1.WorkflowService/ListWaitingSignals"
 	WorkflowService_StreamStepOutput_FullMethodName        = "/multiagents.v1.WorkflowService/StreamStepOutput"
+	WorkflowService_CreateSchedule_FullMethodName          = "/multiagents.v1.WorkflowService/CreateSchedule"
+	WorkflowService_GetSchedule_FullMethodName             = "/multiagents.v1.WorkflowService/GetSchedule"
+	WorkflowService_ListSchedules_FullMethodName           = "/multiagents.v1.WorkflowService/ListSchedules"
+	WorkflowService_PauseSchedule_FullMethodName           = "/multiagents.v1.WorkflowService/PauseSchedule"
+	WorkflowService_UnpauseSchedule_FullMethodName         = "/multiagents.v1.WorkflowService/UnpauseSchedule"
+	WorkflowService_DeleteSchedule_FullMethodName          = "/multiagents.v1.WorkflowService/DeleteSchedule"
 )
 
 // WorkflowServiceClient is the client API for WorkflowService service.
@@ -76,6 +82,24 @@ type WorkflowServiceClient interface {
 	// backlog from an offset, then live chunks, until the execution ends (or,
 	// with a step, until that step has completed).
 	StreamStepOutput(ctx context.Context, in *StreamStepOutputRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamStepOutputResponse], error)
+	// Creates a schedule: a cron expression that starts a workflow. A taken id
+	// is ALREADY_EXISTS; a bad id, cron, time zone, policy or window is
+	// INVALID_ARGUMENT naming the field; an unknown workflow or version is
+	// NOT_FOUND. Nothing is created on an error.
+	CreateSchedule(ctx context.Context, in *CreateScheduleRequest, opts ...grpc.CallOption) (*CreateScheduleResponse, error)
+	// Returns one schedule; an unknown id is NOT_FOUND.
+	GetSchedule(ctx context.Context, in *GetScheduleRequest, opts ...grpc.CallOption) (*GetScheduleResponse, error)
+	// Lists schedules by id.
+	ListSchedules(ctx context.Context, in *ListSchedulesRequest, opts ...grpc.CallOption) (*ListSchedulesResponse, error)
+	// Pauses a schedule: nothing fires until it is unpaused. Pausing a paused
+	// schedule changes only its note. Unknown id: NOT_FOUND.
+	PauseSchedule(ctx context.Context, in *PauseScheduleRequest, opts ...grpc.CallOption) (*PauseScheduleResponse, error)
+	// Unpauses a schedule: it fires at the next fire time after now (fire
+	// times while it was paused are not caught up). Unpausing an unpaused
+	// schedule changes only its note. Unknown id: NOT_FOUND.
+	UnpauseSchedule(ctx context.Context, in *UnpauseScheduleRequest, opts ...grpc.CallOption) (*UnpauseScheduleResponse, error)
+	// Deletes a schedule; the runs it started go on. Unknown id: NOT_FOUND.
+	DeleteSchedule(ctx context.Context, in *DeleteScheduleRequest, opts ...grpc.CallOption) (*DeleteScheduleResponse, error)
 }
 
 type workflowServiceClient struct {
@@ -234,6 +258,66 @@ func (c *workflowServiceClient) StreamStepOutput(ctx context.Context, in *Stream
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type WorkflowService_StreamStepOutputClient = grpc.ServerStreamingClient[StreamStepOutputResponse]
 
+func (c *workflowServiceClient) CreateSchedule(ctx context.Context, in *CreateScheduleRequest, opts ...grpc.CallOption) (*CreateScheduleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateScheduleResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_CreateSchedule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) GetSchedule(ctx context.Context, in *GetScheduleRequest, opts ...grpc.CallOption) (*GetScheduleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetScheduleResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_GetSchedule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) ListSchedules(ctx context.Context, in *ListSchedulesRequest, opts ...grpc.CallOption) (*ListSchedulesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSchedulesResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_ListSchedules_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) PauseSchedule(ctx context.Context, in *PauseScheduleRequest, opts ...grpc.CallOption) (*PauseScheduleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PauseScheduleResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_PauseSchedule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) UnpauseSchedule(ctx context.Context, in *UnpauseScheduleRequest, opts ...grpc.CallOption) (*UnpauseScheduleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnpauseScheduleResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_UnpauseSchedule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) DeleteSchedule(ctx context.Context, in *DeleteScheduleRequest, opts ...grpc.CallOption) (*DeleteScheduleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteScheduleResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_DeleteSchedule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkflowServiceServer is the server API for WorkflowService service.
 // All implementations must embed UnimplementedWorkflowServiceServer
 // for forward compatibility.
@@ -276,6 +360,24 @@ type WorkflowServiceServer interface {
 	// backlog from an offset, then live chunks, until the execution ends (or,
 	// with a step, until that step has completed).
 	StreamStepOutput(*StreamStepOutputRequest, grpc.ServerStreamingServer[StreamStepOutputResponse]) error
+	// Creates a schedule: a cron expression that starts a workflow. A taken id
+	// is ALREADY_EXISTS; a bad id, cron, time zone, policy or window is
+	// INVALID_ARGUMENT naming the field; an unknown workflow or version is
+	// NOT_FOUND. Nothing is created on an error.
+	CreateSchedule(context.Context, *CreateScheduleRequest) (*CreateScheduleResponse, error)
+	// Returns one schedule; an unknown id is NOT_FOUND.
+	GetSchedule(context.Context, *GetScheduleRequest) (*GetScheduleResponse, error)
+	// Lists schedules by id.
+	ListSchedules(context.Context, *ListSchedulesRequest) (*ListSchedulesResponse, error)
+	// Pauses a schedule: nothing fires until it is unpaused. Pausing a paused
+	// schedule changes only its note. Unknown id: NOT_FOUND.
+	PauseSchedule(context.Context, *PauseScheduleRequest) (*PauseScheduleResponse, error)
+	// Unpauses a schedule: it fires at the next fire time after now (fire
+	// times while it was paused are not caught up). Unpausing an unpaused
+	// schedule changes only its note. Unknown id: NOT_FOUND.
+	UnpauseSchedule(context.Context, *UnpauseScheduleRequest) (*UnpauseScheduleResponse, error)
+	// Deletes a schedule; the runs it started go on. Unknown id: NOT_FOUND.
+	DeleteSchedule(context.Context, *DeleteScheduleRequest) (*DeleteScheduleResponse, error)
 	mustEmbedUnimplementedWorkflowServiceServer()
 }
 
@@ -324,6 +426,24 @@ func (UnimplementedWorkflowServiceServer) ListWaitingSignals(context.Context, *L
 }
 func (UnimplementedWorkflowServiceServer) StreamStepOutput(*StreamStepOutputRequest, grpc.ServerStreamingServer[StreamStepOutputResponse]) error {
 	return status.Error(codes.Unimplemented, "method StreamStepOutput not implemented")
+}
+func (UnimplementedWorkflowServiceServer) CreateSchedule(context.Context, *CreateScheduleRequest) (*CreateScheduleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateSchedule not implemented")
+}
+func (UnimplementedWorkflowServiceServer) GetSchedule(context.Context, *GetScheduleRequest) (*GetScheduleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSchedule not implemented")
+}
+func (UnimplementedWorkflowServiceServer) ListSchedules(context.Context, *ListSchedulesRequest) (*ListSchedulesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSchedules not implemented")
+}
+func (UnimplementedWorkflowServiceServer) PauseSchedule(context.Context, *PauseScheduleRequest) (*PauseScheduleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PauseSchedule not implemented")
+}
+func (UnimplementedWorkflowServiceServer) UnpauseSchedule(context.Context, *UnpauseScheduleRequest) (*UnpauseScheduleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnpauseSchedule not implemented")
+}
+func (UnimplementedWorkflowServiceServer) DeleteSchedule(context.Context, *DeleteScheduleRequest) (*DeleteScheduleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteSchedule not implemented")
 }
 func (UnimplementedWorkflowServiceServer) mustEmbedUnimplementedWorkflowServiceServer() {}
 func (UnimplementedWorkflowServiceServer) testEmbeddedByValue()                         {}
@@ -566,6 +686,114 @@ func _WorkflowService_StreamStepOutput_Handler(srv interface{}, stream grpc.Serv
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type WorkflowService_StreamStepOutputServer = grpc.ServerStreamingServer[StreamStepOutputResponse]
 
+func _WorkflowService_CreateSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateScheduleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).CreateSchedule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_CreateSchedule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).CreateSchedule(ctx, req.(*CreateScheduleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkflowService_GetSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetScheduleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).GetSchedule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_GetSchedule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).GetSchedule(ctx, req.(*GetScheduleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkflowService_ListSchedules_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSchedulesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).ListSchedules(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_ListSchedules_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).ListSchedules(ctx, req.(*ListSchedulesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkflowService_PauseSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PauseScheduleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).PauseSchedule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_PauseSchedule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).PauseSchedule(ctx, req.(*PauseScheduleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkflowService_UnpauseSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnpauseScheduleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).UnpauseSchedule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_UnpauseSchedule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).UnpauseSchedule(ctx, req.(*UnpauseScheduleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkflowService_DeleteSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteScheduleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).DeleteSchedule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_DeleteSchedule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).DeleteSchedule(ctx, req.(*DeleteScheduleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkflowService_ServiceDesc is the grpc.ServiceDesc for WorkflowService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -616,6 +844,30 @@ var WorkflowService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListWaitingSignals",
 			Handler:    _WorkflowService_ListWaitingSignals_Handler,
+		},
+		{
+			MethodName: "CreateSchedule",
+			Handler:    _WorkflowService_CreateSchedule_Handler,
+		},
+		{
+			MethodName: "GetSchedule",
+			Handler:    _WorkflowService_GetSchedule_Handler,
+		},
+		{
+			MethodName: "ListSchedules",
+			Handler:    _WorkflowService_ListSchedules_Handler,
+		},
+		{
+			MethodName: "PauseSchedule",
+			Handler:    _WorkflowService_PauseSchedule_Handler,
+		},
+		{
+			MethodName: "UnpauseSchedule",
+			Handler:    _WorkflowService_UnpauseSchedule_Handler,
+		},
+		{
+			MethodName: "DeleteSchedule",
+			Handler:    _WorkflowService_DeleteSchedule_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -33,6 +33,7 @@ import {
   workflowStateToJSON,
 } from "./common.js";
 import { StatusEvent, WorkflowEvent } from "./events.js";
+import { ScheduleDefinition, ScheduleStatus } from "./schedule.js";
 import { WaitingSignal, WorkflowDefinition, WorkflowStatus } from "./workflow.js";
 
 export const protobufPackage = "multiagents.v1";
@@ -406,6 +407,86 @@ export interface StepOutputGap {
    * that was dropped: compare `sequence` with the last one received).
    */
   dropped: number;
+}
+
+/** CreateScheduleRequest creates one schedule. */
+export interface CreateScheduleRequest {
+  /** The schedule (required, else INVALID_ARGUMENT). */
+  schedule: ScheduleDefinition | undefined;
+}
+
+/** CreateScheduleResponse answers CreateSchedule. */
+export interface CreateScheduleResponse {
+  /** The schedule as created, with its first fire time. */
+  status: ScheduleStatus | undefined;
+}
+
+/** GetScheduleRequest names a schedule. */
+export interface GetScheduleRequest {
+  /** Schedule id (required). */
+  scheduleId: string;
+}
+
+/** GetScheduleResponse answers GetSchedule. */
+export interface GetScheduleResponse {
+  /** The schedule. */
+  status: ScheduleStatus | undefined;
+}
+
+/** ListSchedulesRequest filters and pages schedules. */
+export interface ListSchedulesRequest {
+  /** Only schedules of this workflow; empty for all. */
+  workflowName: string;
+  /** Page size; 0 means 100, at most 1,000 (else INVALID_ARGUMENT). */
+  pageSize: number;
+  /** next_page_token of the previous page; empty for the first. */
+  pageToken: string;
+}
+
+/** ListSchedulesResponse is one page of schedules. */
+export interface ListSchedulesResponse {
+  /** Schedules ordered by id. */
+  schedules: ScheduleStatus[];
+  /** Token of the next page; empty on the last. */
+  nextPageToken: string;
+}
+
+/** PauseScheduleRequest pauses a schedule. */
+export interface PauseScheduleRequest {
+  /** Schedule id (required). */
+  scheduleId: string;
+  /** Replaces the schedule's note when not empty; at most 1,000 characters. */
+  note: string;
+}
+
+/** PauseScheduleResponse answers PauseSchedule. */
+export interface PauseScheduleResponse {
+  /** The schedule, paused. */
+  status: ScheduleStatus | undefined;
+}
+
+/** UnpauseScheduleRequest unpauses a schedule. */
+export interface UnpauseScheduleRequest {
+  /** Schedule id (required). */
+  scheduleId: string;
+  /** Replaces the schedule's note when not empty; at most 1,000 characters. */
+  note: string;
+}
+
+/** UnpauseScheduleResponse answers UnpauseSchedule. */
+export interface UnpauseScheduleResponse {
+  /** The schedule, with its next fire time. */
+  status: ScheduleStatus | undefined;
+}
+
+/** DeleteScheduleRequest deletes a schedule. */
+export interface DeleteScheduleRequest {
+  /** Schedule id (required). */
+  scheduleId: string;
+}
+
+/** DeleteScheduleResponse answers DeleteSchedule. */
+export interface DeleteScheduleResponse {
 }
 
 function createBaseRegisterWorkflowRequest(): RegisterWorkflowRequest {
@@ -3171,6 +3252,931 @@ export const StepOutputGap: MessageFns<StepOutputGap> = {
   },
 };
 
+function createBaseCreateScheduleRequest(): CreateScheduleRequest {
+  return { schedule: undefined };
+}
+
+export const CreateScheduleRequest: MessageFns<CreateScheduleRequest> = {
+  encode(message: CreateScheduleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.schedule !== undefined) {
+      ScheduleDefinition.encode(message.schedule, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateScheduleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateScheduleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.schedule = ScheduleDefinition.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateScheduleRequest {
+    return { schedule: isSet(object.schedule) ? ScheduleDefinition.fromJSON(object.schedule) : undefined };
+  },
+
+  toJSON(message: CreateScheduleRequest): unknown {
+    const obj: any = {};
+    if (message.schedule !== undefined) {
+      obj.schedule = ScheduleDefinition.toJSON(message.schedule);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateScheduleRequest>, I>>(base?: I): CreateScheduleRequest {
+    return CreateScheduleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateScheduleRequest>, I>>(object: I): CreateScheduleRequest {
+    const message = createBaseCreateScheduleRequest();
+    message.schedule = (object.schedule !== undefined && object.schedule !== null)
+      ? ScheduleDefinition.fromPartial(object.schedule)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCreateScheduleResponse(): CreateScheduleResponse {
+  return { status: undefined };
+}
+
+export const CreateScheduleResponse: MessageFns<CreateScheduleResponse> = {
+  encode(message: CreateScheduleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.status !== undefined) {
+      ScheduleStatus.encode(message.status, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateScheduleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateScheduleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.status = ScheduleStatus.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateScheduleResponse {
+    return { status: isSet(object.status) ? ScheduleStatus.fromJSON(object.status) : undefined };
+  },
+
+  toJSON(message: CreateScheduleResponse): unknown {
+    const obj: any = {};
+    if (message.status !== undefined) {
+      obj.status = ScheduleStatus.toJSON(message.status);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CreateScheduleResponse>, I>>(base?: I): CreateScheduleResponse {
+    return CreateScheduleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CreateScheduleResponse>, I>>(object: I): CreateScheduleResponse {
+    const message = createBaseCreateScheduleResponse();
+    message.status = (object.status !== undefined && object.status !== null)
+      ? ScheduleStatus.fromPartial(object.status)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetScheduleRequest(): GetScheduleRequest {
+  return { scheduleId: "" };
+}
+
+export const GetScheduleRequest: MessageFns<GetScheduleRequest> = {
+  encode(message: GetScheduleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.scheduleId !== "") {
+      writer.uint32(10).string(message.scheduleId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetScheduleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetScheduleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.scheduleId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetScheduleRequest {
+    return {
+      scheduleId: isSet(object.scheduleId)
+        ? globalThis.String(object.scheduleId)
+        : isSet(object.schedule_id)
+        ? globalThis.String(object.schedule_id)
+        : "",
+    };
+  },
+
+  toJSON(message: GetScheduleRequest): unknown {
+    const obj: any = {};
+    if (message.scheduleId !== "") {
+      obj.scheduleId = message.scheduleId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetScheduleRequest>, I>>(base?: I): GetScheduleRequest {
+    return GetScheduleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetScheduleRequest>, I>>(object: I): GetScheduleRequest {
+    const message = createBaseGetScheduleRequest();
+    message.scheduleId = object.scheduleId ?? "";
+    return message;
+  },
+};
+
+function createBaseGetScheduleResponse(): GetScheduleResponse {
+  return { status: undefined };
+}
+
+export const GetScheduleResponse: MessageFns<GetScheduleResponse> = {
+  encode(message: GetScheduleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.status !== undefined) {
+      ScheduleStatus.encode(message.status, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetScheduleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetScheduleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.status = ScheduleStatus.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetScheduleResponse {
+    return { status: isSet(object.status) ? ScheduleStatus.fromJSON(object.status) : undefined };
+  },
+
+  toJSON(message: GetScheduleResponse): unknown {
+    const obj: any = {};
+    if (message.status !== undefined) {
+      obj.status = ScheduleStatus.toJSON(message.status);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetScheduleResponse>, I>>(base?: I): GetScheduleResponse {
+    return GetScheduleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetScheduleResponse>, I>>(object: I): GetScheduleResponse {
+    const message = createBaseGetScheduleResponse();
+    message.status = (object.status !== undefined && object.status !== null)
+      ? ScheduleStatus.fromPartial(object.status)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListSchedulesRequest(): ListSchedulesRequest {
+  return { workflowName: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListSchedulesRequest: MessageFns<ListSchedulesRequest> = {
+  encode(message: ListSchedulesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workflowName !== "") {
+      writer.uint32(10).string(message.workflowName);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSchedulesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSchedulesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workflowName = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListSchedulesRequest {
+    return {
+      workflowName: isSet(object.workflowName)
+        ? globalThis.String(object.workflowName)
+        : isSet(object.workflow_name)
+        ? globalThis.String(object.workflow_name)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListSchedulesRequest): unknown {
+    const obj: any = {};
+    if (message.workflowName !== "") {
+      obj.workflowName = message.workflowName;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListSchedulesRequest>, I>>(base?: I): ListSchedulesRequest {
+    return ListSchedulesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListSchedulesRequest>, I>>(object: I): ListSchedulesRequest {
+    const message = createBaseListSchedulesRequest();
+    message.workflowName = object.workflowName ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListSchedulesResponse(): ListSchedulesResponse {
+  return { schedules: [], nextPageToken: "" };
+}
+
+export const ListSchedulesResponse: MessageFns<ListSchedulesResponse> = {
+  encode(message: ListSchedulesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.schedules) {
+      ScheduleStatus.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListSchedulesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListSchedulesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.schedules.push(ScheduleStatus.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListSchedulesResponse {
+    return {
+      schedules: globalThis.Array.isArray(object?.schedules)
+        ? object.schedules.map((e: any) => ScheduleStatus.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListSchedulesResponse): unknown {
+    const obj: any = {};
+    if (message.schedules?.length) {
+      obj.schedules = message.schedules.map((e) => ScheduleStatus.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListSchedulesResponse>, I>>(base?: I): ListSchedulesResponse {
+    return ListSchedulesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListSchedulesResponse>, I>>(object: I): ListSchedulesResponse {
+    const message = createBaseListSchedulesResponse();
+    message.schedules = object.schedules?.map((e) => ScheduleStatus.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBasePauseScheduleRequest(): PauseScheduleRequest {
+  return { scheduleId: "", note: "" };
+}
+
+export const PauseScheduleRequest: MessageFns<PauseScheduleRequest> = {
+  encode(message: PauseScheduleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.scheduleId !== "") {
+      writer.uint32(10).string(message.scheduleId);
+    }
+    if (message.note !== "") {
+      writer.uint32(18).string(message.note);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseScheduleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseScheduleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.scheduleId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.note = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PauseScheduleRequest {
+    return {
+      scheduleId: isSet(object.scheduleId)
+        ? globalThis.String(object.scheduleId)
+        : isSet(object.schedule_id)
+        ? globalThis.String(object.schedule_id)
+        : "",
+      note: isSet(object.note) ? globalThis.String(object.note) : "",
+    };
+  },
+
+  toJSON(message: PauseScheduleRequest): unknown {
+    const obj: any = {};
+    if (message.scheduleId !== "") {
+      obj.scheduleId = message.scheduleId;
+    }
+    if (message.note !== "") {
+      obj.note = message.note;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PauseScheduleRequest>, I>>(base?: I): PauseScheduleRequest {
+    return PauseScheduleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseScheduleRequest>, I>>(object: I): PauseScheduleRequest {
+    const message = createBasePauseScheduleRequest();
+    message.scheduleId = object.scheduleId ?? "";
+    message.note = object.note ?? "";
+    return message;
+  },
+};
+
+function createBasePauseScheduleResponse(): PauseScheduleResponse {
+  return { status: undefined };
+}
+
+export const PauseScheduleResponse: MessageFns<PauseScheduleResponse> = {
+  encode(message: PauseScheduleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.status !== undefined) {
+      ScheduleStatus.encode(message.status, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseScheduleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseScheduleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.status = ScheduleStatus.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PauseScheduleResponse {
+    return { status: isSet(object.status) ? ScheduleStatus.fromJSON(object.status) : undefined };
+  },
+
+  toJSON(message: PauseScheduleResponse): unknown {
+    const obj: any = {};
+    if (message.status !== undefined) {
+      obj.status = ScheduleStatus.toJSON(message.status);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PauseScheduleResponse>, I>>(base?: I): PauseScheduleResponse {
+    return PauseScheduleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseScheduleResponse>, I>>(object: I): PauseScheduleResponse {
+    const message = createBasePauseScheduleResponse();
+    message.status = (object.status !== undefined && object.status !== null)
+      ? ScheduleStatus.fromPartial(object.status)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseUnpauseScheduleRequest(): UnpauseScheduleRequest {
+  return { scheduleId: "", note: "" };
+}
+
+export const UnpauseScheduleRequest: MessageFns<UnpauseScheduleRequest> = {
+  encode(message: UnpauseScheduleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.scheduleId !== "") {
+      writer.uint32(10).string(message.scheduleId);
+    }
+    if (message.note !== "") {
+      writer.uint32(18).string(message.note);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnpauseScheduleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnpauseScheduleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.scheduleId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.note = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UnpauseScheduleRequest {
+    return {
+      scheduleId: isSet(object.scheduleId)
+        ? globalThis.String(object.scheduleId)
+        : isSet(object.schedule_id)
+        ? globalThis.String(object.schedule_id)
+        : "",
+      note: isSet(object.note) ? globalThis.String(object.note) : "",
+    };
+  },
+
+  toJSON(message: UnpauseScheduleRequest): unknown {
+    const obj: any = {};
+    if (message.scheduleId !== "") {
+      obj.scheduleId = message.scheduleId;
+    }
+    if (message.note !== "") {
+      obj.note = message.note;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UnpauseScheduleRequest>, I>>(base?: I): UnpauseScheduleRequest {
+    return UnpauseScheduleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UnpauseScheduleRequest>, I>>(object: I): UnpauseScheduleRequest {
+    const message = createBaseUnpauseScheduleRequest();
+    message.scheduleId = object.scheduleId ?? "";
+    message.note = object.note ?? "";
+    return message;
+  },
+};
+
+function createBaseUnpauseScheduleResponse(): UnpauseScheduleResponse {
+  return { status: undefined };
+}
+
+export const UnpauseScheduleResponse: MessageFns<UnpauseScheduleResponse> = {
+  encode(message: UnpauseScheduleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.status !== undefined) {
+      ScheduleStatus.encode(message.status, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnpauseScheduleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnpauseScheduleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.status = ScheduleStatus.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UnpauseScheduleResponse {
+    return { status: isSet(object.status) ? ScheduleStatus.fromJSON(object.status) : undefined };
+  },
+
+  toJSON(message: UnpauseScheduleResponse): unknown {
+    const obj: any = {};
+    if (message.status !== undefined) {
+      obj.status = ScheduleStatus.toJSON(message.status);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UnpauseScheduleResponse>, I>>(base?: I): UnpauseScheduleResponse {
+    return UnpauseScheduleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UnpauseScheduleResponse>, I>>(object: I): UnpauseScheduleResponse {
+    const message = createBaseUnpauseScheduleResponse();
+    message.status = (object.status !== undefined && object.status !== null)
+      ? ScheduleStatus.fromPartial(object.status)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteScheduleRequest(): DeleteScheduleRequest {
+  return { scheduleId: "" };
+}
+
+export const DeleteScheduleRequest: MessageFns<DeleteScheduleRequest> = {
+  encode(message: DeleteScheduleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.scheduleId !== "") {
+      writer.uint32(10).string(message.scheduleId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteScheduleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteScheduleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.scheduleId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteScheduleRequest {
+    return {
+      scheduleId: isSet(object.scheduleId)
+        ? globalThis.String(object.scheduleId)
+        : isSet(object.schedule_id)
+        ? globalThis.String(object.schedule_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteScheduleRequest): unknown {
+    const obj: any = {};
+    if (message.scheduleId !== "") {
+      obj.scheduleId = message.scheduleId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteScheduleRequest>, I>>(base?: I): DeleteScheduleRequest {
+    return DeleteScheduleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteScheduleRequest>, I>>(object: I): DeleteScheduleRequest {
+    const message = createBaseDeleteScheduleRequest();
+    message.scheduleId = object.scheduleId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteScheduleResponse(): DeleteScheduleResponse {
+  return {};
+}
+
+export const DeleteScheduleResponse: MessageFns<DeleteScheduleResponse> = {
+  encode(_: DeleteScheduleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteScheduleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteScheduleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DeleteScheduleResponse {
+    return {};
+  },
+
+  toJSON(_: DeleteScheduleResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteScheduleResponse>, I>>(base?: I): DeleteScheduleResponse {
+    return DeleteScheduleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteScheduleResponse>, I>>(_: I): DeleteScheduleResponse {
+    const message = createBaseDeleteScheduleResponse();
+    return message;
+  },
+};
+
 /**
  * WorkflowService is what clients use: register definitions, run and follow
  * executions.
@@ -3341,6 +4347,86 @@ export const WorkflowServiceService = {
       Buffer.from(StreamStepOutputResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): StreamStepOutputResponse => StreamStepOutputResponse.decode(value),
   },
+  /**
+   * Creates a schedule: a cron expression that starts a workflow. A taken id
+   * is ALREADY_EXISTS; a bad id, cron, time zone, policy or window is
+   * INVALID_ARGUMENT naming the field; an unknown workflow or version is
+   * NOT_FOUND. Nothing is created on an error.
+   */
+  createSchedule: {
+    path: "/multiagents.v1.WorkflowService/CreateSchedule" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateScheduleRequest): Buffer =>
+      Buffer.from(CreateScheduleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateScheduleRequest => CreateScheduleRequest.decode(value),
+    responseSerialize: (value: CreateScheduleResponse): Buffer =>
+      Buffer.from(CreateScheduleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CreateScheduleResponse => CreateScheduleResponse.decode(value),
+  },
+  /** Returns one schedule; an unknown id is NOT_FOUND. */
+  getSchedule: {
+    path: "/multiagents.v1.WorkflowService/GetSchedule" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetScheduleRequest): Buffer => Buffer.from(GetScheduleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetScheduleRequest => GetScheduleRequest.decode(value),
+    responseSerialize: (value: GetScheduleResponse): Buffer => Buffer.from(GetScheduleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetScheduleResponse => GetScheduleResponse.decode(value),
+  },
+  /** Lists schedules by id. */
+  listSchedules: {
+    path: "/multiagents.v1.WorkflowService/ListSchedules" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListSchedulesRequest): Buffer => Buffer.from(ListSchedulesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListSchedulesRequest => ListSchedulesRequest.decode(value),
+    responseSerialize: (value: ListSchedulesResponse): Buffer =>
+      Buffer.from(ListSchedulesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListSchedulesResponse => ListSchedulesResponse.decode(value),
+  },
+  /**
+   * Pauses a schedule: nothing fires until it is unpaused. Pausing a paused
+   * schedule changes only its note. Unknown id: NOT_FOUND.
+   */
+  pauseSchedule: {
+    path: "/multiagents.v1.WorkflowService/PauseSchedule" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PauseScheduleRequest): Buffer => Buffer.from(PauseScheduleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PauseScheduleRequest => PauseScheduleRequest.decode(value),
+    responseSerialize: (value: PauseScheduleResponse): Buffer =>
+      Buffer.from(PauseScheduleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PauseScheduleResponse => PauseScheduleResponse.decode(value),
+  },
+  /**
+   * Unpauses a schedule: it fires at the next fire time after now (fire
+   * times while it was paused are not caught up). Unpausing an unpaused
+   * schedule changes only its note. Unknown id: NOT_FOUND.
+   */
+  unpauseSchedule: {
+    path: "/multiagents.v1.WorkflowService/UnpauseSchedule" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UnpauseScheduleRequest): Buffer =>
+      Buffer.from(UnpauseScheduleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UnpauseScheduleRequest => UnpauseScheduleRequest.decode(value),
+    responseSerialize: (value: UnpauseScheduleResponse): Buffer =>
+      Buffer.from(UnpauseScheduleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UnpauseScheduleResponse => UnpauseScheduleResponse.decode(value),
+  },
+  /** Deletes a schedule; the runs it started go on. Unknown id: NOT_FOUND. */
+  deleteSchedule: {
+    path: "/multiagents.v1.WorkflowService/DeleteSchedule" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteScheduleRequest): Buffer =>
+      Buffer.from(DeleteScheduleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteScheduleRequest => DeleteScheduleRequest.decode(value),
+    responseSerialize: (value: DeleteScheduleResponse): Buffer =>
+      Buffer.from(DeleteScheduleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteScheduleResponse => DeleteScheduleResponse.decode(value),
+  },
 } as const;
 
 export interface WorkflowServiceServer extends UntypedServiceImplementation {
@@ -3377,6 +4463,30 @@ export interface WorkflowServiceServer extends UntypedServiceImplementation {
    * with a step, until that step has completed).
    */
   streamStepOutput: handleServerStreamingCall<StreamStepOutputRequest, StreamStepOutputResponse>;
+  /**
+   * Creates a schedule: a cron expression that starts a workflow. A taken id
+   * is ALREADY_EXISTS; a bad id, cron, time zone, policy or window is
+   * INVALID_ARGUMENT naming the field; an unknown workflow or version is
+   * NOT_FOUND. Nothing is created on an error.
+   */
+  createSchedule: handleUnaryCall<CreateScheduleRequest, CreateScheduleResponse>;
+  /** Returns one schedule; an unknown id is NOT_FOUND. */
+  getSchedule: handleUnaryCall<GetScheduleRequest, GetScheduleResponse>;
+  /** Lists schedules by id. */
+  listSchedules: handleUnaryCall<ListSchedulesRequest, ListSchedulesResponse>;
+  /**
+   * Pauses a schedule: nothing fires until it is unpaused. Pausing a paused
+   * schedule changes only its note. Unknown id: NOT_FOUND.
+   */
+  pauseSchedule: handleUnaryCall<PauseScheduleRequest, PauseScheduleResponse>;
+  /**
+   * Unpauses a schedule: it fires at the next fire time after now (fire
+   * times while it was paused are not caught up). Unpausing an unpaused
+   * schedule changes only its note. Unknown id: NOT_FOUND.
+   */
+  unpauseSchedule: handleUnaryCall<UnpauseScheduleRequest, UnpauseScheduleResponse>;
+  /** Deletes a schedule; the runs it started go on. Unknown id: NOT_FOUND. */
+  deleteSchedule: handleUnaryCall<DeleteScheduleRequest, DeleteScheduleResponse>;
 }
 
 export interface WorkflowServiceClient extends Client {
@@ -3583,6 +4693,114 @@ export interface WorkflowServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<StreamStepOutputResponse>;
+  /**
+   * Creates a schedule: a cron expression that starts a workflow. A taken id
+   * is ALREADY_EXISTS; a bad id, cron, time zone, policy or window is
+   * INVALID_ARGUMENT naming the field; an unknown workflow or version is
+   * NOT_FOUND. Nothing is created on an error.
+   */
+  createSchedule(
+    request: CreateScheduleRequest,
+    callback: (error: ServiceError | null, response: CreateScheduleResponse) => void,
+  ): ClientUnaryCall;
+  createSchedule(
+    request: CreateScheduleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CreateScheduleResponse) => void,
+  ): ClientUnaryCall;
+  createSchedule(
+    request: CreateScheduleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CreateScheduleResponse) => void,
+  ): ClientUnaryCall;
+  /** Returns one schedule; an unknown id is NOT_FOUND. */
+  getSchedule(
+    request: GetScheduleRequest,
+    callback: (error: ServiceError | null, response: GetScheduleResponse) => void,
+  ): ClientUnaryCall;
+  getSchedule(
+    request: GetScheduleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetScheduleResponse) => void,
+  ): ClientUnaryCall;
+  getSchedule(
+    request: GetScheduleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetScheduleResponse) => void,
+  ): ClientUnaryCall;
+  /** Lists schedules by id. */
+  listSchedules(
+    request: ListSchedulesRequest,
+    callback: (error: ServiceError | null, response: ListSchedulesResponse) => void,
+  ): ClientUnaryCall;
+  listSchedules(
+    request: ListSchedulesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListSchedulesResponse) => void,
+  ): ClientUnaryCall;
+  listSchedules(
+    request: ListSchedulesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListSchedulesResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Pauses a schedule: nothing fires until it is unpaused. Pausing a paused
+   * schedule changes only its note. Unknown id: NOT_FOUND.
+   */
+  pauseSchedule(
+    request: PauseScheduleRequest,
+    callback: (error: ServiceError | null, response: PauseScheduleResponse) => void,
+  ): ClientUnaryCall;
+  pauseSchedule(
+    request: PauseScheduleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PauseScheduleResponse) => void,
+  ): ClientUnaryCall;
+  pauseSchedule(
+    request: PauseScheduleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PauseScheduleResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Unpauses a schedule: it fires at the next fire time after now (fire
+   * times while it was paused are not caught up). Unpausing an unpaused
+   * schedule changes only its note. Unknown id: NOT_FOUND.
+   */
+  unpauseSchedule(
+    request: UnpauseScheduleRequest,
+    callback: (error: ServiceError | null, response: UnpauseScheduleResponse) => void,
+  ): ClientUnaryCall;
+  unpauseSchedule(
+    request: UnpauseScheduleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UnpauseScheduleResponse) => void,
+  ): ClientUnaryCall;
+  unpauseSchedule(
+    request: UnpauseScheduleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UnpauseScheduleResponse) => void,
+  ): ClientUnaryCall;
+  /** Deletes a schedule; the runs it started go on. Unknown id: NOT_FOUND. */
+  deleteSchedule(
+    request: DeleteScheduleRequest,
+    callback: (error: ServiceError | null, response: DeleteScheduleResponse) => void,
+  ): ClientUnaryCall;
+  deleteSchedule(
+    request: DeleteScheduleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteScheduleResponse) => void,
+  ): ClientUnaryCall;
+  deleteSchedule(
+    request: DeleteScheduleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteScheduleResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const WorkflowServiceClient = makeGenericClientConstructor(
