@@ -14,6 +14,7 @@ from multiagents.v1 import common_pb2, events_pb2, worker_service_pb2, workflow_
 from multiagents_server import engine
 from multiagents_server.engine import CommandKind, State
 from multiagents_server.errors import InvalidArgument, ResourceExhausted
+from multiagents_server.observability import tracing
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-:/]{1,200}$")
 
@@ -373,7 +374,7 @@ def command_to_proto(
         context=wire.encode(effect.context),
         attempt=effect.attempt,
         deadline=timestamp(effect.deadline_ms),
-        metadata=ex.metadata,
+        metadata=tracing.command_metadata(ex, effect.command_id),
     )
     if effect.heartbeat_timeout_ms:
         command.heartbeat_timeout.CopyFrom(duration(effect.heartbeat_timeout_ms))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from multiagents.v1 import worker_service_pb2 as wpb
-from multiagents_server import engine
+from multiagents_server import engine, observability
 from multiagents_server.config import ServerConfig
 from multiagents_server.engine.saga import HEARTBEAT_TIMER, WORKER_LOST, timer_id
 from multiagents_server.orchestrator import Orchestrator
@@ -176,6 +176,7 @@ class Dispatcher:
                 self._pullers[name] = asyncio.create_task(self._pull(name), name=f"pull:{name}")
         self._wake(session.names)
         self._sessions_changed()  # publish the session for ListWorkers now
+        observability.session_opened(session)
         log.info(
             "worker session opened",
             extra={"session": session.id, "worker_id": session.worker_id,
@@ -189,6 +190,7 @@ class Dispatcher:
             return
         session.closed = True
         self.sessions.pop(session.id, None)
+        observability.session_closed(session)
         session.end(reason)
         lost = list(session.inflight.values())
         session.inflight.clear()
@@ -248,9 +250,10 @@ class Dispatcher:
     def _outcome(self, inflight: Inflight, failure: engine.Failure | None) -> Outcome | None:
         """The monitoring record of an answered (or lost) command."""
         config = self.config
+        now = self.clock
+        observability.step_answered(inflight, failure, now)
         if not (config.event_monitoring or config.worker_monitoring):
             return None
-        now = self.clock
         trace = None
         if config.event_monitoring:
             trace = json.dumps(
@@ -460,7 +463,7 @@ class Dispatcher:
             if command.deadline.ToMilliseconds() <= now:
                 stale.append(entry)  # its timeout already fired
                 continue
-            session.inflight[command.command_id] = Inflight(
+            session.inflight[command.command_id] = inflight = Inflight(
                 command.command_id,
                 entry,
                 now,
@@ -471,6 +474,7 @@ class Dispatcher:
                 correlation_id=command.correlation_id,
                 session_id=session.id,
             )
+            observability.step_sent(inflight)
             batches.setdefault(session.id, []).append(command)
         for session_id, commands in batches.items():
             message = (

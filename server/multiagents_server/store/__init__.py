@@ -15,7 +15,7 @@ from multiagents_server.store.records import (
     StoreUnavailable,
     WorkerOutcomes,
 )
-from multiagents_server.store.store import FLUSH_TIMER, Store
+from multiagents_server.store.store import FLUSH_TIMER, Store, observe_operations
 
 __all__ = [
     "FLUSH_TIMER",
@@ -33,5 +33,6 @@ __all__ = [
     "StoreUnavailable",
     "Stored",
     "WorkerOutcomes",
+    "observe_operations",
     "open_store",
 ]

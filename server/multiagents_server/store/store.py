@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -55,6 +56,16 @@ _UNAVAILABLE = (
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# Told the name and duration (seconds) of every store operation, when set
+# (by the observability package: the Redis latency metric).
+_operation_observer: Callable[[str, float], None] | None = None
+
+
+def observe_operations(observer: Callable[[str, float], None] | None) -> None:
+    """Have `observer(operation, seconds)` called after every store operation."""
+    global _operation_observer
+    _operation_observer = observer
+
 
 def _guarded(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Redis failures leave the store as StoreUnavailable; other Redis errors
@@ -62,6 +73,7 @@ def _guarded(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, An
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        started = time.perf_counter()
         try:
             return await method(*args, **kwargs)
         except StoreError:
@@ -72,6 +84,9 @@ def _guarded(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, An
             if str(exc).startswith(("MOVED", "ASK", "CLUSTERDOWN", "LOADING", "TRYAGAIN")):
                 raise StoreUnavailable(str(exc)) from exc
             raise StoreError(str(exc)) from exc
+        finally:
+            if _operation_observer is not None:
+                _operation_observer(method.__name__, time.perf_counter() - started)
 
     return wrapper
 

@@ -10,7 +10,7 @@ import grpc
 
 from multiagents.v1 import common_pb2, events_pb2, workflow_service_pb2_grpc
 from multiagents.v1 import workflow_service_pb2 as pb
-from multiagents_server import convert
+from multiagents_server import convert, observability
 from multiagents_server.config import ServerConfig
 from multiagents_server.errors import InvalidArgument, Overloaded
 from multiagents_server.events import EventHub
@@ -94,14 +94,15 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
             )
         self._submits += 1
         try:
-            tx, created = await self.orchestrator.execute(
-                name,
-                input,
-                version=request.version,
-                request_id=request.request_id,
-                correlation_id=request.correlation_id,
-                metadata={k: str(v) for k, v in metadata.items()},
-            )
+            with observability.submit_span(name, metadata):
+                tx, created = await self.orchestrator.execute(
+                    name,
+                    input,
+                    version=request.version,
+                    request_id=request.request_id,
+                    correlation_id=request.correlation_id,
+                    metadata={k: str(v) for k, v in metadata.items()},
+                )
         finally:
             self._submits -= 1
         return pb.ExecuteWorkflowResponse(transaction_id=tx, created=created)
