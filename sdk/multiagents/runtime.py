@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from multiagents import __version__, wire
+from multiagents import __version__, _tracing, wire
 from multiagents.channel import open_channel
 from multiagents.errors import MultiAgentsError, to_failure
 from multiagents.v1 import common_pb2, worker_service_pb2_grpc
@@ -334,8 +334,9 @@ class WorkerRuntime:
             timeout = max(command.deadline.ToMilliseconds() / 1000 - time.time(), 0.001)
         token = set_current(info)
         try:
-            async with asyncio.timeout(timeout):
-                result = await worker.execute(context)
+            with _tracing.step_span(command):
+                async with asyncio.timeout(timeout):
+                    result = await worker.execute(context)
         finally:
             reset_current(token)
         payload = wire.encode(result)

@@ -9,6 +9,7 @@ workflow or worker names, or compared before and after."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -147,14 +148,14 @@ async def test_counters_and_histograms_move_by_what_the_workflows_did(
     )
 
 
-async def test_a_busy_metrics_port_is_a_config_error(
-    metered: Server, redis_server: EmbeddedRedis
-) -> None:
-    busy = make_config(redis_server.url, metrics_port=metered.config.metrics_port)
-    with pytest.raises(
-        ConfigError, match=f"metrics_port: cannot listen on 127.0.0.1:{busy.metrics_port}"
-    ):
-        await Server(busy).start()
+async def test_a_busy_metrics_port_is_a_config_error(redis_server: EmbeddedRedis) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = make_config(redis_server.url, metrics_port=port)
+        with pytest.raises(ConfigError, match=f"metrics_port: cannot listen on 127.0.0.1:{port}"):
+            await Server(busy).start()
 
 
 @pytest.fixture

@@ -193,7 +193,7 @@ def _workflow_finished(ex: engine.Execution, now_ms: int) -> None:
     if ex.failure is not None:
         fields.update(error_type=ex.failure.type, error=ex.failure.message)
     log.info("workflow %s", state, extra=fields)
-    tracing.workflow_ended(ex, now_ms)
+    tracing.workflow_ended(ex)
 
 
 def outbox(

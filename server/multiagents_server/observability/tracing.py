@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
@@ -172,12 +173,12 @@ def _emit(
     span_id: int,
     parent: SpanContext | None,
     start_ms: int,
-    end_ms: int,
     attributes: dict[str, Any],
     failure: engine.Failure | None,
     kind: SpanKind = SpanKind.INTERNAL,
 ) -> None:
-    """Record a finished span with the chosen id and times."""
+    """Record a span with the chosen id, from `start_ms` to now (in
+    nanoseconds: a worker's span, on this host, ends before it)."""
     token = _chosen_span_id.set(span_id)
     try:
         span = t.start_span(
@@ -188,7 +189,7 @@ def _emit(
     if failure is not None:
         span.set_status(Status(StatusCode.ERROR, failure.message))
         span.set_attribute("multiagents.error_type", failure.type)
-    span.end(end_time=max(end_ms, start_ms) * 10**6)
+    span.end(end_time=max(time.time_ns(), start_ms * 10**6))
 
 
 # -- attempt timings, between their dispatch and the commit of their end ------
@@ -261,14 +262,13 @@ def attempt_ended(
         attempt_span_id(command_id),
         _workflow_context(ex),
         start,
-        now_ms,
         attributes,
         failure,
         SpanKind.PRODUCER,
     )
 
 
-def workflow_ended(ex: engine.Execution, now_ms: int) -> None:
+def workflow_ended(ex: engine.Execution) -> None:
     """Emit the span of an execution that reached its final state."""
     t = tracer()
     if t is None:
@@ -288,7 +288,6 @@ def workflow_ended(ex: engine.Execution, now_ms: int) -> None:
         workflow_span_id(ex.transaction_id),
         _workflow_parent(ex),
         ex.created_ms,
-        now_ms,
         attributes,
         failure,
     )
