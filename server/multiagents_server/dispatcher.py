@@ -241,11 +241,18 @@ class Dispatcher:
                         )
                         return
                     except StoreUnavailable as exc:
-                        log.warning("cannot apply an answer for %s yet: %s", transaction_id, exc)
+                        log.warning(
+                            "cannot apply an answer yet: %s", exc,
+                            extra={"transaction_id": transaction_id,
+                                   "command_id": event.command_id},
+                        )  # fmt: skip
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, 2.0)
         except TimeoutError:
-            log.error("gave up applying an answer for %s; its timeout will", transaction_id)
+            log.error(
+                "gave up applying an answer; its timeout will",
+                extra={"transaction_id": transaction_id, "command_id": event.command_id},
+            )
 
     def _outcome(self, inflight: Inflight, failure: engine.Failure | None) -> Outcome | None:
         """The monitoring record of an answered (or lost) command."""
