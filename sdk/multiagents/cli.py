@@ -198,6 +198,8 @@ def format_status(status: WorkflowStatus, waiting_for: str | None = None) -> str
             else ""
         )
         lines.append(f"  - {step.name:<24} {step.status:<20} attempts={step.attempts}{failure}")
+        if step.progress is not None:
+            lines.append(f"      progress {_short(step.progress)}")
         if step.last_failure and status.state != "completed":
             lines += stack_lines(step.last_failure, "      ")
     if status.error:
@@ -222,6 +224,7 @@ def status_json(status: WorkflowStatus, waiting_for: str | None = None) -> dict[
     data["workflow_version"] = status.workflow_version
     for entry, step in zip(data["steps"], status.steps, strict=True):
         entry["last_failure"] = step.last_failure
+        entry["progress"] = step.progress
     data["waiting_for_worker"] = waiting_for
     return data
 

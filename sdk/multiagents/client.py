@@ -69,6 +69,9 @@ class StepState:
     attempts: int
     last_failure: dict[str, Any] | None
     child_transaction_id: str | None = None
+    # What the worker of the running attempt last reported with
+    # `heartbeat(details)` (GetStatus only; None when nothing).
+    progress: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,7 @@ class WorkflowStatus:
                     st.attempts,
                     failure_dict(st.last_failure) if st.HasField("last_failure") else None,
                     st.child_transaction_id or None,
+                    wire.decode(st.progress.details) if st.HasField("progress") else None,
                 )
                 for st in s.steps
             ),

@@ -25,8 +25,9 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from multiagents.v1 import common_pb2
 from multiagents.v1 import worker_service_pb2 as wpb
-from multiagents_server import engine, observability
+from multiagents_server import engine, observability, progress
 from multiagents_server.config import ServerConfig
 from multiagents_server.engine.saga import HEARTBEAT_TIMER, WORKER_LOST, timer_id
 from multiagents_server.orchestrator import Orchestrator
@@ -317,15 +318,29 @@ class Dispatcher:
         finally:
             self._wake(session.names)
 
-    async def heartbeat(self, session: Session, command_ids: Iterable[str]) -> None:
+    async def heartbeat(
+        self,
+        session: Session,
+        command_ids: Iterable[str],
+        details: common_pb2.Payload | None = None,
+    ) -> None:
         now = self.clock
         timers = []
+        running = []
         for cid in command_ids:
             inflight = session.inflight.get(cid)
+            if inflight is not None:
+                running.append((cid, int(cid.rsplit(":", 1)[1])))
             if inflight is not None and inflight.heartbeat_timeout_ms > 0:
                 due = now + inflight.heartbeat_timeout_ms
                 timers.append((transaction_of(cid), timer_id(HEARTBEAT_TIMER, cid), due))
         await self.store.extend_timers(timers)
+        if details is not None and running:
+            config = self.config
+            await progress.record(
+                self.store, running, details, now_ms=now,
+                max_bytes=config.max_payload_bytes, ttl_ms=config.retention_ms,
+            )  # fmt: skip
 
     def cancel_local(self, command_id: str, reason: str = "") -> None:
         """Forward a cancellation to the local session running the command, if any."""

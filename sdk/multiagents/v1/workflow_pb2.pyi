@@ -80,18 +80,32 @@ class WorkflowDefinition(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[StepDefinition, _Mapping]]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class StepInfo(_message.Message):
-    __slots__ = ("name", "status", "attempts", "last_failure", "child_transaction_id")
+    __slots__ = ("name", "status", "attempts", "last_failure", "child_transaction_id", "progress")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     LAST_FAILURE_FIELD_NUMBER: _ClassVar[int]
     CHILD_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     name: str
     status: StepStatus
     attempts: int
     last_failure: _common_pb2.Failure
     child_transaction_id: str
-    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., attempts: _Optional[int] = ..., last_failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., child_transaction_id: _Optional[str] = ...) -> None: ...
+    progress: StepProgress
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., attempts: _Optional[int] = ..., last_failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., child_transaction_id: _Optional[str] = ..., progress: _Optional[_Union[StepProgress, _Mapping]] = ...) -> None: ...
+
+class StepProgress(_message.Message):
+    __slots__ = ("details", "updated_at", "attempt", "command_id")
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    details: _common_pb2.Payload
+    updated_at: _timestamp_pb2.Timestamp
+    attempt: int
+    command_id: str
+    def __init__(self, details: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., command_id: _Optional[str] = ...) -> None: ...
 
 class WorkflowStatus(_message.Message):
     __slots__ = ("transaction_id", "correlation_id", "workflow_name", "workflow_version", "state", "current_step", "step_results", "context", "failure", "requires_manual_intervention", "steps", "created_at", "updated_at", "completed_at", "revision", "parent_transaction_id")

@@ -52,6 +52,10 @@ class Keys:
         """Hash of one execution's command traces (command id -> JSON)."""
         return f"{self._b(self.bucket_of(transaction_id))}:tr:{transaction_id}"
 
+    def progress(self, transaction_id: str) -> str:
+        """Hash of one execution's latest progress per command (command id -> record)."""
+        return f"{self._b(self.bucket_of(transaction_id))}:pg:{transaction_id}"
+
     # -- per bucket ---------------------------------------------------------------
 
     def timers(self, bucket: int) -> str:

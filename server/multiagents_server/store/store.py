@@ -241,6 +241,25 @@ class Store:
         await cmds.execute()
 
     @_guarded
+    async def set_progress(
+        self, transaction_id: str, command_id: str, record: bytes, ttl_ms: int
+    ) -> None:
+        """Keep the latest progress record of a running command."""
+        key = self.keys.progress(transaction_id)
+        cmds = self._auto.commands()
+        cmds.hset(key, command_id, record)
+        cmds.pexpire(key, ttl_ms)
+        await cmds.execute()
+
+    @_guarded
+    async def progress_of(self, transaction_id: str, command_id: str) -> bytes | None:
+        """The latest progress record of a command, if any."""
+        cmds = self._auto.commands()
+        cmds.hget(self.keys.progress(transaction_id), command_id)
+        (record,) = await cmds.execute()
+        return record  # type: ignore[no-any-return]
+
+    @_guarded
     async def traces_of(self, transaction_id: str) -> list[bytes]:
         return list((await self.redis.hgetall(self.keys.traces(transaction_id))).values())
 

@@ -10,7 +10,7 @@ import grpc
 
 from multiagents.v1 import common_pb2, events_pb2, workflow_service_pb2_grpc
 from multiagents.v1 import workflow_service_pb2 as pb
-from multiagents_server import convert, observability
+from multiagents_server import convert, observability, progress
 from multiagents_server.config import ServerConfig
 from multiagents_server.errors import InvalidArgument, Overloaded
 from multiagents_server.events import EventHub
@@ -113,7 +113,9 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
     ) -> pb.GetStatusResponse:
         tx = _require(request.transaction_id, "transaction_id")
         snap = await self.orchestrator.snapshot(tx)
-        return pb.GetStatusResponse(status=convert.status_to_proto(snap.execution, snap.revision))
+        status = convert.status_to_proto(snap.execution, snap.revision)
+        await progress.attach(self.orchestrator.store, snap.execution, status)
+        return pb.GetStatusResponse(status=status)
 
     @streaming
     async def WatchWorkflow(

@@ -384,8 +384,13 @@ type StepInfo struct {
 	LastFailure *Failure `protobuf:"bytes,4,opt,name=last_failure,json=lastFailure,proto3" json:"last_failure,omitempty"`
 	// Transaction id of the sub-workflow run by the latest attempt, if any.
 	ChildTransactionId string `protobuf:"bytes,5,opt,name=child_transaction_id,json=childTransactionId,proto3" json:"child_transaction_id,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The latest progress its worker reported for the step's running attempt
+	// (the details of a Heartbeat naming the command); unset when the step
+	// is not running or its worker reported none. Kept while the attempt
+	// runs: a new attempt, or the step's end, clears it.
+	Progress      *StepProgress `protobuf:"bytes,12,opt,name=progress,proto3" json:"progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StepInfo) Reset() {
@@ -453,6 +458,86 @@ func (x *StepInfo) GetChildTransactionId() string {
 	return ""
 }
 
+func (x *StepInfo) GetProgress() *StepProgress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+// StepProgress is what a worker last reported about a running attempt.
+type StepProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// JSON object: the details of the worker's last Heartbeat for the attempt.
+	Details *Payload `protobuf:"bytes,1,opt,name=details,proto3" json:"details,omitempty"`
+	// When the server received them.
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// The attempt (from 1) that reported them.
+	Attempt int32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// The command id of that attempt.
+	CommandId     string `protobuf:"bytes,4,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepProgress) Reset() {
+	*x = StepProgress{}
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepProgress) ProtoMessage() {}
+
+func (x *StepProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepProgress.ProtoReflect.Descriptor instead.
+func (*StepProgress) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *StepProgress) GetDetails() *Payload {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
+func (x *StepProgress) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *StepProgress) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *StepProgress) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
 // WorkflowStatus is a snapshot of one execution.
 type WorkflowStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -494,7 +579,7 @@ type WorkflowStatus struct {
 
 func (x *WorkflowStatus) Reset() {
 	*x = WorkflowStatus{}
-	mi := &file_multiagents_v1_workflow_proto_msgTypes[4]
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +591,7 @@ func (x *WorkflowStatus) String() string {
 func (*WorkflowStatus) ProtoMessage() {}
 
 func (x *WorkflowStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_workflow_proto_msgTypes[4]
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +604,7 @@ func (x *WorkflowStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkflowStatus.ProtoReflect.Descriptor instead.
 func (*WorkflowStatus) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{4}
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *WorkflowStatus) GetTransactionId() string {
@@ -659,13 +744,21 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x05R\aversion\x124\n" +
 	"\x05steps\x18\x03 \x03(\v2\x1e.multiagents.v1.StepDefinitionR\x05steps\x12 \n" +
-	"\vdescription\x18\x04 \x01(\tR\vdescription\"\xdc\x01\n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\"\x96\x02\n" +
 	"\bStepInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1a.multiagents.v1.StepStatusR\x06status\x12\x1a\n" +
 	"\battempts\x18\x03 \x01(\x05R\battempts\x12:\n" +
 	"\flast_failure\x18\x04 \x01(\v2\x17.multiagents.v1.FailureR\vlastFailure\x120\n" +
-	"\x14child_transaction_id\x18\x05 \x01(\tR\x12childTransactionId\"\x9f\x06\n" +
+	"\x14child_transaction_id\x18\x05 \x01(\tR\x12childTransactionId\x128\n" +
+	"\bprogress\x18\f \x01(\v2\x1c.multiagents.v1.StepProgressR\bprogress\"\xb5\x01\n" +
+	"\fStepProgress\x121\n" +
+	"\adetails\x18\x01 \x01(\v2\x17.multiagents.v1.PayloadR\adetails\x129\n" +
+	"\n" +
+	"updated_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x04 \x01(\tR\tcommandId\"\x9f\x06\n" +
 	"\x0eWorkflowStatus\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12%\n" +
 	"\x0ecorrelation_id\x18\x02 \x01(\tR\rcorrelationId\x12#\n" +
@@ -710,43 +803,47 @@ func file_multiagents_v1_workflow_proto_rawDescGZIP() []byte {
 }
 
 var file_multiagents_v1_workflow_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_multiagents_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_multiagents_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_multiagents_v1_workflow_proto_goTypes = []any{
 	(StepStatus)(0),               // 0: multiagents.v1.StepStatus
 	(*RetryPolicy)(nil),           // 1: multiagents.v1.RetryPolicy
 	(*StepDefinition)(nil),        // 2: multiagents.v1.StepDefinition
 	(*WorkflowDefinition)(nil),    // 3: multiagents.v1.WorkflowDefinition
 	(*StepInfo)(nil),              // 4: multiagents.v1.StepInfo
-	(*WorkflowStatus)(nil),        // 5: multiagents.v1.WorkflowStatus
-	(*durationpb.Duration)(nil),   // 6: google.protobuf.Duration
-	(*Failure)(nil),               // 7: multiagents.v1.Failure
-	(WorkflowState)(0),            // 8: multiagents.v1.WorkflowState
+	(*StepProgress)(nil),          // 5: multiagents.v1.StepProgress
+	(*WorkflowStatus)(nil),        // 6: multiagents.v1.WorkflowStatus
+	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
+	(*Failure)(nil),               // 8: multiagents.v1.Failure
 	(*Payload)(nil),               // 9: multiagents.v1.Payload
 	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(WorkflowState)(0),            // 11: multiagents.v1.WorkflowState
 }
 var file_multiagents_v1_workflow_proto_depIdxs = []int32{
-	6,  // 0: multiagents.v1.RetryPolicy.initial_interval:type_name -> google.protobuf.Duration
-	6,  // 1: multiagents.v1.RetryPolicy.maximum_interval:type_name -> google.protobuf.Duration
+	7,  // 0: multiagents.v1.RetryPolicy.initial_interval:type_name -> google.protobuf.Duration
+	7,  // 1: multiagents.v1.RetryPolicy.maximum_interval:type_name -> google.protobuf.Duration
 	1,  // 2: multiagents.v1.StepDefinition.retry_policy:type_name -> multiagents.v1.RetryPolicy
-	6,  // 3: multiagents.v1.StepDefinition.timeout:type_name -> google.protobuf.Duration
-	6,  // 4: multiagents.v1.StepDefinition.heartbeat_timeout:type_name -> google.protobuf.Duration
+	7,  // 3: multiagents.v1.StepDefinition.timeout:type_name -> google.protobuf.Duration
+	7,  // 4: multiagents.v1.StepDefinition.heartbeat_timeout:type_name -> google.protobuf.Duration
 	1,  // 5: multiagents.v1.StepDefinition.compensation_retry_policy:type_name -> multiagents.v1.RetryPolicy
 	2,  // 6: multiagents.v1.WorkflowDefinition.steps:type_name -> multiagents.v1.StepDefinition
 	0,  // 7: multiagents.v1.StepInfo.status:type_name -> multiagents.v1.StepStatus
-	7,  // 8: multiagents.v1.StepInfo.last_failure:type_name -> multiagents.v1.Failure
-	8,  // 9: multiagents.v1.WorkflowStatus.state:type_name -> multiagents.v1.WorkflowState
-	9,  // 10: multiagents.v1.WorkflowStatus.step_results:type_name -> multiagents.v1.Payload
-	9,  // 11: multiagents.v1.WorkflowStatus.context:type_name -> multiagents.v1.Payload
-	7,  // 12: multiagents.v1.WorkflowStatus.failure:type_name -> multiagents.v1.Failure
-	4,  // 13: multiagents.v1.WorkflowStatus.steps:type_name -> multiagents.v1.StepInfo
-	10, // 14: multiagents.v1.WorkflowStatus.created_at:type_name -> google.protobuf.Timestamp
-	10, // 15: multiagents.v1.WorkflowStatus.updated_at:type_name -> google.protobuf.Timestamp
-	10, // 16: multiagents.v1.WorkflowStatus.completed_at:type_name -> google.protobuf.Timestamp
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	8,  // 8: multiagents.v1.StepInfo.last_failure:type_name -> multiagents.v1.Failure
+	5,  // 9: multiagents.v1.StepInfo.progress:type_name -> multiagents.v1.StepProgress
+	9,  // 10: multiagents.v1.StepProgress.details:type_name -> multiagents.v1.Payload
+	10, // 11: multiagents.v1.StepProgress.updated_at:type_name -> google.protobuf.Timestamp
+	11, // 12: multiagents.v1.WorkflowStatus.state:type_name -> multiagents.v1.WorkflowState
+	9,  // 13: multiagents.v1.WorkflowStatus.step_results:type_name -> multiagents.v1.Payload
+	9,  // 14: multiagents.v1.WorkflowStatus.context:type_name -> multiagents.v1.Payload
+	8,  // 15: multiagents.v1.WorkflowStatus.failure:type_name -> multiagents.v1.Failure
+	4,  // 16: multiagents.v1.WorkflowStatus.steps:type_name -> multiagents.v1.StepInfo
+	10, // 17: multiagents.v1.WorkflowStatus.created_at:type_name -> google.protobuf.Timestamp
+	10, // 18: multiagents.v1.WorkflowStatus.updated_at:type_name -> google.protobuf.Timestamp
+	10, // 19: multiagents.v1.WorkflowStatus.completed_at:type_name -> google.protobuf.Timestamp
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_workflow_proto_init() }
@@ -761,7 +858,7 @@ func file_multiagents_v1_workflow_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_multiagents_v1_workflow_proto_rawDesc), len(file_multiagents_v1_workflow_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

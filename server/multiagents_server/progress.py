@@ -1,0 +1,58 @@
+"""Progress of running steps: the details of a worker's heartbeats, kept per
+command (the latest only) and shown by GetStatus on the step's StepInfo.
+
+A heartbeat naming commands with details records them for each of those
+commands that the session runs; a status shows the record of the step's
+current attempt only, so a new attempt or the step's end hides an older
+one (records expire with the execution's retention).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from multiagents.v1 import common_pb2, workflow_pb2
+from multiagents_server import convert, engine
+from multiagents_server.errors import InvalidArgument, ResourceExhausted
+from multiagents_server.store import Store
+
+log = logging.getLogger(__name__)
+
+
+async def record(
+    store: Store,
+    commands: Iterable[tuple[str, int]],
+    details: common_pb2.Payload,
+    *,
+    now_ms: int,
+    max_bytes: int,
+    ttl_ms: int,
+) -> None:
+    """Keep `details` as the progress of `commands` ((command id, attempt)
+    pairs); details that are not a JSON object within `max_bytes` are
+    dropped (logged)."""
+    try:
+        convert.json_object(details, "heartbeat.details", max_bytes)
+    except (InvalidArgument, ResourceExhausted) as exc:
+        log.warning("heartbeat details dropped: %s", exc)
+        return
+    for command_id, attempt in commands:
+        progress = workflow_pb2.StepProgress(
+            details=details,
+            updated_at=convert.timestamp(now_ms),
+            attempt=attempt,
+            command_id=command_id,
+        )
+        transaction_id = command_id.rsplit(":", 2)[0]
+        await store.set_progress(transaction_id, command_id, progress.SerializeToString(), ttl_ms)
+
+
+async def attach(store: Store, ex: engine.Execution, status: workflow_pb2.WorkflowStatus) -> None:
+    """Set the progress of the step whose attempt is running, if it reported any."""
+    attempt = ex.current
+    if attempt is None or not attempt.dispatched or ex.state.terminal:
+        return
+    raw = await store.progress_of(ex.transaction_id, ex.command_id(attempt))
+    if raw is not None:
+        status.steps[attempt.step_index].progress.ParseFromString(raw)
