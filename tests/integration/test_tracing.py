@@ -17,7 +17,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags
 
 from integration.helpers import serving
 from multiagents import Client, RetryPolicy, WorkerExecutionError, WorkflowBuilder, wire, worker
@@ -194,3 +194,27 @@ async def test_the_command_a_worker_receives_names_its_attempt_in_the_workflow_t
     assert (version, flags) == ("00", "01")
     assert int(trace_id, 16) == submit.context.trace_id == attempt.context.trace_id
     assert int(span_id, 16) == attempt.context.span_id
+
+
+async def test_a_trace_the_caller_did_not_sample_records_no_span(
+    server: Server, client: Client, uid: str, exporter: InMemorySpanExporter
+) -> None:
+    """The caller's sampling decision holds for the whole workflow: with an
+    unsampled `traceparent` (flags 00) neither the server nor the worker
+    records a span of it, and the commands carry flags 00 on."""
+    seen: list[bool] = []
+
+    @worker(f"{uid}.ok")
+    async def ok(ctx: dict[str, Any]) -> dict[str, Any]:
+        seen.append(trace.get_current_span().get_span_context().trace_flags.sampled)
+        return {}
+
+    wf = WorkflowBuilder(f"{uid}.wf").add_step("a", ok).add_step("b", ok).build()
+    await client.register_workflow(wf)
+    unsampled = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(0))
+    async with serving(server, ok):
+        with trace.use_span(NonRecordingSpan(unsampled)):
+            tx = await client.execute_workflow(wf.name, {})
+        assert (await client.wait(tx, timeout=20)).state == "completed"
+    assert seen == [False, False]
+    assert [s.name for s in exporter.get_finished_spans() if s.context.trace_id == 0x1234] == []

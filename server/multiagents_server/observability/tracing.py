@@ -29,6 +29,7 @@ but copy the caller's `traceparent`, as a server without tracing did.
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import os
 import time
@@ -110,13 +111,19 @@ def attempt_span_id(command_id: str) -> int:
     return _id("attempt", command_id, 8)
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse(traceparent: str) -> SpanContext:
+    """A `traceparent` value as a span context (invalid when malformed)."""
+    span = trace.get_current_span(_propagator.extract({TRACEPARENT: traceparent}))
+    return span.get_span_context()
+
+
 def _submitted(ex: engine.Execution) -> SpanContext:
     """The submit span stored with the execution; a trace id derived from the
     root transaction when there is none (submitted while tracing was off)."""
     carried = ex.metadata.get(TRACEPARENT)
     if carried:
-        span = trace.get_current_span(_propagator.extract({TRACEPARENT: carried}))
-        context = span.get_span_context()
+        context = _parse(carried)
         if context.is_valid:
             return context
     root = ex.transaction_id.split(".", 1)[0]
@@ -242,6 +249,9 @@ def attempt_ended(
     t = tracer()
     if t is None:
         return
+    parent = _workflow_context(ex)
+    if not parent.trace_flags.sampled:
+        return  # the sampler dropped the workflow's trace: spare the span
     attributes: dict[str, Any] = {
         "multiagents.transaction_id": ex.transaction_id,
         "multiagents.workflow": ex.spec.name,
@@ -260,7 +270,7 @@ def attempt_ended(
         t,
         f"{prefix} {entry.step}",
         attempt_span_id(command_id),
-        _workflow_context(ex),
+        parent,
         start,
         attributes,
         failure,
@@ -271,7 +281,7 @@ def attempt_ended(
 def workflow_ended(ex: engine.Execution) -> None:
     """Emit the span of an execution that reached its final state."""
     t = tracer()
-    if t is None:
+    if t is None or not _submitted(ex).trace_flags.sampled:
         return
     attributes = {
         "multiagents.transaction_id": ex.transaction_id,
