@@ -326,21 +326,13 @@ class Dispatcher:
     ) -> None:
         now = self.clock
         timers = []
-        running = []
         for cid in command_ids:
             inflight = session.inflight.get(cid)
-            if inflight is not None:
-                running.append((cid, int(cid.rsplit(":", 1)[1])))
             if inflight is not None and inflight.heartbeat_timeout_ms > 0:
                 due = now + inflight.heartbeat_timeout_ms
                 timers.append((transaction_of(cid), timer_id(HEARTBEAT_TIMER, cid), due))
         await self.store.extend_timers(timers)
-        if details is not None and running:
-            config = self.config
-            await progress.record(
-                self.store, running, details, now_ms=now,
-                max_bytes=config.max_payload_bytes, ttl_ms=config.retention_ms,
-            )  # fmt: skip
+        await progress.record(self.store, self.config, session.inflight, command_ids, details, now)
 
     def cancel_local(self, command_id: str, reason: str = "") -> None:
         """Forward a cancellation to the local session running the command, if any."""

@@ -10,10 +10,11 @@ one (records expire with the execution's retention).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from multiagents.v1 import common_pb2, workflow_pb2
 from multiagents_server import convert, engine
+from multiagents_server.config import ServerConfig
 from multiagents_server.errors import InvalidArgument, ResourceExhausted
 from multiagents_server.store import Store
 
@@ -22,30 +23,36 @@ log = logging.getLogger(__name__)
 
 async def record(
     store: Store,
-    commands: Iterable[tuple[str, int]],
-    details: common_pb2.Payload,
-    *,
+    config: ServerConfig,
+    running: Container[str],
+    command_ids: Iterable[str],
+    details: common_pb2.Payload | None,
     now_ms: int,
-    max_bytes: int,
-    ttl_ms: int,
 ) -> None:
-    """Keep `details` as the progress of `commands` ((command id, attempt)
-    pairs); details that are not a JSON object within `max_bytes` are
-    dropped (logged)."""
-    try:
-        convert.json_object(details, "heartbeat.details", max_bytes)
-    except (InvalidArgument, ResourceExhausted) as exc:
-        log.warning("heartbeat details dropped: %s", exc)
+    """Keep a heartbeat's `details` as the progress of the commands it names
+    that are `running` at its session; details that are not a JSON object
+    within `max_payload_bytes` are dropped (logged)."""
+    if details is None:
         return
-    for command_id, attempt in commands:
+    commands = [cid for cid in command_ids if cid in running]
+    if not commands:
+        return
+    try:
+        convert.json_object(details, "heartbeat.details", config.max_payload_bytes)
+    except (InvalidArgument, ResourceExhausted) as exc:
+        log.warning("heartbeat details dropped: %s", exc, extra={"command_ids": commands})
+        return
+    for command_id in commands:
         progress = workflow_pb2.StepProgress(
             details=details,
             updated_at=convert.timestamp(now_ms),
-            attempt=attempt,
+            attempt=int(command_id.rsplit(":", 1)[1]),
             command_id=command_id,
         )
         transaction_id = command_id.rsplit(":", 2)[0]
-        await store.set_progress(transaction_id, command_id, progress.SerializeToString(), ttl_ms)
+        await store.set_progress(
+            transaction_id, command_id, progress.SerializeToString(), config.retention_ms
+        )
 
 
 async def attach(store: Store, ex: engine.Execution, status: workflow_pb2.WorkflowStatus) -> None:

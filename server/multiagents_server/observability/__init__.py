@@ -56,6 +56,20 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _hook(function: Callable[P, None]) -> Callable[P, None]:
+    """A hook never fails its caller (a commit, a delivery): a bug in it is
+    logged, and the work it observes goes on."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            function(*args, **kwargs)
+        except Exception:
+            log.exception("observability hook %s failed", function.__name__)
+
+    return wrapper
+
+
 def enable_metrics() -> Metrics:
     """Record metrics in this process from now on (idempotent)."""
     global _metrics
@@ -89,16 +103,19 @@ def attempt_of(command_id: str) -> int:
 # -- the dispatcher ---------------------------------------------------------------
 
 
+@_hook
 def session_opened(session: Session) -> None:
     if _metrics is not None:
         _metrics.sessions.labels(session.sdk_language or "unknown").inc()
 
 
+@_hook
 def session_closed(session: Session) -> None:
     if _metrics is not None:
         _metrics.sessions.labels(session.sdk_language or "unknown").dec()
 
 
+@_hook
 def step_sent(inflight: Inflight) -> None:
     """A command was delivered to a session."""
     if _metrics is not None:
@@ -109,6 +126,7 @@ def step_sent(inflight: Inflight) -> None:
         _metrics.in_flight.labels(worker).inc()
 
 
+@_hook
 def step_answered(inflight: Inflight, failure: engine.Failure | None, now_ms: int) -> None:
     """A delivered command was answered, or lost with its session."""
     if _metrics is not None:
@@ -130,6 +148,7 @@ def step_answered(inflight: Inflight, failure: engine.Failure | None, now_ms: in
 # -- the orchestrator --------------------------------------------------------------
 
 
+@_hook
 def committed(transition: engine.Transition, now_ms: int) -> None:
     """A transition was committed: count, log and trace what it recorded."""
     ex = transition.execution
@@ -215,6 +234,7 @@ def outbox(
     return wrapper
 
 
+@_hook
 def followups_recovered(count: int) -> None:
     """Follow-ups left behind by a dead replica are being carried out."""
     if _metrics is not None:
