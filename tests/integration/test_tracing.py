@@ -218,3 +218,33 @@ async def test_a_trace_the_caller_did_not_sample_records_no_span(
         assert (await client.wait(tx, timeout=20)).state == "completed"
     assert seen == [False, False]
     assert [s.name for s in exporter.get_finished_spans() if s.context.trace_id == 0x1234] == []
+
+
+async def test_a_sub_workflow_is_part_of_its_parents_trace(
+    server: Server, client: Client, uid: str, exporter: InMemorySpanExporter
+) -> None:
+    """The child's workflow span is the child of the parent step's attempt
+    span, and the child's steps and workers are in the same trace."""
+
+    @worker(f"{uid}.ok")
+    async def ok(ctx: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    child = WorkflowBuilder(f"{uid}.child").add_step("inner", ok).build()
+    parent = WorkflowBuilder(f"{uid}.parent").add_workflow_step("call", child).build()
+    await client.register_workflow(child)
+    await client.register_workflow(parent)
+    async with serving(server, ok):
+        tx = await client.execute_workflow(parent.name, {})
+        assert (await client.wait(tx, timeout=20)).state == "completed"
+    (parent_span,) = [
+        s for s in exporter.get_finished_spans() if s.name == f"workflow {parent.name}"
+    ]
+    trace_id = parent_span.context.trace_id
+    spans = {s.name: s for s in exporter.get_finished_spans() if s.context.trace_id == trace_id}
+    call, child_span = spans["step call"], spans[f"workflow {child.name}"]
+    inner, run = spans["step inner"], spans[f"run {ok.name}"]
+    assert call.parent is not None and call.parent.span_id == parent_span.context.span_id
+    assert child_span.parent is not None and child_span.parent.span_id == call.context.span_id
+    assert inner.parent is not None and inner.parent.span_id == child_span.context.span_id
+    assert run.parent is not None and run.parent.span_id == inner.context.span_id
