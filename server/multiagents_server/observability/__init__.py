@@ -36,6 +36,7 @@ __all__ = [
     "MetricsEndpoint",
     "committed",
     "enable_metrics",
+    "followups_recovered",
     "outbox",
     "session_closed",
     "session_opened",
@@ -45,8 +46,8 @@ __all__ = [
     "submit_span",
 ]
 
-# The log of workflow lifecycles: starts, step failures and ends (INFO),
-# step completions (DEBUG).
+# The log of what executions did: ends and step failures (INFO), step
+# completions (DEBUG). (Starts are logged by the orchestrator.)
 log = logging.getLogger("multiagents_server.workflows")
 
 _metrics: Metrics | None = None
