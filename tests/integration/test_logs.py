@@ -1,12 +1,14 @@
 """Structured logs: `serve --log-format json` writes one JSON object per
 line, and the lines about a workflow carry its transaction id, step and
 attempt; ends and failures are logged at INFO with their duration. The
-text format keeps the same fields as key=value."""
+text format keeps the same fields as key=value. And `serve` exports traces
+when the OTEL_* variables ask for them."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -125,3 +127,63 @@ def test_the_text_format_appends_the_fields_and_keeps_the_traceback_last() -> No
     line = json.loads(JsonFormatter().format(record))
     assert (line["message"], line["transaction_id"]) == ("step failed", "tx1")
     assert line["exception"].endswith("ValueError: bad")
+
+
+async def test_serve_exports_the_workflow_trace_when_otel_variables_ask(
+    redis_server: EmbeddedRedis, tmp_path: Path, uid: str
+) -> None:
+    """`OTEL_TRACES_EXPORTER=console multiagents serve`: the spans of a
+    workflow come out on stdout as JSON, all in one trace."""
+    port = free_port()
+    out = tmp_path / "stdout.txt"
+    argv = [
+        sys.executable, "-m", "multiagents.cli", "serve", "--processes", "1",
+        "--port", str(port), "--redis-url", redis_server.url,
+        "--key-prefix", make_config("").key_prefix,
+    ]  # fmt: skip
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": uid}
+    with open(out, "wb") as stdout:
+        process = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, env=env)
+    address = f"127.0.0.1:{port}"
+
+    @worker(f"{uid}.ok")
+    async def ok(ctx: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    wf = WorkflowBuilder(f"{uid}.wf").add_step("a", ok).build()
+    try:
+
+        async def registered() -> bool:
+            try:
+                async with Client(address) as client:
+                    await client.register_workflow(wf)
+                return True
+            except Exception:
+                return False
+
+        await wait_for(registered, timeout=30, interval=0.2)
+        async with Client(address) as client, WorkerRuntime([ok], servers=address) as _:
+            tx = await client.execute_workflow(wf.name, {})
+            assert (await client.wait(tx, timeout=20)).state == "completed"
+    finally:
+        process.terminate()  # the SDK flushes its spans at exit
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    text = out.read_text()
+    decoder = json.JSONDecoder()
+    spans, at = [], text.find("{")
+    while at != -1:
+        span, end = decoder.raw_decode(text, at)
+        spans.append(span)
+        at = text.find("{", end)
+    mine = {s["name"]: s for s in spans if s["attributes"].get("multiagents.workflow") == wf.name}
+    assert set(mine) == {
+        "multiagents.v1.WorkflowService/ExecuteWorkflow",
+        f"workflow {wf.name}",
+        "step a",
+    }
+    assert len({s["context"]["trace_id"] for s in mine.values()}) == 1
+    assert mine["step a"]["resource"]["attributes"]["service.name"] == uid
