@@ -164,7 +164,7 @@ def load_config(
 
 
 def check(config: ServerConfig) -> None:
-    """Settings that are each fine but wrong together: ConfigError."""
+    """Settings out of range, or each fine but wrong together: ConfigError."""
     if not 0 <= config.metrics_port <= 65535:
         raise ConfigError(
             f"metrics_port: must be a port number (0 = off), got {config.metrics_port}"
