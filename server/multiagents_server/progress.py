@@ -16,6 +16,7 @@ from multiagents.v1 import common_pb2, workflow_pb2
 from multiagents_server import convert, engine
 from multiagents_server.config import ServerConfig
 from multiagents_server.errors import InvalidArgument, ResourceExhausted
+from multiagents_server.observability.tracing import attempt_of
 from multiagents_server.store import Store
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ async def record(
         progress = workflow_pb2.StepProgress(
             details=details,
             updated_at=convert.timestamp(now_ms),
-            attempt=int(command_id.rsplit(":", 1)[1]),
+            attempt=attempt_of(command_id),
             command_id=command_id,
         )
         transaction_id = command_id.rsplit(":", 2)[0]

@@ -28,6 +28,7 @@ from multiagents_server.observability.metrics import (
     MetricsEndpoint,
     serve,
 )
+from multiagents_server.observability.tracing import attempt_of
 
 if TYPE_CHECKING:
     from multiagents_server.dispatcher import Inflight, Session
@@ -94,11 +95,6 @@ def start_metrics(host: str, port: int) -> MetricsEndpoint | None:
 
 def _ms_to_s(ms: int) -> float:
     return max(ms, 0) / 1000
-
-
-def attempt_of(command_id: str) -> int:
-    """The attempt number at the end of a command id (`<tx>:x0:3` -> 3)."""
-    return int(command_id.rsplit(":", 1)[1])
 
 
 # -- the dispatcher ---------------------------------------------------------------

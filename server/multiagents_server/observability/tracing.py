@@ -99,6 +99,11 @@ def tracer() -> Tracer | None:
     return found
 
 
+def attempt_of(command_id: str) -> int:
+    """The attempt number at the end of a command id (`<tx>:x0:3` -> 3)."""
+    return int(command_id.rsplit(":", 1)[1])
+
+
 def _id(kind: str, key: str, size: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{kind}|{key}".encode()).digest()[:size]) or 1
 
@@ -256,7 +261,7 @@ def attempt_ended(
         "multiagents.transaction_id": ex.transaction_id,
         "multiagents.workflow": ex.spec.name,
         "multiagents.step": entry.step,
-        "multiagents.attempt": int(command_id.rsplit(":", 1)[1]),
+        "multiagents.attempt": attempt_of(command_id),
         "multiagents.command_id": command_id,
         "multiagents.worker": entry.worker,
         "multiagents.kind": entry.kind.value,
