@@ -11,13 +11,15 @@ export PATH := $(PATH):/usr/local/go/bin
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml server/pyproject.toml package-lock.json workers/node/package-lock.json workers/go/go.sum
+$(STAMP): pyproject.toml server/pyproject.toml package-lock.json workers/node/package-lock.json workers/go/go.sum \
+		workers/go/otelworker/go.sum
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]' -e ./server
 	npm ci --no-audit --no-fund --loglevel=error
 	cd workers/node && npm ci --no-audit --no-fund --loglevel=error
 	cd workers/go && go mod download
+	cd workers/go/otelworker && go mod download
 	touch $(STAMP)
 
 # The demo needs only the Python server and SDK: no Node, Go or lint
@@ -66,6 +68,7 @@ gen-check:
 
 go-test:
 	cd workers/go && go vet ./... && go test ./...
+	cd workers/go/otelworker && go vet ./... && go test ./...
 
 node-test:
 	cd workers/node && npm test

@@ -111,7 +111,7 @@ async def bench_multiagents(
     port = free_port()
     address = f"127.0.0.1:{port}"
     server, worker = start_multiagents(
-        args.ma_concurrency, redis_url, port, work, {}, processes=processes
+        args.ma_concurrency, redis_url, port, work, observability_env(args), processes=processes
     )
     rcli = redis_sync.Redis.from_url(redis_url)
     try:
@@ -192,6 +192,20 @@ async def bench_multiagents(
         server.stop()
         rcli.close()
     return figures
+
+
+def observability_env(args: argparse.Namespace) -> dict[str, str]:
+    """The server's environment for `--observability`: Prometheus metrics on
+    a free port (never scraped: the cost is in recording), and for `all`
+    also traces, exported by OpenTelemetry's console exporter into the
+    server's log (the SDK's batch processor, a span per submit, workflow and
+    step attempt)."""
+    env: dict[str, str] = {}
+    if args.observability in ("metrics", "all"):
+        env["MULTIAGENTS_METRICS_PORT"] = str(free_port())
+    if args.observability == "all":
+        env["OTEL_TRACES_EXPORTER"] = "console"
+    return env
 
 
 async def completed_steps(rcli: Any) -> int:
@@ -539,6 +553,13 @@ async def main(argv: list[str] | None = None) -> int:
         default="wait",
         help="how the MultiAgents throughput phase sees completion: Client.wait per workflow "
         "(the measure), or only a Redis counter (analysis: the server without the watchers)",
+    )
+    parser.add_argument(
+        "--observability",
+        choices=("off", "metrics", "all"),
+        default="off",
+        help="the MultiAgents server with Prometheus metrics, or metrics and traces "
+        '(docs/performance.md, "Observability"); default off',
     )
     parser.add_argument("--celery-pool", default="prefork")
     parser.add_argument("--celery-concurrency", type=int, default=os.cpu_count() or 2)

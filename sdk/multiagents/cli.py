@@ -223,6 +223,8 @@ def format_status(status: WorkflowStatus, waiting_for: str | None = None) -> str
         else:
             detail = f"{step.kind} {step.branch}".rstrip() + failure
         lines.append(f"  - {step.path or step.name:<24} {step.status:<20} {detail}")
+        if step.progress is not None:
+            lines.append(f"      progress {_short(step.progress)}")
         if step.last_failure and status.state != "completed":
             lines += failure_lines(step.last_failure, "      ")
     if status.error:
@@ -267,6 +269,7 @@ def status_json(status: WorkflowStatus, waiting_for: str | None = None) -> dict[
     for entry, step in zip(data["steps"], status.steps, strict=True):
         entry["last_failure"] = step.last_failure
         entry["usage"] = usage_dict(step.usage)
+        entry["progress"] = step.progress
     data["usage"] = usage_dict(status.usage)
     data["workflow_usage"] = usage_dict(status.workflow_usage)
     data["waiting_for_worker"] = waiting_for

@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
-from multiagents import wire
+from multiagents import _tracing, wire
 from multiagents.channel import open_channel
 from multiagents.errors import RPCError, WorkflowFailedError, failure_dict, from_rpc_error
 from multiagents.output import Usage
@@ -76,6 +76,9 @@ class StepState:
     branch: str = ""
     # Tokens and cost of every attempt of the step (None when none reported).
     usage: Usage | None = None
+    # What the worker of the running attempt last reported with
+    # `heartbeat(details)` (GetStatus only; None when nothing).
+    progress: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +194,7 @@ class WorkflowStatus:
                     st.kind,
                     st.branch,
                     Usage.from_proto(st.usage) if st.HasField("usage") else None,
+                    wire.decode(st.progress.details) if st.HasField("progress") else None,
                 )
                 for st in s.steps
             ),
@@ -405,17 +409,24 @@ class Client:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _call(self, method: Any, request: Any, timeout: float | None = 30.0) -> Any:
+    async def _call(
+        self,
+        method: Any,
+        request: Any,
+        timeout: float | None = 30.0,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> Any:
         """One unary call; an overloaded server (RESOURCE_EXHAUSTED with a
         retry hint: nothing was applied) is retried after the hint, within
-        `timeout`."""
+        `timeout`. `metadata` is sent besides the token."""
         loop = asyncio.get_running_loop()
+        metadata = self._metadata + metadata
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             left = None if deadline is None else max(deadline - loop.time(), 0.001)
             try:
                 async with self._inflight:
-                    return await method(request, metadata=self._metadata, timeout=left)
+                    return await method(request, metadata=metadata, timeout=left)
             except grpc.aio.AioRpcError as exc:
                 pause = _pushback_s(exc)
                 if pause is None or (deadline is not None and loop.time() + pause >= deadline):
@@ -470,7 +481,10 @@ class Client:
             request.start_delay.FromMilliseconds(round(start_delay * 1000))
         if budget is not None:
             request.budget.CopyFrom(budget.to_proto())
-        response = await self._call(self._stub.ExecuteWorkflow, request)
+        # The caller's trace context: the execution joins its trace.
+        response = await self._call(
+            self._stub.ExecuteWorkflow, request, metadata=_tracing.outgoing_metadata()
+        )
         return str(response.transaction_id)
 
     async def get_status(self, transaction_id: str) -> WorkflowStatus:

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from multiagents import __version__, wire
+from multiagents import __version__, _tracing, wire
 from multiagents.channel import open_channel
 from multiagents.errors import FailureKind, InvalidResultError, MultiAgentsError, to_failure
 from multiagents.output import CommandOutput, merge_chunks
@@ -49,6 +49,8 @@ FATAL_CODES = frozenset(
 _Outgoing = asyncio.Queue[wpb.ConnectRequest | None]
 # Time allowed after the drain timeout for the session stream to close.
 STOP_GRACE_S = 5.0
+# How often (at most) a step without a heartbeat timeout reports progress.
+PROGRESS_EVERY_S = 1.0
 # Commands a worker process runs at once by default: 8 in every SDK (Python,
 # Go's worker.DefaultMaxConcurrency, Node's DEFAULT_MAX_CONCURRENCY).
 DEFAULT_MAX_CONCURRENCY = 8
@@ -364,8 +366,9 @@ class WorkerRuntime:
             timeout = max(command.deadline.ToMilliseconds() / 1000 - time.time(), 0.001)
         token = set_current(info)
         try:
-            async with asyncio.timeout(timeout):
-                result = await worker.execute(context)
+            with _tracing.step_span(command):
+                async with asyncio.timeout(timeout):
+                    result = await worker.execute(context)
         finally:
             reset_current(token)
         payload = wire.encode(result)
@@ -378,14 +381,18 @@ class WorkerRuntime:
         return payload
 
     def _heartbeater(self, command: wpb.Command) -> Any:
-        if not command.HasField("heartbeat_timeout"):
-            return lambda details=None: None
-        every = command.heartbeat_timeout.ToMilliseconds() / 5000
+        """`heartbeat(details)` of one command: at most one Heartbeat every
+        fifth of its heartbeat timeout; without one, only to report progress
+        (details), at most every PROGRESS_EVERY_S."""
+        has_timeout = command.HasField("heartbeat_timeout")
+        every = (
+            command.heartbeat_timeout.ToMilliseconds() / 5000 if has_timeout else PROGRESS_EVERY_S
+        )
         last = [0.0]
 
         def beat(details: dict[str, Any] | None = None) -> None:
             now = time.monotonic()
-            if now - last[0] < every:
+            if now - last[0] < every or (details is None and not has_timeout):
                 return
             last[0] = now
             message = wpb.Heartbeat(command_ids=[command.command_id])

@@ -22,7 +22,8 @@ from multiagents.v1 import (
     workflow_service_pb2,
     workflow_service_pb2_grpc,
 )
-from multiagents_server.config import ServerConfig, check
+from multiagents_server import observability
+from multiagents_server.config import ConfigError, ServerConfig, check
 from multiagents_server.dispatcher import Dispatcher
 from multiagents_server.embedded_redis import EmbeddedRedis
 from multiagents_server.events import EventHub
@@ -68,6 +69,7 @@ class Server:
         self._health: health.aio.HealthServicer | None = None
         self.orchestrator: Orchestrator | None = None
         self.dispatcher: Dispatcher | None = None
+        self.metrics: observability.MetricsEndpoint | None = None
 
     @property
     def address(self) -> str:
@@ -98,6 +100,14 @@ class Server:
     async def _start(self) -> None:
         config = self.config
         check(config)
+        if config.metrics_port:
+            try:
+                self.metrics = observability.start_metrics(config.host, config.metrics_port)
+            except OSError as exc:
+                raise ConfigError(
+                    f"metrics_port: cannot listen on {config.host}:{config.metrics_port}: "
+                    f"{exc.strerror}"
+                ) from None
         if not config.redis_url:
             self.embedded_redis = EmbeddedRedis(Path(config.data_dir) / "redis")
             await self.embedded_redis.start()
@@ -304,6 +314,9 @@ class Server:
         if self.embedded_redis is not None:
             await self.embedded_redis.stop()
             self.embedded_redis = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         if started:
             log.info("server stopped", extra={"replica": self.replica_id})
 

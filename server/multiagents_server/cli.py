@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 
 from multiagents_server.app import Server
 from multiagents_server.config import ConfigError, load_config
+from multiagents_server.observability import logs, tracing
 from multiagents_server.store import StoreSetupError
 from multiagents_server.supervisor import Supervisor, check_port_free, process_count
 
@@ -28,7 +29,7 @@ def known_error(exc: BaseException) -> str | None:
     """The one-line message of an error caused by the input or the environment
     (printed as `error: ...`, exit 2), or None for anything else: a bug, which
     keeps its traceback."""
-    if isinstance(exc, ConfigError | StoreSetupError):
+    if isinstance(exc, ConfigError | StoreSetupError | tracing.TracingSetupError):
         return str(exc)
     return None
 
@@ -78,11 +79,15 @@ async def serve(args: argparse.Namespace) -> int:
         "host": args.host, "port": args.port, "redis_url": args.redis_url,
         "data_dir": args.data_dir, "key_prefix": args.key_prefix, "log_level": args.log_level,
         "processes": args.processes,
+        "log_format": args.log_format, "metrics_port": args.metrics_port,
     }  # fmt: skip
     config = load_config(flags, config_file=args.config)
     count = process_count(config)
-    logging.getLogger().setLevel(config.log_level)
+    logs.configure(config.log_level, config.log_format)
+    tracing.configure_from_env()
     check_port_free(config.host, config.port)
+    if config.metrics_port:
+        check_port_free(config.host, config.metrics_port)
     server: Server | Supervisor = Server(config) if count == 1 else Supervisor(config, count)
     with held_logs():
         await server.start()
@@ -116,6 +121,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML configuration file (env MULTIAGENTS_CONFIG)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     parser.add_argument(
+        "--log-format", help="text (key=value fields) or json (one object per line); default text"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on http://HOST:PORT/metrics"
+    )
+    parser.add_argument(
         "--processes",
         type=int,
         help="server replicas behind the one port (default: one per core; 1 = in this process)",
@@ -132,9 +143,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     SDK's command line calls this).
     """
     args = build_parser(prog).parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure()
     try:
         return asyncio.run(serve(args))
     except KeyboardInterrupt:

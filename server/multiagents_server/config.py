@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from multiagents.syntax import yaml_error
+from multiagents_server.observability.logs import LOG_FORMATS
 
 
 class ConfigError(ValueError):
@@ -70,6 +71,10 @@ class ServerConfig:
     # When set, clients must present a certificate signed by this CA (mTLS).
     tls_client_ca_file: str | None = None
     log_level: str = "INFO"
+    # `text` (key=value fields) or `json` (one object per line); see observability/logs.py.
+    log_format: str = "text"
+    # Port of the Prometheus `/metrics` endpoint, on `host`; 0 = no metrics.
+    metrics_port: int = 0
     # Monitoring (the seed's MonitoringConfig maps onto these).
     event_monitoring: bool = True
     trace_retention_ms: int = 24 * 3600 * 1000
@@ -98,6 +103,11 @@ def _convert(key: str, value: Any) -> Any:
         if level not in LOG_LEVELS:
             raise ConfigError(f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
         return level
+    if key == "log_format":
+        if value not in LOG_FORMATS:
+            expected = ", ".join(LOG_FORMATS)
+            raise ConfigError(f"log_format: expected one of {expected}, got {value!r}")
+        return value
     if isinstance(default, bool):
         if isinstance(value, str):
             return value.lower() in ("1", "true", "yes", "on")
@@ -158,7 +168,11 @@ def load_config(
 
 
 def check(config: ServerConfig) -> None:
-    """Settings that are each fine but wrong together: ConfigError."""
+    """Settings out of range, or each fine but wrong together: ConfigError."""
+    if not 0 <= config.metrics_port <= 65535:
+        raise ConfigError(
+            f"metrics_port: must be a port number (0 = off), got {config.metrics_port}"
+        )
     if config.client_tokens and not config.worker_tokens and not config.allow_anonymous_workers:
         raise ConfigError(
             "worker_tokens: client tokens are set but no worker tokens, so any process "

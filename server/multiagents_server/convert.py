@@ -16,6 +16,7 @@ from multiagents_server.engine import CommandKind, FailureKind, State, expressio
 from multiagents_server.engine import failures as engine_failures
 from multiagents_server.engine.saga import EXPRESSION_ERROR
 from multiagents_server.errors import InvalidArgument, ResourceExhausted
+from multiagents_server.observability import tracing
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-:/]{1,200}$")
 
@@ -761,7 +762,7 @@ def command_to_proto(
         context=wire.encode(effect.context),
         attempt=effect.attempt,
         deadline=timestamp(effect.deadline_ms),
-        metadata=ex.metadata,
+        metadata=tracing.command_metadata(ex, effect.command_id),
     )
     if effect.heartbeat_timeout_ms:
         command.heartbeat_timeout.CopyFrom(duration(effect.heartbeat_timeout_ms))

@@ -25,8 +25,9 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from multiagents.v1 import common_pb2
 from multiagents.v1 import worker_service_pb2 as wpb
-from multiagents_server import engine
+from multiagents_server import engine, observability, progress
 from multiagents_server.config import ServerConfig
 from multiagents_server.engine import failures
 from multiagents_server.engine.saga import HEARTBEAT_TIMER, timer_id
@@ -177,6 +178,7 @@ class Dispatcher:
                 self._pullers[name] = asyncio.create_task(self._pull(name), name=f"pull:{name}")
         self._wake(session.names)
         self._sessions_changed()  # publish the session for ListWorkers now
+        observability.session_opened(session)
         log.info(
             "worker session opened",
             extra={"session": session.id, "worker_id": session.worker_id,
@@ -190,6 +192,7 @@ class Dispatcher:
             return
         session.closed = True
         self.sessions.pop(session.id, None)
+        observability.session_closed(session)
         session.end(reason)
         lost = list(session.inflight.values())
         session.inflight.clear()
@@ -240,18 +243,26 @@ class Dispatcher:
                         )
                         return
                     except StoreUnavailable as exc:
-                        log.warning("cannot apply an answer for %s yet: %s", transaction_id, exc)
+                        log.warning(
+                            "cannot apply an answer yet: %s", exc,
+                            extra={"transaction_id": transaction_id,
+                                   "command_id": event.command_id},
+                        )  # fmt: skip
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, 2.0)
         except TimeoutError:
-            log.error("gave up applying an answer for %s; its timeout will", transaction_id)
+            log.error(
+                "gave up applying an answer; its timeout will",
+                extra={"transaction_id": transaction_id, "command_id": event.command_id},
+            )
 
     def _outcome(self, inflight: Inflight, failure: engine.Failure | None) -> Outcome | None:
         """The monitoring record of an answered (or lost) command."""
         config = self.config
+        now = self.clock
+        observability.step_answered(inflight, failure, now)
         if not (config.event_monitoring or config.worker_monitoring):
             return None
-        now = self.clock
         trace = None
         if config.event_monitoring:
             trace = json.dumps(
@@ -324,7 +335,12 @@ class Dispatcher:
         finally:
             self._wake(session.names)
 
-    async def heartbeat(self, session: Session, command_ids: Iterable[str]) -> None:
+    async def heartbeat(
+        self,
+        session: Session,
+        command_ids: Iterable[str],
+        details: common_pb2.Payload | None = None,
+    ) -> None:
         now = self.clock
         timers = []
         for cid in command_ids:
@@ -333,6 +349,7 @@ class Dispatcher:
                 due = now + inflight.heartbeat_timeout_ms
                 timers.append((transaction_of(cid), timer_id(HEARTBEAT_TIMER, cid), due))
         await self.store.extend_timers(timers)
+        await progress.record(self.store, self.config, session.inflight, command_ids, details, now)
 
     def cancel_local(self, command_id: str, reason: str = "") -> None:
         """Forward a cancellation to the local session running the command, if any."""
@@ -477,7 +494,7 @@ class Dispatcher:
             if command.deadline.ToMilliseconds() <= now:
                 stale.append(entry)  # its timeout already fired
                 continue
-            session.inflight[command.command_id] = Inflight(
+            session.inflight[command.command_id] = inflight = Inflight(
                 command.command_id,
                 entry,
                 now,
@@ -488,6 +505,7 @@ class Dispatcher:
                 correlation_id=command.correlation_id,
                 session_id=session.id,
             )
+            observability.step_sent(inflight)
             batches.setdefault(session.id, []).append(command)
         for session_id, commands in batches.items():
             message = (

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from multiagents import wire
 from multiagents.v1 import events_pb2, workflow_pb2, workflow_service_pb2
-from multiagents_server import convert, engine, followups
+from multiagents_server import convert, engine, followups, observability
 from multiagents_server.config import ServerConfig
 from multiagents_server.definitions import Definitions
 from multiagents_server.engine import codec, failures
@@ -545,6 +545,7 @@ class Orchestrator:
                 self.local.release(worker)
         if committed.revision is None:
             return None
+        observability.committed(transition, now)
         bucket = self.store.keys.bucket_of(ex.transaction_id)
         for _, due in schedule:
             self.on_schedule(bucket, due)
@@ -566,6 +567,7 @@ class Orchestrator:
 
     # -- follow-ups (sub-workflows) ------------------------------------------------------
 
+    @observability.outbox
     async def _follow_up(
         self, ex: engine.Execution, found: Sequence[followups.Followup], revision: int
     ) -> None:
@@ -595,6 +597,7 @@ class Orchestrator:
             "carrying out pending follow-ups",
             extra={"transaction_id": transaction_id, "commits": len(pending)},
         )
+        observability.followups_recovered(len(pending))
         for field, raw in pending.items():
             revision = int(field.removeprefix("ob:"))
             await self._follow_up(execution, followups.decode(raw, execution), revision)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from multiagents_server.config import ConfigError, ServerConfig, load_config
 from multiagents_server.embedded_redis import EmbeddedRedis, die_with_parent_prefix, free_port
+from multiagents_server.observability import logs, metrics, tracing
 from multiagents_server.store import open_store
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ class Supervisor:
         self._replicas: list[subprocess.Popen[bytes] | None] = [None] * count
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
+        # The replicas' metrics files, served here (see observability/metrics.py).
+        self._metrics_dir = Path(config.data_dir) / "metrics" if config.metrics_port else None
+        self.metrics: metrics.MetricsEndpoint | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -104,6 +108,12 @@ class Supervisor:
             self._replica_config = config.replace(
                 redis_url=self.redis_url, port=port, reuse_port=True, processes=1
             )
+            if self._metrics_dir is not None:
+                metrics.prepare_multiprocess_dir(self._metrics_dir)
+                self.metrics = metrics.serve(
+                    metrics.multiprocess_registry(self._metrics_dir), config.host,
+                    config.metrics_port,
+                )  # fmt: skip
             await asyncio.gather(*(self._start_replica(i) for i in range(self.count)))
         except BaseException:
             await self.stop()
@@ -112,6 +122,8 @@ class Supervisor:
 
     async def _start_replica(self, i: int) -> None:
         env = {**os.environ, CONFIG_ENV: json.dumps(asdict(self._replica_config))}
+        if self._metrics_dir is not None:
+            env[metrics.MULTIPROC_ENV] = str(self._metrics_dir)
         process = subprocess.Popen(
             [*die_with_parent_prefix("KILL"), sys.executable, "-m", "multiagents_server"],
             env=env,
@@ -137,6 +149,8 @@ class Supervisor:
                     continue
                 log.error("replica %d (pid %d) exited with %s; restarting in %.1f s",
                           i, process.pid, process.returncode, delay)  # fmt: skip
+                if self._metrics_dir is not None:
+                    metrics.replica_exited(self._metrics_dir, process.pid)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RESTART_BACKOFF_S[1])
                 try:
@@ -166,6 +180,9 @@ class Supervisor:
         if self.embedded_redis is not None:
             await self.embedded_redis.stop()
             self.embedded_redis = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
 
 
 async def run_replica_from_env() -> None:
@@ -174,9 +191,8 @@ async def run_replica_from_env() -> None:
 
     # The supervisor's resolved configuration, exactly (no file, no environment).
     config = load_config(json.loads(os.environ[CONFIG_ENV]), environ={})
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.log_level, config.log_format)
+    tracing.configure_from_env()
     server = Server(config)
     await server.start()
     print(READY_LINE, flush=True)

@@ -172,7 +172,7 @@ class WorkflowDefinition(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[StepDefinition, _Mapping]]] = ..., description: _Optional[str] = ..., budget: _Optional[_Union[_common_pb2.Budget, _Mapping]] = ...) -> None: ...
 
 class StepInfo(_message.Message):
-    __slots__ = ("name", "status", "attempts", "last_failure", "child_transaction_id", "path", "kind", "branch", "started_at", "finished_at", "usage")
+    __slots__ = ("name", "status", "attempts", "last_failure", "child_transaction_id", "path", "kind", "branch", "started_at", "finished_at", "usage", "progress")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +184,7 @@ class StepInfo(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     name: str
     status: StepStatus
     attempts: int
@@ -195,7 +196,20 @@ class StepInfo(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
     usage: _common_pb2.Usage
-    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., attempts: _Optional[int] = ..., last_failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., child_transaction_id: _Optional[str] = ..., path: _Optional[str] = ..., kind: _Optional[str] = ..., branch: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
+    progress: StepProgress
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., attempts: _Optional[int] = ..., last_failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., child_transaction_id: _Optional[str] = ..., path: _Optional[str] = ..., kind: _Optional[str] = ..., branch: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., progress: _Optional[_Union[StepProgress, _Mapping]] = ...) -> None: ...
+
+class StepProgress(_message.Message):
+    __slots__ = ("details", "updated_at", "attempt", "command_id")
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    details: _common_pb2.Payload
+    updated_at: _timestamp_pb2.Timestamp
+    attempt: int
+    command_id: str
+    def __init__(self, details: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., command_id: _Optional[str] = ...) -> None: ...
 
 class WaitingSignal(_message.Message):
     __slots__ = ("transaction_id", "workflow_name", "path", "signal", "approval", "since", "timeout_at")

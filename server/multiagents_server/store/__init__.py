@@ -18,7 +18,7 @@ from multiagents_server.store.records import (
     StoreUnavailable,
     WorkerOutcomes,
 )
-from multiagents_server.store.store import FLUSH_TIMER, SCHEDULE_TIMER, Store
+from multiagents_server.store.store import FLUSH_TIMER, SCHEDULE_TIMER, Store, observe_operations
 
 __all__ = [
     "FLUSH_TIMER",
@@ -40,5 +40,6 @@ __all__ = [
     "StoreUnavailable",
     "Stored",
     "WorkerOutcomes",
+    "observe_operations",
     "open_store",
 ]

@@ -60,6 +60,10 @@ class Keys:
         """Stream of the execution's step output (chunks, rewinds), capped."""
         return f"{self._b(self.bucket_of(transaction_id))}:out:{transaction_id}"
 
+    def progress(self, transaction_id: str) -> str:
+        """Hash of one execution's latest progress per command (command id -> record)."""
+        return f"{self._b(self.bucket_of(transaction_id))}:pg:{transaction_id}"
+
     # -- per bucket ---------------------------------------------------------------
 
     def timers(self, bucket: int) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -60,6 +61,16 @@ _UNAVAILABLE = (
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# Told the name and duration (seconds) of every store operation, when set
+# (by the observability package: the Redis latency metric).
+_operation_observer: Callable[[str, float], None] | None = None
+
+
+def observe_operations(observer: Callable[[str, float], None] | None) -> None:
+    """Have `observer(operation, seconds)` called after every store operation."""
+    global _operation_observer
+    _operation_observer = observer
+
 
 def _guarded(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Redis failures leave the store as StoreUnavailable; other Redis errors
@@ -67,6 +78,7 @@ def _guarded(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, An
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        started = time.perf_counter()
         try:
             return await method(*args, **kwargs)
         except StoreError:
@@ -77,6 +89,9 @@ def _guarded(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, An
             if str(exc).startswith(("MOVED", "ASK", "CLUSTERDOWN", "LOADING", "TRYAGAIN")):
                 raise StoreUnavailable(str(exc)) from exc
             raise StoreError(str(exc)) from exc
+        finally:
+            if _operation_observer is not None:
+                _operation_observer(method.__name__, time.perf_counter() - started)
 
     return wrapper
 
@@ -236,6 +251,25 @@ class Store:
         cmds.hset(key, command_id, trace)
         cmds.pexpire(key, ttl_ms)
         await cmds.execute()
+
+    @_guarded
+    async def set_progress(
+        self, transaction_id: str, command_id: str, record: bytes, ttl_ms: int
+    ) -> None:
+        """Keep the latest progress record of a running command."""
+        key = self.keys.progress(transaction_id)
+        cmds = self._auto.commands()
+        cmds.hset(key, command_id, record)
+        cmds.pexpire(key, ttl_ms)
+        await cmds.execute()
+
+    @_guarded
+    async def progress_of(self, transaction_id: str, command_id: str) -> bytes | None:
+        """The latest progress record of a command, if any."""
+        cmds = self._auto.commands()
+        cmds.hget(self.keys.progress(transaction_id), command_id)
+        (record,) = await cmds.execute()
+        return record  # type: ignore[no-any-return]
 
     @_guarded
     async def traces_of(self, transaction_id: str) -> list[bytes]:

@@ -149,8 +149,10 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 for o in message.outcomes.outcomes
             ]
         if kind == "heartbeat":
-            if message.heartbeat.command_ids:
-                return [self.dispatcher.heartbeat(session, message.heartbeat.command_ids)]
+            beat = message.heartbeat
+            if beat.command_ids:
+                details = beat.details if beat.HasField("details") else None
+                return [self.dispatcher.heartbeat(session, beat.command_ids, details)]
             return []
         if kind == "drain":
             self.dispatcher.drain(session)

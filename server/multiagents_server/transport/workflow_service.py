@@ -11,7 +11,7 @@ import grpc
 
 from multiagents.v1 import common_pb2, events_pb2, workflow_service_pb2_grpc
 from multiagents.v1 import workflow_service_pb2 as pb
-from multiagents_server import convert
+from multiagents_server import convert, observability, progress
 from multiagents_server.config import ServerConfig
 from multiagents_server.engine import Execution, StepStatus
 from multiagents_server.errors import InvalidArgument, Overloaded
@@ -111,16 +111,17 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
         )
         self._submits += 1
         try:
-            tx, created = await self.orchestrator.execute(
-                name,
-                input,
-                version=request.version,
-                request_id=request.request_id,
-                correlation_id=request.correlation_id,
-                metadata={k: str(v) for k, v in metadata.items()},
-                start_delay_ms=delay_ms,
-                budget=budget,
-            )
+            with observability.submit_span(name, metadata):
+                tx, created = await self.orchestrator.execute(
+                    name,
+                    input,
+                    version=request.version,
+                    request_id=request.request_id,
+                    correlation_id=request.correlation_id,
+                    metadata={k: str(v) for k, v in metadata.items()},
+                    start_delay_ms=delay_ms,
+                    budget=budget,
+                )
         finally:
             self._submits -= 1
         return pb.ExecuteWorkflowResponse(transaction_id=tx, created=created)
@@ -137,6 +138,7 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
         )
         if used is not None:
             status.workflow_usage.CopyFrom(used)
+        await progress.attach(self.orchestrator.store, snap.execution, status)
         return pb.GetStatusResponse(status=status)
 
     @streaming

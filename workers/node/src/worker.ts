@@ -29,6 +29,7 @@ import { DEFAULT_MAX_PAYLOAD_BYTES, FATAL_HANDSHAKE_CODES, Session, type Session
 import type { Usage } from "./gen/multiagents/v1/common.js";
 import { CommandOutput } from "./output.js";
 import { makeTask, type Task } from "./task.js";
+import { inStepSpan } from "./tracing.js";
 import { SDK_LANGUAGE, SDK_VERSION } from "./version.js";
 
 /** The context a handler receives: the workflow's merged JSON context. */
@@ -367,7 +368,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         throw new ApplicationError(`no handler for worker "${command.workerName}" in this process`, { type: "UnknownWorker" });
       }
       const context = decodeJsonObject(command.context, "command context");
-      const value = await handler(context, task);
+      const value = await inStepSpan(command, async () => handler(context, task));
       outcome = resultOutcome(command, value, this.lastInfo?.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES);
     } catch (err) {
       outcome = failureOutcome(command.commandId, err, task.signal);

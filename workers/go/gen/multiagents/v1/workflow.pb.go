@@ -996,7 +996,12 @@ type StepInfo struct {
 	// Tokens and cost of every attempt of the step and of its compensation
 	// (a sub-workflow step: the sub-workflow's total). Unset when none was
 	// reported.
-	Usage         *Usage `protobuf:"bytes,10,opt,name=usage,proto3" json:"usage,omitempty"`
+	Usage *Usage `protobuf:"bytes,10,opt,name=usage,proto3" json:"usage,omitempty"`
+	// The latest progress its worker reported for the step's running attempt
+	// (the details of a Heartbeat naming the command); unset when the step
+	// is not running or its worker reported none. Kept while the attempt
+	// runs: a new attempt, or the step's end, clears it.
+	Progress      *StepProgress `protobuf:"bytes,12,opt,name=progress,proto3" json:"progress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1108,6 +1113,86 @@ func (x *StepInfo) GetUsage() *Usage {
 	return nil
 }
 
+func (x *StepInfo) GetProgress() *StepProgress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+// StepProgress is what a worker last reported about a running attempt.
+type StepProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// JSON object: the details of the worker's last Heartbeat for the attempt.
+	Details *Payload `protobuf:"bytes,1,opt,name=details,proto3" json:"details,omitempty"`
+	// When the server received them.
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// The attempt (from 1) that reported them.
+	Attempt int32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// The command id of that attempt.
+	CommandId     string `protobuf:"bytes,4,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StepProgress) Reset() {
+	*x = StepProgress{}
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepProgress) ProtoMessage() {}
+
+func (x *StepProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepProgress.ProtoReflect.Descriptor instead.
+func (*StepProgress) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *StepProgress) GetDetails() *Payload {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
+func (x *StepProgress) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *StepProgress) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *StepProgress) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
 // WaitingSignal is a wait node that is waiting now.
 type WaitingSignal struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1131,7 +1216,7 @@ type WaitingSignal struct {
 
 func (x *WaitingSignal) Reset() {
 	*x = WaitingSignal{}
-	mi := &file_multiagents_v1_workflow_proto_msgTypes[11]
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1228,7 @@ func (x *WaitingSignal) String() string {
 func (*WaitingSignal) ProtoMessage() {}
 
 func (x *WaitingSignal) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_workflow_proto_msgTypes[11]
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1241,7 @@ func (x *WaitingSignal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitingSignal.ProtoReflect.Descriptor instead.
 func (*WaitingSignal) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{11}
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WaitingSignal) GetTransactionId() string {
@@ -1266,7 +1351,7 @@ type WorkflowStatus struct {
 
 func (x *WorkflowStatus) Reset() {
 	*x = WorkflowStatus{}
-	mi := &file_multiagents_v1_workflow_proto_msgTypes[12]
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1363,7 @@ func (x *WorkflowStatus) String() string {
 func (*WorkflowStatus) ProtoMessage() {}
 
 func (x *WorkflowStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_workflow_proto_msgTypes[12]
+	mi := &file_multiagents_v1_workflow_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1376,7 @@ func (x *WorkflowStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkflowStatus.ProtoReflect.Descriptor instead.
 func (*WorkflowStatus) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{12}
+	return file_multiagents_v1_workflow_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WorkflowStatus) GetTransactionId() string {
@@ -1508,7 +1593,7 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\x05R\aversion\x124\n" +
 	"\x05steps\x18\x03 \x03(\v2\x1e.multiagents.v1.StepDefinitionR\x05steps\x12 \n" +
 	"\vdescription\x18\x04 \x01(\tR\vdescription\x12.\n" +
-	"\x06budget\x18\x05 \x01(\v2\x16.multiagents.v1.BudgetR\x06budget\"\xc1\x03\n" +
+	"\x06budget\x18\x05 \x01(\v2\x16.multiagents.v1.BudgetR\x06budget\"\xfb\x03\n" +
 	"\bStepInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1a.multiagents.v1.StepStatusR\x06status\x12\x1a\n" +
@@ -1523,7 +1608,15 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\vfinished_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12+\n" +
 	"\x05usage\x18\n" +
-	" \x01(\v2\x15.multiagents.v1.UsageR\x05usage\"\x90\x02\n" +
+	" \x01(\v2\x15.multiagents.v1.UsageR\x05usage\x128\n" +
+	"\bprogress\x18\f \x01(\v2\x1c.multiagents.v1.StepProgressR\bprogress\"\xb5\x01\n" +
+	"\fStepProgress\x121\n" +
+	"\adetails\x18\x01 \x01(\v2\x17.multiagents.v1.PayloadR\adetails\x129\n" +
+	"\n" +
+	"updated_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x04 \x01(\tR\tcommandId\"\x90\x02\n" +
 	"\rWaitingSignal\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12#\n" +
 	"\rworkflow_name\x18\x02 \x01(\tR\fworkflowName\x12\x12\n" +
@@ -1588,7 +1681,7 @@ func file_multiagents_v1_workflow_proto_rawDescGZIP() []byte {
 }
 
 var file_multiagents_v1_workflow_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_multiagents_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_multiagents_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_multiagents_v1_workflow_proto_goTypes = []any{
 	(ParallelFailurePolicy)(0),    // 0: multiagents.v1.ParallelFailurePolicy
 	(StepStatus)(0),               // 1: multiagents.v1.StepStatus
@@ -1603,68 +1696,72 @@ var file_multiagents_v1_workflow_proto_goTypes = []any{
 	(*Sleep)(nil),                 // 10: multiagents.v1.Sleep
 	(*WorkflowDefinition)(nil),    // 11: multiagents.v1.WorkflowDefinition
 	(*StepInfo)(nil),              // 12: multiagents.v1.StepInfo
-	(*WaitingSignal)(nil),         // 13: multiagents.v1.WaitingSignal
-	(*WorkflowStatus)(nil),        // 14: multiagents.v1.WorkflowStatus
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
-	(*Usage)(nil),                 // 16: multiagents.v1.Usage
-	(*structpb.Value)(nil),        // 17: google.protobuf.Value
-	(*Budget)(nil),                // 18: multiagents.v1.Budget
-	(*Failure)(nil),               // 19: multiagents.v1.Failure
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(WorkflowState)(0),            // 21: multiagents.v1.WorkflowState
+	(*StepProgress)(nil),          // 13: multiagents.v1.StepProgress
+	(*WaitingSignal)(nil),         // 14: multiagents.v1.WaitingSignal
+	(*WorkflowStatus)(nil),        // 15: multiagents.v1.WorkflowStatus
+	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
+	(*Usage)(nil),                 // 17: multiagents.v1.Usage
+	(*structpb.Value)(nil),        // 18: google.protobuf.Value
+	(*Budget)(nil),                // 19: multiagents.v1.Budget
+	(*Failure)(nil),               // 20: multiagents.v1.Failure
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
 	(*Payload)(nil),               // 22: multiagents.v1.Payload
+	(WorkflowState)(0),            // 23: multiagents.v1.WorkflowState
 }
 var file_multiagents_v1_workflow_proto_depIdxs = []int32{
-	15, // 0: multiagents.v1.RetryPolicy.initial_interval:type_name -> google.protobuf.Duration
-	15, // 1: multiagents.v1.RetryPolicy.maximum_interval:type_name -> google.protobuf.Duration
+	16, // 0: multiagents.v1.RetryPolicy.initial_interval:type_name -> google.protobuf.Duration
+	16, // 1: multiagents.v1.RetryPolicy.maximum_interval:type_name -> google.protobuf.Duration
 	2,  // 2: multiagents.v1.StepDefinition.retry_policy:type_name -> multiagents.v1.RetryPolicy
-	15, // 3: multiagents.v1.StepDefinition.timeout:type_name -> google.protobuf.Duration
-	15, // 4: multiagents.v1.StepDefinition.heartbeat_timeout:type_name -> google.protobuf.Duration
+	16, // 3: multiagents.v1.StepDefinition.timeout:type_name -> google.protobuf.Duration
+	16, // 4: multiagents.v1.StepDefinition.heartbeat_timeout:type_name -> google.protobuf.Duration
 	2,  // 5: multiagents.v1.StepDefinition.compensation_retry_policy:type_name -> multiagents.v1.RetryPolicy
 	5,  // 6: multiagents.v1.StepDefinition.parallel:type_name -> multiagents.v1.ParallelGroup
 	6,  // 7: multiagents.v1.StepDefinition.map:type_name -> multiagents.v1.MapStep
 	8,  // 8: multiagents.v1.StepDefinition.condition:type_name -> multiagents.v1.Condition
 	9,  // 9: multiagents.v1.StepDefinition.wait_for_signal:type_name -> multiagents.v1.WaitForSignal
 	10, // 10: multiagents.v1.StepDefinition.sleep:type_name -> multiagents.v1.Sleep
-	16, // 11: multiagents.v1.StepDefinition.usage_estimate:type_name -> multiagents.v1.Usage
+	17, // 11: multiagents.v1.StepDefinition.usage_estimate:type_name -> multiagents.v1.Usage
 	3,  // 12: multiagents.v1.Branch.steps:type_name -> multiagents.v1.StepDefinition
 	4,  // 13: multiagents.v1.ParallelGroup.branches:type_name -> multiagents.v1.Branch
 	0,  // 14: multiagents.v1.ParallelGroup.failure_policy:type_name -> multiagents.v1.ParallelFailurePolicy
 	3,  // 15: multiagents.v1.MapStep.step:type_name -> multiagents.v1.StepDefinition
-	17, // 16: multiagents.v1.ConditionCase.equals:type_name -> google.protobuf.Value
+	18, // 16: multiagents.v1.ConditionCase.equals:type_name -> google.protobuf.Value
 	3,  // 17: multiagents.v1.ConditionCase.steps:type_name -> multiagents.v1.StepDefinition
 	7,  // 18: multiagents.v1.Condition.cases:type_name -> multiagents.v1.ConditionCase
 	3,  // 19: multiagents.v1.Condition.otherwise:type_name -> multiagents.v1.StepDefinition
-	15, // 20: multiagents.v1.WaitForSignal.timeout:type_name -> google.protobuf.Duration
+	16, // 20: multiagents.v1.WaitForSignal.timeout:type_name -> google.protobuf.Duration
 	3,  // 21: multiagents.v1.WaitForSignal.on_timeout:type_name -> multiagents.v1.StepDefinition
-	15, // 22: multiagents.v1.Sleep.duration:type_name -> google.protobuf.Duration
+	16, // 22: multiagents.v1.Sleep.duration:type_name -> google.protobuf.Duration
 	3,  // 23: multiagents.v1.WorkflowDefinition.steps:type_name -> multiagents.v1.StepDefinition
-	18, // 24: multiagents.v1.WorkflowDefinition.budget:type_name -> multiagents.v1.Budget
+	19, // 24: multiagents.v1.WorkflowDefinition.budget:type_name -> multiagents.v1.Budget
 	1,  // 25: multiagents.v1.StepInfo.status:type_name -> multiagents.v1.StepStatus
-	19, // 26: multiagents.v1.StepInfo.last_failure:type_name -> multiagents.v1.Failure
-	20, // 27: multiagents.v1.StepInfo.started_at:type_name -> google.protobuf.Timestamp
-	20, // 28: multiagents.v1.StepInfo.finished_at:type_name -> google.protobuf.Timestamp
-	16, // 29: multiagents.v1.StepInfo.usage:type_name -> multiagents.v1.Usage
-	20, // 30: multiagents.v1.WaitingSignal.since:type_name -> google.protobuf.Timestamp
-	20, // 31: multiagents.v1.WaitingSignal.timeout_at:type_name -> google.protobuf.Timestamp
-	21, // 32: multiagents.v1.WorkflowStatus.state:type_name -> multiagents.v1.WorkflowState
-	22, // 33: multiagents.v1.WorkflowStatus.step_results:type_name -> multiagents.v1.Payload
-	22, // 34: multiagents.v1.WorkflowStatus.context:type_name -> multiagents.v1.Payload
-	19, // 35: multiagents.v1.WorkflowStatus.failure:type_name -> multiagents.v1.Failure
-	12, // 36: multiagents.v1.WorkflowStatus.steps:type_name -> multiagents.v1.StepInfo
-	20, // 37: multiagents.v1.WorkflowStatus.created_at:type_name -> google.protobuf.Timestamp
-	20, // 38: multiagents.v1.WorkflowStatus.updated_at:type_name -> google.protobuf.Timestamp
-	20, // 39: multiagents.v1.WorkflowStatus.completed_at:type_name -> google.protobuf.Timestamp
-	13, // 40: multiagents.v1.WorkflowStatus.waiting_signals:type_name -> multiagents.v1.WaitingSignal
-	20, // 41: multiagents.v1.WorkflowStatus.start_at:type_name -> google.protobuf.Timestamp
-	18, // 42: multiagents.v1.WorkflowStatus.budget:type_name -> multiagents.v1.Budget
-	16, // 43: multiagents.v1.WorkflowStatus.usage:type_name -> multiagents.v1.Usage
-	16, // 44: multiagents.v1.WorkflowStatus.workflow_usage:type_name -> multiagents.v1.Usage
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	20, // 26: multiagents.v1.StepInfo.last_failure:type_name -> multiagents.v1.Failure
+	21, // 27: multiagents.v1.StepInfo.started_at:type_name -> google.protobuf.Timestamp
+	21, // 28: multiagents.v1.StepInfo.finished_at:type_name -> google.protobuf.Timestamp
+	17, // 29: multiagents.v1.StepInfo.usage:type_name -> multiagents.v1.Usage
+	13, // 30: multiagents.v1.StepInfo.progress:type_name -> multiagents.v1.StepProgress
+	22, // 31: multiagents.v1.StepProgress.details:type_name -> multiagents.v1.Payload
+	21, // 32: multiagents.v1.StepProgress.updated_at:type_name -> google.protobuf.Timestamp
+	21, // 33: multiagents.v1.WaitingSignal.since:type_name -> google.protobuf.Timestamp
+	21, // 34: multiagents.v1.WaitingSignal.timeout_at:type_name -> google.protobuf.Timestamp
+	23, // 35: multiagents.v1.WorkflowStatus.state:type_name -> multiagents.v1.WorkflowState
+	22, // 36: multiagents.v1.WorkflowStatus.step_results:type_name -> multiagents.v1.Payload
+	22, // 37: multiagents.v1.WorkflowStatus.context:type_name -> multiagents.v1.Payload
+	20, // 38: multiagents.v1.WorkflowStatus.failure:type_name -> multiagents.v1.Failure
+	12, // 39: multiagents.v1.WorkflowStatus.steps:type_name -> multiagents.v1.StepInfo
+	21, // 40: multiagents.v1.WorkflowStatus.created_at:type_name -> google.protobuf.Timestamp
+	21, // 41: multiagents.v1.WorkflowStatus.updated_at:type_name -> google.protobuf.Timestamp
+	21, // 42: multiagents.v1.WorkflowStatus.completed_at:type_name -> google.protobuf.Timestamp
+	14, // 43: multiagents.v1.WorkflowStatus.waiting_signals:type_name -> multiagents.v1.WaitingSignal
+	21, // 44: multiagents.v1.WorkflowStatus.start_at:type_name -> google.protobuf.Timestamp
+	19, // 45: multiagents.v1.WorkflowStatus.budget:type_name -> multiagents.v1.Budget
+	17, // 46: multiagents.v1.WorkflowStatus.usage:type_name -> multiagents.v1.Usage
+	17, // 47: multiagents.v1.WorkflowStatus.workflow_usage:type_name -> multiagents.v1.Usage
+	48, // [48:48] is the sub-list for method output_type
+	48, // [48:48] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_workflow_proto_init() }
@@ -1679,7 +1776,7 @@ func file_multiagents_v1_workflow_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_multiagents_v1_workflow_proto_rawDesc), len(file_multiagents_v1_workflow_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

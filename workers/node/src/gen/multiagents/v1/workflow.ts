@@ -434,7 +434,32 @@ export interface StepInfo {
    * (a sub-workflow step: the sub-workflow's total). Unset when none was
    * reported.
    */
-  usage: Usage | undefined;
+  usage:
+    | Usage
+    | undefined;
+  /**
+   * The latest progress its worker reported for the step's running attempt
+   * (the details of a Heartbeat naming the command); unset when the step
+   * is not running or its worker reported none. Kept while the attempt
+   * runs: a new attempt, or the step's end, clears it.
+   */
+  progress: StepProgress | undefined;
+}
+
+/** StepProgress is what a worker last reported about a running attempt. */
+export interface StepProgress {
+  /** JSON object: the details of the worker's last Heartbeat for the attempt. */
+  details:
+    | Payload
+    | undefined;
+  /** When the server received them. */
+  updatedAt:
+    | Date
+    | undefined;
+  /** The attempt (from 1) that reported them. */
+  attempt: number;
+  /** The command id of that attempt. */
+  commandId: string;
 }
 
 /** WaitingSignal is a wait node that is waiting now. */
@@ -1896,6 +1921,7 @@ function createBaseStepInfo(): StepInfo {
     startedAt: undefined,
     finishedAt: undefined,
     usage: undefined,
+    progress: undefined,
   };
 }
 
@@ -1933,6 +1959,9 @@ export const StepInfo: MessageFns<StepInfo> = {
     }
     if (message.usage !== undefined) {
       Usage.encode(message.usage, writer.uint32(82).fork()).join();
+    }
+    if (message.progress !== undefined) {
+      StepProgress.encode(message.progress, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -2038,6 +2067,14 @@ export const StepInfo: MessageFns<StepInfo> = {
             message.usage = Usage.decode(reader, reader.uint32());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.progress = StepProgress.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2079,6 +2116,7 @@ export const StepInfo: MessageFns<StepInfo> = {
         ? fromJsonTimestamp(object.finished_at)
         : undefined,
       usage: isSet(object.usage) ? Usage.fromJSON(object.usage) : undefined,
+      progress: isSet(object.progress) ? StepProgress.fromJSON(object.progress) : undefined,
     };
   },
 
@@ -2117,6 +2155,9 @@ export const StepInfo: MessageFns<StepInfo> = {
     if (message.usage !== undefined) {
       obj.usage = Usage.toJSON(message.usage);
     }
+    if (message.progress !== undefined) {
+      obj.progress = StepProgress.toJSON(message.progress);
+    }
     return obj;
   },
 
@@ -2138,6 +2179,136 @@ export const StepInfo: MessageFns<StepInfo> = {
     message.startedAt = object.startedAt ?? undefined;
     message.finishedAt = object.finishedAt ?? undefined;
     message.usage = (object.usage !== undefined && object.usage !== null) ? Usage.fromPartial(object.usage) : undefined;
+    message.progress = (object.progress !== undefined && object.progress !== null)
+      ? StepProgress.fromPartial(object.progress)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseStepProgress(): StepProgress {
+  return { details: undefined, updatedAt: undefined, attempt: 0, commandId: "" };
+}
+
+export const StepProgress: MessageFns<StepProgress> = {
+  encode(message: StepProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.details !== undefined) {
+      Payload.encode(message.details, writer.uint32(10).fork()).join();
+    }
+    if (message.updatedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(18).fork()).join();
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(24).int32(message.attempt);
+    }
+    if (message.commandId !== "") {
+      writer.uint32(34).string(message.commandId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StepProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStepProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.details = Payload.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.attempt = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.commandId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StepProgress {
+    return {
+      details: isSet(object.details) ? Payload.fromJSON(object.details) : undefined,
+      updatedAt: isSet(object.updatedAt)
+        ? fromJsonTimestamp(object.updatedAt)
+        : isSet(object.updated_at)
+        ? fromJsonTimestamp(object.updated_at)
+        : undefined,
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      commandId: isSet(object.commandId)
+        ? globalThis.String(object.commandId)
+        : isSet(object.command_id)
+        ? globalThis.String(object.command_id)
+        : "",
+    };
+  },
+
+  toJSON(message: StepProgress): unknown {
+    const obj: any = {};
+    if (message.details !== undefined) {
+      obj.details = Payload.toJSON(message.details);
+    }
+    if (message.updatedAt !== undefined) {
+      obj.updatedAt = message.updatedAt.toISOString();
+    }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
+    if (message.commandId !== "") {
+      obj.commandId = message.commandId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StepProgress>, I>>(base?: I): StepProgress {
+    return StepProgress.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StepProgress>, I>>(object: I): StepProgress {
+    const message = createBaseStepProgress();
+    message.details = (object.details !== undefined && object.details !== null)
+      ? Payload.fromPartial(object.details)
+      : undefined;
+    message.updatedAt = object.updatedAt ?? undefined;
+    message.attempt = object.attempt ?? 0;
+    message.commandId = object.commandId ?? "";
     return message;
   },
 };
