@@ -6,16 +6,19 @@ events and the compensation of branch steps say what ran where."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
 
-from conformance.harness import LANGS, StartWorker
+from conformance.harness import LANGS, ServerProcess, StartWorker, Toolchains
 from conformance.test_conformance import WAIT_S, compensation_results, compensations, data
 from integration.helpers import wait_for
 from multiagents import Client, WorkflowBuilder, branch, case, case_equals, step
 from multiagents.v1 import events_pb2
 from multiagents.workflow import Workflow
+from multiagents_server.embedded_redis import die_with_parent_prefix
 
 pytestmark = pytest.mark.slow
 
@@ -176,3 +179,95 @@ async def test_a_rejected_approval_compensates_the_branch_steps(
     assert statuses["ask/right/right_1"] == "compensated"
     assert statuses["approval"] == "failed"
     assert statuses["publish"] == "pending"
+
+
+def client_v2(prefix: str) -> Workflow:
+    """The workflow that workers/node/examples/model-v2-client.ts and
+    workers/go/cmd/model-v2-client build with their builders."""
+    worker = f"{prefix}.step"
+    return (
+        WorkflowBuilder(f"{prefix}.client_v2")
+        .add_parallel(
+            "ask",
+            [branch("left", step("left_1", worker)), branch("right", step("right_1", worker))],
+        )
+        .add_map("each", "context.items", step("each_item", worker), max_concurrency=2)
+        .add_condition(
+            "route",
+            [
+                case(
+                    "context.ask.left.last_lang == context.ask.right.last_lang",
+                    step("agree", worker),
+                )
+            ],
+            otherwise=[step("disagree", f"{prefix}.invalid")],
+        )
+        .add_sleep("pause", 0.2)
+        .add_wait_for_signal("approval", "approval", approval=True, timeout=60)
+        .add_step("publish", worker)
+        .build()
+    )
+
+
+@pytest.mark.parametrize("client_lang", ["node", "go"])
+async def test_a_v2_workflow_registered_run_and_approved_from_the_node_and_go_clients(
+    client_lang: str,
+    toolchains: Toolchains,
+    conformance_server: ServerProcess,
+    start_worker: StartWorker,
+    client: Client,
+    uid: str,
+) -> None:
+    await start_worker(client_lang, uid)
+    argv = toolchains.client_argv(client_lang)
+    proc = await asyncio.create_subprocess_exec(
+        *die_with_parent_prefix("KILL"),
+        *argv, "--server", conformance_server.address, "--prefix", uid,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, stderr.decode(errors="replace")[-3000:]
+    seen = json.loads(stdout)
+
+    # The client built, field for field, the definition the Python builder
+    # gives: registering the Python twin is a no-op (a different definition
+    # under the same name and version would be ALREADY_EXISTS).
+    assert await client.register_workflow(client_v2(uid)) is False
+    assert seen["delayed"] == {"state": "PENDING", "start_at_set": True}
+    assert seen["inbox"] == {"path": "approval", "signal": "approval", "approval": True}
+    assert seen["waiting"] == ["approval"]
+    assert seen["state"] == "COMPLETED"
+    assert seen["steps"] == [
+        ["ask", "parallel", "COMPLETED", ""],
+        ["ask/left/left_1", "step", "COMPLETED", ""],
+        ["ask/right/right_1", "step", "COMPLETED", ""],
+        ["each", "map", "COMPLETED", ""],
+        ["each/0", "item", "COMPLETED", ""],
+        ["each/1", "item", "COMPLETED", ""],
+        ["each/2", "item", "COMPLETED", ""],
+        ["route", "condition", "COMPLETED", "case 1"],
+        ["route/agree", "step", "COMPLETED", ""],
+        ["route/disagree", "step", "SKIPPED", ""],
+        ["pause", "sleep", "COMPLETED", ""],
+        ["approval", "wait", "COMPLETED", ""],
+        ["publish", "step", "COMPLETED", ""],
+    ]
+    context = seen["context"]
+    assert context["approval"] == {"approved": True, "by": f"{client_lang}-client"}
+    assert [item["visited"] for item in context["each"]] == [
+        [f"{client_lang}-client", client_lang]
+    ] * 3
+    assert context["visited"] == [
+        f"{client_lang}-client",
+        client_lang,
+        client_lang,
+    ]  # agree, publish
+    # The Python client reads the same execution.
+    status = await client.get_status(seen["transaction_id"])
+    assert status.state == "completed" and status.context == context
