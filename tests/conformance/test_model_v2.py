@@ -235,9 +235,10 @@ async def test_a_v2_workflow_registered_run_and_approved_from_the_node_and_go_cl
     assert proc.returncode == 0, stderr.decode(errors="replace")[-3000:]
     seen = json.loads(stdout)
 
-    # The client built, field for field, the definition the Python builder
-    # gives: registering the Python twin is a no-op (a different definition
-    # under the same name and version would be ALREADY_EXISTS).
+    # The client registered the workflow the Python builder gives: registering
+    # the Python twin is a no-op (the server compares definitions after its
+    # defaults; a different one under the same name and version would be
+    # ALREADY_EXISTS). The fixture tests compare the builders field for field.
     assert await client.register_workflow(client_v2(uid)) is False
     assert seen["delayed"] == {"state": "PENDING", "start_at_set": True}
     assert seen["inbox"] == {"path": "approval", "signal": "approval", "approval": True}
