@@ -10,6 +10,7 @@ import asyncio
 import json
 from typing import Any
 
+import grpc
 import pytest
 
 from conformance.harness import LANGS, ServerProcess, StartWorker, Toolchains
@@ -269,6 +270,12 @@ async def test_a_v2_workflow_registered_run_and_approved_from_the_node_and_go_cl
         client_lang,
         client_lang,
     ]  # agree, publish
+    # A failed execution resumed from the client runs its step again (and
+    # fails again: the step is `invalid`); a completed one does not resume.
+    assert seen["resume"] == {
+        "first": "FAILED", "after": "FAILED", "attempts": 2,
+        "completed": grpc.StatusCode.FAILED_PRECONDITION.value[0],
+    }  # fmt: skip
     # The Python client reads the same execution.
     status = await client.get_status(seen["transaction_id"])
     assert status.state == "completed" and status.context == context

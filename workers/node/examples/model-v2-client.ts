@@ -8,9 +8,13 @@
  * Registers "P.client_v2" (a parallel group, a map, a condition, a sleep, an
  * approval, a step; the workers are the conformance worker's P.step and
  * P.invalid), starts it with a delay, approves it once it waits in the
- * inbox, and prints one JSON line of what it saw. Exits 1 on any error.
+ * inbox; then registers "P.client_v2_resume" (one step, P.invalid: it
+ * fails), resumes its failed execution and resumes the completed one (which
+ * the server refuses); prints one JSON line of what it saw. Exits 1 on any
+ * other error.
  */
 import { parseArgs } from "node:util";
+import type { ServiceError } from "@grpc/grpc-js";
 import { Client, WorkflowBuilder, branch, caseWhen, step, type WorkflowStatusView } from "../src/index.js";
 
 const { values } = parseArgs({ options: { server: { type: "string" }, prefix: { type: "string" } } });
@@ -53,6 +57,20 @@ try {
   await client.approve(tx, { by: "node-client" });
   const context = await client.result(tx);
   const status = await client.getStatus(tx);
+
+  await client.registerWorkflow(new WorkflowBuilder(`${name}_resume`).addStep("check", `${prefix}.invalid`, { retryPolicy: { maximumAttempts: 1 } }).build());
+  const failing = await client.executeWorkflow(`${name}_resume`, {});
+  const firstEnd = (await client.wait(failing)).state;
+  await client.resumeWorkflow(failing);
+  const resumedEnd = await until("the resumed execution's end", async () => {
+    const s = await client.getStatus(failing);
+    return s.state === "FAILED" && s.steps[0]!.attempts === 2 ? s : undefined;
+  });
+  // The gRPC status code of the refusal (0 had it been accepted).
+  const refused = await client.resumeWorkflow(tx).then(
+    () => 0,
+    (err: ServiceError) => err.code,
+  );
   console.log(
     JSON.stringify({
       transaction_id: tx,
@@ -62,6 +80,7 @@ try {
       state: status.state,
       steps: status.steps.map((s) => [s.path, s.kind, s.status, s.branch]),
       context,
+      resume: { first: firstEnd, after: resumedEnd.state, attempts: resumedEnd.steps[0]!.attempts, completed: refused },
     }),
   );
 } catch (err) {

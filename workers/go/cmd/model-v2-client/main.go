@@ -7,7 +7,10 @@
 // It registers "P.client_v2" (a parallel group, a map, a condition, a sleep,
 // an approval, a step; the workers are the conformance worker's P.step and
 // P.invalid), starts it with a delay, approves it once it waits in the
-// inbox, and prints one JSON line of what it saw. It exits 1 on any error.
+// inbox; then it registers "P.client_v2_resume" (one step, P.invalid: it
+// fails), resumes its failed execution and resumes the completed one (which
+// the server refuses), and prints one JSON line of what it saw. It exits 1
+// on any other error.
 package main
 
 import (
@@ -17,6 +20,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"google.golang.org/grpc/status"
 
 	"github.com/multiagents/multiagents/workers/go/client"
 	pb "github.com/multiagents/multiagents/workers/go/gen/multiagents/v1"
@@ -93,6 +98,10 @@ func run(server, prefix string) error {
 	if err != nil {
 		return err
 	}
+	resume, err := resumeTwice(ctx, c, name+"_resume", prefix+".invalid", tx)
+	if err != nil {
+		return err
+	}
 	waitingPaths := []string{}
 	for _, w := range waiting.WaitingSignals {
 		waitingPaths = append(waitingPaths, w.Path)
@@ -109,7 +118,47 @@ func run(server, prefix string) error {
 		"state":          status.State,
 		"steps":          steps,
 		"context":        out,
+		"resume":         resume,
 	})
+}
+
+// resumeTwice runs a workflow whose one step fails, resumes it (the step
+// fails again, on a second attempt), then resumes the completed execution
+// completed, which the server refuses.
+func resumeTwice(ctx context.Context, c *client.Client, name, failing, completed string) (map[string]any, error) {
+	def, err := client.NewWorkflow(name).Add(client.Step("check", failing, client.Retry(client.RetryPolicy{MaxAttempts: 1}))).Build()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.RegisterWorkflow(ctx, def); err != nil {
+		return nil, err
+	}
+	tx, err := c.ExecuteWorkflow(ctx, name, nil, client.ExecuteOptions{})
+	if err != nil {
+		return nil, err
+	}
+	first, err := c.Watch(ctx, tx, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.ResumeWorkflow(ctx, tx); err != nil {
+		return nil, fmt.Errorf("resume: %w", err)
+	}
+	var after *client.Status
+	for after == nil || after.State != client.StateFailed || after.Steps[0].Attempts != 2 {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the resumed execution's end: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if after, err = c.GetStatus(ctx, tx); err != nil {
+			return nil, err
+		}
+	}
+	// The gRPC status code of the refusal (0 had it been accepted).
+	refused := status.Code(c.ResumeWorkflow(ctx, completed))
+	return map[string]any{"first": first.State, "after": after.State, "attempts": after.Steps[0].Attempts,
+		"completed": refused}, nil
 }
 
 // inboxEntry polls the approval inbox until the execution's wait is in it.
