@@ -53,6 +53,7 @@ export {
   caseEquals,
   caseWhen,
   nodeNames,
+  parseDefinition,
   step,
   toDefinition,
   workflowStep,

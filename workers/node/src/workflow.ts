@@ -340,3 +340,165 @@ function retryPolicy(spec: RetryPolicySpec | undefined): RetryPolicy | undefined
     nonRetryableErrorTypes: spec.nonRetryableErrorTypes ?? [],
   };
 }
+
+/**
+ * Reads a workflow definition in the definition-file form (JSON text or its
+ * parsed value; docs/definition.schema.json): snake_case keys, durations in
+ * seconds, `{name, version, description, steps}` with worker and workflow
+ * steps and `parallel`, `map`, `condition`, `wait_for_signal`, `sleep` nodes.
+ * Unknown keys and what the schema refuses throw an Error naming the place
+ * ("steps[1].parallel.branches[0].steps: at least one step"). The same file
+ * gives the same definition as the Python `Workflow.from_dict` and the Go
+ * `client.ParseDefinition`.
+ */
+export function parseDefinition(data: unknown): WorkflowSpec {
+  const file = object(typeof data === "string" ? JSON.parse(data) : data, "definition", ["name", "version", "description", "steps"]);
+  if (typeof file["name"] !== "string" || file["name"] === "") throw new Error("definition.name: required, a string");
+  const version = file["version"] ?? 1;
+  if (!Number.isInteger(version) || (version as number) < 1) throw new Error(`definition.version: must be an integer >= 1, got ${JSON.stringify(version)}`);
+  const steps = nodeList(file["steps"] ?? [], "steps");
+  if (steps.length === 0) throw new Error(`definition: workflow "${file["name"]}" has no steps`);
+  return { name: file["name"], version: version as number, description: text(file["description"] ?? "", "description"), steps };
+}
+
+const FILE_KINDS = ["parallel", "map", "condition", "wait_for_signal", "sleep"] as const;
+const FILE_STEP_KEYS = ["name", "worker", "compensation", "retry", "timeout", "heartbeat_timeout", "compensation_retry", "workflow", "workflow_version"];
+const FILE_RETRY_KEYS = ["max_attempts", "initial_interval", "backoff_coefficient", "maximum_interval", "non_retryable_error_types"];
+
+function object(value: unknown, where: string, keys: readonly string[]): Record<string, unknown> {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Error(`${where}: expected an object`);
+  const unknown = Object.keys(value).filter((k) => !keys.includes(k));
+  if (unknown.length > 0) throw new Error(`${where}: unknown keys ${unknown.map((k) => JSON.stringify(k)).join(", ")}`);
+  return value as Record<string, unknown>;
+}
+
+function text(value: unknown, where: string): string {
+  if (typeof value !== "string") throw new Error(`${where}: expected a string`);
+  return value;
+}
+
+function nodeName(value: unknown, where: string): string {
+  if (typeof value !== "string" || value === "" || value.includes("/")) throw new Error(`${where}: required, without "/" (got ${JSON.stringify(value)})`);
+  return value;
+}
+
+/** Seconds (a number > 0, or >= 0 with `zero`) as ms. */
+function secondsMs(value: unknown, where: string, zero = false): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0 || (!zero && value === 0)) {
+    throw new Error(`${where}: expected seconds, a number ${zero ? ">=" : ">"} 0`);
+  }
+  return value * 1000;
+}
+
+function nodeList(value: unknown, where: string): NodeSpec[] {
+  if (!Array.isArray(value)) throw new Error(`${where}: expected a list of steps`);
+  return value.map((row, i) => fileNode(row, `${where}[${i}]`));
+}
+
+function fileNode(row: unknown, where: string): NodeSpec {
+  if (row === null || typeof row !== "object" || Array.isArray(row)) throw new Error(`${where}: expected an object`);
+  const kinds = FILE_KINDS.filter((k) => k in row);
+  if (kinds.length === 0) return fileStep(row, where);
+  if (kinds.length > 1) throw new Error(`${where}: set one of ${FILE_KINDS.join(", ")}, not ${kinds.join(" and ")}`);
+  const kind = kinds[0]!;
+  const node = object(row, where, ["name", kind]);
+  const name = nodeName(node["name"], `${where}.name`);
+  const at = `${where}.${kind}`;
+  switch (kind) {
+    case "parallel": {
+      const p = object(node[kind], at, ["branches", "fail_fast"]);
+      if (!Array.isArray(p["branches"]) || p["branches"].length === 0) throw new Error(`${at}.branches: at least one branch`);
+      const branches = p["branches"].map((b: unknown, i: number): BranchSpec => {
+        const bw = `${at}.branches[${i}]`;
+        const br = object(b, bw, ["name", "steps"]);
+        const steps = nodeList(br["steps"] ?? [], `${bw}.steps`);
+        if (steps.length === 0) throw new Error(`${bw}.steps: at least one step`);
+        return { name: nodeName(br["name"], `${bw}.name`), steps };
+      });
+      const failFast = p["fail_fast"] ?? true;
+      if (typeof failFast !== "boolean") throw new Error(`${at}.fail_fast: expected true or false`);
+      return { name, parallel: { branches, failFast } };
+    }
+    case "map": {
+      const m = object(node[kind], at, ["items", "step", "max_concurrency"]);
+      if (typeof m["items"] !== "string" || m["items"] === "") throw new Error(`${at}.items: required, a CEL expression giving a list`);
+      if (m["step"] === undefined) throw new Error(`${at}.step: required, a worker or workflow step`);
+      const body = fileNode(m["step"], `${at}.step`);
+      if (!("worker" in body)) throw new Error(`${at}.step: must be a worker or workflow step`);
+      const max = m["max_concurrency"] ?? 10;
+      if (!Number.isInteger(max) || (max as number) < 1 || (max as number) > 1000) throw new Error(`${at}.max_concurrency: must be between 1 and 1000, got ${JSON.stringify(max)}`);
+      return { name, map: { items: m["items"], step: body, maxConcurrency: max as number } };
+    }
+    case "condition": {
+      const c = object(node[kind], at, ["cases", "otherwise", "switch"]);
+      if (!Array.isArray(c["cases"]) || c["cases"].length === 0) throw new Error(`${at}.cases: at least one case`);
+      const cases = c["cases"].map((k: unknown, i: number): CaseSpec => {
+        const cw = `${at}.cases[${i}]`;
+        const kase = object(k, cw, ["when", "equals", "steps"]);
+        if (kase["steps"] === undefined) throw new Error(`${cw}.steps: required (may be empty)`);
+        const out: CaseSpec = { steps: nodeList(kase["steps"], `${cw}.steps`) };
+        if (kase["when"] !== undefined) out.when = text(kase["when"], `${cw}.when`);
+        if ("equals" in kase) out.equals = kase["equals"] as JsonValue;
+        return out;
+      });
+      const out: ConditionSpec = { name, condition: { cases, otherwise: nodeList(c["otherwise"] ?? [], `${at}.otherwise`) } };
+      if (c["switch"] !== undefined) out.condition.switch = text(c["switch"], `${at}.switch`);
+      return out;
+    }
+    case "wait_for_signal": {
+      const w = object(node[kind], at, ["signal", "timeout", "on_timeout", "approval"]);
+      if (typeof w["signal"] !== "string" || w["signal"] === "") throw new Error(`${at}.signal: required`);
+      const out: WaitForSignalSpec = { name, waitForSignal: { signal: w["signal"] } };
+      if (w["timeout"] !== undefined) out.waitForSignal.timeoutMs = secondsMs(w["timeout"], `${at}.timeout`);
+      if (w["on_timeout"] !== undefined) out.waitForSignal.onTimeout = nodeList(w["on_timeout"], `${at}.on_timeout`);
+      if (w["approval"] !== undefined) {
+        if (typeof w["approval"] !== "boolean") throw new Error(`${at}.approval: expected true or false`);
+        out.waitForSignal.approval = w["approval"];
+      }
+      return out;
+    }
+    case "sleep":
+      return { name, sleepMs: secondsMs(node[kind], at) };
+  }
+}
+
+function fileStep(row: object, where: string): StepSpec {
+  const s = object(row, where, FILE_STEP_KEYS);
+  const name = nodeName(s["name"], `${where}.name`);
+  const worker = s["worker"] === undefined ? "" : text(s["worker"], `${where}.worker`);
+  const workflow = s["workflow"] === undefined ? "" : text(s["workflow"], `${where}.workflow`);
+  if ((worker === "") === (workflow === "")) throw new Error(`${where}: needs a name and one of worker or workflow`);
+  const out: StepSpec = { name, worker };
+  if (workflow !== "") out.workflow = workflow;
+  if (s["workflow_version"] !== undefined) {
+    if (!Number.isInteger(s["workflow_version"]) || (s["workflow_version"] as number) < 0) throw new Error(`${where}.workflow_version: must be an integer >= 0`);
+    out.workflowVersion = s["workflow_version"] as number;
+  }
+  if (s["compensation"] !== undefined) out.compensation = text(s["compensation"], `${where}.compensation`);
+  if (s["timeout"] !== undefined) out.timeoutMs = secondsMs(s["timeout"], `${where}.timeout`);
+  if (s["heartbeat_timeout"] !== undefined) out.heartbeatTimeoutMs = secondsMs(s["heartbeat_timeout"], `${where}.heartbeat_timeout`);
+  if (s["retry"] !== undefined) out.retryPolicy = fileRetry(s["retry"], `${where}.retry`);
+  if (s["compensation_retry"] !== undefined) out.compensationRetryPolicy = fileRetry(s["compensation_retry"], `${where}.compensation_retry`);
+  return out;
+}
+
+function fileRetry(value: unknown, where: string): RetryPolicySpec {
+  const r = object(value, where, FILE_RETRY_KEYS);
+  const out: RetryPolicySpec = {};
+  if (r["max_attempts"] !== undefined) {
+    if (!Number.isInteger(r["max_attempts"]) || (r["max_attempts"] as number) < 1) throw new Error(`${where}.max_attempts: must be an integer >= 1`);
+    out.maximumAttempts = r["max_attempts"] as number;
+  }
+  if (r["initial_interval"] !== undefined) out.initialIntervalMs = secondsMs(r["initial_interval"], `${where}.initial_interval`, true);
+  if (r["backoff_coefficient"] !== undefined) {
+    if (typeof r["backoff_coefficient"] !== "number" || r["backoff_coefficient"] < 1) throw new Error(`${where}.backoff_coefficient: must be a number >= 1`);
+    out.backoffCoefficient = r["backoff_coefficient"];
+  }
+  if (r["maximum_interval"] !== undefined) out.maximumIntervalMs = secondsMs(r["maximum_interval"], `${where}.maximum_interval`, true);
+  if (r["non_retryable_error_types"] !== undefined) {
+    const types = r["non_retryable_error_types"];
+    if (!Array.isArray(types) || !types.every((t) => typeof t === "string")) throw new Error(`${where}.non_retryable_error_types: expected a list of strings`);
+    out.nonRetryableErrorTypes = types;
+  }
+  return out;
+}

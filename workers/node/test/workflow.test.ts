@@ -7,7 +7,18 @@ import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { RegisterWorkflowRequest } from "../src/gen/multiagents/v1/workflow_service.js";
 import { ParallelFailurePolicy } from "../src/gen/multiagents/v1/workflow.js";
-import { WorkflowBuilder, branch, caseEquals, caseWhen, nodeNames, step, toDefinition, workflowStep, type WorkflowSpec } from "../src/index.js";
+import {
+  WorkflowBuilder,
+  branch,
+  caseEquals,
+  caseWhen,
+  nodeNames,
+  parseDefinition,
+  step,
+  toDefinition,
+  workflowStep,
+  type WorkflowSpec,
+} from "../src/index.js";
 
 const FIXTURES = new URL("../../../../tests/fixtures/", import.meta.url);
 const DURATION_FIELDS = new Set(["timeout", "heartbeatTimeout", "initialInterval", "maximumInterval", "duration"]);
@@ -16,6 +27,10 @@ const DURATION_FIELDS = new Set(["timeout", "heartbeatTimeout", "initialInterval
  * The canonical protobuf JSON (durations as "1.500s") in the shape ts-proto's
  * fromJSON reads (durations as {seconds, nanos}).
  */
+function fixture(name: string): string {
+  return readFileSync(new URL(name, FIXTURES), "utf8");
+}
+
 function durationsAsObjects(value: unknown, key = ""): unknown {
   if (typeof value === "string" && DURATION_FIELDS.has(key)) {
     const m = /^(\d+)(?:\.(\d{1,9}))?s$/.exec(value);
@@ -27,6 +42,11 @@ function durationsAsObjects(value: unknown, key = ""): unknown {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, durationsAsObjects(v, k)]));
   }
   return value;
+}
+
+/** tests/fixtures/model_v2_definition.proto.json: the RegisterWorkflowRequest every builder must give. */
+function fixtureProto(): RegisterWorkflowRequest {
+  return RegisterWorkflowRequest.fromJSON(durationsAsObjects(JSON.parse(fixture("model_v2_definition.proto.json"))));
 }
 
 /** tests/fixtures/model_v2_definition.json, built with the Node builder. */
@@ -81,8 +101,33 @@ function everyKind(): WorkflowSpec {
 
 describe("WorkflowBuilder", () => {
   it("builds the shared fixture's definition, field for field (the Python and Go builders build it too)", () => {
-    const expected = RegisterWorkflowRequest.fromJSON(durationsAsObjects(JSON.parse(readFileSync(new URL("model_v2_definition.proto.json", FIXTURES), "utf8"))));
-    assert.deepEqual({ definition: toDefinition(everyKind()) }, expected);
+    assert.deepEqual({ definition: toDefinition(everyKind()) }, fixtureProto());
+  });
+
+  it("parseDefinition reads the shared fixture file as its proto form", () => {
+    assert.deepEqual({ definition: toDefinition(parseDefinition(fixture("model_v2_definition.json"))) }, fixtureProto());
+  });
+
+  it("parseDefinition refuses what the schema refuses, naming the place", () => {
+    const wrap = (step: string): string => `{"name": "x", "steps": [${step}]}`;
+    for (const [json, want] of [
+      [wrap(`{"name": "z", "sleep": 1, "map": {}}`), "steps[0]: set one of parallel, map, condition, wait_for_signal, sleep, not map and sleep"],
+      [wrap(`{"name": "z", "sleep": 1, "worker": "w"}`), `steps[0]: unknown keys "worker"`],
+      [wrap(`{"name": "a/b", "worker": "w"}`), `steps[0].name: required, without "/" (got "a/b")`],
+      [wrap(`{"name": "z", "sleep": 0}`), "steps[0].sleep: expected seconds, a number > 0"],
+      [wrap(`{"name": "p", "parallel": {"branches": []}}`), "steps[0].parallel.branches: at least one branch"],
+      [wrap(`{"name": "p", "parallel": {"branches": [{"name": "a", "steps": []}]}}`), "steps[0].parallel.branches[0].steps: at least one step"],
+      [wrap(`{"name": "p", "parallel": {"failFast": true, "branches": []}}`), `steps[0].parallel: unknown keys "failFast"`],
+      [wrap(`{"name": "m", "map": {"items": "context.xs", "step": {"name": "s", "sleep": 1}}}`), "steps[0].map.step: must be a worker or workflow step"],
+      [wrap(`{"name": "m", "map": {"items": "context.xs", "max_concurrency": 1001, "step": {"name": "s", "worker": "w"}}}`), "steps[0].map.max_concurrency: must be between 1 and 1000, got 1001"],
+      [wrap(`{"name": "c", "condition": {"cases": [{"when": "true"}]}}`), "steps[0].condition.cases[0].steps: required"],
+      [wrap(`{"name": "w", "wait_for_signal": {"timeout": 5}}`), "steps[0].wait_for_signal.signal: required"],
+      [wrap(`{"name": "w", "wait_for_signal": {"signal": "go", "timeout": 5, "on_timeout": [{"name": "s", "worker": "w", "retry": {"max_attempts": 0}}]}}`), "steps[0].wait_for_signal.on_timeout[0].retry.max_attempts: must be an integer >= 1"],
+      [wrap(`{"name": "a", "worker": "w", "retryPolicy": {}}`), `steps[0]: unknown keys "retryPolicy"`],
+      [`{"name": "x", "steps": []}`, `workflow "x" has no steps`],
+    ] as const) {
+      assert.throws(() => parseDefinition(json), (err: Error) => err.message.includes(want), `${json} should say ${want}`);
+    }
   });
 
   it("refuses a name used twice anywhere in the tree, and an empty workflow", () => {
