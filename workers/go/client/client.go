@@ -155,11 +155,11 @@ func (c *Client) CancelWorkflow(ctx context.Context, transactionID, reason strin
 }
 
 // SignalWorkflow sends a signal to an execution; a wait_for_signal step for
-// it takes it (one sent before the wait starts is kept). payload (a JSON
-// object, nil is {}) becomes the wait's result. With a signalID a resend is
+// it takes it (one sent before the wait starts is kept). data (a JSON
+// object, nil is {}) is its payload: the wait's result. With a signalID a resend is
 // accepted once: duplicate reports that the id had been taken already.
-func (c *Client) SignalWorkflow(ctx context.Context, transactionID, signal string, payloadObj map[string]any, signalID string) (duplicate bool, err error) {
-	p, err := payload.Encode(payloadObj)
+func (c *Client) SignalWorkflow(ctx context.Context, transactionID, signal string, data map[string]any, signalID string) (duplicate bool, err error) {
+	p, err := payload.Encode(data)
 	if err != nil {
 		return false, fmt.Errorf("client: signal payload is not JSON-encodable: %w", err)
 	}
@@ -180,30 +180,31 @@ type Decision struct {
 	By string
 }
 
-func (a Decision) send(ctx context.Context, c *Client, transactionID string, approved bool) (bool, error) {
-	signal := a.Signal
+// decide sends a Decision to an approval wait.
+func (c *Client) decide(ctx context.Context, transactionID string, d Decision, approved bool) (bool, error) {
+	signal := d.Signal
 	if signal == "" {
 		signal = "approval"
 	}
 	p := map[string]any{"approved": approved}
-	if a.Comment != "" {
-		p["comment"] = a.Comment
+	if d.Comment != "" {
+		p["comment"] = d.Comment
 	}
-	if a.By != "" {
-		p["by"] = a.By
+	if d.By != "" {
+		p["by"] = d.By
 	}
 	return c.SignalWorkflow(ctx, transactionID, signal, p, "")
 }
 
 // Approve approves an approval wait (payload {"approved": true, "comment", "by"}).
-func (c *Client) Approve(ctx context.Context, transactionID string, a Decision) (duplicate bool, err error) {
-	return a.send(ctx, c, transactionID, true)
+func (c *Client) Approve(ctx context.Context, transactionID string, d Decision) (duplicate bool, err error) {
+	return c.decide(ctx, transactionID, d, true)
 }
 
 // Reject rejects an approval wait: it fails (type Rejected) and the workflow
 // compensates.
-func (c *Client) Reject(ctx context.Context, transactionID string, a Decision) (duplicate bool, err error) {
-	return a.send(ctx, c, transactionID, false)
+func (c *Client) Reject(ctx context.Context, transactionID string, d Decision) (duplicate bool, err error) {
+	return c.decide(ctx, transactionID, d, false)
 }
 
 // ResumeWorkflow picks a FAILED execution up again, same id, history kept:

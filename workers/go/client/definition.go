@@ -169,7 +169,7 @@ func node(data json.RawMessage, where string) (*pb.StepDefinition, error) {
 		}
 	}
 	var name string
-	if err := json.Unmarshal(keys["name"], &name); err != nil || keys["name"] == nil {
+	if err := json.Unmarshal(keys["name"], &name); err != nil {
 		return nil, fmt.Errorf("%s.name: required, a string", where)
 	}
 	if err := checkName(name, where+".name"); err != nil {
@@ -281,14 +281,14 @@ func mapNode(body json.RawMessage, at string) (*pb.MapStep, error) {
 	if m.Step == nil {
 		return nil, fmt.Errorf("%s.step: required, a worker or workflow step", at)
 	}
-	body0, err := node(m.Step, at+".step")
+	itemStep, err := node(m.Step, at+".step")
 	if err != nil {
 		return nil, err
 	}
-	if body0.GetWorker() == "" && body0.GetWorkflow() == "" {
+	if itemStep.GetWorker() == "" && itemStep.GetWorkflow() == "" {
 		return nil, fmt.Errorf("%s.step: must be a worker or workflow step", at)
 	}
-	out := &pb.MapStep{Items: m.Items, Step: body0, MaxConcurrency: 10}
+	out := &pb.MapStep{Items: m.Items, Step: itemStep, MaxConcurrency: 10}
 	if m.MaxConcurrency != nil {
 		if *m.MaxConcurrency < 1 || *m.MaxConcurrency > 1000 {
 			return nil, fmt.Errorf("%s.max_concurrency: must be between 1 and 1000, got %d", at, *m.MaxConcurrency)
