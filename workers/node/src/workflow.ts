@@ -367,8 +367,8 @@ const FILE_RETRY_KEYS = ["max_attempts", "initial_interval", "backoff_coefficien
 
 function object(value: unknown, where: string, keys: readonly string[]): Record<string, unknown> {
   if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Error(`${where}: expected an object`);
-  const unknown = Object.keys(value).filter((k) => !keys.includes(k));
-  if (unknown.length > 0) throw new Error(`${where}: unknown keys ${unknown.map((k) => JSON.stringify(k)).join(", ")}`);
+  const extra = Object.keys(value).filter((k) => !keys.includes(k));
+  if (extra.length > 0) throw new Error(`${where}: unknown keys ${extra.map((k) => JSON.stringify(k)).join(", ")}`);
   return value as Record<string, unknown>;
 }
 
