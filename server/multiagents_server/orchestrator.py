@@ -393,7 +393,15 @@ class Orchestrator:
                 execution = codec.execution_from_json(json.loads(stored.state))
                 revision = stored.revision
             now = self.clock()
-            transition = engine.apply(execution, event, now)
+            try:
+                transition = engine.apply(execution, event, now)
+            except engine.InvalidTransition:
+                if cached is None:
+                    raise
+                # The cached state may be older than the stored one (remembered
+                # after a faster commit of the next revision): judge on that.
+                cached = None
+                continue
             if not transition.changed:
                 if cached is not None:
                     cached = None  # judge a stale-looking event on the stored state

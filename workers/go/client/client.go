@@ -6,6 +6,12 @@
 //	defer c.Close()
 //	tx, err := c.ExecuteWorkflow(ctx, "order", map[string]any{"amount": 42}, client.ExecuteOptions{})
 //	final, err := c.Watch(ctx, tx, func(e *client.StatusEvent) { fmt.Println(e.State, e.CurrentStep) })
+//
+// Definitions are built with NewWorkflow and the node constructors (Step,
+// Parallel, Map, Condition, Switch, WaitForSignal, Sleep) or read from a
+// definition file with ParseDefinition; SignalWorkflow, Approve, Reject,
+// ResumeWorkflow and ListWaitingSignals drive the constructs of
+// docs/workflows.md.
 package client
 
 import (
@@ -97,6 +103,9 @@ type ExecuteOptions struct {
 	RequestID string
 	// CorrelationID defaults to the transaction id.
 	CorrelationID string
+	// StartDelay delays the start: the execution stays PENDING that long (a
+	// durable timer). Zero starts at once.
+	StartDelay time.Duration
 }
 
 // RegisterWorkflow registers a workflow definition. It reports false when the
@@ -113,13 +122,17 @@ func (c *Client) ExecuteWorkflow(ctx context.Context, name string, input map[str
 	if err != nil {
 		return "", fmt.Errorf("client: input is not JSON-encodable: %w", err)
 	}
-	resp, err := c.svc.ExecuteWorkflow(ctx, &pb.ExecuteWorkflowRequest{
+	req := &pb.ExecuteWorkflowRequest{
 		WorkflowName:  name,
 		Version:       int32(opts.Version),
 		Input:         p,
 		RequestId:     opts.RequestID,
 		CorrelationId: opts.CorrelationID,
-	})
+	}
+	if opts.StartDelay > 0 {
+		req.StartDelay = millis(opts.StartDelay)
+	}
+	resp, err := c.svc.ExecuteWorkflow(ctx, req)
 	if err != nil {
 		return "", err
 	}
@@ -139,6 +152,118 @@ func (c *Client) GetStatus(ctx context.Context, transactionID string) (*Status, 
 func (c *Client) CancelWorkflow(ctx context.Context, transactionID, reason string) error {
 	_, err := c.svc.CancelWorkflow(ctx, &pb.CancelWorkflowRequest{TransactionId: transactionID, Reason: reason})
 	return err
+}
+
+// SignalWorkflow sends a signal to an execution; a wait_for_signal step for
+// it takes it (one sent before the wait starts is kept). data (a JSON
+// object, nil is {}) is its payload: the wait's result. With a signalID a resend is
+// accepted once: duplicate reports that the id had been taken already.
+func (c *Client) SignalWorkflow(ctx context.Context, transactionID, signal string, data map[string]any, signalID string) (duplicate bool, err error) {
+	p, err := payload.Encode(data)
+	if err != nil {
+		return false, fmt.Errorf("client: signal payload is not JSON-encodable: %w", err)
+	}
+	resp, err := c.svc.SignalWorkflow(ctx, &pb.SignalWorkflowRequest{
+		TransactionId: transactionID, Signal: signal, Payload: p, SignalId: signalID,
+	})
+	return resp.GetDuplicate(), err
+}
+
+// Decision is what Approve and Reject send to an approval wait
+// (a wait_for_signal step with approval set).
+type Decision struct {
+	// Signal is the wait's signal name; "" means "approval".
+	Signal string
+	// Comment says why; a rejection's comment goes into the failure's message.
+	Comment string
+	// By says who decided.
+	By string
+}
+
+// decide sends a Decision to an approval wait.
+func (c *Client) decide(ctx context.Context, transactionID string, d Decision, approved bool) (bool, error) {
+	signal := d.Signal
+	if signal == "" {
+		signal = "approval"
+	}
+	p := map[string]any{"approved": approved}
+	if d.Comment != "" {
+		p["comment"] = d.Comment
+	}
+	if d.By != "" {
+		p["by"] = d.By
+	}
+	return c.SignalWorkflow(ctx, transactionID, signal, p, "")
+}
+
+// Approve approves an approval wait (payload {"approved": true, "comment", "by"}).
+func (c *Client) Approve(ctx context.Context, transactionID string, d Decision) (duplicate bool, err error) {
+	return c.decide(ctx, transactionID, d, true)
+}
+
+// Reject rejects an approval wait: it fails (type Rejected) and the workflow
+// compensates.
+func (c *Client) Reject(ctx context.Context, transactionID string, d Decision) (duplicate bool, err error) {
+	return c.decide(ctx, transactionID, d, false)
+}
+
+// ResumeWorkflow picks a FAILED execution up again, same id, history kept:
+// its failed step runs again (or its failed compensations, when it requires
+// manual intervention). Any other state is FAILED_PRECONDITION.
+func (c *Client) ResumeWorkflow(ctx context.Context, transactionID string) error {
+	_, err := c.svc.ResumeWorkflow(ctx, &pb.ResumeWorkflowRequest{TransactionId: transactionID})
+	return err
+}
+
+// WaitingFilter narrows ListWaitingSignals; the zero value lists every wait.
+type WaitingFilter struct {
+	// Signal keeps the waits for this signal.
+	Signal string
+	// WorkflowName keeps the executions of this workflow.
+	WorkflowName string
+	// ApprovalsOnly keeps approvals.
+	ApprovalsOnly bool
+	// Limit is the most returned; 0 means 100, at most 1,000.
+	Limit int
+}
+
+// WaitingSignal is a wait that waits for a signal now: an entry of the
+// approval inbox.
+type WaitingSignal struct {
+	TransactionID string
+	WorkflowName  string
+	// Path is the wait node's path ("review/approval").
+	Path     string
+	Signal   string
+	Approval bool
+	Since    time.Time
+	// TimeoutAt is zero when the wait waits for ever.
+	TimeoutAt time.Time
+}
+
+func waitingFromProto(w *pb.WaitingSignal) WaitingSignal {
+	return WaitingSignal{TransactionID: w.GetTransactionId(), WorkflowName: w.GetWorkflowName(), Path: w.GetPath(),
+		Signal: w.GetSignal(), Approval: w.GetApproval(), Since: timeOf(w.GetSince()), TimeoutAt: timeOf(w.GetTimeoutAt())}
+}
+
+// ListWaitingSignals returns the approval inbox: the waits waiting for a
+// signal now, across executions, oldest first.
+func (c *Client) ListWaitingSignals(ctx context.Context, f WaitingFilter) ([]WaitingSignal, error) {
+	limit := f.Limit
+	if limit == 0 {
+		limit = 100
+	}
+	resp, err := c.svc.ListWaitingSignals(ctx, &pb.ListWaitingSignalsRequest{
+		Signal: f.Signal, WorkflowName: f.WorkflowName, ApprovalsOnly: f.ApprovalsOnly, PageSize: int32(limit),
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]WaitingSignal, 0, len(resp.GetWaiting()))
+	for _, w := range resp.GetWaiting() {
+		out = append(out, waitingFromProto(w))
+	}
+	return out, nil
 }
 
 // Watch follows the execution's status changes until it reaches a terminal
@@ -203,7 +328,7 @@ func (c *Client) watchOnce(ctx context.Context, transactionID string, lastRevisi
 }
 
 // State is the lifecycle state of an execution: "PENDING", "RUNNING",
-// "COMPLETED", "FAILED", "COMPENSATED" or "CANCELLED".
+// "COMPENSATING", "COMPLETED", "FAILED", "COMPENSATED" or "CANCELLED".
 type State string
 
 // The states of an execution.
@@ -214,6 +339,9 @@ const (
 	StateFailed      State = "FAILED"
 	StateCompensated State = "COMPENSATED"
 	StateCancelled   State = "CANCELLED"
+	// StateCompensating: a step failed for good (or a cancel was asked) and
+	// the completed steps are being compensated.
+	StateCompensating State = "COMPENSATING"
 )
 
 // Terminal reports whether the execution is finished.
@@ -374,21 +502,46 @@ type Status struct {
 	Context                    map[string]any
 	Failure                    *Failure
 	RequiresManualIntervention bool
-	Steps                      []StepInfo
-	CreatedAt                  time.Time
-	UpdatedAt                  time.Time
-	CompletedAt                time.Time // zero until terminal
-	Revision                   int64
+	// Steps has every node, in definition order (depth first); a map's items
+	// follow the map.
+	Steps []StepInfo
+	// RunningSteps are the paths of the steps with an attempt outstanding
+	// (several in a parallel group or a map).
+	RunningSteps []string
+	// WaitingSignals are the waits waiting for a signal now.
+	WaitingSignals []WaitingSignal
+	// StartAt is when a delayed execution starts; zero when it started at once.
+	StartAt time.Time
+	// ParentTransactionID is the execution that runs this one as a
+	// sub-workflow step; empty when none.
+	ParentTransactionID string
+	CreatedAt           time.Time
+	UpdatedAt           time.Time
+	CompletedAt         time.Time // zero until terminal
+	Revision            int64
 }
 
-// StepInfo is the state of one step of an execution.
+// StepInfo is the state of one node of an execution.
 type StepInfo struct {
 	Name string
 	// Status is "PENDING", "RUNNING", "COMPLETED", "FAILED", "COMPENSATED",
-	// "COMPENSATION_FAILED" or "CANCELLED".
+	// "COMPENSATION_FAILED", "CANCELLED" or "SKIPPED".
 	Status      string
 	Attempts    int
 	LastFailure *Failure
+	// Path is the names from the top: "ask/legal/legal_review" (a branch's
+	// step), "each/3" (a map's item).
+	Path string
+	// Kind is "step", "workflow", "parallel", "map", "item", "condition",
+	// "wait" or "sleep".
+	Kind string
+	// Branch is a condition's case taken ("case 1", ..., "otherwise"), or
+	// "timed out" for a wait; else empty.
+	Branch string
+	// ChildTransactionID is the sub-workflow run by the latest attempt.
+	ChildTransactionID string
+	StartedAt          time.Time
+	FinishedAt         time.Time
 }
 
 func statusFromProto(s *pb.WorkflowStatus) (*Status, error) {
@@ -415,14 +568,26 @@ func statusFromProto(s *pb.WorkflowStatus) (*Status, error) {
 		UpdatedAt:                  timeOf(s.GetUpdatedAt()),
 		CompletedAt:                timeOf(s.GetCompletedAt()),
 		Revision:                   s.GetRevision(),
+		RunningSteps:               s.GetRunningSteps(),
+		StartAt:                    timeOf(s.GetStartAt()),
+		ParentTransactionID:        s.GetParentTransactionId(),
 	}
 	for _, st := range s.GetSteps() {
 		out.Steps = append(out.Steps, StepInfo{
-			Name:        st.GetName(),
-			Status:      strings.TrimPrefix(st.GetStatus().String(), "STEP_STATUS_"),
-			Attempts:    int(st.GetAttempts()),
-			LastFailure: failureFromProto(st.GetLastFailure()),
+			Name:               st.GetName(),
+			Status:             strings.TrimPrefix(st.GetStatus().String(), "STEP_STATUS_"),
+			Attempts:           int(st.GetAttempts()),
+			LastFailure:        failureFromProto(st.GetLastFailure()),
+			Path:               st.GetPath(),
+			Kind:               st.GetKind(),
+			Branch:             st.GetBranch(),
+			ChildTransactionID: st.GetChildTransactionId(),
+			StartedAt:          timeOf(st.GetStartedAt()),
+			FinishedAt:         timeOf(st.GetFinishedAt()),
 		})
+	}
+	for _, w := range s.GetWaitingSignals() {
+		out.WaitingSignals = append(out.WaitingSignals, waitingFromProto(w))
 	}
 	return out, nil
 }

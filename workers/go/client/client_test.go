@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/multiagents/multiagents/workers/go/client"
 	pb "github.com/multiagents/multiagents/workers/go/gen/multiagents/v1"
@@ -26,6 +27,36 @@ type fakeWorkflows struct {
 	lastExecute *pb.ExecuteWorkflowRequest
 	auth        []string
 	watches     atomic.Int32
+	signals     []*pb.SignalWorkflowRequest
+	resumed     []string
+	lastInbox   *pb.ListWaitingSignalsRequest
+}
+
+var waiting = &pb.WaitingSignal{TransactionId: "tx-1", WorkflowName: "publish", Path: "review/approval",
+	Signal: "approval", Approval: true, Since: timestamppb.New(time.Unix(1_700_000_000, 0))}
+
+func (f *fakeWorkflows) SignalWorkflow(_ context.Context, req *pb.SignalWorkflowRequest) (*pb.SignalWorkflowResponse, error) {
+	if req.GetSignal() == "nope" {
+		return nil, status.Error(codes.InvalidArgument, "signal: workflow 'publish' has no wait_for_signal step for 'nope'")
+	}
+	duplicate := req.GetSignalId() != "" && slices.ContainsFunc(f.signals, func(s *pb.SignalWorkflowRequest) bool {
+		return s.GetSignalId() == req.GetSignalId()
+	})
+	f.signals = append(f.signals, req)
+	return &pb.SignalWorkflowResponse{Duplicate: duplicate}, nil
+}
+
+func (f *fakeWorkflows) ResumeWorkflow(_ context.Context, req *pb.ResumeWorkflowRequest) (*pb.ResumeWorkflowResponse, error) {
+	if req.GetTransactionId() != "tx-1" {
+		return nil, status.Error(codes.FailedPrecondition, "transaction_id: tx-9 is COMPENSATED, not FAILED")
+	}
+	f.resumed = append(f.resumed, req.GetTransactionId())
+	return &pb.ResumeWorkflowResponse{}, nil
+}
+
+func (f *fakeWorkflows) ListWaitingSignals(_ context.Context, req *pb.ListWaitingSignalsRequest) (*pb.ListWaitingSignalsResponse, error) {
+	f.lastInbox = req
+	return &pb.ListWaitingSignalsResponse{Waiting: []*pb.WaitingSignal{waiting}}, nil
 }
 
 func (f *fakeWorkflows) ExecuteWorkflow(ctx context.Context, req *pb.ExecuteWorkflowRequest) (*pb.ExecuteWorkflowResponse, error) {
@@ -43,9 +74,18 @@ func (f *fakeWorkflows) GetStatus(_ context.Context, req *pb.GetStatusRequest) (
 	return &pb.GetStatusResponse{Status: &pb.WorkflowStatus{
 		TransactionId: "tx-1", WorkflowName: "order", WorkflowVersion: 2,
 		State: pb.WorkflowState_WORKFLOW_STATE_COMPENSATED, StepResults: results,
-		Failure:  &pb.Failure{Type: "ValueError", Message: "bad", NonRetryable: true},
-		Steps:    []*pb.StepInfo{{Name: "charge", Status: pb.StepStatus_STEP_STATUS_COMPENSATED, Attempts: 1}},
-		Revision: 7,
+		Failure: &pb.Failure{Type: "ValueError", Message: "bad", NonRetryable: true},
+		Steps: []*pb.StepInfo{
+			{Name: "charge", Status: pb.StepStatus_STEP_STATUS_COMPENSATED, Attempts: 1, Path: "charge", Kind: "step",
+				StartedAt: timestamppb.New(time.Unix(1_700_000_000, 0)), FinishedAt: timestamppb.New(time.Unix(1_700_000_001, 0))},
+			{Name: "route", Status: pb.StepStatus_STEP_STATUS_COMPLETED, Path: "review/route", Kind: "condition", Branch: "otherwise"},
+			{Name: "publish", Status: pb.StepStatus_STEP_STATUS_SKIPPED, Path: "review/route/publish", Kind: "step"},
+		},
+		RunningSteps:        []string{"ask/legal/legal_review", "ask/critic/critic_review"},
+		WaitingSignals:      []*pb.WaitingSignal{waiting},
+		StartAt:             timestamppb.New(time.Unix(1_700_000_060, 0)),
+		ParentTransactionId: "tx-0",
+		Revision:            7,
 	}}, nil
 }
 
@@ -126,7 +166,24 @@ func TestGetStatusDecodesTheSnapshot(t *testing.T) {
 	}
 	if s.State != client.StateCompensated || !s.State.Terminal() || s.WorkflowVersion != 2 || s.Revision != 7 ||
 		s.StepResults["charge"].(map[string]any)["charge_id"] != "ch_1" || s.Failure.Type != "ValueError" ||
-		len(s.Steps) != 1 || s.Steps[0].Status != "COMPENSATED" || len(s.Context) != 0 {
+		len(s.Steps) != 3 || s.Steps[0].Status != "COMPENSATED" || len(s.Context) != 0 {
+		t.Errorf("status %+v", s)
+	}
+	first := s.Steps[0]
+	if first.Path != "charge" || first.Kind != "step" || !first.StartedAt.Equal(time.Unix(1_700_000_000, 0)) ||
+		!first.FinishedAt.Equal(time.Unix(1_700_000_001, 0)) {
+		t.Errorf("step %+v", first)
+	}
+	var nodes []string
+	for _, st := range s.Steps[1:] {
+		nodes = append(nodes, st.Path+" "+st.Kind+" "+st.Status+" "+st.Branch)
+	}
+	if want := []string{"review/route condition COMPLETED otherwise", "review/route/publish step SKIPPED "}; !slices.Equal(nodes, want) {
+		t.Errorf("nodes %q, want %q", nodes, want)
+	}
+	if !slices.Equal(s.RunningSteps, []string{"ask/legal/legal_review", "ask/critic/critic_review"}) ||
+		len(s.WaitingSignals) != 1 || s.WaitingSignals[0].Path != "review/approval" || !s.WaitingSignals[0].Approval ||
+		!s.StartAt.Equal(time.Unix(1_700_000_060, 0)) || s.ParentTransactionID != "tx-0" {
 		t.Errorf("status %+v", s)
 	}
 	if _, err := c.GetStatus(context.Background(), "nope"); status.Code(err) != codes.NotFound {
@@ -166,5 +223,82 @@ func TestResultOfAnExecutionThatDidNotCompleteIsAWorkflowFailedErrorWithTheCause
 	want := "workflow tx-failed ended COMPENSATED: ChildWorkflowFailed [CHILD_WORKFLOW_FAILED]: sub-workflow tx-failed.0.1 ended failed: boom"
 	if err.Error() != want {
 		t.Errorf("message %q", err.Error())
+	}
+}
+
+func TestExecuteWorkflowSendsAStartDelayOnlyWhenGiven(t *testing.T) {
+	f, c := start(t)
+	ctx := context.Background()
+	if _, err := c.ExecuteWorkflow(ctx, "nightly", nil, client.ExecuteOptions{StartDelay: time.Hour + 500*time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if d := f.lastExecute.GetStartDelay().AsDuration(); d != time.Hour+500*time.Millisecond {
+		t.Errorf("start_delay %v", d)
+	}
+	if _, err := c.ExecuteWorkflow(ctx, "nightly", nil, client.ExecuteOptions{}); err != nil || f.lastExecute.GetStartDelay() != nil {
+		t.Errorf("start_delay %v (%v)", f.lastExecute.GetStartDelay(), err)
+	}
+}
+
+func TestSignalApproveAndRejectSendTheSignalAndItsPayload(t *testing.T) {
+	f, c := start(t)
+	ctx := context.Background()
+	for i, want := range []bool{false, true} {
+		if dup, err := c.SignalWorkflow(ctx, "tx-1", "go", map[string]any{"n": 1}, "go-1"); err != nil || dup != want {
+			t.Errorf("signal %d: duplicate %v, %v", i, dup, err)
+		}
+	}
+	if _, err := c.Approve(ctx, "tx-1", client.Decision{By: "ana", Comment: "fine"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Reject(ctx, "tx-1", client.Decision{Signal: "legal_ok", Comment: "too expensive"}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range f.signals {
+		got = append(got, s.GetTransactionId()+" "+s.GetSignal()+" "+s.GetSignalId()+" "+string(s.GetPayload().GetData()))
+	}
+	want := []string{
+		`tx-1 go go-1 {"n":1}`,
+		`tx-1 go go-1 {"n":1}`,
+		`tx-1 approval  {"approved":true,"by":"ana","comment":"fine"}`,
+		`tx-1 legal_ok  {"approved":false,"comment":"too expensive"}`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("signals\n%q\nwant\n%q", got, want)
+	}
+	if _, err := c.SignalWorkflow(ctx, "tx-1", "nope", nil, ""); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("unknown signal: %v", err)
+	}
+}
+
+func TestResumeWorkflowPassesTheServersAnswerOn(t *testing.T) {
+	f, c := start(t)
+	if err := c.ResumeWorkflow(context.Background(), "tx-1"); err != nil || !slices.Equal(f.resumed, []string{"tx-1"}) {
+		t.Errorf("resume: %v, resumed %v", err, f.resumed)
+	}
+	if err := c.ResumeWorkflow(context.Background(), "tx-9"); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("resume of a compensated execution: %v", err)
+	}
+}
+
+func TestListWaitingSignalsSendsTheFiltersAndDecodesTheInbox(t *testing.T) {
+	f, c := start(t)
+	ctx := context.Background()
+	inbox, err := c.ListWaitingSignals(ctx, client.WaitingFilter{ApprovalsOnly: true, WorkflowName: "publish"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := client.WaitingSignal{TransactionID: "tx-1", WorkflowName: "publish", Path: "review/approval",
+		Signal: "approval", Approval: true, Since: time.Unix(1_700_000_000, 0).UTC()}
+	if len(inbox) != 1 || inbox[0] != want {
+		t.Errorf("inbox %+v", inbox)
+	}
+	if r := f.lastInbox; !r.GetApprovalsOnly() || r.GetWorkflowName() != "publish" || r.GetSignal() != "" || r.GetPageSize() != 100 {
+		t.Errorf("request %v", r)
+	}
+	if _, err := c.ListWaitingSignals(ctx, client.WaitingFilter{Signal: "go", Limit: 5}); err != nil ||
+		f.lastInbox.GetSignal() != "go" || f.lastInbox.GetPageSize() != 5 || f.lastInbox.GetApprovalsOnly() {
+		t.Errorf("request %v (%v)", f.lastInbox, err)
 	}
 }

@@ -1,7 +1,8 @@
 /**
  * A client of WorkflowService: register definitions, start executions, read
- * their status, and follow them with WatchWorkflow until they are terminal.
- * Errors are grpc-js ServiceErrors (`err.code` is the gRPC status code).
+ * their status, follow them with WatchWorkflow until they are terminal,
+ * signal, approve or reject them, resume failed ones, and read the approval
+ * inbox. Errors are grpc-js ServiceErrors (`err.code` is the gRPC status code).
  */
 import {
   credentials as grpcCredentials,
@@ -13,14 +14,14 @@ import {
   type ClientUnaryCall,
   type ServiceError,
 } from "@grpc/grpc-js";
-import type { Duration } from "./gen/google/protobuf/duration.js";
 import { type Failure, type Payload, WorkflowState, workflowStateToJSON } from "./gen/multiagents/v1/common.js";
 import { WorkflowFailedError, failureKindName, type FailureKindName } from "./errors.js";
 import type { StatusEvent } from "./gen/multiagents/v1/events.js";
-import { type RetryPolicy, type WorkflowStatus, stepStatusToJSON } from "./gen/multiagents/v1/workflow.js";
+import { type StepInfo, type WaitingSignal, type WorkflowStatus, stepStatusToJSON } from "./gen/multiagents/v1/workflow.js";
 import { WorkflowServiceClient, type WatchWorkflowResponse } from "./gen/multiagents/v1/workflow_service.js";
 import { backoffDelay, sleep } from "./backoff.js";
 import { decodeJson, decodeJsonObject, encodeJson, isPlainObject } from "./payload.js";
+import { duration, toDefinition, type WorkflowSpec } from "./workflow.js";
 
 /** Options of {@link Client}. */
 export interface ClientOptions {
@@ -37,7 +38,7 @@ export interface ClientOptions {
 }
 
 /** A workflow state without its enum prefix. */
-export type WorkflowStateName = "UNSPECIFIED" | "PENDING" | "RUNNING" | "COMPLETED" | "FAILED" | "COMPENSATED" | "CANCELLED";
+export type WorkflowStateName = "UNSPECIFIED" | "PENDING" | "RUNNING" | "COMPLETED" | "FAILED" | "COMPENSATED" | "CANCELLED" | "COMPENSATING";
 
 const TERMINAL: ReadonlySet<WorkflowStateName> = new Set(["COMPLETED", "FAILED", "COMPENSATED", "CANCELLED"]);
 
@@ -75,13 +76,36 @@ export interface StatusUpdate {
   cancelReason: string;
 }
 
-/** One step of an execution. */
+/** One node of an execution. */
 export interface StepInfoView {
   name: string;
-  /** PENDING, RUNNING, COMPLETED, FAILED, COMPENSATED, COMPENSATION_FAILED, CANCELLED. */
+  /** PENDING, RUNNING, COMPLETED, FAILED, COMPENSATED, COMPENSATION_FAILED, CANCELLED, SKIPPED. */
   status: string;
   attempts: number;
   lastFailure: FailureInfo | undefined;
+  /** Path of names from the top: "ask/legal/legal_review" (a branch's step), "each/3" (a map's item). */
+  path: string;
+  /** "step", "workflow", "parallel", "map", "item", "condition", "wait" or "sleep". */
+  kind: string;
+  /** A condition's case taken ("case 1", ..., "otherwise"), "timed out" for a wait; else "". */
+  branch: string;
+  /** The sub-workflow run by the latest attempt; "" when none. */
+  childTransactionId: string;
+  startedAt: Date | undefined;
+  finishedAt: Date | undefined;
+}
+
+/** A wait that waits for a signal now: an entry of the approval inbox. */
+export interface WaitingSignalView {
+  transactionId: string;
+  workflowName: string;
+  /** Path of the wait node. */
+  path: string;
+  signal: string;
+  approval: boolean;
+  since: Date | undefined;
+  /** Unset when it waits for ever. */
+  timeoutAt: Date | undefined;
 }
 
 /** A snapshot of an execution (a decoded WorkflowStatus). */
@@ -97,48 +121,20 @@ export interface WorkflowStatusView {
   context: Record<string, unknown>;
   failure: FailureInfo | undefined;
   requiresManualIntervention: boolean;
+  /** Every node, in definition order (depth first); a map's items follow the map. */
   steps: StepInfoView[];
+  /** Paths of the steps with an attempt outstanding (several in a parallel group or a map). */
+  runningSteps: string[];
+  /** The waits waiting for a signal now. */
+  waitingSignals: WaitingSignalView[];
+  /** A delayed start: when the first step starts. */
+  startAt: Date | undefined;
+  /** The execution that runs this one as a sub-workflow step; "" when none. */
+  parentTransactionId: string;
   createdAt: Date | undefined;
   updatedAt: Date | undefined;
   completedAt: Date | undefined;
   revision: number;
-}
-
-/** Retry policy of a step; unset fields take the server's defaults. */
-export interface RetryPolicySpec {
-  maximumAttempts?: number;
-  initialIntervalMs?: number;
-  backoffCoefficient?: number;
-  maximumIntervalMs?: number;
-  nonRetryableErrorTypes?: string[];
-}
-
-/** One step of a {@link WorkflowSpec}. */
-export interface StepSpec {
-  name: string;
-  /** Worker name that executes the step (or "" with `workflow`). */
-  worker: string;
-  /** Run this workflow as a sub-workflow instead of a worker. */
-  workflow?: string;
-  /** Version of the sub-workflow; 0 (default) means the latest. */
-  workflowVersion?: number;
-  /** Worker name that undoes the step when a later step fails. */
-  compensation?: string;
-  retryPolicy?: RetryPolicySpec;
-  compensationRetryPolicy?: RetryPolicySpec;
-  /** Limit of one attempt, in ms. */
-  timeoutMs?: number;
-  /** The attempt fails when no heartbeat arrives for this long, in ms. */
-  heartbeatTimeoutMs?: number;
-}
-
-/** A workflow definition, with durations in milliseconds. */
-export interface WorkflowSpec {
-  name: string;
-  /** Default 1. */
-  version?: number;
-  steps: StepSpec[];
-  description?: string;
 }
 
 /** Options of {@link Client.executeWorkflow}. */
@@ -149,6 +145,30 @@ export interface ExecuteOptions {
   requestId?: string;
   /** Correlation id; defaults to the transaction id. */
   correlationId?: string;
+  /** Delayed start, in ms: the execution stays PENDING that long (a durable timer). */
+  startDelayMs?: number;
+}
+
+/** Options of {@link Client.approve} and {@link Client.reject}. */
+export interface ApprovalOptions {
+  /** The wait's signal name; default "approval". */
+  signal?: string;
+  /** Why; a rejection's comment goes into the failure's message. */
+  comment?: string;
+  /** Who decided. */
+  by?: string;
+}
+
+/** Filters of {@link Client.listWaitingSignals}. */
+export interface WaitingSignalsFilter {
+  /** Only waits for this signal. */
+  signal?: string;
+  /** Only executions of this workflow. */
+  workflowName?: string;
+  /** Only approvals. */
+  approvalsOnly?: boolean;
+  /** At most this many; default 100, at most 1,000. */
+  limit?: number;
 }
 
 /** Options of {@link Client.watch}. */
@@ -190,33 +210,12 @@ export class Client {
     });
   }
 
-  /** Registers a definition; false when the identical one was registered already. */
+  /**
+   * Registers a definition (a {@link WorkflowSpec}, e.g. from
+   * {@link WorkflowBuilder}); false when the identical one was registered already.
+   */
   async registerWorkflow(spec: WorkflowSpec): Promise<boolean> {
-    const response = await this.unary(this.raw.registerWorkflow, {
-      definition: {
-        name: spec.name,
-        version: spec.version ?? 1,
-        description: spec.description ?? "",
-        budget: undefined,
-        steps: spec.steps.map((step) => ({
-          name: step.name,
-          worker: step.worker,
-          compensation: step.compensation ?? "",
-          retryPolicy: retryPolicy(step.retryPolicy),
-          compensationRetryPolicy: retryPolicy(step.compensationRetryPolicy),
-          timeout: duration(step.timeoutMs),
-          heartbeatTimeout: duration(step.heartbeatTimeoutMs),
-          workflow: step.workflow ?? "",
-          workflowVersion: step.workflowVersion ?? 0,
-          parallel: undefined,
-          map: undefined,
-          condition: undefined,
-          waitForSignal: undefined,
-          sleep: undefined,
-          usageEstimate: undefined,
-        })),
-      },
-    });
+    const response = await this.unary(this.raw.registerWorkflow, { definition: toDefinition(spec) });
     return response.created;
   }
 
@@ -229,7 +228,7 @@ export class Client {
       input: encodeJson(input),
       requestId: options.requestId ?? "",
       correlationId: options.correlationId ?? "",
-      startDelay: undefined,
+      startDelay: options.startDelayMs ? duration(options.startDelayMs) : undefined,
       budget: undefined,
     });
     return response.transactionId;
@@ -245,6 +244,48 @@ export class Client {
   /** Cancels a running execution (FAILED_PRECONDITION when it has finished). */
   async cancelWorkflow(transactionId: string, reason = ""): Promise<void> {
     await this.unary(this.raw.cancelWorkflow, { transactionId, reason });
+  }
+
+  /**
+   * Sends a signal to an execution (a wait_for_signal step takes it; one
+   * sent before the wait starts is kept). `payload` (a JSON object) becomes
+   * the wait's result. With `signalId` a resend is accepted once: the answer
+   * is true when that id had been taken already.
+   */
+  async signalWorkflow(transactionId: string, signal: string, payload: Record<string, unknown> = {}, options: { signalId?: string } = {}): Promise<boolean> {
+    if (!isPlainObject(payload)) throw new TypeError("signal payload must be a JSON object");
+    const response = await this.unary(this.raw.signalWorkflow, { transactionId, signal, payload: encodeJson(payload), signalId: options.signalId ?? "" });
+    return response.duplicate;
+  }
+
+  /** Approves a wait_for_signal step with `approval: true` (payload `{approved: true, comment?, by?}`). */
+  approve(transactionId: string, options: ApprovalOptions = {}): Promise<boolean> {
+    return this.signalWorkflow(transactionId, options.signal ?? "approval", approvalPayload(true, options));
+  }
+
+  /** Rejects an approval: the wait fails (type Rejected) and the workflow compensates. */
+  reject(transactionId: string, options: ApprovalOptions = {}): Promise<boolean> {
+    return this.signalWorkflow(transactionId, options.signal ?? "approval", approvalPayload(false, options));
+  }
+
+  /**
+   * Picks a FAILED execution up again, same id, history kept: its failed
+   * step runs again (or its failed compensations, when it requires manual
+   * intervention). Anything else is FAILED_PRECONDITION.
+   */
+  async resumeWorkflow(transactionId: string): Promise<void> {
+    await this.unary(this.raw.resumeWorkflow, { transactionId });
+  }
+
+  /** The approval inbox: the waits waiting for a signal now, across executions, oldest first. */
+  async listWaitingSignals(filter: WaitingSignalsFilter = {}): Promise<WaitingSignalView[]> {
+    const response = await this.unary(this.raw.listWaitingSignals, {
+      signal: filter.signal ?? "",
+      workflowName: filter.workflowName ?? "",
+      approvalsOnly: filter.approvalsOnly ?? false,
+      pageSize: filter.limit ?? 100,
+    });
+    return response.waiting.map(waitingSignalView);
   }
 
   /**
@@ -328,20 +369,11 @@ export class Client {
   }
 }
 
-function duration(ms: number | undefined): Duration | undefined {
-  if (ms === undefined) return undefined;
-  return { seconds: Math.floor(ms / 1000), nanos: Math.round((ms % 1000) * 1e6) };
-}
-
-function retryPolicy(spec: RetryPolicySpec | undefined): RetryPolicy | undefined {
-  if (spec === undefined) return undefined;
-  return {
-    maximumAttempts: spec.maximumAttempts ?? 0,
-    initialInterval: duration(spec.initialIntervalMs),
-    backoffCoefficient: spec.backoffCoefficient ?? 0,
-    maximumInterval: duration(spec.maximumIntervalMs),
-    nonRetryableErrorTypes: spec.nonRetryableErrorTypes ?? [],
-  };
+function approvalPayload(approved: boolean, options: ApprovalOptions): Record<string, unknown> {
+  const payload: Record<string, unknown> = { approved };
+  if (options.comment) payload["comment"] = options.comment;
+  if (options.by) payload["by"] = options.by;
+  return payload;
 }
 
 function stateName(state: WorkflowState): WorkflowStateName {
@@ -394,16 +426,43 @@ export function statusView(status: WorkflowStatus): WorkflowStatusView {
     context: jsonObject(status.context, "context"),
     failure: failureInfo(status.failure),
     requiresManualIntervention: status.requiresManualIntervention,
-    steps: status.steps.map((step) => ({
-      name: step.name,
-      status: stepStatusToJSON(step.status).replace(/^STEP_STATUS_/, ""),
-      attempts: step.attempts,
-      lastFailure: failureInfo(step.lastFailure),
-    })),
+    steps: status.steps.map(stepInfoView),
+    runningSteps: status.runningSteps,
+    waitingSignals: status.waitingSignals.map(waitingSignalView),
+    startAt: status.startAt,
+    parentTransactionId: status.parentTransactionId,
     createdAt: status.createdAt,
     updatedAt: status.updatedAt,
     completedAt: status.completedAt,
     revision: status.revision,
+  };
+}
+
+function stepInfoView(step: StepInfo): StepInfoView {
+  return {
+    name: step.name,
+    status: stepStatusToJSON(step.status).replace(/^STEP_STATUS_/, ""),
+    attempts: step.attempts,
+    lastFailure: failureInfo(step.lastFailure),
+    path: step.path,
+    kind: step.kind,
+    branch: step.branch,
+    childTransactionId: step.childTransactionId,
+    startedAt: step.startedAt,
+    finishedAt: step.finishedAt,
+  };
+}
+
+/** Decodes a WaitingSignal (an inbox entry). */
+export function waitingSignalView(w: WaitingSignal): WaitingSignalView {
+  return {
+    transactionId: w.transactionId,
+    workflowName: w.workflowName,
+    path: w.path,
+    signal: w.signal,
+    approval: w.approval,
+    since: w.since,
+    timeoutAt: w.timeoutAt,
   };
 }
 

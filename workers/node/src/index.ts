@@ -2,7 +2,9 @@
  * MultiAgents worker library and client for Node.js.
  *
  * - {@link Worker}: serve worker names over WorkerService.Connect.
- * - {@link Client}: register, execute, watch and cancel workflows.
+ * - {@link Client}: register, execute, watch, cancel, signal and resume workflows.
+ * - {@link WorkflowBuilder}: workflow definitions with parallel groups, maps,
+ *   conditions, waits for signals and sleeps (docs/workflows.md).
  * - Errors: {@link NonRetryableError} for validation failures; anything else is retried.
  *
  * The generated protobuf types are exported as
@@ -33,18 +35,43 @@ export {
   isTerminal,
   statusUpdate,
   statusView,
+  waitingSignalView,
+  type ApprovalOptions,
   type ClientOptions,
   type ExecuteOptions,
   type FailureInfo,
-  type RetryPolicySpec,
   type StatusUpdate,
   type StepInfoView,
-  type StepSpec,
+  type WaitingSignalView,
+  type WaitingSignalsFilter,
   type WatchOptions,
-  type WorkflowSpec,
   type WorkflowStateName,
   type WorkflowStatusView,
 } from "./client.js";
+export {
+  WorkflowBuilder,
+  branch,
+  caseEquals,
+  caseWhen,
+  nodeNames,
+  parseDefinition,
+  step,
+  toDefinition,
+  workflowStep,
+  type BranchSpec,
+  type CaseSpec,
+  type ConditionSpec,
+  type MapSpec,
+  type NodeSpec,
+  type ParallelSpec,
+  type RetryPolicySpec,
+  type SleepSpec,
+  type StepOptions,
+  type StepSpec,
+  type WaitForSignalSpec,
+  type WorkflowSpec,
+  type WorkflowStepOptions,
+} from "./workflow.js";
 export { JSON_ENCODING, decodeJson, decodeJsonObject, encodeJson, type JsonObject, type JsonValue } from "./payload.js";
 export { consoleLogger, type LogFields, type LogLevel, type Logger } from "./logger.js";
 export type { BackoffOptions } from "./backoff.js";

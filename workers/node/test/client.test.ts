@@ -10,11 +10,13 @@ import { StepStatus } from "../src/gen/multiagents/v1/workflow.js";
 import {
   WorkflowServiceService,
   type ExecuteWorkflowRequest,
+  type ListWaitingSignalsRequest,
   type RegisterWorkflowRequest,
+  type SignalWorkflowRequest,
   type WatchWorkflowRequest,
   type WatchWorkflowResponse,
 } from "../src/gen/multiagents/v1/workflow_service.js";
-import { Client, WorkflowFailedError, encodeJson, isTerminal, type StatusUpdate } from "../src/index.js";
+import { Client, WorkflowBuilder, WorkflowFailedError, branch, caseWhen, encodeJson, isTerminal, step, toDefinition, type StatusUpdate } from "../src/index.js";
 
 function failure(message: string, type: string, kind: FailureKind): Failure {
   return { message, type, kind, nonRetryable: false, stackTrace: "", details: undefined, cause: undefined };
@@ -22,7 +24,23 @@ function failure(message: string, type: string, kind: FailureKind): Failure {
 
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>) => void;
 
-const received: { register?: RegisterWorkflowRequest; execute?: ExecuteWorkflowRequest; auth?: grpc.MetadataValue[] } = {};
+const received: {
+  register?: RegisterWorkflowRequest;
+  execute?: ExecuteWorkflowRequest;
+  auth?: grpc.MetadataValue[];
+  signals: SignalWorkflowRequest[];
+  resumed: string[];
+  inbox?: ListWaitingSignalsRequest;
+} = { signals: [], resumed: [] };
+const WAITING = {
+  transactionId: "tx-1",
+  workflowName: "publish",
+  path: "review/approval",
+  signal: "approval",
+  approval: true,
+  since: new Date(1_700_000_000_000),
+  timeoutAt: undefined,
+};
 /** Scripted watch streams: each call takes the next script. */
 const watchScripts: Array<(call: grpc.ServerWritableStream<WatchWorkflowRequest, WatchWorkflowResponse>) => void> = [];
 
@@ -75,9 +93,15 @@ before(async () => {
         context: encodeJson({ order: 1, id: 7 }),
         failure: failure("boom", "Error", FailureKind.FAILURE_KIND_APPLICATION),
         requiresManualIntervention: false,
-        steps: [{ name: "reserve", status: StepStatus.STEP_STATUS_COMPENSATED, attempts: 1, lastFailure: undefined, path: "reserve", kind: "step", branch: "" }],
-        runningSteps: [],
-        waitingSignals: [],
+        steps: [
+          { name: "reserve", status: StepStatus.STEP_STATUS_COMPENSATED, attempts: 1, lastFailure: undefined, path: "reserve", kind: "step", branch: "", childTransactionId: "", startedAt: new Date(1_700_000_000_000), finishedAt: new Date(1_700_000_001_000) },
+          { name: "route", status: StepStatus.STEP_STATUS_COMPLETED, attempts: 0, lastFailure: undefined, path: "review/route", kind: "condition", branch: "otherwise", childTransactionId: "", startedAt: undefined, finishedAt: undefined },
+          { name: "publish", status: StepStatus.STEP_STATUS_SKIPPED, attempts: 0, lastFailure: undefined, path: "review/route/publish", kind: "step", branch: "", childTransactionId: "", startedAt: undefined, finishedAt: undefined },
+        ],
+        runningSteps: ["ask/legal/legal_review", "ask/critic/critic_review"],
+        waitingSignals: [WAITING],
+        startAt: new Date(1_700_000_060_000),
+        parentTransactionId: "tx-0",
         createdAt: new Date(1_700_000_000_000),
         updatedAt: undefined,
         completedAt: undefined,
@@ -85,10 +109,28 @@ before(async () => {
       },
     });
   };
+  const signalWorkflow: Unary<SignalWorkflowRequest, { duplicate: boolean }> = (call, cb) => {
+    if (call.request.signal === "nope") return cb({ code: grpc.status.INVALID_ARGUMENT, details: "signal: workflow 'publish' has no wait_for_signal step for 'nope'" });
+    const duplicate = call.request.signalId !== "" && received.signals.some((s) => s.signalId === call.request.signalId);
+    received.signals.push(call.request);
+    cb(null, { duplicate });
+  };
+  const resumeWorkflow: Unary<{ transactionId: string }, Record<string, never>> = (call, cb) => {
+    if (call.request.transactionId !== "tx-1") return cb({ code: grpc.status.FAILED_PRECONDITION, details: "transaction_id: tx-9 is COMPENSATED, not FAILED" });
+    received.resumed.push(call.request.transactionId);
+    cb(null, {});
+  };
+  const listWaitingSignals: Unary<ListWaitingSignalsRequest, unknown> = (call, cb) => {
+    received.inbox = call.request;
+    cb(null, { waiting: [WAITING] });
+  };
   server.addService(WorkflowServiceService, {
     registerWorkflow,
     executeWorkflow,
     getStatus,
+    signalWorkflow,
+    resumeWorkflow,
+    listWaitingSignals,
     watchWorkflow: (call: grpc.ServerWritableStream<WatchWorkflowRequest, WatchWorkflowResponse>) => {
       const script = watchScripts.shift();
       if (script) script(call);
@@ -145,8 +187,83 @@ describe("Client", () => {
     assert.deepEqual(status.stepResults, { reserve: { id: 7 } });
     assert.deepEqual(status.context, { order: 1, id: 7 });
     assert.equal(status.failure?.message, "boom");
-    assert.deepEqual(status.steps, [{ name: "reserve", status: "COMPENSATED", attempts: 1, lastFailure: undefined }]);
+    assert.deepEqual(status.steps[0], {
+      name: "reserve",
+      status: "COMPENSATED",
+      attempts: 1,
+      lastFailure: undefined,
+      path: "reserve",
+      kind: "step",
+      branch: "",
+      childTransactionId: "",
+      startedAt: new Date(1_700_000_000_000),
+      finishedAt: new Date(1_700_000_001_000),
+    });
+    assert.deepEqual(
+      status.steps.slice(1).map((s) => [s.path, s.kind, s.status, s.branch]),
+      [
+        ["review/route", "condition", "COMPLETED", "otherwise"],
+        ["review/route/publish", "step", "SKIPPED", ""],
+      ],
+    );
+    assert.deepEqual(status.runningSteps, ["ask/legal/legal_review", "ask/critic/critic_review"]);
+    assert.deepEqual(status.waitingSignals, [WAITING]);
+    assert.deepEqual([status.startAt, status.parentTransactionId], [new Date(1_700_000_060_000), "tx-0"]);
     assert.equal(status.revision, 9);
+  });
+
+  it("registerWorkflow sends a v2 definition as toDefinition converts it", async () => {
+    const spec = new WorkflowBuilder("review")
+      .addParallel("ask", [branch("legal", step("legal_review", "legal_agent"))], { failFast: false })
+      .addCondition("route", [caseWhen("context.ask.legal.ok", step("publish", "publisher"))])
+      .addWaitForSignal("approval", "approval", { approval: true, timeoutMs: 90_000 })
+      .addSleep("rest", 1500)
+      .build();
+    await client.registerWorkflow(spec);
+    const def = received.register!.definition!;
+    assert.deepEqual(def, toDefinition(spec));
+    assert.deepEqual(def.steps[2]!.waitForSignal!.timeout, { seconds: 90, nanos: 0 });
+    assert.deepEqual(def.steps[3]!.sleep!.duration, { seconds: 1, nanos: 500_000_000 });
+  });
+
+  it("executeWorkflow sends startDelayMs as start_delay, and none without it", async () => {
+    await client.executeWorkflow("nightly", {}, { startDelayMs: 3_600_500 });
+    assert.deepEqual(received.execute!.startDelay, { seconds: 3600, nanos: 500_000_000 });
+    await client.executeWorkflow("nightly", {});
+    assert.equal(received.execute!.startDelay, undefined);
+  });
+
+  it("signalWorkflow, approve and reject send the signal and its JSON payload; a resent signal id says duplicate", async () => {
+    received.signals.length = 0;
+    assert.equal(await client.signalWorkflow("tx-1", "go", { n: 1 }, { signalId: "go-1" }), false);
+    assert.equal(await client.signalWorkflow("tx-1", "go", { n: 1 }, { signalId: "go-1" }), true);
+    assert.equal(await client.approve("tx-1", { by: "ana", comment: "fine" }), false);
+    await client.reject("tx-1", { signal: "legal_ok", comment: "too expensive" });
+    assert.deepEqual(
+      received.signals.map((s) => [s.transactionId, s.signal, s.signalId, JSON.parse(s.payload!.data.toString())]),
+      [
+        ["tx-1", "go", "go-1", { n: 1 }],
+        ["tx-1", "go", "go-1", { n: 1 }],
+        ["tx-1", "approval", "", { approved: true, comment: "fine", by: "ana" }],
+        ["tx-1", "legal_ok", "", { approved: false, comment: "too expensive" }],
+      ],
+    );
+    assert.equal(received.signals[0]!.payload!.metadata["encoding"]?.toString(), "json/plain");
+    await assert.rejects(client.signalWorkflow("tx-1", "nope"), (err: grpc.ServiceError) => err.code === grpc.status.INVALID_ARGUMENT && /nope/.test(err.details));
+    await assert.rejects(client.signalWorkflow("tx-1", "go", [1] as unknown as Record<string, unknown>), TypeError);
+  });
+
+  it("resumeWorkflow resumes, and passes the server's FAILED_PRECONDITION on", async () => {
+    await client.resumeWorkflow("tx-1");
+    assert.deepEqual(received.resumed, ["tx-1"]);
+    await assert.rejects(client.resumeWorkflow("tx-9"), (err: grpc.ServiceError) => err.code === grpc.status.FAILED_PRECONDITION);
+  });
+
+  it("listWaitingSignals sends the filters (limit 100 by default) and decodes the inbox", async () => {
+    assert.deepEqual(await client.listWaitingSignals({ approvalsOnly: true, workflowName: "publish" }), [WAITING]);
+    assert.deepEqual(received.inbox, { signal: "", workflowName: "publish", approvalsOnly: true, pageSize: 100 });
+    await client.listWaitingSignals({ signal: "go", limit: 5 });
+    assert.deepEqual(received.inbox, { signal: "go", workflowName: "", approvalsOnly: false, pageSize: 5 });
   });
 
   it("getStatus of an unknown transaction rejects with NOT_FOUND", async () => {
