@@ -205,7 +205,7 @@ class Dispatcher:
 
     def _sessions_changed(self) -> None:
         if self.on_sessions_changed is not None:
-            self._spawn(self.on_sessions_changed())
+            self.spawn(self.on_sessions_changed())
 
     async def fail_lost(self, inflight: Inflight, failure: engine.Failure) -> None:
         """Fail a command whose session (or replica) is gone: WorkerLost, retried."""
@@ -398,7 +398,7 @@ class Dispatcher:
                 # The sessions went away meanwhile: back to the queue.
                 left = list(self._backlog[worker])
                 self._backlog[worker].clear()
-                self._spawn(self.store.requeue_commands(left))
+                self.spawn(self.store.requeue_commands(left))
 
     async def _pull(self, name: str) -> None:
         """Feed local sessions serving `name` from its queues, within their free slots."""
@@ -480,9 +480,11 @@ class Dispatcher:
             )
             self.sessions[session_id].outgoing.put_nowait(message)
         if stale:
-            self._spawn(self.store.ack_commands(stale))
+            self.spawn(self.store.ack_commands(stale))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `coro` in the background, keeping the task referenced until it ends."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task

@@ -8,7 +8,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
+
 from multiagents import Client, WorkerFunction, WorkerRuntime
+from multiagents.v1 import worker_service_pb2 as wpb
+from multiagents.v1 import worker_service_pb2_grpc
 from multiagents.workflow import Workflow
 from multiagents_server.app import Server
 from multiagents_server.config import ServerConfig
@@ -69,3 +73,52 @@ def make_config(redis_url: str, **overrides: object) -> ServerConfig:
         drain_timeout_ms=2000,
     )
     return base.replace(**overrides)
+
+
+class RawWorker:
+    """A worker session driven message by message over the real gRPC stream,
+    for tests of what the SDK runtimes would never send."""
+
+    def __init__(self, channel: grpc.aio.Channel, hello: wpb.Hello) -> None:
+        self._outgoing: asyncio.Queue[wpb.ConnectRequest | None] = asyncio.Queue()
+        self._outgoing.put_nowait(wpb.ConnectRequest(hello=hello))
+        self.call = worker_service_pb2_grpc.WorkerServiceStub(channel).Connect(self._messages())
+        self.welcome = wpb.Welcome()
+
+    @classmethod
+    async def connect(cls, channel: grpc.aio.Channel, hello: wpb.Hello) -> RawWorker:
+        """Open the session; returns once the Welcome is read."""
+        raw = cls(channel, hello)
+        first = await raw.read()
+        assert first.WhichOneof("message") == "welcome", first
+        raw.welcome = first.welcome
+        return raw
+
+    async def _messages(self) -> AsyncIterator[wpb.ConnectRequest]:
+        while (message := await self._outgoing.get()) is not None:
+            yield message
+
+    def send(self, message: wpb.ConnectRequest) -> None:
+        self._outgoing.put_nowait(message)
+
+    def close_sending(self) -> None:
+        """End the request stream (half-close), as a worker that exits does."""
+        self._outgoing.put_nowait(None)
+
+    async def read(self, timeout: float = 10.0) -> wpb.ConnectResponse:
+        async with asyncio.timeout(timeout):
+            message = await self.call.read()
+        assert message is not grpc.aio.EOF, "the server ended the session"
+        return message  # type: ignore[return-value]
+
+    async def commands(self, count: int, timeout: float = 10.0) -> list[wpb.Command]:
+        """The next `count` commands sent to this session (single or batched)."""
+        found: list[wpb.Command] = []
+        while len(found) < count:
+            message = await self.read(timeout)
+            kind = message.WhichOneof("message")
+            if kind == "command":
+                found.append(message.command)
+            elif kind == "commands":
+                found.extend(message.commands.commands)
+        return found

@@ -98,14 +98,29 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             session.end("worker disconnected")
             raise
         finally:
-            for task in (reader, watchdog):
-                task.cancel()
-            await asyncio.gather(reader, watchdog, return_exceptions=True)
-            # Answers already received are applied before the session's
-            # remaining commands count as lost.
-            if answers:
-                await asyncio.gather(*answers, return_exceptions=True)
-            await self.dispatcher.close_session(session, session.end_reason or "stream ended")
+            # gRPC cancels this handler when the stream breaks, sometimes when
+            # it is already here (the request stream ended first). The session
+            # is closed by a task of its own, which that cancellation cannot
+            # interrupt: else the session would stay open for good, its
+            # commands neither answered nor failed.
+            await asyncio.shield(
+                self.dispatcher.spawn(self._close(session, (reader, watchdog), answers))
+            )
+
+    async def _close(
+        self,
+        session: Session,
+        helpers: tuple[asyncio.Task[None], ...],
+        answers: set[asyncio.Task[None]],
+    ) -> None:
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        # Answers already received are applied before the session's
+        # remaining commands count as lost.
+        if answers:
+            await asyncio.gather(*answers, return_exceptions=True)
+        await self.dispatcher.close_session(session, session.end_reason or "stream ended")
 
     async def _read(
         self,
