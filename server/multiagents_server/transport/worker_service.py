@@ -33,7 +33,7 @@ def _check_hello(message: wpb.ConnectRequest) -> wpb.Hello:
         raise InvalidArgument(f"hello.worker_names: at most {MAX_WORKER_NAMES} names")
     for i, name in enumerate(hello.worker_names):
         convert.check_name(name, f"hello.worker_names[{i}]")
-    for field in ("worker_id", "sdk_language", "sdk_version"):
+    for field in ("worker_id", "sdk_language", "sdk_version", "resume_token"):
         convert.check_length(getattr(hello, field), f"hello.{field}", convert.MAX_ID_LENGTH)
     if not 1 <= hello.max_concurrency <= MAX_CONCURRENCY_LIMIT:
         raise InvalidArgument(
@@ -83,6 +83,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 heartbeat_interval=convert.duration(interval),
                 protocol_version=wpb.PROTOCOL_VERSION_1,
                 max_payload_bytes=self.config.max_payload_bytes,
+                resume_token=session.resume_token,
             )
         )
         answers: set[asyncio.Task[None]] = set()
