@@ -16,6 +16,7 @@ from multiagents_server.dispatcher import Dispatcher, Session
 from multiagents_server.engine import Failure
 from multiagents_server.errors import InvalidArgument, ResourceExhausted
 from multiagents_server.store import StoreUnavailable
+from multiagents_server.transport.malformed import MalformedStream
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,8 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                     task.add_done_callback(answers.discard)
         except grpc.aio.AioRpcError as exc:
             reason = f"stream error: {exc.code().name}"
+        except MalformedStream:
+            reason = "malformed message"  # logged, and the status set, by `malformed`
         except Exception:
             log.exception("worker session failed", extra={"session": session.id})
             reason = "internal error"
