@@ -105,6 +105,9 @@ class WorkerRuntime:
         self._reconnect = (reconnect_initial, reconnect_max)
         self.ready = asyncio.Event()
         self.session_id = ""
+        # From the last Welcome; sent in the next Hello to keep the commands
+        # in flight across a reconnect (see docs/protocol.md, Reconnecting).
+        self._resume_token = ""
         self.max_payload_bytes = 2 * 1024 * 1024
         self._stopping = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -215,6 +218,7 @@ class WorkerRuntime:
                     sdk_language="python",
                     sdk_version=__version__,
                     protocol_version=wpb.PROTOCOL_VERSION_1,
+                    resume_token=self._resume_token,
                 )
             )
         )
@@ -226,6 +230,7 @@ class WorkerRuntime:
                 raise ConnectionError("server closed the session before Welcome")
             welcome = first.welcome
             self.session_id = welcome.session_id
+            self._resume_token = welcome.resume_token
             self.max_payload_bytes = welcome.max_payload_bytes or self.max_payload_bytes
             for outcome in self._unsent:
                 queue.put_nowait(outcome)

@@ -43,6 +43,10 @@ class ServerConfig:
     # ownership); fixed by the first server that uses a keyspace.
     buckets: int = 64
     heartbeat_interval_ms: int = 5_000
+    # How long the in-flight commands of a worker session that ended are kept
+    # for the same worker to reconnect with its resume token and answer them;
+    # after it they fail as WorkerLost and are retried (0: at once).
+    resume_window_ms: int = 3_000
     default_step_timeout_ms: int = 600_000
     max_payload_bytes: int = 2 * 1024 * 1024
     # ExecuteWorkflow calls handled at once; beyond, RESOURCE_EXHAUSTED with

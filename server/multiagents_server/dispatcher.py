@@ -11,14 +11,27 @@ wake-up was lost. Answers are applied through the orchestrator, whose
 commit acknowledges the queue entry. A session that ends loses its
 in-flight commands (retryable `WorkerLost` failures); a replica that dies
 is handled by `liveness`.
+
+A command is bound to the session it was sent to: only that session may
+answer it. Each session gets a secret resume token in Welcome. A session
+that ends with commands in flight keeps them in Redis for
+`resume_window_ms`, under a hash of its token and worker id; a worker that
+reconnects (to any replica) with that token and the same worker id takes
+them over, at Hello or, if the old session's end was not noticed yet, when
+it answers one of them. Commands not taken over by then fail as
+`WorkerLost`. Taking them is one GETDEL: either the new session or the
+failing replica gets them, never both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import logging
+import secrets
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -50,6 +63,11 @@ def transaction_of(command_id: str) -> str:
     return command_id.rsplit(":", 2)[0]
 
 
+def holder_key(resume_token: str, worker_id: str) -> str:
+    """Whose commands a resume token claims: the token with the worker id."""
+    return hashlib.sha256(f"{resume_token}\0{worker_id}".encode()).hexdigest()
+
+
 @dataclass(slots=True)
 class Inflight:
     """A command sent to a session and not answered yet."""
@@ -71,6 +89,49 @@ class Inflight:
         """When the command was queued: the queue entry id is its XADD time."""
         return int(self.entry.entry_id.split(b"-", 1)[0])
 
+    @classmethod
+    def of(
+        cls, entry: CommandEntry, command: wpb.Command, started_ms: int, session_id: str
+    ) -> Inflight:
+        return cls(
+            command.command_id,
+            entry,
+            started_ms,
+            command.heartbeat_timeout.ToMilliseconds()
+            if command.HasField("heartbeat_timeout")
+            else 0,
+            step=command.step,
+            correlation_id=command.correlation_id,
+            session_id=session_id,
+        )
+
+
+def _encode_kept(inflight: Iterable[Inflight]) -> bytes:
+    """The commands an ended session kept for a resume (JSON)."""
+    kept = [
+        {
+            "bucket": i.entry.bucket,
+            "worker": i.entry.worker,
+            "entry_id": i.entry.entry_id.decode(),
+            "command": base64.b64encode(i.entry.command).decode(),
+            "started_ms": i.started_ms,
+        }
+        for i in inflight
+    ]
+    return json.dumps(kept).encode()
+
+
+def _decode_kept(raw: bytes, session_id: str) -> dict[str, Inflight]:
+    found = {}
+    for kept in json.loads(raw):
+        entry = CommandEntry(
+            kept["bucket"], kept["worker"], kept["entry_id"].encode(),
+            base64.b64decode(kept["command"]),
+        )  # fmt: skip
+        command = wpb.Command.FromString(entry.command)
+        found[command.command_id] = Inflight.of(entry, command, kept["started_ms"], session_id)
+    return found
+
 
 @dataclass(eq=False, slots=True)
 class Session:
@@ -84,6 +145,11 @@ class Session:
     sdk_version: str
     connected_ms: int
     last_seen_ms: int
+    # The secret a reconnecting worker presents to take over `inflight`.
+    resume_token: str = ""
+    # The token of the session this one resumes; cleared once its commands
+    # were taken over.
+    resumes: str = ""
     outgoing: asyncio.Queue[wpb.ConnectResponse | None] = field(default_factory=asyncio.Queue)
     inflight: dict[str, Inflight] = field(default_factory=dict)
     # Slots held for commands that a commit in progress may claim.
@@ -91,6 +157,11 @@ class Session:
     draining: bool = False
     closed: bool = False
     end_reason: str = ""
+
+    @property
+    def holder(self) -> str:
+        """The key of the commands this session holds (see `holder_key`)."""
+        return holder_key(self.resume_token, self.worker_id)
 
     def end(self, reason: str) -> None:
         """Ask the session's stream to finish; the servicer then closes it."""
@@ -136,6 +207,11 @@ class Dispatcher:
         self.config = config
         self.replica_id = replica_id
         self.sessions: dict[str, Session] = {}
+        # Open sessions by `holder_key`, for a resume that finds its previous
+        # session still open here; and the sessions that ended with commands
+        # kept for a resume, by session id, with the task that fails them.
+        self._holders: dict[str, Session] = {}
+        self._kept: dict[str, tuple[Session, asyncio.Task[None]]] = {}
         self._pullers: dict[str, asyncio.Task[None]] = {}
         self._backlog: dict[str, deque[CommandEntry]] = {}
         self._wakeup: dict[str, asyncio.Event] = {}
@@ -168,7 +244,16 @@ class Dispatcher:
             sdk_version=hello.sdk_version,
             connected_ms=now,
             last_seen_ms=now,
+            resume_token=secrets.token_urlsafe(24),
+            resumes=hello.resume_token,
         )
+        if session.resumes:
+            previous = self._holders.get(holder_key(session.resumes, session.worker_id))
+            if previous is not None:
+                self._take_over(previous, session)
+            else:
+                await self._resume(session)
+        self._holders[session.holder] = session
         self.sessions[session.id] = session
         for name in session.names:
             self._backlog.setdefault(name, deque())
@@ -186,30 +271,95 @@ class Dispatcher:
         )  # fmt: skip
         return session
 
+    def _take_over(self, previous: Session, session: Session) -> None:
+        """Move the commands of `previous`, still open here, to `session`."""
+        session.inflight, previous.inflight = previous.inflight, {}
+        for inflight in session.inflight.values():
+            inflight.session_id = session.id
+        session.resumes = ""
+        previous.end(f"resumed by session {session.id}")
+        log.info(
+            "worker session %s resumes %s with %d commands in flight",
+            session.id, previous.id, len(session.inflight),
+        )  # fmt: skip
+
+    async def _resume(self, session: Session) -> bool:
+        """Take over the commands kept by the ended session `session` resumes;
+        False when there are none (unknown token, other worker id, expired,
+        or that session's end not noticed yet)."""
+        try:
+            raw = await self.store.take_for_resume(holder_key(session.resumes, session.worker_id))
+        except StoreUnavailable:
+            return False
+        if raw is None:
+            return False
+        taken = _decode_kept(raw, session.id)
+        session.inflight.update(taken)
+        session.resumes = ""
+        log.info("worker session %s resumed %d commands in flight", session.id, len(taken))
+        return True
+
     async def close_session(self, session: Session, reason: str) -> None:
-        """End a session; its unanswered commands fail as WorkerLost (retryable)."""
+        """End a session. Its unanswered commands fail as WorkerLost (retryable),
+        after `resume_window_ms` unless its worker resumes them meanwhile."""
         if session.closed:
             return
         session.closed = True
         self.sessions.pop(session.id, None)
         observability.session_closed(session)
+        if self._holders.get(session.holder) is session:
+            del self._holders[session.holder]
         session.end(reason)
-        lost = list(session.inflight.values())
-        session.inflight.clear()
+        window = self.config.resume_window_ms
         log.info(
             "worker session %s closed (%s) with %d commands in flight",
-            session.id, reason, len(lost),
+            session.id, reason, len(session.inflight),
         )  # fmt: skip
-        failure = failures.worker_lost(f"worker session lost: {reason}")
-        # Shielded: a cancelled caller must not leave lost commands unfailed.
-        await asyncio.shield(asyncio.gather(*(self.fail_lost(i, failure) for i in lost)))
+        if session.inflight and window > 0 and not self._stopping:
+            try:
+                # Twice the window: the replica failing them must still find them.
+                await self.store.keep_for_resume(
+                    session.holder, _encode_kept(session.inflight.values()), 2 * window
+                )
+            except StoreUnavailable:
+                await self._lose(session, reason)
+            else:
+                expiry = self.spawn(self._expire(session, reason, window / 1000))
+                self._kept[session.id] = (session, expiry)
+        else:
+            await self._lose(session, reason)
         self._wake(session.names)
         if not self._stopping:
             self._sessions_changed()
 
+    async def _expire(self, session: Session, reason: str, window_s: float) -> None:
+        await asyncio.sleep(window_s)
+        del self._kept[session.id]
+        await self._settle(session, f"{reason}; not resumed")
+
+    async def _settle(self, session: Session, reason: str) -> None:
+        """Fail the kept commands of an ended session, unless a resume took them."""
+        try:
+            taken = await self.store.take_for_resume(session.holder) is None
+        except StoreUnavailable:
+            taken = False  # failing them is safe: the first answer applied wins
+        if taken:
+            session.inflight.clear()
+        else:
+            await self._lose(session, reason)
+
+    async def _lose(self, session: Session, reason: str) -> None:
+        lost = list(session.inflight.values())
+        session.inflight.clear()
+        if not lost:
+            return
+        failure = failures.worker_lost(f"worker session lost: {reason}")
+        # Shielded: a cancelled caller must not leave lost commands unfailed.
+        await asyncio.shield(asyncio.gather(*(self.fail_lost(i, failure) for i in lost)))
+
     def _sessions_changed(self) -> None:
         if self.on_sessions_changed is not None:
-            self._spawn(self.on_sessions_changed())
+            self.spawn(self.on_sessions_changed())
 
     async def fail_lost(self, inflight: Inflight, failure: engine.Failure) -> None:
         """Fail a command whose session (or replica) is gone: WorkerLost, retried."""
@@ -323,15 +473,27 @@ class Dispatcher:
         self, session: Session, command_id: str, event: engine.StepCompleted | engine.StepFailed
     ) -> None:
         inflight = session.inflight.pop(command_id, None)
-        # An answer for a command this session does not hold comes from a
-        # worker that reconnected; it counts if the attempt is still current.
-        ack = outcome = None
-        if inflight is not None:
-            ack = inflight.entry
-            failure = event.failure if isinstance(event, engine.StepFailed) else None
-            outcome = self._outcome(inflight, failure)
+        if inflight is None and session.resumes and await self._resume(session):
+            # The previous session's end was noticed after this one opened.
+            inflight = session.inflight.pop(command_id, None)
+        if inflight is None:
+            # Not this session's to answer (another session's command, one
+            # answered already, or one failed as lost): dropped, and the
+            # session is not told, so that it cannot probe for live ids.
+            log.warning(
+                "refused an answer for a command this session does not hold",
+                extra={"session": session.id, "worker_id": session.worker_id,
+                       "command_id": command_id},
+            )  # fmt: skip
+            return
+        failure = event.failure if isinstance(event, engine.StepFailed) else None
         try:
-            await self._apply(transaction_of(command_id), event, ack=ack, outcome=outcome)
+            await self._apply(
+                transaction_of(command_id),
+                event,
+                ack=inflight.entry,
+                outcome=self._outcome(inflight, failure),
+            )
         finally:
             self._wake(session.names)
 
@@ -381,6 +543,10 @@ class Dispatcher:
                     await asyncio.sleep(0.05)
         for session in list(self.sessions.values()):
             await self.close_session(session, "server shutting down")
+        for session, expiry in list(self._kept.values()):  # settled now, not later
+            expiry.cancel()
+            del self._kept[session.id]
+            await self._settle(session, "server shutting down")
         for task in self._pullers.values():
             task.cancel()
         await asyncio.gather(*self._pullers.values(), return_exceptions=True)
@@ -432,7 +598,7 @@ class Dispatcher:
                 # The sessions went away meanwhile: back to the queue.
                 left = list(self._backlog[worker])
                 self._backlog[worker].clear()
-                self._spawn(self.store.requeue_commands(left))
+                self.spawn(self.store.requeue_commands(left))
 
     async def _pull(self, name: str) -> None:
         """Feed local sessions serving `name` from its queues, within their free slots."""
@@ -494,18 +660,8 @@ class Dispatcher:
             if command.deadline.ToMilliseconds() <= now:
                 stale.append(entry)  # its timeout already fired
                 continue
-            session.inflight[command.command_id] = inflight = Inflight(
-                command.command_id,
-                entry,
-                now,
-                command.heartbeat_timeout.ToMilliseconds()
-                if command.HasField("heartbeat_timeout")
-                else 0,
-                step=command.step,
-                correlation_id=command.correlation_id,
-                session_id=session.id,
-            )
-            observability.step_sent(inflight)
+            session.inflight[command.command_id] = Inflight.of(entry, command, now, session.id)
+            observability.step_sent(session.inflight[command.command_id])
             batches.setdefault(session.id, []).append(command)
         for session_id, commands in batches.items():
             message = (
@@ -515,9 +671,11 @@ class Dispatcher:
             )
             self.sessions[session_id].outgoing.put_nowait(message)
         if stale:
-            self._spawn(self.store.ack_commands(stale))
+            self.spawn(self.store.ack_commands(stale))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `coro` in the background, keeping the task referenced until it ends."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task

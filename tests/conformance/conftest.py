@@ -61,14 +61,17 @@ async def start_worker(
     toolchains: Toolchains, conformance_server: ServerProcess, tmp_path: Path
 ) -> AsyncIterator[StartWorker]:
     """`await start_worker(lang, prefix, max_concurrency=4)` starts a conformance
-    worker process connected to the server (it printed READY); every one is
-    killed by pid at the end of the test."""
+    worker process connected to the server, or to `server=` (an address in
+    front of it), once it printed READY; every one is killed by pid at the
+    end of the test."""
     started: list[WorkerProcess] = []
 
-    async def start(lang: str, prefix: str, *, max_concurrency: int = 4) -> WorkerProcess:
+    async def start(
+        lang: str, prefix: str, *, max_concurrency: int = 4, server: str = ""
+    ) -> WorkerProcess:
         argv = [
             *toolchains.argv(lang),
-            "--server", conformance_server.address,
+            "--server", server or conformance_server.address,
             "--prefix", prefix,
             "--max-concurrency", str(max_concurrency),
         ]  # fmt: skip

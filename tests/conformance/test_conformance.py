@@ -21,7 +21,7 @@ from conformance.harness import (
     session_pid,
     worker_sessions,
 )
-from integration.helpers import wait_for
+from integration.helpers import TcpProxy, wait_for
 from multiagents import Client, RetryPolicy, WorkflowBuilder, WorkflowFailedError, WorkflowStatus
 from multiagents.monitoring import EventMonitor, WorkerMonitor
 from multiagents.v1 import common_pb2, events_pb2
@@ -460,6 +460,41 @@ async def test_worker_reconnects_after_the_server_restarts(
     after, _ = await run(client, fresh, {})
     assert after.state == "completed"
     assert after.step_results["again"]["last_lang"] == lang
+    assert worker.proc.returncode is None
+
+
+async def test_a_broken_connection_resumes_the_running_step_with_the_resume_token(
+    lang: str,
+    start_worker: StartWorker,
+    client: Client,
+    uid: str,
+    conformance_server: ServerProcess,
+) -> None:
+    """The worker's connection is reset mid-step (a network failure, both
+    processes live on): the worker reconnects with its resume token, keeps
+    the command, and its answer, sent on the new session, is taken: one
+    attempt, no WorkerLost."""
+    async with TcpProxy(conformance_server.address) as proxy:
+        worker = await start_worker(lang, uid, server=proxy.address)
+        slow = WorkflowBuilder(f"{uid}.resume").add_step(
+            "slow", f"{uid}.slow", timeout=30, retry=FAST_RETRY
+        )
+        tx = await start(client, slow.build(), {"sleep_ms": 1500})
+        await wait_for(lambda: running_on(client, [worker]), timeout=10, interval=0.05)
+        sessions = await worker_sessions(client)
+        first = {s.session_id for s in sessions if session_pid(s) == worker.pid}
+
+        proxy.cut()
+        status = await client.wait(tx, timeout=WAIT_S)
+        history = await client.get_history(tx)
+        traces = await command_traces(client, tx)
+
+    assert status.state == "completed", errors(history)
+    assert status.step_results["slow"] == {"slept_ms": 1500, "last_lang": lang}
+    assert status.steps[0].attempts == 1
+    assert errors(history) == []
+    # Answered on the new session, which the command was re-attached to.
+    assert [t.session_id not in first and t.success for t in traces] == [True]
     assert worker.proc.returncode is None
 
 

@@ -11,12 +11,15 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import ROOT
-from integration.helpers import make_config, wait_for
+from integration.helpers import RawWorker, make_config, wait_for
 from multiagents import Client, RetryPolicy, WorkerRuntime, WorkflowBuilder
 from multiagents.v1 import monitoring_service_pb2, monitoring_service_pb2_grpc
+from multiagents.v1 import worker_service_pb2 as wpb
 from multiagents_server.app import Server
 from multiagents_server.embedded_redis import EmbeddedRedis, free_port
 
@@ -100,6 +103,60 @@ async def test_worker_killed_mid_step_runs_again_on_another_worker(
     assert status.steps[0].attempts == 2
     history = await client.get_history(tx)
     assert [e.error.error.type for e in history if e.HasField("error")] == ["WorkerLost"]
+
+
+async def test_a_stream_broken_while_its_answers_are_applied_still_loses_its_other_commands(
+    tmp_path: Path,
+) -> None:
+    """The flake of the test above, made deterministic. A worker's stream ends
+    (the request stream first, then gRPC cancels the handler, as when a worker
+    is SIGKILLed) while an answer it sent is still being applied: the session
+    must still be closed and its unanswered command failed as WorkerLost.
+    Redis is paused (SIGSTOP) to hold the answer in flight while the
+    cancellation arrives; the cancellation used to abort the session's close,
+    leaving the command held by a dead session until its step timeout."""
+    async with EmbeddedRedis(tmp_path / "redis") as redis:
+        assert redis.pid is not None
+        config = make_config(redis.url, heartbeat_interval_ms=60_000)  # no watchdog in the way
+        async with (
+            Server(config) as server,
+            Client(server.address) as client,
+            grpc.aio.insecure_channel(server.address) as channel,
+        ):
+            await client.register_workflow(WorkflowBuilder("broken").add_step("s", "raw").build())
+            hello = wpb.Hello(worker_id="raw", worker_names=["raw"], max_concurrency=2)
+            raw = await RawWorker.connect(channel, hello)
+            answered = await client.execute_workflow("broken", {})
+            lost = await client.execute_workflow("broken", {})
+            commands = {c.command_id.split(":")[0]: c for c in await raw.commands(2)}
+            assert server.dispatcher is not None
+            session = server.dispatcher.sessions[raw.welcome.session_id]
+            health = health_pb2_grpc.HealthStub(channel)
+            os.kill(redis.pid, signal.SIGSTOP)
+            try:
+                result = wpb.CommandResult(command_id=commands[answered].command_id)
+                raw.send(wpb.ConnectRequest(result=result))
+                raw.close_sending()
+                # The server saw the answer, then the end of the stream, and its
+                # handler is closing the session (the end marker is consumed).
+                await wait_for(lambda: session.end_reason and session.outgoing.empty())
+                raw.call.cancel()
+                # A call behind the cancellation on the same connection: the
+                # server has processed the cancellation once it answers.
+                await health.Check(health_pb2.HealthCheckRequest())
+            finally:
+                os.kill(redis.pid, signal.SIGCONT)
+            status = await client.wait(answered, timeout=10)
+            assert status.state == "completed"
+
+            async def failed_as_worker_lost() -> bool:
+                history = await client.get_history(lost)
+                return [e.error.error.type for e in history if e.HasField("error")] == [
+                    "WorkerLost"
+                ]
+
+            await wait_for(failed_as_worker_lost, timeout=10, interval=0.1)
+            assert raw.welcome.session_id not in server.dispatcher.sessions
 
 
 async def _at_least(count: object, n: int) -> bool:

@@ -413,3 +413,32 @@ async def test_a_python_handler_sees_the_cancel_reason(
         await asyncio.wait_for(started.wait(), 10)
         await client.cancel_workflow(tx, reason="the customer called")
         assert await asyncio.wait_for(seen, 10) == "the customer called"
+
+
+async def test_garbage_after_a_valid_hello_is_invalid_argument_in_one_log_line(
+    server: Server, uid: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bad message later in the worker stream (read by the session's own
+    reader task): INVALID_ARGUMENT, one warning, no traceback."""
+    from multiagents.v1 import worker_service_pb2 as wpb
+
+    hello = wpb.ConnectRequest(
+        hello=wpb.Hello(worker_id="raw", worker_names=[f"{uid}.raw"], max_concurrency=1)
+    )
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        connect = channel.stream_stream(
+            "/multiagents.v1.WorkerService/Connect",
+            request_serializer=lambda b: b,
+            response_deserializer=wpb.ConnectResponse.FromString,
+        )
+        call = connect()
+        await call.write(hello.SerializeToString())
+        assert (await call.read()).WhichOneof("message") == "welcome"
+        await call.write(b"\xff\xfe\x00garbage\x99")
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call.read()
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "request: not a valid message" in (raised.value.details() or "")
+    logged = [r for r in caplog.records if r.name.startswith("multiagents_server.transport")]
+    assert [r.levelname for r in logged] == ["WARNING"], [r.getMessage() for r in logged]
+    assert all(r.exc_info is None for r in logged)

@@ -65,32 +65,36 @@ class ConnectResponse(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., drain_request: _Optional[_Union[DrainRequest, _Mapping]] = ..., commands: _Optional[_Union[Commands, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("worker_id", "worker_names", "max_concurrency", "sdk_language", "sdk_version", "protocol_version")
+    __slots__ = ("worker_id", "worker_names", "max_concurrency", "sdk_language", "sdk_version", "protocol_version", "resume_token")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_NAMES_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     SDK_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     SDK_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     worker_names: _containers.RepeatedScalarFieldContainer[str]
     max_concurrency: int
     sdk_language: str
     sdk_version: str
     protocol_version: ProtocolVersion
-    def __init__(self, worker_id: _Optional[str] = ..., worker_names: _Optional[_Iterable[str]] = ..., max_concurrency: _Optional[int] = ..., sdk_language: _Optional[str] = ..., sdk_version: _Optional[str] = ..., protocol_version: _Optional[_Union[ProtocolVersion, str]] = ...) -> None: ...
+    resume_token: str
+    def __init__(self, worker_id: _Optional[str] = ..., worker_names: _Optional[_Iterable[str]] = ..., max_concurrency: _Optional[int] = ..., sdk_language: _Optional[str] = ..., sdk_version: _Optional[str] = ..., protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., resume_token: _Optional[str] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("session_id", "heartbeat_interval", "protocol_version", "max_payload_bytes")
+    __slots__ = ("session_id", "heartbeat_interval", "protocol_version", "max_payload_bytes", "resume_token")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     MAX_PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     heartbeat_interval: _duration_pb2.Duration
     protocol_version: ProtocolVersion
     max_payload_bytes: int
-    def __init__(self, session_id: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., max_payload_bytes: _Optional[int] = ...) -> None: ...
+    resume_token: str
+    def __init__(self, session_id: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., max_payload_bytes: _Optional[int] = ..., resume_token: _Optional[str] = ...) -> None: ...
 
 class Command(_message.Message):
     __slots__ = ("command_id", "kind", "worker_name", "transaction_id", "correlation_id", "step", "context", "attempt", "deadline", "heartbeat_timeout", "metadata")

@@ -137,6 +137,11 @@ class Keys:
         """Hash of one replica's worker sessions (session id -> JSON)."""
         return f"{self._g}:sessions:{replica_id}"
 
+    def resume(self, holder: str) -> str:
+        """The in-flight commands of an ended worker session, kept (with a TTL)
+        for its worker to resume; `holder` hashes its resume token and worker id."""
+        return f"{self._g}:resume:{holder}"
+
     def served(self, replica_id: str) -> str:
         """Set of the worker names one replica's sessions served."""
         return f"{self._g}:served:{replica_id}"

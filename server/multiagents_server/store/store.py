@@ -684,6 +684,18 @@ class Store:
         await cmds.execute()
 
     @_guarded
+    async def keep_for_resume(self, holder: str, record: bytes, ttl_ms: int) -> None:
+        """Keep the in-flight commands of an ended session for `ttl_ms`."""
+        await self.redis.set(self.keys.resume(holder), record, px=ttl_ms)
+
+    @_guarded
+    async def take_for_resume(self, holder: str) -> bytes | None:
+        """Take the kept commands of `holder` (at most one caller gets them:
+        the resuming session, or the replica failing them when none came)."""
+        record: bytes | None = await self.redis.getdel(self.keys.resume(holder))
+        return record
+
+    @_guarded
     async def add_served(self, replica_id: str, workers: Sequence[str]) -> None:
         """Record worker names `replica_id` serves: the only queues where it can
         hold pending commands, so the only ones its reaper must look at."""

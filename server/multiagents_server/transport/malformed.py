@@ -6,10 +6,17 @@ gives every handler a deserialiser that cannot fail: it hands the handler a
 `Malformed` marker instead, and the wrapped handler answers INVALID_ARGUMENT
 naming the message type (one log line, no traceback), whether the bad
 message is a unary request or any message of a stream.
+
+In a request stream the bad message ends the iteration with
+`MalformedStream` after setting the call's status, rather than aborting:
+the iterating task may not be the handler's (the worker stream is read by a
+task of its own), where an abort raised into that task and logged a
+traceback for every bad message (found by tests/integration/test_fuzz.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +36,11 @@ class Malformed:
     """A request message that did not decode."""
 
     error: str
+
+
+class MalformedStream(Exception):
+    """A request stream carried a message that did not decode; the call's
+    status is set (INVALID_ARGUMENT): end the handler normally."""
 
 
 class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -67,7 +79,10 @@ def _guard(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler
     async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
         async for request in requests:
             if isinstance(request, Malformed):
-                await refuse(context, request)
+                log.warning("malformed request to %s: %s", method, request.error)
+                context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+                context.set_details(f"request: not a valid message: {request.error}")
+                raise MalformedStream(request.error)
             yield request
 
     kwargs = {
@@ -78,15 +93,18 @@ def _guard(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler
         inner = handler.stream_stream
 
         async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            async for response in inner(checked(requests, context), context):
-                yield response
+            with contextlib.suppress(MalformedStream):  # the status is set
+                async for response in inner(checked(requests, context), context):
+                    yield response
 
         return grpc.stream_stream_rpc_method_handler(stream_stream, **kwargs)
     if handler.request_streaming:
         stream_unary = handler.stream_unary
 
         async def stream_in(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            return await stream_unary(checked(requests, context), context)
+            with contextlib.suppress(MalformedStream):  # the status is set
+                return await stream_unary(checked(requests, context), context)
+            return None
 
         return grpc.stream_unary_rpc_method_handler(stream_in, **kwargs)
     if handler.response_streaming:

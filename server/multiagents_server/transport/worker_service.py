@@ -17,6 +17,7 @@ from multiagents_server.engine import failures
 from multiagents_server.errors import InvalidArgument, ResourceExhausted
 from multiagents_server.output import OutputAppender, SessionOutput
 from multiagents_server.store import StoreUnavailable
+from multiagents_server.transport.malformed import MalformedStream
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def _check_hello(message: wpb.ConnectRequest) -> wpb.Hello:
         raise InvalidArgument(f"hello.worker_names: at most {MAX_WORKER_NAMES} names")
     for i, name in enumerate(hello.worker_names):
         convert.check_name(name, f"hello.worker_names[{i}]")
-    for field in ("worker_id", "sdk_language", "sdk_version"):
+    for field in ("worker_id", "sdk_language", "sdk_version", "resume_token"):
         convert.check_length(getattr(hello, field), f"hello.{field}", convert.MAX_ID_LENGTH)
     if not 1 <= hello.max_concurrency <= MAX_CONCURRENCY_LIMIT:
         raise InvalidArgument(
@@ -85,6 +86,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 heartbeat_interval=convert.duration(interval),
                 protocol_version=wpb.PROTOCOL_VERSION_1,
                 max_payload_bytes=self.config.max_payload_bytes,
+                resume_token=session.resume_token,
             )
         )
         answers: set[asyncio.Task[None]] = set()
@@ -101,14 +103,29 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             session.end("worker disconnected")
             raise
         finally:
-            for task in (reader, watchdog):
-                task.cancel()
-            await asyncio.gather(reader, watchdog, return_exceptions=True)
-            # Answers already received are applied before the session's
-            # remaining commands count as lost.
-            if answers:
-                await asyncio.gather(*answers, return_exceptions=True)
-            await self.dispatcher.close_session(session, session.end_reason or "stream ended")
+            # gRPC cancels this handler when the stream breaks, sometimes when
+            # it is already here (the request stream ended first). The session
+            # is closed by a task of its own, which that cancellation cannot
+            # interrupt: else the session would stay open for good, its
+            # commands neither answered nor failed.
+            await asyncio.shield(
+                self.dispatcher.spawn(self._close(session, (reader, watchdog), answers))
+            )
+
+    async def _close(
+        self,
+        session: Session,
+        helpers: tuple[asyncio.Task[None], ...],
+        answers: set[asyncio.Task[None]],
+    ) -> None:
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        # Answers already received are applied before the session's
+        # remaining commands count as lost.
+        if answers:
+            await asyncio.gather(*answers, return_exceptions=True)
+        await self.dispatcher.close_session(session, session.end_reason or "stream ended")
 
     async def _read(
         self,
@@ -130,6 +147,8 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                     task.add_done_callback(answers.discard)
         except grpc.aio.AioRpcError as exc:
             reason = f"stream error: {exc.code().name}"
+        except MalformedStream:
+            reason = "malformed message"  # logged, and the status set, by `malformed`
         except Exception:
             log.exception("worker session failed", extra={"session": session.id})
             reason = "internal error"

@@ -94,6 +94,7 @@ func (f *fakeServer) open(t *testing.T, heartbeat time.Duration) (*fakeSession, 
 	s.send(t, &pb.ConnectResponse{Message: &pb.ConnectResponse_Welcome{Welcome: &pb.Welcome{
 		SessionId: "s-1", HeartbeatInterval: durationpb.New(heartbeat),
 		ProtocolVersion: pb.ProtocolVersion_PROTOCOL_VERSION_1, MaxPayloadBytes: 2 << 20,
+		ResumeToken: "token-of-s-1",
 	}}})
 	return s, hello
 }

@@ -112,7 +112,10 @@ type Worker struct {
 	readyOnce  sync.Once
 	slots      chan struct{}
 	maxPayload atomic.Int64
-	handlersWG sync.WaitGroup
+	// resumeToken is the last Welcome's, sent in the next Hello so the
+	// commands in flight stay this process's across a reconnect.
+	resumeToken atomic.Value // string
+	handlersWG  sync.WaitGroup
 
 	mu       sync.Mutex
 	inflight map[string]context.CancelCauseFunc // running commands by id
@@ -387,6 +390,7 @@ func (w *Worker) session(ctx context.Context, client pb.WorkerServiceClient) (we
 				ticker = time.NewTicker(interval)
 				heartbeat = ticker.C
 				w.maxPayload.Store(x.Welcome.GetMaxPayloadBytes())
+				w.resumeToken.Store(x.Welcome.GetResumeToken())
 				w.log.Info("multiagents session open", "address", w.opts.Address,
 					"session_id", x.Welcome.GetSessionId(), "heartbeat_interval", interval,
 					"workers", w.names())
@@ -460,7 +464,9 @@ func (w *Worker) closeSession(stream pb.WorkerService_ConnectClient, msgs <-chan
 }
 
 func (w *Worker) hello() *pb.Hello {
+	token, _ := w.resumeToken.Load().(string)
 	return &pb.Hello{
+		ResumeToken:     token,
 		WorkerId:        w.opts.WorkerID,
 		WorkerNames:     w.names(),
 		MaxConcurrency:  int32(min(w.opts.MaxConcurrency, math.MaxInt32)),

@@ -371,7 +371,10 @@ func TestAnswersOfCommandsFinishedWhileDisconnectedAreSentAfterReconnecting(t *t
 	release := make(chan struct{})
 	h, started := blocking(release)
 	runWorker(t, opts(f), map[string]worker.Handler{"slow": h})
-	s, _ := f.open(t, time.Minute)
+	s, hello := f.open(t, time.Minute)
+	if hello.GetResumeToken() != "" {
+		t.Errorf("first Hello resumes %q", hello.GetResumeToken())
+	}
 	s.command(t, &pb.Command{CommandId: "c1", WorkerName: "slow", Attempt: 1})
 	waitStarted(t, started)
 	s.end <- status.Error(codes.Unavailable, "server going away")
@@ -379,8 +382,13 @@ func TestAnswersOfCommandsFinishedWhileDisconnectedAreSentAfterReconnecting(t *t
 	close(release) // finishes while the worker is disconnected or reconnecting
 
 	s2 := f.accept(t)
-	if s2.next(t).GetHello() == nil {
+	hello2 := s2.next(t).GetHello()
+	if hello2 == nil {
 		t.Fatal("no Hello on the new session")
+	}
+	// The previous session's token, so that the server re-attaches c1 to this one.
+	if hello2.GetResumeToken() != "token-of-s-1" {
+		t.Errorf("reconnecting Hello resumes %q, want token-of-s-1", hello2.GetResumeToken())
 	}
 	s2.send(t, &pb.ConnectResponse{Message: &pb.ConnectResponse_Welcome{Welcome: &pb.Welcome{SessionId: "s-2"}}})
 	if id, got := resultOf(t, s2.nextOutcome(t)); id != "c1" || got["done"] != "c1" {

@@ -61,6 +61,7 @@ export class Session {
   private info: SessionInfo | undefined;
   private open = true;
   private halfClosed = false;
+  private token = "";
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private closeTimer: NodeJS.Timeout | undefined;
@@ -90,6 +91,15 @@ export class Session {
       this.cancel();
     }, handshakeTimeoutMs);
     this.call.write({ message: { $case: "hello", value: hello } } satisfies ConnectRequest);
+  }
+
+  /**
+   * The Welcome's resume token ("" before it): sent as Hello.resumeToken by the
+   * next session to keep this one's commands in flight. A secret, so not part
+   * of the SessionInfo given to listeners.
+   */
+  get resumeToken(): string {
+    return this.token;
   }
 
   /** The Welcome of this session, once it arrived. */
@@ -173,6 +183,7 @@ export class Session {
       maxPayloadBytes: welcome.maxPayloadBytes > 0 ? welcome.maxPayloadBytes : DEFAULT_MAX_PAYLOAD_BYTES,
       protocolVersion: welcome.protocolVersion,
     };
+    this.token = welcome.resumeToken;
     this.heartbeatTimer = setInterval(() => {
       try {
         this.handlers.onHeartbeatDue();

@@ -118,6 +118,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private flushScheduled = false;
   private session: Session | undefined;
   private lastInfo: SessionInfo | undefined;
+  /** The last Welcome's resume token, sent in the next Hello. */
+  private resumeToken = "";
   private runPromise: Promise<void> | undefined;
   private stopping = false;
   private forced = false;
@@ -265,6 +267,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       sdkLanguage: SDK_LANGUAGE,
       sdkVersion: SDK_VERSION,
       protocolVersion: ProtocolVersion.PROTOCOL_VERSION_1,
+      // The previous session's token: its commands in flight stay this process's.
+      resumeToken: this.resumeToken,
     };
     this.drainRequested = false;
     const session = new Session(
@@ -292,6 +296,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private onWelcome(info: SessionInfo): void {
     this.lastInfo = info;
+    this.resumeToken = this.session?.resumeToken ?? "";
     this.logger.info("connected", {
       session_id: info.sessionId,
       worker_id: this.workerId,

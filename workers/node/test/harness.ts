@@ -20,7 +20,7 @@ import { consoleLogger, type Logger } from "../src/logger.js";
 import { encodeJson } from "../src/payload.js";
 
 export type ClientMessage = NonNullable<ConnectRequest["message"]>;
-export type WelcomeOptions = { heartbeatIntervalMs?: number; maxPayloadBytes?: number };
+export type WelcomeOptions = { heartbeatIntervalMs?: number; maxPayloadBytes?: number; resumeToken?: string };
 export type Outcome = { commandId: string; result?: Record<string, unknown>; failure?: CommandFailure["failure"] };
 
 /** A logger for tests: silent unless MULTIAGENTS_LOG_LEVEL is set. */
@@ -107,6 +107,7 @@ export class FakeSession {
         heartbeatInterval: { seconds: Math.floor(interval / 1000), nanos: (interval % 1000) * 1e6 },
         protocolVersion: ProtocolVersion.PROTOCOL_VERSION_1,
         maxPayloadBytes: options.maxPayloadBytes ?? 2 * 1024 * 1024,
+        resumeToken: options.resumeToken ?? "",
       },
     });
   }

@@ -64,6 +64,7 @@ describe("session handshake", () => {
       sdkLanguage: "node",
       sdkVersion: SDK_VERSION,
       protocolVersion: ProtocolVersion.PROTOCOL_VERSION_1,
+      resumeToken: "", // a first session resumes nothing
     });
     assert.deepEqual(session.metadata.get("authorization"), ["Bearer s3cret"]);
   });
@@ -469,12 +470,14 @@ describe("reconnecting", () => {
         return { late: true };
       }),
     );
-    const first = await connected(orch);
+    const first = await orch.nextSession();
+    assert.equal((await first.accept({ resumeToken: "token-of-first" })).resumeToken, "");
     first.command({ commandId: "c1", workerName: "wait" });
     await within(started.promise, 2000, "handler start");
     first.fail(grpc.status.UNAVAILABLE, "replica going away");
     const second = await orch.nextSession();
-    await second.hello();
+    // The previous session's token, so that the server re-attaches c1 to this one.
+    assert.equal((await second.hello()).resumeToken, "token-of-first");
     release.open(); // finishes while the second session is not yet welcomed
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(second.received.filter((m) => m.$case !== "hello").length, 0, "sent an outcome before Welcome");

@@ -488,8 +488,19 @@ type Hello struct {
 	SdkVersion string `protobuf:"bytes,5,opt,name=sdk_version,json=sdkVersion,proto3" json:"sdk_version,omitempty"`
 	// Protocol version the worker speaks.
 	ProtocolVersion ProtocolVersion `protobuf:"varint,6,opt,name=protocol_version,json=protocolVersion,proto3,enum=multiagents.v1.ProtocolVersion" json:"protocol_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The resume_token of this process's previous Welcome, when it reconnects
+	// (empty on its first session). The new session takes over the commands
+	// the previous one still held, so that their answers are accepted on it:
+	// at Hello when the server (any replica) already saw the previous session
+	// end within its resume window (resume_window_ms, 3 s by default), else
+	// at the first answer to one of them. The worker_id must be the previous
+	// session's. An unknown, expired or mismatched token is not an error:
+	// nothing is taken over, and the previous session's commands fail as
+	// WorkerLost and are retried. At most 200 characters, else
+	// INVALID_ARGUMENT naming hello.resume_token.
+	ResumeToken   string `protobuf:"bytes,7,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -564,6 +575,13 @@ func (x *Hello) GetProtocolVersion() ProtocolVersion {
 	return ProtocolVersion_PROTOCOL_VERSION_UNSPECIFIED
 }
 
+func (x *Hello) GetResumeToken() string {
+	if x != nil {
+		return x.ResumeToken
+	}
+	return ""
+}
+
 // Welcome accepts a session.
 type Welcome struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -576,8 +594,13 @@ type Welcome struct {
 	ProtocolVersion ProtocolVersion `protobuf:"varint,3,opt,name=protocol_version,json=protocolVersion,proto3,enum=multiagents.v1.ProtocolVersion" json:"protocol_version,omitempty"`
 	// Server's largest accepted payload, in bytes.
 	MaxPayloadBytes int64 `protobuf:"varint,4,opt,name=max_payload_bytes,json=maxPayloadBytes,proto3" json:"max_payload_bytes,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// A new secret for this session (never empty): send it as
+	// Hello.resume_token when reconnecting, to keep this session's commands in
+	// flight. Keep it private: with it and the worker_id, a session may take
+	// over those commands.
+	ResumeToken   string `protobuf:"bytes,5,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -636,6 +659,13 @@ func (x *Welcome) GetMaxPayloadBytes() int64 {
 		return x.MaxPayloadBytes
 	}
 	return 0
+}
+
+func (x *Welcome) GetResumeToken() string {
+	if x != nil {
+		return x.ResumeToken
+	}
+	return ""
 }
 
 // Command asks the worker to run one attempt.
@@ -833,7 +863,10 @@ func (x *Commands) GetCommands() []*Command {
 // error; the session goes on.
 type CommandResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Command id being answered.
+	// Command id being answered. Only the session holding the command (it was
+	// sent on it, or re-attached to it with Hello.resume_token) may answer it;
+	// an answer from any other session is dropped and logged by the server,
+	// without a message to that session (see docs/protocol.md, "Answers").
 	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	// JSON object: the result; empty data is {}. Anything else (an array, a
 	// number, invalid JSON, nested deeper than 100, over max_payload_bytes)
@@ -901,7 +934,8 @@ func (x *CommandResult) GetUsage() *Usage {
 // CommandFailure fails a command.
 type CommandFailure struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Command id being answered.
+	// Command id being answered; only by the session holding it, as for
+	// CommandResult.command_id.
 	CommandId string `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	// The failure; non_retryable=true for validation errors. kind is
 	// FAILURE_KIND_APPLICATION (the default when unset), TIMEOUT (the handler
@@ -1563,7 +1597,7 @@ const file_multiagents_v1_worker_service_proto_rawDesc = "" +
 	"\bcommands\x18\x06 \x01(\v2\x18.multiagents.v1.CommandsH\x00R\bcommands\x12:\n" +
 	"\n" +
 	"output_ack\x18\b \x01(\v2\x19.multiagents.v1.OutputAckH\x00R\toutputAckB\t\n" +
-	"\amessage\"\x80\x02\n" +
+	"\amessage\"\xa3\x02\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12!\n" +
 	"\fworker_names\x18\x02 \x03(\tR\vworkerNames\x12'\n" +
@@ -1571,13 +1605,15 @@ const file_multiagents_v1_worker_service_proto_rawDesc = "" +
 	"\fsdk_language\x18\x04 \x01(\tR\vsdkLanguage\x12\x1f\n" +
 	"\vsdk_version\x18\x05 \x01(\tR\n" +
 	"sdkVersion\x12J\n" +
-	"\x10protocol_version\x18\x06 \x01(\x0e2\x1f.multiagents.v1.ProtocolVersionR\x0fprotocolVersion\"\xea\x01\n" +
+	"\x10protocol_version\x18\x06 \x01(\x0e2\x1f.multiagents.v1.ProtocolVersionR\x0fprotocolVersion\x12!\n" +
+	"\fresume_token\x18\a \x01(\tR\vresumeToken\"\x8d\x02\n" +
 	"\aWelcome\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12H\n" +
 	"\x12heartbeat_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12J\n" +
 	"\x10protocol_version\x18\x03 \x01(\x0e2\x1f.multiagents.v1.ProtocolVersionR\x0fprotocolVersion\x12*\n" +
-	"\x11max_payload_bytes\x18\x04 \x01(\x03R\x0fmaxPayloadBytes\"\xa9\x04\n" +
+	"\x11max_payload_bytes\x18\x04 \x01(\x03R\x0fmaxPayloadBytes\x12!\n" +
+	"\fresume_token\x18\x05 \x01(\tR\vresumeToken\"\xa9\x04\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12/\n" +

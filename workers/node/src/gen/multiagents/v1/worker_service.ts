@@ -184,6 +184,19 @@ export interface Hello {
   sdkVersion: string;
   /** Protocol version the worker speaks. */
   protocolVersion: ProtocolVersion;
+  /**
+   * The resume_token of this process's previous Welcome, when it reconnects
+   * (empty on its first session). The new session takes over the commands
+   * the previous one still held, so that their answers are accepted on it:
+   * at Hello when the server (any replica) already saw the previous session
+   * end within its resume window (resume_window_ms, 3 s by default), else
+   * at the first answer to one of them. The worker_id must be the previous
+   * session's. An unknown, expired or mismatched token is not an error:
+   * nothing is taken over, and the previous session's commands fail as
+   * WorkerLost and are retried. At most 200 characters, else
+   * INVALID_ARGUMENT naming hello.resume_token.
+   */
+  resumeToken: string;
 }
 
 /** Welcome accepts a session. */
@@ -201,6 +214,13 @@ export interface Welcome {
   protocolVersion: ProtocolVersion;
   /** Server's largest accepted payload, in bytes. */
   maxPayloadBytes: number;
+  /**
+   * A new secret for this session (never empty): send it as
+   * Hello.resume_token when reconnecting, to keep this session's commands in
+   * flight. Keep it private: with it and the worker_id, a session may take
+   * over those commands.
+   */
+  resumeToken: string;
 }
 
 /** Command asks the worker to run one attempt. */
@@ -264,7 +284,12 @@ export interface Commands {
  * error; the session goes on.
  */
 export interface CommandResult {
-  /** Command id being answered. */
+  /**
+   * Command id being answered. Only the session holding the command (it was
+   * sent on it, or re-attached to it with Hello.resume_token) may answer it;
+   * an answer from any other session is dropped and logged by the server,
+   * without a message to that session (see docs/protocol.md, "Answers").
+   */
   commandId: string;
   /**
    * JSON object: the result; empty data is {}. Anything else (an array, a
@@ -284,7 +309,10 @@ export interface CommandResult {
 
 /** CommandFailure fails a command. */
 export interface CommandFailure {
-  /** Command id being answered. */
+  /**
+   * Command id being answered; only by the session holding it, as for
+   * CommandResult.command_id.
+   */
   commandId: string;
   /**
    * The failure; non_retryable=true for validation errors. kind is
@@ -839,7 +867,15 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
 };
 
 function createBaseHello(): Hello {
-  return { workerId: "", workerNames: [], maxConcurrency: 0, sdkLanguage: "", sdkVersion: "", protocolVersion: 0 };
+  return {
+    workerId: "",
+    workerNames: [],
+    maxConcurrency: 0,
+    sdkLanguage: "",
+    sdkVersion: "",
+    protocolVersion: 0,
+    resumeToken: "",
+  };
 }
 
 export const Hello: MessageFns<Hello> = {
@@ -861,6 +897,9 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.protocolVersion !== 0) {
       writer.uint32(48).int32(message.protocolVersion);
+    }
+    if (message.resumeToken !== "") {
+      writer.uint32(58).string(message.resumeToken);
     }
     return writer;
   },
@@ -926,6 +965,14 @@ export const Hello: MessageFns<Hello> = {
             message.protocolVersion = reader.int32() as any;
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.resumeToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -970,6 +1017,11 @@ export const Hello: MessageFns<Hello> = {
         : isSet(object.protocol_version)
         ? protocolVersionFromJSON(object.protocol_version)
         : 0,
+      resumeToken: isSet(object.resumeToken)
+        ? globalThis.String(object.resumeToken)
+        : isSet(object.resume_token)
+        ? globalThis.String(object.resume_token)
+        : "",
     };
   },
 
@@ -993,6 +1045,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.protocolVersion !== 0) {
       obj.protocolVersion = protocolVersionToJSON(message.protocolVersion);
     }
+    if (message.resumeToken !== "") {
+      obj.resumeToken = message.resumeToken;
+    }
     return obj;
   },
 
@@ -1007,12 +1062,13 @@ export const Hello: MessageFns<Hello> = {
     message.sdkLanguage = object.sdkLanguage ?? "";
     message.sdkVersion = object.sdkVersion ?? "";
     message.protocolVersion = object.protocolVersion ?? 0;
+    message.resumeToken = object.resumeToken ?? "";
     return message;
   },
 };
 
 function createBaseWelcome(): Welcome {
-  return { sessionId: "", heartbeatInterval: undefined, protocolVersion: 0, maxPayloadBytes: 0 };
+  return { sessionId: "", heartbeatInterval: undefined, protocolVersion: 0, maxPayloadBytes: 0, resumeToken: "" };
 }
 
 export const Welcome: MessageFns<Welcome> = {
@@ -1028,6 +1084,9 @@ export const Welcome: MessageFns<Welcome> = {
     }
     if (message.maxPayloadBytes !== 0) {
       writer.uint32(32).int64(message.maxPayloadBytes);
+    }
+    if (message.resumeToken !== "") {
+      writer.uint32(42).string(message.resumeToken);
     }
     return writer;
   },
@@ -1077,6 +1136,14 @@ export const Welcome: MessageFns<Welcome> = {
             message.maxPayloadBytes = longToNumber(reader.int64());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.resumeToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1111,6 +1178,11 @@ export const Welcome: MessageFns<Welcome> = {
         : isSet(object.max_payload_bytes)
         ? globalThis.Number(object.max_payload_bytes)
         : 0,
+      resumeToken: isSet(object.resumeToken)
+        ? globalThis.String(object.resumeToken)
+        : isSet(object.resume_token)
+        ? globalThis.String(object.resume_token)
+        : "",
     };
   },
 
@@ -1128,6 +1200,9 @@ export const Welcome: MessageFns<Welcome> = {
     if (message.maxPayloadBytes !== 0) {
       obj.maxPayloadBytes = Math.round(message.maxPayloadBytes);
     }
+    if (message.resumeToken !== "") {
+      obj.resumeToken = message.resumeToken;
+    }
     return obj;
   },
 
@@ -1142,6 +1217,7 @@ export const Welcome: MessageFns<Welcome> = {
       : undefined;
     message.protocolVersion = object.protocolVersion ?? 0;
     message.maxPayloadBytes = object.maxPayloadBytes ?? 0;
+    message.resumeToken = object.resumeToken ?? "";
     return message;
   },
 };

@@ -1,0 +1,134 @@
+"""A command is bound to the worker session holding it (issue 15, item 2):
+only that session answers it, and a worker that reconnects keeps its
+commands by presenting the resume token of its previous session."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import grpc
+import pytest
+
+from integration.helpers import RawWorker, make_config, wait_for
+from multiagents import Client, WorkflowBuilder
+from multiagents.v1 import common_pb2, monitoring_service_pb2, monitoring_service_pb2_grpc
+from multiagents.v1 import worker_service_pb2 as wpb
+from multiagents_server.app import Server
+from multiagents_server.embedded_redis import EmbeddedRedis
+
+
+def _hello(uid: str, worker_id: str, resume_token: str = "") -> wpb.Hello:
+    return wpb.Hello(
+        worker_id=worker_id,
+        worker_names=[f"{uid}.w"],
+        max_concurrency=1,
+        resume_token=resume_token,
+    )
+
+
+def _result(command: wpb.Command, value: dict[str, object]) -> wpb.ConnectRequest:
+    payload = common_pb2.Payload(
+        metadata={"encoding": b"json/plain"}, data=json.dumps(value).encode()
+    )
+    return wpb.ConnectRequest(
+        result=wpb.CommandResult(command_id=command.command_id, result=payload)
+    )
+
+
+def _refused(caplog: pytest.LogCaptureFixture, command_id: str) -> bool:
+    return any(
+        r.getMessage() == "refused an answer for a command this session does not hold"
+        and getattr(r, "command_id", None) == command_id
+        for r in caplog.records
+    )
+
+
+async def test_an_answer_from_another_session_is_refused_and_the_holders_is_taken(
+    server: Server, client: Client, uid: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="multiagents_server.dispatcher")
+    await client.register_workflow(WorkflowBuilder(uid).add_step("s", f"{uid}.w").build())
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        holder = await RawWorker.connect(channel, _hello(uid, "holder"))
+        tx = await client.execute_workflow(uid, {})
+        (command,) = await holder.commands(1)
+        # Another session of the same worker name, which knows the id (ids are
+        # predictable), and one presenting the holder's token under another
+        # worker_id: neither may answer.
+        intruder = await RawWorker.connect(channel, _hello(uid, "intruder"))
+        thief = await RawWorker.connect(
+            channel, _hello(uid, "thief", resume_token=holder.welcome.resume_token)
+        )
+        for other in (intruder, thief):
+            other.send(_result(command, {"by": other.welcome.session_id}))
+            await wait_for(lambda: _refused(caplog, command.command_id), timeout=10)
+            caplog.clear()
+        holder.send(_result(command, {"by": "holder"}))
+        status = await client.wait(tx, timeout=10)
+        for raw in (holder, intruder, thief):
+            raw.call.cancel()
+    assert status.state == "completed"
+    assert status.step_results == {"s": {"by": "holder"}}
+    assert status.steps[0].attempts == 1
+
+
+async def test_a_worker_reconnecting_with_its_resume_token_keeps_its_command(
+    server: Server, client: Client, uid: str
+) -> None:
+    await client.register_workflow(WorkflowBuilder(uid).add_step("s", f"{uid}.w").build())
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        first = await RawWorker.connect(channel, _hello(uid, "w-1"))
+        tx = await client.execute_workflow(uid, {})
+        (command,) = await first.commands(1)
+        first.call.cancel()  # the stream breaks; the process and its handler live on
+        token = first.welcome.resume_token
+        second = await RawWorker.connect(channel, _hello(uid, "w-1", resume_token=token))
+        assert second.welcome.resume_token not in ("", token)  # one per session
+        second.send(_result(command, {"resumed": True}))
+        status = await client.wait(tx, timeout=10)
+        second.call.cancel()
+    history = await client.get_history(tx)
+    assert status.state == "completed"
+    assert status.step_results == {"s": {"resumed": True}}
+    assert status.steps[0].attempts == 1
+    assert [e for e in history if e.HasField("error")] == []
+
+
+async def test_a_worker_resumes_on_another_replica_before_the_first_saw_it_go(
+    redis_server: EmbeddedRedis, uid: str
+) -> None:
+    """The worker reconnects to replica B while its old session on replica A
+    is still open (the worker saw the break first): its command is taken
+    over when it answers, once A has seen the old session end."""
+    config = make_config(redis_server.url)
+    async with (
+        Server(config) as a,
+        Server(config) as b,
+        Client(a.address) as client,
+        grpc.aio.insecure_channel(a.address) as to_a,
+        grpc.aio.insecure_channel(b.address) as to_b,
+    ):
+        await client.register_workflow(WorkflowBuilder(uid).add_step("s", f"{uid}.w").build())
+        first = await RawWorker.connect(to_a, _hello(uid, "w-1"))
+        tx = await client.execute_workflow(uid, {})
+        (command,) = await first.commands(1)
+        token = first.welcome.resume_token
+        second = await RawWorker.connect(to_b, _hello(uid, "w-1", resume_token=token))
+        first.call.cancel()
+
+        async def first_gone() -> bool:
+            stub = monitoring_service_pb2_grpc.MonitoringServiceStub(client._channel)
+            listed = await stub.ListWorkers(monitoring_service_pb2.ListWorkersRequest())
+            return first.welcome.session_id not in {s.session_id for s in listed.sessions}
+
+        # A publishes its sessions once the ended one's commands are kept.
+        await wait_for(first_gone, timeout=10, interval=0.05)
+        second.send(_result(command, {"resumed_on": "b"}))
+        status = await client.wait(tx, timeout=10)
+        second.call.cancel()
+        history = await client.get_history(tx)
+    assert status.state == "completed"
+    assert status.step_results == {"s": {"resumed_on": "b"}}
+    assert status.steps[0].attempts == 1
+    assert [e for e in history if e.HasField("error")] == []
