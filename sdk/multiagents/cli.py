@@ -1068,6 +1068,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     demo = load_demo()
     if args.scenario == "review":
         return int(await demo.run_review_demo(data_dir=args.data_dir))
+    if args.scenario == "dspy":
+        return int(await demo.run_dspy_demo(data_dir=args.data_dir))
     return int(await demo.run_demo(orders=args.orders, data_dir=args.data_dir))
 
 
@@ -1395,10 +1397,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scenario",
-        choices=["orders", "review"],
+        choices=["orders", "review", "dspy"],
         default="orders",
         help="orders: the order saga; review: three agents at once, a branch on their "
-        "scores and an approval (workflow model v2)",
+        "scores and an approval (workflow model v2); dspy: a DSPy program's tokens live "
+        "in `multiagents watch`, with its usage and cost (offline LM)",
     )
     p.add_argument("--orders", type=int, default=8, help="number of orders to submit (default 8)")
     p.add_argument("--data-dir", default=".multiagents/demo", help="embedded Redis data directory")

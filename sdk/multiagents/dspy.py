@@ -18,7 +18,7 @@ import contextvars
 import importlib
 import inspect
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from multiagents.errors import ApplicationError, MultiAgentsError, WorkerExecutionError
@@ -75,8 +75,10 @@ class DSPyWorkerFunction(WorkerFunction):
         module: ModuleKind = "predict",
         tools: Sequence[Any] | None = None,
         lm: Any = None,
+        prices: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         super().__init__(name, fn)
+        self.prices = dict(prices or {})
         if module not in _MODULE_CLASSES:
             raise ValueError(
                 f"dspy_worker {name!r}: module must be one of {sorted(_MODULE_CLASSES)}, "
@@ -156,7 +158,7 @@ class DSPyWorkerFunction(WorkerFunction):
                     prediction = await module.acall(**inputs)
         except Exception as exc:
             raise _map_error(self.name, exc, dspy) from exc
-        _report_usage(prediction, history)
+        _report_usage(prediction, history, self.prices)
         result = {**extras, **self._outputs(self._signature, prediction)}
         for hook in self.hooks:
             result = await _run_hook(self.name, hook, result, context)
@@ -261,6 +263,7 @@ def dspy_worker(
     module: ModuleKind = "predict",
     tools: Sequence[Any] | None = None,
     lm: Any = None,
+    prices: Mapping[str, tuple[float, float]] | None = None,
 ) -> Callable[[WorkerFn], DSPyWorkerFunction]:
     """Declare a DSPy-powered worker: `@dspy_worker("summarise", signature=Sig)`.
 
@@ -277,11 +280,15 @@ def dspy_worker(
     `lm` is a `dspy.LM`, or a zero-argument callable returning one that is
     called once, on the first command; it applies to this worker only, through
     `dspy.context(lm=...)`. Without it the LM set by `dspy.configure(lm=...)`
-    is used.
+    is used. `prices` ({model: (USD per million input tokens, per million
+    output tokens)}) prices the reported tokens when the LM reports no cost
+    (a local or custom model that LiteLLM has no price for).
     """
 
     def decorate(fn: WorkerFn) -> DSPyWorkerFunction:
-        return DSPyWorkerFunction(name, fn, signature=signature, module=module, tools=tools, lm=lm)
+        return DSPyWorkerFunction(
+            name, fn, signature=signature, module=module, tools=tools, lm=lm, prices=prices
+        )
 
     return decorate
 
@@ -307,20 +314,27 @@ class _History:
         return entries
 
 
-def _report_usage(prediction: Any, history: _History) -> None:
-    """Report the call's tokens (DSPy's usage tracker, per model) and cost
-    (the `cost` of the LM history entries added meanwhile; with several
-    calls of one LM at once in the process, their costs may be attributed
-    to one another, their sum stays right)."""
+def _report_usage(
+    prediction: Any, history: _History, prices: Mapping[str, tuple[float, float]]
+) -> None:
+    """Report the call's tokens (DSPy's usage tracker, per model) and cost:
+    the `cost` of the LM history entries added meanwhile (with several calls
+    of one LM at once in the process, their costs may be attributed to one
+    another, their sum stays right); when the LM reports none, the tokens
+    at the worker's `prices` (US dollars per million input and output
+    tokens, by model)."""
     get_usage = getattr(prediction, "get_lm_usage", None)
     by_model = (get_usage() if get_usage is not None else None) or {}
+    priced = 0.0
     for model, used in by_model.items():
-        report_usage(
-            input_tokens=int(used.get("prompt_tokens") or 0),
-            output_tokens=int(used.get("completion_tokens") or 0),
-            model=str(model),
-        )
+        tokens_in = int(used.get("prompt_tokens") or 0)
+        tokens_out = int(used.get("completion_tokens") or 0)
+        report_usage(input_tokens=tokens_in, output_tokens=tokens_out, model=str(model))
+        price_in, price_out = prices.get(str(model), (0.0, 0.0))
+        priced += (tokens_in * price_in + tokens_out * price_out) / 1_000_000
     cost = sum(float(e.get("cost") or 0) for e in history.added())
+    if cost <= 0:
+        cost = priced
     if cost > 0:
         report_usage(cost_usd=cost)
 

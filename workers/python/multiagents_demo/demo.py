@@ -126,3 +126,10 @@ async def run_review_demo(*, data_dir: str = ".multiagents/demo") -> int:
             )
     _say("\nserver, workers and redis stopped")
     return 0
+
+
+async def run_dspy_demo(*, data_dir: str = ".multiagents/demo") -> int:
+    """A DSPy program's tokens live in `multiagents watch`, then its usage."""
+    from multiagents_demo.dspy_demo import run_dspy_demo as run
+
+    return await run(data_dir=data_dir)
