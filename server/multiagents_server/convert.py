@@ -561,7 +561,9 @@ def step_infos(ex: engine.Execution) -> list[workflow_pb2.StepInfo]:
 
 def waiting_signals(ex: engine.Execution) -> list[workflow_pb2.WaitingSignal]:
     """The waits of `ex` that wait for a signal now."""
-    out = []
+    out: list[workflow_pb2.WaitingSignal] = []
+    if not ex.spec.has_waits:
+        return out
     for key, rec in ex.nodes.items():
         node = ex.spec_of(key)
         if (

@@ -78,12 +78,14 @@ async def test_a_server_killed_between_fires_loses_no_fire_and_doubles_none(
             await runtime.stop()
     assert_runs_are_the_schedules(sid, runs)  # no fire time twice
     assert [f.state for f in finals] == ["completed"] * len(finals)
-    # The kill made a gap; it is reported, not silently lost, and the latest
-    # fire time due while no server ran was caught up.
+    # A kill that outlasts a fire time makes a gap; it is reported, not
+    # silently lost, and the latest fire time due while no server ran was
+    # caught up. (A restart within the second leaves no gap: nothing missed.)
     starts = gaps_are_reported(runs, info)
     times = [fire_time(r) for r in runs]
     spans = [s for s in starts if s - ONE_S <= killed_at < min(t for t in times if t > s)]
-    assert len(spans) == 1, (times, killed_at)
-    caught_up = min(t for t in times if t > spans[0])
-    (missed,) = [a for a in info.recent_actions if a.kind == "missed" and a.fire_time == spans[0]]
-    assert caught_up.isoformat().replace("+00:00", "Z") in missed.message
+    assert len(spans) <= 1, (times, killed_at)
+    for span in spans:
+        caught_up = min(t for t in times if t > span)
+        (missed,) = [a for a in info.recent_actions if a.kind == "missed" and a.fire_time == span]
+        assert caught_up.isoformat().replace("+00:00", "Z") in missed.message

@@ -213,22 +213,30 @@ def failure_from_json(d: dict[str, Any] | None) -> Failure | None:
 
 
 # A node record is stored without its default fields (a map of 1,000 items
-# stores 1,000 of them).
+# stores 1,000 of them), and encoded once: a record keeps its JSON form until
+# a transition changes it (NodeRecord.encoded).
 _RECORD_DEFAULTS = NodeRecord()
+_RECORD_FIELDS = tuple(
+    (f.name, getattr(_RECORD_DEFAULTS, f.name))
+    for f in fields(NodeRecord)
+    if f.name not in ("status", "encoded")
+)
 
 
 def _record_to_json(r: NodeRecord) -> dict[str, Any]:
+    if r.encoded is not None:
+        return r.encoded
     out: dict[str, Any] = {"status": r.status.value}
-    for f in fields(NodeRecord):
-        name = f.name
+    for name, default in _RECORD_FIELDS:
         value = getattr(r, name)
-        if name == "status" or value == getattr(_RECORD_DEFAULTS, name):
+        if value == default:
             continue
         if name == "last_failure":
             value = failure_to_json(value)
         elif name == "items":
             value = list(value)
         out[name] = value
+    object.__setattr__(r, "encoded", out)
     return out
 
 
@@ -239,7 +247,7 @@ def _record_from_json(d: dict[str, Any]) -> NodeRecord:
         fields["last_failure"] = failure_from_json(d["last_failure"])
     if "items" in d:
         fields["items"] = tuple(d["items"])
-    return NodeRecord(**fields)
+    return NodeRecord(**fields, encoded=d)
 
 
 def execution_to_json(ex: Execution) -> dict[str, Any]:

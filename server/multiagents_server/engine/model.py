@@ -265,6 +265,11 @@ class WorkflowSpec:
         object.__setattr__(self, "ends", tuple(ends))
         self._ids.update({id(n): i for i, n in enumerate(nodes)})
 
+    @property
+    def has_waits(self) -> bool:
+        """Whether any node waits for a signal (most definitions: none)."""
+        return any(isinstance(n, WaitSpec) for n in self.nodes)
+
     def id_of(self, node: Node) -> int:
         """The id of a node of this definition (by identity)."""
         return self._ids[id(node)]
@@ -308,6 +313,9 @@ class NodeRecord:
     completed_seq: int = 0
     started_ms: int = 0
     finished_ms: int = 0
+    # Its stored (JSON) form once encoded, so the records a transition did
+    # not change are not encoded again (codec; cleared when a copy changes).
+    encoded: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,7 +367,7 @@ class Execution:
     budget: Budget = NO_BUDGET
 
     def node(self, key: str | int) -> NodeRecord:
-        return self.nodes.get(str(key), _PENDING)
+        return self.nodes.get(str(key), PENDING_RECORD)
 
     def spec_of(self, key: str) -> Node:
         return self.spec.nodes[int(key.partition(".")[0])]
@@ -395,7 +403,9 @@ class Execution:
         return command_id(self.transaction_id, attempt)
 
 
-_PENDING = NodeRecord()
+# The record of a node that has not started (shared: records are only
+# changed on copies).
+PENDING_RECORD = NodeRecord()
 
 
 def evolve(obj: _T, **changes: Any) -> _T:

@@ -25,6 +25,7 @@ from typing import Any
 from multiagents_server.engine import expressions, usage
 from multiagents_server.engine.failures import FailureKind
 from multiagents_server.engine.model import (
+    PENDING_RECORD,
     Attempt,
     CancelChild,
     CancelCommand,
@@ -128,12 +129,12 @@ class _Builder:
     # -- records -------------------------------------------------------------
 
     def rec(self, key: str) -> NodeRecord:
-        return self.nodes.get(key) or NodeRecord()
+        return self.nodes.get(key) or PENDING_RECORD
 
     def set(self, key: str, **changes: Any) -> NodeRecord:
         """Change a node's record (copied the first time in this transition)."""
         if key not in self._own:
-            self.nodes[key] = evolve(self.rec(key))
+            self.nodes[key] = evolve(self.rec(key), encoded=None)
             self._own.add(key)
         record = self.nodes[key]
         for name, value in changes.items():
