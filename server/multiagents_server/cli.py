@@ -77,12 +77,13 @@ async def serve(args: argparse.Namespace) -> int:
     flags = {
         "host": args.host, "port": args.port, "redis_url": args.redis_url,
         "data_dir": args.data_dir, "key_prefix": args.key_prefix, "log_level": args.log_level,
-        "processes": args.processes,
+        "processes": args.processes, "dashboard_port": args.dashboard_port,
     }  # fmt: skip
     config = load_config(flags, config_file=args.config)
     count = process_count(config)
     logging.getLogger().setLevel(config.log_level)
     check_port_free(config.host, config.port)
+    check_port_free(config.host, config.dashboard_port)
     server: Server | Supervisor = Server(config) if count == 1 else Supervisor(config, count)
     with held_logs():
         await server.start()
@@ -91,6 +92,8 @@ async def serve(args: argparse.Namespace) -> int:
         f"multiagents server listening on {server.address} (redis: {server.redis_url}; {replicas})",
         flush=True,
     )
+    if config.dashboard_port:
+        print(f"dashboard on http://{config.host}:{config.dashboard_port}/", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,6 +122,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--processes",
         type=int,
         help="server replicas behind the one port (default: one per core; 1 = in this process)",
+    )
+    parser.add_argument(
+        "--dashboard-port",
+        type=int,
+        help="serve the web dashboard on this HTTP port (default 0: no dashboard)",
     )
     return parser
 
