@@ -93,12 +93,15 @@ def has_row(tx: str) -> Callable[[WebDriver], bool]:
 
 async def screenshot(driver: WebDriver, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
+    driver.execute_script("window.scrollTo(0, 0)")
     assert await asyncio.to_thread(driver.save_screenshot, str(ARTIFACTS / name))
 
 
 async def test_an_execution_progresses_live_and_one_is_cancelled_from_its_page(
-    dashboard_server: Server, browser: WebDriver, uid: str
+    browser: WebDriver, dashboard_server: Server, uid: str
 ) -> None:
+    # The browser starts first: its start blocks this thread (and the event
+    # loop a running server would need).
     server = dashboard_server
     assert server.dashboard is not None
     base = server.dashboard.url.rstrip("/")
@@ -107,7 +110,8 @@ async def test_an_execution_progresses_live_and_one_is_cancelled_from_its_page(
     @worker(f"{uid}_fetch")
     async def fetch(ctx: dict[str, Any]) -> dict[str, Any]:
         await gates["fetch"].wait()
-        return {"document": {"pages": 12, "title": "Quarterly report"}}
+        lines = [f"line {i}: revenue, costs and outlook" for i in range(120)]
+        return {"document": {"pages": 12, "title": "Quarterly report", "lines": lines}}
 
     @worker(f"{uid}_summarise")
     async def summarise(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -148,8 +152,15 @@ async def test_an_execution_progresses_live_and_one_is_cancelled_from_its_page(
         gates["fetch"].set()
         await until(browser, shows(step_status("fetch"), "completed"), "fetch completed")
         await until(browser, shows(step_status("summarise"), "running"), "summarise running")
+        # The context is cut; "Show all" loads the rest, which stays shown
+        # through the next live updates.
+        context = "return document.querySelector('pre[data-key=\"context\"]').textContent"
+        assert "line 119" not in browser.execute_script(context)
+        browser.find_element(By.CSS_SELECTOR, 'button[data-expand][data-key="context"]').click()
+        await until(browser, lambda d: "line 119" in d.execute_script(context), "the whole context")
         gates["summarise"].set()
         await until(browser, shows(state, "completed"), "the execution completed")
+        assert "line 119" in browser.execute_script(context)
         assert browser.execute_script("return window.loadedOnce") is True, "the page reloaded"
         bars = browser.find_elements(By.CSS_SELECTOR, ".t-row")
         assert [b.get_attribute("data-outcome") for b in bars] == ["succeeded", "succeeded"]

@@ -268,11 +268,22 @@ class Views:
         return self.stream(frames())
 
     async def _execution_context(
-        self, token: str | None, tx: str, definition: workflow_pb2.WorkflowDefinition | None
+        self,
+        token: str | None,
+        tx: str,
+        definition: workflow_pb2.WorkflowDefinition | None,
+        seen: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        status, history = await asyncio.gather(
-            self.backend.status(token, tx), self.backend.history(token, tx)
-        )
+        """What the execution page shows. `seen` keeps the history of the
+        last revision across the renders of one live stream: it is read
+        again only when the revision moved (each commit adds both)."""
+        status = await self.backend.status(token, tx)
+        if seen is not None and seen.get("revision") == status.revision:
+            history = seen["history"]
+        else:
+            history = await self.backend.history(token, tx)
+            if seen is not None:
+                seen.update(revision=status.revision, history=history)
         if definition is None:
             definition = await self.backend.definition(
                 token, status.workflow_name, status.workflow_version
@@ -304,7 +315,8 @@ class Views:
     async def execution_live(self, request: Request) -> Response:
         tx = request.path_params["tx"]
         token = self.token(request)
-        first = await self._execution_context(token, tx, None)  # NOT_FOUND: 404 before streaming
+        seen: dict[str, Any] = {}
+        first = await self._execution_context(token, tx, None, seen)  # NOT_FOUND: 404 here
         definition = first["definition"]
 
         async def frames() -> AsyncIterator[str]:
@@ -327,7 +339,7 @@ class Views:
                             pass  # terminal: the render below says so
                         else:
                             change = asyncio.ensure_future(anext(watch))
-                    context = await self._execution_context(token, tx, definition)
+                    context = await self._execution_context(token, tx, definition, seen)
                     yield sse("update", self.fragment("_execution_live.html", **context))
                     if context["terminal"]:
                         yield sse("end", "")
