@@ -20,6 +20,7 @@ from multiagents_server.app import Server
 from multiagents_server.config import ConfigError, load_config
 from multiagents_server.store import StoreSetupError
 from multiagents_server.supervisor import Supervisor, check_port_free, process_count
+from multiagents_server.web.server import dashboard_url
 
 PROG = "multiagents-server"
 
@@ -93,7 +94,7 @@ async def serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     if config.dashboard_port:
-        print(f"dashboard on http://{config.host}:{config.dashboard_port}/", flush=True)
+        print(f"dashboard on {dashboard_url(config)}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -53,6 +53,11 @@ class Filters:
         )
 
     @property
+    def local(self) -> bool:
+        """Whether filters the API does not apply are set (applied here)."""
+        return bool(self.text or self.since_ms or self.until_ms)
+
+    @property
     def state_number(self) -> int:
         return STATE_NUMBERS.get(self.state, common_pb2.WORKFLOW_STATE_UNSPECIFIED)
 
@@ -141,25 +146,29 @@ async def search(backend: Backend, token: str | None, filters: Filters, cursor: 
             return Page([found] if state_ok and name_ok and filters.matches(found) else [], None)
     rows: list[workflow_pb2.WorkflowStatus] = []
     page_token, after = cursor.page_token, cursor.after
+    # Without local filters every execution the API returns is shown: read
+    # a page and the one after the last shown (a Next link only if it exists).
+    batch_size = SCAN_PAGE if filters.local else filters.page_size + 1
     scanned = 0
     while scanned < SEARCH_SCAN_LIMIT:
         batch, next_token = await backend.executions(
             token, state=filters.state_number, name=filters.name,
-            page_size=SCAN_PAGE, page_token=page_token,
+            page_size=batch_size, page_token=page_token,
         )  # fmt: skip
         start = 0
         if after:
             ids = [s.transaction_id for s in batch]
             start = ids.index(after) + 1 if after in ids else 0
             after = ""
-        for status in batch[start:]:
+        for i, status in enumerate(batch[start:], start):
             scanned += 1
             if filters.since_ms and ms(status.created_at) < filters.since_ms:
                 return Page(rows, None)  # newest first: nothing older matches
             if filters.matches(status):
                 rows.append(status)
                 if len(rows) == filters.page_size:
-                    return Page(rows, Cursor(page_token, status.transaction_id))
+                    more = i + 1 < len(batch) or bool(next_token)
+                    return Page(rows, Cursor(page_token, status.transaction_id) if more else None)
         if not next_token:
             return Page(rows, None)
         page_token = next_token

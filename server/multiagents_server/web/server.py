@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 import socket
 import ssl
@@ -27,10 +28,15 @@ from multiagents_server.config import ServerConfig
 from multiagents_server.web.backend import Backend
 from multiagents_server.web.views import create_app
 
+log = logging.getLogger(__name__)
+
 START_TIMEOUT_S = 10.0
 # Open streams (live pages) are closed by the dashboard itself on stop; other
 # requests get this long to finish.
 GRACEFUL_STOP_S = 2.0
+# Beyond the graceful stop, how long uvicorn may take to close before it is
+# cancelled: a replica's shutdown never waits on its dashboard for long.
+STOP_MARGIN_S = 3.0
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -130,6 +136,10 @@ class Dashboard:
             self._app.state.views.closing.set()
             self._server.should_exit = True
         if self._task is not None:
+            done, _ = await asyncio.wait({self._task}, timeout=GRACEFUL_STOP_S + STOP_MARGIN_S)
+            if not done:
+                log.warning("the dashboard did not stop in time; cancelled")
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None

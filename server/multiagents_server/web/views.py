@@ -49,6 +49,8 @@ from multiagents_server.web.listing import (
 )
 
 HERE = Path(__file__).parent
+# The token's cookie is named after the port: a browser keeps cookies per
+# host, not per port, so two dashboards on one host would share one.
 TOKEN_COOKIE = "multiagents_token"
 ACTION_HEADER = "x-multiagents-request"
 # A live execution page is re-rendered at least this often (running bars grow).
@@ -57,6 +59,9 @@ EXECUTION_TICK_S = 1.0
 # least this often without any.
 LIST_MIN_INTERVAL_S = 1.0
 LIST_IDLE_REFRESH_S = 10.0
+# The workers page is re-rendered this often (sessions come and go, the
+# heartbeat ages grow).
+WORKERS_REFRESH_S = 2.0
 # A comment line sent on a quiet stream so proxies keep it open.
 KEEPALIVE_S = 15.0
 
@@ -97,8 +102,12 @@ class Views:
     # -- plumbing -----------------------------------------------------------------
 
     @staticmethod
-    def token(request: Request) -> str | None:
-        return request.cookies.get(TOKEN_COOKIE) or None
+    def cookie(request: Request) -> str:
+        port = request.url.port or (443 if request.url.scheme == "https" else 80)
+        return f"{TOKEN_COOKIE}_{port}"
+
+    def token(self, request: Request) -> str | None:
+        return request.cookies.get(self.cookie(request)) or None
 
     def page(self, request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
         context.setdefault("signed_in", self.token(request) is not None)
@@ -191,14 +200,14 @@ class Views:
         await self.backend.definitions(token)
         response = JSONResponse({"ok": True})
         response.set_cookie(
-            TOKEN_COOKIE, token, httponly=True, samesite="strict", secure=self.secure_cookie
+            self.cookie(request), token, httponly=True, samesite="strict", secure=self.secure_cookie
         )
         return response
 
     async def logout(self, request: Request) -> Response:
         _require_action_header(request)
         response = JSONResponse({"ok": True})
-        response.delete_cookie(TOKEN_COOKIE, httponly=True, samesite="strict")
+        response.delete_cookie(self.cookie(request), httponly=True, samesite="strict")
         return response
 
     # -- executions ---------------------------------------------------------------
@@ -345,7 +354,11 @@ class Views:
                         yield sse("end", "")
                         return
             finally:
+                # The pending read ends before the call: a stream iterator
+                # closed while a read runs raises "already running".
                 change.cancel()
+                with contextlib.suppress(BaseException):
+                    await change
                 call.cancel()
 
         return self.stream(frames())
@@ -372,8 +385,7 @@ class Views:
 
     # -- workers and definitions ----------------------------------------------------
 
-    async def workers(self, request: Request) -> Response:
-        token = self.token(request)
+    async def _workers_context(self, token: str | None) -> dict[str, Any]:
         sessions, stats = await asyncio.gather(
             self.backend.workers(token), self.backend.worker_stats(token)
         )
@@ -381,10 +393,29 @@ class Views:
         ages = {
             s.session_id: present.duration(now - present.ms(s.last_heartbeat)) for s in sessions
         }
-        return self.page(
-            request, "workers.html", sessions=sessions, stats=stats, ages=ages,
-            health_names=present.WORKER_HEALTH,
-        )  # fmt: skip
+        return {
+            "sessions": sessions,
+            "stats": stats,
+            "ages": ages,
+            "health_names": present.WORKER_HEALTH,
+        }
+
+    async def workers(self, request: Request) -> Response:
+        context = await self._workers_context(self.token(request))
+        return self.page(request, "workers.html", **context)
+
+    async def workers_live(self, request: Request) -> Response:
+        token = self.token(request)
+        first = await self._workers_context(token)  # UNAUTHENTICATED: 401 before streaming
+
+        async def frames() -> AsyncIterator[str]:
+            context = first
+            while True:
+                yield sse("update", self.fragment("_workers_live.html", **context))
+                await asyncio.sleep(WORKERS_REFRESH_S)
+                context = await self._workers_context(token)
+
+        return self.stream(frames())
 
     async def definitions(self, request: Request) -> Response:
         found = await self.backend.definitions(self.token(request))
@@ -472,6 +503,7 @@ def create_app(
             Route("/executions/{tx}/json/{what}", views.execution_json),
             Route("/executions/{tx}/actions/{name}", views.action, methods=["POST"]),
             Route("/workers", views.workers),
+            Route("/workers/live", views.workers_live),
             Route("/definitions", views.definitions),
             Route("/definitions/{name}", views.definition),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
