@@ -22,11 +22,13 @@ from typing import Any
 
 import httpx
 import pytest
+from google.protobuf import duration_pb2
 
 from conftest import ROOT
 from integration.helpers import make_config, serving, wait_for
 from integration.test_tls import make_pki
 from multiagents import Client, RetryPolicy, WorkerExecutionError, WorkflowBuilder, worker
+from multiagents.v1 import workflow_pb2
 from multiagents_server.app import Server
 from multiagents_server.config import ConfigError, load_config
 from multiagents_server.embedded_redis import EmbeddedRedis, free_port
@@ -503,3 +505,111 @@ async def test_every_replica_serves_the_dashboard_and_streams_changes_made_on_an
                 seen = [e async for e in events]
     assert seen[-1][0] == "end"
     assert 'data-state="cancelled"' in seen[-2][1]
+
+
+async def test_the_graph_draws_parallel_groups_maps_conditions_and_waits(
+    dash: Server, uid: str
+) -> None:
+    @worker(f"{uid}_job")
+    async def job(ctx: dict[str, Any]) -> dict[str, Any]:
+        return {"score": 0.9}
+
+    when = "size(context.docs) > 2"
+
+    def step(name: str) -> workflow_pb2.StepDefinition:
+        return workflow_pb2.StepDefinition(name=name, worker=job.name)
+
+    definition = workflow_pb2.WorkflowDefinition(
+        name=f"{uid}-v2",
+        version=1,
+        steps=[
+            workflow_pb2.StepDefinition(
+                name="fan",
+                parallel=workflow_pb2.ParallelGroup(
+                    branches=[
+                        workflow_pb2.Branch(name="left", steps=[step("l1")]),
+                        workflow_pb2.Branch(name="right", steps=[step("r1"), step("r2")]),
+                    ]
+                ),
+            ),
+            workflow_pb2.StepDefinition(
+                name="pick",
+                condition=workflow_pb2.Condition(
+                    cases=[workflow_pb2.ConditionCase(when=when, steps=[step("hi")])],
+                    otherwise=[step("lo")],
+                ),
+            ),
+            workflow_pb2.StepDefinition(
+                name="each",
+                map=workflow_pb2.MapStep(items="context.docs", step=step("doc")),
+            ),
+            workflow_pb2.StepDefinition(
+                name="nap",
+                sleep=workflow_pb2.Sleep(duration=duration_pb2.Duration(nanos=1_000_000)),
+            ),
+        ],
+    )
+    async with serving(dash, job), Client(dash.address) as client:
+        await client.register_workflow(definition)
+        tx = await client.execute_workflow(definition.name, {"docs": ["a", "b", "c"]})
+        final = await client.wait(tx, timeout=20)
+        assert final.state == "completed", final.error
+    async with browser(dash, headers=HTML) as h:
+        shape = (await h.get(f"/definitions/{definition.name}")).text
+        run = (await h.get(f"/executions/{tx}")).text
+    for kind, name in [
+        ("parallel", "fan"),
+        ("condition", "pick"),
+        ("map", "each"),
+        ("sleep", "nap"),
+    ]:
+        assert f'data-step="{name}" data-status="" data-kind="{kind}"' in shape
+    for lane in ("left", "right", "when size(context.docs) &gt; 2", "otherwise", "each item"):
+        assert f'data-lane="{lane}"' in shape
+    # The execution's graph: statuses found by path, the case taken, the items counted.
+    for name in ("fan", "l1", "r1", "r2", "pick", "hi", "each", "nap"):
+        assert f'data-step="{name}" data-status="completed"' in run, name
+    assert 'data-step="lo" data-status="skipped"' in run
+    assert 'class="g-lane taken" data-lane="when size(context.docs) &gt; 2"' in run
+    assert "3/3 items done" in run
+    # One timeline row per item (by path), not three attempts of one step.
+    for item in ("each/0", "each/1", "each/2"):
+        assert f'<div class="t-row" data-step="{item}" data-outcome="succeeded">' in run
+
+
+async def test_approve_reject_signal_and_resume_from_the_page(dash: Server, uid: str) -> None:
+    definition = workflow_pb2.WorkflowDefinition(
+        name=f"{uid}-approval",
+        version=1,
+        steps=[
+            workflow_pb2.StepDefinition(
+                name="editor",
+                wait_for_signal=workflow_pb2.WaitForSignal(signal="editor", approval=True),
+            )
+        ],
+    )
+    async with Client(dash.address) as client, browser(dash) as h:
+        await client.register_workflow(definition)
+        approved = await client.execute_workflow(definition.name, {})
+        rejected = await client.execute_workflow(definition.name, {})
+
+        async def act(tx: str, name: str, **form: str) -> httpx.Response:
+            return await h.post(f"/executions/{tx}/actions/{name}", json=form, headers=ACTION)
+
+        bad = await act(approved, "signal", signal="editor", payload="{not json")
+        assert bad.status_code == 400 and "payload: not JSON" in bad.json()["error"]
+        missing = await act(approved, "approve", signal="", comment="")
+        assert missing.status_code == 400 and "signal: required" in missing.json()["error"]
+
+        ok = await act(approved, "approve", signal="editor", comment="fine")
+        assert ok.status_code == 200, ok.text
+        assert (await client.wait(approved, timeout=10)).state == "completed"
+        no = await act(rejected, "reject", signal="editor", comment="too long")
+        assert no.status_code == 200, no.text
+        final = await client.wait(rejected, timeout=10)
+        assert final.state == "failed" and "too long" in (final.error or {}).get("message", "")
+
+        assert (await act(approved, "resume")).status_code == 409  # completed: nothing to resume
+        assert (await act(rejected, "resume")).status_code == 200
+        assert (await client.get_status(rejected)).state in ("pending", "running")
+        await client.cancel_workflow(rejected, "test over")

@@ -1,12 +1,13 @@
 """What an operator can do to one execution from its page. Each action is a
 form on the page and one call of the API with the user's token.
 
-Extension point: an action the API gains (resume, signal, approve) is one
-more `Action` in `ACTIONS`: the page shows its form while the execution is
-in one of `states`, and POST /executions/{id}/actions/{name} runs it."""
+Extension point: an action the API gains is one more `Action` in
+`ACTIONS`: the page shows its form while the execution is in one of
+`states`, and POST /executions/{id}/actions/{name} runs it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -62,6 +63,39 @@ async def _cancel(backend: Backend, token: str | None, tx: str, form: Mapping[st
     return "cancellation requested: the running step is cancelled, completed steps compensated"
 
 
+def _payload(form: Mapping[str, str]) -> object:
+    text = form.get("payload", "").strip()
+    if not text:
+        return {}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ActionInputError(f"payload: not JSON: {exc.msg} at character {exc.pos}") from None
+
+
+async def _signal(backend: Backend, token: str | None, tx: str, form: Mapping[str, str]) -> str:
+    await backend.signal(token, tx, form["signal"].strip(), _payload(form))
+    return f"signal {form['signal'].strip()} sent"
+
+
+def _approval(
+    approved: bool,
+) -> Callable[[Backend, str | None, str, Mapping[str, str]], Awaitable[str]]:
+    async def run(backend: Backend, token: str | None, tx: str, form: Mapping[str, str]) -> str:
+        payload = {"approved": approved, "comment": form.get("comment", "")}
+        await backend.signal(token, tx, form["signal"].strip(), payload)
+        return f"{'approved' if approved else 'rejected'} ({form['signal'].strip()})"
+
+    return run
+
+
+async def _resume(backend: Backend, token: str | None, tx: str, form: Mapping[str, str]) -> str:
+    await backend.resume(token, tx)
+    return "resumed: the failed step runs again"
+
+
+WAITING = frozenset({"pending", "running"})
+
 ACTIONS: tuple[Action, ...] = (
     Action(
         name="cancel",
@@ -71,5 +105,28 @@ ACTIONS: tuple[Action, ...] = (
         run=_cancel,
         tone="danger",
     ),
+    Action(
+        name="approve",
+        label="Approve",
+        states=WAITING,
+        fields=(Field("signal", "Approval signal", required=True), Field("comment", "Comment")),
+        run=_approval(True),
+    ),
+    Action(
+        name="reject",
+        label="Reject",
+        states=WAITING,
+        fields=(Field("signal", "Approval signal", required=True), Field("comment", "Comment")),
+        run=_approval(False),
+        tone="danger",
+    ),
+    Action(
+        name="signal",
+        label="Send signal",
+        states=WAITING,
+        fields=(Field("signal", "Signal", required=True), Field("payload", "Payload (JSON)")),
+        run=_signal,
+    ),
+    Action(name="resume", label="Resume", states=frozenset({"failed"}), fields=(), run=_resume),
 )
 ACTIONS_BY_NAME = {a.name: a for a in ACTIONS}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import grpc
 
+from multiagents import wire
 from multiagents.v1 import (
     events_pb2,
     monitoring_service_pb2_grpc,
@@ -99,6 +100,22 @@ class Backend:
     async def cancel(self, token: str | None, tx: str, reason: str) -> None:
         await self._workflows.CancelWorkflow(
             pb.CancelWorkflowRequest(transaction_id=tx, reason=reason),
+            metadata=metadata(token),
+            timeout=CALL_TIMEOUT_S,
+        )
+
+    async def signal(self, token: str | None, tx: str, signal: str, payload: object) -> None:
+        await self._workflows.SignalWorkflow(
+            pb.SignalWorkflowRequest(
+                transaction_id=tx, signal=signal, payload=wire.encode(payload)
+            ),
+            metadata=metadata(token),
+            timeout=CALL_TIMEOUT_S,
+        )
+
+    async def resume(self, token: str | None, tx: str) -> None:
+        await self._workflows.ResumeWorkflow(
+            pb.ResumeWorkflowRequest(transaction_id=tx),
             metadata=metadata(token),
             timeout=CALL_TIMEOUT_S,
         )

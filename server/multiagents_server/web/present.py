@@ -5,11 +5,12 @@ with the current position. Pure functions; the templates only lay them out."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, json_format, timestamp_pb2
 
 from multiagents.v1 import common_pb2, events_pb2, workflow_pb2
 from multiagents.v1 import monitoring_service_pb2 as mpb
@@ -147,10 +148,12 @@ def timeline(
         kind = event.WhichOneof("event")
         if kind in ("command", "compensation"):
             body = event.command if kind == "command" else event.compensation
-            key = (body.step, kind == "compensation")
+            # The path tells apart the items of a map and the steps of branches.
+            where = body.path or body.step
+            key = (where, kind == "compensation")
             counts[key] = counts.get(key, 0) + 1
             by_command[body.command_id] = Attempt(
-                step=body.step,
+                step=where,
                 worker=body.worker_name,
                 compensation=kind == "compensation",
                 number=counts[key],
@@ -192,11 +195,12 @@ class Node:
     """One node of a definition's graph, rendered by the recursive
     `graph_node` macro (templates/_graph.html).
 
-    `kind` picks the drawing: a container kind ("sequence" today; parallel
-    groups, maps and conditions are containers too) lays its `children` out,
-    a leaf kind ("step", "workflow") is a box. Adding a construct to the
-    definition means one more case in `_node_of` (and, for a new layout, a
-    CSS rule for `.g-<kind>`)."""
+    `kind` picks the drawing: a "sequence" is a column of its children; a
+    node with children (parallel, map, condition, a wait with on-timeout
+    steps) is a box holding them as side-by-side lanes, each a labelled
+    sequence; other nodes ("step", "workflow", "wait", "sleep") are boxes.
+    A lane's `current` marks the case a condition took. Adding a construct
+    to the definition is one more case in `_node_of`."""
 
     kind: str
     label: str
@@ -211,39 +215,118 @@ def graph(
     definition: workflow_pb2.WorkflowDefinition,
     status: workflow_pb2.WorkflowStatus | None = None,
 ) -> Node:
-    """The definition as a tree of nodes; with `status`, each step carries
-    its status and the current step is marked."""
-    steps = {s.name: s for s in status.steps} if status is not None else {}
-    current = status.current_step if status is not None else ""
-    running = status is not None and state_name(status.state) not in TERMINAL_STATES
-    root = Node("sequence", definition.name)
-    for step in definition.steps:
-        root.children.append(_node_of(step, steps.get(step.name), running and step.name == current))
-    return root
+    """The definition as a tree of nodes; with `status`, each node carries
+    its status (found by its path, StepInfo.path) and the running ones are
+    marked."""
+    infos: dict[str, workflow_pb2.StepInfo] = {}
+    running: set[str] = set()
+    if status is not None:
+        infos = {s.path or s.name: s for s in status.steps}
+        if state_name(status.state) not in TERMINAL_STATES:
+            running = {*status.running_steps, status.current_step} - {""}
+    return Node(
+        "sequence", definition.name, children=_sequence(definition.steps, "", infos, running)
+    )
+
+
+def _sequence(
+    steps: Iterable[workflow_pb2.StepDefinition],
+    prefix: str,
+    infos: dict[str, workflow_pb2.StepInfo],
+    running: set[str],
+) -> list[Node]:
+    return [_node_of(step, prefix, infos, running) for step in steps]
+
+
+def _duration_ms(d: duration_pb2.Duration) -> int:
+    return d.seconds * 1000 + d.nanos // 1_000_000
 
 
 def _node_of(
-    step: workflow_pb2.StepDefinition, info: workflow_pb2.StepInfo | None, current: bool
+    step: workflow_pb2.StepDefinition,
+    prefix: str,
+    infos: dict[str, workflow_pb2.StepInfo],
+    running: set[str],
 ) -> Node:
+    path = prefix + step.name
+    info = infos.get(path)
     status = STEP_STATUSES.get(info.status, "") if info is not None else ""
-    if status == "unspecified":
-        status = ""
-    if step.workflow:
-        version = f" v{step.workflow_version}" if step.workflow_version else ""
-        link = f"/definitions/{step.workflow}"
-        if step.workflow_version:
-            link += f"?version={step.workflow_version}"
-        if info is not None and info.child_transaction_id:
-            link = f"/executions/{info.child_transaction_id}"
-        return Node(
-            "workflow", step.name, f"sub-workflow {step.workflow}{version}", status, current, link
+    node = Node("step", step.name, status="" if status == "unspecified" else status)
+    node.current = path in running
+    inner = f"{path}/"
+    if step.HasField("parallel"):
+        policy = step.parallel.failure_policy
+        node.kind = "parallel"
+        node.detail = "parallel · " + (
+            "wait for all"
+            if policy == workflow_pb2.PARALLEL_FAILURE_POLICY_WAIT_ALL
+            else "fail fast"
         )
-    detail = step.worker
-    if step.compensation:
-        detail += f" · undo: {step.compensation}"
-    if info is not None and info.attempts > 1:
-        detail += f" · {info.attempts} attempts"
-    return Node("step", step.name, detail, status, current)
+        node.children = [
+            Node(
+                "sequence", b.name, children=_sequence(b.steps, f"{inner}{b.name}/", infos, running)
+            )
+            for b in step.parallel.branches
+        ]
+    elif step.HasField("map"):
+        items = [s for p, s in infos.items() if p.startswith(inner) and p[len(inner) :].isdigit()]
+        done = sum(STEP_STATUSES.get(s.status) == "completed" for s in items)
+        node.kind = "map"
+        node.detail = f"for each of {step.map.items} · {step.map.max_concurrency or 10} at once"
+        if items:
+            node.detail += f" · {done}/{len(items)} items done"
+        node.children = [
+            Node("sequence", "each item", children=[_node_of(step.map.step, inner, {}, set())])
+        ]
+    elif step.HasField("condition"):
+        condition = step.condition
+        taken = info.branch if info is not None else ""
+        node.kind = "condition"
+        node.detail = f"switch {condition.switch}" if condition.switch else "condition"
+        for i, case in enumerate(condition.cases, 1):
+            label = (
+                f"= {json.dumps(json_format.MessageToDict(case.equals))}"
+                if condition.switch
+                else f"when {case.when}"
+            )
+            lane = Node("sequence", label, children=_sequence(case.steps, inner, infos, running))
+            lane.current = taken == f"case {i}"
+            node.children.append(lane)
+        otherwise = Node(
+            "sequence", "otherwise", children=_sequence(condition.otherwise, inner, infos, running)
+        )
+        otherwise.current = taken == "otherwise"
+        node.children.append(otherwise)
+    elif step.HasField("wait_for_signal"):
+        wait = step.wait_for_signal
+        node.kind = "wait"
+        node.detail = ("approval" if wait.approval else "signal") + f" {wait.signal}"
+        if wait.HasField("timeout"):
+            node.detail += f" · times out after {duration(_duration_ms(wait.timeout))}"
+        if wait.on_timeout:
+            node.children = [
+                Node("sequence", "on timeout",
+                     children=_sequence(wait.on_timeout, inner, infos, running))
+            ]  # fmt: skip
+    elif step.HasField("sleep"):
+        node.kind = "sleep"
+        node.detail = f"sleeps {duration(_duration_ms(step.sleep.duration))}"
+    elif step.workflow:
+        version = f" v{step.workflow_version}" if step.workflow_version else ""
+        node.kind = "workflow"
+        node.detail = f"sub-workflow {step.workflow}{version}"
+        node.link = f"/definitions/{step.workflow}"
+        if step.workflow_version:
+            node.link += f"?version={step.workflow_version}"
+        if info is not None and info.child_transaction_id:
+            node.link = f"/executions/{info.child_transaction_id}"
+    else:
+        node.detail = step.worker
+        if step.compensation:
+            node.detail += f" · undo: {step.compensation}"
+        if info is not None and info.attempts > 1:
+            node.detail += f" · {info.attempts} attempts"
+    return node
 
 
 # -- history --------------------------------------------------------------------------
