@@ -40,7 +40,7 @@ demo: $(DEMO_STAMP)
 demo-review: $(DEMO_STAMP)
 	.venv/bin/multiagents demo --scenario review
 
-test: setup check go-test node-test pytest pytest-cluster
+test: setup check go-test node-test pytest pytest-cluster pytest-browser
 
 check: lint typecheck buf-check gen-check
 
@@ -78,7 +78,7 @@ node-test:
 COV_FLOOR ?= 80
 
 pytest:
-	$(PY) -m pytest -q -p no:cacheprovider \
+	$(PY) -m pytest -q -p no:cacheprovider --ignore=tests/browser \
 		--cov=multiagents --cov=multiagents_server --cov-fail-under=$(COV_FLOOR)
 
 # The cluster lane: the integration, crash and conformance tests again, against
@@ -88,8 +88,24 @@ pytest-cluster:
 	MULTIAGENTS_TEST_REDIS=cluster timeout 900 $(PY) -m pytest -q -p no:cacheprovider \
 		tests/integration tests/conformance tests/seed
 
+# The browser lane: the web dashboard driven by a real headless Chromium
+# (tests/browser, bounded to 5 minutes); screenshots land in test-artifacts/.
+pytest-browser: setup browser-deps
+	MULTIAGENTS_TEST_BROWSER=1 timeout 300 $(PY) -m pytest -q -p no:cacheprovider tests/browser
+
+# Debian's chromium and chromium-driver, installed by apt-get when missing
+# (with sudo unless run as root).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+browser-deps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "installing chromium and chromium-driver with apt-get"; \
+		$(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	fi
+
 clean:
-	rm -rf .venv node_modules .multiagents
+	rm -rf .venv node_modules .multiagents test-artifacts
 
 # Benchmarks (bench/README.md): MultiAgents against Celery and arq on one embedded
 # Redis; never part of `make test`. BENCH_ARGS passes options through, e.g.

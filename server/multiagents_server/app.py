@@ -37,6 +37,7 @@ from multiagents_server.transport.malformed import MalformedRequestInterceptor
 from multiagents_server.transport.monitoring_service import MonitoringService
 from multiagents_server.transport.worker_service import WorkerService
 from multiagents_server.transport.workflow_service import WorkflowService
+from multiagents_server.web import Dashboard
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class Server:
         self.orchestrator: Orchestrator | None = None
         self.dispatcher: Dispatcher | None = None
         self.metrics: observability.MetricsEndpoint | None = None
+        self.dashboard: Dashboard | None = None
 
     @property
     def address(self) -> str:
@@ -182,6 +184,9 @@ class Server:
             self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"cannot bind the gRPC port {address}")
+        if config.dashboard_port:
+            self.dashboard = Dashboard(config, self.replica_id)
+            server.add_insecure_port(self.dashboard.grpc_target)
         liveness = Liveness(store, config, dispatcher, replica_id=self.replica_id)
         await liveness.renew_lease()
         await orchestrator.join()
@@ -204,6 +209,8 @@ class Server:
         await server.start()
         self._grpc = server
         self._health = health_servicer
+        if self.dashboard is not None:
+            await self.dashboard.start()
         for name in ("", *SERVICE_NAMES):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -288,6 +295,9 @@ class Server:
         """Drain workers, stop serving, stop the loops, close Redis."""
         grace = self.config.drain_timeout_ms / 1000 if grace_s is None else grace_s
         started = self._grpc is not None
+        if self.dashboard is not None:
+            await self.dashboard.stop()
+            self.dashboard = None
         if self._health is not None and self._grpc is not None:
             for name in ("", *SERVICE_NAMES):
                 await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)

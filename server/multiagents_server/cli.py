@@ -21,6 +21,7 @@ from multiagents_server.config import ConfigError, load_config
 from multiagents_server.observability import logs, tracing
 from multiagents_server.store import StoreSetupError
 from multiagents_server.supervisor import Supervisor, check_port_free, process_count
+from multiagents_server.web.server import dashboard_url
 
 PROG = "multiagents-server"
 
@@ -78,7 +79,7 @@ async def serve(args: argparse.Namespace) -> int:
     flags = {
         "host": args.host, "port": args.port, "redis_url": args.redis_url,
         "data_dir": args.data_dir, "key_prefix": args.key_prefix, "log_level": args.log_level,
-        "processes": args.processes,
+        "processes": args.processes, "dashboard_port": args.dashboard_port,
         "log_format": args.log_format, "metrics_port": args.metrics_port,
     }  # fmt: skip
     config = load_config(flags, config_file=args.config)
@@ -88,6 +89,7 @@ async def serve(args: argparse.Namespace) -> int:
     check_port_free(config.host, config.port)
     if config.metrics_port:
         check_port_free(config.host, config.metrics_port)
+    check_port_free(config.host, config.dashboard_port)
     server: Server | Supervisor = Server(config) if count == 1 else Supervisor(config, count)
     with held_logs():
         await server.start()
@@ -96,6 +98,8 @@ async def serve(args: argparse.Namespace) -> int:
         f"multiagents server listening on {server.address} (redis: {server.redis_url}; {replicas})",
         flush=True,
     )
+    if config.dashboard_port:
+        print(f"dashboard on {dashboard_url(config)}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -130,6 +134,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--processes",
         type=int,
         help="server replicas behind the one port (default: one per core; 1 = in this process)",
+    )
+    parser.add_argument(
+        "--dashboard-port",
+        type=int,
+        help="serve the web dashboard on this HTTP port (default 0: no dashboard)",
     )
     return parser
 

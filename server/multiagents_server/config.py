@@ -85,6 +85,9 @@ class ServerConfig:
     worker_monitoring: bool = True
     # A worker whose last heartbeat is older than this is not healthy.
     health_check_interval_ms: int = 30_000
+    # The web dashboard's HTTP port on `host` (0 = no dashboard); every
+    # replica of `serve --processes N` serves it on the one port.
+    dashboard_port: int = 0
 
     @property
     def auth_enabled(self) -> bool:
@@ -177,6 +180,10 @@ def check(config: ServerConfig) -> None:
         raise ConfigError(
             f"metrics_port: must be a port number (0 = off), got {config.metrics_port}"
         )
+    if not 0 <= config.dashboard_port <= 65535:
+        raise ConfigError(f"dashboard_port: must be 0 (off) to 65535, got {config.dashboard_port}")
+    if config.dashboard_port and config.dashboard_port == config.port:
+        raise ConfigError(f"dashboard_port: {config.dashboard_port} is the gRPC port too")
     if config.client_tokens and not config.worker_tokens and not config.allow_anonymous_workers:
         raise ConfigError(
             "worker_tokens: client tokens are set but no worker tokens, so any process "

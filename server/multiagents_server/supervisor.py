@@ -93,6 +93,7 @@ class Supervisor:
         config = self.config
         port = config.port or free_port()
         check_port_free(config.host, port)
+        check_port_free(config.host, config.dashboard_port)
         self.address = f"{config.host}:{port}"
         try:
             if not config.redis_url:
