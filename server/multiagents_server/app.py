@@ -225,10 +225,16 @@ class Server:
         renewal and the reaper each get such a loop, so reclaiming a dead
         replica's work never delays the renewal."""
         period = max(self.config.replica_lease_ms / 5000, 0.1)
+        task = asyncio.current_task()
         while True:
             try:
                 await action()
             except StoreUnavailable as exc:
+                # A cancel that reached a Redis call in flight may come back
+                # as a failed call (a batch torn down by the stop): the
+                # request to stop still stands, so honour it here.
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc
                 log.warning("cannot %s", what, extra={"error": str(exc)})
             await asyncio.sleep(period)
 
