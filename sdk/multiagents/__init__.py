@@ -6,7 +6,14 @@ The SDK: `@worker` declares workers, `WorkerRuntime` serves them to a server,
 
 __version__ = "0.1.0"
 
-from multiagents.client import Client, ScheduleAction, ScheduleInfo, StatusUpdate, WorkflowStatus
+from multiagents.client import (
+    Client,
+    ProgressUpdate,
+    ScheduleAction,
+    ScheduleInfo,
+    StatusUpdate,
+    WorkflowStatus,
+)
 from multiagents.dspy import dspy_worker
 from multiagents.errors import (
     AlreadyExistsError,
@@ -72,6 +79,7 @@ __all__ = [
     "MultiAgentsError",
     "NotFoundError",
     "Parallel",
+    "ProgressUpdate",
     "RPCError",
     "ResourceExhaustedError",
     "RetryPolicy",

@@ -25,7 +25,14 @@ from google.protobuf import json_format
 
 from multiagents import __version__, _server, wire
 from multiagents.channel import open_channel
-from multiagents.client import OVERLAP_POLICIES, STATES, Client, ScheduleInfo, WorkflowStatus
+from multiagents.client import (
+    OVERLAP_POLICIES,
+    STATES,
+    Client,
+    ScheduleInfo,
+    StatusUpdate,
+    WorkflowStatus,
+)
 from multiagents.errors import (
     AlreadyExistsError,
     InvalidArgumentError,
@@ -470,9 +477,19 @@ async def follow(
     command no connected worker can run is reported once."""
 
     async def until_terminal() -> None:
-        async for update in client.watch(tx):
-            if update.terminal:
-                return
+        async for update in client.watch_progress(tx):
+            if isinstance(update, StatusUpdate):
+                if update.terminal:
+                    return
+                continue
+            if as_json:
+                _print(json.dumps({"progress": {"step": update.path, "details": update.details,
+                                                "attempt": update.attempt}}))  # fmt: skip
+            else:
+                when = _time(update.updated_at)
+                lines.line(
+                    f"[{tx}] {when}  progress     {update.path:<16} {_short(update.details)}"
+                )
 
     lines = _Lines()
     streaming = asyncio.create_task(print_output(client, tx, lines, as_json)) if output else None

@@ -82,6 +82,27 @@ class StepState:
 
 
 @dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    """What a worker reported about a running step (`heartbeat(details)`)."""
+
+    path: str
+    details: dict[str, Any]
+    attempt: int
+    command_id: str
+    updated_at: datetime | None
+
+    @classmethod
+    def from_proto(cls, p: workflow_pb2.StepProgress) -> ProgressUpdate:
+        return cls(
+            p.path,
+            wire.decode_object(p.details),
+            p.attempt,
+            p.command_id,
+            _utc(p.updated_at) if p.HasField("updated_at") else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class WaitingSignal:
     """A wait that waits for a signal now (an entry of the approval inbox)."""
 
@@ -538,6 +559,17 @@ class Client:
             else:
                 yield StatusUpdate.from_proto(response.event)
 
+    async def watch_progress(
+        self, transaction_id: str
+    ) -> AsyncIterator[StatusUpdate | ProgressUpdate]:
+        """Like `watch`, with the progress workers report for the running
+        steps (`heartbeat(details)`) as it changes."""
+        async for response in self._watch(transaction_id, include_progress=True):
+            if response.HasField("progress"):
+                yield ProgressUpdate.from_proto(response.progress)
+            else:
+                yield StatusUpdate.from_proto(response.event)
+
     async def _watch(
         self,
         transaction_id: str,
@@ -545,12 +577,14 @@ class Client:
         from_offset: str = "",
         *,
         include_events: bool = False,
+        include_progress: bool = False,
     ) -> AsyncIterator[pb.WatchWorkflowResponse]:
         request = pb.WatchWorkflowRequest(
             transaction_id=transaction_id,
             include_output=include_output,
             output_from_offset=from_offset,
             include_events=include_events,
+            include_progress=include_progress,
         )
         call = self._stub.WatchWorkflow(request, metadata=self._metadata)
         try:

@@ -88,8 +88,9 @@ class EventHub:
 
     @contextlib.contextmanager
     def watch_output(self, transaction_id: str) -> Iterator[asyncio.Event]:
-        """An event set whenever output of the transaction is appended (the
-        reader clears it, then reads the stream from its offset)."""
+        """An event set whenever output of the transaction is appended, or a
+        worker reported progress of one of its steps (the reader clears it,
+        then reads the stream from its offset and the progress)."""
         event = asyncio.Event()
         self._output_readers.setdefault(transaction_id, set()).add(event)
         try:

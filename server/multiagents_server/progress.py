@@ -69,3 +69,4 @@ async def attach(store: Store, ex: engine.Execution, status: workflow_pb2.Workfl
         info = by_path.get(ex.path_of(key))
         if raw is not None and info is not None:
             info.progress.ParseFromString(raw)
+            info.progress.path = info.path

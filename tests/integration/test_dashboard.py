@@ -613,3 +613,34 @@ async def test_approve_reject_signal_and_resume_from_the_page(dash: Server, uid:
         assert (await act(rejected, "resume")).status_code == 200
         assert (await client.get_status(rejected)).state in ("pending", "running")
         await client.cancel_workflow(rejected, "test over")
+
+
+async def test_the_execution_page_shows_the_progress_of_the_running_step(
+    dash: Server, uid: str
+) -> None:
+    from multiagents import heartbeat
+
+    release = asyncio.Event()
+
+    @worker(f"{uid}_crawl")
+    async def crawl(ctx: dict[str, Any]) -> dict[str, Any]:
+        heartbeat({"pages_done": 37})
+        await asyncio.wait_for(release.wait(), 20)
+        return {}
+
+    wf = WorkflowBuilder(f"{uid}-crawl").add_step("crawl", crawl.name).build()
+    async with serving(dash, crawl), Client(dash.address) as client:
+        await client.register_workflow(wf)
+        tx = await client.execute_workflow(wf.name, {})
+
+        async def shown() -> bool:
+            async with browser(dash, headers=HTML) as h:
+                page = await h.get(f"/executions/{tx}")
+            return 'id="progress"' in page.text and "pages_done" in page.text
+
+        await wait_for(shown, timeout=15, interval=0.2)
+        release.set()
+        assert (await client.wait(tx, timeout=20)).state == "completed"
+    async with browser(dash, headers=HTML) as h:
+        page = await h.get(f"/executions/{tx}")
+    assert 'id="progress"' not in page.text  # only running steps have progress

@@ -579,3 +579,31 @@ async def test_a_budget_stops_the_step_that_would_exceed_it_and_compensates(
     assert within.state == "completed"
     with pytest.raises(InvalidArgumentError, match=r"budget\.max_tokens"):
         await client.execute_workflow(wf.name, {}, budget=Budget(max_tokens=-1))
+
+
+async def test_a_watcher_sees_the_progress_a_worker_reports(
+    server: Server, client: Client, uid: str
+) -> None:
+    from multiagents import ProgressUpdate, heartbeat
+
+    seen_first = asyncio.Event()
+
+    @worker(f"{uid}.long")
+    async def long(ctx: dict[str, Any]) -> dict[str, Any]:
+        heartbeat({"done": 1, "of": 2})
+        await asyncio.wait_for(seen_first.wait(), 10)
+        await asyncio.sleep(1.1)  # the SDK sends progress at most once a second
+        heartbeat({"done": 2, "of": 2})
+        await asyncio.sleep(1.1)
+        return {}
+
+    wf = WorkflowBuilder(f"{uid}.progress").add_step("work", long).build()
+    async with serving(server, long):
+        await client.register_workflow(wf)
+        tx = await client.execute_workflow(wf.name, {})
+        progress: list[tuple[str, dict[str, Any]]] = []
+        async for item in client.watch_progress(tx):
+            if isinstance(item, ProgressUpdate):
+                progress.append((item.path, item.details))
+                seen_first.set()
+    assert progress == [("work", {"done": 1, "of": 2}), ("work", {"done": 2, "of": 2})]

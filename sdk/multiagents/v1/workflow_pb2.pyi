@@ -200,16 +200,18 @@ class StepInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., attempts: _Optional[int] = ..., last_failure: _Optional[_Union[_common_pb2.Failure, _Mapping]] = ..., child_transaction_id: _Optional[str] = ..., path: _Optional[str] = ..., kind: _Optional[str] = ..., branch: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., progress: _Optional[_Union[StepProgress, _Mapping]] = ...) -> None: ...
 
 class StepProgress(_message.Message):
-    __slots__ = ("details", "updated_at", "attempt", "command_id")
+    __slots__ = ("details", "updated_at", "attempt", "command_id", "path")
     DETAILS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
     details: _common_pb2.Payload
     updated_at: _timestamp_pb2.Timestamp
     attempt: int
     command_id: str
-    def __init__(self, details: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., command_id: _Optional[str] = ...) -> None: ...
+    path: str
+    def __init__(self, details: _Optional[_Union[_common_pb2.Payload, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., command_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
 
 class WaitingSignal(_message.Message):
     __slots__ = ("transaction_id", "workflow_name", "path", "signal", "approval", "since", "timeout_at")

@@ -89,28 +89,32 @@ class GetStatusResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[_workflow_pb2.WorkflowStatus, _Mapping]] = ...) -> None: ...
 
 class WatchWorkflowRequest(_message.Message):
-    __slots__ = ("transaction_id", "include_output", "output_from_offset", "include_events")
+    __slots__ = ("transaction_id", "include_output", "output_from_offset", "include_events", "include_progress")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FROM_OFFSET_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     include_output: bool
     output_from_offset: str
     include_events: bool
-    def __init__(self, transaction_id: _Optional[str] = ..., include_output: _Optional[bool] = ..., output_from_offset: _Optional[str] = ..., include_events: _Optional[bool] = ...) -> None: ...
+    include_progress: bool
+    def __init__(self, transaction_id: _Optional[str] = ..., include_output: _Optional[bool] = ..., output_from_offset: _Optional[str] = ..., include_events: _Optional[bool] = ..., include_progress: _Optional[bool] = ...) -> None: ...
 
 class WatchWorkflowResponse(_message.Message):
-    __slots__ = ("event", "final_status", "output", "history_event")
+    __slots__ = ("event", "final_status", "output", "history_event", "progress")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     FINAL_STATUS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     HISTORY_EVENT_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     event: _events_pb2.StatusEvent
     final_status: _workflow_pb2.WorkflowStatus
     output: StepOutput
     history_event: _events_pb2.WorkflowEvent
-    def __init__(self, event: _Optional[_Union[_events_pb2.StatusEvent, _Mapping]] = ..., final_status: _Optional[_Union[_workflow_pb2.WorkflowStatus, _Mapping]] = ..., output: _Optional[_Union[StepOutput, _Mapping]] = ..., history_event: _Optional[_Union[_events_pb2.WorkflowEvent, _Mapping]] = ...) -> None: ...
+    progress: _workflow_pb2.StepProgress
+    def __init__(self, event: _Optional[_Union[_events_pb2.StatusEvent, _Mapping]] = ..., final_status: _Optional[_Union[_workflow_pb2.WorkflowStatus, _Mapping]] = ..., output: _Optional[_Union[StepOutput, _Mapping]] = ..., history_event: _Optional[_Union[_events_pb2.WorkflowEvent, _Mapping]] = ..., progress: _Optional[_Union[_workflow_pb2.StepProgress, _Mapping]] = ...) -> None: ...
 
 class CancelWorkflowRequest(_message.Message):
     __slots__ = ("transaction_id", "reason")

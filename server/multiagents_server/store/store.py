@@ -261,7 +261,15 @@ class Store:
         cmds = self._auto.commands()
         cmds.hset(key, command_id, record)
         cmds.pexpire(key, ttl_ms)
+        # The same notification as appended output: watchers read both.
+        cmds.publish(self.keys.bus, b"o" + transaction_id.encode())
         await cmds.execute()
+
+    @_guarded
+    async def progress_all(self, transaction_id: str) -> dict[str, bytes]:
+        """The latest progress record of each command of the execution."""
+        raw = await self.redis.hgetall(self.keys.progress(transaction_id))
+        return {k.decode(): v for k, v in raw.items()}
 
     @_guarded
     async def progress_of(self, transaction_id: str, command_id: str) -> bytes | None:

@@ -9,11 +9,11 @@ from typing import Any
 
 import grpc
 
-from multiagents.v1 import common_pb2, events_pb2, workflow_service_pb2_grpc
+from multiagents.v1 import common_pb2, events_pb2, workflow_pb2, workflow_service_pb2_grpc
 from multiagents.v1 import workflow_service_pb2 as pb
 from multiagents_server import convert, observability, progress
 from multiagents_server.config import ServerConfig
-from multiagents_server.engine import Execution, StepStatus
+from multiagents_server.engine import Execution, StepStatus, parse_command_id
 from multiagents_server.errors import InvalidArgument, Overloaded
 from multiagents_server.events import EventHub
 from multiagents_server.orchestrator import Orchestrator
@@ -147,9 +147,11 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
     ) -> AsyncIterator[pb.WatchWorkflowResponse]:
         tx = _require(request.transaction_id, "transaction_id")
         output_from = check_offset(request.output_from_offset, "output_from_offset")
+        woken = request.include_output or request.include_progress
         following: contextlib.AbstractContextManager[asyncio.Event | None] = (
-            self.hub.watch_output(tx) if request.include_output else contextlib.nullcontext()
+            self.hub.watch_output(tx) if woken else contextlib.nullcontext()
         )
+        progress_seen: dict[str, bytes] = {}
         # Subscribe before reading the state, so no change falls in between.
         with self.hub.subscribe(tx) as events, following as appended:
             snap = await self.orchestrator.snapshot(tx)
@@ -168,10 +170,14 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
                 return
             yield first
             while True:
-                if cursor is not None and appended is not None:
+                if appended is not None:
                     appended.clear()
+                if cursor is not None:
                     for output in await cursor.read():
                         yield pb.WatchWorkflowResponse(output=output)
+                if request.include_progress:
+                    for reported in await self._new_progress(snap.execution, progress_seen):
+                        yield pb.WatchWorkflowResponse(progress=reported)
                 event = await _next_event(events, appended)
                 if event is _OUTPUT:
                     continue
@@ -201,6 +207,24 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
                     final_status=convert.status_to_proto(final.execution, final.revision),
                 )
                 return
+
+    async def _new_progress(
+        self, ex: Execution, seen: dict[str, bytes]
+    ) -> list[workflow_pb2.StepProgress]:
+        """Progress records of the execution not sent yet, with their step's path."""
+        out = []
+        for command_id, raw in (
+            await self.orchestrator.store.progress_all(ex.transaction_id)
+        ).items():
+            if seen.get(command_id) == raw:
+                continue
+            seen[command_id] = raw
+            reported = workflow_pb2.StepProgress.FromString(raw)
+            parsed = parse_command_id(command_id)
+            if parsed is not None:
+                reported.path = ex.path_of(parsed[2])
+            out.append(reported)
+        return out
 
     @streaming
     async def StreamStepOutput(

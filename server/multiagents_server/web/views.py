@@ -311,6 +311,17 @@ class Views:
             "results_json": present.json_view(present.payload_json(status.step_results)),
             "failure": status.failure if status.HasField("failure") else None,
             "failed_steps": [s for s in status.steps if s.HasField("last_failure")],
+            # What the workers of the running steps last reported (heartbeat details).
+            "progress": [
+                {
+                    "path": s.path or s.name,
+                    "attempt": s.progress.attempt,
+                    "details": present.payload_json(s.progress.details),
+                    "updated_at": s.progress.updated_at,
+                }
+                for s in status.steps
+                if s.HasField("progress")
+            ],
             "elapsed": present.duration(
                 (present.ms(status.completed_at) or now) - present.ms(status.created_at)
             ),

@@ -1130,7 +1130,9 @@ type StepProgress struct {
 	// The attempt (from 1) that reported them.
 	Attempt int32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// The command id of that attempt.
-	CommandId     string `protobuf:"bytes,4,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	CommandId string `protobuf:"bytes,4,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	// Path of the step (StepInfo.path); set in WatchWorkflow's messages.
+	Path          string `protobuf:"bytes,5,opt,name=path,proto3" json:"path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1189,6 +1191,13 @@ func (x *StepProgress) GetAttempt() int32 {
 func (x *StepProgress) GetCommandId() string {
 	if x != nil {
 		return x.CommandId
+	}
+	return ""
+}
+
+func (x *StepProgress) GetPath() string {
+	if x != nil {
+		return x.Path
 	}
 	return ""
 }
@@ -1609,14 +1618,15 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"finishedAt\x12+\n" +
 	"\x05usage\x18\n" +
 	" \x01(\v2\x15.multiagents.v1.UsageR\x05usage\x128\n" +
-	"\bprogress\x18\f \x01(\v2\x1c.multiagents.v1.StepProgressR\bprogress\"\xb5\x01\n" +
+	"\bprogress\x18\f \x01(\v2\x1c.multiagents.v1.StepProgressR\bprogress\"\xc9\x01\n" +
 	"\fStepProgress\x121\n" +
 	"\adetails\x18\x01 \x01(\v2\x17.multiagents.v1.PayloadR\adetails\x129\n" +
 	"\n" +
 	"updated_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1d\n" +
 	"\n" +
-	"command_id\x18\x04 \x01(\tR\tcommandId\"\x90\x02\n" +
+	"command_id\x18\x04 \x01(\tR\tcommandId\x12\x12\n" +
+	"\x04path\x18\x05 \x01(\tR\x04path\"\x90\x02\n" +
 	"\rWaitingSignal\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12#\n" +
 	"\rworkflow_name\x18\x02 \x01(\tR\fworkflowName\x12\x12\n" +

@@ -567,8 +567,13 @@ type WatchWorkflowRequest struct {
 	// a watcher sees retries that change no state. Earlier events: GetHistory
 	// (the two may overlap by the events of the first moment). Default false.
 	IncludeEvents bool `protobuf:"varint,4,opt,name=include_events,json=includeEvents,proto3" json:"include_events,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// When true, the stream also carries the progress workers report for the
+	// running steps (heartbeat details, StepProgress) as it changes: the
+	// latest of each running attempt when the watch begins, then each new one.
+	// Default false.
+	IncludeProgress bool `protobuf:"varint,5,opt,name=include_progress,json=includeProgress,proto3" json:"include_progress,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *WatchWorkflowRequest) Reset() {
@@ -629,6 +634,13 @@ func (x *WatchWorkflowRequest) GetIncludeEvents() bool {
 	return false
 }
 
+func (x *WatchWorkflowRequest) GetIncludeProgress() bool {
+	if x != nil {
+		return x.IncludeProgress
+	}
+	return false
+}
+
 // WatchWorkflowResponse is one message of the watch stream: the first is the
 // current status, then one per change; the stream ends after a terminal state.
 type WatchWorkflowResponse struct {
@@ -644,7 +656,10 @@ type WatchWorkflowResponse struct {
 	Output *StepOutput `protobuf:"bytes,3,opt,name=output,proto3" json:"output,omitempty"`
 	// A history event other than a status change (only with include_events;
 	// `event` is unset then). Its `sequence` is 0: live events are not numbered.
-	HistoryEvent  *WorkflowEvent `protobuf:"bytes,4,opt,name=history_event,json=historyEvent,proto3" json:"history_event,omitempty"`
+	HistoryEvent *WorkflowEvent `protobuf:"bytes,4,opt,name=history_event,json=historyEvent,proto3" json:"history_event,omitempty"`
+	// Progress of a running step (only with include_progress; `event` is
+	// unset then), with StepProgress.path naming the step.
+	Progress      *StepProgress `protobuf:"bytes,5,opt,name=progress,proto3" json:"progress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +718,13 @@ func (x *WatchWorkflowResponse) GetOutput() *StepOutput {
 func (x *WatchWorkflowResponse) GetHistoryEvent() *WorkflowEvent {
 	if x != nil {
 		return x.HistoryEvent
+	}
+	return nil
+}
+
+func (x *WatchWorkflowResponse) GetProgress() *StepProgress {
+	if x != nil {
+		return x.Progress
 	}
 	return nil
 }
@@ -2441,17 +2463,19 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\x10GetStatusRequest\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\"K\n" +
 	"\x11GetStatusResponse\x126\n" +
-	"\x06status\x18\x01 \x01(\v2\x1e.multiagents.v1.WorkflowStatusR\x06status\"\xb9\x01\n" +
+	"\x06status\x18\x01 \x01(\v2\x1e.multiagents.v1.WorkflowStatusR\x06status\"\xe4\x01\n" +
 	"\x14WatchWorkflowRequest\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12%\n" +
 	"\x0einclude_output\x18\x02 \x01(\bR\rincludeOutput\x12,\n" +
 	"\x12output_from_offset\x18\x03 \x01(\tR\x10outputFromOffset\x12%\n" +
-	"\x0einclude_events\x18\x04 \x01(\bR\rincludeEvents\"\x85\x02\n" +
+	"\x0einclude_events\x18\x04 \x01(\bR\rincludeEvents\x12)\n" +
+	"\x10include_progress\x18\x05 \x01(\bR\x0fincludeProgress\"\xbf\x02\n" +
 	"\x15WatchWorkflowResponse\x121\n" +
 	"\x05event\x18\x01 \x01(\v2\x1b.multiagents.v1.StatusEventR\x05event\x12A\n" +
 	"\ffinal_status\x18\x02 \x01(\v2\x1e.multiagents.v1.WorkflowStatusR\vfinalStatus\x122\n" +
 	"\x06output\x18\x03 \x01(\v2\x1a.multiagents.v1.StepOutputR\x06output\x12B\n" +
-	"\rhistory_event\x18\x04 \x01(\v2\x1d.multiagents.v1.WorkflowEventR\fhistoryEvent\"V\n" +
+	"\rhistory_event\x18\x04 \x01(\v2\x1d.multiagents.v1.WorkflowEventR\fhistoryEvent\x128\n" +
+	"\bprogress\x18\x05 \x01(\v2\x1c.multiagents.v1.StepProgressR\bprogress\"V\n" +
 	"\x15CancelWorkflowRequest\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x18\n" +
@@ -2631,12 +2655,13 @@ var file_multiagents_v1_workflow_service_proto_goTypes = []any{
 	(*WorkflowStatus)(nil),                  // 46: multiagents.v1.WorkflowStatus
 	(*StatusEvent)(nil),                     // 47: multiagents.v1.StatusEvent
 	(*WorkflowEvent)(nil),                   // 48: multiagents.v1.WorkflowEvent
-	(WorkflowState)(0),                      // 49: multiagents.v1.WorkflowState
-	(*WaitingSignal)(nil),                   // 50: multiagents.v1.WaitingSignal
-	(*timestamppb.Timestamp)(nil),           // 51: google.protobuf.Timestamp
-	(OutputKind)(0),                         // 52: multiagents.v1.OutputKind
-	(*ScheduleDefinition)(nil),              // 53: multiagents.v1.ScheduleDefinition
-	(*ScheduleStatus)(nil),                  // 54: multiagents.v1.ScheduleStatus
+	(*StepProgress)(nil),                    // 49: multiagents.v1.StepProgress
+	(WorkflowState)(0),                      // 50: multiagents.v1.WorkflowState
+	(*WaitingSignal)(nil),                   // 51: multiagents.v1.WaitingSignal
+	(*timestamppb.Timestamp)(nil),           // 52: google.protobuf.Timestamp
+	(OutputKind)(0),                         // 53: multiagents.v1.OutputKind
+	(*ScheduleDefinition)(nil),              // 54: multiagents.v1.ScheduleDefinition
+	(*ScheduleStatus)(nil),                  // 55: multiagents.v1.ScheduleStatus
 }
 var file_multiagents_v1_workflow_service_proto_depIdxs = []int32{
 	42, // 0: multiagents.v1.RegisterWorkflowRequest.definition:type_name -> multiagents.v1.WorkflowDefinition
@@ -2650,66 +2675,67 @@ var file_multiagents_v1_workflow_service_proto_depIdxs = []int32{
 	46, // 8: multiagents.v1.WatchWorkflowResponse.final_status:type_name -> multiagents.v1.WorkflowStatus
 	26, // 9: multiagents.v1.WatchWorkflowResponse.output:type_name -> multiagents.v1.StepOutput
 	48, // 10: multiagents.v1.WatchWorkflowResponse.history_event:type_name -> multiagents.v1.WorkflowEvent
-	49, // 11: multiagents.v1.ListWorkflowsRequest.state:type_name -> multiagents.v1.WorkflowState
-	46, // 12: multiagents.v1.ListWorkflowsResponse.workflows:type_name -> multiagents.v1.WorkflowStatus
-	48, // 13: multiagents.v1.GetHistoryResponse.events:type_name -> multiagents.v1.WorkflowEvent
-	43, // 14: multiagents.v1.SignalWorkflowRequest.payload:type_name -> multiagents.v1.Payload
-	50, // 15: multiagents.v1.ListWaitingSignalsResponse.waiting:type_name -> multiagents.v1.WaitingSignal
-	26, // 16: multiagents.v1.StreamStepOutputResponse.output:type_name -> multiagents.v1.StepOutput
-	51, // 17: multiagents.v1.StepOutput.time:type_name -> google.protobuf.Timestamp
-	27, // 18: multiagents.v1.StepOutput.chunk:type_name -> multiagents.v1.StepOutputChunk
-	28, // 19: multiagents.v1.StepOutput.rewind:type_name -> multiagents.v1.StepOutputRewind
-	29, // 20: multiagents.v1.StepOutput.gap:type_name -> multiagents.v1.StepOutputGap
-	52, // 21: multiagents.v1.StepOutputChunk.kind:type_name -> multiagents.v1.OutputKind
-	53, // 22: multiagents.v1.CreateScheduleRequest.schedule:type_name -> multiagents.v1.ScheduleDefinition
-	54, // 23: multiagents.v1.CreateScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
-	54, // 24: multiagents.v1.GetScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
-	54, // 25: multiagents.v1.ListSchedulesResponse.schedules:type_name -> multiagents.v1.ScheduleStatus
-	54, // 26: multiagents.v1.PauseScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
-	54, // 27: multiagents.v1.UnpauseScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
-	0,  // 28: multiagents.v1.WorkflowService.RegisterWorkflow:input_type -> multiagents.v1.RegisterWorkflowRequest
-	2,  // 29: multiagents.v1.WorkflowService.GetWorkflowDefinition:input_type -> multiagents.v1.GetWorkflowDefinitionRequest
-	4,  // 30: multiagents.v1.WorkflowService.ListWorkflowDefinitions:input_type -> multiagents.v1.ListWorkflowDefinitionsRequest
-	6,  // 31: multiagents.v1.WorkflowService.ExecuteWorkflow:input_type -> multiagents.v1.ExecuteWorkflowRequest
-	8,  // 32: multiagents.v1.WorkflowService.GetStatus:input_type -> multiagents.v1.GetStatusRequest
-	10, // 33: multiagents.v1.WorkflowService.WatchWorkflow:input_type -> multiagents.v1.WatchWorkflowRequest
-	12, // 34: multiagents.v1.WorkflowService.CancelWorkflow:input_type -> multiagents.v1.CancelWorkflowRequest
-	14, // 35: multiagents.v1.WorkflowService.ListWorkflows:input_type -> multiagents.v1.ListWorkflowsRequest
-	16, // 36: multiagents.v1.WorkflowService.GetHistory:input_type -> multiagents.v1.GetHistoryRequest
-	18, // 37: multiagents.v1.WorkflowService.SignalWorkflow:input_type -> multiagents.v1.SignalWorkflowRequest
-	20, // 38: multiagents.v1.WorkflowService.ResumeWorkflow:input_type -> multiagents.v1.ResumeWorkflowRequest
-	22, // 39: multiagents.v1.WorkflowService.ListWaitingSignals:input_type -> multiagents.v1.ListWaitingSignalsRequest
-	24, // 40: multiagents.v1.WorkflowService.StreamStepOutput:input_type -> multiagents.v1.StreamStepOutputRequest
-	30, // 41: multiagents.v1.WorkflowService.CreateSchedule:input_type -> multiagents.v1.CreateScheduleRequest
-	32, // 42: multiagents.v1.WorkflowService.GetSchedule:input_type -> multiagents.v1.GetScheduleRequest
-	34, // 43: multiagents.v1.WorkflowService.ListSchedules:input_type -> multiagents.v1.ListSchedulesRequest
-	36, // 44: multiagents.v1.WorkflowService.PauseSchedule:input_type -> multiagents.v1.PauseScheduleRequest
-	38, // 45: multiagents.v1.WorkflowService.UnpauseSchedule:input_type -> multiagents.v1.UnpauseScheduleRequest
-	40, // 46: multiagents.v1.WorkflowService.DeleteSchedule:input_type -> multiagents.v1.DeleteScheduleRequest
-	1,  // 47: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
-	3,  // 48: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
-	5,  // 49: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
-	7,  // 50: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
-	9,  // 51: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
-	11, // 52: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
-	13, // 53: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
-	15, // 54: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
-	17, // 55: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
-	19, // 56: multiagents.v1.WorkflowService.SignalWorkflow:output_type -> multiagents.v1.SignalWorkflowResponse
-	21, // 57: multiagents.v1.WorkflowService.ResumeWorkflow:output_type -> multiagents.v1.ResumeWorkflowResponse
-	23, // 58: multiagents.v1.WorkflowService.ListWaitingSignals:output_type -> multiagents.v1.ListWaitingSignalsResponse
-	25, // 59: multiagents.v1.WorkflowService.StreamStepOutput:output_type -> multiagents.v1.StreamStepOutputResponse
-	31, // 60: multiagents.v1.WorkflowService.CreateSchedule:output_type -> multiagents.v1.CreateScheduleResponse
-	33, // 61: multiagents.v1.WorkflowService.GetSchedule:output_type -> multiagents.v1.GetScheduleResponse
-	35, // 62: multiagents.v1.WorkflowService.ListSchedules:output_type -> multiagents.v1.ListSchedulesResponse
-	37, // 63: multiagents.v1.WorkflowService.PauseSchedule:output_type -> multiagents.v1.PauseScheduleResponse
-	39, // 64: multiagents.v1.WorkflowService.UnpauseSchedule:output_type -> multiagents.v1.UnpauseScheduleResponse
-	41, // 65: multiagents.v1.WorkflowService.DeleteSchedule:output_type -> multiagents.v1.DeleteScheduleResponse
-	47, // [47:66] is the sub-list for method output_type
-	28, // [28:47] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	49, // 11: multiagents.v1.WatchWorkflowResponse.progress:type_name -> multiagents.v1.StepProgress
+	50, // 12: multiagents.v1.ListWorkflowsRequest.state:type_name -> multiagents.v1.WorkflowState
+	46, // 13: multiagents.v1.ListWorkflowsResponse.workflows:type_name -> multiagents.v1.WorkflowStatus
+	48, // 14: multiagents.v1.GetHistoryResponse.events:type_name -> multiagents.v1.WorkflowEvent
+	43, // 15: multiagents.v1.SignalWorkflowRequest.payload:type_name -> multiagents.v1.Payload
+	51, // 16: multiagents.v1.ListWaitingSignalsResponse.waiting:type_name -> multiagents.v1.WaitingSignal
+	26, // 17: multiagents.v1.StreamStepOutputResponse.output:type_name -> multiagents.v1.StepOutput
+	52, // 18: multiagents.v1.StepOutput.time:type_name -> google.protobuf.Timestamp
+	27, // 19: multiagents.v1.StepOutput.chunk:type_name -> multiagents.v1.StepOutputChunk
+	28, // 20: multiagents.v1.StepOutput.rewind:type_name -> multiagents.v1.StepOutputRewind
+	29, // 21: multiagents.v1.StepOutput.gap:type_name -> multiagents.v1.StepOutputGap
+	53, // 22: multiagents.v1.StepOutputChunk.kind:type_name -> multiagents.v1.OutputKind
+	54, // 23: multiagents.v1.CreateScheduleRequest.schedule:type_name -> multiagents.v1.ScheduleDefinition
+	55, // 24: multiagents.v1.CreateScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
+	55, // 25: multiagents.v1.GetScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
+	55, // 26: multiagents.v1.ListSchedulesResponse.schedules:type_name -> multiagents.v1.ScheduleStatus
+	55, // 27: multiagents.v1.PauseScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
+	55, // 28: multiagents.v1.UnpauseScheduleResponse.status:type_name -> multiagents.v1.ScheduleStatus
+	0,  // 29: multiagents.v1.WorkflowService.RegisterWorkflow:input_type -> multiagents.v1.RegisterWorkflowRequest
+	2,  // 30: multiagents.v1.WorkflowService.GetWorkflowDefinition:input_type -> multiagents.v1.GetWorkflowDefinitionRequest
+	4,  // 31: multiagents.v1.WorkflowService.ListWorkflowDefinitions:input_type -> multiagents.v1.ListWorkflowDefinitionsRequest
+	6,  // 32: multiagents.v1.WorkflowService.ExecuteWorkflow:input_type -> multiagents.v1.ExecuteWorkflowRequest
+	8,  // 33: multiagents.v1.WorkflowService.GetStatus:input_type -> multiagents.v1.GetStatusRequest
+	10, // 34: multiagents.v1.WorkflowService.WatchWorkflow:input_type -> multiagents.v1.WatchWorkflowRequest
+	12, // 35: multiagents.v1.WorkflowService.CancelWorkflow:input_type -> multiagents.v1.CancelWorkflowRequest
+	14, // 36: multiagents.v1.WorkflowService.ListWorkflows:input_type -> multiagents.v1.ListWorkflowsRequest
+	16, // 37: multiagents.v1.WorkflowService.GetHistory:input_type -> multiagents.v1.GetHistoryRequest
+	18, // 38: multiagents.v1.WorkflowService.SignalWorkflow:input_type -> multiagents.v1.SignalWorkflowRequest
+	20, // 39: multiagents.v1.WorkflowService.ResumeWorkflow:input_type -> multiagents.v1.ResumeWorkflowRequest
+	22, // 40: multiagents.v1.WorkflowService.ListWaitingSignals:input_type -> multiagents.v1.ListWaitingSignalsRequest
+	24, // 41: multiagents.v1.WorkflowService.StreamStepOutput:input_type -> multiagents.v1.StreamStepOutputRequest
+	30, // 42: multiagents.v1.WorkflowService.CreateSchedule:input_type -> multiagents.v1.CreateScheduleRequest
+	32, // 43: multiagents.v1.WorkflowService.GetSchedule:input_type -> multiagents.v1.GetScheduleRequest
+	34, // 44: multiagents.v1.WorkflowService.ListSchedules:input_type -> multiagents.v1.ListSchedulesRequest
+	36, // 45: multiagents.v1.WorkflowService.PauseSchedule:input_type -> multiagents.v1.PauseScheduleRequest
+	38, // 46: multiagents.v1.WorkflowService.UnpauseSchedule:input_type -> multiagents.v1.UnpauseScheduleRequest
+	40, // 47: multiagents.v1.WorkflowService.DeleteSchedule:input_type -> multiagents.v1.DeleteScheduleRequest
+	1,  // 48: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
+	3,  // 49: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
+	5,  // 50: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
+	7,  // 51: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
+	9,  // 52: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
+	11, // 53: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
+	13, // 54: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
+	15, // 55: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
+	17, // 56: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
+	19, // 57: multiagents.v1.WorkflowService.SignalWorkflow:output_type -> multiagents.v1.SignalWorkflowResponse
+	21, // 58: multiagents.v1.WorkflowService.ResumeWorkflow:output_type -> multiagents.v1.ResumeWorkflowResponse
+	23, // 59: multiagents.v1.WorkflowService.ListWaitingSignals:output_type -> multiagents.v1.ListWaitingSignalsResponse
+	25, // 60: multiagents.v1.WorkflowService.StreamStepOutput:output_type -> multiagents.v1.StreamStepOutputResponse
+	31, // 61: multiagents.v1.WorkflowService.CreateSchedule:output_type -> multiagents.v1.CreateScheduleResponse
+	33, // 62: multiagents.v1.WorkflowService.GetSchedule:output_type -> multiagents.v1.GetScheduleResponse
+	35, // 63: multiagents.v1.WorkflowService.ListSchedules:output_type -> multiagents.v1.ListSchedulesResponse
+	37, // 64: multiagents.v1.WorkflowService.PauseSchedule:output_type -> multiagents.v1.PauseScheduleResponse
+	39, // 65: multiagents.v1.WorkflowService.UnpauseSchedule:output_type -> multiagents.v1.UnpauseScheduleResponse
+	41, // 66: multiagents.v1.WorkflowService.DeleteSchedule:output_type -> multiagents.v1.DeleteScheduleResponse
+	48, // [48:67] is the sub-list for method output_type
+	29, // [29:48] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_workflow_service_proto_init() }

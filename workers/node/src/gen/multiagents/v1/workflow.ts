@@ -460,6 +460,8 @@ export interface StepProgress {
   attempt: number;
   /** The command id of that attempt. */
   commandId: string;
+  /** Path of the step (StepInfo.path); set in WatchWorkflow's messages. */
+  path: string;
 }
 
 /** WaitingSignal is a wait node that is waiting now. */
@@ -2187,7 +2189,7 @@ export const StepInfo: MessageFns<StepInfo> = {
 };
 
 function createBaseStepProgress(): StepProgress {
-  return { details: undefined, updatedAt: undefined, attempt: 0, commandId: "" };
+  return { details: undefined, updatedAt: undefined, attempt: 0, commandId: "", path: "" };
 }
 
 export const StepProgress: MessageFns<StepProgress> = {
@@ -2203,6 +2205,9 @@ export const StepProgress: MessageFns<StepProgress> = {
     }
     if (message.commandId !== "") {
       writer.uint32(34).string(message.commandId);
+    }
+    if (message.path !== "") {
+      writer.uint32(42).string(message.path);
     }
     return writer;
   },
@@ -2252,6 +2257,14 @@ export const StepProgress: MessageFns<StepProgress> = {
             message.commandId = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2278,6 +2291,7 @@ export const StepProgress: MessageFns<StepProgress> = {
         : isSet(object.command_id)
         ? globalThis.String(object.command_id)
         : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
     };
   },
 
@@ -2295,6 +2309,9 @@ export const StepProgress: MessageFns<StepProgress> = {
     if (message.commandId !== "") {
       obj.commandId = message.commandId;
     }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
     return obj;
   },
 
@@ -2309,6 +2326,7 @@ export const StepProgress: MessageFns<StepProgress> = {
     message.updatedAt = object.updatedAt ?? undefined;
     message.attempt = object.attempt ?? 0;
     message.commandId = object.commandId ?? "";
+    message.path = object.path ?? "";
     return message;
   },
 };

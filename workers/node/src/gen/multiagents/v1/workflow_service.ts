@@ -34,7 +34,7 @@ import {
 } from "./common.js";
 import { StatusEvent, WorkflowEvent } from "./events.js";
 import { ScheduleDefinition, ScheduleStatus } from "./schedule.js";
-import { WaitingSignal, WorkflowDefinition, WorkflowStatus } from "./workflow.js";
+import { StepProgress, WaitingSignal, WorkflowDefinition, WorkflowStatus } from "./workflow.js";
 
 export const protobufPackage = "multiagents.v1";
 
@@ -152,6 +152,13 @@ export interface WatchWorkflowRequest {
    * (the two may overlap by the events of the first moment). Default false.
    */
   includeEvents: boolean;
+  /**
+   * When true, the stream also carries the progress workers report for the
+   * running steps (heartbeat details, StepProgress) as it changes: the
+   * latest of each running attempt when the watch begins, then each new one.
+   * Default false.
+   */
+  includeProgress: boolean;
 }
 
 /**
@@ -182,7 +189,14 @@ export interface WatchWorkflowResponse {
    * A history event other than a status change (only with include_events;
    * `event` is unset then). Its `sequence` is 0: live events are not numbered.
    */
-  historyEvent: WorkflowEvent | undefined;
+  historyEvent:
+    | WorkflowEvent
+    | undefined;
+  /**
+   * Progress of a running step (only with include_progress; `event` is
+   * unset then), with StepProgress.path naming the step.
+   */
+  progress: StepProgress | undefined;
 }
 
 /** CancelWorkflowRequest cancels an execution. */
@@ -1333,7 +1347,13 @@ export const GetStatusResponse: MessageFns<GetStatusResponse> = {
 };
 
 function createBaseWatchWorkflowRequest(): WatchWorkflowRequest {
-  return { transactionId: "", includeOutput: false, outputFromOffset: "", includeEvents: false };
+  return {
+    transactionId: "",
+    includeOutput: false,
+    outputFromOffset: "",
+    includeEvents: false,
+    includeProgress: false,
+  };
 }
 
 export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
@@ -1349,6 +1369,9 @@ export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
     }
     if (message.includeEvents !== false) {
       writer.uint32(32).bool(message.includeEvents);
+    }
+    if (message.includeProgress !== false) {
+      writer.uint32(40).bool(message.includeProgress);
     }
     return writer;
   },
@@ -1398,6 +1421,14 @@ export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
             message.includeEvents = reader.bool();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.includeProgress = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1432,6 +1463,11 @@ export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
         : isSet(object.include_events)
         ? globalThis.Boolean(object.include_events)
         : false,
+      includeProgress: isSet(object.includeProgress)
+        ? globalThis.Boolean(object.includeProgress)
+        : isSet(object.include_progress)
+        ? globalThis.Boolean(object.include_progress)
+        : false,
     };
   },
 
@@ -1449,6 +1485,9 @@ export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
     if (message.includeEvents !== false) {
       obj.includeEvents = message.includeEvents;
     }
+    if (message.includeProgress !== false) {
+      obj.includeProgress = message.includeProgress;
+    }
     return obj;
   },
 
@@ -1461,12 +1500,13 @@ export const WatchWorkflowRequest: MessageFns<WatchWorkflowRequest> = {
     message.includeOutput = object.includeOutput ?? false;
     message.outputFromOffset = object.outputFromOffset ?? "";
     message.includeEvents = object.includeEvents ?? false;
+    message.includeProgress = object.includeProgress ?? false;
     return message;
   },
 };
 
 function createBaseWatchWorkflowResponse(): WatchWorkflowResponse {
-  return { event: undefined, finalStatus: undefined, output: undefined, historyEvent: undefined };
+  return { event: undefined, finalStatus: undefined, output: undefined, historyEvent: undefined, progress: undefined };
 }
 
 export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
@@ -1482,6 +1522,9 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
     }
     if (message.historyEvent !== undefined) {
       WorkflowEvent.encode(message.historyEvent, writer.uint32(34).fork()).join();
+    }
+    if (message.progress !== undefined) {
+      StepProgress.encode(message.progress, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -1531,6 +1574,14 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
             message.historyEvent = WorkflowEvent.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.progress = StepProgress.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1557,6 +1608,7 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
         : isSet(object.history_event)
         ? WorkflowEvent.fromJSON(object.history_event)
         : undefined,
+      progress: isSet(object.progress) ? StepProgress.fromJSON(object.progress) : undefined,
     };
   },
 
@@ -1573,6 +1625,9 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
     }
     if (message.historyEvent !== undefined) {
       obj.historyEvent = WorkflowEvent.toJSON(message.historyEvent);
+    }
+    if (message.progress !== undefined) {
+      obj.progress = StepProgress.toJSON(message.progress);
     }
     return obj;
   },
@@ -1593,6 +1648,9 @@ export const WatchWorkflowResponse: MessageFns<WatchWorkflowResponse> = {
       : undefined;
     message.historyEvent = (object.historyEvent !== undefined && object.historyEvent !== null)
       ? WorkflowEvent.fromPartial(object.historyEvent)
+      : undefined;
+    message.progress = (object.progress !== undefined && object.progress !== null)
+      ? StepProgress.fromPartial(object.progress)
       : undefined;
     return message;
   },
