@@ -2,7 +2,8 @@
  * A client of WorkflowService: register definitions, start executions, read
  * their status, follow them with WatchWorkflow until they are terminal,
  * signal, approve or reject them, resume failed ones, read the approval
- * inbox, and manage cron schedules. Errors are grpc-js ServiceErrors (`err.code` is the gRPC status code).
+ * inbox, and manage cron schedules. Errors are grpc-js ServiceErrors
+ * (`err.code` is the gRPC status code).
  */
 import {
   credentials as grpcCredentials,
@@ -411,12 +412,12 @@ export class Client {
         note: options.note ?? "",
       },
     });
-    return scheduleView(response.status, scheduleId);
+    return responseSchedule(response.status, scheduleId);
   }
 
   /** One schedule; an unknown id is NOT_FOUND. */
   async getSchedule(scheduleId: string): Promise<ScheduleStatusView> {
-    return scheduleView((await this.unary(this.raw.getSchedule, { scheduleId })).status, scheduleId);
+    return responseSchedule((await this.unary(this.raw.getSchedule, { scheduleId })).status, scheduleId);
   }
 
   /** Every schedule (of `workflowName`, if given), by id; reads every page. */
@@ -425,7 +426,7 @@ export class Client {
     let pageToken = "";
     do {
       const response = await this.unary(this.raw.listSchedules, { workflowName: options.workflowName ?? "", pageSize: 1000, pageToken });
-      for (const s of response.schedules) found.push(scheduleView(s, ""));
+      found.push(...response.schedules.map(scheduleView));
       pageToken = response.nextPageToken;
     } while (pageToken !== "");
     return found;
@@ -433,12 +434,12 @@ export class Client {
 
   /** Stops firing until unpaused; `note` (when given) replaces the schedule's note. */
   async pauseSchedule(scheduleId: string, note = ""): Promise<ScheduleStatusView> {
-    return scheduleView((await this.unary(this.raw.pauseSchedule, { scheduleId, note })).status, scheduleId);
+    return responseSchedule((await this.unary(this.raw.pauseSchedule, { scheduleId, note })).status, scheduleId);
   }
 
   /** Fires again, from the next fire time after now (the paused span is not caught up). */
   async unpauseSchedule(scheduleId: string, note = ""): Promise<ScheduleStatusView> {
-    return scheduleView((await this.unary(this.raw.unpauseSchedule, { scheduleId, note })).status, scheduleId);
+    return responseSchedule((await this.unary(this.raw.unpauseSchedule, { scheduleId, note })).status, scheduleId);
   }
 
   /** Deletes a schedule; the runs it started go on. An unknown id is NOT_FOUND. */
@@ -633,10 +634,16 @@ function millisOf(d: { seconds: number; nanos: number } | undefined): number {
   return d === undefined ? 0 : d.seconds * 1000 + Math.round(d.nanos / 1_000_000);
 }
 
-/** Decodes a ScheduleStatus; `scheduleId` names it in the error when the server sent none. */
-export function scheduleView(status: ScheduleStatus | undefined, scheduleId: string): ScheduleStatusView {
-  const d = status?.definition;
-  if (status === undefined || d === undefined) throw new Error(`the server returned no schedule status for ${scheduleId}`);
+/** The schedule a CreateSchedule, GetSchedule, PauseSchedule or UnpauseSchedule response carries. */
+function responseSchedule(status: ScheduleStatus | undefined, scheduleId: string): ScheduleStatusView {
+  if (status === undefined) throw new Error(`the server returned no schedule status for ${scheduleId}`);
+  return scheduleView(status);
+}
+
+/** Decodes a ScheduleStatus. */
+export function scheduleView(status: ScheduleStatus): ScheduleStatusView {
+  const d = status.definition;
+  if (d === undefined) throw new Error("ScheduleStatus without its definition");
   return {
     scheduleId: d.scheduleId,
     cron: d.cron,
