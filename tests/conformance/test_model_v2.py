@@ -279,3 +279,21 @@ async def test_a_v2_workflow_registered_run_and_approved_from_the_node_and_go_cl
     # The Python client reads the same execution.
     status = await client.get_status(seen["transaction_id"])
     assert status.state == "completed" and status.context == context
+    # The client's schedule round trip: created with its options, it started
+    # a run of the resume workflow with its input; listed, paused (no next
+    # fire time), unpaused (the note stays), deleted (then NOT_FOUND).
+    schedule = seen["schedule"]
+    assert schedule["created"] == {
+        "overlap_policy": "buffer_one", "time_zone": "Europe/Paris",
+        "catchup_window_ms": 90_000, "input": {"from": f"{client_lang}-client"},
+        "next_fire_set": True,
+    }  # fmt: skip
+    run = await client.get_status(schedule["run"])
+    assert run.workflow_name == f"{uid}.client_v2_resume"
+    assert run.correlation_id.startswith(f"{uid}.client_v2.every_second@")
+    assert run.context["from"] == f"{client_lang}-client"
+    assert schedule["listed"] == [f"{uid}.client_v2.every_second"]
+    note = f"from {client_lang}-client"
+    assert schedule["paused"] == {"paused": True, "note": note, "next_fire_set": False}
+    assert schedule["unpaused"] == {"paused": False, "note": note, "next_fire_set": True}
+    assert schedule["after_delete"] == grpc.StatusCode.NOT_FOUND.value[0]

@@ -11,7 +11,8 @@
 // Parallel, Map, Condition, Switch, WaitForSignal, Sleep) or read from a
 // definition file with ParseDefinition; SignalWorkflow, Approve, Reject,
 // ResumeWorkflow and ListWaitingSignals drive the constructs of
-// docs/workflows.md.
+// docs/workflows.md; CreateSchedule, GetSchedule, ListSchedules,
+// PauseSchedule, UnpauseSchedule and DeleteSchedule manage cron schedules.
 package client
 
 import (

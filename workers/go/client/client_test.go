@@ -30,6 +30,11 @@ type fakeWorkflows struct {
 	signals     []*pb.SignalWorkflowRequest
 	resumed     []string
 	lastInbox   *pb.ListWaitingSignalsRequest
+	// Schedules (schedule_test.go).
+	lastCreate    *pb.CreateScheduleRequest
+	scheduleLists []*pb.ListSchedulesRequest
+	// scheduleCalls are "pause id note", "unpause id note" and "delete id".
+	scheduleCalls []string
 }
 
 var waiting = &pb.WaitingSignal{TransactionId: "tx-1", WorkflowName: "publish", Path: "review/approval",

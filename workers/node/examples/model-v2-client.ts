@@ -10,8 +10,11 @@
  * P.invalid), starts it with a delay, approves it once it waits in the
  * inbox; then registers "P.client_v2_resume" (one step, P.invalid: it
  * fails), resumes its failed execution and resumes the completed one (which
- * the server refuses); prints one JSON line of what it saw. Exits 1 on any
- * other error.
+ * the server refuses); then creates the schedule "P.client_v2.every_second"
+ * (cron "* * * * * *" in Europe/Paris, buffer_one, starting
+ * "P.client_v2_resume"), waits for its first started run, lists, pauses,
+ * unpauses and deletes it; prints one JSON line of what it saw. Exits 1 on
+ * any other error.
  */
 import { parseArgs } from "node:util";
 import type { ServiceError } from "@grpc/grpc-js";
@@ -71,6 +74,22 @@ try {
     () => 0,
     (err: ServiceError) => err.code,
   );
+
+  const scheduleId = `${name}.every_second`;
+  const created = await client.createSchedule(scheduleId, "* * * * * *", `${name}_resume`, { from: "node-client" }, {
+    timeZone: "Europe/Paris",
+    overlapPolicy: "buffer_one",
+    catchupWindowMs: 90_000,
+  });
+  const started = await until("the schedule's first run", async () => (await client.getSchedule(scheduleId)).recentActions.find((a) => a.kind === "started"));
+  const listed = await client.listSchedules({ workflowName: `${name}_resume` });
+  const paused = await client.pauseSchedule(scheduleId, "from node-client");
+  const unpaused = await client.unpauseSchedule(scheduleId);
+  await client.deleteSchedule(scheduleId);
+  const afterDelete = await client.getSchedule(scheduleId).then(
+    () => 0,
+    (err: ServiceError) => err.code,
+  );
   console.log(
     JSON.stringify({
       transaction_id: tx,
@@ -81,6 +100,20 @@ try {
       steps: status.steps.map((s) => [s.path, s.kind, s.status, s.branch]),
       context,
       resume: { first: firstEnd, after: resumedEnd.state, attempts: resumedEnd.steps[0]!.attempts, completed: refused },
+      schedule: {
+        created: {
+          overlap_policy: created.overlapPolicy,
+          time_zone: created.timeZone,
+          catchup_window_ms: created.catchupWindowMs,
+          input: created.input,
+          next_fire_set: created.nextFireTime !== undefined,
+        },
+        run: started.transactionId,
+        listed: listed.map((s) => s.scheduleId),
+        paused: { paused: paused.paused, note: paused.note, next_fire_set: paused.nextFireTime !== undefined },
+        unpaused: { paused: unpaused.paused, note: unpaused.note, next_fire_set: unpaused.nextFireTime !== undefined },
+        after_delete: afterDelete,
+      },
     }),
   );
 } catch (err) {

@@ -1,8 +1,9 @@
 /**
  * A client of WorkflowService: register definitions, start executions, read
  * their status, follow them with WatchWorkflow until they are terminal,
- * signal, approve or reject them, resume failed ones, and read the approval
- * inbox. Errors are grpc-js ServiceErrors (`err.code` is the gRPC status code).
+ * signal, approve or reject them, resume failed ones, read the approval
+ * inbox, and manage cron schedules. Errors are grpc-js ServiceErrors
+ * (`err.code` is the gRPC status code).
  */
 import {
   credentials as grpcCredentials,
@@ -17,6 +18,12 @@ import {
 import { type Failure, type Payload, WorkflowState, workflowStateToJSON } from "./gen/multiagents/v1/common.js";
 import { WorkflowFailedError, failureKindName, type FailureKindName } from "./errors.js";
 import type { StatusEvent } from "./gen/multiagents/v1/events.js";
+import {
+  type ScheduleAction,
+  ScheduleActionKind,
+  ScheduleOverlapPolicy,
+  type ScheduleStatus,
+} from "./gen/multiagents/v1/schedule.js";
 import { type StepInfo, type WaitingSignal, type WorkflowStatus, stepStatusToJSON } from "./gen/multiagents/v1/workflow.js";
 import { WorkflowServiceClient, type WatchWorkflowResponse } from "./gen/multiagents/v1/workflow_service.js";
 import { backoffDelay, sleep } from "./backoff.js";
@@ -177,6 +184,90 @@ export interface WatchOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * What a schedule does when a fire time comes while its last run is still
+ * running (schedule.proto ScheduleOverlapPolicy, lower case without its
+ * prefix, as the Python client and the CLI name them).
+ */
+export type OverlapPolicyName = "skip" | "buffer_one" | "cancel_other" | "allow_all";
+
+const OVERLAP_POLICIES: Readonly<Record<OverlapPolicyName, ScheduleOverlapPolicy>> = {
+  skip: ScheduleOverlapPolicy.SCHEDULE_OVERLAP_POLICY_SKIP,
+  buffer_one: ScheduleOverlapPolicy.SCHEDULE_OVERLAP_POLICY_BUFFER_ONE,
+  cancel_other: ScheduleOverlapPolicy.SCHEDULE_OVERLAP_POLICY_CANCEL_OTHER,
+  allow_all: ScheduleOverlapPolicy.SCHEDULE_OVERLAP_POLICY_ALLOW_ALL,
+};
+
+/** What a schedule did for one fire time (ScheduleActionKind, lower case); "unspecified" for a value newer than this package. */
+export type ScheduleActionKindName = "started" | "skipped" | "buffered" | "missed" | "failed" | "unspecified";
+
+const ACTION_KINDS: ReadonlyMap<ScheduleActionKind, ScheduleActionKindName> = new Map([
+  [ScheduleActionKind.SCHEDULE_ACTION_KIND_STARTED, "started"],
+  [ScheduleActionKind.SCHEDULE_ACTION_KIND_SKIPPED, "skipped"],
+  [ScheduleActionKind.SCHEDULE_ACTION_KIND_BUFFERED, "buffered"],
+  [ScheduleActionKind.SCHEDULE_ACTION_KIND_MISSED, "missed"],
+  [ScheduleActionKind.SCHEDULE_ACTION_KIND_FAILED, "failed"],
+]);
+
+/** Options of {@link Client.createSchedule}. */
+export interface ScheduleOptions {
+  /** Workflow version each fire starts; default 0, the latest at each fire. */
+  version?: number;
+  /** IANA time zone the cron expression is read in ("Europe/Paris"); default UTC. */
+  timeZone?: string;
+  /** Default "skip". */
+  overlapPolicy?: OverlapPolicyName;
+  /** How old the one missed fire time caught up after downtime may be, in ms; default (0) 365 days. */
+  catchupWindowMs?: number;
+  /** Created paused: nothing fires until {@link Client.unpauseSchedule}. */
+  paused?: boolean;
+  /** Free text, e.g. why it is paused. */
+  note?: string;
+}
+
+/** What a schedule did for one fire time. */
+export interface ScheduleActionView {
+  /** The fire time (a time the cron expression names). */
+  fireTime: Date | undefined;
+  /** When the server acted on it. */
+  takenAt: Date | undefined;
+  kind: ScheduleActionKindName;
+  /** started: the run started; skipped and buffered: the run still running; else "". */
+  transactionId: string;
+  /** Why, for anything but started. */
+  message: string;
+}
+
+/** A schedule and what it has done (a decoded ScheduleStatus). */
+export interface ScheduleStatusView {
+  scheduleId: string;
+  cron: string;
+  /** "UTC" unless the schedule names a zone. */
+  timeZone: string;
+  workflowName: string;
+  /** 0: the latest version at each fire. */
+  workflowVersion: number;
+  /** The input of every run. */
+  input: Record<string, unknown>;
+  overlapPolicy: OverlapPolicyName;
+  catchupWindowMs: number;
+  paused: boolean;
+  note: string;
+  createdAt: Date | undefined;
+  /** Its last change by a client (create, pause, unpause). */
+  updatedAt: Date | undefined;
+  /** Unset while paused. */
+  nextFireTime: Date | undefined;
+  /** A fire time waiting for the running run to end (buffer_one, cancel_other). */
+  bufferedFireTime: Date | undefined;
+  runsStarted: number;
+  runsSkipped: number;
+  /** The last run started; "" before the first. */
+  lastTransactionId: string;
+  /** The latest actions, newest first, at most 10. */
+  recentActions: ScheduleActionView[];
+}
+
 type UnaryMethod<Req, Res> = (
   request: Req,
   metadata: Metadata,
@@ -289,6 +380,74 @@ export class Client {
   }
 
   /**
+   * Creates a schedule: `cron` (5 fields, 6 with seconds first, 7 with a
+   * year last; read in `options.timeZone`, default UTC) starts
+   * `workflowName` with `input` (a JSON object) at each fire time. A taken
+   * id is ALREADY_EXISTS; a bad cron, zone or window INVALID_ARGUMENT; an
+   * unknown workflow NOT_FOUND. An unknown overlap policy throws a RangeError.
+   */
+  async createSchedule(
+    scheduleId: string,
+    cron: string,
+    workflowName: string,
+    input: Record<string, unknown> = {},
+    options: ScheduleOptions = {},
+  ): Promise<ScheduleStatusView> {
+    if (!isPlainObject(input)) throw new TypeError("schedule input must be a JSON object");
+    const policy = options.overlapPolicy ?? "skip";
+    if (!Object.hasOwn(OVERLAP_POLICIES, policy)) {
+      throw new RangeError(`overlapPolicy: expected one of ${Object.keys(OVERLAP_POLICIES).sort().join(", ")}, got ${JSON.stringify(policy)}`);
+    }
+    const response = await this.unary(this.raw.createSchedule, {
+      schedule: {
+        scheduleId,
+        cron,
+        timeZone: options.timeZone ?? "",
+        workflowName,
+        workflowVersion: options.version ?? 0,
+        input: encodeJson(input),
+        overlapPolicy: OVERLAP_POLICIES[policy],
+        catchupWindow: options.catchupWindowMs ? duration(options.catchupWindowMs) : undefined,
+        paused: options.paused ?? false,
+        note: options.note ?? "",
+      },
+    });
+    return responseSchedule(response.status, scheduleId);
+  }
+
+  /** One schedule; an unknown id is NOT_FOUND. */
+  async getSchedule(scheduleId: string): Promise<ScheduleStatusView> {
+    return responseSchedule((await this.unary(this.raw.getSchedule, { scheduleId })).status, scheduleId);
+  }
+
+  /** Every schedule (of `workflowName`, if given), by id; reads every page. */
+  async listSchedules(options: { workflowName?: string } = {}): Promise<ScheduleStatusView[]> {
+    const found: ScheduleStatusView[] = [];
+    let pageToken = "";
+    do {
+      const response = await this.unary(this.raw.listSchedules, { workflowName: options.workflowName ?? "", pageSize: 1000, pageToken });
+      found.push(...response.schedules.map(scheduleView));
+      pageToken = response.nextPageToken;
+    } while (pageToken !== "");
+    return found;
+  }
+
+  /** Stops firing until unpaused; `note` (when given) replaces the schedule's note. */
+  async pauseSchedule(scheduleId: string, note = ""): Promise<ScheduleStatusView> {
+    return responseSchedule((await this.unary(this.raw.pauseSchedule, { scheduleId, note })).status, scheduleId);
+  }
+
+  /** Fires again, from the next fire time after now (the paused span is not caught up). */
+  async unpauseSchedule(scheduleId: string, note = ""): Promise<ScheduleStatusView> {
+    return responseSchedule((await this.unary(this.raw.unpauseSchedule, { scheduleId, note })).status, scheduleId);
+  }
+
+  /** Deletes a schedule; the runs it started go on. An unknown id is NOT_FOUND. */
+  async deleteSchedule(scheduleId: string): Promise<void> {
+    await this.unary(this.raw.deleteSchedule, { scheduleId });
+  }
+
+  /**
    * Follows an execution: yields its current status, then every change,
    * and returns after a terminal state. A stream broken by the network or a
    * server restart is reopened; updates already seen (by revision) are skipped.
@@ -299,7 +458,7 @@ export class Client {
     let failures = 0;
     for (;;) {
       signal?.throwIfAborted();
-      const call = this.raw.watchWorkflow({ transactionId, includeOutput: false, outputFromOffset: "", includeEvents: false }, this.metadata());
+      const call = this.raw.watchWorkflow({ transactionId, includeOutput: false, outputFromOffset: "", includeEvents: false, includeProgress: false }, this.metadata());
       // Errors reach the loop through the async iterator; this keeps a late
       // CANCELLED (after we stop reading) from becoming an unhandled 'error'.
       call.on("error", () => undefined);
@@ -463,6 +622,57 @@ export function waitingSignalView(w: WaitingSignal): WaitingSignalView {
     approval: w.approval,
     since: w.since,
     timeoutAt: w.timeoutAt,
+  };
+}
+
+function overlapPolicyName(policy: ScheduleOverlapPolicy): OverlapPolicyName {
+  for (const [name, value] of Object.entries(OVERLAP_POLICIES)) if (value === policy) return name as OverlapPolicyName;
+  return "skip"; // UNSPECIFIED means skip
+}
+
+function millisOf(d: { seconds: number; nanos: number } | undefined): number {
+  return d === undefined ? 0 : d.seconds * 1000 + Math.round(d.nanos / 1_000_000);
+}
+
+/** The schedule a CreateSchedule, GetSchedule, PauseSchedule or UnpauseSchedule response carries. */
+function responseSchedule(status: ScheduleStatus | undefined, scheduleId: string): ScheduleStatusView {
+  if (status === undefined) throw new Error(`the server returned no schedule status for ${scheduleId}`);
+  return scheduleView(status);
+}
+
+/** Decodes a ScheduleStatus. */
+export function scheduleView(status: ScheduleStatus): ScheduleStatusView {
+  const d = status.definition;
+  if (d === undefined) throw new Error("ScheduleStatus without its definition");
+  return {
+    scheduleId: d.scheduleId,
+    cron: d.cron,
+    timeZone: d.timeZone,
+    workflowName: d.workflowName,
+    workflowVersion: d.workflowVersion,
+    input: jsonObject(d.input, "schedule input"),
+    overlapPolicy: overlapPolicyName(d.overlapPolicy),
+    catchupWindowMs: millisOf(d.catchupWindow),
+    paused: d.paused,
+    note: d.note,
+    createdAt: status.createdAt,
+    updatedAt: status.updatedAt,
+    nextFireTime: status.nextFireTime,
+    bufferedFireTime: status.bufferedFireTime,
+    runsStarted: status.runsStarted,
+    runsSkipped: status.runsSkipped,
+    lastTransactionId: status.lastTransactionId,
+    recentActions: status.recentActions.map(scheduleActionView),
+  };
+}
+
+function scheduleActionView(a: ScheduleAction): ScheduleActionView {
+  return {
+    fireTime: a.fireTime,
+    takenAt: a.takenAt,
+    kind: ACTION_KINDS.get(a.kind) ?? "unspecified",
+    transactionId: a.transactionId,
+    message: a.message,
   };
 }
 

@@ -2,7 +2,7 @@
  * MultiAgents worker library and client for Node.js.
  *
  * - {@link Worker}: serve worker names over WorkerService.Connect.
- * - {@link Client}: register, execute, watch, cancel, signal and resume workflows.
+ * - {@link Client}: register, execute, watch, cancel, signal and resume workflows; cron schedules.
  * - {@link WorkflowBuilder}: workflow definitions with parallel groups, maps,
  *   conditions, waits for signals and sleeps (docs/workflows.md).
  * - Errors: {@link NonRetryableError} for validation failures; anything else is retried.
@@ -33,6 +33,7 @@ export {
 export {
   Client,
   isTerminal,
+  scheduleView,
   statusUpdate,
   statusView,
   waitingSignalView,
@@ -40,6 +41,11 @@ export {
   type ClientOptions,
   type ExecuteOptions,
   type FailureInfo,
+  type OverlapPolicyName,
+  type ScheduleActionKindName,
+  type ScheduleActionView,
+  type ScheduleOptions,
+  type ScheduleStatusView,
   type StatusUpdate,
   type StepInfoView,
   type WaitingSignalView,

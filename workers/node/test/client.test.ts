@@ -6,17 +6,20 @@ import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { type Failure, FailureKind, WorkflowState } from "../src/gen/multiagents/v1/common.js";
 import type { StatusEvent } from "../src/gen/multiagents/v1/events.js";
+import { ScheduleActionKind, ScheduleOverlapPolicy, type ScheduleDefinition, type ScheduleStatus } from "../src/gen/multiagents/v1/schedule.js";
 import { StepStatus } from "../src/gen/multiagents/v1/workflow.js";
 import {
   WorkflowServiceService,
+  type CreateScheduleRequest,
   type ExecuteWorkflowRequest,
+  type ListSchedulesRequest,
   type ListWaitingSignalsRequest,
   type RegisterWorkflowRequest,
   type SignalWorkflowRequest,
   type WatchWorkflowRequest,
   type WatchWorkflowResponse,
 } from "../src/gen/multiagents/v1/workflow_service.js";
-import { Client, WorkflowBuilder, WorkflowFailedError, branch, caseWhen, encodeJson, isTerminal, step, toDefinition, type StatusUpdate } from "../src/index.js";
+import { Client, WorkflowBuilder, WorkflowFailedError, branch, caseWhen, encodeJson, isTerminal, step, toDefinition, type OverlapPolicyName, type StatusUpdate } from "../src/index.js";
 
 function failure(message: string, type: string, kind: FailureKind): Failure {
   return { message, type, kind, nonRetryable: false, stackTrace: "", details: undefined, cause: undefined };
@@ -31,7 +34,53 @@ const received: {
   signals: SignalWorkflowRequest[];
   resumed: string[];
   inbox?: ListWaitingSignalsRequest;
-} = { signals: [], resumed: [] };
+  createSchedule?: CreateScheduleRequest;
+  scheduleLists: ListSchedulesRequest[];
+  /** "pause id note", "unpause id note", "delete id". */
+  scheduleCalls: string[];
+} = { signals: [], resumed: [], scheduleLists: [], scheduleCalls: [] };
+
+/** The schedule the scripted server holds, as it answers for it. */
+function scheduleStatus(definition: ScheduleDefinition, extra: Partial<ScheduleStatus> = {}): ScheduleStatus {
+  return {
+    definition,
+    createdAt: new Date(1_700_000_000_000),
+    updatedAt: new Date(1_700_000_000_000),
+    nextFireTime: definition.paused ? undefined : new Date(1_700_010_800_000),
+    bufferedFireTime: undefined,
+    runsStarted: 0,
+    runsSkipped: 0,
+    lastTransactionId: "",
+    recentActions: [],
+    ...extra,
+  };
+}
+const NIGHTLY: ScheduleDefinition = {
+  scheduleId: "nightly",
+  cron: "0 3 * * *",
+  timeZone: "Europe/Paris",
+  workflowName: "report",
+  workflowVersion: 0,
+  input: encodeJson({ scope: "all" }),
+  overlapPolicy: ScheduleOverlapPolicy.SCHEDULE_OVERLAP_POLICY_UNSPECIFIED,
+  catchupWindow: { seconds: 31_536_000, nanos: 0 },
+  paused: false,
+  note: "",
+};
+const HOURLY = scheduleStatus(
+  { ...NIGHTLY, scheduleId: "hourly", cron: "@hourly", timeZone: "UTC", workflowVersion: 3, overlapPolicy: ScheduleOverlapPolicy.SCHEDULE_OVERLAP_POLICY_BUFFER_ONE, catchupWindow: { seconds: 90, nanos: 500_000_000 } },
+  {
+    bufferedFireTime: new Date(1_700_003_600_000),
+    runsStarted: 4,
+    runsSkipped: 1,
+    lastTransactionId: "tx-4",
+    recentActions: [
+      { fireTime: new Date(1_700_003_600_000), takenAt: new Date(1_700_003_600_010), kind: ScheduleActionKind.SCHEDULE_ACTION_KIND_BUFFERED, transactionId: "tx-4", message: "tx-4 is still running" },
+      { fireTime: new Date(1_700_000_000_000), takenAt: new Date(1_700_000_000_020), kind: ScheduleActionKind.SCHEDULE_ACTION_KIND_STARTED, transactionId: "tx-4", message: "" },
+      { fireTime: new Date(1_699_996_400_000), takenAt: new Date(1_699_996_400_000), kind: 9 as ScheduleActionKind, transactionId: "", message: "from a newer server" },
+    ],
+  },
+);
 const WAITING = {
   transactionId: "tx-1",
   workflowName: "publish",
@@ -62,6 +111,7 @@ function event(state: WorkflowState, revision: number, extra: Partial<StatusEven
     finalStatus: undefined,
     output: undefined,
     historyEvent: undefined,
+    progress: undefined,
   };
 }
 
@@ -124,7 +174,42 @@ before(async () => {
     received.inbox = call.request;
     cb(null, { waiting: [WAITING] });
   };
+  const unknownSchedule = { code: grpc.status.NOT_FOUND, details: "schedule_id: no schedule 'nope'" };
+  const createSchedule: Unary<CreateScheduleRequest, unknown> = (call, cb) => {
+    const schedule = call.request.schedule!;
+    if (schedule.scheduleId === "nightly" && received.createSchedule !== undefined) return cb({ code: grpc.status.ALREADY_EXISTS, details: "schedule_id: 'nightly' exists" });
+    received.createSchedule = call.request;
+    cb(null, { status: scheduleStatus(schedule) });
+  };
+  const getSchedule: Unary<{ scheduleId: string }, unknown> = (call, cb) => {
+    if (call.request.scheduleId !== "hourly") return cb(unknownSchedule);
+    cb(null, { status: HOURLY });
+  };
+  const listSchedules: Unary<ListSchedulesRequest, unknown> = (call, cb) => {
+    received.scheduleLists.push(call.request);
+    // Two pages: hourly, then nightly.
+    if (call.request.pageToken === "") cb(null, { schedules: [HOURLY], nextPageToken: "after:hourly" });
+    else cb(null, { schedules: [scheduleStatus(NIGHTLY)], nextPageToken: "" });
+  };
+  const pauseOrUnpause =
+    (verb: "pause" | "unpause"): Unary<{ scheduleId: string; note: string }, unknown> =>
+    (call, cb) => {
+      if (call.request.scheduleId !== "nightly") return cb(unknownSchedule);
+      received.scheduleCalls.push(`${verb} ${call.request.scheduleId} ${call.request.note}`);
+      cb(null, { status: scheduleStatus({ ...NIGHTLY, paused: verb === "pause", note: call.request.note }) });
+    };
+  const deleteSchedule: Unary<{ scheduleId: string }, Record<string, never>> = (call, cb) => {
+    if (call.request.scheduleId !== "nightly") return cb(unknownSchedule);
+    received.scheduleCalls.push(`delete ${call.request.scheduleId}`);
+    cb(null, {});
+  };
   server.addService(WorkflowServiceService, {
+    createSchedule,
+    getSchedule,
+    listSchedules,
+    pauseSchedule: pauseOrUnpause("pause"),
+    unpauseSchedule: pauseOrUnpause("unpause"),
+    deleteSchedule,
     registerWorkflow,
     executeWorkflow,
     getStatus,
@@ -264,6 +349,82 @@ describe("Client", () => {
     assert.deepEqual(received.inbox, { signal: "", workflowName: "publish", approvalsOnly: true, pageSize: 100 });
     await client.listWaitingSignals({ signal: "go", limit: 5 });
     assert.deepEqual(received.inbox, { signal: "go", workflowName: "", approvalsOnly: false, pageSize: 5 });
+  });
+
+  it("createSchedule sends the definition (policy, window, zone, input) and decodes the status; a taken id rejects with ALREADY_EXISTS", async () => {
+    const created = await client.createSchedule("nightly", "0 3 * * *", "report", { scope: "all" }, { timeZone: "Europe/Paris", overlapPolicy: "cancel_other", catchupWindowMs: 90_500, note: "n" });
+    const sent = received.createSchedule!.schedule!;
+    assert.deepEqual(
+      [sent.scheduleId, sent.cron, sent.timeZone, sent.workflowName, sent.workflowVersion, sent.overlapPolicy, sent.catchupWindow, sent.paused, sent.note],
+      ["nightly", "0 3 * * *", "Europe/Paris", "report", 0, ScheduleOverlapPolicy.SCHEDULE_OVERLAP_POLICY_CANCEL_OTHER, { seconds: 90, nanos: 500_000_000 }, false, "n"],
+    );
+    assert.equal(sent.input?.metadata["encoding"]?.toString(), "json/plain");
+    assert.deepEqual(JSON.parse(sent.input!.data.toString()), { scope: "all" });
+    assert.deepEqual(
+      [created.scheduleId, created.input, created.overlapPolicy, created.catchupWindowMs, created.nextFireTime, created.recentActions],
+      ["nightly", { scope: "all" }, "cancel_other", 90_500, new Date(1_700_010_800_000), []],
+    );
+    await assert.rejects(client.createSchedule("nightly", "0 3 * * *", "report"), (err: grpc.ServiceError) => err.code === grpc.status.ALREADY_EXISTS);
+  });
+
+  it("createSchedule sends defaults (skip, no window, version 0) and refuses a bad policy or input before calling", async () => {
+    received.createSchedule = undefined;
+    await client.createSchedule("daily", "@daily", "report", {}, { paused: true, version: 2 });
+    const sent = received.createSchedule!.schedule!;
+    assert.deepEqual(
+      [sent.overlapPolicy, sent.catchupWindow, sent.timeZone, sent.paused, sent.workflowVersion],
+      [ScheduleOverlapPolicy.SCHEDULE_OVERLAP_POLICY_SKIP, undefined, "", true, 2],
+    );
+    received.createSchedule = undefined;
+    await assert.rejects(
+      client.createSchedule("x", "@daily", "report", {}, { overlapPolicy: "buffer_all" as OverlapPolicyName }),
+      (err: unknown) => err instanceof RangeError && err.message === 'overlapPolicy: expected one of allow_all, buffer_one, cancel_other, skip, got "buffer_all"',
+    );
+    await assert.rejects(client.createSchedule("x", "@daily", "report", [1] as unknown as Record<string, unknown>), TypeError);
+    assert.equal(received.createSchedule, undefined);
+  });
+
+  it("getSchedule decodes the schedule with its actions, newest first; an unknown id rejects with NOT_FOUND", async () => {
+    const s = await client.getSchedule("hourly");
+    assert.deepEqual(
+      [s.scheduleId, s.cron, s.timeZone, s.workflowVersion, s.overlapPolicy, s.catchupWindowMs, s.paused, s.bufferedFireTime, s.runsStarted, s.runsSkipped, s.lastTransactionId],
+      ["hourly", "@hourly", "UTC", 3, "buffer_one", 90_500, false, new Date(1_700_003_600_000), 4, 1, "tx-4"],
+    );
+    assert.deepEqual(s.recentActions[0], { fireTime: new Date(1_700_003_600_000), takenAt: new Date(1_700_003_600_010), kind: "buffered", transactionId: "tx-4", message: "tx-4 is still running" });
+    assert.deepEqual(
+      s.recentActions.map((a) => a.kind),
+      ["buffered", "started", "unspecified"],
+    );
+    await assert.rejects(client.getSchedule("nope"), (err: grpc.ServiceError) => err.code === grpc.status.NOT_FOUND && /nope/.test(err.details));
+  });
+
+  it("listSchedules reads every page with the workflow filter; UNSPECIFIED reads as skip", async () => {
+    received.scheduleLists.length = 0;
+    const all = await client.listSchedules({ workflowName: "report" });
+    assert.deepEqual(
+      all.map((s) => [s.scheduleId, s.overlapPolicy, s.catchupWindowMs]),
+      [
+        ["hourly", "buffer_one", 90_500],
+        ["nightly", "skip", 31_536_000_000],
+      ],
+    );
+    assert.deepEqual(received.scheduleLists, [
+      { workflowName: "report", pageSize: 1000, pageToken: "" },
+      { workflowName: "report", pageSize: 1000, pageToken: "after:hourly" },
+    ]);
+  });
+
+  it("pauseSchedule, unpauseSchedule and deleteSchedule send the id and note; an unknown id rejects with NOT_FOUND", async () => {
+    received.scheduleCalls.length = 0;
+    const paused = await client.pauseSchedule("nightly", "holidays");
+    assert.deepEqual([paused.paused, paused.note, paused.nextFireTime], [true, "holidays", undefined]);
+    const unpaused = await client.unpauseSchedule("nightly");
+    assert.deepEqual([unpaused.paused, unpaused.nextFireTime], [false, new Date(1_700_010_800_000)]);
+    await client.deleteSchedule("nightly");
+    assert.deepEqual(received.scheduleCalls, ["pause nightly holidays", "unpause nightly ", "delete nightly"]);
+    for (const call of [client.pauseSchedule("nope"), client.unpauseSchedule("nope"), client.deleteSchedule("nope")]) {
+      await assert.rejects(call, (err: grpc.ServiceError) => err.code === grpc.status.NOT_FOUND);
+    }
   });
 
   it("getStatus of an unknown transaction rejects with NOT_FOUND", async () => {

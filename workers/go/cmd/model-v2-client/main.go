@@ -9,8 +9,11 @@
 // P.invalid), starts it with a delay, approves it once it waits in the
 // inbox; then it registers "P.client_v2_resume" (one step, P.invalid: it
 // fails), resumes its failed execution and resumes the completed one (which
-// the server refuses), and prints one JSON line of what it saw. It exits 1
-// on any other error.
+// the server refuses); then it creates the schedule "P.client_v2.every_second"
+// (cron "* * * * * *" in Europe/Paris, buffer_one, starting
+// "P.client_v2_resume"), waits for its first started run, lists, pauses,
+// unpauses and deletes it, and prints one JSON line of what it saw. It exits
+// 1 on any other error.
 package main
 
 import (
@@ -102,6 +105,10 @@ func run(server, prefix string) error {
 	if err != nil {
 		return err
 	}
+	schedule, err := scheduleRoundTrip(ctx, c, name+".every_second", name+"_resume")
+	if err != nil {
+		return fmt.Errorf("schedule: %w", err)
+	}
 	waitingPaths := []string{}
 	for _, w := range waiting.WaitingSignals {
 		waitingPaths = append(waitingPaths, w.Path)
@@ -119,6 +126,7 @@ func run(server, prefix string) error {
 		"steps":          steps,
 		"context":        out,
 		"resume":         resume,
+		"schedule":       schedule,
 	})
 }
 
@@ -159,6 +167,70 @@ func resumeTwice(ctx context.Context, c *client.Client, name, failing, completed
 	refused := status.Code(c.ResumeWorkflow(ctx, completed))
 	return map[string]any{"first": first.State, "after": after.State, "attempts": after.Steps[0].Attempts,
 		"completed": refused}, nil
+}
+
+// scheduleRoundTrip creates an every-second schedule of workflow, waits for
+// its first started run, lists, pauses, unpauses and deletes it.
+func scheduleRoundTrip(ctx context.Context, c *client.Client, id, workflow string) (map[string]any, error) {
+	created, err := c.CreateSchedule(ctx, id, "* * * * * *", workflow, map[string]any{"from": "go-client"},
+		client.ScheduleOptions{TimeZone: "Europe/Paris", OverlapPolicy: client.OverlapBufferOne, CatchupWindow: 90 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	run := ""
+	for run == "" {
+		s, err := c.GetSchedule(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range s.RecentActions {
+			if a.Kind == client.ActionStarted {
+				run = a.TransactionID
+				break
+			}
+		}
+		if run != "" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the schedule's first run: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	listed, err := c.ListSchedules(ctx, workflow)
+	if err != nil {
+		return nil, err
+	}
+	paused, err := c.PauseSchedule(ctx, id, "from go-client")
+	if err != nil {
+		return nil, err
+	}
+	unpaused, err := c.UnpauseSchedule(ctx, id, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := c.DeleteSchedule(ctx, id); err != nil {
+		return nil, err
+	}
+	_, err = c.GetSchedule(ctx, id)
+	ids := []string{}
+	for _, s := range listed {
+		ids = append(ids, s.ID)
+	}
+	flags := func(s *client.Schedule) map[string]any {
+		return map[string]any{"paused": s.Paused, "note": s.Note, "next_fire_set": !s.NextFireTime.IsZero()}
+	}
+	return map[string]any{
+		"created": map[string]any{"overlap_policy": created.OverlapPolicy, "time_zone": created.TimeZone,
+			"catchup_window_ms": created.CatchupWindow.Milliseconds(), "input": created.Input,
+			"next_fire_set": !created.NextFireTime.IsZero()},
+		"run":          run,
+		"listed":       ids,
+		"paused":       flags(paused),
+		"unpaused":     flags(unpaused),
+		"after_delete": status.Code(err),
+	}, nil
 }
 
 // inboxEntry polls the approval inbox until the execution's wait is in it.
