@@ -6,7 +6,14 @@ The SDK: `@worker` declares workers, `WorkerRuntime` serves them to a server,
 
 __version__ = "0.1.0"
 
-from multiagents.client import Client, ScheduleAction, ScheduleInfo, StatusUpdate, WorkflowStatus
+from multiagents.client import (
+    Client,
+    RateLimitInfo,
+    ScheduleAction,
+    ScheduleInfo,
+    StatusUpdate,
+    WorkflowStatus,
+)
 from multiagents.dspy import dspy_worker
 from multiagents.errors import (
     AlreadyExistsError,
@@ -16,6 +23,7 @@ from multiagents.errors import (
     InvalidArgumentError,
     MultiAgentsError,
     NotFoundError,
+    RateLimited,
     ResourceExhaustedError,
     RPCError,
     ServerNotInstalledError,
@@ -41,6 +49,7 @@ from multiagents.workflow import (
     Case,
     Condition,
     Estimate,
+    LimitKey,
     Map,
     Parallel,
     RetryPolicy,
@@ -68,11 +77,14 @@ __all__ = [
     "FailedPreconditionError",
     "FailureKind",
     "InvalidArgumentError",
+    "LimitKey",
     "Map",
     "MultiAgentsError",
     "NotFoundError",
     "Parallel",
     "RPCError",
+    "RateLimitInfo",
+    "RateLimited",
     "ResourceExhaustedError",
     "RetryPolicy",
     "ScheduleAction",
