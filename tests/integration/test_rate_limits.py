@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -308,3 +311,55 @@ def test_a_definition_file_names_limits_by_key_or_expression() -> None:
     assert definition_dict(wf.to_proto())["steps"] == [row]
     with pytest.raises(ValueError, match=r"steps\[0\]\.rate_limits\[0\]: unknown keys"):
         Workflow.from_dict({"name": "wf", "steps": [{**row, "rate_limits": [{"kee": "x"}]}]})
+
+
+async def test_a_killed_worker_gives_back_its_concurrency_place(
+    server: Server,
+    client: Client,
+    uid: str,
+    tmp_path: Path,
+    processes: list[subprocess.Popen[bytes]],  # noqa: F811
+) -> None:
+    """One place for the key: the first step holds it in a worker process
+    that is SIGKILLed; the second, waiting, starts in the other process at
+    once (the lost session gives the place back), not at the first's
+    deadline a minute later."""
+    await client.put_rate_limit(f"{uid}:one", max_concurrent=1)
+    for _ in range(2):
+        processes.append(
+            spawn("worker", LIMIT_WORKERS, "--server", server.address, "--concurrency", "2")
+        )
+    await wait_for(
+        lambda: _at_least(session_count(server.address, "limits.hold"), 2),
+        timeout=30,
+        interval=0.1,
+    )
+    wf = (
+        WorkflowBuilder(f"{uid}.held")
+        .add_step(
+            "hold",
+            "limits.hold",
+            timeout=60,
+            retry=RetryPolicy(max_attempts=1),
+            rate_limits=[f"{uid}:one"],
+        )
+        .build()
+    )
+    await client.register_workflow(wf)
+    first = await client.execute_workflow(wf.name, {"marker_dir": str(tmp_path), "sleep": 600})
+    await wait_for(lambda: any(tmp_path.iterdir()), timeout=20)
+    second = await client.execute_workflow(wf.name, {})
+
+    async def waiting() -> bool:
+        progress = (await client.get_status(second)).steps[0].progress
+        return progress == {"waiting_for_rate_limit": f"{uid}:one", "reason": "concurrency"}
+
+    await wait_for(waiting, timeout=20)
+    victim = int(next(tmp_path.iterdir()).name)
+    os.kill(victim, signal.SIGKILL)
+    done = await client.wait(second, timeout=20)
+    assert done.state == "completed"
+    assert done.step_results["hold"]["pid"] != victim
+    lost = await client.wait(first, timeout=20)
+    assert lost.state == "failed" and lost.error is not None
+    assert lost.error["type"] == "WorkerLost"
