@@ -350,9 +350,7 @@ _PARALLEL_POLICIES = {
 
 def _is_set(s: workflow_pb2.StepDefinition, name: str) -> bool:
     value = getattr(s, name)
-    if isinstance(value, str):
-        return bool(value)
-    if name == "rate_limits":
+    if isinstance(value, str) or name == "rate_limits":  # no presence: set when not empty
         return bool(value)
     return s.HasField(name)
 

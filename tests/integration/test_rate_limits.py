@@ -103,10 +103,16 @@ async def test_a_key_expression_that_fails_on_a_context_fails_the_step(
     async with serving(server, work):
         ok = await client.wait(await client.execute_workflow(wf.name, {"tenant": "a"}), 20)
         bad = await client.wait(await client.execute_workflow(wf.name, {}), 20)
+        long = await client.wait(await client.execute_workflow(wf.name, {"tenant": "x" * 200}), 20)
     assert ok.state == "completed"
     assert bad.state == "failed"
     assert bad.error is not None and bad.error["type"] == "ExpressionError"
     assert "context.tenant' failed: no such member" in bad.error["message"]
+    assert long.state == "failed"
+    assert (
+        long.error is not None
+        and "not a key (a string of 1-200 characters)" in long.error["message"]
+    )
 
 
 async def test_one_tenants_thousand_do_not_starve_another_tenants_one(

@@ -127,6 +127,9 @@ def items(node: MapSpec, context: JsonObject) -> list[Any]:
     return value
 
 
+MAX_LIMIT_KEY = 200
+
+
 def limit_keys(keys: tuple[LimitKey, ...], context: JsonObject) -> tuple[str, ...]:
     """The keys of a step's shared limits on this context, in order, once each."""
     resolved: dict[str, None] = {}
@@ -134,8 +137,11 @@ def limit_keys(keys: tuple[LimitKey, ...], context: JsonObject) -> tuple[str, ..
         key = k.key
         if k.expression:
             value = evaluate(k.expression, context)
-            if not isinstance(value, str) or not value:
-                raise ExpressionError(f"rate limit key {k.expression!r} gave {value!r}, not a key")
+            if not isinstance(value, str) or not 0 < len(value) <= MAX_LIMIT_KEY:
+                raise ExpressionError(
+                    f"rate limit key {k.expression!r} gave {value!r}, not a key "
+                    f"(a string of 1-{MAX_LIMIT_KEY} characters)"
+                )
             key = value
         resolved[key] = None
     return tuple(resolved)
