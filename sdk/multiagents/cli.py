@@ -231,7 +231,11 @@ def format_status(status: WorkflowStatus, waiting_for: str | None = None) -> str
         else:
             detail = f"{step.kind} {step.branch}".rstrip() + failure
         lines.append(f"  - {step.path or step.name:<24} {step.status:<20} {detail}")
-        if step.progress is not None:
+        progress = step.progress or {}
+        if "waiting_for_rate_limit" in progress:
+            limit, reason = progress["waiting_for_rate_limit"], progress.get("reason", "")
+            lines.append(f"      waiting for rate limit {limit} ({reason})")
+        elif step.progress is not None:
             lines.append(f"      progress {_short(step.progress)}")
         if step.last_failure and status.state != "completed":
             lines += failure_lines(step.last_failure, "      ")

@@ -281,6 +281,8 @@ async def test_token_limits_reserve_the_estimate_and_reconcile_with_the_usage(
             return progress == {"waiting_for_rate_limit": f"{uid}:tpm", "reason": "tokens"}
 
         await wait_for(waits_for_tokens, timeout=20)
+        shown = await cli("status", third, "--server", server.address)
+        assert f"waiting for rate limit {uid}:tpm (tokens)" in shown.stdout
         await client.cancel_workflow(third)
         cancelled = await client.wait(third, 20)
     assert cancelled.state == "cancelled"
