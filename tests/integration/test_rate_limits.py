@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from conftest import ROOT
-from integration.helpers import serving, wait_for
+from integration.helpers import make_config, serving, wait_for
 from integration.test_cli_errors import assert_one_line_error, cli
 from integration.test_crashes import processes, session_count, spawn  # noqa: F401
 from multiagents import (
@@ -31,6 +31,7 @@ from multiagents import (
     worker,
 )
 from multiagents_server.app import Server
+from multiagents_server.embedded_redis import EmbeddedRedis
 
 LIMIT_WORKERS = str(ROOT / "tests" / "fixtures" / "limit_workers.py")
 
@@ -371,3 +372,38 @@ async def test_a_killed_worker_gives_back_its_concurrency_place(
     lost = await client.wait(first, timeout=20)
     assert lost.state == "failed" and lost.error is not None
     assert lost.error["type"] == "WorkerLost"
+
+
+async def test_a_concurrency_key_holds_across_two_replicas(
+    redis_server: EmbeddedRedis, uid: str
+) -> None:
+    """Two places for the key, a worker runtime on each of two replicas
+    (8 slots each), 12 executions submitted through both: never more than 2
+    run at once, and every one completes (a place given back on one replica
+    is found by the other's waiting commands)."""
+    running, most = 0, 0
+
+    @worker(f"{uid}.w")
+    async def work(ctx: dict[str, Any]) -> dict[str, Any]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.05)  # the work: long enough for the others to try
+        running -= 1
+        return {}
+
+    config = make_config(redis_server.url)
+    async with (
+        Server(config) as a,
+        Server(config) as b,
+        Client(a.address) as ca,
+        Client(b.address) as cb,
+    ):
+        await ca.put_rate_limit(f"{uid}:k", max_concurrent=2)
+        wf = WorkflowBuilder(f"{uid}.wf").add_step("s", work, rate_limits=[f"{uid}:k"]).build()
+        await ca.register_workflow(wf)
+        async with serving(a, work), serving(b, work):
+            ids = [await (ca if i % 2 else cb).execute_workflow(wf.name, {}) for i in range(12)]
+            finals = await asyncio.gather(*(ca.wait(tx, 60) for tx in ids))
+    assert {f.state for f in finals} == {"completed"}
+    assert most == 2
