@@ -11,9 +11,10 @@ right before it sends the command to a session, and gives them back when
 the attempt is answered or its session is lost; a place held by an attempt
 that nobody answers expires at the command's deadline. A command that may
 not start waits in this replica's memory (it stays pending in its Redis
-queue, so a replica that dies hands it over like any other), grouped by its
-keys, and is tried again when its keys should allow it, round-robin over
-the groups: one tenant's thousand commands do not hold back another's one.
+queue: if the replica dies, it fails as WorkerLost and is retried, like the
+replica's other pending commands), grouped by its keys, and is tried
+again when its keys should allow it, round-robin over the groups: one
+tenant's thousand commands do not hold back another's one.
 Commands of steps that name no limit never reach this module.
 """
 
