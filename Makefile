@@ -7,7 +7,7 @@ STAMP   := .venv/.setup-stamp
 export PATH := $(PATH):/usr/local/go/bin
 
 .PHONY: setup demo demo-review test check lint typecheck gen gen-check buf-check go-test node-test pytest pytest-cluster proto-baseline clean \
-	bench bench-scale bench-roundtrips bench-cluster bench-deps
+	bench bench-scale bench-roundtrips bench-cluster bench-limits bench-deps
 
 setup: $(STAMP)
 
@@ -129,3 +129,6 @@ bench-roundtrips: bench-deps
 
 bench-cluster: bench-deps
 	$(PY) -m bench.cluster $(BENCH_ARGS)
+
+bench-limits: bench-deps
+	$(PY) -m bench.rate_limits $(BENCH_ARGS)

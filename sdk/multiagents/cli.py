@@ -1,6 +1,7 @@
 """The `multiagents` command line: serve, worker, register, definitions, run,
 status, watch, list, cancel, signal, approve, reject, resume, inbox, history,
-schedule (create, list, show, pause, unpause, delete), workers, completion, demo."""
+schedule (create, list, show, pause, unpause, delete), limits (set, list, delete),
+workers, completion, demo."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from multiagents.client import (
     OVERLAP_POLICIES,
     STATES,
     Client,
+    RateLimitInfo,
     ScheduleInfo,
     StatusUpdate,
     WorkflowStatus,
@@ -230,7 +232,11 @@ def format_status(status: WorkflowStatus, waiting_for: str | None = None) -> str
         else:
             detail = f"{step.kind} {step.branch}".rstrip() + failure
         lines.append(f"  - {step.path or step.name:<24} {step.status:<20} {detail}")
-        if step.progress is not None:
+        progress = step.progress or {}
+        if "waiting_for_rate_limit" in progress:
+            limit, reason = progress["waiting_for_rate_limit"], progress.get("reason", "")
+            lines.append(f"      waiting for rate limit {limit} ({reason})")
+        elif step.progress is not None:
             lines.append(f"      progress {_short(step.progress)}")
         if step.last_failure and status.state != "completed":
             lines += failure_lines(step.last_failure, "      ")
@@ -862,6 +868,51 @@ async def _list_schedules(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def limit_dict(r: RateLimitInfo) -> dict[str, Any]:
+    return {
+        "key": r.key, "requests": r.requests, "tokens": r.tokens, "period_s": r.period,
+        "max_concurrent": r.max_concurrent, "backoff_s": r.backoff,
+    }  # fmt: skip
+
+
+def format_limit(r: RateLimitInfo) -> str:
+    parts = []
+    if r.requests:
+        parts.append(f"{r.requests} requests")
+    if r.tokens:
+        parts.append(f"{r.tokens} tokens")
+    rate = f"{' and '.join(parts)} per {r.period:g} s" if parts else ""
+    concurrent = f"at most {r.max_concurrent} at once" if r.max_concurrent else ""
+    what = ", ".join(x for x in (rate, concurrent) if x)
+    return f"{r.key}: {what} (backoff {r.backoff:g} s)"
+
+
+async def cmd_limits(args: argparse.Namespace) -> int:
+    async with _schedule_client(args) as client:
+        match args.limits_command:
+            case "set":
+                for flag in ("requests", "tokens", "period", "concurrency", "backoff"):
+                    if (getattr(args, flag) or 0) < 0:
+                        raise UsageError(f"--{flag}: must not be negative")
+                limit = await client.put_rate_limit(
+                    args.key, requests=args.requests, tokens=args.tokens, period=args.period,
+                    max_concurrent=args.concurrency, backoff=args.backoff,
+                )  # fmt: skip
+                _print(json.dumps(limit_dict(limit)) if args.json else format_limit(limit))
+            case "delete":
+                await client.delete_rate_limit(args.key)
+                _print(f"rate limit deleted: {args.key}")
+            case _:
+                found = await client.list_rate_limits()
+                if args.json:
+                    _print(json.dumps({"limits": [limit_dict(r) for r in found]}))
+                elif not found:
+                    _print("no rate limits")
+                for r in [] if args.json else found:
+                    _print(format_limit(r))
+    return 0
+
+
 async def cmd_history(args: argparse.Namespace) -> int:
     async with _client(args) as client:
         events = [event_dict(e) for e in await client.get_history(args.transaction_id)]
@@ -1004,6 +1055,10 @@ def _step_dict(st: workflow_pb2.StepDefinition) -> dict[str, Any]:
         step["timeout"] = _seconds(st.timeout)
     if st.HasField("heartbeat_timeout"):
         step["heartbeat_timeout"] = _seconds(st.heartbeat_timeout)
+    if st.rate_limits:
+        step["rate_limits"] = [
+            k.key or {"key_expression": k.key_expression} for k in st.rate_limits
+        ]
     return step
 
 
@@ -1197,6 +1252,7 @@ JSON_HELP = {
     "each in the definition-file form",
     "inbox": 'print one JSON document: {"waiting": [...]}',
     "schedule": 'print one JSON document: the schedule (list: {"schedules": [...]})',
+    "limits": 'print one JSON document: the limit (list: {"limits": [...]})',
 }
 
 
@@ -1365,6 +1421,41 @@ def build_parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         p.add_argument("--paused", action="store_true", help="create it paused")
         p.add_argument("--note", default="", help="free text kept with the schedule")
+
+    limits = sub.add_parser(
+        "limits",
+        help="Set, list and delete shared rate limits and concurrency keys.",
+        description="Shared limits on the steps that name their keys, enforced by the server.",
+    )
+    limits_sub = limits.add_subparsers(dest="limits_command", required=True, metavar="SUBCOMMAND")
+    for name, text in (
+        ("set", "Create or replace the limit of a key, or of a prefix ending in '*'."),
+        ("list", "List the limits, by key."),
+        ("delete", "Delete the limit of a key (steps naming it then start freely)."),
+    ):
+        p = limits_sub.add_parser(name, help=text, description=text)
+        p.set_defaults(fn=cmd_limits)
+        p.add_argument(
+            "--server", action="append", default=None,
+            help=f"server address (default {DEFAULT_SERVER}, env MULTIAGENTS_SERVER)",
+        )  # fmt: skip
+        p.add_argument("--token", default=os.environ.get("MULTIAGENTS_TOKEN"),
+                       help="bearer token (env MULTIAGENTS_TOKEN)")  # fmt: skip
+        if name != "list":
+            p.add_argument("key", help="e.g. provider:openai, or tenant:* for each tenant")
+        if name != "delete":
+            p.add_argument("--json", action="store_true", help=JSON_HELP["limits"])
+        if name != "set":
+            continue
+        p.add_argument("--requests", type=int, default=0, help="step starts per period")
+        p.add_argument("--tokens", type=int, default=0,
+                       help="estimated tokens per period (the steps' usage estimates)")  # fmt: skip
+        p.add_argument("--period", type=float, default=None, help="seconds (default 60)")
+        p.add_argument("--concurrency", type=int, default=0,
+                       help="at most this many attempts running at once per key")  # fmt: skip
+        p.add_argument("--backoff", type=float, default=None,
+                       help="seconds nothing starts after a worker reports RateLimited "
+                       "(default 1)")  # fmt: skip
 
     for name, fn, text in (
         ("status", cmd_status, "Show the status of one execution."),

@@ -20,6 +20,7 @@ from multiagents.output import Usage
 from multiagents.v1 import (
     common_pb2,
     events_pb2,
+    limits_pb2,
     schedule_pb2,
     workflow_pb2,
     workflow_service_pb2_grpc,
@@ -316,6 +317,29 @@ class ScheduleInfo:
                 )
                 for a in s.recent_actions
             ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitInfo:
+    """A declared shared limit (see `Client.put_rate_limit`); times in seconds."""
+
+    key: str
+    requests: int
+    tokens: int
+    period: float
+    max_concurrent: int
+    backoff: float
+
+    @classmethod
+    def from_proto(cls, r: limits_pb2.RateLimit) -> RateLimitInfo:
+        return cls(
+            key=r.key,
+            requests=r.requests,
+            tokens=r.tokens,
+            period=r.period.ToMilliseconds() / 1000,
+            max_concurrent=r.max_concurrent,
+            backoff=r.backoff.ToMilliseconds() / 1000,
         )
 
 
@@ -807,3 +831,52 @@ class Client:
         await self._call(
             self._stub.DeleteSchedule, pb.DeleteScheduleRequest(schedule_id=schedule_id)
         )
+
+    # -- shared limits ------------------------------------------------------------------
+
+    async def put_rate_limit(
+        self,
+        key: str,
+        *,
+        requests: int = 0,
+        tokens: int = 0,
+        period: float | None = None,
+        max_concurrent: int = 0,
+        backoff: float | None = None,
+    ) -> RateLimitInfo:
+        """Declare (or replace) the shared limit of `key`, or of every key
+        starting with a prefix when `key` ends in "*": at most `requests`
+        step starts and `tokens` estimated tokens per `period` (seconds,
+        default 60), and at most `max_concurrent` attempts running at once.
+        A worker's `RateLimited` failure pauses the key for `backoff` seconds
+        (default 1)."""
+        for field_name, value in (("requests", requests), ("tokens", tokens),
+                                  ("max_concurrent", max_concurrent)):  # fmt: skip
+            if value < 0:
+                raise ValueError(f"{field_name}: must not be negative, got {value}")
+        limit = limits_pb2.RateLimit(
+            key=key, requests=requests, tokens=tokens, max_concurrent=max_concurrent
+        )
+        if period is not None:
+            limit.period.FromMilliseconds(round(period * 1000))
+        if backoff is not None:
+            limit.backoff.FromMilliseconds(round(backoff * 1000))
+        response = await self._call(
+            self._stub.PutRateLimit, limits_pb2.PutRateLimitRequest(limit=limit)
+        )
+        return RateLimitInfo.from_proto(response.limit)
+
+    async def get_rate_limit(self, key: str) -> RateLimitInfo:
+        response = await self._call(
+            self._stub.GetRateLimit, limits_pb2.GetRateLimitRequest(key=key)
+        )
+        return RateLimitInfo.from_proto(response.limit)
+
+    async def list_rate_limits(self) -> list[RateLimitInfo]:
+        """Every declared limit, by key."""
+        response = await self._call(self._stub.ListRateLimits, limits_pb2.ListRateLimitsRequest())
+        return [RateLimitInfo.from_proto(r) for r in response.limits]
+
+    async def delete_rate_limit(self, key: str) -> None:
+        """Forget a limit; steps naming its key then start without it."""
+        await self._call(self._stub.DeleteRateLimit, limits_pb2.DeleteRateLimitRequest(key=key))

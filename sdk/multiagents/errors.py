@@ -78,6 +78,15 @@ class ApplicationError(MultiAgentsError):
         self.non_retryable = non_retryable
 
 
+class RateLimited(ApplicationError):
+    """Raise it when a provider refused a call for too many requests (an
+    HTTP 429): the attempt fails, retryable, with type "RateLimited", and
+    the shared limits of its step back off (see Client.put_rate_limit)."""
+
+    def __init__(self, message: str = "rate limited by the provider") -> None:
+        super().__init__(message, type="RateLimited")
+
+
 class WorkflowFailedError(MultiAgentsError):
     """An execution ended without completing (failed, compensated or
     cancelled); raised by `Client.result()`.

@@ -3,12 +3,13 @@ converts to the protobuf definition and to/from a JSON/YAML-friendly dict."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from google.protobuf import duration_pb2, json_format
 
-from multiagents.v1 import common_pb2, workflow_pb2
+from multiagents.v1 import common_pb2, limits_pb2, workflow_pb2
 from multiagents.worker import WorkerFunction
 
 
@@ -88,6 +89,20 @@ class Estimate:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitKey:
+    """A shared limit (`Client.put_rate_limit`) a step takes part in: a
+    literal `key`, or a CEL `expression` over the context that gives it,
+    e.g. `LimitKey(expression='"tenant:" + context.customer_id')`. A plain
+    string in `rate_limits` is a literal key."""
+
+    key: str = ""
+    expression: str = ""
+
+    def to_proto(self) -> limits_pb2.RateLimitKey:
+        return limits_pb2.RateLimitKey(key=self.key, key_expression=self.expression)
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One step: the worker that runs it and what undoes it."""
 
@@ -102,6 +117,8 @@ class Step:
     workflow: str | None = None
     workflow_version: int = 0
     estimate: Estimate | None = None
+    # Shared limits an attempt waits for: keys, or LimitKey expressions.
+    rate_limits: tuple[str | LimitKey, ...] = ()
 
     def to_proto(self) -> workflow_pb2.StepDefinition:
         step = workflow_pb2.StepDefinition(
@@ -121,6 +138,9 @@ class Step:
             step.heartbeat_timeout.CopyFrom(_duration(self.heartbeat_timeout))
         if self.estimate is not None:
             step.usage_estimate.CopyFrom(self.estimate.to_proto())
+        step.rate_limits.extend(
+            (LimitKey(k) if isinstance(k, str) else k).to_proto() for k in self.rate_limits
+        )
         return step
 
 
@@ -251,8 +271,12 @@ def step(
     heartbeat_timeout: float | None = None,
     compensation_retry: RetryPolicy | None = None,
     estimate: Estimate | None = None,
+    rate_limits: Sequence[str | LimitKey] = (),
 ) -> Step:
-    """A worker step, for a branch, a case or a map (`WorkflowBuilder.add_step` at the top)."""
+    """A worker step, for a branch, a case or a map (`WorkflowBuilder.add_step` at the top).
+    `rate_limits`: shared limits an attempt waits for (keys, or LimitKey
+    expressions over the context); its `estimate`'s tokens count against
+    token limits."""
     return Step(
         name=name,
         worker=_name(worker),
@@ -262,6 +286,7 @@ def step(
         heartbeat_timeout=heartbeat_timeout,
         compensation_retry=compensation_retry,
         estimate=estimate,
+        rate_limits=tuple(rate_limits),
     )
 
 
@@ -331,7 +356,8 @@ class Workflow:
 
 
 _STEP_KEYS = {"name", "worker", "compensation", "retry", "timeout", "heartbeat_timeout",
-              "compensation_retry", "workflow", "workflow_version", "usage_estimate"}  # fmt: skip
+              "compensation_retry", "workflow", "workflow_version", "usage_estimate",
+              "rate_limits"}  # fmt: skip
 _KINDS = ("parallel", "map", "condition", "wait_for_signal", "sleep")
 
 
@@ -412,7 +438,23 @@ def _step(s: dict[str, Any], where: str) -> Step:
         workflow=s.get("workflow"),
         workflow_version=int(s.get("workflow_version", 0)),
         estimate=_estimate(s, where),
+        rate_limits=_rate_limits(s, where),
     )
+
+
+def _rate_limits(s: dict[str, Any], where: str) -> tuple[str | LimitKey, ...]:
+    """`rate_limits`: keys (strings) or {key_expression: CEL} mappings."""
+    rows = s.get("rate_limits", [])
+    if not isinstance(rows, list):
+        raise ValueError(f"{where}.rate_limits: expected a list")
+    keys: list[str | LimitKey] = []
+    for i, row in enumerate(rows):
+        if isinstance(row, str):
+            keys.append(row)
+        else:
+            row = _mapping(row, f"{where}.rate_limits[{i}]", {"key", "key_expression"})
+            keys.append(LimitKey(row.get("key", ""), row.get("key_expression", "")))
+    return tuple(keys)
 
 
 def _estimate(s: dict[str, Any], where: str) -> Estimate | None:
@@ -481,8 +523,10 @@ class WorkflowBuilder:
         heartbeat_timeout: float | None = None,
         compensation_retry: RetryPolicy | None = None,
         estimate: Estimate | None = None,
+        rate_limits: Sequence[str | LimitKey] = (),
     ) -> WorkflowBuilder:
-        """Append a step; returns the builder for chaining."""
+        """Append a step; returns the builder for chaining. `rate_limits`:
+        shared limits an attempt waits for (see `step`)."""
         self._keep_worker(worker)
         if compensation is not None:
             self._keep_worker(compensation)
@@ -496,6 +540,7 @@ class WorkflowBuilder:
                 heartbeat_timeout=heartbeat_timeout,
                 compensation_retry=compensation_retry,
                 estimate=estimate,
+                rate_limits=rate_limits,
             )
         )
 

@@ -10,8 +10,8 @@ from typing import Any
 from google.protobuf import duration_pb2, json_format, timestamp_pb2
 
 from multiagents import wire
-from multiagents.v1 import common_pb2, events_pb2, worker_service_pb2, workflow_pb2
-from multiagents_server import engine
+from multiagents.v1 import common_pb2, events_pb2, limits_pb2, worker_service_pb2, workflow_pb2
+from multiagents_server import engine, limits
 from multiagents_server.engine import CommandKind, FailureKind, State, expressions
 from multiagents_server.engine import failures as engine_failures
 from multiagents_server.engine.saga import EXPRESSION_ERROR
@@ -138,7 +138,7 @@ DEFAULT_MAP_CONCURRENCY = 10
 MAX_NODES = 10_000
 _STEP_KINDS = ("worker", "workflow", "parallel", "map", "condition", "wait_for_signal", "sleep")
 _LEAF_ONLY = ("compensation", "retry_policy", "timeout", "heartbeat_timeout",
-              "compensation_retry_policy", "usage_estimate")  # fmt: skip
+              "compensation_retry_policy", "usage_estimate", "rate_limits")  # fmt: skip
 
 
 def spec_from_proto(
@@ -257,6 +257,7 @@ class _DefinitionReader:
             workflow_version=s.workflow_version,
             estimate=usage_from_proto(s.usage_estimate, f"{where}.usage_estimate")
             or engine.Usage(),
+            rate_limits=_limit_keys_from_proto(s, where),
         )
 
     def parallel(self, s: workflow_pb2.StepDefinition, where: str) -> engine.ParallelSpec:
@@ -349,9 +350,34 @@ _PARALLEL_POLICIES = {
 
 def _is_set(s: workflow_pb2.StepDefinition, name: str) -> bool:
     value = getattr(s, name)
-    if isinstance(value, str):
+    if isinstance(value, str) or name == "rate_limits":  # no presence: set when not empty
         return bool(value)
     return s.HasField(name)
+
+
+MAX_STEP_LIMITS = 8
+
+
+def _limit_keys_from_proto(
+    s: workflow_pb2.StepDefinition, where: str
+) -> tuple[engine.LimitKey, ...]:
+    if not s.rate_limits:
+        return ()
+    if s.workflow:
+        raise InvalidArgument(f"{where}.rate_limits: not supported on a sub-workflow step")
+    if len(s.rate_limits) > MAX_STEP_LIMITS:
+        raise InvalidArgument(f"{where}.rate_limits: at most {MAX_STEP_LIMITS}")
+    keys = []
+    for i, k in enumerate(s.rate_limits):
+        at = f"{where}.rate_limits[{i}]"
+        if bool(k.key) == bool(k.key_expression):
+            raise InvalidArgument(f"{at}: set exactly one of key and key_expression")
+        if k.key:
+            limits.check_key(k.key, f"{at}.key", prefix=False)
+        else:
+            _check_expression(k.key_expression, f"{at}.key_expression")
+        keys.append(engine.LimitKey(k.key, k.key_expression))
+    return tuple(keys)
 
 
 def _check_expression(source: str, field: str) -> None:
@@ -388,6 +414,10 @@ def _node_to_proto(n: engine.Node) -> workflow_pb2.StepDefinition:
             estimate = usage_to_proto(n.estimate)
             if estimate is not None:
                 step.usage_estimate.CopyFrom(estimate)
+            step.rate_limits.extend(
+                limits_pb2.RateLimitKey(key=k.key, key_expression=k.expression)
+                for k in n.rate_limits
+            )
         case engine.ParallelSpec():
             step.parallel.failure_policy = (
                 workflow_pb2.PARALLEL_FAILURE_POLICY_FAIL_FAST
@@ -768,6 +798,9 @@ def command_to_proto(
     )
     if effect.heartbeat_timeout_ms:
         command.heartbeat_timeout.CopyFrom(duration(effect.heartbeat_timeout_ms))
+    if effect.limit_keys:
+        command.rate_limits.keys.extend(effect.limit_keys)
+        command.rate_limits.tokens = effect.limit_tokens
     return command
 
 

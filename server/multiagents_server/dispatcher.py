@@ -10,7 +10,9 @@ stay in Redis. Pullers also scan every bucket now and then, in case a
 wake-up was lost. Answers are applied through the orchestrator, whose
 commit acknowledges the queue entry. A session that ends loses its
 in-flight commands (retryable `WorkerLost` failures); a replica that dies
-is handled by `liveness`.
+is handled by `liveness`. A command whose step names shared limits is
+sent only once its places in them are taken (`limits`); until then it
+waits here, grouped by its keys.
 
 A command is bound to the session it was sent to: only that session may
 answer it. Each session gets a secret resume token in Welcome. A session
@@ -38,9 +40,9 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from multiagents.v1 import common_pb2
+from multiagents.v1 import common_pb2, workflow_pb2
 from multiagents.v1 import worker_service_pb2 as wpb
-from multiagents_server import engine, observability, progress
+from multiagents_server import convert, engine, limits, observability, progress
 from multiagents_server.config import ServerConfig
 from multiagents_server.engine import failures
 from multiagents_server.engine.saga import HEARTBEAT_TIMER, timer_id
@@ -57,6 +59,12 @@ REDIS_RETRY_S = 0.5
 # How long an answer is retried while Redis is unreachable before the step's
 # timeout is left to recover it.
 ANSWER_RETRY_S = 60.0
+# A command waiting for a concurrency key that another replica's attempt
+# holds is tried again this often (a local answer tries it at once).
+LIMIT_POLL_MS = 100
+# Commands waiting for limits held by one replica: above this, its pullers
+# read no more until some start.
+MAX_WAITING = 10_000
 
 
 def transaction_of(command_id: str) -> str:
@@ -79,6 +87,9 @@ class Inflight:
     step: str = ""
     correlation_id: str = ""
     session_id: str = ""
+    # The shared limits whose places the command holds, and its tokens.
+    limit_keys: tuple[str, ...] = ()
+    limit_tokens: int = 0
 
     @property
     def worker(self) -> str:
@@ -103,6 +114,8 @@ class Inflight:
             step=command.step,
             correlation_id=command.correlation_id,
             session_id=session_id,
+            limit_keys=tuple(command.rate_limits.keys),
+            limit_tokens=command.rate_limits.tokens,
         )
 
 
@@ -217,6 +230,15 @@ class Dispatcher:
         self._wakeup: dict[str, asyncio.Event] = {}
         # Buckets whose queue of a worker name may hold commands not taken yet.
         self._dirty: dict[str, set[int]] = {}
+        # Commands waiting for shared limits, by their keys (in round-robin
+        # order), and when each group is tried next.
+        self._waiting: dict[tuple[str, ...], deque[tuple[CommandEntry, wpb.Command]]] = {}
+        self._waiting_count = 0
+        self._due: dict[tuple[str, ...], int] = {}
+        # The key (and why) that last refused each group's first command.
+        self._refused: dict[tuple[str, ...], tuple[str, str]] = {}
+        self._limits_wakeup = asyncio.Event()
+        self._limits_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         # Called when the sessions change, to publish them (the liveness loop's renewal).
@@ -363,6 +385,7 @@ class Dispatcher:
 
     async def fail_lost(self, inflight: Inflight, failure: engine.Failure) -> None:
         """Fail a command whose session (or replica) is gone: WorkerLost, retried."""
+        self._release_limits(inflight, None, back_off=False)
         await self._apply(
             transaction_of(inflight.command_id),
             engine.StepFailed(inflight.command_id, failure),
@@ -487,6 +510,8 @@ class Dispatcher:
             )  # fmt: skip
             return
         failure = event.failure if isinstance(event, engine.StepFailed) else None
+        back_off = failure is not None and failure.type == limits.RATE_LIMITED
+        self._release_limits(inflight, event.usage, back_off=back_off)
         try:
             await self._apply(
                 transaction_of(command_id),
@@ -514,13 +539,21 @@ class Dispatcher:
         await progress.record(self.store, self.config, session.inflight, command_ids, details, now)
 
     def cancel_local(self, command_id: str, reason: str = "") -> None:
-        """Forward a cancellation to the local session running the command, if any."""
+        """Forward a cancellation to the local session running the command, if
+        any; a command still waiting for its limits here is dropped."""
         for session in self.sessions.values():
             if command_id in session.inflight:
                 message = wpb.ConnectResponse(
                     cancel=wpb.Cancel(command_id=command_id, reason=reason)
                 )
                 session.outgoing.put_nowait(message)
+        for group in self._waiting.values():
+            for item in group:
+                if item[1].command_id == command_id:
+                    group.remove(item)
+                    self._waiting_count -= 1
+                    self.spawn(self.store.ack_commands([item[0]]))
+                    return
 
     def served_names(self) -> list[str]:
         """Every worker name this replica's sessions have served."""
@@ -549,8 +582,12 @@ class Dispatcher:
             await self._settle(session, "server shutting down")
         for task in self._pullers.values():
             task.cancel()
+        if self._limits_task is not None:
+            self._limits_task.cancel()
         await asyncio.gather(*self._pullers.values(), return_exceptions=True)
-        await self.store.requeue_commands([e for q in self._backlog.values() for e in q])
+        waiting = [e for group in self._waiting.values() for e, _ in group]
+        self._waiting.clear()
+        await self.store.requeue_commands([e for q in self._backlog.values() for e in q] + waiting)
         self._backlog.clear()
 
     # -- flow of commands ---------------------------------------------------------------
@@ -560,6 +597,8 @@ class Dispatcher:
             event = self._wakeup.get(name)
             if event is not None:
                 event.set()
+        if self._waiting:
+            self._limits_wakeup.set()
 
     def wake(self, bucket: int, worker: str) -> None:
         """A command of `worker` waits in `bucket` (a wake-up from the bus)."""
@@ -612,7 +651,7 @@ class Dispatcher:
                 if not serving:
                     break
                 free = sum(s.free for s in serving)
-                if free <= 0 or backlog or not dirty:
+                if free <= 0 or backlog or not dirty or self._waiting_count >= MAX_WAITING:
                     wakeup.clear()
                     try:
                         async with asyncio.timeout(SCAN_S):
@@ -638,10 +677,11 @@ class Dispatcher:
                         dirty.discard(bucket)
                     backlog.extend(entries)
         finally:
-            if not self._serving(name) and backlog:
-                entries = list(backlog)
+            if not self._serving(name):
+                entries = list(backlog) + self._forget_waiting(name)
                 backlog.clear()
-                await self.store.requeue_commands(entries)
+                if entries:
+                    await self.store.requeue_commands(entries)
 
     def _deliver(self, name: str) -> None:
         backlog = self._backlog[name]
@@ -660,8 +700,10 @@ class Dispatcher:
             if command.deadline.ToMilliseconds() <= now:
                 stale.append(entry)  # its timeout already fired
                 continue
-            session.inflight[command.command_id] = Inflight.of(entry, command, now, session.id)
-            observability.step_sent(session.inflight[command.command_id])
+            if command.rate_limits.keys:
+                self._take_limits(session, entry, command)
+                continue
+            self._start(session, entry, command, now)
             batches.setdefault(session.id, []).append(command)
         for session_id, commands in batches.items():
             message = (
@@ -672,6 +714,173 @@ class Dispatcher:
             self.sessions[session_id].outgoing.put_nowait(message)
         if stale:
             self.spawn(self.store.ack_commands(stale))
+
+    def _start(self, session: Session, entry: CommandEntry, command: wpb.Command, now: int) -> None:
+        """Record a command as running at `session` (the caller sends it)."""
+        session.inflight[command.command_id] = inflight = Inflight.of(
+            entry, command, now, session.id
+        )
+        observability.step_sent(inflight)
+
+    # -- shared limits -------------------------------------------------------------
+
+    def _take_limits(
+        self, session: Session, entry: CommandEntry, command: wpb.Command, *, waited: bool = False
+    ) -> None:
+        """Send a command once its places in its limits are taken: joins the
+        end of its keys' group when that group waits already (first come,
+        first served within a group), else tries now, holding a slot of
+        `session` meanwhile."""
+        keys = tuple(command.rate_limits.keys)
+        group = self._waiting.get(keys)
+        if group and not waited:
+            group.append((entry, command))
+            self._waiting_count += 1
+            key, reason = self._refused.get(keys, (keys[0], "queued"))
+            self.spawn(self._show_waiting(command, key, reason))
+            return
+        session.reserved += 1
+        self.spawn(self._acquire(session, entry, command, waited=waited))
+
+    async def _acquire(
+        self, session: Session, entry: CommandEntry, command: wpb.Command, *, waited: bool
+    ) -> None:
+        keys = tuple(command.rate_limits.keys)
+        try:
+            taken, wait_ms, key, reason = await self.store.acquire_limits(
+                keys, command.command_id, command.deadline.ToMilliseconds(),
+                command.rate_limits.tokens,
+            )  # fmt: skip
+        except StoreError as exc:
+            log.warning("cannot take rate limit places: %s", exc)
+            taken, wait_ms, key, reason = False, int(REDIS_RETRY_S * 1000), "", "unavailable"
+        finally:
+            session.reserved -= 1
+        if not taken:
+            if key:
+                self._refused[keys] = (key, reason)
+            self._wait(entry, command, wait_ms, waited=waited)
+            if not waited:
+                await self._show_waiting(command, key, reason)
+            self._wake(session.names)
+            return
+        if session.free < 0 or session.closed or session.draining:
+            # The session went away meanwhile: give the places back, try again.
+            self._release(keys, command.command_id, 0, back_off=False)
+            self._wait(entry, command, 0, waited=True)
+            self._wake(session.names)
+            return
+        self._start(session, entry, command, self.clock)
+        session.outgoing.put_nowait(wpb.ConnectResponse(command=command))
+        if waited:
+            transaction_id = transaction_of(command.command_id)
+            with contextlib.suppress(StoreError):
+                await self.store.clear_progress(transaction_id, command.command_id)
+
+    def _wait(
+        self, entry: CommandEntry, command: wpb.Command, wait_ms: int, *, waited: bool
+    ) -> None:
+        """Keep a command that may not start yet until `wait_ms` from now."""
+        keys = tuple(command.rate_limits.keys)
+        group = self._waiting.setdefault(keys, deque())
+        if waited:
+            group.appendleft((entry, command))  # it was the group's first
+        else:
+            group.append((entry, command))
+        self._waiting_count += 1
+        self._due[keys] = self.clock + max(1, min(wait_ms, LIMIT_POLL_MS * 10))
+        if self._limits_task is None or self._limits_task.done():
+            self._limits_task = asyncio.create_task(self._retry_waiting(), name="limits")
+        self._limits_wakeup.set()
+
+    async def _show_waiting(self, command: wpb.Command, key: str, reason: str) -> None:
+        """What GetStatus shows as the step's progress while it waits."""
+        details = {"waiting_for_rate_limit": key, "reason": reason}
+        record = workflow_pb2.StepProgress(
+            details=common_pb2.Payload(data=json.dumps(details).encode()),
+            updated_at=convert.timestamp(self.clock),
+            attempt=command.attempt,
+            command_id=command.command_id,
+        )
+        with contextlib.suppress(StoreError):
+            await self.store.set_progress(
+                command.transaction_id, command.command_id, record.SerializeToString(),
+                self.config.retention_ms,
+            )  # fmt: skip
+
+    async def _retry_waiting(self) -> None:
+        """Try the first command of each group whose keys should allow it,
+        round-robin over the groups, while a local session has a free slot."""
+        while not self._stopping and self._waiting:
+            self._limits_wakeup.clear()
+            now = self.clock
+            next_due = now + LIMIT_POLL_MS * 10
+            for keys in list(self._waiting):
+                group = self._waiting[keys]
+                if not group:
+                    del self._waiting[keys]
+                    self._due.pop(keys, None)
+                    self._refused.pop(keys, None)
+                    continue
+                due = self._due.get(keys, 0)
+                if due > now:
+                    next_due = min(next_due, due)
+                    continue
+                entry, command = group[0]
+                if command.deadline.ToMilliseconds() <= now:
+                    group.popleft()  # its timeout fired: nothing to start
+                    self._waiting_count -= 1
+                    self.spawn(self.store.ack_commands([entry]))
+                    continue
+                candidates = [s for s in self._serving(entry.worker) if s.free > 0]
+                if not candidates:
+                    continue  # a slot that frees wakes this loop
+                group.popleft()
+                self._waiting_count -= 1
+                self._due[keys] = now + LIMIT_POLL_MS * 10  # until its answer says
+                del self._waiting[keys]
+                self._waiting[keys] = group  # to the end: round-robin
+                session = max(candidates, key=lambda s: s.free)
+                self._take_limits(session, entry, command, waited=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.001, (next_due - self.clock) / 1000)):
+                    await self._limits_wakeup.wait()
+
+    def _forget_waiting(self, worker: str) -> list[CommandEntry]:
+        """Take the waiting commands of a worker name no local session serves."""
+        left: list[CommandEntry] = []
+        for keys, group in list(self._waiting.items()):
+            kept = deque(item for item in group if item[0].worker != worker)
+            left += [e for e, _ in group if e.worker == worker]
+            self._waiting[keys] = kept
+        self._waiting_count -= len(left)
+        return left
+
+    def _release_limits(
+        self, inflight: Inflight, usage: engine.Usage | None, *, back_off: bool
+    ) -> None:
+        """Give back the places of an attempt that ended; tokens it reserved
+        but did not use (by the usage it reported) go back too."""
+        if not inflight.limit_keys:
+            return
+        refund = 0
+        if usage is not None and inflight.limit_tokens:
+            refund = inflight.limit_tokens - usage.input_tokens - usage.output_tokens
+        self._release(inflight.limit_keys, inflight.command_id, refund, back_off=back_off)
+
+    def _release(self, keys: tuple[str, ...], holder: str, refund: int, *, back_off: bool) -> None:
+        async def release() -> None:
+            try:
+                await self.store.release_limits(keys, holder, refund, back_off)
+            except StoreError as exc:
+                log.warning("cannot give back rate limit places (they expire): %s", exc)
+            released = set(keys)
+            for group in self._waiting:
+                if released.intersection(group):
+                    self._due[group] = 0
+            self._limits_wakeup.set()
+
+        self.spawn(release())
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `coro` in the background, keeping the task referenced until it ends."""

@@ -78,6 +78,7 @@ class Liveness:
                     inflight = Inflight(
                         command.command_id, entry, now, 0,
                         step=command.step, correlation_id=command.correlation_id,
+                        limit_keys=tuple(command.rate_limits.keys),
                     )  # fmt: skip
                     await self.dispatcher.fail_lost(inflight, failure)
                 reclaimed += len(entries)

@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from multiagents.v1 import common_pb2 as multiagents_dot_v1_dot_common__pb2
+from multiagents.v1 import limits_pb2 as multiagents_dot_v1_dot_limits__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#multiagents/v1/worker_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\"\xe9\x02\n\x0e\x43onnectRequest\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.multiagents.v1.HelloH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.multiagents.v1.CommandResultH\x00\x12\x31\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x1e.multiagents.v1.CommandFailureH\x00\x12.\n\theartbeat\x18\x04 \x01(\x0b\x32\x19.multiagents.v1.HeartbeatH\x00\x12&\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x15.multiagents.v1.DrainH\x00\x12\x33\n\x08outcomes\x18\x06 \x01(\x0b\x32\x1f.multiagents.v1.CommandOutcomesH\x00\x12\x33\n\x0coutput_chunk\x18\x07 \x01(\x0b\x32\x1b.multiagents.v1.OutputChunkH\x00\x42\t\n\x07message\"\xda\x02\n\x0f\x43onnectResponse\x12*\n\x07welcome\x18\x01 \x01(\x0b\x32\x17.multiagents.v1.WelcomeH\x00\x12*\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x17.multiagents.v1.CommandH\x00\x12(\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x16.multiagents.v1.CancelH\x00\x12$\n\x04ping\x18\x04 \x01(\x0b\x32\x14.multiagents.v1.PingH\x00\x12\x35\n\rdrain_request\x18\x05 \x01(\x0b\x32\x1c.multiagents.v1.DrainRequestH\x00\x12,\n\x08\x63ommands\x18\x06 \x01(\x0b\x32\x18.multiagents.v1.CommandsH\x00\x12/\n\noutput_ack\x18\x08 \x01(\x0b\x32\x19.multiagents.v1.OutputAckH\x00\x42\t\n\x07message\"\xc5\x01\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x14\n\x0cworker_names\x18\x02 \x03(\t\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\x05\x12\x14\n\x0csdk_language\x18\x04 \x01(\t\x12\x13\n\x0bsdk_version\x18\x05 \x01(\t\x12\x39\n\x10protocol_version\x18\x06 \x01(\x0e\x32\x1f.multiagents.v1.ProtocolVersion\x12\x14\n\x0cresume_token\x18\x07 \x01(\t\"\xc0\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x39\n\x10protocol_version\x18\x03 \x01(\x0e\x32\x1f.multiagents.v1.ProtocolVersion\x12\x19\n\x11max_payload_bytes\x18\x04 \x01(\x03\x12\x14\n\x0cresume_token\x18\x05 \x01(\t\"\xa4\x03\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.multiagents.v1.CommandKind\x12\x13\n\x0bworker_name\x18\x03 \x01(\t\x12\x16\n\x0etransaction_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12\x0c\n\x04step\x18\x06 \x01(\t\x12(\n\x07\x63ontext\x18\x07 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12,\n\x08\x64\x65\x61\x64line\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x11heartbeat_timeout\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x08metadata\x18\x0b \x03(\x0b\x32%.multiagents.v1.Command.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x08\x43ommands\x12)\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x17.multiagents.v1.Command\"r\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.multiagents.v1.Usage\"t\n\x0e\x43ommandFailure\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12(\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x17.multiagents.v1.Failure\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.multiagents.v1.Usage\"\x7f\n\x0e\x43ommandOutcome\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1d.multiagents.v1.CommandResultH\x00\x12\x31\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x1e.multiagents.v1.CommandFailureH\x00\x42\t\n\x07outcome\"C\n\x0f\x43ommandOutcomes\x12\x30\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1e.multiagents.v1.CommandOutcome\"J\n\tHeartbeat\x12\x13\n\x0b\x63ommand_ids\x18\x01 \x03(\t\x12(\n\x07\x64\x65tails\x18\x02 \x01(\x0b\x32\x17.multiagents.v1.Payload\"\x07\n\x05\x44rain\",\n\x06\x43\x61ncel\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x06\n\x04Ping\"\x1e\n\x0c\x44rainRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x87\x01\n\x0bOutputChunk\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12(\n\x04kind\x18\x03 \x01(\x0e\x32\x1a.multiagents.v1.OutputKind\x12\x0e\n\x04text\x18\x04 \x01(\tH\x00\x12\x10\n\x06\x62inary\x18\x05 \x01(\x0cH\x00\x42\x06\n\x04\x64\x61ta\"R\n\tOutputAck\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\t\x12\x0f\n\x07refused\x18\x04 \x01(\t*K\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n\x12PROTOCOL_VERSION_1\x10\x01*b\n\x0b\x43ommandKind\x12\x1c\n\x18\x43OMMAND_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43OMMAND_KIND_EXECUTE\x10\x01\x12\x1b\n\x17\x43OMMAND_KIND_COMPENSATE\x10\x02\x32_\n\rWorkerService\x12N\n\x07\x43onnect\x12\x1e.multiagents.v1.ConnectRequest\x1a\x1f.multiagents.v1.ConnectResponse(\x01\x30\x01\x42PZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#multiagents/v1/worker_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/limits.proto\"\xe9\x02\n\x0e\x43onnectRequest\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.multiagents.v1.HelloH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.multiagents.v1.CommandResultH\x00\x12\x31\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x1e.multiagents.v1.CommandFailureH\x00\x12.\n\theartbeat\x18\x04 \x01(\x0b\x32\x19.multiagents.v1.HeartbeatH\x00\x12&\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x15.multiagents.v1.DrainH\x00\x12\x33\n\x08outcomes\x18\x06 \x01(\x0b\x32\x1f.multiagents.v1.CommandOutcomesH\x00\x12\x33\n\x0coutput_chunk\x18\x07 \x01(\x0b\x32\x1b.multiagents.v1.OutputChunkH\x00\x42\t\n\x07message\"\xda\x02\n\x0f\x43onnectResponse\x12*\n\x07welcome\x18\x01 \x01(\x0b\x32\x17.multiagents.v1.WelcomeH\x00\x12*\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x17.multiagents.v1.CommandH\x00\x12(\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x16.multiagents.v1.CancelH\x00\x12$\n\x04ping\x18\x04 \x01(\x0b\x32\x14.multiagents.v1.PingH\x00\x12\x35\n\rdrain_request\x18\x05 \x01(\x0b\x32\x1c.multiagents.v1.DrainRequestH\x00\x12,\n\x08\x63ommands\x18\x06 \x01(\x0b\x32\x18.multiagents.v1.CommandsH\x00\x12/\n\noutput_ack\x18\x08 \x01(\x0b\x32\x19.multiagents.v1.OutputAckH\x00\x42\t\n\x07message\"\xc5\x01\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x14\n\x0cworker_names\x18\x02 \x03(\t\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\x05\x12\x14\n\x0csdk_language\x18\x04 \x01(\t\x12\x13\n\x0bsdk_version\x18\x05 \x01(\t\x12\x39\n\x10protocol_version\x18\x06 \x01(\x0e\x32\x1f.multiagents.v1.ProtocolVersion\x12\x14\n\x0cresume_token\x18\x07 \x01(\t\"\xc0\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x39\n\x10protocol_version\x18\x03 \x01(\x0e\x32\x1f.multiagents.v1.ProtocolVersion\x12\x19\n\x11max_payload_bytes\x18\x04 \x01(\x03\x12\x14\n\x0cresume_token\x18\x05 \x01(\t\"\xd7\x03\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.multiagents.v1.CommandKind\x12\x13\n\x0bworker_name\x18\x03 \x01(\t\x12\x16\n\x0etransaction_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12\x0c\n\x04step\x18\x06 \x01(\t\x12(\n\x07\x63ontext\x18\x07 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12,\n\x08\x64\x65\x61\x64line\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x11heartbeat_timeout\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x08metadata\x18\x0b \x03(\x0b\x32%.multiagents.v1.Command.MetadataEntry\x12\x31\n\x0brate_limits\x18\x0c \x01(\x0b\x32\x1c.multiagents.v1.RateLimitUse\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x08\x43ommands\x12)\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x17.multiagents.v1.Command\"r\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.multiagents.v1.Payload\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.multiagents.v1.Usage\"t\n\x0e\x43ommandFailure\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12(\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x17.multiagents.v1.Failure\x12$\n\x05usage\x18\x03 \x01(\x0b\x32\x15.multiagents.v1.Usage\"\x7f\n\x0e\x43ommandOutcome\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1d.multiagents.v1.CommandResultH\x00\x12\x31\n\x07\x66\x61ilure\x18\x02 \x01(\x0b\x32\x1e.multiagents.v1.CommandFailureH\x00\x42\t\n\x07outcome\"C\n\x0f\x43ommandOutcomes\x12\x30\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1e.multiagents.v1.CommandOutcome\"J\n\tHeartbeat\x12\x13\n\x0b\x63ommand_ids\x18\x01 \x03(\t\x12(\n\x07\x64\x65tails\x18\x02 \x01(\x0b\x32\x17.multiagents.v1.Payload\"\x07\n\x05\x44rain\",\n\x06\x43\x61ncel\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x06\n\x04Ping\"\x1e\n\x0c\x44rainRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x87\x01\n\x0bOutputChunk\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12(\n\x04kind\x18\x03 \x01(\x0e\x32\x1a.multiagents.v1.OutputKind\x12\x0e\n\x04text\x18\x04 \x01(\tH\x00\x12\x10\n\x06\x62inary\x18\x05 \x01(\x0cH\x00\x42\x06\n\x04\x64\x61ta\"R\n\tOutputAck\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\t\x12\x0f\n\x07refused\x18\x04 \x01(\t*K\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n\x12PROTOCOL_VERSION_1\x10\x01*b\n\x0b\x43ommandKind\x12\x1c\n\x18\x43OMMAND_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43OMMAND_KIND_EXECUTE\x10\x01\x12\x1b\n\x17\x43OMMAND_KIND_COMPENSATE\x10\x02\x32_\n\rWorkerService\x12N\n\x07\x43onnect\x12\x1e.multiagents.v1.ConnectRequest\x1a\x1f.multiagents.v1.ConnectResponse(\x01\x30\x01\x42PZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,46 +38,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'ZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1'
   _globals['_COMMAND_METADATAENTRY']._loaded_options = None
   _globals['_COMMAND_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_PROTOCOLVERSION']._serialized_start=2560
-  _globals['_PROTOCOLVERSION']._serialized_end=2635
-  _globals['_COMMANDKIND']._serialized_start=2637
-  _globals['_COMMANDKIND']._serialized_end=2735
-  _globals['_CONNECTREQUEST']._serialized_start=150
-  _globals['_CONNECTREQUEST']._serialized_end=511
-  _globals['_CONNECTRESPONSE']._serialized_start=514
-  _globals['_CONNECTRESPONSE']._serialized_end=860
-  _globals['_HELLO']._serialized_start=863
-  _globals['_HELLO']._serialized_end=1060
-  _globals['_WELCOME']._serialized_start=1063
-  _globals['_WELCOME']._serialized_end=1255
-  _globals['_COMMAND']._serialized_start=1258
-  _globals['_COMMAND']._serialized_end=1678
-  _globals['_COMMAND_METADATAENTRY']._serialized_start=1631
-  _globals['_COMMAND_METADATAENTRY']._serialized_end=1678
-  _globals['_COMMANDS']._serialized_start=1680
-  _globals['_COMMANDS']._serialized_end=1733
-  _globals['_COMMANDRESULT']._serialized_start=1735
-  _globals['_COMMANDRESULT']._serialized_end=1849
-  _globals['_COMMANDFAILURE']._serialized_start=1851
-  _globals['_COMMANDFAILURE']._serialized_end=1967
-  _globals['_COMMANDOUTCOME']._serialized_start=1969
-  _globals['_COMMANDOUTCOME']._serialized_end=2096
-  _globals['_COMMANDOUTCOMES']._serialized_start=2098
-  _globals['_COMMANDOUTCOMES']._serialized_end=2165
-  _globals['_HEARTBEAT']._serialized_start=2167
-  _globals['_HEARTBEAT']._serialized_end=2241
-  _globals['_DRAIN']._serialized_start=2243
-  _globals['_DRAIN']._serialized_end=2250
-  _globals['_CANCEL']._serialized_start=2252
-  _globals['_CANCEL']._serialized_end=2296
-  _globals['_PING']._serialized_start=2298
-  _globals['_PING']._serialized_end=2304
-  _globals['_DRAINREQUEST']._serialized_start=2306
-  _globals['_DRAINREQUEST']._serialized_end=2336
-  _globals['_OUTPUTCHUNK']._serialized_start=2339
-  _globals['_OUTPUTCHUNK']._serialized_end=2474
-  _globals['_OUTPUTACK']._serialized_start=2476
-  _globals['_OUTPUTACK']._serialized_end=2558
-  _globals['_WORKERSERVICE']._serialized_start=2737
-  _globals['_WORKERSERVICE']._serialized_end=2832
+  _globals['_PROTOCOLVERSION']._serialized_start=2640
+  _globals['_PROTOCOLVERSION']._serialized_end=2715
+  _globals['_COMMANDKIND']._serialized_start=2717
+  _globals['_COMMANDKIND']._serialized_end=2815
+  _globals['_CONNECTREQUEST']._serialized_start=179
+  _globals['_CONNECTREQUEST']._serialized_end=540
+  _globals['_CONNECTRESPONSE']._serialized_start=543
+  _globals['_CONNECTRESPONSE']._serialized_end=889
+  _globals['_HELLO']._serialized_start=892
+  _globals['_HELLO']._serialized_end=1089
+  _globals['_WELCOME']._serialized_start=1092
+  _globals['_WELCOME']._serialized_end=1284
+  _globals['_COMMAND']._serialized_start=1287
+  _globals['_COMMAND']._serialized_end=1758
+  _globals['_COMMAND_METADATAENTRY']._serialized_start=1711
+  _globals['_COMMAND_METADATAENTRY']._serialized_end=1758
+  _globals['_COMMANDS']._serialized_start=1760
+  _globals['_COMMANDS']._serialized_end=1813
+  _globals['_COMMANDRESULT']._serialized_start=1815
+  _globals['_COMMANDRESULT']._serialized_end=1929
+  _globals['_COMMANDFAILURE']._serialized_start=1931
+  _globals['_COMMANDFAILURE']._serialized_end=2047
+  _globals['_COMMANDOUTCOME']._serialized_start=2049
+  _globals['_COMMANDOUTCOME']._serialized_end=2176
+  _globals['_COMMANDOUTCOMES']._serialized_start=2178
+  _globals['_COMMANDOUTCOMES']._serialized_end=2245
+  _globals['_HEARTBEAT']._serialized_start=2247
+  _globals['_HEARTBEAT']._serialized_end=2321
+  _globals['_DRAIN']._serialized_start=2323
+  _globals['_DRAIN']._serialized_end=2330
+  _globals['_CANCEL']._serialized_start=2332
+  _globals['_CANCEL']._serialized_end=2376
+  _globals['_PING']._serialized_start=2378
+  _globals['_PING']._serialized_end=2384
+  _globals['_DRAINREQUEST']._serialized_start=2386
+  _globals['_DRAINREQUEST']._serialized_end=2416
+  _globals['_OUTPUTCHUNK']._serialized_start=2419
+  _globals['_OUTPUTCHUNK']._serialized_end=2554
+  _globals['_OUTPUTACK']._serialized_start=2556
+  _globals['_OUTPUTACK']._serialized_end=2638
+  _globals['_WORKERSERVICE']._serialized_start=2817
+  _globals['_WORKERSERVICE']._serialized_end=2912
 # @@protoc_insertion_point(module_scope)

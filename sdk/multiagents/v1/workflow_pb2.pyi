@@ -4,6 +4,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from multiagents.v1 import common_pb2 as _common_pb2
+from multiagents.v1 import limits_pb2 as _limits_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -58,7 +59,7 @@ class RetryPolicy(_message.Message):
     def __init__(self, maximum_attempts: _Optional[int] = ..., initial_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., backoff_coefficient: _Optional[float] = ..., maximum_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., non_retryable_error_types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StepDefinition(_message.Message):
-    __slots__ = ("name", "worker", "compensation", "retry_policy", "timeout", "heartbeat_timeout", "compensation_retry_policy", "workflow", "workflow_version", "parallel", "map", "condition", "wait_for_signal", "sleep", "usage_estimate")
+    __slots__ = ("name", "worker", "compensation", "retry_policy", "timeout", "heartbeat_timeout", "compensation_retry_policy", "workflow", "workflow_version", "parallel", "map", "condition", "wait_for_signal", "sleep", "usage_estimate", "rate_limits")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     COMPENSATION_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +75,7 @@ class StepDefinition(_message.Message):
     WAIT_FOR_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     SLEEP_FIELD_NUMBER: _ClassVar[int]
     USAGE_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     name: str
     worker: str
     compensation: str
@@ -89,7 +91,8 @@ class StepDefinition(_message.Message):
     wait_for_signal: WaitForSignal
     sleep: Sleep
     usage_estimate: _common_pb2.Usage
-    def __init__(self, name: _Optional[str] = ..., worker: _Optional[str] = ..., compensation: _Optional[str] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., compensation_retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., workflow: _Optional[str] = ..., workflow_version: _Optional[int] = ..., parallel: _Optional[_Union[ParallelGroup, _Mapping]] = ..., map: _Optional[_Union[MapStep, _Mapping]] = ..., condition: _Optional[_Union[Condition, _Mapping]] = ..., wait_for_signal: _Optional[_Union[WaitForSignal, _Mapping]] = ..., sleep: _Optional[_Union[Sleep, _Mapping]] = ..., usage_estimate: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
+    rate_limits: _containers.RepeatedCompositeFieldContainer[_limits_pb2.RateLimitKey]
+    def __init__(self, name: _Optional[str] = ..., worker: _Optional[str] = ..., compensation: _Optional[str] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., heartbeat_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., compensation_retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., workflow: _Optional[str] = ..., workflow_version: _Optional[int] = ..., parallel: _Optional[_Union[ParallelGroup, _Mapping]] = ..., map: _Optional[_Union[MapStep, _Mapping]] = ..., condition: _Optional[_Union[Condition, _Mapping]] = ..., wait_for_signal: _Optional[_Union[WaitForSignal, _Mapping]] = ..., sleep: _Optional[_Union[Sleep, _Mapping]] = ..., usage_estimate: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., rate_limits: _Optional[_Iterable[_Union[_limits_pb2.RateLimitKey, _Mapping]]] = ...) -> None: ...
 
 class Branch(_message.Message):
     __slots__ = ("name", "steps")

@@ -4,6 +4,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from multiagents.v1 import common_pb2 as _common_pb2
 from multiagents.v1 import events_pb2 as _events_pb2
+from multiagents.v1 import limits_pb2 as _limits_pb2
 from multiagents.v1 import schedule_pb2 as _schedule_pb2
 from multiagents.v1 import workflow_pb2 as _workflow_pb2
 from google.protobuf.internal import containers as _containers

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from multiagents.v1 import limits_pb2 as multiagents_dot_v1_dot_limits__pb2
 from multiagents.v1 import workflow_service_pb2 as multiagents_dot_v1_dot_workflow__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -136,6 +137,26 @@ class WorkflowServiceStub:
                 '/multiagents.v1.WorkflowService/DeleteSchedule',
                 request_serializer=multiagents_dot_v1_dot_workflow__service__pb2.DeleteScheduleRequest.SerializeToString,
                 response_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.PutRateLimit = channel.unary_unary(
+                '/multiagents.v1.WorkflowService/PutRateLimit',
+                request_serializer=multiagents_dot_v1_dot_limits__pb2.PutRateLimitRequest.SerializeToString,
+                response_deserializer=multiagents_dot_v1_dot_limits__pb2.PutRateLimitResponse.FromString,
+                _registered_method=True)
+        self.GetRateLimit = channel.unary_unary(
+                '/multiagents.v1.WorkflowService/GetRateLimit',
+                request_serializer=multiagents_dot_v1_dot_limits__pb2.GetRateLimitRequest.SerializeToString,
+                response_deserializer=multiagents_dot_v1_dot_limits__pb2.GetRateLimitResponse.FromString,
+                _registered_method=True)
+        self.ListRateLimits = channel.unary_unary(
+                '/multiagents.v1.WorkflowService/ListRateLimits',
+                request_serializer=multiagents_dot_v1_dot_limits__pb2.ListRateLimitsRequest.SerializeToString,
+                response_deserializer=multiagents_dot_v1_dot_limits__pb2.ListRateLimitsResponse.FromString,
+                _registered_method=True)
+        self.DeleteRateLimit = channel.unary_unary(
+                '/multiagents.v1.WorkflowService/DeleteRateLimit',
+                request_serializer=multiagents_dot_v1_dot_limits__pb2.DeleteRateLimitRequest.SerializeToString,
+                response_deserializer=multiagents_dot_v1_dot_limits__pb2.DeleteRateLimitResponse.FromString,
                 _registered_method=True)
 
 
@@ -292,6 +313,36 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutRateLimit(self, request, context):
+        """Creates or replaces a shared rate limit / concurrency limit (admin). A bad
+        limit is INVALID_ARGUMENT naming the field. Takes effect at the next
+        start of a step naming the key, on every replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRateLimit(self, request, context):
+        """Returns one limit; an unknown key is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRateLimits(self, request, context):
+        """Lists every limit, sorted by key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRateLimit(self, request, context):
+        """Deletes a limit; an unknown key is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -389,6 +440,26 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.DeleteSchedule,
                     request_deserializer=multiagents_dot_v1_dot_workflow__service__pb2.DeleteScheduleRequest.FromString,
                     response_serializer=multiagents_dot_v1_dot_workflow__service__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'PutRateLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutRateLimit,
+                    request_deserializer=multiagents_dot_v1_dot_limits__pb2.PutRateLimitRequest.FromString,
+                    response_serializer=multiagents_dot_v1_dot_limits__pb2.PutRateLimitResponse.SerializeToString,
+            ),
+            'GetRateLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRateLimit,
+                    request_deserializer=multiagents_dot_v1_dot_limits__pb2.GetRateLimitRequest.FromString,
+                    response_serializer=multiagents_dot_v1_dot_limits__pb2.GetRateLimitResponse.SerializeToString,
+            ),
+            'ListRateLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRateLimits,
+                    request_deserializer=multiagents_dot_v1_dot_limits__pb2.ListRateLimitsRequest.FromString,
+                    response_serializer=multiagents_dot_v1_dot_limits__pb2.ListRateLimitsResponse.SerializeToString,
+            ),
+            'DeleteRateLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRateLimit,
+                    request_deserializer=multiagents_dot_v1_dot_limits__pb2.DeleteRateLimitRequest.FromString,
+                    response_serializer=multiagents_dot_v1_dot_limits__pb2.DeleteRateLimitResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -912,6 +983,114 @@ class WorkflowService:
             '/multiagents.v1.WorkflowService/DeleteSchedule',
             multiagents_dot_v1_dot_workflow__service__pb2.DeleteScheduleRequest.SerializeToString,
             multiagents_dot_v1_dot_workflow__service__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutRateLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/multiagents.v1.WorkflowService/PutRateLimit',
+            multiagents_dot_v1_dot_limits__pb2.PutRateLimitRequest.SerializeToString,
+            multiagents_dot_v1_dot_limits__pb2.PutRateLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRateLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/multiagents.v1.WorkflowService/GetRateLimit',
+            multiagents_dot_v1_dot_limits__pb2.GetRateLimitRequest.SerializeToString,
+            multiagents_dot_v1_dot_limits__pb2.GetRateLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRateLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/multiagents.v1.WorkflowService/ListRateLimits',
+            multiagents_dot_v1_dot_limits__pb2.ListRateLimitsRequest.SerializeToString,
+            multiagents_dot_v1_dot_limits__pb2.ListRateLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRateLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/multiagents.v1.WorkflowService/DeleteRateLimit',
+            multiagents_dot_v1_dot_limits__pb2.DeleteRateLimitRequest.SerializeToString,
+            multiagents_dot_v1_dot_limits__pb2.DeleteRateLimitResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from multiagents.v1 import limits_pb2 as _limits_pb2
 from multiagents.v1 import workflow_service_pb2 as _workflow_service_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -93,6 +94,17 @@ class WorkflowServiceStub:
     """
     DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.DeleteScheduleRequest, _workflow_service_pb2.DeleteScheduleResponse]
     """Deletes a schedule; the runs it started go on. Unknown id: NOT_FOUND."""
+    PutRateLimit: _grpc.UnaryUnaryMultiCallable[_limits_pb2.PutRateLimitRequest, _limits_pb2.PutRateLimitResponse]
+    """Creates or replaces a shared rate limit / concurrency limit (admin). A bad
+    limit is INVALID_ARGUMENT naming the field. Takes effect at the next
+    start of a step naming the key, on every replica.
+    """
+    GetRateLimit: _grpc.UnaryUnaryMultiCallable[_limits_pb2.GetRateLimitRequest, _limits_pb2.GetRateLimitResponse]
+    """Returns one limit; an unknown key is NOT_FOUND."""
+    ListRateLimits: _grpc.UnaryUnaryMultiCallable[_limits_pb2.ListRateLimitsRequest, _limits_pb2.ListRateLimitsResponse]
+    """Lists every limit, sorted by key."""
+    DeleteRateLimit: _grpc.UnaryUnaryMultiCallable[_limits_pb2.DeleteRateLimitRequest, _limits_pb2.DeleteRateLimitResponse]
+    """Deletes a limit; an unknown key is NOT_FOUND."""
 
 @_typing.type_check_only
 class WorkflowServiceAsyncStub(WorkflowServiceStub):
@@ -159,6 +171,17 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """
     DeleteSchedule: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.DeleteScheduleRequest, _workflow_service_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
     """Deletes a schedule; the runs it started go on. Unknown id: NOT_FOUND."""
+    PutRateLimit: _aio.UnaryUnaryMultiCallable[_limits_pb2.PutRateLimitRequest, _limits_pb2.PutRateLimitResponse]  # type: ignore[assignment]
+    """Creates or replaces a shared rate limit / concurrency limit (admin). A bad
+    limit is INVALID_ARGUMENT naming the field. Takes effect at the next
+    start of a step naming the key, on every replica.
+    """
+    GetRateLimit: _aio.UnaryUnaryMultiCallable[_limits_pb2.GetRateLimitRequest, _limits_pb2.GetRateLimitResponse]  # type: ignore[assignment]
+    """Returns one limit; an unknown key is NOT_FOUND."""
+    ListRateLimits: _aio.UnaryUnaryMultiCallable[_limits_pb2.ListRateLimitsRequest, _limits_pb2.ListRateLimitsResponse]  # type: ignore[assignment]
+    """Lists every limit, sorted by key."""
+    DeleteRateLimit: _aio.UnaryUnaryMultiCallable[_limits_pb2.DeleteRateLimitRequest, _limits_pb2.DeleteRateLimitResponse]  # type: ignore[assignment]
+    """Deletes a limit; an unknown key is NOT_FOUND."""
 
 class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
     """WorkflowService is what clients use: register definitions, run and follow
@@ -336,5 +359,40 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_service_pb2.DeleteScheduleResponse, _abc.Awaitable[_workflow_service_pb2.DeleteScheduleResponse]]:
         """Deletes a schedule; the runs it started go on. Unknown id: NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def PutRateLimit(
+        self,
+        request: _limits_pb2.PutRateLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_limits_pb2.PutRateLimitResponse, _abc.Awaitable[_limits_pb2.PutRateLimitResponse]]:
+        """Creates or replaces a shared rate limit / concurrency limit (admin). A bad
+        limit is INVALID_ARGUMENT naming the field. Takes effect at the next
+        start of a step naming the key, on every replica.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRateLimit(
+        self,
+        request: _limits_pb2.GetRateLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_limits_pb2.GetRateLimitResponse, _abc.Awaitable[_limits_pb2.GetRateLimitResponse]]:
+        """Returns one limit; an unknown key is NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def ListRateLimits(
+        self,
+        request: _limits_pb2.ListRateLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_limits_pb2.ListRateLimitsResponse, _abc.Awaitable[_limits_pb2.ListRateLimitsResponse]]:
+        """Lists every limit, sorted by key."""
+
+    @_abc_1.abstractmethod
+    def DeleteRateLimit(
+        self,
+        request: _limits_pb2.DeleteRateLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_limits_pb2.DeleteRateLimitResponse, _abc.Awaitable[_limits_pb2.DeleteRateLimitResponse]]:
+        """Deletes a limit; an unknown key is NOT_FOUND."""
 
 def add_WorkflowServiceServicer_to_server(servicer: WorkflowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

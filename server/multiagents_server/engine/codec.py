@@ -20,6 +20,7 @@ from multiagents_server.engine.model import (
     ConditionSpec,
     Execution,
     Failure,
+    LimitKey,
     MapSpec,
     Node,
     NodeRecord,
@@ -67,6 +68,9 @@ def _step_to_json(s: StepSpec) -> dict[str, Any]:
         "workflow": s.workflow,
         "workflow_version": s.workflow_version,
         **({"estimate": usage.to_json(s.estimate)} if s.estimate else {}),
+        **(
+            {"rate_limits": [[k.key, k.expression] for k in s.rate_limits]} if s.rate_limits else {}
+        ),
     }
 
 
@@ -84,6 +88,7 @@ def _step_from_json(s: dict[str, Any]) -> StepSpec:
         workflow=s.get("workflow", ""),
         workflow_version=s.get("workflow_version", 0),
         estimate=usage.from_json(s["estimate"]) if "estimate" in s else usage.Usage(),
+        rate_limits=tuple(LimitKey(k, x) for k, x in s.get("rate_limits", ())),
     )
 
 

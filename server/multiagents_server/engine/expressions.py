@@ -23,7 +23,7 @@ from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
 
 if TYPE_CHECKING:
-    from multiagents_server.engine.model import ConditionSpec, JsonObject, MapSpec
+    from multiagents_server.engine.model import ConditionSpec, JsonObject, LimitKey, MapSpec
 
 _ENV = celpy.Environment()
 
@@ -125,6 +125,26 @@ def items(node: MapSpec, context: JsonObject) -> list[Any]:
         kind = "nothing" if value is None else type(value).__name__
         raise ExpressionError(f"items {node.items!r} gave {kind}, not a list")
     return value
+
+
+MAX_LIMIT_KEY = 200
+
+
+def limit_keys(keys: tuple[LimitKey, ...], context: JsonObject) -> tuple[str, ...]:
+    """The keys of a step's shared limits on this context, in order, once each."""
+    resolved: dict[str, None] = {}
+    for k in keys:
+        key = k.key
+        if k.expression:
+            value = evaluate(k.expression, context)
+            if not isinstance(value, str) or not 0 < len(value) <= MAX_LIMIT_KEY:
+                raise ExpressionError(
+                    f"rate limit key {k.expression!r} gave {value!r}, not a key "
+                    f"(a string of 1-{MAX_LIMIT_KEY} characters)"
+                )
+            key = value
+        resolved[key] = None
+    return tuple(resolved)
 
 
 def fingerprint(name: str, payload: JsonObject) -> str:

@@ -100,6 +100,15 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitKey:
+    """A shared limit a step takes part in: a literal `key`, or a CEL
+    `expression` over the context giving it (exactly one is set)."""
+
+    key: str = ""
+    expression: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class StepSpec:
     """A step run by a worker, or a sub-workflow (exactly one of worker/workflow)."""
 
@@ -115,6 +124,8 @@ class StepSpec:
     # Reserved against the execution's budget while an attempt runs (its
     # reported usage replaces it when the answer comes).
     estimate: Usage = NO_USAGE
+    # Shared limits an attempt of the step (not its compensation) waits for.
+    rate_limits: tuple[LimitKey, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,6 +518,10 @@ class DispatchCommand:
     context: JsonObject
     deadline_ms: int
     heartbeat_timeout_ms: int
+    # The shared limits the attempt waits for (resolved keys), and the
+    # tokens it reserves in them.
+    limit_keys: tuple[str, ...] = ()
+    limit_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,6 +199,7 @@ class _Builder:
                     context=context,
                     deadline_ms=self.now_ms + spec.timeout_ms,
                     heartbeat_timeout_ms=spec.heartbeat_timeout_ms,
+                    **_limits(spec, kind, context),
                 )
             )
         self.effects.append(
@@ -235,6 +236,20 @@ class _Builder:
             non_retryable=True,
             kind=FailureKind.BUDGET_EXCEEDED,
         )
+
+    def refusal(self, key: str, context: JsonObject) -> Failure | None:
+        """Why an attempt of `key` may not start: over the budget, or a rate
+        limit key that its expression cannot give on this context."""
+        refused = self.over_budget(key)
+        if refused is not None:
+            return refused
+        spec = self.ex.spec_of(key)
+        if isinstance(spec, StepSpec) and spec.rate_limits:
+            try:
+                expressions.limit_keys(spec.rate_limits, context)
+            except expressions.ExpressionError as exc:
+                return Failure(f"{self.path(key)}: {exc}", EXPRESSION_ERROR, non_retryable=True)
+        return None
 
     def refuse(self, key: str, failure: Failure) -> None:
         """A step that may not start fails at once (without an attempt)."""
@@ -329,7 +344,7 @@ class _Builder:
         self.set(key, status=StepStatus.RUNNING, started_ms=self.now_ms)
         match node:
             case StepSpec():
-                refused = self.over_budget(key)
+                refused = self.refusal(key, context)
                 if refused is not None:
                     self.refuse(key, refused)
                     return True
@@ -503,12 +518,12 @@ class _Builder:
             elif rec.status is StepStatus.RUNNING:
                 running += 1
             elif running < node.max_concurrency:
-                refused = self.over_budget(item_key)
+                item_context = {**context, "item": item, "index": index}
+                refused = self.refusal(item_key, item_context)
                 if refused is not None:
                     self.refuse(item_key, refused)
                     return self.drive_map(node, key, context)
                 running += 1
-                item_context = {**context, "item": item, "index": index}
                 self.set(item_key, status=StepStatus.RUNNING, started_ms=self.now_ms)
                 self.dispatch(CommandKind.EXECUTE, item_key, rec.attempts + 1, item_context)
         if finished < len(items):
@@ -560,6 +575,17 @@ class _Builder:
             self.status(State.COMPENSATED)
         else:
             self.status(State.FAILED)
+
+
+def _limits(spec: StepSpec, kind: CommandKind, context: JsonObject) -> dict[str, Any]:
+    """The shared limits an attempt waits for: an execution's (checked by
+    `refusal` before), never a compensation's, so a saga can always undo."""
+    if kind is not CommandKind.EXECUTE or not spec.rate_limits:
+        return {}
+    return {
+        "limit_keys": expressions.limit_keys(spec.rate_limits, context),
+        "limit_tokens": spec.estimate.input_tokens + spec.estimate.output_tokens,
+    }
 
 
 def _estimate(ex: Execution, key: str) -> usage.Usage:
@@ -782,12 +808,12 @@ def _on_timer(ex: Execution, timer: str, now_ms: int) -> Transition:
     if kind == RETRY_TIMER and not attempt.dispatched:
         b = _Builder(ex, now_ms)
         if attempt.kind is CommandKind.EXECUTE:
-            refused = b.over_budget(attempt.key)
+            context = _context_of(ex, attempt.key)
+            refused = b.refusal(attempt.key, context)
             if refused is not None:
                 b.refuse(attempt.key, refused)
                 b.advance()
                 return b.done()
-            context = _context_of(ex, attempt.key)
         else:
             context = {**ex.context, **(ex.node(attempt.key).result or {})}
         b.dispatch(attempt.kind, attempt.key, attempt.number, context, announce=False)

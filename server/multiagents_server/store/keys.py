@@ -9,7 +9,8 @@ hash tag `{b}`: one bucket is one Redis Cluster slot, so one Lua call can
 commit a transition atomically on a single node or on a cluster.
 
 Rare global data (definitions, the replica registry, monitoring counters)
-lives under the tag `{g}`, in one slot of its own.
+lives under the tag `{g}`, in one slot of its own; shared rate limits and
+concurrency keys under `{l}`.
 """
 
 from __future__ import annotations
@@ -158,6 +159,28 @@ class Keys:
     def recent_traces(self) -> str:
         """Capped list of the newest command traces of every execution."""
         return f"{self._g}:traces"
+
+    # -- shared limits (tag {l}) -----------------------------------------------------
+    # Every limit lives in one slot of its own, so one script call takes a
+    # step's places in all of its keys at once (all or nothing).
+
+    @property
+    def limits(self) -> str:
+        """Hash: declared key (a prefix ends in `*`) -> JSON of the limit."""
+        return f"{self.prefix}:{{l}}:limits"
+
+    def limit_state(self, key: str) -> str:
+        """Hash of one key's state: `tok`/`ts` (token level and when it was
+        taken), `until` (backed off until)."""
+        return f"{self.prefix}:{{l}}:ls:{key}"
+
+    def limit_starts(self, key: str) -> str:
+        """Sorted set of the commands started in the last period, by start ms."""
+        return f"{self.prefix}:{{l}}:lr:{key}"
+
+    def limit_holders(self, key: str) -> str:
+        """Sorted set of the commands holding a place of one key, by lease end."""
+        return f"{self.prefix}:{{l}}:lh:{key}"
 
     @property
     def bus(self) -> str:

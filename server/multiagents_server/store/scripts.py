@@ -1,4 +1,5 @@
-"""Lua scripts. Each touches the keys of one bucket (one hash slot) only."""
+"""Lua scripts. Each touches the keys of one bucket (one hash slot) only, or
+those of the shared limits (their own slot)."""
 
 # One transition of one execution, all of it or nothing:
 #
@@ -261,10 +262,138 @@ end
 return rev
 """
 
+# Shared limits (all keys under the tag {l}). The time is Redis's own, so
+# every replica measures rates on one clock. Requests are counted in a
+# sliding window (a log of the last period's starts: exact, at most `r`
+# entries per key), tokens in a bucket refilled continuously. A declared limit is JSON
+# {r: requests, t: tokens, p: period ms, c: max concurrent, b: backoff ms};
+# a key takes the limit declared for it, else the one of its longest
+# declared prefix (`<prefix>*`), else none.
+_LIMIT_OF = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function limit_of(key)
+  local raw = redis.call('HGET', KEYS[1], key)
+  local i = #key
+  while not raw and i >= 0 do
+    raw = redis.call('HGET', KEYS[1], string.sub(key, 1, i) .. '*')
+    i = i - 1
+  end
+  if raw then return cjson.decode(raw) end
+  return nil
+end
+local function num(x) return string.format('%.17g', x) end
+"""
+
+# Takes a command's place in every key it names, all or nothing.
+# KEYS[1] the declarations, then per key its state hash, holders set and
+# starts log (sorted set of the commands started in the last period).
+# ARGV: holder (command id), lease end ms, tokens to reserve, then the keys.
+# Returns {1} when taken, else {0, ms to wait at least, key, reason} with
+# reason one of backoff, concurrency, requests, tokens (a holder already
+# present, e.g. a redelivered command, keeps its place).
+ACQUIRE_LIMITS = (
+    _LIMIT_OF
+    + """
+local now = now_ms()
+local holder, lease, tokens = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local plans = {}
+for i = 4, #ARGV do
+  local key, state, holders, starts = ARGV[i], KEYS[3 * i - 10], KEYS[3 * i - 9], KEYS[3 * i - 8]
+  local l = limit_of(key)
+  if l then
+    local plan = {state = state, holders = holders, starts = starts, l = l}
+    local wait, reason = 0, ''
+    local function block(ms, why)
+      if ms > wait then wait, reason = ms, why end
+    end
+    local until_ = tonumber(redis.call('HGET', state, 'until') or '0')
+    if until_ > now then block(until_ - now, 'backoff') end
+    if l.c > 0 then
+      redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
+      if not redis.call('ZSCORE', holders, holder)
+          and redis.call('ZCARD', holders) >= l.c then
+        local first = redis.call('ZRANGE', holders, 0, 0, 'WITHSCORES')
+        block(math.max(1, tonumber(first[2]) - now), 'concurrency')
+      end
+    end
+    if l.r > 0 then
+      redis.call('ZREMRANGEBYSCORE', starts, '-inf', now - l.p)
+      if redis.call('ZCARD', starts) >= l.r then
+        local first = redis.call('ZRANGE', starts, 0, 0, 'WITHSCORES')
+        block(math.max(1, tonumber(first[2]) + l.p - now), 'requests')
+      end
+    end
+    if l.t > 0 and tokens > 0 then
+      local level = tonumber(redis.call('HGET', state, 'tok') or l.t)
+      local since = tonumber(redis.call('HGET', state, 'ts') or now)
+      level = math.min(l.t, level + (now - since) * l.t / l.p)
+      local need = math.min(tokens, l.t)
+      if level < need then
+        block(math.ceil((need - level) * l.p / l.t), 'tokens')
+      else
+        plan.level = level - tokens
+      end
+    end
+    if wait > 0 then return {0, wait, key, reason} end
+    plans[#plans + 1] = plan
+  end
+end
+for _, plan in ipairs(plans) do
+  local l = plan.l
+  if l.r > 0 then
+    redis.call('ZADD', plan.starts, now, holder)
+    redis.call('PEXPIRE', plan.starts, l.p + 1000)
+  end
+  if plan.level then redis.call('HSET', plan.state, 'tok', num(plan.level), 'ts', now) end
+  if plan.level then redis.call('PEXPIRE', plan.state, l.p + l.b + 1000) end
+  if l.c > 0 then
+    redis.call('ZADD', plan.holders, lease, holder)
+    local ttl = lease - now + 1000
+    if redis.call('PTTL', plan.holders) < ttl then redis.call('PEXPIRE', plan.holders, ttl) end
+  end
+end
+return {1}
+"""
+)
+
+# Gives back a command's places when its attempt ends. KEYS as for
+# ACQUIRE_LIMITS. ARGV: holder, tokens to give back (the reservation minus
+# the usage reported; negative takes more), back off 0|1 (the worker
+# reported RateLimited: nothing starts under the keys for their backoff),
+# then the keys.
+RELEASE_LIMITS = (
+    _LIMIT_OF
+    + """
+local now = now_ms()
+local holder, refund, backoff = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+for i = 4, #ARGV do
+  local key, state, holders = ARGV[i], KEYS[3 * i - 10], KEYS[3 * i - 9]
+  redis.call('ZREM', holders, holder)
+  local l = limit_of(key)
+  if l then
+    if refund ~= 0 and l.t > 0 then
+      local level = redis.call('HGET', state, 'tok')
+      if level then redis.call('HSET', state, 'tok', num(tonumber(level) + refund)) end
+    end
+    if backoff == '1' then
+      redis.call('HSET', state, 'until', now + l.b)
+      redis.call('PEXPIRE', state, l.p + l.b + 1000)
+    end
+  end
+end
+return 0
+"""
+)
+
 SCRIPTS = {
     "commit": COMMIT,
     "clear_followups": CLEAR_FOLLOWUPS,
     "claim_timers": CLAIM_TIMERS,
     "append_output": APPEND_OUTPUT,
     "schedule": SCHEDULE,
+    "acquire_limits": ACQUIRE_LIMITS,
+    "release_limits": RELEASE_LIMITS,
 }

@@ -418,6 +418,71 @@ class Store:
     async def definition_names(self) -> list[str]:
         return sorted(n.decode() for n in await self.redis.smembers(self.keys.definitions))
 
+    # -- shared limits -----------------------------------------------------------------
+
+    @_guarded
+    async def put_limit(self, key: str, limit: bytes) -> bool:
+        """Declare (or replace) the limit of `key`; True when it is new."""
+        return bool(await self.redis.hset(self.keys.limits, key, limit))
+
+    @_guarded
+    async def limit(self, key: str) -> bytes | None:
+        return await self.redis.hget(self.keys.limits, key)  # type: ignore[no-any-return]
+
+    @_guarded
+    async def all_limits(self) -> dict[str, bytes]:
+        raw = await self.redis.hgetall(self.keys.limits)
+        return {k.decode(): v for k, v in raw.items()}
+
+    @_guarded
+    async def delete_limit(self, key: str) -> bool:
+        """Forget a limit, and the state of its key when it is not a prefix."""
+        cmds = self._auto.commands()
+        cmds.hdel(self.keys.limits, key)
+        cmds.delete(
+            self.keys.limit_state(key), self.keys.limit_holders(key), self.keys.limit_starts(key)
+        )
+        deleted, _ = await cmds.execute()
+        return bool(deleted)
+
+    def _limit_keys(self, keys: Sequence[str]) -> list[str]:
+        script_keys = [self.keys.limits]
+        for key in keys:
+            script_keys += [
+                self.keys.limit_state(key),
+                self.keys.limit_holders(key),
+                self.keys.limit_starts(key),
+            ]
+        return script_keys
+
+    @_guarded
+    async def acquire_limits(
+        self, keys: Sequence[str], holder: str, lease_until_ms: int, tokens: int
+    ) -> tuple[bool, int, str, str]:
+        """Take `holder`'s place in every key, or none: (taken, ms to wait
+        at least, the key that said no, why)."""
+        reply = await self._script(
+            "acquire_limits", self._limit_keys(keys), [holder, lease_until_ms, tokens, *keys]
+        )
+        if reply[0] == 1:
+            return True, 0, "", ""
+        return False, int(reply[1]), reply[2].decode(), reply[3].decode()
+
+    @_guarded
+    async def release_limits(
+        self, keys: Sequence[str], holder: str, refund_tokens: int, back_off: bool
+    ) -> None:
+        """Give back `holder`'s places; see scripts.RELEASE_LIMITS."""
+        await self._script(
+            "release_limits",
+            self._limit_keys(keys),
+            [holder, refund_tokens, "1" if back_off else "0", *keys],
+        )
+
+    @_guarded
+    async def clear_progress(self, transaction_id: str, command_id: str) -> None:
+        await self.redis.hdel(self.keys.progress(transaction_id), command_id)
+
     # -- timers ------------------------------------------------------------------------
 
     @_guarded

@@ -9,12 +9,18 @@ from typing import Any
 
 import grpc
 
-from multiagents.v1 import common_pb2, events_pb2, workflow_pb2, workflow_service_pb2_grpc
+from multiagents.v1 import (
+    common_pb2,
+    events_pb2,
+    limits_pb2,
+    workflow_pb2,
+    workflow_service_pb2_grpc,
+)
 from multiagents.v1 import workflow_service_pb2 as pb
-from multiagents_server import convert, observability, progress
+from multiagents_server import convert, limits, observability, progress
 from multiagents_server.config import ServerConfig
 from multiagents_server.engine import Execution, StepStatus, parse_command_id
-from multiagents_server.errors import InvalidArgument, Overloaded
+from multiagents_server.errors import InvalidArgument, NotFound, Overloaded
 from multiagents_server.events import EventHub
 from multiagents_server.orchestrator import Orchestrator
 from multiagents_server.output import OutputCursor, check_offset
@@ -392,6 +398,44 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
     ) -> pb.DeleteScheduleResponse:
         await self.schedules.delete(_require(request.schedule_id, "schedule_id"))
         return pb.DeleteScheduleResponse()
+
+    # -- shared limits --------------------------------------------------------------
+
+    @unary
+    async def PutRateLimit(
+        self, request: limits_pb2.PutRateLimitRequest, context: grpc.aio.ServicerContext
+    ) -> limits_pb2.PutRateLimitResponse:
+        limit = limits.from_proto(request.limit)
+        created = await self.orchestrator.store.put_limit(limit.key, limit.to_json())
+        return limits_pb2.PutRateLimitResponse(limit=limit.to_proto(), created=created)
+
+    @unary
+    async def GetRateLimit(
+        self, request: limits_pb2.GetRateLimitRequest, context: grpc.aio.ServicerContext
+    ) -> limits_pb2.GetRateLimitResponse:
+        key = _require(request.key, "key")
+        raw = await self.orchestrator.store.limit(key)
+        if raw is None:
+            raise NotFound(f"key: no rate limit {key!r}")
+        return limits_pb2.GetRateLimitResponse(limit=limits.Limit.from_json(key, raw).to_proto())
+
+    @unary
+    async def ListRateLimits(
+        self, request: limits_pb2.ListRateLimitsRequest, context: grpc.aio.ServicerContext
+    ) -> limits_pb2.ListRateLimitsResponse:
+        found = await self.orchestrator.store.all_limits()
+        return limits_pb2.ListRateLimitsResponse(
+            limits=[limits.Limit.from_json(k, found[k]).to_proto() for k in sorted(found)]
+        )
+
+    @unary
+    async def DeleteRateLimit(
+        self, request: limits_pb2.DeleteRateLimitRequest, context: grpc.aio.ServicerContext
+    ) -> limits_pb2.DeleteRateLimitResponse:
+        key = _require(request.key, "key")
+        if not await self.orchestrator.store.delete_limit(key):
+            raise NotFound(f"key: no rate limit {key!r}")
+        return limits_pb2.DeleteRateLimitResponse()
 
 
 _OUTPUT = events_pb2.WorkflowEvent()  # "output was appended", from _next_event

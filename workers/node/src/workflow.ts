@@ -286,6 +286,7 @@ function emptyStep(name: string): StepDefinition {
     waitForSignal: undefined,
     sleep: undefined,
     usageEstimate: undefined,
+    rateLimits: [],
   };
 }
 

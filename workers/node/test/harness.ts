@@ -147,6 +147,7 @@ export class FakeSession {
 
 export function makeCommand(fields: Partial<Command> & { commandId: string; workerName: string }, context: Record<string, unknown> = {}): Command {
   return {
+    rateLimits: undefined,
     kind: CommandKind.COMMAND_KIND_EXECUTE,
     transactionId: "tx-1",
     correlationId: "corr-1",

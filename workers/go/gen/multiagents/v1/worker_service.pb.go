@@ -698,7 +698,10 @@ type Command struct {
 	// Propagated metadata: string headers copied from the ExecuteWorkflow
 	// call's gRPC metadata, e.g. traceparent (at most 512 characters). A
 	// string map, unlike Payload.metadata (bytes, for codecs).
-	Metadata      map[string]string `protobuf:"bytes,11,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,11,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The shared limits this attempt took part in (informative for the
+	// worker; unset when its step names none).
+	RateLimits    *RateLimitUse `protobuf:"bytes,12,opt,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -806,6 +809,13 @@ func (x *Command) GetHeartbeatTimeout() *durationpb.Duration {
 func (x *Command) GetMetadata() map[string]string {
 	if x != nil {
 		return x.Metadata
+	}
+	return nil
+}
+
+func (x *Command) GetRateLimits() *RateLimitUse {
+	if x != nil {
+		return x.RateLimits
 	}
 	return nil
 }
@@ -1578,7 +1588,7 @@ var File_multiagents_v1_worker_service_proto protoreflect.FileDescriptor
 
 const file_multiagents_v1_worker_service_proto_rawDesc = "" +
 	"\n" +
-	"#multiagents/v1/worker_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\"\xaa\x03\n" +
+	"#multiagents/v1/worker_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/limits.proto\"\xaa\x03\n" +
 	"\x0eConnectRequest\x12-\n" +
 	"\x05hello\x18\x01 \x01(\v2\x15.multiagents.v1.HelloH\x00R\x05hello\x127\n" +
 	"\x06result\x18\x02 \x01(\v2\x1d.multiagents.v1.CommandResultH\x00R\x06result\x12:\n" +
@@ -1613,7 +1623,7 @@ const file_multiagents_v1_worker_service_proto_rawDesc = "" +
 	"\x12heartbeat_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12J\n" +
 	"\x10protocol_version\x18\x03 \x01(\x0e2\x1f.multiagents.v1.ProtocolVersionR\x0fprotocolVersion\x12*\n" +
 	"\x11max_payload_bytes\x18\x04 \x01(\x03R\x0fmaxPayloadBytes\x12!\n" +
-	"\fresume_token\x18\x05 \x01(\tR\vresumeToken\"\xa9\x04\n" +
+	"\fresume_token\x18\x05 \x01(\tR\vresumeToken\"\xe8\x04\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12/\n" +
@@ -1628,7 +1638,9 @@ const file_multiagents_v1_worker_service_proto_rawDesc = "" +
 	"\bdeadline\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12F\n" +
 	"\x11heartbeat_timeout\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationR\x10heartbeatTimeout\x12A\n" +
-	"\bmetadata\x18\v \x03(\v2%.multiagents.v1.Command.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\v \x03(\v2%.multiagents.v1.Command.MetadataEntryR\bmetadata\x12=\n" +
+	"\vrate_limits\x18\f \x01(\v2\x1c.multiagents.v1.RateLimitUseR\n" +
+	"rateLimits\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
@@ -1724,9 +1736,10 @@ var file_multiagents_v1_worker_service_proto_goTypes = []any{
 	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
 	(*Payload)(nil),               // 21: multiagents.v1.Payload
 	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*Usage)(nil),                 // 23: multiagents.v1.Usage
-	(*Failure)(nil),               // 24: multiagents.v1.Failure
-	(OutputKind)(0),               // 25: multiagents.v1.OutputKind
+	(*RateLimitUse)(nil),          // 23: multiagents.v1.RateLimitUse
+	(*Usage)(nil),                 // 24: multiagents.v1.Usage
+	(*Failure)(nil),               // 25: multiagents.v1.Failure
+	(OutputKind)(0),               // 26: multiagents.v1.OutputKind
 }
 var file_multiagents_v1_worker_service_proto_depIdxs = []int32{
 	4,  // 0: multiagents.v1.ConnectRequest.hello:type_name -> multiagents.v1.Hello
@@ -1751,23 +1764,24 @@ var file_multiagents_v1_worker_service_proto_depIdxs = []int32{
 	22, // 19: multiagents.v1.Command.deadline:type_name -> google.protobuf.Timestamp
 	20, // 20: multiagents.v1.Command.heartbeat_timeout:type_name -> google.protobuf.Duration
 	19, // 21: multiagents.v1.Command.metadata:type_name -> multiagents.v1.Command.MetadataEntry
-	6,  // 22: multiagents.v1.Commands.commands:type_name -> multiagents.v1.Command
-	21, // 23: multiagents.v1.CommandResult.result:type_name -> multiagents.v1.Payload
-	23, // 24: multiagents.v1.CommandResult.usage:type_name -> multiagents.v1.Usage
-	24, // 25: multiagents.v1.CommandFailure.failure:type_name -> multiagents.v1.Failure
-	23, // 26: multiagents.v1.CommandFailure.usage:type_name -> multiagents.v1.Usage
-	8,  // 27: multiagents.v1.CommandOutcome.result:type_name -> multiagents.v1.CommandResult
-	9,  // 28: multiagents.v1.CommandOutcome.failure:type_name -> multiagents.v1.CommandFailure
-	10, // 29: multiagents.v1.CommandOutcomes.outcomes:type_name -> multiagents.v1.CommandOutcome
-	21, // 30: multiagents.v1.Heartbeat.details:type_name -> multiagents.v1.Payload
-	25, // 31: multiagents.v1.OutputChunk.kind:type_name -> multiagents.v1.OutputKind
-	2,  // 32: multiagents.v1.WorkerService.Connect:input_type -> multiagents.v1.ConnectRequest
-	3,  // 33: multiagents.v1.WorkerService.Connect:output_type -> multiagents.v1.ConnectResponse
-	33, // [33:34] is the sub-list for method output_type
-	32, // [32:33] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	23, // 22: multiagents.v1.Command.rate_limits:type_name -> multiagents.v1.RateLimitUse
+	6,  // 23: multiagents.v1.Commands.commands:type_name -> multiagents.v1.Command
+	21, // 24: multiagents.v1.CommandResult.result:type_name -> multiagents.v1.Payload
+	24, // 25: multiagents.v1.CommandResult.usage:type_name -> multiagents.v1.Usage
+	25, // 26: multiagents.v1.CommandFailure.failure:type_name -> multiagents.v1.Failure
+	24, // 27: multiagents.v1.CommandFailure.usage:type_name -> multiagents.v1.Usage
+	8,  // 28: multiagents.v1.CommandOutcome.result:type_name -> multiagents.v1.CommandResult
+	9,  // 29: multiagents.v1.CommandOutcome.failure:type_name -> multiagents.v1.CommandFailure
+	10, // 30: multiagents.v1.CommandOutcomes.outcomes:type_name -> multiagents.v1.CommandOutcome
+	21, // 31: multiagents.v1.Heartbeat.details:type_name -> multiagents.v1.Payload
+	26, // 32: multiagents.v1.OutputChunk.kind:type_name -> multiagents.v1.OutputKind
+	2,  // 33: multiagents.v1.WorkerService.Connect:input_type -> multiagents.v1.ConnectRequest
+	3,  // 34: multiagents.v1.WorkerService.Connect:output_type -> multiagents.v1.ConnectResponse
+	34, // [34:35] is the sub-list for method output_type
+	33, // [33:34] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_worker_service_proto_init() }
@@ -1776,6 +1790,7 @@ func file_multiagents_v1_worker_service_proto_init() {
 		return
 	}
 	file_multiagents_v1_common_proto_init()
+	file_multiagents_v1_limits_proto_init()
 	file_multiagents_v1_worker_service_proto_msgTypes[0].OneofWrappers = []any{
 		(*ConnectRequest_Hello)(nil),
 		(*ConnectRequest_Result)(nil),

@@ -282,6 +282,11 @@ type StepDefinition struct {
 	// while the attempt runs, replaced by the usage its answer reports.
 	// Unset reserves nothing.
 	UsageEstimate *Usage `protobuf:"bytes,15,opt,name=usage_estimate,json=usageEstimate,proto3" json:"usage_estimate,omitempty"`
+	// Shared limits an attempt of this worker step takes part in (see
+	// PutRateLimit): it starts only when every named key allows it, and waits
+	// in its queue until then. Keys without a declared limit are free. At
+	// most 8; not on a sub-workflow step (INVALID_ARGUMENT).
+	RateLimits    []*RateLimitKey `protobuf:"bytes,16,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -417,6 +422,13 @@ func (x *StepDefinition) GetSleep() *Sleep {
 func (x *StepDefinition) GetUsageEstimate() *Usage {
 	if x != nil {
 		return x.UsageEstimate
+	}
+	return nil
+}
+
+func (x *StepDefinition) GetRateLimits() []*RateLimitKey {
+	if x != nil {
+		return x.RateLimits
 	}
 	return nil
 }
@@ -1546,13 +1558,13 @@ var File_multiagents_v1_workflow_proto protoreflect.FileDescriptor
 
 const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\n" +
-	"\x1dmultiagents/v1/workflow.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\"\xb0\x02\n" +
+	"\x1dmultiagents/v1/workflow.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/limits.proto\"\xb0\x02\n" +
 	"\vRetryPolicy\x12)\n" +
 	"\x10maximum_attempts\x18\x01 \x01(\x05R\x0fmaximumAttempts\x12D\n" +
 	"\x10initial_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0finitialInterval\x12/\n" +
 	"\x13backoff_coefficient\x18\x03 \x01(\x01R\x12backoffCoefficient\x12D\n" +
 	"\x10maximum_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fmaximumInterval\x129\n" +
-	"\x19non_retryable_error_types\x18\x05 \x03(\tR\x16nonRetryableErrorTypes\"\x8e\x06\n" +
+	"\x19non_retryable_error_types\x18\x05 \x03(\tR\x16nonRetryableErrorTypes\"\xcd\x06\n" +
 	"\x0eStepDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06worker\x18\x02 \x01(\tR\x06worker\x12\"\n" +
@@ -1569,7 +1581,9 @@ const file_multiagents_v1_workflow_proto_rawDesc = "" +
 	"\tcondition\x18\f \x01(\v2\x19.multiagents.v1.ConditionR\tcondition\x12E\n" +
 	"\x0fwait_for_signal\x18\r \x01(\v2\x1d.multiagents.v1.WaitForSignalR\rwaitForSignal\x12+\n" +
 	"\x05sleep\x18\x0e \x01(\v2\x15.multiagents.v1.SleepR\x05sleep\x12<\n" +
-	"\x0eusage_estimate\x18\x0f \x01(\v2\x15.multiagents.v1.UsageR\rusageEstimate\"R\n" +
+	"\x0eusage_estimate\x18\x0f \x01(\v2\x15.multiagents.v1.UsageR\rusageEstimate\x12=\n" +
+	"\vrate_limits\x18\x10 \x03(\v2\x1c.multiagents.v1.RateLimitKeyR\n" +
+	"rateLimits\"R\n" +
 	"\x06Branch\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\x05steps\x18\x02 \x03(\v2\x1e.multiagents.v1.StepDefinitionR\x05steps\"\x91\x01\n" +
@@ -1711,12 +1725,13 @@ var file_multiagents_v1_workflow_proto_goTypes = []any{
 	(*WorkflowStatus)(nil),        // 15: multiagents.v1.WorkflowStatus
 	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
 	(*Usage)(nil),                 // 17: multiagents.v1.Usage
-	(*structpb.Value)(nil),        // 18: google.protobuf.Value
-	(*Budget)(nil),                // 19: multiagents.v1.Budget
-	(*Failure)(nil),               // 20: multiagents.v1.Failure
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*Payload)(nil),               // 22: multiagents.v1.Payload
-	(WorkflowState)(0),            // 23: multiagents.v1.WorkflowState
+	(*RateLimitKey)(nil),          // 18: multiagents.v1.RateLimitKey
+	(*structpb.Value)(nil),        // 19: google.protobuf.Value
+	(*Budget)(nil),                // 20: multiagents.v1.Budget
+	(*Failure)(nil),               // 21: multiagents.v1.Failure
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*Payload)(nil),               // 23: multiagents.v1.Payload
+	(WorkflowState)(0),            // 24: multiagents.v1.WorkflowState
 }
 var file_multiagents_v1_workflow_proto_depIdxs = []int32{
 	16, // 0: multiagents.v1.RetryPolicy.initial_interval:type_name -> google.protobuf.Duration
@@ -1731,47 +1746,48 @@ var file_multiagents_v1_workflow_proto_depIdxs = []int32{
 	9,  // 9: multiagents.v1.StepDefinition.wait_for_signal:type_name -> multiagents.v1.WaitForSignal
 	10, // 10: multiagents.v1.StepDefinition.sleep:type_name -> multiagents.v1.Sleep
 	17, // 11: multiagents.v1.StepDefinition.usage_estimate:type_name -> multiagents.v1.Usage
-	3,  // 12: multiagents.v1.Branch.steps:type_name -> multiagents.v1.StepDefinition
-	4,  // 13: multiagents.v1.ParallelGroup.branches:type_name -> multiagents.v1.Branch
-	0,  // 14: multiagents.v1.ParallelGroup.failure_policy:type_name -> multiagents.v1.ParallelFailurePolicy
-	3,  // 15: multiagents.v1.MapStep.step:type_name -> multiagents.v1.StepDefinition
-	18, // 16: multiagents.v1.ConditionCase.equals:type_name -> google.protobuf.Value
-	3,  // 17: multiagents.v1.ConditionCase.steps:type_name -> multiagents.v1.StepDefinition
-	7,  // 18: multiagents.v1.Condition.cases:type_name -> multiagents.v1.ConditionCase
-	3,  // 19: multiagents.v1.Condition.otherwise:type_name -> multiagents.v1.StepDefinition
-	16, // 20: multiagents.v1.WaitForSignal.timeout:type_name -> google.protobuf.Duration
-	3,  // 21: multiagents.v1.WaitForSignal.on_timeout:type_name -> multiagents.v1.StepDefinition
-	16, // 22: multiagents.v1.Sleep.duration:type_name -> google.protobuf.Duration
-	3,  // 23: multiagents.v1.WorkflowDefinition.steps:type_name -> multiagents.v1.StepDefinition
-	19, // 24: multiagents.v1.WorkflowDefinition.budget:type_name -> multiagents.v1.Budget
-	1,  // 25: multiagents.v1.StepInfo.status:type_name -> multiagents.v1.StepStatus
-	20, // 26: multiagents.v1.StepInfo.last_failure:type_name -> multiagents.v1.Failure
-	21, // 27: multiagents.v1.StepInfo.started_at:type_name -> google.protobuf.Timestamp
-	21, // 28: multiagents.v1.StepInfo.finished_at:type_name -> google.protobuf.Timestamp
-	17, // 29: multiagents.v1.StepInfo.usage:type_name -> multiagents.v1.Usage
-	13, // 30: multiagents.v1.StepInfo.progress:type_name -> multiagents.v1.StepProgress
-	22, // 31: multiagents.v1.StepProgress.details:type_name -> multiagents.v1.Payload
-	21, // 32: multiagents.v1.StepProgress.updated_at:type_name -> google.protobuf.Timestamp
-	21, // 33: multiagents.v1.WaitingSignal.since:type_name -> google.protobuf.Timestamp
-	21, // 34: multiagents.v1.WaitingSignal.timeout_at:type_name -> google.protobuf.Timestamp
-	23, // 35: multiagents.v1.WorkflowStatus.state:type_name -> multiagents.v1.WorkflowState
-	22, // 36: multiagents.v1.WorkflowStatus.step_results:type_name -> multiagents.v1.Payload
-	22, // 37: multiagents.v1.WorkflowStatus.context:type_name -> multiagents.v1.Payload
-	20, // 38: multiagents.v1.WorkflowStatus.failure:type_name -> multiagents.v1.Failure
-	12, // 39: multiagents.v1.WorkflowStatus.steps:type_name -> multiagents.v1.StepInfo
-	21, // 40: multiagents.v1.WorkflowStatus.created_at:type_name -> google.protobuf.Timestamp
-	21, // 41: multiagents.v1.WorkflowStatus.updated_at:type_name -> google.protobuf.Timestamp
-	21, // 42: multiagents.v1.WorkflowStatus.completed_at:type_name -> google.protobuf.Timestamp
-	14, // 43: multiagents.v1.WorkflowStatus.waiting_signals:type_name -> multiagents.v1.WaitingSignal
-	21, // 44: multiagents.v1.WorkflowStatus.start_at:type_name -> google.protobuf.Timestamp
-	19, // 45: multiagents.v1.WorkflowStatus.budget:type_name -> multiagents.v1.Budget
-	17, // 46: multiagents.v1.WorkflowStatus.usage:type_name -> multiagents.v1.Usage
-	17, // 47: multiagents.v1.WorkflowStatus.workflow_usage:type_name -> multiagents.v1.Usage
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	18, // 12: multiagents.v1.StepDefinition.rate_limits:type_name -> multiagents.v1.RateLimitKey
+	3,  // 13: multiagents.v1.Branch.steps:type_name -> multiagents.v1.StepDefinition
+	4,  // 14: multiagents.v1.ParallelGroup.branches:type_name -> multiagents.v1.Branch
+	0,  // 15: multiagents.v1.ParallelGroup.failure_policy:type_name -> multiagents.v1.ParallelFailurePolicy
+	3,  // 16: multiagents.v1.MapStep.step:type_name -> multiagents.v1.StepDefinition
+	19, // 17: multiagents.v1.ConditionCase.equals:type_name -> google.protobuf.Value
+	3,  // 18: multiagents.v1.ConditionCase.steps:type_name -> multiagents.v1.StepDefinition
+	7,  // 19: multiagents.v1.Condition.cases:type_name -> multiagents.v1.ConditionCase
+	3,  // 20: multiagents.v1.Condition.otherwise:type_name -> multiagents.v1.StepDefinition
+	16, // 21: multiagents.v1.WaitForSignal.timeout:type_name -> google.protobuf.Duration
+	3,  // 22: multiagents.v1.WaitForSignal.on_timeout:type_name -> multiagents.v1.StepDefinition
+	16, // 23: multiagents.v1.Sleep.duration:type_name -> google.protobuf.Duration
+	3,  // 24: multiagents.v1.WorkflowDefinition.steps:type_name -> multiagents.v1.StepDefinition
+	20, // 25: multiagents.v1.WorkflowDefinition.budget:type_name -> multiagents.v1.Budget
+	1,  // 26: multiagents.v1.StepInfo.status:type_name -> multiagents.v1.StepStatus
+	21, // 27: multiagents.v1.StepInfo.last_failure:type_name -> multiagents.v1.Failure
+	22, // 28: multiagents.v1.StepInfo.started_at:type_name -> google.protobuf.Timestamp
+	22, // 29: multiagents.v1.StepInfo.finished_at:type_name -> google.protobuf.Timestamp
+	17, // 30: multiagents.v1.StepInfo.usage:type_name -> multiagents.v1.Usage
+	13, // 31: multiagents.v1.StepInfo.progress:type_name -> multiagents.v1.StepProgress
+	23, // 32: multiagents.v1.StepProgress.details:type_name -> multiagents.v1.Payload
+	22, // 33: multiagents.v1.StepProgress.updated_at:type_name -> google.protobuf.Timestamp
+	22, // 34: multiagents.v1.WaitingSignal.since:type_name -> google.protobuf.Timestamp
+	22, // 35: multiagents.v1.WaitingSignal.timeout_at:type_name -> google.protobuf.Timestamp
+	24, // 36: multiagents.v1.WorkflowStatus.state:type_name -> multiagents.v1.WorkflowState
+	23, // 37: multiagents.v1.WorkflowStatus.step_results:type_name -> multiagents.v1.Payload
+	23, // 38: multiagents.v1.WorkflowStatus.context:type_name -> multiagents.v1.Payload
+	21, // 39: multiagents.v1.WorkflowStatus.failure:type_name -> multiagents.v1.Failure
+	12, // 40: multiagents.v1.WorkflowStatus.steps:type_name -> multiagents.v1.StepInfo
+	22, // 41: multiagents.v1.WorkflowStatus.created_at:type_name -> google.protobuf.Timestamp
+	22, // 42: multiagents.v1.WorkflowStatus.updated_at:type_name -> google.protobuf.Timestamp
+	22, // 43: multiagents.v1.WorkflowStatus.completed_at:type_name -> google.protobuf.Timestamp
+	14, // 44: multiagents.v1.WorkflowStatus.waiting_signals:type_name -> multiagents.v1.WaitingSignal
+	22, // 45: multiagents.v1.WorkflowStatus.start_at:type_name -> google.protobuf.Timestamp
+	20, // 46: multiagents.v1.WorkflowStatus.budget:type_name -> multiagents.v1.Budget
+	17, // 47: multiagents.v1.WorkflowStatus.usage:type_name -> multiagents.v1.Usage
+	17, // 48: multiagents.v1.WorkflowStatus.workflow_usage:type_name -> multiagents.v1.Usage
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_workflow_proto_init() }
@@ -1780,6 +1796,7 @@ func file_multiagents_v1_workflow_proto_init() {
 		return
 	}
 	file_multiagents_v1_common_proto_init()
+	file_multiagents_v1_limits_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -2430,7 +2430,7 @@ var File_multiagents_v1_workflow_service_proto protoreflect.FileDescriptor
 
 const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\n" +
-	"%multiagents/v1/workflow_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/events.proto\x1a\x1dmultiagents/v1/schedule.proto\x1a\x1dmultiagents/v1/workflow.proto\"]\n" +
+	"%multiagents/v1/workflow_service.proto\x12\x0emultiagents.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmultiagents/v1/common.proto\x1a\x1bmultiagents/v1/events.proto\x1a\x1bmultiagents/v1/limits.proto\x1a\x1dmultiagents/v1/schedule.proto\x1a\x1dmultiagents/v1/workflow.proto\"]\n" +
 	"\x17RegisterWorkflowRequest\x12B\n" +
 	"\n" +
 	"definition\x18\x01 \x01(\v2\".multiagents.v1.WorkflowDefinitionR\n" +
@@ -2569,7 +2569,7 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\x15DeleteScheduleRequest\x12\x1f\n" +
 	"\vschedule_id\x18\x01 \x01(\tR\n" +
 	"scheduleId\"\x18\n" +
-	"\x16DeleteScheduleResponse2\xe6\x0e\n" +
+	"\x16DeleteScheduleResponse2\xe1\x11\n" +
 	"\x0fWorkflowService\x12e\n" +
 	"\x10RegisterWorkflow\x12'.multiagents.v1.RegisterWorkflowRequest\x1a(.multiagents.v1.RegisterWorkflowResponse\x12t\n" +
 	"\x15GetWorkflowDefinition\x12,.multiagents.v1.GetWorkflowDefinitionRequest\x1a-.multiagents.v1.GetWorkflowDefinitionResponse\x12z\n" +
@@ -2590,7 +2590,11 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"\rListSchedules\x12$.multiagents.v1.ListSchedulesRequest\x1a%.multiagents.v1.ListSchedulesResponse\x12\\\n" +
 	"\rPauseSchedule\x12$.multiagents.v1.PauseScheduleRequest\x1a%.multiagents.v1.PauseScheduleResponse\x12b\n" +
 	"\x0fUnpauseSchedule\x12&.multiagents.v1.UnpauseScheduleRequest\x1a'.multiagents.v1.UnpauseScheduleResponse\x12_\n" +
-	"\x0eDeleteSchedule\x12%.multiagents.v1.DeleteScheduleRequest\x1a&.multiagents.v1.DeleteScheduleResponseBPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
+	"\x0eDeleteSchedule\x12%.multiagents.v1.DeleteScheduleRequest\x1a&.multiagents.v1.DeleteScheduleResponse\x12Y\n" +
+	"\fPutRateLimit\x12#.multiagents.v1.PutRateLimitRequest\x1a$.multiagents.v1.PutRateLimitResponse\x12Y\n" +
+	"\fGetRateLimit\x12#.multiagents.v1.GetRateLimitRequest\x1a$.multiagents.v1.GetRateLimitResponse\x12_\n" +
+	"\x0eListRateLimits\x12%.multiagents.v1.ListRateLimitsRequest\x1a&.multiagents.v1.ListRateLimitsResponse\x12b\n" +
+	"\x0fDeleteRateLimit\x12&.multiagents.v1.DeleteRateLimitRequest\x1a'.multiagents.v1.DeleteRateLimitResponseBPZNgithub.com/multiagents/multiagents/workers/go/gen/multiagents/v1;multiagentsv1b\x06proto3"
 
 var (
 	file_multiagents_v1_workflow_service_proto_rawDescOnce sync.Once
@@ -2662,6 +2666,14 @@ var file_multiagents_v1_workflow_service_proto_goTypes = []any{
 	(OutputKind)(0),                         // 53: multiagents.v1.OutputKind
 	(*ScheduleDefinition)(nil),              // 54: multiagents.v1.ScheduleDefinition
 	(*ScheduleStatus)(nil),                  // 55: multiagents.v1.ScheduleStatus
+	(*PutRateLimitRequest)(nil),             // 56: multiagents.v1.PutRateLimitRequest
+	(*GetRateLimitRequest)(nil),             // 57: multiagents.v1.GetRateLimitRequest
+	(*ListRateLimitsRequest)(nil),           // 58: multiagents.v1.ListRateLimitsRequest
+	(*DeleteRateLimitRequest)(nil),          // 59: multiagents.v1.DeleteRateLimitRequest
+	(*PutRateLimitResponse)(nil),            // 60: multiagents.v1.PutRateLimitResponse
+	(*GetRateLimitResponse)(nil),            // 61: multiagents.v1.GetRateLimitResponse
+	(*ListRateLimitsResponse)(nil),          // 62: multiagents.v1.ListRateLimitsResponse
+	(*DeleteRateLimitResponse)(nil),         // 63: multiagents.v1.DeleteRateLimitResponse
 }
 var file_multiagents_v1_workflow_service_proto_depIdxs = []int32{
 	42, // 0: multiagents.v1.RegisterWorkflowRequest.definition:type_name -> multiagents.v1.WorkflowDefinition
@@ -2712,27 +2724,35 @@ var file_multiagents_v1_workflow_service_proto_depIdxs = []int32{
 	36, // 45: multiagents.v1.WorkflowService.PauseSchedule:input_type -> multiagents.v1.PauseScheduleRequest
 	38, // 46: multiagents.v1.WorkflowService.UnpauseSchedule:input_type -> multiagents.v1.UnpauseScheduleRequest
 	40, // 47: multiagents.v1.WorkflowService.DeleteSchedule:input_type -> multiagents.v1.DeleteScheduleRequest
-	1,  // 48: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
-	3,  // 49: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
-	5,  // 50: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
-	7,  // 51: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
-	9,  // 52: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
-	11, // 53: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
-	13, // 54: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
-	15, // 55: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
-	17, // 56: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
-	19, // 57: multiagents.v1.WorkflowService.SignalWorkflow:output_type -> multiagents.v1.SignalWorkflowResponse
-	21, // 58: multiagents.v1.WorkflowService.ResumeWorkflow:output_type -> multiagents.v1.ResumeWorkflowResponse
-	23, // 59: multiagents.v1.WorkflowService.ListWaitingSignals:output_type -> multiagents.v1.ListWaitingSignalsResponse
-	25, // 60: multiagents.v1.WorkflowService.StreamStepOutput:output_type -> multiagents.v1.StreamStepOutputResponse
-	31, // 61: multiagents.v1.WorkflowService.CreateSchedule:output_type -> multiagents.v1.CreateScheduleResponse
-	33, // 62: multiagents.v1.WorkflowService.GetSchedule:output_type -> multiagents.v1.GetScheduleResponse
-	35, // 63: multiagents.v1.WorkflowService.ListSchedules:output_type -> multiagents.v1.ListSchedulesResponse
-	37, // 64: multiagents.v1.WorkflowService.PauseSchedule:output_type -> multiagents.v1.PauseScheduleResponse
-	39, // 65: multiagents.v1.WorkflowService.UnpauseSchedule:output_type -> multiagents.v1.UnpauseScheduleResponse
-	41, // 66: multiagents.v1.WorkflowService.DeleteSchedule:output_type -> multiagents.v1.DeleteScheduleResponse
-	48, // [48:67] is the sub-list for method output_type
-	29, // [29:48] is the sub-list for method input_type
+	56, // 48: multiagents.v1.WorkflowService.PutRateLimit:input_type -> multiagents.v1.PutRateLimitRequest
+	57, // 49: multiagents.v1.WorkflowService.GetRateLimit:input_type -> multiagents.v1.GetRateLimitRequest
+	58, // 50: multiagents.v1.WorkflowService.ListRateLimits:input_type -> multiagents.v1.ListRateLimitsRequest
+	59, // 51: multiagents.v1.WorkflowService.DeleteRateLimit:input_type -> multiagents.v1.DeleteRateLimitRequest
+	1,  // 52: multiagents.v1.WorkflowService.RegisterWorkflow:output_type -> multiagents.v1.RegisterWorkflowResponse
+	3,  // 53: multiagents.v1.WorkflowService.GetWorkflowDefinition:output_type -> multiagents.v1.GetWorkflowDefinitionResponse
+	5,  // 54: multiagents.v1.WorkflowService.ListWorkflowDefinitions:output_type -> multiagents.v1.ListWorkflowDefinitionsResponse
+	7,  // 55: multiagents.v1.WorkflowService.ExecuteWorkflow:output_type -> multiagents.v1.ExecuteWorkflowResponse
+	9,  // 56: multiagents.v1.WorkflowService.GetStatus:output_type -> multiagents.v1.GetStatusResponse
+	11, // 57: multiagents.v1.WorkflowService.WatchWorkflow:output_type -> multiagents.v1.WatchWorkflowResponse
+	13, // 58: multiagents.v1.WorkflowService.CancelWorkflow:output_type -> multiagents.v1.CancelWorkflowResponse
+	15, // 59: multiagents.v1.WorkflowService.ListWorkflows:output_type -> multiagents.v1.ListWorkflowsResponse
+	17, // 60: multiagents.v1.WorkflowService.GetHistory:output_type -> multiagents.v1.GetHistoryResponse
+	19, // 61: multiagents.v1.WorkflowService.SignalWorkflow:output_type -> multiagents.v1.SignalWorkflowResponse
+	21, // 62: multiagents.v1.WorkflowService.ResumeWorkflow:output_type -> multiagents.v1.ResumeWorkflowResponse
+	23, // 63: multiagents.v1.WorkflowService.ListWaitingSignals:output_type -> multiagents.v1.ListWaitingSignalsResponse
+	25, // 64: multiagents.v1.WorkflowService.StreamStepOutput:output_type -> multiagents.v1.StreamStepOutputResponse
+	31, // 65: multiagents.v1.WorkflowService.CreateSchedule:output_type -> multiagents.v1.CreateScheduleResponse
+	33, // 66: multiagents.v1.WorkflowService.GetSchedule:output_type -> multiagents.v1.GetScheduleResponse
+	35, // 67: multiagents.v1.WorkflowService.ListSchedules:output_type -> multiagents.v1.ListSchedulesResponse
+	37, // 68: multiagents.v1.WorkflowService.PauseSchedule:output_type -> multiagents.v1.PauseScheduleResponse
+	39, // 69: multiagents.v1.WorkflowService.UnpauseSchedule:output_type -> multiagents.v1.UnpauseScheduleResponse
+	41, // 70: multiagents.v1.WorkflowService.DeleteSchedule:output_type -> multiagents.v1.DeleteScheduleResponse
+	60, // 71: multiagents.v1.WorkflowService.PutRateLimit:output_type -> multiagents.v1.PutRateLimitResponse
+	61, // 72: multiagents.v1.WorkflowService.GetRateLimit:output_type -> multiagents.v1.GetRateLimitResponse
+	62, // 73: multiagents.v1.WorkflowService.ListRateLimits:output_type -> multiagents.v1.ListRateLimitsResponse
+	63, // 74: multiagents.v1.WorkflowService.DeleteRateLimit:output_type -> multiagents.v1.DeleteRateLimitResponse
+	52, // [52:75] is the sub-list for method output_type
+	29, // [29:52] is the sub-list for method input_type
 	29, // [29:29] is the sub-list for extension type_name
 	29, // [29:29] is the sub-list for extension extendee
 	0,  // [0:29] is the sub-list for field type_name
@@ -2745,6 +2765,7 @@ func file_multiagents_v1_workflow_service_proto_init() {
 	}
 	file_multiagents_v1_common_proto_init()
 	file_multiagents_v1_events_proto_init()
+	file_multiagents_v1_limits_proto_init()
 	file_multiagents_v1_schedule_proto_init()
 	file_multiagents_v1_workflow_proto_init()
 	file_multiagents_v1_workflow_service_proto_msgTypes[26].OneofWrappers = []any{

@@ -38,6 +38,10 @@ const (
 	WorkflowService_PauseSchedule_FullMethodName           = "/multiagents.v1.WorkflowService/PauseSchedule"
 	WorkflowService_UnpauseSchedule_FullMethodName         = "/multiagents.v1.WorkflowService/UnpauseSchedule"
 	WorkflowService_DeleteSchedule_FullMethodName          = "/multiagents.v1.WorkflowService/DeleteSchedule"
+	WorkflowService_PutRateLimit_FullMethodName            = "/multiagents.v1.WorkflowService/PutRateLimit"
+	WorkflowService_GetRateLimit_FullMethodName            = "/multiagents.v1.WorkflowService/GetRateLimit"
+	WorkflowService_ListRateLimits_FullMethodName          = "/multiagents.v1.WorkflowService/ListRateLimits"
+	WorkflowService_DeleteRateLimit_FullMethodName         = "/multiagents.v1.WorkflowService/DeleteRateLimit"
 )
 
 // WorkflowServiceClient is the client API for WorkflowService service.
@@ -100,6 +104,16 @@ type WorkflowServiceClient interface {
 	UnpauseSchedule(ctx context.Context, in *UnpauseScheduleRequest, opts ...grpc.CallOption) (*UnpauseScheduleResponse, error)
 	// Deletes a schedule; the runs it started go on. Unknown id: NOT_FOUND.
 	DeleteSchedule(ctx context.Context, in *DeleteScheduleRequest, opts ...grpc.CallOption) (*DeleteScheduleResponse, error)
+	// Creates or replaces a shared rate limit / concurrency limit (admin). A bad
+	// limit is INVALID_ARGUMENT naming the field. Takes effect at the next
+	// start of a step naming the key, on every replica.
+	PutRateLimit(ctx context.Context, in *PutRateLimitRequest, opts ...grpc.CallOption) (*PutRateLimitResponse, error)
+	// Returns one limit; an unknown key is NOT_FOUND.
+	GetRateLimit(ctx context.Context, in *GetRateLimitRequest, opts ...grpc.CallOption) (*GetRateLimitResponse, error)
+	// Lists every limit, sorted by key.
+	ListRateLimits(ctx context.Context, in *ListRateLimitsRequest, opts ...grpc.CallOption) (*ListRateLimitsResponse, error)
+	// Deletes a limit; an unknown key is NOT_FOUND.
+	DeleteRateLimit(ctx context.Context, in *DeleteRateLimitRequest, opts ...grpc.CallOption) (*DeleteRateLimitResponse, error)
 }
 
 type workflowServiceClient struct {
@@ -318,6 +332,46 @@ func (c *workflowServiceClient) DeleteSchedule(ctx context.Context, in *DeleteSc
 	return out, nil
 }
 
+func (c *workflowServiceClient) PutRateLimit(ctx context.Context, in *PutRateLimitRequest, opts ...grpc.CallOption) (*PutRateLimitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutRateLimitResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_PutRateLimit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) GetRateLimit(ctx context.Context, in *GetRateLimitRequest, opts ...grpc.CallOption) (*GetRateLimitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRateLimitResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_GetRateLimit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) ListRateLimits(ctx context.Context, in *ListRateLimitsRequest, opts ...grpc.CallOption) (*ListRateLimitsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRateLimitsResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_ListRateLimits_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) DeleteRateLimit(ctx context.Context, in *DeleteRateLimitRequest, opts ...grpc.CallOption) (*DeleteRateLimitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteRateLimitResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_DeleteRateLimit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkflowServiceServer is the server API for WorkflowService service.
 // All implementations must embed UnimplementedWorkflowServiceServer
 // for forward compatibility.
@@ -378,6 +432,16 @@ type WorkflowServiceServer interface {
 	UnpauseSchedule(context.Context, *UnpauseScheduleRequest) (*UnpauseScheduleResponse, error)
 	// Deletes a schedule; the runs it started go on. Unknown id: NOT_FOUND.
 	DeleteSchedule(context.Context, *DeleteScheduleRequest) (*DeleteScheduleResponse, error)
+	// Creates or replaces a shared rate limit / concurrency limit (admin). A bad
+	// limit is INVALID_ARGUMENT naming the field. Takes effect at the next
+	// start of a step naming the key, on every replica.
+	PutRateLimit(context.Context, *PutRateLimitRequest) (*PutRateLimitResponse, error)
+	// Returns one limit; an unknown key is NOT_FOUND.
+	GetRateLimit(context.Context, *GetRateLimitRequest) (*GetRateLimitResponse, error)
+	// Lists every limit, sorted by key.
+	ListRateLimits(context.Context, *ListRateLimitsRequest) (*ListRateLimitsResponse, error)
+	// Deletes a limit; an unknown key is NOT_FOUND.
+	DeleteRateLimit(context.Context, *DeleteRateLimitRequest) (*DeleteRateLimitResponse, error)
 	mustEmbedUnimplementedWorkflowServiceServer()
 }
 
@@ -444,6 +508,18 @@ func (UnimplementedWorkflowServiceServer) UnpauseSchedule(context.Context, *Unpa
 }
 func (UnimplementedWorkflowServiceServer) DeleteSchedule(context.Context, *DeleteScheduleRequest) (*DeleteScheduleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteSchedule not implemented")
+}
+func (UnimplementedWorkflowServiceServer) PutRateLimit(context.Context, *PutRateLimitRequest) (*PutRateLimitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutRateLimit not implemented")
+}
+func (UnimplementedWorkflowServiceServer) GetRateLimit(context.Context, *GetRateLimitRequest) (*GetRateLimitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRateLimit not implemented")
+}
+func (UnimplementedWorkflowServiceServer) ListRateLimits(context.Context, *ListRateLimitsRequest) (*ListRateLimitsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRateLimits not implemented")
+}
+func (UnimplementedWorkflowServiceServer) DeleteRateLimit(context.Context, *DeleteRateLimitRequest) (*DeleteRateLimitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteRateLimit not implemented")
 }
 func (UnimplementedWorkflowServiceServer) mustEmbedUnimplementedWorkflowServiceServer() {}
 func (UnimplementedWorkflowServiceServer) testEmbeddedByValue()                         {}
@@ -794,6 +870,78 @@ func _WorkflowService_DeleteSchedule_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkflowService_PutRateLimit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutRateLimitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).PutRateLimit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_PutRateLimit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).PutRateLimit(ctx, req.(*PutRateLimitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkflowService_GetRateLimit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRateLimitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).GetRateLimit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_GetRateLimit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).GetRateLimit(ctx, req.(*GetRateLimitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkflowService_ListRateLimits_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRateLimitsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).ListRateLimits(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_ListRateLimits_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).ListRateLimits(ctx, req.(*ListRateLimitsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkflowService_DeleteRateLimit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteRateLimitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).DeleteRateLimit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_DeleteRateLimit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).DeleteRateLimit(ctx, req.(*DeleteRateLimitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkflowService_ServiceDesc is the grpc.ServiceDesc for WorkflowService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -868,6 +1016,22 @@ var WorkflowService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteSchedule",
 			Handler:    _WorkflowService_DeleteSchedule_Handler,
+		},
+		{
+			MethodName: "PutRateLimit",
+			Handler:    _WorkflowService_PutRateLimit_Handler,
+		},
+		{
+			MethodName: "GetRateLimit",
+			Handler:    _WorkflowService_GetRateLimit_Handler,
+		},
+		{
+			MethodName: "ListRateLimits",
+			Handler:    _WorkflowService_ListRateLimits_Handler,
+		},
+		{
+			MethodName: "DeleteRateLimit",
+			Handler:    _WorkflowService_DeleteRateLimit_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -20,6 +20,7 @@ import {
 import { Duration } from "../../google/protobuf/duration.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
 import { Failure, OutputKind, outputKindFromJSON, outputKindToJSON, Payload, Usage } from "./common.js";
+import { RateLimitUse } from "./limits.js";
 
 export const protobufPackage = "multiagents.v1";
 
@@ -263,6 +264,11 @@ export interface Command {
    * string map, unlike Payload.metadata (bytes, for codecs).
    */
   metadata: { [key: string]: string };
+  /**
+   * The shared limits this attempt took part in (informative for the
+   * worker; unset when its step names none).
+   */
+  rateLimits: RateLimitUse | undefined;
 }
 
 export interface Command_MetadataEntry {
@@ -1235,6 +1241,7 @@ function createBaseCommand(): Command {
     deadline: undefined,
     heartbeatTimeout: undefined,
     metadata: {},
+    rateLimits: undefined,
   };
 }
 
@@ -1273,6 +1280,9 @@ export const Command: MessageFns<Command> = {
     globalThis.Object.entries(message.metadata).forEach(([key, value]: [string, string]) => {
       Command_MetadataEntry.encode({ key: key as any, value }, writer.uint32(90).fork()).join();
     });
+    if (message.rateLimits !== undefined) {
+      RateLimitUse.encode(message.rateLimits, writer.uint32(98).fork()).join();
+    }
     return writer;
   },
 
@@ -1380,6 +1390,14 @@ export const Command: MessageFns<Command> = {
             }
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.rateLimits = RateLimitUse.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1438,6 +1456,11 @@ export const Command: MessageFns<Command> = {
           {},
         )
         : {},
+      rateLimits: isSet(object.rateLimits)
+        ? RateLimitUse.fromJSON(object.rateLimits)
+        : isSet(object.rate_limits)
+        ? RateLimitUse.fromJSON(object.rate_limits)
+        : undefined,
     };
   },
 
@@ -1482,6 +1505,9 @@ export const Command: MessageFns<Command> = {
         });
       }
     }
+    if (message.rateLimits !== undefined) {
+      obj.rateLimits = RateLimitUse.toJSON(message.rateLimits);
+    }
     return obj;
   },
 
@@ -1513,6 +1539,9 @@ export const Command: MessageFns<Command> = {
       },
       {},
     );
+    message.rateLimits = (object.rateLimits !== undefined && object.rateLimits !== null)
+      ? RateLimitUse.fromPartial(object.rateLimits)
+      : undefined;
     return message;
   },
 };

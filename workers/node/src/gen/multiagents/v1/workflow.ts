@@ -18,6 +18,7 @@ import {
   workflowStateFromJSON,
   workflowStateToJSON,
 } from "./common.js";
+import { RateLimitKey } from "./limits.js";
 
 export const protobufPackage = "multiagents.v1";
 
@@ -243,7 +244,16 @@ export interface StepDefinition {
    * while the attempt runs, replaced by the usage its answer reports.
    * Unset reserves nothing.
    */
-  usageEstimate: Usage | undefined;
+  usageEstimate:
+    | Usage
+    | undefined;
+  /**
+   * Shared limits an attempt of this worker step takes part in (see
+   * PutRateLimit): it starts only when every named key allows it, and waits
+   * in its queue until then. Keys without a declared limit are free. At
+   * most 8; not on a sub-workflow step (INVALID_ARGUMENT).
+   */
+  rateLimits: RateLimitKey[];
 }
 
 /** Branch is a named sequence of steps inside a parallel group. */
@@ -745,6 +755,7 @@ function createBaseStepDefinition(): StepDefinition {
     waitForSignal: undefined,
     sleep: undefined,
     usageEstimate: undefined,
+    rateLimits: [],
   };
 }
 
@@ -794,6 +805,9 @@ export const StepDefinition: MessageFns<StepDefinition> = {
     }
     if (message.usageEstimate !== undefined) {
       Usage.encode(message.usageEstimate, writer.uint32(122).fork()).join();
+    }
+    for (const v of message.rateLimits) {
+      RateLimitKey.encode(v!, writer.uint32(130).fork()).join();
     }
     return writer;
   },
@@ -931,6 +945,14 @@ export const StepDefinition: MessageFns<StepDefinition> = {
             message.usageEstimate = Usage.decode(reader, reader.uint32());
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.rateLimits.push(RateLimitKey.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -984,6 +1006,11 @@ export const StepDefinition: MessageFns<StepDefinition> = {
         : isSet(object.usage_estimate)
         ? Usage.fromJSON(object.usage_estimate)
         : undefined,
+      rateLimits: globalThis.Array.isArray(object?.rateLimits)
+        ? object.rateLimits.map((e: any) => RateLimitKey.fromJSON(e))
+        : globalThis.Array.isArray(object?.rate_limits)
+        ? object.rate_limits.map((e: any) => RateLimitKey.fromJSON(e))
+        : [],
     };
   },
 
@@ -1034,6 +1061,9 @@ export const StepDefinition: MessageFns<StepDefinition> = {
     if (message.usageEstimate !== undefined) {
       obj.usageEstimate = Usage.toJSON(message.usageEstimate);
     }
+    if (message.rateLimits?.length) {
+      obj.rateLimits = message.rateLimits.map((e) => RateLimitKey.toJSON(e));
+    }
     return obj;
   },
 
@@ -1074,6 +1104,7 @@ export const StepDefinition: MessageFns<StepDefinition> = {
     message.usageEstimate = (object.usageEstimate !== undefined && object.usageEstimate !== null)
       ? Usage.fromPartial(object.usageEstimate)
       : undefined;
+    message.rateLimits = object.rateLimits?.map((e) => RateLimitKey.fromPartial(e)) || [];
     return message;
   },
 };

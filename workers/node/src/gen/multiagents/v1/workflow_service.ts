@@ -33,6 +33,16 @@ import {
   workflowStateToJSON,
 } from "./common.js";
 import { StatusEvent, WorkflowEvent } from "./events.js";
+import {
+  DeleteRateLimitRequest,
+  DeleteRateLimitResponse,
+  GetRateLimitRequest,
+  GetRateLimitResponse,
+  ListRateLimitsRequest,
+  ListRateLimitsResponse,
+  PutRateLimitRequest,
+  PutRateLimitResponse,
+} from "./limits.js";
 import { ScheduleDefinition, ScheduleStatus } from "./schedule.js";
 import { StepProgress, WaitingSignal, WorkflowDefinition, WorkflowStatus } from "./workflow.js";
 
@@ -4485,6 +4495,56 @@ export const WorkflowServiceService = {
       Buffer.from(DeleteScheduleResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteScheduleResponse => DeleteScheduleResponse.decode(value),
   },
+  /**
+   * Creates or replaces a shared rate limit / concurrency limit (admin). A bad
+   * limit is INVALID_ARGUMENT naming the field. Takes effect at the next
+   * start of a step naming the key, on every replica.
+   */
+  putRateLimit: {
+    path: "/multiagents.v1.WorkflowService/PutRateLimit" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PutRateLimitRequest): Buffer => Buffer.from(PutRateLimitRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PutRateLimitRequest => PutRateLimitRequest.decode(value),
+    responseSerialize: (value: PutRateLimitResponse): Buffer =>
+      Buffer.from(PutRateLimitResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PutRateLimitResponse => PutRateLimitResponse.decode(value),
+  },
+  /** Returns one limit; an unknown key is NOT_FOUND. */
+  getRateLimit: {
+    path: "/multiagents.v1.WorkflowService/GetRateLimit" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetRateLimitRequest): Buffer => Buffer.from(GetRateLimitRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetRateLimitRequest => GetRateLimitRequest.decode(value),
+    responseSerialize: (value: GetRateLimitResponse): Buffer =>
+      Buffer.from(GetRateLimitResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetRateLimitResponse => GetRateLimitResponse.decode(value),
+  },
+  /** Lists every limit, sorted by key. */
+  listRateLimits: {
+    path: "/multiagents.v1.WorkflowService/ListRateLimits" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListRateLimitsRequest): Buffer =>
+      Buffer.from(ListRateLimitsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListRateLimitsRequest => ListRateLimitsRequest.decode(value),
+    responseSerialize: (value: ListRateLimitsResponse): Buffer =>
+      Buffer.from(ListRateLimitsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListRateLimitsResponse => ListRateLimitsResponse.decode(value),
+  },
+  /** Deletes a limit; an unknown key is NOT_FOUND. */
+  deleteRateLimit: {
+    path: "/multiagents.v1.WorkflowService/DeleteRateLimit" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteRateLimitRequest): Buffer =>
+      Buffer.from(DeleteRateLimitRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteRateLimitRequest => DeleteRateLimitRequest.decode(value),
+    responseSerialize: (value: DeleteRateLimitResponse): Buffer =>
+      Buffer.from(DeleteRateLimitResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteRateLimitResponse => DeleteRateLimitResponse.decode(value),
+  },
 } as const;
 
 export interface WorkflowServiceServer extends UntypedServiceImplementation {
@@ -4545,6 +4605,18 @@ export interface WorkflowServiceServer extends UntypedServiceImplementation {
   unpauseSchedule: handleUnaryCall<UnpauseScheduleRequest, UnpauseScheduleResponse>;
   /** Deletes a schedule; the runs it started go on. Unknown id: NOT_FOUND. */
   deleteSchedule: handleUnaryCall<DeleteScheduleRequest, DeleteScheduleResponse>;
+  /**
+   * Creates or replaces a shared rate limit / concurrency limit (admin). A bad
+   * limit is INVALID_ARGUMENT naming the field. Takes effect at the next
+   * start of a step naming the key, on every replica.
+   */
+  putRateLimit: handleUnaryCall<PutRateLimitRequest, PutRateLimitResponse>;
+  /** Returns one limit; an unknown key is NOT_FOUND. */
+  getRateLimit: handleUnaryCall<GetRateLimitRequest, GetRateLimitResponse>;
+  /** Lists every limit, sorted by key. */
+  listRateLimits: handleUnaryCall<ListRateLimitsRequest, ListRateLimitsResponse>;
+  /** Deletes a limit; an unknown key is NOT_FOUND. */
+  deleteRateLimit: handleUnaryCall<DeleteRateLimitRequest, DeleteRateLimitResponse>;
 }
 
 export interface WorkflowServiceClient extends Client {
@@ -4858,6 +4930,74 @@ export interface WorkflowServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteScheduleResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Creates or replaces a shared rate limit / concurrency limit (admin). A bad
+   * limit is INVALID_ARGUMENT naming the field. Takes effect at the next
+   * start of a step naming the key, on every replica.
+   */
+  putRateLimit(
+    request: PutRateLimitRequest,
+    callback: (error: ServiceError | null, response: PutRateLimitResponse) => void,
+  ): ClientUnaryCall;
+  putRateLimit(
+    request: PutRateLimitRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PutRateLimitResponse) => void,
+  ): ClientUnaryCall;
+  putRateLimit(
+    request: PutRateLimitRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PutRateLimitResponse) => void,
+  ): ClientUnaryCall;
+  /** Returns one limit; an unknown key is NOT_FOUND. */
+  getRateLimit(
+    request: GetRateLimitRequest,
+    callback: (error: ServiceError | null, response: GetRateLimitResponse) => void,
+  ): ClientUnaryCall;
+  getRateLimit(
+    request: GetRateLimitRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetRateLimitResponse) => void,
+  ): ClientUnaryCall;
+  getRateLimit(
+    request: GetRateLimitRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetRateLimitResponse) => void,
+  ): ClientUnaryCall;
+  /** Lists every limit, sorted by key. */
+  listRateLimits(
+    request: ListRateLimitsRequest,
+    callback: (error: ServiceError | null, response: ListRateLimitsResponse) => void,
+  ): ClientUnaryCall;
+  listRateLimits(
+    request: ListRateLimitsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListRateLimitsResponse) => void,
+  ): ClientUnaryCall;
+  listRateLimits(
+    request: ListRateLimitsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListRateLimitsResponse) => void,
+  ): ClientUnaryCall;
+  /** Deletes a limit; an unknown key is NOT_FOUND. */
+  deleteRateLimit(
+    request: DeleteRateLimitRequest,
+    callback: (error: ServiceError | null, response: DeleteRateLimitResponse) => void,
+  ): ClientUnaryCall;
+  deleteRateLimit(
+    request: DeleteRateLimitRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteRateLimitResponse) => void,
+  ): ClientUnaryCall;
+  deleteRateLimit(
+    request: DeleteRateLimitRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteRateLimitResponse) => void,
   ): ClientUnaryCall;
 }
 
