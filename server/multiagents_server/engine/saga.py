@@ -248,13 +248,21 @@ class _Builder:
             try:
                 expressions.limit_keys(spec.rate_limits, context)
             except expressions.ExpressionError as exc:
-                return Failure(f"{self.path(key)}: {exc}", EXPRESSION_ERROR, non_retryable=True)
+                return self.expression_failure(key, exc)
         return None
+
+    def fail(self, key: str, failure: Failure | None) -> None:
+        """A node fails for good with `failure` (the walk takes it up)."""
+        self.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=self.now_ms)
+
+    def expression_failure(self, key: str, exc: Exception) -> Failure:
+        """A condition, map or limit key expression failed on the context."""
+        return Failure(f"{self.path(key)}: {exc}", EXPRESSION_ERROR, non_retryable=True)
 
     def refuse(self, key: str, failure: Failure) -> None:
         """A step that may not start fails at once (without an attempt)."""
         self.attempts.pop(key, None)
-        self.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=self.now_ms)
+        self.fail(key, failure)
 
     def stop_attempt_timers(self, attempt: Attempt) -> None:
         cid = self.ex.command_id(attempt)
@@ -391,7 +399,7 @@ class _Builder:
                 REJECTED,
                 non_retryable=True,
             )
-            self.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=self.now_ms)
+            self.fail(key, failure)
             return
         self.finish(key, {node.name: signal.payload})
 
@@ -408,8 +416,7 @@ class _Builder:
         try:
             choice = expressions.choose(node, context)
         except expressions.ExpressionError as exc:
-            failure = Failure(f"{self.path(key)}: {exc}", EXPRESSION_ERROR, non_retryable=True)
-            self.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=self.now_ms)
+            self.fail(key, self.expression_failure(key, exc))
             return True
         self.set(key, choice=choice)
         self.history.append(NodeRecorded(self.path(key), "chose", {"case": choice}))
@@ -427,8 +434,7 @@ class _Builder:
         try:
             items = expressions.items(node, context)
         except expressions.ExpressionError as exc:
-            failure = Failure(f"{self.path(key)}: {exc}", EXPRESSION_ERROR, non_retryable=True)
-            self.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=self.now_ms)
+            self.fail(key, self.expression_failure(key, exc))
             return True
         self.set(key, items=tuple(items))
         self.history.append(NodeRecorded(self.path(key), "started", {"items": len(items)}))
@@ -461,7 +467,7 @@ class _Builder:
         if verdict == _DONE:
             self.finish(key, delta)
         elif verdict == _FAILED:
-            self.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=self.now_ms)
+            self.fail(key, failure)
         return verdict, failure
 
     def drive_parallel(
@@ -482,7 +488,7 @@ class _Builder:
                     self.stop_subtree(first + 1, self.ex.spec.ends[first], reason)
                     break
         if failure is not None and (node.fail_fast or _RUNNING not in verdicts):
-            self.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=self.now_ms)
+            self.fail(key, failure)
             return _FAILED, failure
         if _RUNNING in verdicts:
             return _RUNNING, None
@@ -509,9 +515,7 @@ class _Builder:
                     first + 1, self.ex.spec.ends[first], f"{self.path(item_key)} failed"
                 )
                 failure = rec.last_failure
-                self.set(
-                    key, status=StepStatus.FAILED, last_failure=failure, finished_ms=self.now_ms
-                )
+                self.fail(key, failure)
                 return _FAILED, failure
             elif rec.status is StepStatus.CANCELLED:
                 return _STOPPED, None
@@ -863,7 +867,7 @@ def _on_node_timer(ex: Execution, kind: str, key: str, now_ms: int) -> Transitio
                 non_retryable=True,
                 kind=FailureKind.TIMEOUT,
             )
-            b.set(key, status=StepStatus.FAILED, last_failure=failure, finished_ms=now_ms)
+            b.fail(key, failure)
         else:
             b.set(key, choice=1)
     else:
