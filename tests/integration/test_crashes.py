@@ -200,8 +200,10 @@ async def test_server_killed_with_100_in_flight_loses_nothing_after_restart(
         )
         await runtime.start(timeout=20)
         try:
+            # 100 x 3 naps of 0.6 s at 20 at once: at least 9 s of work, so the
+            # kill finds workflows in flight even when a loaded machine submits slowly.
             ids = [
-                await client.execute_workflow("crash.three_naps", {"nap": 0.2}) for _ in range(100)
+                await client.execute_workflow("crash.three_naps", {"nap": 0.6}) for _ in range(100)
             ]
             statuses = await asyncio.gather(*(client.get_status(tx) for tx in ids))
             assert any(not s.terminal for s in statuses), "the kill must hit workflows in flight"
