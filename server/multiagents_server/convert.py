@@ -454,11 +454,6 @@ def _node_to_proto(n: engine.Node) -> workflow_pb2.StepDefinition:
     return step
 
 
-def workflow_references(spec: engine.WorkflowSpec) -> set[str]:
-    """Names of the workflows a definition runs as sub-workflows."""
-    return {n.workflow for n in spec.nodes if isinstance(n, engine.StepSpec) and n.workflow}
-
-
 # -- failures, status, events ---------------------------------------------------
 
 
