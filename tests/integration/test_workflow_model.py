@@ -165,7 +165,7 @@ async def test_a_map_runs_1000_items_within_its_concurrency_and_gathers_in_order
         .build()
     )
     async with serving(server, square, concurrency=64):
-        status = await run(client, wf, {"numbers": list(range(1000))}, timeout=120)
+        status = await run(client, wf, {"numbers": list(range(1000))}, timeout=540)
     assert status.state == "completed"
     assert status.context["each"] == [{"square": i * i, "index": i} for i in range(1000)]
     assert 1 < most <= 20
