@@ -82,10 +82,10 @@ pytest:
 		--cov=multiagents --cov=multiagents_server --cov-fail-under=$(COV_FLOOR)
 
 # The cluster lane: the integration, crash and conformance tests again, against
-# a real 3-master Redis Cluster started by the tests (bounded to 15 minutes).
+# a real 3-master Redis Cluster started by the tests (bounded to 30 minutes).
 # No coverage floor: it runs a part of the suite.
 pytest-cluster:
-	MULTIAGENTS_TEST_REDIS=cluster timeout 900 $(PY) -m pytest -q -p no:cacheprovider \
+	MULTIAGENTS_TEST_REDIS=cluster timeout 1800 $(PY) -m pytest -q -p no:cacheprovider \
 		tests/integration tests/conformance tests/seed
 
 # The browser lane: the web dashboard driven by a real headless Chromium
