@@ -261,8 +261,9 @@ class Store:
         cmds = self._auto.commands()
         cmds.hset(key, command_id, record)
         cmds.pexpire(key, ttl_ms)
-        # The same notification as appended output: watchers read both.
-        cmds.publish(self.keys.bus, b"o" + transaction_id.encode())
+        # The same notification as appended output: watchers read both. (Through
+        # execute_command: redis-py's cluster pipeline refuses its publish().)
+        cmds.execute_command("PUBLISH", self.keys.bus, b"o" + transaction_id.encode())
         await cmds.execute()
 
     @_guarded
