@@ -123,10 +123,10 @@ def instrumented() -> Iterator[None]:
             COUNTER.grpc[f"server->worker {out.WhichOneof('message')}"] += 1
         return out
 
-    def counted_handle(self: Any, session: Any, message: Any) -> Any:
+    def counted_handle(self: Any, session: Any, output: Any, message: Any) -> Any:
         if COUNTER.on:
             COUNTER.grpc[f"worker->server {message.WhichOneof('message')}"] += 1
-        return handle(self, session, message)
+        return handle(self, session, output, message)
 
     conn.send_packed_command = counted_send  # type: ignore[method-assign]
     conn.pack_command = counted_pack  # type: ignore[method-assign]

@@ -167,6 +167,27 @@ async def test_usage_is_summed_per_step_execution_and_workflow_name(
     assert status.workflow_usage == multiagents.Usage(212, 114, "", 2_006)
 
 
+async def test_the_workflow_usage_is_read_only_for_an_execution_that_reported_usage(
+    server: Server, client: Client, uid: str
+) -> None:
+    @worker(f"{uid}.maybe")
+    async def maybe(ctx: dict[str, Any]) -> dict[str, Any]:
+        if ctx["report"]:
+            multiagents.report_usage(input_tokens=4, output_tokens=2)
+        return {}
+
+    wf = WorkflowBuilder(f"{uid}.wf").add_step("maybe", maybe).build()
+    async with serving(server, maybe):
+        reported = await run(client, wf, {"report": True})
+        silent = await run(client, wf, {"report": False})
+    # The per-name sum costs a read of every bucket: GetStatus pays it only
+    # for an execution that reported usage, though the name has some.
+    assert (await client.get_status(reported.transaction_id)).workflow_usage == (
+        multiagents.Usage(4, 2, "", 0)
+    )
+    assert (await client.get_status(silent.transaction_id)).workflow_usage is None
+
+
 async def test_watch_with_output_delivers_every_chunk_before_the_final_status(
     server: Server, client: Client, uid: str
 ) -> None:

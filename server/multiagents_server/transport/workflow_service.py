@@ -139,11 +139,14 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
         tx = _require(request.transaction_id, "transaction_id")
         snap = await self.orchestrator.snapshot(tx)
         status = convert.status_to_proto(snap.execution, snap.revision)
-        used = convert.usage_to_proto(
-            await self.orchestrator.workflow_usage(snap.execution.spec.name)
-        )
-        if used is not None:
-            status.workflow_usage.CopyFrom(used)
+        # The per-name sum reads a hash in every bucket: only an execution that
+        # reported usage itself pays for it (no LLM step, no cost on GetStatus).
+        if snap.execution.usage_by_step:
+            used = convert.usage_to_proto(
+                await self.orchestrator.workflow_usage(snap.execution.spec.name)
+            )
+            if used is not None:
+                status.workflow_usage.CopyFrom(used)
         await progress.attach(self.orchestrator.store, snap.execution, status)
         return pb.GetStatusResponse(status=status)
 

@@ -1364,7 +1364,8 @@ type WorkflowStatus struct {
 	// when none was reported.
 	Usage *Usage `protobuf:"bytes,20,opt,name=usage,proto3" json:"usage,omitempty"`
 	// Sum of the usage of every execution of workflow_name (all versions,
-	// kept beyond the executions' retention). Set by GetStatus only.
+	// kept beyond the executions' retention). Set by GetStatus only, and only
+	// when this execution reported usage itself (the sum reads every bucket).
 	WorkflowUsage *Usage `protobuf:"bytes,21,opt,name=workflow_usage,json=workflowUsage,proto3" json:"workflow_usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -570,7 +570,8 @@ export interface WorkflowStatus {
     | undefined;
   /**
    * Sum of the usage of every execution of workflow_name (all versions,
-   * kept beyond the executions' retention). Set by GetStatus only.
+   * kept beyond the executions' retention). Set by GetStatus only, and only
+   * when this execution reported usage itself (the sum reads every bucket).
    */
   workflowUsage: Usage | undefined;
 }
