@@ -1,9 +1,10 @@
 """One definition, three builders: tests/fixtures/model_v2_definition.json (the
-file form, every node kind) and its protobuf form model_v2_definition.proto.json
-(the RegisterWorkflowRequest, protobuf JSON). The Python builder is checked
-here; the Node builder in workers/node/test/workflow.test.ts and the Go builder
-and ParseDefinition in workers/go/client/workflow_test.go build the same one,
-so the three cannot drift."""
+file form: every node kind, and a step's usage estimate and rate limits) and
+its protobuf form model_v2_definition.proto.json (the RegisterWorkflowRequest,
+protobuf JSON). The Python builder is checked here; the Node builder and
+parseDefinition in workers/node/test/workflow.test.ts and the Go builder and
+ParseDefinition in workers/go/client/workflow_test.go build the same one, so
+the three cannot drift."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import jsonschema
 from google.protobuf import json_format
 
 from conftest import ROOT
-from multiagents import WorkflowBuilder, branch, case, case_equals, step
+from multiagents import Estimate, LimitKey, WorkflowBuilder, branch, case, case_equals, step
 from multiagents.v1 import workflow_pb2, workflow_service_pb2
 from multiagents.workflow import Condition, RetryPolicy, Sleep, Step, Workflow
 from multiagents_server.convert import spec_from_proto
@@ -55,6 +56,8 @@ def every_kind() -> Workflow:
                 non_retryable_error_types=("ValueError", "Rejected"),
             ),
             compensation_retry=RetryPolicy(max_attempts=2),
+            estimate=Estimate(input_tokens=1500, output_tokens=500, cost_usd=0.002),
+            rate_limits=["provider:openai", LimitKey(expression='"tenant:" + context.customer_id')],
         )
         .add_parallel(
             "ask",

@@ -33,6 +33,12 @@ type stepFile struct {
 	HeartbeatTimeout  *float64   `json:"heartbeat_timeout"`
 	Workflow          string     `json:"workflow"`
 	WorkflowVersion   int32      `json:"workflow_version"`
+	UsageEstimate     *struct {
+		InputTokens  int64   `json:"input_tokens"`
+		OutputTokens int64   `json:"output_tokens"`
+		CostUSD      float64 `json:"cost_usd"`
+	} `json:"usage_estimate"`
+	RateLimits []json.RawMessage `json:"rate_limits"`
 }
 
 type retryFile struct {
@@ -82,9 +88,11 @@ var nodeKinds = []string{"parallel", "map", "condition", "wait_for_signal", "sle
 // (JSON, docs/definition.schema.json): {"name", "version", "description",
 // "steps": [...]}, a step being a worker step {"name", "worker",
 // "compensation", "retry": {"max_attempts", "initial_interval", ...},
-// "timeout", ...}, a sub-workflow step {"name", "workflow",
-// "workflow_version", ...}, or one of {"name", "parallel": {"branches",
-// "fail_fast"}}, {"name", "map": {"items", "step", "max_concurrency"}},
+// "timeout", "usage_estimate": {"input_tokens", "output_tokens",
+// "cost_usd"}, "rate_limits": ["key" or {"key_expression"}], ...}, a
+// sub-workflow step {"name", "workflow", "workflow_version", ...}, or one
+// of {"name", "parallel": {"branches", "fail_fast"}}, {"name", "map":
+// {"items", "step", "max_concurrency"}},
 // {"name", "condition": {"cases": [{"when" or "equals", "steps"}],
 // "otherwise", "switch"}}, {"name", "wait_for_signal": {"signal", "timeout",
 // "on_timeout", "approval"}}, {"name", "sleep": seconds}. Durations are
@@ -238,7 +246,38 @@ func step(data json.RawMessage, where string) (*pb.StepDefinition, error) {
 	if out.CompensationRetryPolicy, err = retryPolicy(s.CompensationRetry, where+".compensation_retry"); err != nil {
 		return nil, err
 	}
+	if e := s.UsageEstimate; e != nil {
+		for key, v := range map[string]float64{"input_tokens": float64(e.InputTokens), "output_tokens": float64(e.OutputTokens), "cost_usd": e.CostUSD} {
+			if v < 0 {
+				return nil, fmt.Errorf("%s.usage_estimate.%s: must be >= 0", where, key)
+			}
+		}
+		out.UsageEstimate = &pb.Usage{InputTokens: e.InputTokens, OutputTokens: e.OutputTokens,
+			CostNanoUsd: int64(math.Round(e.CostUSD * 1e9))}
+	}
+	for i, row := range s.RateLimits {
+		key, err := rateLimitKey(row, fmt.Sprintf("%s.rate_limits[%d]", where, i))
+		if err != nil {
+			return nil, err
+		}
+		out.RateLimits = append(out.RateLimits, key)
+	}
 	return out, nil
+}
+
+// rateLimitKey reads a key ("provider:openai") or {"key_expression": CEL}.
+func rateLimitKey(row json.RawMessage, where string) (*pb.RateLimitKey, error) {
+	var key string
+	if json.Unmarshal(row, &key) == nil {
+		return LimitKey(key), nil
+	}
+	var expr struct {
+		KeyExpression *string `json:"key_expression"`
+	}
+	if err := strict(row, &expr); err != nil || expr.KeyExpression == nil {
+		return nil, fmt.Errorf("%s: expected a key or {\"key_expression\": CEL}", where)
+	}
+	return LimitExpression(*expr.KeyExpression), nil
 }
 
 func parallelNode(body json.RawMessage, at string) (*pb.ParallelGroup, error) {

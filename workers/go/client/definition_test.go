@@ -68,6 +68,11 @@ func TestParseDefinitionRefusesWhatTheSchemaRefusesNamingThePlace(t *testing.T) 
 		{wrap(`{"name": "w", "wait_for_signal": {"signal": "go", "timeout": -1}}`), "steps[0].wait_for_signal.timeout: must be > 0 seconds"},
 		{wrap(`{"name": "w", "wait_for_signal": {"signal": "go", "timeout": 5, "on_timeout": [{"name": "s", "worker": "w", "retry": {"max_attempts": 0}}]}}`), "steps[0].wait_for_signal.on_timeout[0].retry.max_attempts: must be >= 1"},
 		{wrap(`{"name": "a", "worker": "w", "timeout": 0}`), "steps[0].timeout: must be > 0 seconds"},
+		{wrap(`{"name": "a", "worker": "w", "usage_estimate": {"input_tokens": -1}}`), "steps[0].usage_estimate.input_tokens: must be >= 0"},
+		{wrap(`{"name": "a", "worker": "w", "usage_estimate": {"tokens": 1}}`), `steps[0]: json: unknown field "tokens"`},
+		{wrap(`{"name": "a", "worker": "w", "rate_limits": "p"}`), "steps[0]: json: cannot unmarshal string"},
+		{wrap(`{"name": "a", "worker": "w", "rate_limits": ["p", {"keyExpression": "x"}]}`), `steps[0].rate_limits[1]: expected a key or {"key_expression": CEL}`},
+		{wrap(`{"name": "a", "worker": "w", "rate_limits": [7]}`), `steps[0].rate_limits[0]: expected a key or {"key_expression": CEL}`},
 		{`{"name": "x", "version": 0, "steps": [{"name": "a", "worker": "w"}]}`, "version: must be >= 1, got 0"},
 	} {
 		if _, err := client.ParseDefinition([]byte(c.json)); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -91,6 +91,44 @@ func WorkflowVersion(v int) StepOption {
 	return func(s *pb.StepDefinition) { s.WorkflowVersion = int32(v) }
 }
 
+// Estimate is what one attempt of a step is expected to use.
+type Estimate struct {
+	InputTokens  int64
+	OutputTokens int64
+	// CostNanoUSD is the cost in nano-US-dollars (1 USD = 1,000,000,000).
+	CostNanoUSD int64
+}
+
+// UsageEstimate sets what one attempt is expected to use: reserved against
+// the execution's budget while it runs (its reported usage replaces it),
+// and its tokens (input + output) against the token limits of the step's
+// RateLimits.
+func UsageEstimate(e Estimate) StepOption {
+	return func(s *pb.StepDefinition) {
+		s.UsageEstimate = &pb.Usage{InputTokens: e.InputTokens, OutputTokens: e.OutputTokens, CostNanoUsd: e.CostNanoUSD}
+	}
+}
+
+// LimitKey names a shared limit (Client.PutRateLimit) by its literal key,
+// e.g. "provider:openai".
+func LimitKey(key string) *pb.RateLimitKey {
+	return &pb.RateLimitKey{Key: key}
+}
+
+// LimitExpression names a shared limit by a CEL expression over the
+// context that gives its key, e.g. `"tenant:" + context.customer_id`,
+// evaluated when an attempt is dispatched.
+func LimitExpression(expr string) *pb.RateLimitKey {
+	return &pb.RateLimitKey{KeyExpression: expr}
+}
+
+// RateLimits makes the step's attempts take part in shared limits (at most
+// 8 keys, LimitKey or LimitExpression): an attempt starts only when every
+// key allows it, and waits in its queue until then.
+func RateLimits(keys ...*pb.RateLimitKey) StepOption {
+	return func(s *pb.StepDefinition) { s.RateLimits = append(s.RateLimits, keys...) }
+}
+
 // Step is a step that the named worker runs.
 func Step(name, worker string, opts ...StepOption) *pb.StepDefinition {
 	s := &pb.StepDefinition{Name: name, Worker: worker}

@@ -41,7 +41,9 @@ func everyKind() (*pb.WorkflowDefinition, error) {
 			client.HeartbeatTimeout(2500*time.Millisecond),
 			client.Retry(client.RetryPolicy{MaxAttempts: 5, InitialInterval: 250 * time.Millisecond, BackoffCoefficient: 1.5,
 				MaximumInterval: 10 * time.Second, NonRetryableErrorTypes: []string{"ValueError", "Rejected"}}),
-			client.CompensationRetry(client.RetryPolicy{MaxAttempts: 2}))).
+			client.CompensationRetry(client.RetryPolicy{MaxAttempts: 2}),
+			client.UsageEstimate(client.Estimate{InputTokens: 1500, OutputTokens: 500, CostNanoUSD: 2_000_000}),
+			client.RateLimits(client.LimitKey("provider:openai"), client.LimitExpression(`"tenant:" + context.customer_id`)))).
 		Add(client.ParallelWaitAll("ask",
 			client.Branch("research", client.Step("research_review", "research_agent")),
 			client.Branch("legal",

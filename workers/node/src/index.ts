@@ -70,6 +70,7 @@ export {
   type MapSpec,
   type NodeSpec,
   type ParallelSpec,
+  type RateLimitKeySpec,
   type RetryPolicySpec,
   type SleepSpec,
   type StepOptions,

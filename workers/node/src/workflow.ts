@@ -29,6 +29,14 @@ export interface RetryPolicySpec {
   nonRetryableErrorTypes?: string[];
 }
 
+/**
+ * A shared limit (Client.putRateLimit) a step takes part in: a literal key
+ * ("provider:openai"), or `{ keyExpression }`, a CEL expression over the
+ * context giving the key (`'"tenant:" + context.customer_id'`), evaluated
+ * when an attempt is dispatched.
+ */
+export type RateLimitKeySpec = string | { keyExpression: string };
+
 /** A step run by a worker, or (with `workflow`) by a sub-workflow. */
 export interface StepSpec {
   name: string;
@@ -46,8 +54,14 @@ export interface StepSpec {
   timeoutMs?: number;
   /** The attempt fails when no heartbeat arrives for this long, in ms. */
   heartbeatTimeoutMs?: number;
-  /** What one attempt is expected to use, reserved against the workflow's budget. */
+  /**
+   * What one attempt is expected to use: reserved against the execution's
+   * budget, and its tokens (input + output) against the token limits of
+   * `rateLimits`, until its answer reports the usage.
+   */
   usageEstimate?: { inputTokens?: number; outputTokens?: number; costNanoUsd?: number };
+  /** Shared limits an attempt waits for (at most 8): it starts when every key allows it. Not on a sub-workflow step. */
+  rateLimits?: RateLimitKeySpec[];
 }
 
 /** A named sequence of nodes in a parallel group; its result lands under its name. */
@@ -330,6 +344,7 @@ function toStep(node: NodeSpec): StepDefinition {
       const e = node.usageEstimate;
       out.usageEstimate = { inputTokens: e.inputTokens ?? 0, outputTokens: e.outputTokens ?? 0, model: "", costNanoUsd: e.costNanoUsd ?? 0 };
     }
+    out.rateLimits = (node.rateLimits ?? []).map((k) => (typeof k === "string" ? { key: k, keyExpression: "" } : { key: "", keyExpression: k.keyExpression }));
   }
   return out;
 }
@@ -356,7 +371,7 @@ function retryPolicy(spec: RetryPolicySpec | undefined): RetryPolicy | undefined
  * Reads a workflow definition in the definition-file form (JSON text or its
  * parsed value; docs/definition.schema.json): snake_case keys, durations in
  * seconds, `{name, version, description, steps}` with worker and workflow
- * steps and `parallel`, `map`, `condition`, `wait_for_signal`, `sleep` nodes.
+ * steps (`usage_estimate` and `rate_limits` included) and `parallel`, `map`, `condition`, `wait_for_signal`, `sleep` nodes.
  * Unknown keys and what the schema refuses throw an Error naming the place
  * ("steps[1].parallel.branches[0].steps: at least one step"). The same file
  * gives the same definition as the Python `Workflow.from_dict` and the Go
@@ -373,7 +388,19 @@ export function parseDefinition(data: unknown): WorkflowSpec {
 }
 
 const FILE_KINDS = ["parallel", "map", "condition", "wait_for_signal", "sleep"] as const;
-const FILE_STEP_KEYS = ["name", "worker", "compensation", "retry", "timeout", "heartbeat_timeout", "compensation_retry", "workflow", "workflow_version"];
+const FILE_STEP_KEYS = [
+  "name",
+  "worker",
+  "compensation",
+  "retry",
+  "timeout",
+  "heartbeat_timeout",
+  "compensation_retry",
+  "workflow",
+  "workflow_version",
+  "usage_estimate",
+  "rate_limits",
+];
 const FILE_RETRY_KEYS = ["max_attempts", "initial_interval", "backoff_coefficient", "maximum_interval", "non_retryable_error_types"];
 
 function object(value: unknown, where: string, keys: readonly string[]): Record<string, unknown> {
@@ -490,6 +517,23 @@ function fileStep(row: object, where: string): StepSpec {
   if (s["heartbeat_timeout"] !== undefined) out.heartbeatTimeoutMs = secondsMs(s["heartbeat_timeout"], `${where}.heartbeat_timeout`);
   if (s["retry"] !== undefined) out.retryPolicy = fileRetry(s["retry"], `${where}.retry`);
   if (s["compensation_retry"] !== undefined) out.compensationRetryPolicy = fileRetry(s["compensation_retry"], `${where}.compensation_retry`);
+  if (s["usage_estimate"] !== undefined) {
+    const e = object(s["usage_estimate"], `${where}.usage_estimate`, ["input_tokens", "output_tokens", "cost_usd"]);
+    const at = (key: string): number => {
+      const value = e[key] ?? 0;
+      if (typeof value !== "number" || value < 0 || (key !== "cost_usd" && !Number.isInteger(value))) throw new Error(`${where}.usage_estimate.${key}: must be ${key === "cost_usd" ? "a number" : "an integer"} >= 0`);
+      return value;
+    };
+    out.usageEstimate = { inputTokens: at("input_tokens"), outputTokens: at("output_tokens"), costNanoUsd: Math.round(at("cost_usd") * 1e9) };
+  }
+  if (s["rate_limits"] !== undefined) {
+    if (!Array.isArray(s["rate_limits"])) throw new Error(`${where}.rate_limits: expected a list`);
+    out.rateLimits = s["rate_limits"].map((row: unknown, i: number): RateLimitKeySpec => {
+      if (typeof row === "string") return row;
+      const k = object(row, `${where}.rate_limits[${i}]`, ["key_expression"]);
+      return { keyExpression: text(k["key_expression"], `${where}.rate_limits[${i}].key_expression`) };
+    });
+  }
   return out;
 }
 

@@ -61,6 +61,8 @@ function everyKind(): WorkflowSpec {
       heartbeatTimeoutMs: 2_500,
       retryPolicy: { maximumAttempts: 5, initialIntervalMs: 250, backoffCoefficient: 1.5, maximumIntervalMs: 10_000, nonRetryableErrorTypes: ["ValueError", "Rejected"] },
       compensationRetryPolicy: { maximumAttempts: 2 },
+      usageEstimate: { inputTokens: 1500, outputTokens: 500, costNanoUsd: 2_000_000 },
+      rateLimits: ["provider:openai", { keyExpression: '"tenant:" + context.customer_id' }],
     })
     .addParallel(
       "ask",
@@ -124,6 +126,11 @@ describe("WorkflowBuilder", () => {
       [wrap(`{"name": "w", "wait_for_signal": {"timeout": 5}}`), "steps[0].wait_for_signal.signal: required"],
       [wrap(`{"name": "w", "wait_for_signal": {"signal": "go", "timeout": 5, "on_timeout": [{"name": "s", "worker": "w", "retry": {"max_attempts": 0}}]}}`), "steps[0].wait_for_signal.on_timeout[0].retry.max_attempts: must be an integer >= 1"],
       [wrap(`{"name": "a", "worker": "w", "retryPolicy": {}}`), `steps[0]: unknown keys "retryPolicy"`],
+      [wrap(`{"name": "a", "worker": "w", "usage_estimate": {"input_tokens": -1}}`), "steps[0].usage_estimate.input_tokens: must be an integer >= 0"],
+      [wrap(`{"name": "a", "worker": "w", "usage_estimate": {"tokens": 1}}`), `steps[0].usage_estimate: unknown keys "tokens"`],
+      [wrap(`{"name": "a", "worker": "w", "rate_limits": "p"}`), "steps[0].rate_limits: expected a list"],
+      [wrap(`{"name": "a", "worker": "w", "rate_limits": ["p", {"keyExpression": "x"}]}`), `steps[0].rate_limits[1]: unknown keys "keyExpression"`],
+      [wrap(`{"name": "a", "worker": "w", "rate_limits": [7]}`), "steps[0].rate_limits[0]: expected an object"],
       [`{"name": "x", "steps": []}`, `workflow "x" has no steps`],
     ] as const) {
       assert.throws(() => parseDefinition(json), (err: Error) => err.message.includes(want), `${json} should say ${want}`);
