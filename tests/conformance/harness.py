@@ -66,34 +66,35 @@ def _require(tool: str) -> str:
 
 
 class Toolchains:
-    """Builds each language's conformance worker (and the Go and Node model v2
-    client programs) once per session, on first use."""
+    """Builds each language's conformance worker (and the Go and Node client
+    programs) once per session, on first use."""
 
     def __init__(self, build_dir: Path) -> None:
         self.build_dir = build_dir
         self._argv: dict[str, list[str]] = {"python": [sys.executable, str(PYTHON_WORKER)]}
-        self._client_argv: dict[str, list[str]] = {}
+        self._client_argv: dict[tuple[str, str], list[str]] = {}
 
     def argv(self, lang: str) -> list[str]:
         if lang not in self._argv:
             self._argv[lang] = {"go": self._build_go, "node": self._build_node}[lang]()
         return self._argv[lang]
 
-    def client_argv(self, lang: str) -> list[str]:
-        """workers/go/cmd/model-v2-client or workers/node/examples/model-v2-client.ts."""
-        if lang not in self._client_argv:
+    def client_argv(self, lang: str, program: str = "model-v2-client") -> list[str]:
+        """A client program: workers/go/cmd/PROGRAM or workers/node/examples/PROGRAM.ts
+        (model-v2-client, limits-client)."""
+        if (lang, program) not in self._client_argv:
             if lang == "go":
-                binary = self.build_dir / "go-model-v2-client"
+                binary = self.build_dir / f"go-{program}"
                 self._run("go build", [_require("go"), "build", "-o", str(binary),
-                                       "./cmd/model-v2-client"], GO_DIR)  # fmt: skip
-                self._client_argv[lang] = [str(binary)]
+                                       f"./cmd/{program}"], GO_DIR)  # fmt: skip
+                self._client_argv[lang, program] = [str(binary)]
             else:
                 node = self.argv("node")[0]  # builds dist/, examples included
-                self._client_argv[lang] = [
+                self._client_argv[lang, program] = [
                     node,
-                    str(NODE_DIR / "dist" / "examples" / "model-v2-client.js"),
+                    str(NODE_DIR / "dist" / "examples" / f"{program}.js"),
                 ]
-        return self._client_argv[lang]
+        return self._client_argv[lang, program]
 
     def _run(self, what: str, argv: list[str], cwd: Path) -> None:
         done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=600)

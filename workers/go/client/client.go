@@ -12,7 +12,9 @@
 // definition file with ParseDefinition; SignalWorkflow, Approve, Reject,
 // ResumeWorkflow and ListWaitingSignals drive the constructs of
 // docs/workflows.md; CreateSchedule, GetSchedule, ListSchedules,
-// PauseSchedule, UnpauseSchedule and DeleteSchedule manage cron schedules.
+// PauseSchedule, UnpauseSchedule and DeleteSchedule manage cron schedules;
+// PutRateLimit, GetRateLimit, ListRateLimits and DeleteRateLimit manage the
+// shared limits that steps name with the RateLimits option.
 package client
 
 import (
@@ -543,6 +545,12 @@ type StepInfo struct {
 	ChildTransactionID string
 	StartedAt          time.Time
 	FinishedAt         time.Time
+	// Progress is what the worker of the running attempt last reported
+	// (its Heartbeat details), or the shared limit the attempt waits for:
+	// {"waiting_for_rate_limit": key, "reason": "concurrency"} (or
+	// "requests", "tokens", "backoff", "queued"). Nil when the step is not
+	// running or nothing was reported.
+	Progress map[string]any
 }
 
 func statusFromProto(s *pb.WorkflowStatus) (*Status, error) {
@@ -574,6 +582,12 @@ func statusFromProto(s *pb.WorkflowStatus) (*Status, error) {
 		ParentTransactionID:        s.GetParentTransactionId(),
 	}
 	for _, st := range s.GetSteps() {
+		var progress map[string]any
+		if p := st.GetProgress(); p != nil {
+			if progress, err = payload.Decode(p.GetDetails()); err != nil {
+				return nil, fmt.Errorf("client: progress of step %s: %w", st.GetPath(), err)
+			}
+		}
 		out.Steps = append(out.Steps, StepInfo{
 			Name:               st.GetName(),
 			Status:             strings.TrimPrefix(st.GetStatus().String(), "STEP_STATUS_"),
@@ -585,6 +599,7 @@ func statusFromProto(s *pb.WorkflowStatus) (*Status, error) {
 			ChildTransactionID: st.GetChildTransactionId(),
 			StartedAt:          timeOf(st.GetStartedAt()),
 			FinishedAt:         timeOf(st.GetFinishedAt()),
+			Progress:           progress,
 		})
 	}
 	for _, w := range s.GetWaitingSignals() {

@@ -85,6 +85,9 @@ func (f *fakeWorkflows) GetStatus(_ context.Context, req *pb.GetStatusRequest) (
 				StartedAt: timestamppb.New(time.Unix(1_700_000_000, 0)), FinishedAt: timestamppb.New(time.Unix(1_700_000_001, 0))},
 			{Name: "route", Status: pb.StepStatus_STEP_STATUS_COMPLETED, Path: "review/route", Kind: "condition", Branch: "otherwise"},
 			{Name: "publish", Status: pb.StepStatus_STEP_STATUS_SKIPPED, Path: "review/route/publish", Kind: "step"},
+			{Name: "draft", Status: pb.StepStatus_STEP_STATUS_RUNNING, Attempts: 1, Path: "draft", Kind: "step",
+				Progress: &pb.StepProgress{Details: payload.FromJSON([]byte(`{"waiting_for_rate_limit":"tenant:acme","reason":"concurrency"}`)),
+					Attempt: 1, CommandId: "tx-1:draft:1"}},
 		},
 		RunningSteps:        []string{"ask/legal/legal_review", "ask/critic/critic_review"},
 		WaitingSignals:      []*pb.WaitingSignal{waiting},
@@ -171,16 +174,19 @@ func TestGetStatusDecodesTheSnapshot(t *testing.T) {
 	}
 	if s.State != client.StateCompensated || !s.State.Terminal() || s.WorkflowVersion != 2 || s.Revision != 7 ||
 		s.StepResults["charge"].(map[string]any)["charge_id"] != "ch_1" || s.Failure.Type != "ValueError" ||
-		len(s.Steps) != 3 || s.Steps[0].Status != "COMPENSATED" || len(s.Context) != 0 {
+		len(s.Steps) != 4 || s.Steps[0].Status != "COMPENSATED" || len(s.Context) != 0 {
 		t.Errorf("status %+v", s)
 	}
 	first := s.Steps[0]
 	if first.Path != "charge" || first.Kind != "step" || !first.StartedAt.Equal(time.Unix(1_700_000_000, 0)) ||
-		!first.FinishedAt.Equal(time.Unix(1_700_000_001, 0)) {
+		!first.FinishedAt.Equal(time.Unix(1_700_000_001, 0)) || first.Progress != nil {
 		t.Errorf("step %+v", first)
 	}
+	if p := s.Steps[3].Progress; len(p) != 2 || p["waiting_for_rate_limit"] != "tenant:acme" || p["reason"] != "concurrency" {
+		t.Errorf("progress %v", p)
+	}
 	var nodes []string
-	for _, st := range s.Steps[1:] {
+	for _, st := range s.Steps[1:3] {
 		nodes = append(nodes, st.Path+" "+st.Kind+" "+st.Status+" "+st.Branch)
 	}
 	if want := []string{"review/route condition COMPLETED otherwise", "review/route/publish step SKIPPED "}; !slices.Equal(nodes, want) {

@@ -2,8 +2,8 @@
  * A client of WorkflowService: register definitions, start executions, read
  * their status, follow them with WatchWorkflow until they are terminal,
  * signal, approve or reject them, resume failed ones, read the approval
- * inbox, and manage cron schedules. Errors are grpc-js ServiceErrors
- * (`err.code` is the gRPC status code).
+ * inbox, manage cron schedules and the shared rate limits steps name.
+ * Errors are grpc-js ServiceErrors (`err.code` is the gRPC status code).
  */
 import {
   credentials as grpcCredentials,
@@ -18,6 +18,7 @@ import {
 import { type Failure, type Payload, WorkflowState, workflowStateToJSON } from "./gen/multiagents/v1/common.js";
 import { WorkflowFailedError, failureKindName, type FailureKindName } from "./errors.js";
 import type { StatusEvent } from "./gen/multiagents/v1/events.js";
+import type { RateLimit } from "./gen/multiagents/v1/limits.js";
 import {
   type ScheduleAction,
   ScheduleActionKind,
@@ -100,6 +101,14 @@ export interface StepInfoView {
   childTransactionId: string;
   startedAt: Date | undefined;
   finishedAt: Date | undefined;
+  /**
+   * What the worker of the running attempt last reported (its heartbeat
+   * details), or the shared limit the attempt waits for:
+   * `{ waiting_for_rate_limit: key, reason: "concurrency" }` (or "requests",
+   * "tokens", "backoff", "queued"). Unset when the step is not running or
+   * nothing was reported.
+   */
+  progress: Record<string, unknown> | undefined;
 }
 
 /** A wait that waits for a signal now: an entry of the approval inbox. */
@@ -267,6 +276,34 @@ export interface ScheduleStatusView {
   /** The latest actions, newest first, at most 10. */
   recentActions: ScheduleActionView[];
 }
+
+/** Options of {@link Client.putRateLimit}: at least one of requests, tokens and maxConcurrent. */
+export interface RateLimitOptions {
+  /** Attempts started in any window of one period; 0 (default) is no request limit. */
+  requests?: number;
+  /** Estimated tokens (a step's usageEstimate, input + output) reserved per period; 0 (default) is no token limit. */
+  tokens?: number;
+  /** The period of requests and tokens, in ms, between 1 ms and 1 day; default 60 s. */
+  periodMs?: number;
+  /** Attempts running at once per key; 0 (default) is no limit. */
+  maxConcurrent?: number;
+  /** How long nothing starts under the key after a worker reports a failure of type "RateLimited", in ms; default 1 s, at most 1 hour. */
+  backoffMs?: number;
+}
+
+/** A declared shared limit (a decoded RateLimit), defaults filled in by the server. */
+export interface RateLimitView {
+  /** The key as declared; one ending in "*" is a prefix: every key starting with what precedes the "*" has a limit of its own. */
+  key: string;
+  requests: number;
+  tokens: number;
+  periodMs: number;
+  maxConcurrent: number;
+  backoffMs: number;
+}
+
+/** The largest value of a uint32 field (requests, maxConcurrent). */
+const MAX_UINT32 = 0xffff_ffff;
 
 type UnaryMethod<Req, Res> = (
   request: Req,
@@ -448,6 +485,47 @@ export class Client {
   }
 
   /**
+   * Declares (or replaces) the shared limit of `key`, or of every key
+   * starting with a prefix when `key` ends in "*" ("tenant:*"), enforced by
+   * the server across every worker and replica: a step that names the key
+   * (`rateLimits` of a {@link StepSpec}) waits in its queue until the limit
+   * lets it start. A bad key, period or backoff, or a limit with nothing
+   * set, is INVALID_ARGUMENT naming the field; a count that is not an
+   * integer in range throws a RangeError before any call.
+   */
+  async putRateLimit(key: string, options: RateLimitOptions = {}): Promise<RateLimitView> {
+    const count = (field: "requests" | "tokens" | "maxConcurrent", max: number): number => {
+      const value = options[field] ?? 0;
+      if (!Number.isSafeInteger(value) || value < 0 || value > max) throw new RangeError(`${field}: expected an integer from 0 to ${max}, got ${value}`);
+      return value;
+    };
+    const limit: RateLimit = {
+      key,
+      requests: count("requests", MAX_UINT32),
+      tokens: count("tokens", Number.MAX_SAFE_INTEGER),
+      period: duration(options.periodMs),
+      maxConcurrent: count("maxConcurrent", MAX_UINT32),
+      backoff: duration(options.backoffMs),
+    };
+    return responseRateLimit((await this.unary(this.raw.putRateLimit, { limit })).limit, key);
+  }
+
+  /** The limit of a key as declared ("tenant:*" for a prefix); an unknown key is NOT_FOUND. */
+  async getRateLimit(key: string): Promise<RateLimitView> {
+    return responseRateLimit((await this.unary(this.raw.getRateLimit, { key })).limit, key);
+  }
+
+  /** Every declared limit, by key. */
+  async listRateLimits(): Promise<RateLimitView[]> {
+    return (await this.unary(this.raw.listRateLimits, {})).limits.map(rateLimitView);
+  }
+
+  /** Removes a limit; steps naming its key then start without it. An unknown key is NOT_FOUND. */
+  async deleteRateLimit(key: string): Promise<void> {
+    await this.unary(this.raw.deleteRateLimit, { key });
+  }
+
+  /**
    * Follows an execution: yields its current status, then every change,
    * and returns after a terminal state. A stream broken by the network or a
    * server restart is reopened; updates already seen (by revision) are skipped.
@@ -609,6 +687,7 @@ function stepInfoView(step: StepInfo): StepInfoView {
     childTransactionId: step.childTransactionId,
     startedAt: step.startedAt,
     finishedAt: step.finishedAt,
+    progress: step.progress === undefined ? undefined : jsonObject(step.progress.details, `progress of ${step.path}`),
   };
 }
 
@@ -673,6 +752,24 @@ function scheduleActionView(a: ScheduleAction): ScheduleActionView {
     kind: ACTION_KINDS.get(a.kind) ?? "unspecified",
     transactionId: a.transactionId,
     message: a.message,
+  };
+}
+
+/** The limit a PutRateLimit or GetRateLimit response carries. */
+function responseRateLimit(limit: RateLimit | undefined, key: string): RateLimitView {
+  if (limit === undefined) throw new Error(`the server returned no rate limit for ${key}`);
+  return rateLimitView(limit);
+}
+
+/** Decodes a RateLimit. */
+export function rateLimitView(limit: RateLimit): RateLimitView {
+  return {
+    key: limit.key,
+    requests: limit.requests,
+    tokens: limit.tokens,
+    periodMs: millisOf(limit.period),
+    maxConcurrent: limit.maxConcurrent,
+    backoffMs: millisOf(limit.backoff),
   };
 }
 

@@ -2,7 +2,7 @@
  * MultiAgents worker library and client for Node.js.
  *
  * - {@link Worker}: serve worker names over WorkerService.Connect.
- * - {@link Client}: register, execute, watch, cancel, signal and resume workflows; cron schedules.
+ * - {@link Client}: register, execute, watch, cancel, signal and resume workflows; cron schedules; shared rate limits.
  * - {@link WorkflowBuilder}: workflow definitions with parallel groups, maps,
  *   conditions, waits for signals and sleeps (docs/workflows.md).
  * - Errors: {@link NonRetryableError} for validation failures; anything else is retried.
@@ -33,6 +33,7 @@ export {
 export {
   Client,
   isTerminal,
+  rateLimitView,
   scheduleView,
   statusUpdate,
   statusView,
@@ -42,6 +43,8 @@ export {
   type ExecuteOptions,
   type FailureInfo,
   type OverlapPolicyName,
+  type RateLimitOptions,
+  type RateLimitView,
   type ScheduleActionKindName,
   type ScheduleActionView,
   type ScheduleOptions,

@@ -147,6 +147,14 @@ before(async () => {
           { name: "reserve", status: StepStatus.STEP_STATUS_COMPENSATED, attempts: 1, lastFailure: undefined, path: "reserve", kind: "step", branch: "", childTransactionId: "", startedAt: new Date(1_700_000_000_000), finishedAt: new Date(1_700_000_001_000) },
           { name: "route", status: StepStatus.STEP_STATUS_COMPLETED, attempts: 0, lastFailure: undefined, path: "review/route", kind: "condition", branch: "otherwise", childTransactionId: "", startedAt: undefined, finishedAt: undefined },
           { name: "publish", status: StepStatus.STEP_STATUS_SKIPPED, attempts: 0, lastFailure: undefined, path: "review/route/publish", kind: "step", branch: "", childTransactionId: "", startedAt: undefined, finishedAt: undefined },
+          {
+            name: "draft",
+            status: StepStatus.STEP_STATUS_RUNNING,
+            attempts: 1,
+            path: "draft",
+            kind: "step",
+            progress: { details: encodeJson({ waiting_for_rate_limit: "tenant:acme", reason: "concurrency" }), updatedAt: new Date(1_700_000_002_000), attempt: 1, commandId: "tx-1:draft:1", path: "" },
+          },
         ],
         runningSteps: ["ask/legal/legal_review", "ask/critic/critic_review"],
         waitingSignals: [WAITING],
@@ -283,9 +291,11 @@ describe("Client", () => {
       childTransactionId: "",
       startedAt: new Date(1_700_000_000_000),
       finishedAt: new Date(1_700_000_001_000),
+      progress: undefined,
     });
+    assert.deepEqual(status.steps[3]!.progress, { waiting_for_rate_limit: "tenant:acme", reason: "concurrency" });
     assert.deepEqual(
-      status.steps.slice(1).map((s) => [s.path, s.kind, s.status, s.branch]),
+      status.steps.slice(1, 3).map((s) => [s.path, s.kind, s.status, s.branch]),
       [
         ["review/route", "condition", "COMPLETED", "otherwise"],
         ["review/route/publish", "step", "SKIPPED", ""],
@@ -425,6 +435,17 @@ describe("Client", () => {
     for (const call of [client.pauseSchedule("nope"), client.unpauseSchedule("nope"), client.deleteSchedule("nope")]) {
       await assert.rejects(call, (err: grpc.ServiceError) => err.code === grpc.status.NOT_FOUND);
     }
+  });
+
+  it("putRateLimit refuses a count that is not an integer in range before any call (the scripted server has no PutRateLimit)", async () => {
+    for (const [options, message] of [
+      [{ requests: -1 }, "requests: expected an integer from 0 to 4294967295, got -1"],
+      [{ maxConcurrent: 2 ** 32 }, "maxConcurrent: expected an integer from 0 to 4294967295, got 4294967296"],
+      [{ tokens: 1.5 }, "tokens: expected an integer from 0 to 9007199254740991, got 1.5"],
+    ] as const) {
+      await assert.rejects(client.putRateLimit("tenant:*", options), (err: unknown) => err instanceof RangeError && err.message === message);
+    }
+    await assert.rejects(client.putRateLimit("tenant:*", { maxConcurrent: 1 }), (err: grpc.ServiceError) => err.code === grpc.status.UNIMPLEMENTED);
   });
 
   it("getStatus of an unknown transaction rejects with NOT_FOUND", async () => {

@@ -451,7 +451,12 @@ export interface StepInfo {
    * The latest progress its worker reported for the step's running attempt
    * (the details of a Heartbeat naming the command); unset when the step
    * is not running or its worker reported none. Kept while the attempt
-   * runs: a new attempt, or the step's end, clears it.
+   * runs: a new attempt, or the step's end, clears it. While the attempt
+   * waits for a shared limit (StepDefinition.rate_limits) the server sets
+   * it to {"waiting_for_rate_limit": key, "reason": r}, r being
+   * "concurrency", "requests", "tokens", "backoff" (the part of the key's
+   * limit that refused it) or "queued" (behind an earlier attempt naming
+   * the same keys); it is cleared when the attempt is sent to a worker.
    */
   progress: StepProgress | undefined;
 }
