@@ -91,7 +91,7 @@ try {
   await client.registerWorkflow(spec);
 
   const a: string[] = [];
-  for (let i = 0; i < 4; i++) a.push(await client.executeWorkflow("answer", { customer_id: `${prefix}-a`, sleep_ms: 2000 }));
+  for (let i = 0; i < 4; i++) a.push(await client.executeWorkflow("answer", { customer_id: `${prefix}-a`, sleep_ms: 4000 }));
   const b = await client.executeWorkflow("answer", { customer_id: `${prefix}-b`, sleep_ms: 100 });
   const waiting = await until("a step of P-a waiting for its limit", async () => {
     for (const tx of a) {

@@ -130,7 +130,7 @@ func run(server, prefix string) error {
 
 	var a []string
 	for range 4 {
-		tx, err := c.ExecuteWorkflow(ctx, "answer", map[string]any{"customer_id": prefix + "-a", "sleep_ms": 2000}, client.ExecuteOptions{})
+		tx, err := c.ExecuteWorkflow(ctx, "answer", map[string]any{"customer_id": prefix + "-a", "sleep_ms": 4000}, client.ExecuteOptions{})
 		if err != nil {
 			return err
 		}
