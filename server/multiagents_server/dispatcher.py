@@ -772,6 +772,11 @@ class Dispatcher:
             return
         self._start(session, entry, command, self.clock)
         session.outgoing.put_nowait(wpb.ConnectResponse(command=command))
+        if waited and keys in self._waiting:
+            # The next of its group may fit too (a limit raised meanwhile):
+            # try it now rather than at the next place given back.
+            self._due[keys] = 0
+            self._limits_wakeup.set()
         if waited:
             transaction_id = transaction_of(command.command_id)
             with contextlib.suppress(StoreError):
@@ -845,6 +850,20 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.001, (next_due - self.clock) / 1000)):
                     await self._limits_wakeup.wait()
+
+    def limit_changed(self, declared: str | None) -> None:
+        """A limit was declared, replaced or deleted (`declared` as declared,
+        e.g. `tenant:*`; None: any may have been, the bus was lost): the
+        groups waiting under a key it governs try again now, on every
+        replica, rather than when their retry is due."""
+        prefix = declared[:-1] if declared is not None and declared.endswith("*") else None
+        for keys in self._waiting:
+            if declared is None or any(
+                k == declared or (prefix is not None and k.startswith(prefix)) for k in keys
+            ):
+                self._due[keys] = 0
+        if self._waiting:
+            self._limits_wakeup.set()
 
     def _forget_waiting(self, worker: str) -> list[CommandEntry]:
         """Take the waiting commands of a worker name no local session serves."""

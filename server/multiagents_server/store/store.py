@@ -423,8 +423,13 @@ class Store:
 
     @_guarded
     async def put_limit(self, key: str, limit: bytes) -> bool:
-        """Declare (or replace) the limit of `key`; True when it is new."""
-        return bool(await self.redis.hset(self.keys.limits, key, limit))
+        """Declare (or replace) the limit of `key`; True when it is new. The
+        replicas are told, so that commands waiting under it try again."""
+        cmds = self._auto.commands()
+        cmds.hset(self.keys.limits, key, limit)
+        cmds.execute_command("PUBLISH", self.keys.bus, b"l" + key.encode())
+        created, _ = await cmds.execute()
+        return bool(created)
 
     @_guarded
     async def limit(self, key: str) -> bytes | None:
@@ -437,12 +442,13 @@ class Store:
 
     @_guarded
     async def delete_limit(self, key: str) -> bool:
-        """Forget a limit, and the state of its key when it is not a prefix."""
+        """Forget the declaration of a limit; the replicas are told, as by
+        `put_limit`. The state of its keys (places held, starts, tokens,
+        backoff) stays until it expires, so a limit declared again under
+        the key counts the attempts still running."""
         cmds = self._auto.commands()
         cmds.hdel(self.keys.limits, key)
-        cmds.delete(
-            self.keys.limit_state(key), self.keys.limit_holders(key), self.keys.limit_starts(key)
-        )
+        cmds.execute_command("PUBLISH", self.keys.bus, b"l" + key.encode())
         deleted, _ = await cmds.execute()
         return bool(deleted)
 
@@ -820,6 +826,7 @@ class Store:
             ord("c"): "cancel",
             ord("d"): "definition",
             ord("o"): "output",
+            ord("l"): "limit",
         }
         client = self.redis
         if self.cluster:
