@@ -35,6 +35,7 @@ from multiagents_server.store.records import (
     Message,
     OutputEntry,
     OutputRow,
+    Refusal,
     Stored,
     StoreError,
     StoreUnavailable,
@@ -465,15 +466,15 @@ class Store:
     @_guarded
     async def acquire_limits(
         self, keys: Sequence[str], holder: str, lease_until_ms: int, tokens: int
-    ) -> tuple[bool, int, str, str]:
-        """Take `holder`'s place in every key, or none: (taken, ms to wait
-        at least, the key that said no, why)."""
+    ) -> tuple[int, Refusal | None]:
+        """Take `holder`'s place in every key, or none: (0, None) when
+        taken, else (ms to wait at least, why)."""
         reply = await self._script(
             "acquire_limits", self._limit_keys(keys), [holder, lease_until_ms, tokens, *keys]
         )
         if reply[0] == 1:
-            return True, 0, "", ""
-        return False, int(reply[1]), reply[2].decode(), reply[3].decode()
+            return 0, None
+        return int(reply[1]), Refusal(reply[2].decode(), reply[3].decode(), reply[4].decode())
 
     @_guarded
     async def release_limits(
