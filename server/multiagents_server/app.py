@@ -129,6 +129,7 @@ class Server:
             on_cancel=dispatcher.cancel_local,
             on_wake=dispatcher.wake,
             on_definition=orchestrator.definitions.forget_latest,
+            on_limit=dispatcher.limit_changed,
         )
 
         options = [

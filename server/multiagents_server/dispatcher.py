@@ -48,7 +48,13 @@ from multiagents_server.engine import failures
 from multiagents_server.engine.saga import HEARTBEAT_TIMER, timer_id
 from multiagents_server.orchestrator import Orchestrator
 from multiagents_server.outcomes import Outcome
-from multiagents_server.store import CommandEntry, Store, StoreError, StoreUnavailable
+from multiagents_server.store import (
+    CommandEntry,
+    Refusal,
+    Store,
+    StoreError,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +241,9 @@ class Dispatcher:
         self._waiting: dict[tuple[str, ...], deque[tuple[CommandEntry, wpb.Command]]] = {}
         self._waiting_count = 0
         self._due: dict[tuple[str, ...], int] = {}
-        # The key (and why) that last refused each group's first command.
-        self._refused: dict[tuple[str, ...], tuple[str, str]] = {}
+        # Why each group's first command was last refused (also the label
+        # of its commands in the metric of waiting steps).
+        self._refused: dict[tuple[str, ...], Refusal] = {}
         self._limits_wakeup = asyncio.Event()
         self._limits_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -547,11 +554,11 @@ class Dispatcher:
                     cancel=wpb.Cancel(command_id=command_id, reason=reason)
                 )
                 session.outgoing.put_nowait(message)
-        for group in self._waiting.values():
+        for keys, group in self._waiting.items():
             for item in group:
                 if item[1].command_id == command_id:
                     group.remove(item)
-                    self._waiting_count -= 1
+                    self._count_waiting(keys, -1)
                     self.spawn(self.store.ack_commands([item[0]]))
                     return
 
@@ -586,6 +593,8 @@ class Dispatcher:
             self._limits_task.cancel()
         await asyncio.gather(*self._pullers.values(), return_exceptions=True)
         waiting = [e for group in self._waiting.values() for e, _ in group]
+        for keys, group in self._waiting.items():
+            self._count_waiting(keys, -len(group))
         self._waiting.clear()
         await self.store.requeue_commands([e for q in self._backlog.values() for e in q] + waiting)
         self._backlog.clear()
@@ -735,9 +744,12 @@ class Dispatcher:
         group = self._waiting.get(keys)
         if group and not waited:
             group.append((entry, command))
-            self._waiting_count += 1
-            key, reason = self._refused.get(keys, (keys[0], "queued"))
-            self.spawn(self._show_waiting(command, key, reason))
+            self._count_waiting(keys, 1)
+            refusal = self._refused.get(keys)
+            if refusal is None:
+                self.spawn(self._show_waiting(command, keys[0], "queued"))
+            else:
+                self.spawn(self._show_waiting(command, refusal.key, refusal.reason))
             return
         session.reserved += 1
         self.spawn(self._acquire(session, entry, command, waited=waited))
@@ -747,21 +759,21 @@ class Dispatcher:
     ) -> None:
         keys = tuple(command.rate_limits.keys)
         try:
-            taken, wait_ms, key, reason = await self.store.acquire_limits(
+            wait_ms, refusal = await self.store.acquire_limits(
                 keys, command.command_id, command.deadline.ToMilliseconds(),
                 command.rate_limits.tokens,
             )  # fmt: skip
         except StoreError as exc:
             log.warning("cannot take rate limit places: %s", exc)
-            taken, wait_ms, key, reason = False, int(REDIS_RETRY_S * 1000), "", "unavailable"
+            wait_ms, refusal = int(REDIS_RETRY_S * 1000), Refusal("", "unavailable", "")
         finally:
             session.reserved -= 1
-        if not taken:
-            if key:
-                self._refused[keys] = (key, reason)
+        if refusal is not None:
+            if refusal.key:
+                self._refuse(keys, refusal)
             self._wait(entry, command, wait_ms, waited=waited)
             if not waited:
-                await self._show_waiting(command, key, reason)
+                await self._show_waiting(command, refusal.key, refusal.reason)
             self._wake(session.names)
             return
         if session.free < 0 or session.closed or session.draining:
@@ -772,6 +784,11 @@ class Dispatcher:
             return
         self._start(session, entry, command, self.clock)
         session.outgoing.put_nowait(wpb.ConnectResponse(command=command))
+        if waited and keys in self._waiting:
+            # The next of its group may fit too (a limit raised meanwhile):
+            # try it now rather than at the next place given back.
+            self._due[keys] = 0
+            self._limits_wakeup.set()
         if waited:
             transaction_id = transaction_of(command.command_id)
             with contextlib.suppress(StoreError):
@@ -787,7 +804,7 @@ class Dispatcher:
             group.appendleft((entry, command))  # it was the group's first
         else:
             group.append((entry, command))
-        self._waiting_count += 1
+        self._count_waiting(keys, 1)
         self._due[keys] = self.clock + max(1, min(wait_ms, LIMIT_POLL_MS * 10))
         if self._limits_task is None or self._limits_task.done():
             self._limits_task = asyncio.create_task(self._retry_waiting(), name="limits")
@@ -829,14 +846,14 @@ class Dispatcher:
                 entry, command = group[0]
                 if command.deadline.ToMilliseconds() <= now:
                     group.popleft()  # its timeout fired: nothing to start
-                    self._waiting_count -= 1
+                    self._count_waiting(keys, -1)
                     self.spawn(self.store.ack_commands([entry]))
                     continue
                 candidates = [s for s in self._serving(entry.worker) if s.free > 0]
                 if not candidates:
                     continue  # a slot that frees wakes this loop
                 group.popleft()
-                self._waiting_count -= 1
+                self._count_waiting(keys, -1)
                 self._due[keys] = now + LIMIT_POLL_MS * 10  # until its answer says
                 del self._waiting[keys]
                 self._waiting[keys] = group  # to the end: round-robin
@@ -846,15 +863,50 @@ class Dispatcher:
                 async with asyncio.timeout(max(0.001, (next_due - self.clock) / 1000)):
                     await self._limits_wakeup.wait()
 
+    def limit_changed(self, declared: str | None) -> None:
+        """A limit was declared, replaced or deleted (`declared` as declared,
+        e.g. `tenant:*`; None: any may have been, the bus was lost): the
+        groups waiting under a key it governs try again now, on every
+        replica, rather than when their retry is due."""
+        prefix = declared[:-1] if declared is not None and declared.endswith("*") else None
+        for keys in self._waiting:
+            if declared is None or any(
+                k == declared or (prefix is not None and k.startswith(prefix)) for k in keys
+            ):
+                self._due[keys] = 0
+        if self._waiting:
+            self._limits_wakeup.set()
+
     def _forget_waiting(self, worker: str) -> list[CommandEntry]:
         """Take the waiting commands of a worker name no local session serves."""
         left: list[CommandEntry] = []
         for keys, group in list(self._waiting.items()):
             kept = deque(item for item in group if item[0].worker != worker)
             left += [e for e, _ in group if e.worker == worker]
+            self._count_waiting(keys, len(kept) - len(group))
             self._waiting[keys] = kept
-        self._waiting_count -= len(left)
         return left
+
+    def _count_waiting(self, keys: tuple[str, ...], delta: int) -> None:
+        """`delta` commands more (or fewer) wait in the group of `keys`."""
+        self._waiting_count += delta
+        refusal = self._refused.get(keys)
+        if refusal is None:
+            observability.waiting_for_limit("", "", delta)
+        else:
+            observability.waiting_for_limit(refusal.limit, refusal.reason, delta)
+
+    def _refuse(self, keys: tuple[str, ...], refusal: Refusal) -> None:
+        """Record why the group of `keys` waits; the commands already in it
+        move to the new refusal's label in the metric."""
+        if self._refused.get(keys) == refusal:
+            return
+        waiting = len(self._waiting.get(keys, ()))
+        if waiting:
+            self._count_waiting(keys, -waiting)
+        self._refused[keys] = refusal
+        if waiting:
+            self._count_waiting(keys, waiting)
 
     def _release_limits(
         self, inflight: Inflight, usage: engine.Usage | None, *, back_off: bool

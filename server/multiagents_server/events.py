@@ -2,9 +2,10 @@
 
 One subscription per replica to the store's bus receives every committed
 transition's history events (one notification per transition), command
-cancellations, queue wake-ups and registered definitions; watchers register a local queue per
-transaction (or for all). The bus is only the live feed: the history
-stream is the record, and pullers poll as a safety net for lost wake-ups.
+cancellations, queue wake-ups, registered definitions and changed rate
+limits; watchers register a local queue per transaction (or for all). The
+bus is only the live feed: the history stream is the record, and pullers
+poll as a safety net for lost wake-ups.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class EventHub:
         on_cancel: Callable[[str, str], None],
         on_wake: Callable[[int, str], None],
         on_definition: Callable[[str | None], None],
+        on_limit: Callable[[str | None], None],
     ) -> None:
         self._store = store
         self._on_cancel = on_cancel
@@ -65,6 +67,9 @@ class EventHub:
         # A definition name was registered; None: any may have been (the
         # feed was lost for a while).
         self._on_definition = on_definition
+        # A rate limit was declared, replaced or deleted (its key as
+        # declared); None: any may have been.
+        self._on_limit = on_limit
         self._subscribers: dict[str, set[asyncio.Queue[events_pb2.WorkflowEvent]]] = {}
         # Readers of executions' output streams, woken when output is appended.
         self._output_readers: dict[str, set[asyncio.Event]] = {}
@@ -107,6 +112,7 @@ class EventHub:
 
         def subscribed() -> None:
             self._on_definition(None)
+            self._on_limit(None)
             for readers in self._output_readers.values():
                 for event in readers:
                     event.set()  # output may have been appended while the feed was down
@@ -122,6 +128,8 @@ class EventHub:
                             event.set()
                     elif message.kind == "definition":
                         self._on_definition(message.data.decode())
+                    elif message.kind == "limit":
+                        self._on_limit(message.data.decode())
                     elif message.kind == "wake":
                         bucket, _, worker = message.data.decode().partition("|")
                         self._on_wake(int(bucket), worker)

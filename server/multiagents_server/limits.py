@@ -14,7 +14,11 @@ not start waits in this replica's memory (it stays pending in its Redis
 queue: if the replica dies, it fails as WorkerLost and is retried, like the
 replica's other pending commands), grouped by its keys, and is tried
 again when its keys should allow it, round-robin over the groups: one
-tenant's thousand commands do not hold back another's one.
+tenant's thousand commands do not hold back another's one. A group is
+tried again when a place of its keys is given back on this replica, when
+its first command started (the next may fit too), when a limit governing
+one of its keys is declared, replaced or deleted (on any replica: the bus
+tells them all), and at the latest after a second.
 Commands of steps that name no limit never reach this module.
 """
 

@@ -22,13 +22,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from integration.helpers import make_config, run, serving, wait_for
 from multiagents import (
+    Budget,
     Client,
+    Estimate,
+    LimitKey,
     RetryPolicy,
     WorkerExecutionError,
     WorkerRuntime,
     WorkflowBuilder,
+    report_usage,
     worker,
 )
+from multiagents_server import observability
 from multiagents_server.app import Server
 from multiagents_server.config import ConfigError
 from multiagents_server.embedded_redis import EmbeddedRedis, free_port
@@ -235,3 +240,118 @@ async def test_a_supervisor_serves_the_sum_of_its_replicas(
         return value(after, "multiagents_worker_sessions", language="python") == 0
 
     await wait_for(session_gone, timeout=10, interval=0.1)
+
+
+async def test_usage_and_failure_kinds_are_counted_by_workflow(
+    metered: Server, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tokens and cost as the workers reported them with the answers the
+    server accepted: a completed and a failed attempt both count; a
+    sub-workflow's usage counts under the child's name only (its parent's
+    step sums it, the metric does not again). A budget that stops a step
+    is a failure of kind budget_exceeded. Models past the cap are "other"."""
+    port = metered.config.metrics_port
+    model, spill = f"{uid}/m", f"{uid}/spill"
+    monkeypatch.setattr(observability, "MAX_MODEL_LABELS", len(observability._model_labels) + 1)
+    calls = 0
+
+    @worker(f"{uid}.llm")
+    async def llm(ctx: dict[str, Any]) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        report_usage(input_tokens=300, output_tokens=50, model=model, cost_usd=0.0025)
+        if calls == 1:
+            raise WorkerExecutionError("the first call fails, and still costs")
+        return {}
+
+    @worker(f"{uid}.other")
+    async def other(ctx: dict[str, Any]) -> dict[str, Any]:
+        report_usage(input_tokens=7, model=spill)
+        return {}
+
+    @worker(f"{uid}.boom")
+    async def boom(ctx: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("never works")
+
+    child = WorkflowBuilder(f"{uid}.child").add_step("call", llm, retry=FAST).build()
+    parent = (
+        WorkflowBuilder(f"{uid}.parent")
+        .add_workflow_step("sub", child)
+        .add_step("spill", other)
+        .build()
+    )
+    capped = (
+        WorkflowBuilder(f"{uid}.capped", budget=Budget(max_tokens=500))
+        .add_step("call", llm)
+        .add_step("more", llm, estimate=Estimate(input_tokens=400))
+        .build()
+    )
+    failing = WorkflowBuilder(f"{uid}.failing").add_step("x", boom).build()
+    async with Client(metered.address) as client, serving(metered, llm, other, boom):
+        await client.register_workflow(child)
+        assert (await run(client, parent, {})).state == "completed"
+        assert (await run(client, capped, {})).state == "failed"
+        assert (await run(client, failing, {})).state == "failed"
+        after = await asyncio.to_thread(scrape, port)
+
+    tokens, cost = "multiagents_step_tokens_total", "multiagents_step_cost_usd_total"
+    # The child: two attempts (a failure, then a result) of 300 in, 50 out.
+    assert value(after, tokens, workflow=child.name, model=model, direction="input") == 600
+    assert value(after, tokens, workflow=child.name, model=model, direction="output") == 100
+    assert value(after, cost, workflow=child.name, model=model) == pytest.approx(0.005)
+    assert value(after, tokens, workflow=parent.name, model=model, direction="input") == 0
+    assert value(after, tokens, workflow=parent.name, model="other", direction="input") == 7
+    assert value(after, tokens, workflow=parent.name, model=spill, direction="input") == 0
+    # capped: the first call (350 tokens) ran, the second would need 400 more.
+    assert value(after, tokens, workflow=capped.name, model=model, direction="input") == 300
+
+    failures = "multiagents_workflow_failures_total"
+    assert value(after, failures, workflow=capped.name, kind="budget_exceeded") == 1
+    assert value(after, failures, workflow=failing.name, kind="application") == 1
+    assert value(after, failures, workflow=parent.name, kind="application") == 0
+
+
+async def test_steps_waiting_for_a_rate_limit_are_counted_by_the_declared_limit(
+    metered: Server, uid: str
+) -> None:
+    """One at a time per tenant (`tenant:*`), three tenants' steps: the
+    waiting ones are counted under the declared prefix, not per tenant, and
+    the gauge goes back to zero when they have run."""
+    port = metered.config.metrics_port
+    pattern = f"{uid}:tenant:*"
+    release = asyncio.Event()
+
+    @worker(f"{uid}.hold")
+    async def hold(ctx: dict[str, Any]) -> dict[str, Any]:
+        await release.wait()
+        return {}
+
+    key = LimitKey(expression=f'"{uid}:tenant:" + context.tenant')
+    wf = WorkflowBuilder(f"{uid}.wf").add_step("s", hold, rate_limits=[key]).build()
+    gauge = "multiagents_steps_waiting_for_rate_limit"
+
+    def waiting(samples: Samples) -> list[tuple[dict[str, str], float]]:
+        return [
+            (dict(labels), v)
+            for (name, labels), v in samples.items()
+            if name == gauge and uid in dict(labels).get("limit", "")
+        ]
+
+    async with Client(metered.address) as client, serving(metered, hold, concurrency=16):
+        await client.put_rate_limit(pattern, max_concurrent=1)
+        await client.register_workflow(wf)
+        ids = [
+            await client.execute_workflow(wf.name, {"tenant": tenant})
+            for tenant in ("a", "a", "a", "b", "b", "c")
+        ]
+
+        async def counted() -> bool:
+            samples = await asyncio.to_thread(scrape, port)
+            return waiting(samples) == [({"limit": pattern, "reason": "concurrency"}, 3.0)]
+
+        await wait_for(counted, timeout=20, interval=0.1)
+        release.set()
+        finals = await asyncio.gather(*(client.wait(tx, 30) for tx in ids))
+        after = await asyncio.to_thread(scrape, port)
+    assert {f.state for f in finals} == {"completed"}
+    assert waiting(after) == [({"limit": pattern, "reason": "concurrency"}, 0.0)]

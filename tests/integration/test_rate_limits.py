@@ -4,6 +4,7 @@ server across sessions, worker processes and replicas."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -415,3 +416,183 @@ async def test_a_concurrency_key_holds_across_two_replicas(
             finals = await asyncio.gather(*(ca.wait(tx, 60) for tx in ids))
     assert {f.state for f in finals} == {"completed"}
     assert most == 2
+
+
+async def test_raising_a_limit_starts_more_of_the_steps_waiting_under_it(
+    server: Server, client: Client, uid: str
+) -> None:
+    """One at a time, then raised to three while twelve steps wait: three
+    run at once. Each step holds its place until three run (or 0.3 s pass,
+    shorter than the dispatcher's 1 s retry of a waiting group): before the
+    fix a waiting group was tried again only when a place was given back,
+    one start per release, so the steps kept running one at a time."""
+    await client.put_rate_limit(f"{uid}:k", max_concurrent=1)
+    running, most, started = 0, 0, 0
+    three_at_once = asyncio.Event()
+    first_may_end = asyncio.Event()
+
+    @worker(f"{uid}.w")
+    async def work(ctx: dict[str, Any]) -> dict[str, Any]:
+        nonlocal running, most, started
+        running += 1
+        started += 1
+        most = max(most, running)
+        if running >= 3:
+            three_at_once.set()
+        try:
+            if started == 1:
+                await first_may_end.wait()  # until the limit is raised
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(three_at_once.wait(), 0.3)
+        finally:
+            running -= 1
+        return {}
+
+    wf = WorkflowBuilder(f"{uid}.wf").add_step("s", work, rate_limits=[f"{uid}:k"]).build()
+    await client.register_workflow(wf)
+    async with serving(server, work, concurrency=16):
+        ids = [await client.execute_workflow(wf.name, {}) for _ in range(13)]
+        await wait_for(lambda: started == 1, timeout=20)
+        await client.put_rate_limit(f"{uid}:k", max_concurrent=3)
+        first_may_end.set()
+        finals = await asyncio.gather(*(client.wait(tx, 60) for tx in ids))
+    assert {f.state for f in finals} == {"completed"}
+    assert most == 3
+
+
+async def test_a_limit_changed_while_steps_wait_applies_to_them_at_once(
+    server: Server, client: Client, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight steps that hold their place until released, under a limit
+    changed while they wait; the dispatcher's periodic retry of a waiting
+    group is put off (10 minutes) so that only the change itself can start
+    them. One at a time; raised to three: three run. Lowered to two: the
+    first to end starts none, the second one. Deleted: every waiting step
+    starts. Declared again, at one: the six still running count, so a new
+    step waits."""
+    monkeypatch.setattr("multiagents_server.dispatcher.LIMIT_POLL_MS", 60_000)
+    await client.put_rate_limit(f"{uid}:k", max_concurrent=1)
+    gates: dict[str, asyncio.Event] = {}
+    started: list[str] = []
+    running: set[str] = set()
+    seen_at_start: list[int] = []
+
+    @worker(f"{uid}.w")
+    async def hold(ctx: dict[str, Any]) -> dict[str, Any]:
+        n = ctx["n"]
+        started.append(n)
+        running.add(n)
+        seen_at_start.append(len(running))
+        try:
+            await gates[n].wait()
+        finally:
+            running.discard(n)
+        return {}
+
+    wf = (
+        WorkflowBuilder(f"{uid}.wf")
+        .add_step("s", hold, timeout=120, rate_limits=[f"{uid}:k"])
+        .build()
+    )
+    await client.register_workflow(wf)
+    async with serving(server, hold, concurrency=16):
+        ids = {}
+        for n in map(str, range(8)):
+            gates[n] = asyncio.Event()
+            ids[n] = await client.execute_workflow(wf.name, {"n": n})
+        await wait_for(lambda: len(running) == 1, timeout=20)
+
+        await client.put_rate_limit(f"{uid}:k", max_concurrent=3)
+        await wait_for(lambda: len(running) == 3, timeout=20)
+
+        await client.put_rate_limit(f"{uid}:k", max_concurrent=2)
+        lowered = len(seen_at_start)
+        for first in started[:2]:
+            gates[first].set()
+            assert (await client.wait(ids[first], 20)).state == "completed"
+        await wait_for(lambda: len(started) == 4, timeout=20)
+        assert seen_at_start[lowered:] == [2]  # the first to end started none
+
+        await client.delete_rate_limit(f"{uid}:k")
+        await wait_for(lambda: len(running) == 6, timeout=20)
+
+        await client.put_rate_limit(f"{uid}:k", max_concurrent=1)
+        gates["8"] = asyncio.Event()
+        ids["8"] = await client.execute_workflow(wf.name, {"n": "8"})
+
+        async def waits() -> bool:
+            progress = (await client.get_status(ids["8"])).steps[0].progress
+            return progress == {"waiting_for_rate_limit": f"{uid}:k", "reason": "concurrency"}
+
+        await wait_for(waits, timeout=20)
+        for gate in gates.values():
+            gate.set()
+        finals = await asyncio.gather(*(client.wait(tx, 20) for tx in ids.values()))
+    assert {f.state for f in finals} == {"completed"}
+
+
+async def test_a_limit_raised_through_one_replica_starts_steps_waiting_at_another(
+    redis_server: EmbeddedRedis, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The steps wait at replica B (its worker's); the limit is raised
+    through replica A; B's periodic retry is put off, so only A's word
+    (on the bus) can start the second step."""
+    monkeypatch.setattr("multiagents_server.dispatcher.LIMIT_POLL_MS", 60_000)
+    release = asyncio.Event()
+    running = 0
+
+    @worker(f"{uid}.w")
+    async def hold(ctx: dict[str, Any]) -> dict[str, Any]:
+        nonlocal running
+        running += 1
+        await release.wait()
+        return {}
+
+    config = make_config(redis_server.url)
+    async with Server(config) as a, Server(config) as b, Client(a.address) as ca:
+        await ca.put_rate_limit(f"{uid}:k", max_concurrent=1)
+        wf = (
+            WorkflowBuilder(f"{uid}.wf")
+            .add_step("s", hold, timeout=120, rate_limits=[f"{uid}:k"])
+            .build()
+        )
+        await ca.register_workflow(wf)
+        async with serving(b, hold):
+            ids = [await ca.execute_workflow(wf.name, {}) for _ in range(2)]
+            await wait_for(lambda: running == 1, timeout=20)
+            await ca.put_rate_limit(f"{uid}:k", max_concurrent=2)
+            await wait_for(lambda: running == 2, timeout=20)
+            release.set()
+            finals = await asyncio.gather(*(ca.wait(tx, 20) for tx in ids))
+    assert {f.state for f in finals} == {"completed"}
+
+
+async def test_a_raised_request_limit_counts_the_starts_already_made(
+    server: Server, client: Client, uid: str
+) -> None:
+    """One start per hour, raised to two: the waiting second step starts,
+    a third waits (the first start still counts)."""
+    await client.put_rate_limit(f"{uid}:rph", requests=1, period=3600)
+
+    @worker(f"{uid}.w")
+    async def work(ctx: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    wf = WorkflowBuilder(f"{uid}.wf").add_step("s", work, rate_limits=[f"{uid}:rph"]).build()
+    await client.register_workflow(wf)
+
+    async def waits(tx: str) -> bool:
+        progress = (await client.get_status(tx)).steps[0].progress
+        return progress == {"waiting_for_rate_limit": f"{uid}:rph", "reason": "requests"}
+
+    async with serving(server, work):
+        first = await client.wait(await client.execute_workflow(wf.name, {}), 20)
+        assert first.state == "completed"
+        second = await client.execute_workflow(wf.name, {})
+        await wait_for(lambda: waits(second), timeout=20)
+        await client.put_rate_limit(f"{uid}:rph", requests=2, period=3600)
+        assert (await client.wait(second, 20)).state == "completed"
+        third = await client.execute_workflow(wf.name, {})
+        await wait_for(lambda: waits(third), timeout=20)
+        await client.cancel_workflow(third)
+        assert (await client.wait(third, 20)).state == "cancelled"

@@ -596,6 +596,9 @@ class ResultRecorded:
     command_id: str
     result: JsonObject
     path: str = ""
+    # The usage a worker reported with the answer (added to the step's sum;
+    # None for a sub-workflow step, whose usage its child's steps recorded).
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,6 +613,9 @@ class ErrorRecorded:
     failure: Failure
     will_retry: bool
     path: str = ""
+    # The usage a worker reported with the answer (added to the step's sum;
+    # None for a sub-workflow step, whose usage its child's steps recorded).
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)

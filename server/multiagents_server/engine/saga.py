@@ -709,7 +709,15 @@ def _on_completed(ex: Execution, event: StepCompleted, now_ms: int) -> Transitio
     worker = spec.worker if attempt.kind is CommandKind.EXECUTE else spec.compensation
     path = b.path(attempt.key)
     b.history.append(
-        ResultRecorded(attempt.kind, worker, spec.name, event.command_id, event.result, path)
+        ResultRecorded(
+            attempt.kind,
+            worker,
+            spec.name,
+            event.command_id,
+            event.result,
+            path,
+            _worker_usage(spec, attempt, event.usage),
+        )
     )
     if attempt.kind is CommandKind.EXECUTE:
         b.finish(attempt.key, event.result, compensable=True)
@@ -732,6 +740,14 @@ def _on_completed(ex: Execution, event: StepCompleted, now_ms: int) -> Transitio
         b.set(attempt.key, status=StepStatus.COMPENSATED)
     b.next_compensation_or_finish()
     return b.done()
+
+
+def _worker_usage(spec: StepSpec, attempt: Attempt, used: usage.Usage | None) -> usage.Usage | None:
+    """What a worker reported with an answer; None for a sub-workflow
+    step's outcome (the usage of its child, recorded by the child's steps)."""
+    if not used or (spec.workflow and attempt.kind is CommandKind.EXECUTE):
+        return None
+    return used
 
 
 def _retryable(policy: RetryPolicy, failure: Failure, attempt: int) -> bool:
@@ -771,6 +787,7 @@ def _on_failed(
             failure,
             will_retry,
             b.path(attempt.key),
+            _worker_usage(spec, attempt, used),
         )
     )
     b.set(attempt.key, last_failure=failure)

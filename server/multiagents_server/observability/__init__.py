@@ -45,6 +45,7 @@ __all__ = [
     "step_answered",
     "step_sent",
     "submit_span",
+    "waiting_for_limit",
 ]
 
 # The log of what executions did: ends and step failures (INFO), step
@@ -53,6 +54,13 @@ log = logging.getLogger("multiagents_server.workflows")
 
 _metrics: Metrics | None = None
 REGISTRY = CollectorRegistry()
+
+# The `model` label of the usage metrics takes the first MAX_MODEL_LABELS
+# distinct values this process sees (models are the workers' strings);
+# later ones count as "other".
+MAX_MODEL_LABELS = 100
+OTHER_MODEL = "other"
+_model_labels: set[str] = set()
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -142,6 +150,14 @@ def step_answered(inflight: Inflight, failure: engine.Failure | None, now_ms: in
     tracing.attempt_timing(inflight.command_id, inflight.dispatched_ms, inflight.started_ms)
 
 
+@_hook
+def waiting_for_limit(limit: str, reason: str, delta: int) -> None:
+    """`delta` commands more (or fewer) wait for their places in shared rate
+    limits, refused by the limit declared as `limit` for `reason`."""
+    if _metrics is not None:
+        _metrics.waiting_for_limit.labels(limit, reason).inc(delta)
+
+
 # -- the orchestrator --------------------------------------------------------------
 
 
@@ -154,16 +170,36 @@ def committed(transition: engine.Transition, now_ms: int) -> None:
             case engine.CommandRecorded():
                 tracing.attempt_dispatched(entry.command_id, now_ms)
             case engine.ResultRecorded():
+                _usage_reported(ex, entry.usage)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("step completed", extra=_step_fields(ex, entry))
                 tracing.attempt_ended(ex, entry, None, now_ms)
             case engine.ErrorRecorded():
+                _usage_reported(ex, entry.usage)
                 _step_failed(ex, entry, now_ms)
             case engine.StatusChanged(state=engine.State.PENDING):
                 if _metrics is not None:
                     _metrics.workflows_started.labels(ex.spec.name).inc()
             case engine.StatusChanged() if entry.state.terminal:
                 _workflow_finished(ex, now_ms)
+
+
+def _usage_reported(ex: engine.Execution, used: engine.Usage | None) -> None:
+    if _metrics is None or used is None:
+        return
+    workflow = ex.spec.name
+    model = ",".join(used.models)
+    if model not in _model_labels:
+        if len(_model_labels) < MAX_MODEL_LABELS:
+            _model_labels.add(model)
+        else:
+            model = OTHER_MODEL
+    if used.input_tokens:
+        _metrics.tokens.labels(workflow, model, "input").inc(used.input_tokens)
+    if used.output_tokens:
+        _metrics.tokens.labels(workflow, model, "output").inc(used.output_tokens)
+    if used.cost_nano_usd:
+        _metrics.cost.labels(workflow, model).inc(used.cost_nano_usd / 1e9)
 
 
 def _step_fields(
@@ -200,6 +236,9 @@ def _workflow_finished(ex: engine.Execution, now_ms: int) -> None:
     if _metrics is not None:
         _metrics.workflows_finished.labels(ex.spec.name, state).inc()
         _metrics.workflow_duration.labels(ex.spec.name, state).observe(_ms_to_s(duration_ms))
+        failed = ex.state in (engine.State.FAILED, engine.State.COMPENSATED)
+        if failed and ex.failure is not None:
+            _metrics.workflow_failures.labels(ex.spec.name, ex.failure.kind.value).inc()
     fields: dict[str, Any] = {
         "transaction_id": ex.transaction_id,
         "workflow": ex.spec.name,

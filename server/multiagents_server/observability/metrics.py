@@ -56,6 +56,12 @@ class Metrics:
             "cancelled), by workflow name and state.",
             ("workflow", "state"),
         )
+        self.workflow_failures = counter(
+            "multiagents_workflow_failures_total",
+            "Executions that ended failed or compensated, by workflow name and the kind of "
+            "their failure (application, timeout, budget_exceeded, ...).",
+            ("workflow", "kind"),
+        )
         self.workflow_duration = histogram(
             "multiagents_workflow_duration_seconds",
             "Time from the start of an execution to its final state.",
@@ -84,6 +90,26 @@ class Metrics:
             "multiagents_step_retries_total",
             "Failed attempts that will be retried, by worker name.",
             ("worker",),
+        )
+        self.tokens = counter(
+            "multiagents_step_tokens_total",
+            "Tokens that workers reported with the answers the server accepted (a stale or "
+            "duplicate answer does not count), by workflow name, model and direction "
+            "(input, output).",
+            ("workflow", "model", "direction"),
+        )
+        self.cost = counter(
+            "multiagents_step_cost_usd_total",
+            "Cost in US dollars that workers reported with the answers the server accepted, "
+            "by workflow name and model.",
+            ("workflow", "model"),
+        )
+        self.waiting_for_limit = gauge(
+            "multiagents_steps_waiting_for_rate_limit",
+            "Commands waiting for their places in shared rate limits, by the limit that "
+            "refused them as declared (a key, or a prefix such as tenant:*) and the reason "
+            "(concurrency, requests, tokens, backoff, unavailable).",
+            ("limit", "reason"),
         )
         self.in_flight = gauge(
             "multiagents_steps_in_flight",

@@ -33,6 +33,20 @@ class Stored:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a command may not take its places in its rate limits now."""
+
+    # The key that said no.
+    key: str
+    # backoff, concurrency, requests or tokens; `unavailable` when Redis
+    # could not be asked.
+    reason: str
+    # The limit as declared: the key itself, or the prefix (`tenant:*`)
+    # that governs it; empty when Redis could not be asked.
+    limit: str
+
+
+@dataclass(frozen=True, slots=True)
 class CommandEntry:
     """A command taken from a worker's queue in one bucket."""
 

@@ -275,13 +275,15 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function limit_of(key)
+  local declared = key
   local raw = redis.call('HGET', KEYS[1], key)
   local i = #key
   while not raw and i >= 0 do
-    raw = redis.call('HGET', KEYS[1], string.sub(key, 1, i) .. '*')
+    declared = string.sub(key, 1, i) .. '*'
+    raw = redis.call('HGET', KEYS[1], declared)
     i = i - 1
   end
-  if raw then return cjson.decode(raw) end
+  if raw then return cjson.decode(raw), declared end
   return nil
 end
 local function num(x) return string.format('%.17g', x) end
@@ -291,9 +293,10 @@ local function num(x) return string.format('%.17g', x) end
 # KEYS[1] the declarations, then per key its state hash, holders set and
 # starts log (sorted set of the commands started in the last period).
 # ARGV: holder (command id), lease end ms, tokens to reserve, then the keys.
-# Returns {1} when taken, else {0, ms to wait at least, key, reason} with
-# reason one of backoff, concurrency, requests, tokens (a holder already
-# present, e.g. a redelivered command, keeps its place).
+# Returns {1} when taken, else {0, ms to wait at least, key, reason, the
+# limit as declared (the key or its prefix)} with reason one of backoff,
+# concurrency, requests, tokens (a holder already present, e.g. a
+# redelivered command, keeps its place).
 ACQUIRE_LIMITS = (
     _LIMIT_OF
     + """
@@ -302,7 +305,7 @@ local holder, lease, tokens = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local plans = {}
 for i = 4, #ARGV do
   local key, state, holders, starts = ARGV[i], KEYS[3 * i - 10], KEYS[3 * i - 9], KEYS[3 * i - 8]
-  local l = limit_of(key)
+  local l, declared = limit_of(key)
   if l then
     local plan = {state = state, holders = holders, starts = starts, l = l}
     local wait, reason = 0, ''
@@ -337,7 +340,7 @@ for i = 4, #ARGV do
         plan.level = level - tokens
       end
     end
-    if wait > 0 then return {0, wait, key, reason} end
+    if wait > 0 then return {0, wait, key, reason, declared} end
     plans[#plans + 1] = plan
   end
 end

@@ -35,6 +35,7 @@ from multiagents_server.store.records import (
     Message,
     OutputEntry,
     OutputRow,
+    Refusal,
     Stored,
     StoreError,
     StoreUnavailable,
@@ -423,8 +424,13 @@ class Store:
 
     @_guarded
     async def put_limit(self, key: str, limit: bytes) -> bool:
-        """Declare (or replace) the limit of `key`; True when it is new."""
-        return bool(await self.redis.hset(self.keys.limits, key, limit))
+        """Declare (or replace) the limit of `key`; True when it is new. The
+        replicas are told, so that commands waiting under it try again."""
+        cmds = self._auto.commands()
+        cmds.hset(self.keys.limits, key, limit)
+        cmds.execute_command("PUBLISH", self.keys.bus, b"l" + key.encode())
+        created, _ = await cmds.execute()
+        return bool(created)
 
     @_guarded
     async def limit(self, key: str) -> bytes | None:
@@ -437,12 +443,13 @@ class Store:
 
     @_guarded
     async def delete_limit(self, key: str) -> bool:
-        """Forget a limit, and the state of its key when it is not a prefix."""
+        """Forget the declaration of a limit; the replicas are told, as by
+        `put_limit`. The state of its keys (places held, starts, tokens,
+        backoff) stays until it expires, so a limit declared again under
+        the key counts the attempts still running."""
         cmds = self._auto.commands()
         cmds.hdel(self.keys.limits, key)
-        cmds.delete(
-            self.keys.limit_state(key), self.keys.limit_holders(key), self.keys.limit_starts(key)
-        )
+        cmds.execute_command("PUBLISH", self.keys.bus, b"l" + key.encode())
         deleted, _ = await cmds.execute()
         return bool(deleted)
 
@@ -459,15 +466,15 @@ class Store:
     @_guarded
     async def acquire_limits(
         self, keys: Sequence[str], holder: str, lease_until_ms: int, tokens: int
-    ) -> tuple[bool, int, str, str]:
-        """Take `holder`'s place in every key, or none: (taken, ms to wait
-        at least, the key that said no, why)."""
+    ) -> tuple[int, Refusal | None]:
+        """Take `holder`'s place in every key, or none: (0, None) when
+        taken, else (ms to wait at least, why)."""
         reply = await self._script(
             "acquire_limits", self._limit_keys(keys), [holder, lease_until_ms, tokens, *keys]
         )
         if reply[0] == 1:
-            return True, 0, "", ""
-        return False, int(reply[1]), reply[2].decode(), reply[3].decode()
+            return 0, None
+        return int(reply[1]), Refusal(reply[2].decode(), reply[3].decode(), reply[4].decode())
 
     @_guarded
     async def release_limits(
@@ -820,6 +827,7 @@ class Store:
             ord("c"): "cancel",
             ord("d"): "definition",
             ord("o"): "output",
+            ord("l"): "limit",
         }
         client = self.redis
         if self.cluster:

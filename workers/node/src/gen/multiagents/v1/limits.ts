@@ -84,7 +84,15 @@ export interface RateLimitUse {
   tokens: number;
 }
 
-/** PutRateLimitRequest creates or replaces the limit of `limit.key`. */
+/**
+ * PutRateLimitRequest creates or replaces the limit of `limit.key`. A
+ * replaced limit applies at once to every attempt not started yet, those
+ * waiting included (every replica tries its waiting steps under the key
+ * again): raised, more start; lowered, the running attempts keep their
+ * places and none starts until fewer run than the new limit. What was
+ * counted carries over: the starts within the period count against the
+ * new `requests`.
+ */
 export interface PutRateLimitRequest {
   /**
    * The limit. A bad key, period, backoff or a limit with nothing set is
@@ -127,7 +135,9 @@ export interface ListRateLimitsResponse {
 
 /**
  * DeleteRateLimitRequest removes a limit; steps naming its key then start
- * without it.
+ * without it (or under the longest prefix still declared), those waiting
+ * at once. Only the declaration goes: a limit declared again under the key
+ * counts the attempts still running.
  */
 export interface DeleteRateLimitRequest {
   /** The key as declared. Unknown: NOT_FOUND. */
