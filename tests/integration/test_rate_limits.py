@@ -156,8 +156,8 @@ async def test_one_tenants_thousand_do_not_starve_another_tenants_one(
             a_ids += await asyncio.gather(
                 *(client.execute_workflow(wf.name, {"tenant": "a"}) for _n in range(100))
             )
-        await wait_for(lambda: started_a == 1, timeout=20)
-        b = await client.wait(await client.execute_workflow(wf.name, {"tenant": "b"}), 30)
+        await wait_for(lambda: started_a == 1, timeout=90)
+        b = await client.wait(await client.execute_workflow(wf.name, {"tenant": "b"}), 90)
         assert b.state == "completed"
         assert started_a == 1  # A's others still wait for their tenant's place
         waiting = await client.get_status(a_ids[-1])
