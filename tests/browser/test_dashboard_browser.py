@@ -1,6 +1,7 @@
 """The dashboard in a real headless Chromium (Debian `chromium` and
 `chromium-driver`, driven by Selenium): a workflow seen progressing live,
-one cancelled from its page, the list updating by itself. Screenshots go to
+one cancelled from its page, the list updating by itself, the steps' output
+appearing as it comes and the usage. Screenshots go to
 test-artifacts/ at the repository's root.
 
 Run by `make pytest-browser` (which installs the browser when missing); a
@@ -25,8 +26,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+import multiagents
 from integration.helpers import make_config, serving
-from multiagents import Client, WorkflowBuilder, worker
+from multiagents import Client, RetryPolicy, WorkerExecutionError, WorkflowBuilder, worker
 from multiagents_server.app import Server
 from multiagents_server.embedded_redis import EmbeddedRedis, free_port
 
@@ -91,9 +93,13 @@ def has_row(tx: str) -> Callable[[WebDriver], bool]:
     return lambda driver: bool(driver.execute_script(script))
 
 
-async def screenshot(driver: WebDriver, name: str) -> None:
+async def screenshot(driver: WebDriver, name: str, at: str = "") -> None:
+    """The window, at the top of the page or with element `at` on top."""
     ARTIFACTS.mkdir(exist_ok=True)
-    driver.execute_script("window.scrollTo(0, 0)")
+    if at:
+        driver.execute_script(f"document.querySelector('{at}').scrollIntoView()")
+    else:
+        driver.execute_script("window.scrollTo(0, 0)")
     assert await asyncio.to_thread(driver.save_screenshot, str(ARTIFACTS / name))
 
 
@@ -200,3 +206,135 @@ async def test_an_execution_progresses_live_and_one_is_cancelled_from_its_page(
         gates["fetch"].set()
         gates["summarise"].set()
         await client.wait(fresh, timeout=10)
+
+
+def epoch_text(step: str, attempt: int = 0) -> Callable[[WebDriver], str]:
+    """The text the output card shows for an attempt of a step (0: its
+    latest, as a loaded machine may see a lost session's step run again)."""
+    which = f'[data-step="{step}"]' + (f'[data-attempt="{attempt}"]' if attempt else "")
+    script = (
+        f"const blocks = document.querySelectorAll('#output .o-epoch{which}');"
+        "return blocks.length ? blocks[blocks.length - 1].querySelector('pre').textContent : ''"
+    )
+    return lambda driver: str(driver.execute_script(script))
+
+
+def stream_ended(driver: WebDriver) -> str:
+    """ "1" once the page's live stream sent its end."""
+    return str(driver.execute_script("return document.getElementById('live').dataset.ended"))
+
+
+def text(selector: str) -> Callable[[WebDriver], str]:
+    script = f"return document.querySelector('{selector}')?.textContent ?? ''"
+    return lambda driver: str(driver.execute_script(script))
+
+
+async def test_the_steps_output_appears_live_each_attempt_apart_then_the_usage(
+    browser: WebDriver, dashboard_server: Server, uid: str
+) -> None:
+    server = dashboard_server
+    assert server.dashboard is not None
+    base = server.dashboard.url.rstrip("/")
+    gates = [asyncio.Event() for _ in range(3)]
+    hostile = "<script>window.pwned = true</script><b>not bold</b> "
+    essay_text = "".join(f"paragraph {i:03d}: the agent keeps on writing\n" for i in range(200))
+
+    @worker(f"{uid}_write")
+    async def write(ctx: dict[str, Any]) -> dict[str, Any]:
+        attempt = multiagents.current_command().attempt  # type: ignore[union-attr]
+        if attempt == 1:
+            await multiagents.emit("a first draft that goes nowhere")
+            multiagents.report_usage(input_tokens=500, output_tokens=20, model="demo/model",
+                                     cost_usd=0.0005)  # fmt: skip
+            await gates[0].wait()
+            raise WorkerExecutionError("draft rejected")
+        await multiagents.emit("Dear reader, ")
+        await gates[1].wait()
+        await multiagents.emit(hostile)
+        await gates[2].wait()
+        await multiagents.emit("goodbye.")
+        multiagents.report_usage(input_tokens=1200, output_tokens=350, model="demo/model",
+                                 cost_usd=0.0042)  # fmt: skip
+        return {}
+
+    @worker(f"{uid}_essay")
+    async def essay(ctx: dict[str, Any]) -> dict[str, Any]:
+        for n, i in enumerate(range(0, len(essay_text), 400)):
+            # Kinds alternate: the SDK would merge text chunks ready together.
+            await multiagents.emit(essay_text[i : i + 400], kind="log" if n % 2 else "token")
+        return {}
+
+    letter = (
+        WorkflowBuilder(f"{uid}-letter")
+        .add_step("write", write.name, retry=RetryPolicy(max_attempts=2, initial_interval=0.05))
+        .add_step("essay", essay.name)
+        .build()
+    )
+    async with serving(server, write, essay), Client(server.address) as client:
+        await client.register_workflow(letter)
+        tx = await client.execute_workflow(letter.name, {})
+
+        # 1. The first attempt's text, as it comes.
+        await asyncio.to_thread(browser.get, f"{base}/executions/{tx}")
+        await until(browser, shows(epoch_text("write", 1), "a first draft that goes nowhere"),
+                    "the first attempt's text")  # fmt: skip
+        browser.execute_script("window.loadedOnce = true")
+        # 2. It fails and is retried: the second attempt's text in a block of
+        # its own, the first set apart (folded, marked superseded).
+        gates[0].set()
+        await until(browser, shows(epoch_text("write", 2), "Dear reader, "), "the second attempt")
+        first = browser.find_element(
+            By.CSS_SELECTOR, '.o-epoch[data-step="write"][data-attempt="1"]'
+        )
+        assert "superseded" in str(first.get_attribute("class"))
+        assert "superseded: attempt 2 started over" in first.text
+        # 3. Each chunk appended live, markup shown as text and never run.
+        gates[1].set()
+        await until(browser, shows(epoch_text("write", 2), "Dear reader, " + hostile), "markup")
+        assert browser.execute_script("return window.pwned") is None
+        assert browser.find_elements(By.CSS_SELECTOR, "#output b, #output script") == []
+        gates[2].set()
+        await until(browser, shows(epoch_text("write", 2), f"Dear reader, {hostile}goodbye."),
+                    "the last chunk")  # fmt: skip
+        # 4. The end: the usage each attempt reported, per step and in total.
+        await until(browser, shows(state, "completed"), "the execution completed")
+        # The stream ends after the last output.
+        await until(browser, shows(stream_ended, "1"), "the end of the stream")
+        row = text('#usage tr[data-usage="write"]')(browser)
+        assert "demo/model" in row and "1,700" in row and "370" in row and "$0.004700" in row
+        assert text("#usage-tokens")(browser) == "2,070"
+        assert text("#usage-cost")(browser) == "$0.004700"
+        assert epoch_text("essay")(browser).endswith("paragraph 199: the agent keeps on writing\n")
+        assert essay_text.endswith(epoch_text("essay")(browser))
+        # The text is followed to its end, through the renders of the rest of the page.
+        renders = browser.execute_script("return document.getElementById('live').dataset.updates")
+        assert int(renders) > 3
+        at_end = (
+            "const pre = [...document.querySelectorAll('.o-epoch[data-step=essay] pre')].pop();"
+            "return pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4"
+        )
+        assert browser.execute_script(at_end), "the output card scrolled back"
+        assert browser.execute_script("return window.loadedOnce") is True, "the page reloaded"
+        await screenshot(browser, "dashboard-execution-output.png", "#output")
+
+        # 5. A late page load: the backlog, each attempt apart, the long one cut.
+        await asyncio.to_thread(browser.get, f"{base}/executions/{tx}")
+        await until(browser, shows(epoch_text("write", 2), f"Dear reader, {hostile}goodbye."),
+                    "the backlog")  # fmt: skip
+        await until(browser, lambda d: essay_text.endswith(epoch_text("essay")(d)),
+                    "the end of the long output")  # fmt: skip
+        assert 2_000 <= len(epoch_text("essay")(browser)) <= 4_000
+        assert epoch_text("write", 1)(browser) == "a first draft that goes nowhere"
+        more = browser.find_elements(By.CSS_SELECTOR, '.o-epoch[data-step="essay"] .o-expand')[-1]
+        assert more.is_displayed()
+        await screenshot(browser, "dashboard-execution-output-late.png", "#output")
+        more.click()
+        await until(browser, shows(epoch_text("essay"), essay_text), "the whole output")
+        assert not more.is_displayed()
+
+        # 6. The list: each execution's tokens and cost.
+        await asyncio.to_thread(browser.get, f"{base}/executions?workflow={letter.name}")
+        await until(browser, has_row(tx), "the execution in the list")
+        cell = text(f'tr[data-tx="{tx}"] .usage-cell')(browser)
+        assert cell == "2,070 tokens · $0.004700"
+        await screenshot(browser, "dashboard-executions-usage.png")

@@ -24,6 +24,7 @@ import httpx
 import pytest
 from google.protobuf import duration_pb2
 
+import multiagents
 from conftest import ROOT
 from integration.helpers import make_config, serving, wait_for
 from integration.test_tls import make_pki
@@ -644,3 +645,282 @@ async def test_the_execution_page_shows_the_progress_of_the_running_step(
     async with browser(dash, headers=HTML) as h:
         page = await h.get(f"/executions/{tx}")
     assert 'id="progress"' not in page.text  # only running steps have progress
+
+
+# -- the steps' output and usage ---------------------------------------------------------
+
+
+def output_parts(events: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    return [part for event, data in events if event == "output" for part in json.loads(data)]
+
+
+def shown_output(parts: list[dict[str, Any]]) -> dict[tuple[str, bool, int], dict[str, str]]:
+    """What the page shows of each epoch after `parts`, as dashboard.js
+    applies them: `head` (replaced by a cut) and `tail` (appended since),
+    with the URL of the whole head when cut."""
+    shown: dict[tuple[str, bool, int], dict[str, str]] = {}
+    for part in parts:
+        if part["type"] == "gap":
+            continue
+        epoch = shown.setdefault(
+            (part["step"], part["compensation"], part["attempt"]),
+            {"head": "", "tail": "", "expand": ""},
+        )
+        if part["type"] != "text":
+            continue
+        if part.get("cut"):
+            epoch.update(head=part["text"], tail="", expand=part["expand"])
+        else:
+            epoch["tail"] += part["text"]
+    return shown
+
+
+async def live_events(
+    h: httpx.AsyncClient, tx: str, *, until: str = "end", headers: dict[str, str] | None = None
+) -> AsyncIterator[tuple[str, str]]:
+    async with h.stream("GET", f"/executions/{tx}/live", headers=headers) as response:
+        assert response.status_code == 200
+        async for event, data in sse_events(response):
+            yield event, data
+            if event == until:
+                return
+
+
+async def test_the_live_page_streams_each_attempts_output_as_text_then_the_usage(
+    dash: Server, uid: str
+) -> None:
+    streaming, more = asyncio.Event(), asyncio.Event()
+    hostile = "Dear <script>alert('x')</script> reader & <b>friend</b>, "
+
+    @worker(f"{uid}_write")
+    async def write(ctx: dict[str, Any]) -> dict[str, Any]:
+        attempt = multiagents.current_command().attempt  # type: ignore[union-attr]
+        multiagents.report_usage(input_tokens=100, output_tokens=40, model="<i>m</i>",
+                                 cost_nano_usd=1_500_000)  # fmt: skip
+        if attempt == 1:
+            await multiagents.emit("a first draft")
+            raise WorkerExecutionError("try again")
+        await multiagents.emit(hostile)
+        streaming.set()
+        await asyncio.wait_for(more.wait(), 20)
+        await multiagents.emit("the end.")
+        return {}
+
+    wf = (
+        WorkflowBuilder(f"{uid}-letter")
+        .add_step("write", write.name, retry=RetryPolicy(max_attempts=2, initial_interval=0.05))
+        .build()
+    )
+    async with serving(dash, write), Client(dash.address) as client, browser(dash) as h:
+        await client.register_workflow(wf)
+        tx = await client.execute_workflow(wf.name, {})
+        await asyncio.wait_for(streaming.wait(), ANSWER_S)
+        seen: list[tuple[str, str]] = []
+        async with asyncio.timeout(ANSWER_S):
+            async for event, data in live_events(h, tx):
+                seen.append((event, data))
+                # The backlog came (the page is late): let the step go on.
+                if "the end." not in data and hostile in str(output_parts(seen)):
+                    more.set()
+    parts = output_parts(seen)
+    # Each epoch apart, the second attempt announced by a rewind, in order.
+    assert [(p["type"], p["attempt"]) for p in parts if p["type"] != "text"] == [("rewind", 2)]
+    shown = shown_output(parts)
+    assert shown[("write", False, 1)] == {"head": "", "tail": "a first draft", "expand": ""}
+    assert shown[("write", False, 2)]["tail"] == hostile + "the end."
+    # The text came while the step ran (before the update that shows it done)...
+    events = [e for e, _ in seen]
+    first_text = next(i for i, (e, d) in enumerate(seen) if e == "output" and hostile[:4] in d)
+    done = next(i for i, (e, d) in enumerate(seen) if e == "update" and "completed" in d)
+    assert first_text < done and events[-1] == "end"
+    # ...as JSON text with <, > and & escaped: never markup, even misused.
+    raw = "".join(d for e, d in seen if e == "output")
+    assert "<" not in raw and ">" not in raw and "&" not in raw
+    # Usage: both attempts counted for the step, escaped in the page.
+    final = seen[-2][1]
+    assert re.search(r'<tr data-usage="write"><td class="mono">write</td><td>&lt;i&gt;m&lt;/i&gt;'
+                     r'</td><td class="num">200</td><td class="num">80</td>'
+                     r'<td class="num">\$0\.003000</td></tr>', final), final  # fmt: skip
+    assert "<i>m</i>" not in final
+    assert '<dd id="usage-tokens">280</dd>' in final
+
+
+async def test_a_late_page_gets_a_long_output_cut_and_loads_the_whole_on_demand(
+    dash: Server, uid: str
+) -> None:
+    text = "".join(f"line {i:04d} of a long answer\n" for i in range(400))  # 10,800 characters
+
+    @worker(f"{uid}_long")
+    async def long(ctx: dict[str, Any]) -> dict[str, Any]:
+        for n, i in enumerate(range(0, len(text), 500)):
+            # Kinds alternate: the SDK would merge text chunks ready together.
+            await multiagents.emit(text[i : i + 500], kind="log" if n % 2 else "token")
+        return {}
+
+    wf = WorkflowBuilder(f"{uid}-long").add_step("answer", long.name).build()
+    async with serving(dash, long), Client(dash.address) as client:
+        await client.register_workflow(wf)
+        tx = await client.execute_workflow(wf.name, {})
+        assert (await client.wait(tx, timeout=20)).state == "completed"
+        streamed = [o async for o in client.stream_output(tx)]
+    # The attempt that completed (a loaded machine may lose a session and run it again).
+    attempt = max(o.attempt for o in streamed)
+    entries = [o for o in streamed if o.attempt == attempt and o.kind != "rewind"]
+    async with browser(dash) as h:
+        async with asyncio.timeout(ANSWER_S):
+            seen = [e async for e in live_events(h, tx)]
+        epoch = shown_output(output_parts(seen))[("answer", False, attempt)]
+        # Between 2,000 and 4,000 characters shown: the end of the text.
+        shown = epoch["head"] + epoch["tail"]
+        assert 2_000 <= len(shown) <= 4_000 and text.endswith(shown)
+        assert epoch["expand"].startswith(f"/executions/{tx}/output?step=answer&attempt={attempt}&")
+        whole = await h.get(epoch["expand"])
+        assert whole.status_code == 200
+        assert whole.headers["content-type"] == "text/plain; charset=utf-8"
+        assert whole.headers["x-content-type-options"] == "nosniff"
+        assert whole.text + epoch["tail"] == text  # "Show all" then what came since
+
+        # Up to an offset: the text of the entries up to it.
+        assert len(entries) == 22
+        third = await h.get(
+            f"/executions/{tx}/output",
+            params={"step": "answer", "attempt": str(attempt), "until": entries[2].offset},
+        )
+        assert third.text == text[:1500]
+        for params, field in [
+            ({"attempt": "1", "until": entries[0].offset}, "step: required"),
+            ({"step": "answer", "attempt": "0", "until": entries[0].offset}, "attempt:"),
+            ({"step": "answer", "attempt": "1", "until": "soon"}, "until:"),
+            ({"step": "answer", "attempt": "1", "compensation": "x", "until": "1-1"},
+             "compensation:"),
+            ({"step": "nowhere", "attempt": "1", "until": entries[0].offset}, "step:"),
+        ]:  # fmt: skip
+            bad = await h.get(f"/executions/{tx}/output", params=params)
+            assert bad.status_code == 400 and field in bad.json()["error"], (params, bad.text)
+
+
+async def test_a_reconnecting_page_resumes_the_output_after_its_last_event_id(
+    dash: Server, uid: str
+) -> None:
+    @worker(f"{uid}_count")
+    async def count(ctx: dict[str, Any]) -> dict[str, Any]:
+        for i in range(5):
+            await multiagents.emit(f"{i} ")
+            await multiagents.emit("\n", kind="log")  # entries apart
+        return {}
+
+    wf = WorkflowBuilder(f"{uid}-count").add_step("count", count.name).build()
+    async with serving(dash, count), Client(dash.address) as client:
+        await client.register_workflow(wf)
+        tx = await client.execute_workflow(wf.name, {})
+        assert (await client.wait(tx, timeout=20)).state == "completed"
+        entries = [o async for o in client.stream_output(tx)]
+    assert len(entries) >= 2
+    async with browser(dash) as h, asyncio.timeout(ANSWER_S):
+        whole = [e async for e in live_events(h, tx)]
+        resumed = [
+            e async for e in live_events(h, tx, headers={"last-event-id": entries[0].offset})
+        ]
+        raw = (await h.get(f"/executions/{tx}/live")).text  # it ends: the execution did
+        bad = await h.get(f"/executions/{tx}/live", headers={"last-event-id": "x"})
+    expected = "".join(o.text for o in entries)
+    assert shown_output(output_parts(whole))[("count", False, 1)]["tail"] == expected
+    after_first = "".join(o.text for o in entries[1:])
+    assert shown_output(output_parts(resumed))[("count", False, 1)]["tail"] == after_first
+    # Output events carry the offset of their last entry as id.
+    assert re.findall(r"^id: (\S+)$", raw, re.M)[-1] == entries[-1].offset
+    assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["error"]
+
+
+async def test_usage_per_step_execution_and_workflow_name_on_the_pages(
+    dash: Server, uid: str
+) -> None:
+    @worker(f"{uid}_plan")
+    async def plan(ctx: dict[str, Any]) -> dict[str, Any]:
+        multiagents.report_usage(input_tokens=1200, output_tokens=300, model="small",
+                                 cost_usd=0.0042)  # fmt: skip
+        return {}
+
+    @worker(f"{uid}_tool")
+    async def tool(ctx: dict[str, Any]) -> dict[str, Any]:
+        return {}  # reports nothing
+
+    wf = (
+        WorkflowBuilder(f"{uid}-plan")
+        .add_step("plan", plan.name)
+        .add_step("tool", tool.name)
+        .build()
+    )
+    async with serving(dash, plan, tool), Client(dash.address) as client:
+        await client.register_workflow(wf)
+        ids = [await client.execute_workflow(wf.name, {}) for _ in range(2)]
+        for tx in ids:
+            assert (await client.wait(tx, timeout=20)).state == "completed"
+        silent = WorkflowBuilder(f"{uid}-silent").add_step("tool", tool.name).build()
+        await client.register_workflow(silent)
+        quiet = await client.execute_workflow(silent.name, {})
+        assert (await client.wait(quiet, timeout=20)).state == "completed"
+    async with browser(dash, headers=HTML) as h:
+        page = (await h.get(f"/executions/{ids[1]}")).text
+        listing = (await h.get("/executions", params={"workflow": wf.name})).text
+        none = (await h.get(f"/executions/{quiet}")).text
+    row = '<td class="num">1,200</td><td class="num">300</td><td class="num">$0.004200</td>'
+    assert f'<tr data-usage="plan"><td class="mono">plan</td><td>small</td>{row}' in page
+    assert 'data-usage="tool"' not in page  # reported nothing
+    assert f'data-usage-total="execution"><td>This execution</td><td>small</td>{row}' in page
+    both = '<td class="num">2,400</td><td class="num">600</td><td class="num">$0.008400</td>'
+    assert f"<td>Every execution of {wf.name}</td><td></td>{both}" in page
+    assert '<dd id="usage-cost">$0.004200</dd>' in page
+    # The list's column, from the rows ListWorkflows returns (no other read).
+    assert listing.count("1,500 tokens · $0.004200") == 2
+    assert 'id="usage"' not in none and "usage-tokens" not in none
+
+
+@pytest.mark.single_node  # counts one Redis node's commands
+async def test_an_open_page_reads_the_status_again_only_when_the_execution_changes(
+    dash: Server, redis_server: EmbeddedRedis, uid: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    @worker(f"{uid}_priced")
+    async def priced(ctx: dict[str, Any]) -> dict[str, Any]:
+        multiagents.report_usage(input_tokens=10, output_tokens=5, model="m", cost_nano_usd=7)
+        return {}
+
+    # The second step's worker never connects: the execution waits, unchanging.
+    wf = (
+        WorkflowBuilder(f"{uid}-idle")
+        .add_step("priced", priced.name)
+        .add_step("stuck", f"{uid}_absent")
+        .build()
+    )
+    redis = aioredis.from_url(redis_server.url)
+
+    async def usage_reads() -> int:
+        # GetStatus of an execution that reported usage sums the name's usage
+        # with one HMGET per bucket (64).
+        stats = await redis.info("commandstats")
+        return int(stats.get("cmdstat_hmget", {}).get("calls", 0))
+
+    async with serving(dash, priced), Client(dash.address) as client:
+        await client.register_workflow(wf)
+        tx = await client.execute_workflow(wf.name, {})
+
+        async def waiting() -> bool:
+            return (await client.get_status(tx)).current_step == "stuck"
+
+        await wait_for(waiting, timeout=ANSWER_S, interval=0.05)
+        try:
+            async with browser(dash) as h, h.stream("GET", f"/executions/{tx}/live") as response:
+                events = sse_events(response)
+                async with asyncio.timeout(ANSWER_S):
+                    event, first = await anext(events)
+                    assert event == "update" and 'data-usage-total="workflow"' in first
+                    before = await usage_reads()
+                    for _ in range(3):  # three renders, a second apart (the running bar)
+                        assert (await anext(events))[0] == "update"
+                    after = await usage_reads()
+            assert after - before < 64, f"{after - before} HMGETs while nothing changed"
+        finally:
+            await redis.aclose()
+            await client.cancel_workflow(tx, "test over")

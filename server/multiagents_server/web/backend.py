@@ -121,11 +121,28 @@ class Backend:
         )
 
     def watch(
-        self, token: str | None, tx: str
+        self, token: str | None, tx: str, output_from: str = ""
     ) -> grpc.aio.UnaryStreamCall[pb.WatchWorkflowRequest, pb.WatchWorkflowResponse]:
-        """The WatchWorkflow stream of one execution (the caller cancels it)."""
+        """The WatchWorkflow stream of one execution with everything that
+        changes its page: status changes, the other history events, the
+        steps' progress and output (after `output_from`; the caller cancels it)."""
         return self._workflows.WatchWorkflow(
-            pb.WatchWorkflowRequest(transaction_id=tx), metadata=metadata(token)
+            pb.WatchWorkflowRequest(
+                transaction_id=tx,
+                include_output=True,
+                output_from_offset=output_from,
+                include_events=True,
+                include_progress=True,
+            ),
+            metadata=metadata(token),
+        )
+
+    def step_output(
+        self, token: str | None, tx: str, step: str
+    ) -> grpc.aio.UnaryStreamCall[pb.StreamStepOutputRequest, pb.StreamStepOutputResponse]:
+        """One step's output from the first entry kept (the caller cancels it)."""
+        return self._workflows.StreamStepOutput(
+            pb.StreamStepOutputRequest(transaction_id=tx, step=step), metadata=metadata(token)
         )
 
     def events(

@@ -1,19 +1,24 @@
 """What the pages show, computed from the API's messages: payloads as
 pretty JSON, the step timeline (one bar per attempt), the definition's graph
-with the current position. Pure functions; the templates only lay them out."""
+with the current position, tokens and cost, the steps' output as the page
+applies it. Pure functions (and the output feed's small state); the
+templates only lay them out."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from google.protobuf import duration_pb2, json_format, timestamp_pb2
 
 from multiagents.v1 import common_pb2, events_pb2, workflow_pb2
 from multiagents.v1 import monitoring_service_pb2 as mpb
+from multiagents.v1 import workflow_service_pb2 as pb
 
 # A payload longer than this (pretty-printed characters) is shown cut, with a
 # button that loads the whole of it.
@@ -95,6 +100,154 @@ def json_view(text: str) -> JsonView:
     if len(text) <= PREVIEW_CHARS:
         return JsonView(text, False, len(text))
     return JsonView(text[:PREVIEW_CHARS], True, len(text))
+
+
+# -- usage --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageView:
+    """A Usage as shown: token counts with separators, cost in US dollars
+    (as `multiagents status` prints it)."""
+
+    input_tokens: int
+    output_tokens: int
+    model: str
+    cost_nano_usd: int
+
+    @property
+    def inputs(self) -> str:
+        return f"{self.input_tokens:,}"
+
+    @property
+    def outputs(self) -> str:
+        return f"{self.output_tokens:,}"
+
+    @property
+    def tokens(self) -> str:
+        return f"{self.input_tokens + self.output_tokens:,}"
+
+    @property
+    def cost(self) -> str:
+        return f"${self.cost_nano_usd / 1_000_000_000:.6f}"
+
+    @property
+    def short(self) -> str:
+        """`1,234 tokens · $0.002000`, for the list's column."""
+        return f"{self.tokens} tokens · {self.cost}"
+
+
+def usage_view(usage: common_pb2.Usage) -> UsageView | None:
+    """None when nothing was reported (an unset field reads as all zero)."""
+    if usage == common_pb2.Usage():
+        return None
+    return UsageView(usage.input_tokens, usage.output_tokens, usage.model, usage.cost_nano_usd)
+
+
+def usage_table(status: workflow_pb2.WorkflowStatus) -> dict[str, Any] | None:
+    """The execution page's usage: each step that reported some (by path),
+    the execution's total, and the total of every execution of its workflow
+    name (GetStatus sets it only when this execution reported usage)."""
+    total = usage_view(status.usage)
+    if total is None:
+        return None
+    return {
+        "steps": [(s.path or s.name, view) for s in status.steps if (view := usage_view(s.usage))],
+        "total": total,
+        "workflow": usage_view(status.workflow_usage),
+    }
+
+
+# -- the steps' output ----------------------------------------------------------------
+
+# An epoch (one attempt of a step) shows at most twice this many characters;
+# beyond, the page keeps the last this many and a button loads the rest.
+OUTPUT_TAIL_CHARS = 2_000
+# The protocol's output offsets: "<ms>-<n>" (a Redis stream id).
+OUTPUT_OFFSET = re.compile(r"\d{1,20}-\d{1,20}")
+
+
+def offset_key(offset: str) -> tuple[int, int]:
+    ms_part, _, seq = offset.partition("-")
+    return int(ms_part), int(seq)
+
+
+def output_text(chunk: pb.StepOutputChunk) -> str:
+    """A chunk as the page shows it: its text, or a note for bytes."""
+    if chunk.WhichOneof("data") == "binary":
+        return f"[{len(chunk.binary)} bytes of binary output]\n"
+    return chunk.text
+
+
+Epoch = tuple[str, bool, int]  # step path, compensation, attempt
+
+
+class OutputFeed:
+    """StepOutput entries of one execution turned into the parts the
+    execution page's output card applies (static/dashboard.js), JSON-ready:
+
+    - `{"type": "text", step, compensation, attempt, text}`: append `text`
+      to that epoch (one attempt of the step or of its compensation); the
+      text of one batch is merged per epoch. With `"cut": true`, `text` is
+      the epoch's last OUTPUT_TAIL_CHARS characters and replaces what is
+      shown, and `expand` is the URL of the whole epoch up to here.
+    - `{"type": "rewind", step, compensation, attempt}`: that attempt starts
+      over; the page sets the earlier attempts' text apart (never spliced).
+    - `{"type": "gap", "dropped": n}`: the stream's cap dropped entries the
+      page had not read (n = 0: unknown).
+
+    An epoch shows between OUTPUT_TAIL_CHARS and twice that many characters
+    once it has more: a late page load gets a long backlog cut, and a long
+    live stream keeps the page's text bounded."""
+
+    def __init__(self, transaction_id: str) -> None:
+        self.transaction_id = transaction_id
+        self._shown: dict[Epoch, str] = {}  # what the page shows of each epoch
+
+    def parts(self, outputs: Iterable[pb.StepOutput]) -> list[dict[str, Any]]:
+        parts: list[dict[str, Any]] = []
+        texts: dict[Epoch, tuple[dict[str, Any], list[str]]] = {}
+        last: dict[Epoch, str] = {}
+        for o in outputs:
+            kind = o.WhichOneof("entry")
+            if kind == "gap":
+                parts.append({"type": "gap", "dropped": o.gap.dropped})
+                continue
+            epoch = (o.step, o.compensation, o.attempt)
+            where = {"step": o.step, "compensation": o.compensation, "attempt": o.attempt}
+            if kind == "rewind":
+                for earlier in [e for e in self._shown if e[:2] == epoch[:2] and e[2] < o.attempt]:
+                    del self._shown[earlier]
+                parts.append({"type": "rewind", **where})
+            elif kind == "chunk":
+                if epoch not in texts:
+                    texts[epoch] = ({"type": "text", **where}, [])
+                    parts.append(texts[epoch][0])
+                texts[epoch][1].append(output_text(o.chunk))
+                last[epoch] = o.offset
+        for epoch, (part, pieces) in texts.items():
+            new = "".join(pieces)
+            shown = self._shown.get(epoch, "")
+            if len(shown) + len(new) <= 2 * OUTPUT_TAIL_CHARS:
+                part["text"] = new
+                self._shown[epoch] = shown + new
+                continue
+            tail = (shown[-OUTPUT_TAIL_CHARS:] + new[-OUTPUT_TAIL_CHARS:])[-OUTPUT_TAIL_CHARS:]
+            part.update(text=tail, cut=True, expand=self.expand_url(epoch, last[epoch]))
+            self._shown[epoch] = tail
+        return parts
+
+    def expand_url(self, epoch: Epoch, until: str) -> str:
+        step, compensation, attempt = epoch
+        query = {"step": step, "attempt": attempt, "compensation": int(compensation),
+                 "until": until}  # fmt: skip
+        return f"/executions/{quote(self.transaction_id)}/output?{urlencode(query)}"
+
+
+def output_json(parts: list[dict[str, Any]]) -> str:
+    """Parts as JSON with <, > and & escaped: text to set as text, never as markup."""
+    text = json.dumps(parts, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 # -- the timeline ---------------------------------------------------------------------

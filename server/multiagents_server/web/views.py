@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote, urlencode
 
 import grpc
@@ -35,10 +36,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from multiagents.v1 import workflow_pb2
+from multiagents.v1 import events_pb2, workflow_pb2
+from multiagents.v1 import workflow_service_pb2 as pb
 from multiagents_server.web import present
 from multiagents_server.web.actions import ACTIONS, ACTIONS_BY_NAME, ActionInputError, form_values
-from multiagents_server.web.backend import Backend
+from multiagents_server.web.backend import CALL_TIMEOUT_S, Backend
 from multiagents_server.web.listing import (
     PAGE_SIZES,
     Cursor,
@@ -64,6 +66,13 @@ LIST_IDLE_REFRESH_S = 10.0
 WORKERS_REFRESH_S = 2.0
 # A comment line sent on a quiet stream so proxies keep it open.
 KEEPALIVE_S = 15.0
+# Watch messages read ahead of the page's stream (then the watch waits).
+WATCH_BUFFER = 1_000
+# After a first output entry, entries arriving within this are sent together.
+OUTPUT_GATHER_S = 0.02
+# A live execution page reads the status again at most this often while the
+# execution changes (the items of a large map change it many times a second).
+RELOAD_MIN_INTERVAL_S = 0.25
 
 HTTP_OF = {
     grpc.StatusCode.UNAUTHENTICATED: 401,
@@ -77,10 +86,12 @@ HTTP_OF = {
 }
 
 
-def sse(event: str, data: str) -> str:
-    """One server-sent event; every line of `data` is a `data:` line."""
+def sse(event: str, data: str, event_id: str = "") -> str:
+    """One server-sent event; every line of `data` is a `data:` line. The
+    browser sends the last `event_id` back as Last-Event-ID when it reconnects."""
     lines = data.splitlines() or [""]
-    return f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
+    head = f"id: {event_id}\n" if event_id else ""
+    return head + f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
 
 
 def now_ms() -> int:
@@ -97,7 +108,12 @@ class Views:
         self.templates = Jinja2Templates(directory=HERE / "templates")
         env = self.templates.env
         env.globals.update(states=list(present.STATES.values()), page_sizes=PAGE_SIZES)
-        env.filters.update(when=present.when, duration=present.duration, state=present.state_name)
+        env.filters.update(
+            when=present.when,
+            duration=present.duration,
+            state=present.state_name,
+            usage=present.usage_view,
+        )
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -276,33 +292,33 @@ class Views:
 
         return self.stream(frames())
 
-    async def _execution_context(
-        self,
-        token: str | None,
-        tx: str,
-        definition: workflow_pb2.WorkflowDefinition | None,
-        seen: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """What the execution page shows. `seen` keeps the history of the
-        last revision across the renders of one live stream: it is read
-        again only when the revision moved (each commit adds both)."""
+    async def _load_execution(
+        self, token: str | None, tx: str, shown: ExecutionData | None = None
+    ) -> ExecutionData:
+        """The execution's status, history and definition. With `shown` (the
+        last load of a live stream) the history is read again only when the
+        revision moved (each commit adds both), the definition never."""
         status = await self.backend.status(token, tx)
-        if seen is not None and seen.get("revision") == status.revision:
-            history = seen["history"]
+        if shown is not None and shown.status.revision == status.revision:
+            history = shown.history
         else:
             history = await self.backend.history(token, tx)
-            if seen is not None:
-                seen.update(revision=status.revision, history=history)
-        if definition is None:
+        if shown is not None:
+            definition = shown.definition
+        else:
             definition = await self.backend.definition(
                 token, status.workflow_name, status.workflow_version
             )
+        return ExecutionData(status, history, definition)
+
+    def _execution_context(self, data: ExecutionData) -> dict[str, Any]:
+        """What the execution page shows of `data`, as of now."""
+        status, history, definition = data.status, data.history, data.definition
         now = now_ms()
-        state = present.state_name(status.state)
         return {
             "status": status,
-            "state": state,
-            "terminal": state in present.TERMINAL_STATES,
+            "state": present.state_name(status.state),
+            "terminal": _terminal(status),
             "definition": definition,
             "graph": present.graph(definition, status),
             "timeline": present.timeline(history, status, now),
@@ -322,57 +338,122 @@ class Views:
                 for s in status.steps
                 if s.HasField("progress")
             ],
+            "usage": present.usage_table(status),
             "elapsed": present.duration(
                 (present.ms(status.completed_at) or now) - present.ms(status.created_at)
             ),
         }
 
     async def execution(self, request: Request) -> Response:
-        tx = request.path_params["tx"]
-        context = await self._execution_context(self.token(request), tx, None)
+        data = await self._load_execution(self.token(request), request.path_params["tx"])
+        context = self._execution_context(data)
         return self.page(request, "execution.html", actions=ACTIONS, **context)
 
     async def execution_live(self, request: Request) -> Response:
+        """The execution page's live stream: `update` (the page's fragment),
+        `output` (the steps' output, with the entry's offset as the event id,
+        so a browser that reconnects resumes after it: Last-Event-ID), `end`.
+
+        One WatchWorkflow call with the output, the other history events and
+        the progress: the status is read again when one of them says the
+        execution changed, and between changes the page is rendered again
+        from what was read, once a second (the running bars grow)."""
         tx = request.path_params["tx"]
         token = self.token(request)
-        seen: dict[str, Any] = {}
-        first = await self._execution_context(token, tx, None, seen)  # NOT_FOUND: 404 here
-        definition = first["definition"]
+        resume = request.headers.get("last-event-id", "")
+        if resume and not present.OUTPUT_OFFSET.fullmatch(resume):
+            raise FilterError(f"Last-Event-ID: {resume!r} is not an output offset (<ms>-<n>)")
+        data = await self._load_execution(token, tx)  # NOT_FOUND: 404 here
 
         async def frames() -> AsyncIterator[str]:
-            yield sse("update", self.fragment("_execution_live.html", **first))
-            if first["terminal"]:
-                yield sse("end", "")
-                return
-            # Backed by WatchWorkflow: every status change re-renders at
-            # once; between changes a tick moves the running bars.
-            call = self.backend.watch(token, tx)
-            watch = aiter(call)
-            change = asyncio.ensure_future(anext(watch))
+            nonlocal data
+            context = self._execution_context(data)
+            yield sse("update", self.fragment("_execution_live.html", **context))
+            feed = present.OutputFeed(tx)
+            call = self.backend.watch(token, tx, output_from=resume)
+            updates: asyncio.Queue[WatchItem] = asyncio.Queue(WATCH_BUFFER)
+            reader = asyncio.create_task(_read_into(call, updates))
+            watching = True  # until the watch ends (after the terminal status)
+            stale = False  # the watch said the execution changed since it was read
+            loaded = rendered = time.monotonic()
             try:
                 while True:
-                    await asyncio.wait({change}, timeout=EXECUTION_TICK_S)
-                    if change.done():
-                        try:
-                            change.result()
-                        except StopAsyncIteration:
-                            pass  # terminal: the render below says so
-                        else:
-                            change = asyncio.ensure_future(anext(watch))
-                    context = await self._execution_context(token, tx, definition, seen)
+                    due = rendered + EXECUTION_TICK_S
+                    if stale:
+                        due = min(due, loaded + RELOAD_MIN_INTERVAL_S)
+                    wait = max(due - time.monotonic(), 0)
+                    batch = await _next_batch(updates, wait) if watching else []
+                    outputs = [m.output for m in batch if _is_output(m)]
+                    if outputs:
+                        parts = feed.parts(outputs)
+                        yield sse("output", present.output_json(parts), outputs[-1].offset)
+                    errors = [m for m in batch if isinstance(m, Exception)]
+                    if errors:
+                        raise errors[0]
+                    if any(m is None for m in batch):
+                        watching = False
+                    stale = stale or any(_changed(m, data.status.revision) for m in batch)
+                    if not watching and not _terminal(data.status):
+                        stale = True  # no watch any more: read it each second
+                    now = time.monotonic()
+                    if stale and (not watching or now - loaded >= RELOAD_MIN_INTERVAL_S):
+                        data = await self._load_execution(token, tx, data)
+                        loaded, stale = time.monotonic(), False
+                    elif watching and now - rendered < EXECUTION_TICK_S:
+                        continue  # the page shows all that was read
+                    context = self._execution_context(data)
                     yield sse("update", self.fragment("_execution_live.html", **context))
-                    if context["terminal"]:
+                    rendered = time.monotonic()
+                    # The watch ends after the last output: the end waits for it.
+                    if context["terminal"] and not watching:
                         yield sse("end", "")
                         return
+                    if not watching:
+                        await asyncio.sleep(EXECUTION_TICK_S)
             finally:
-                # The pending read ends before the call: a stream iterator
-                # closed while a read runs raises "already running".
-                change.cancel()
+                reader.cancel()
                 with contextlib.suppress(BaseException):
-                    await change
+                    await reader
                 call.cancel()
 
         return self.stream(frames())
+
+    async def execution_output(self, request: Request) -> Response:
+        """The whole text of one epoch (an attempt of a step or of its
+        compensation) up to an offset: what "Show all" loads when the page
+        shows the epoch cut. Read with StreamStepOutput of that step."""
+        tx = request.path_params["tx"]
+        query = request.query_params
+        step = query.get("step", "")
+        if not step:
+            raise FilterError("step: required (a step path)")
+        attempt_text = query.get("attempt", "")
+        if not attempt_text.isdigit() or int(attempt_text) < 1:
+            raise FilterError(f"attempt: expected a number from 1, got {attempt_text!r}")
+        compensation = query.get("compensation", "0")
+        if compensation not in ("0", "1"):
+            raise FilterError(f"compensation: expected 0 or 1, got {compensation!r}")
+        until = query.get("until", "")
+        if not present.OUTPUT_OFFSET.fullmatch(until):
+            raise FilterError(f"until: {until!r} is not an output offset (<ms>-<n>)")
+        epoch = (step, compensation == "1", int(attempt_text))
+        end = present.offset_key(until)
+        pieces: list[str] = []
+        call = self.backend.step_output(self.token(request), tx, step)
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT_S):
+                async for response in call:
+                    o = response.output
+                    if o.HasField("gap"):
+                        pieces.append("[earlier output dropped by the stream's cap]\n")
+                    elif o.HasField("chunk") and (o.step, o.compensation, o.attempt) == epoch:
+                        pieces.append(present.output_text(o.chunk))
+                    if present.offset_key(o.offset) >= end:
+                        break
+        finally:
+            call.cancel()
+        headers = {"x-content-type-options": "nosniff", "cache-control": "no-store"}
+        return PlainTextResponse("".join(pieces), headers=headers)
 
     async def execution_json(self, request: Request) -> Response:
         """The whole of a payload the page shows cut: context or results."""
@@ -457,6 +538,64 @@ class Views:
 MAX_VERSIONS_LISTED = 50
 
 
+@dataclass(frozen=True)
+class ExecutionData:
+    """What the execution page is rendered from."""
+
+    status: workflow_pb2.WorkflowStatus
+    history: list[events_pb2.WorkflowEvent]
+    definition: workflow_pb2.WorkflowDefinition
+
+
+# A watch message, None when the watch ended, or the error that ended it.
+WatchItem = pb.WatchWorkflowResponse | Exception | None
+
+
+async def _read_into(
+    call: grpc.aio.UnaryStreamCall[pb.WatchWorkflowRequest, pb.WatchWorkflowResponse],
+    queue: asyncio.Queue[WatchItem],
+) -> None:
+    try:
+        async for message in call:
+            await queue.put(message)
+    except Exception as exc:
+        await queue.put(exc)
+    else:
+        await queue.put(None)
+
+
+async def _next_batch(queue: asyncio.Queue[WatchItem], timeout: float) -> list[WatchItem]:
+    """What the watch brought within `timeout` ([] if nothing): the first
+    message and every one queued behind it (output gathered a moment)."""
+    try:
+        first = await asyncio.wait_for(queue.get(), timeout)
+    except TimeoutError:
+        return []
+    if _is_output(first):
+        await asyncio.sleep(OUTPUT_GATHER_S)
+    batch = [first]
+    while not queue.empty() and len(batch) < WATCH_BUFFER:
+        batch.append(queue.get_nowait())
+    return batch
+
+
+def _terminal(status: workflow_pb2.WorkflowStatus) -> bool:
+    return present.state_name(status.state) in present.TERMINAL_STATES
+
+
+def _is_output(item: WatchItem) -> TypeGuard[pb.WatchWorkflowResponse]:
+    return isinstance(item, pb.WatchWorkflowResponse) and item.HasField("output")
+
+
+def _changed(item: WatchItem, revision: int) -> bool:
+    """Whether a watch message says the page shows less than the execution now is."""
+    if not isinstance(item, pb.WatchWorkflowResponse):
+        return False
+    if item.HasField("event"):
+        return item.event.revision > revision
+    return item.HasField("history_event") or item.HasField("progress")
+
+
 async def _json_body(request: Request) -> Any:
     try:
         return await request.json()
@@ -512,6 +651,7 @@ def create_app(
             Route("/executions/{tx}", views.execution),
             Route("/executions/{tx}/live", views.execution_live),
             Route("/executions/{tx}/json/{what}", views.execution_json),
+            Route("/executions/{tx}/output", views.execution_output),
             Route("/executions/{tx}/actions/{name}", views.action, methods=["POST"]),
             Route("/workers", views.workers),
             Route("/workers/live", views.workers_live),

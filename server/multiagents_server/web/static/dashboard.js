@@ -1,5 +1,6 @@
 // The dashboard's only script: live fragments over server-sent events,
-// "show all" for cut payloads, the action forms, sign in and out.
+// the steps' output as it comes, "show all" for cut payloads and output,
+// the action forms, sign in and out.
 // No framework, no build step.
 "use strict";
 
@@ -37,15 +38,138 @@ function syncActions(root) {
   }
 }
 
+// The steps' output (the execution page's #output card, kept as it is when
+// the rest of the page is rendered again). One block per epoch: an attempt
+// of a step or of its compensation. Text is only ever set as text.
+const epochs = new Map();
+
+function epochOf(card, part) {
+  const key = JSON.stringify([part.step, part.compensation, part.attempt]);
+  let epoch = epochs.get(key);
+  if (epoch) return epoch;
+  // A later attempt: the earlier ones of the step are set apart, never spliced.
+  for (const other of epochs.values()) {
+    if (other.step === part.step && other.compensation === part.compensation
+        && other.attempt < part.attempt) supersede(other, part.attempt);
+  }
+  const block = document.createElement("details");
+  block.className = "o-epoch";
+  block.open = true;
+  block.dataset.step = part.step;
+  block.dataset.attempt = String(part.attempt);
+  block.dataset.compensation = part.compensation ? "1" : "0";
+  const summary = document.createElement("summary");
+  const name = document.createElement("span");
+  name.className = "o-step mono";
+  name.textContent = part.step;
+  const label = document.createElement("span");
+  label.className = "muted";
+  label.textContent = ` ${part.compensation ? "compensation attempt" : "attempt"} ${part.attempt}`;
+  const note = document.createElement("span");
+  note.className = "o-note";
+  summary.append(name, label, note);
+  const more = document.createElement("button");
+  more.type = "button";
+  more.className = "secondary o-expand";
+  more.hidden = true;
+  more.textContent = "Show all (the end is shown)";
+  const pre = document.createElement("pre");
+  pre.className = "o-text";
+  const head = document.createElement("span");  // up to the last cut: replaced by "Show all"
+  const tail = document.createElement("span");  // appended since
+  pre.append(head, tail);
+  block.append(summary, more, pre);
+  card.querySelector(".o-epochs").append(block);
+  card.hidden = false;
+  epoch = { step: part.step, compensation: part.compensation, attempt: part.attempt,
+            block, note, more, pre, head, tail, url: "", expanded: false, loads: 0 };
+  more.addEventListener("click", () => { epoch.expanded = true; loadWhole(epoch); });
+  epochs.set(key, epoch);
+  return epoch;
+}
+
+function supersede(epoch, attempt) {
+  if (epoch.block.classList.contains("superseded")) return;
+  epoch.block.classList.add("superseded");
+  epoch.block.open = false;
+  epoch.note.textContent = ` · superseded: attempt ${attempt} started over`;
+}
+
+async function loadWhole(epoch) {
+  const load = ++epoch.loads;  // a later cut makes an earlier load stale
+  try {
+    const response = await fetch(epoch.url, { credentials: "same-origin" });
+    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+    const text = await response.text();
+    if (load !== epoch.loads) return;
+    epoch.head.textContent = text;
+    epoch.more.hidden = true;
+  } catch (err) {
+    banner(`Could not load the whole output: ${err.message}`);
+  }
+}
+
+function showOutput(parts) {
+  const card = document.getElementById("output");
+  if (!card) return;
+  for (const part of parts) {
+    if (part.type === "gap") {
+      const gap = document.createElement("p");
+      gap.className = "o-gap hint";
+      gap.textContent = `${part.dropped || "Some"} output entries were dropped before this page `
+        + "read them (the stream keeps the newest output_stream_max_entries).";
+      card.querySelector(".o-epochs").append(gap);
+      card.hidden = false;
+      continue;
+    }
+    const epoch = epochOf(card, part);
+    if (part.type === "rewind") {
+      epoch.note.textContent = " · started over";
+      continue;
+    }
+    const pre = epoch.pre;
+    const following = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    if (part.cut) {
+      epoch.head.textContent = part.text;
+      epoch.tail.textContent = "";
+      epoch.url = part.expand;
+      if (epoch.expanded) loadWhole(epoch);
+      else epoch.more.hidden = false;
+    } else if (epoch.tail.firstChild) {
+      epoch.tail.firstChild.appendData(part.text);
+    } else {
+      epoch.tail.textContent = part.text;
+    }
+    if (following) pre.scrollTop = pre.scrollHeight;
+  }
+}
+
+// Replace the section's content with `html`, except `kept` (a child of the
+// section, one of `html` too): it stays in the page as it is (scroll included).
+function replaceAround(section, html, kept) {
+  if (!kept) {
+    section.innerHTML = html;
+    return;
+  }
+  const fresh = document.createElement("template");
+  fresh.innerHTML = html;
+  const nodes = [...fresh.content.childNodes];
+  const at = nodes.findIndex((node) => node.id === kept.id);
+  for (const node of [...section.childNodes]) if (node !== kept) node.remove();
+  kept.before(...nodes.slice(0, Math.max(at, 0)));
+  kept.after(...nodes.slice(at + 1));
+}
+
 function follow(section) {
   const source = new EventSource(section.dataset.live);
   section.dataset.updates = "0";
   source.addEventListener("update", (e) => {
-    section.innerHTML = e.data;
+    replaceAround(section, e.data, section.querySelector(":scope > #output"));
     section.dataset.updates = String(Number(section.dataset.updates) + 1);
     applyExpanded(section);
     syncActions(section);
   });
+  source.addEventListener("output", (e) => showOutput(JSON.parse(e.data)));
   source.addEventListener("end", () => { source.close(); section.dataset.ended = "1"; });
   source.addEventListener("failure", (e) => {
     source.close();
