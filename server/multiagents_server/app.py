@@ -27,7 +27,7 @@ from multiagents_server.config import ConfigError, ServerConfig, check
 from multiagents_server.dispatcher import Dispatcher
 from multiagents_server.embedded_redis import EmbeddedRedis
 from multiagents_server.events import EventHub
-from multiagents_server.liveness import Liveness
+from multiagents_server.liveness import LeaseKeeper, Liveness
 from multiagents_server.orchestrator import Orchestrator
 from multiagents_server.schedules import Schedules
 from multiagents_server.store import Store, StoreUnavailable, open_store
@@ -72,6 +72,7 @@ class Server:
         self.dispatcher: Dispatcher | None = None
         self.metrics: observability.MetricsEndpoint | None = None
         self.dashboard: Dashboard | None = None
+        self._lease_keeper: LeaseKeeper | None = None
 
     @property
     def address(self) -> str:
@@ -190,6 +191,12 @@ class Server:
             server.add_insecure_port(self.dashboard.grpc_target)
         liveness = Liveness(store, config, dispatcher, replica_id=self.replica_id)
         await liveness.renew_lease()
+        self._lease_keeper = LeaseKeeper(
+            self.redis_url, cluster=store.cluster, key=store.keys.replicas,
+            replica_id=self.replica_id, lease_ms=config.replica_lease_ms,
+            stall_limit_ms=config.replica_stall_limit_ms, loop_seen=lambda: liveness.loop_seen,
+        )  # fmt: skip
+        self._lease_keeper.start()
         await orchestrator.join()
         self._tasks = [
             asyncio.create_task(hub.run(), name="event-hub"),
@@ -231,12 +238,12 @@ class Server:
             try:
                 await action()
             except StoreUnavailable as exc:
-                # A cancel that reached a Redis call in flight may come back
-                # as a failed call (a batch torn down by the stop): the
-                # request to stop still stands, so honour it here.
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError from exc
                 log.warning("cannot %s", what, extra={"error": str(exc)})
+            # A cancel that reached a Redis call in flight may come back as a
+            # failed call, or not at all (a batch torn down by the stop, a
+            # socket timeout expiring with it): the request to stop stands.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             await asyncio.sleep(period)
 
     async def _watch_redis(self, store: Store) -> None:
@@ -268,6 +275,9 @@ class Server:
                 ok = False
                 if serving:
                     log.error("redis unreachable; health is NOT_SERVING: %s", exc)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError  # see _every_fifth_of_lease
             if ok != serving:
                 serving = ok
                 await self._set_health(serving)
@@ -317,12 +327,11 @@ class Server:
         if self._grpc is not None:
             await self._grpc.stop(min(grace, 1.0))
             self._grpc = None
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _cancel_all(self._tasks)
         self._tasks = []
+        if self._lease_keeper is not None:
+            await asyncio.to_thread(self._lease_keeper.stop)
+            self._lease_keeper = None
         if self._store is not None:
             with contextlib.suppress(StoreUnavailable):
                 await self._store.leave(self.replica_id)
@@ -340,3 +349,24 @@ class Server:
     async def wait(self) -> None:
         if self._grpc is not None:
             await self._grpc.wait_for_termination()
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the server's loops and wait for them, cancelling again any that
+    swallowed the cancel (a Redis call torn down by it can come back as a
+    plain answer or error); one that still runs after STOP_GRACE_S is left,
+    with a warning, rather than hanging the stop."""
+    deadline = asyncio.get_running_loop().time() + STOP_GRACE_S
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            names = sorted(t.get_name() for t in pending)
+            log.warning("server loops did not stop; leaving them", extra={"loops": names})
+            return
+        _, pending = await asyncio.wait(pending, timeout=min(left, 0.5))
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("server loop %s had failed", task.get_name(), exc_info=task.exception())

@@ -64,6 +64,10 @@ class ServerConfig:
     # elsewhere within lease + lease/5 (3 s), and a pause of up to 4/5 of it
     # (2 s) is not taken for a death.
     replica_lease_ms: int = 2_500
+    # A replica's lease is also renewed by a thread of its own while its event
+    # loop has turned within this long, so a loop slowed by a burst of work is
+    # not taken for a dead replica; one stuck longer loses its lease.
+    replica_stall_limit_ms: int = 15_000
     drain_timeout_ms: int = 10_000
     client_tokens: tuple[str, ...] = ()
     worker_tokens: tuple[str, ...] = ()
