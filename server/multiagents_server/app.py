@@ -27,10 +27,10 @@ from multiagents_server.config import ConfigError, ServerConfig, check
 from multiagents_server.dispatcher import Dispatcher
 from multiagents_server.embedded_redis import EmbeddedRedis
 from multiagents_server.events import EventHub
-from multiagents_server.liveness import LeaseKeeper, Liveness
+from multiagents_server.liveness import Liveness
 from multiagents_server.orchestrator import Orchestrator
 from multiagents_server.schedules import Schedules
-from multiagents_server.store import Store, StoreUnavailable, open_store
+from multiagents_server.store import LeaseKeeper, Store, StoreUnavailable, open_store
 from multiagents_server.timers import run_timers
 from multiagents_server.transport.auth import BearerAuthInterceptor
 from multiagents_server.transport.malformed import MalformedRequestInterceptor

@@ -2,6 +2,7 @@
 
 from multiagents_server.store.connect import REDIS_MODES, open_store
 from multiagents_server.store.keys import Keys
+from multiagents_server.store.lease import LeaseKeeper
 from multiagents_server.store.records import (
     CommandEntry,
     Commit,
@@ -30,6 +31,7 @@ __all__ = [
     "Committed",
     "Fenced",
     "Keys",
+    "LeaseKeeper",
     "Message",
     "OutputEntry",
     "OutputEpoch",
