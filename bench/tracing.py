@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         receiver.stop()
     print(receiver.log.read_text().strip().splitlines()[-1])
+    shutil.rmtree(work, ignore_errors=True)
     off = statistics.median(runs["off"])
     print(f"CPU per 3-step workflow, the engine and the observability hooks ({args.workflows} "
           f"workflows, median of {args.repeat} rounds; runs in µs):")  # fmt: skip
