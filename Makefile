@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml server/pyproject.toml package-lock.json workers/node/pa
 		workers/go/otelworker/go.sum
 	python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]' -e ./server
+	$(PY) -m pip install --quiet -e '.[dev]' -e './server[otlp]'
 	npm ci --no-audit --no-fund --loglevel=error
 	cd workers/node && npm ci --no-audit --no-fund --loglevel=error
 	cd workers/go && go mod download

@@ -44,6 +44,12 @@ CELERY_BROKER_DB, CELERY_BACKEND_DB, ARQ_DB = 1, 2, 3
 # arq enqueues at most this many workflows at a time in the throughput phase
 # (each enqueue holds a connection; redis-py's pool fails beyond 100).
 ARQ_SUBMIT_CONCURRENCY = 50
+# The process that stands in for an OpenTelemetry collector (--observability
+# all or sampled): its CPU is reported, not counted in the system's.
+OTLP_RECEIVER = "otlp-receiver"
+# --observability: what the MultiAgents server records (observability_env).
+OBSERVABILITY = ("off", "metrics", "all", "sampled")
+TRACED = ("all", "sampled")
 
 
 @dataclass
@@ -51,10 +57,12 @@ class Figures:
     """What one system measured."""
 
     system: str
+    observability: str = "off"
     latency_p50_ms: float = 0.0
     latency_p99_ms: float = 0.0
     latency_mean_ms: float = 0.0
     throughput_n: int = 0
+    pace: str = "at once"
     throughput_s: float = 0.0
     workflows_per_s: float = 0.0
     steps_per_s: float = 0.0
@@ -64,6 +72,10 @@ class Figures:
     server_label: str = ""
     redis_commands_per_workflow: float = 0.0
     redis_commands: dict[str, float] = field(default_factory=dict)
+    # Spans the OTLP receiver got over the whole run (warm-up and latency
+    # phases included) when traced; -1 when not.
+    spans_received: int = -1
+    workflows_run: int = 0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -103,16 +115,28 @@ class CpuMeter:
 
 
 async def bench_multiagents(
-    args: argparse.Namespace, redis_url: str, work: Path, processes: int
+    args: argparse.Namespace, redis_url: str, work: Path, processes: int, observability: str
 ) -> Figures:
     from multiagents import Client
 
-    figures = Figures(ma_name(processes))
+    figures = Figures(ma_name(processes), observability)
     port = free_port()
     address = f"127.0.0.1:{port}"
-    server, worker = start_multiagents(
-        args.ma_concurrency, redis_url, port, work, observability_env(args), processes=processes
-    )
+    receiver_port = free_port()
+    receiver = start_otlp_receiver(work, receiver_port) if observability in TRACED else None
+    try:
+        server, worker = start_multiagents(
+            args.ma_concurrency,
+            redis_url,
+            port,
+            work,
+            observability_env(observability, args.trace_sample, receiver_port),
+            processes=processes,
+        )
+    except BaseException:
+        if receiver is not None:
+            receiver.stop()
+        raise
     rcli = redis_sync.Redis.from_url(redis_url)
     try:
         async with Client(address) as client:
@@ -147,21 +171,32 @@ async def bench_multiagents(
             fill_latency(figures, samples)
 
             n = args.throughput_n
-            log(f"multiagents: throughput, {n} workflows submitted at once")
-            meter = CpuMeter(
-                {
-                    "server": server.cpu_seconds,
-                    "worker": worker.cpu_seconds,
-                    "redis": args.redis_proc.cpu_seconds,
-                    "client": time.process_time,
-                }
-            )
+            pace = f"at {args.rate:g}/s" if args.rate else "at once"
+            log(f"multiagents: throughput, {n} workflows submitted {pace}")
+            sources = {
+                "server": server.cpu_seconds,
+                "worker": worker.cpu_seconds,
+                "redis": args.redis_proc.cpu_seconds,
+                "client": time.process_time,
+            }
+            if receiver is not None:
+                sources[OTLP_RECEIVER] = receiver.cpu_seconds
+            meter = CpuMeter(sources)
             rcli.config_resetstat()
             profiler = Profiler(args.profile, "multiagents", [server, worker])
             profiler.start()
             meter.start()
             t0 = time.perf_counter()
-            if args.observe == "wait":
+            if args.rate:
+                # A fixed load: each workflow submitted at its time, then waited for.
+                async def paced(i: int) -> Any:
+                    await asyncio.sleep(t0 + i / args.rate - time.perf_counter())
+                    tx = await bounded(submit(i))
+                    return await bounded(client.wait(tx, timeout=600))
+
+                finals = await asyncio.gather(*(paced(i) for i in range(n)))
+                bad = [f for f in finals if f.state != "completed"]
+            elif args.observe == "wait":
                 txs = await asyncio.gather(*(bounded(submit(i)) for i in range(n)))
                 finals = await asyncio.gather(
                     *(bounded(client.wait(tx, timeout=600)) for tx in txs)
@@ -181,30 +216,58 @@ async def bench_multiagents(
             if bad:
                 raise RuntimeError(f"{len(bad)} workflows did not complete: {bad[0]}")
             fill_throughput(figures, n, elapsed, meter, procs.commandstats(rcli))
+            figures.pace = pace
             figures.server_peak_rss_mb = server.peak_rss_mb()
             figures.server_label = (
                 "multiagents serve (one process)"
                 if processes == 1
                 else f"multiagents serve --processes {processes} (all processes)"
             )
+        figures.workflows_run = args.warmup + args.latency_n + n
     finally:
         worker.stop()
-        server.stop()
+        server.stop()  # its tracer provider exports what it still holds
         rcli.close()
+        if receiver is not None:
+            receiver.stop()
+    if receiver is not None:
+        figures.spans_received = spans_received(receiver)
     return figures
 
 
-def observability_env(args: argparse.Namespace) -> dict[str, str]:
+def start_otlp_receiver(work: Path, port: int) -> procs.Child:
+    """The OTLP/gRPC receiver the traced server exports to (bench/otlp_sink.py)."""
+    receiver = procs.start(
+        OTLP_RECEIVER, [sys.executable, "-m", "bench.otlp_sink", "--port", str(port)], work
+    )
+    procs.wait_for_line(receiver, "listening on")
+    return receiver
+
+
+def spans_received(receiver: procs.Child) -> int:
+    """The receiver's count, printed when it stopped."""
+    from bench import otlp_sink  # opentelemetry-proto: only for traced runs
+
+    for line in receiver.log.read_text(errors="replace").splitlines():
+        if line.startswith(otlp_sink.RECEIVED):
+            return int(line.split()[1])
+    raise RuntimeError(f"{receiver.name} printed no span count (log {receiver.log})")
+
+
+def observability_env(observability: str, sample: float, receiver_port: int) -> dict[str, str]:
     """The server's environment for `--observability`: Prometheus metrics on
-    a free port (never scraped: the cost is in recording), and for `all`
-    also traces, exported by OpenTelemetry's console exporter into the
-    server's log (the SDK's batch processor, a span per submit, workflow and
-    step attempt)."""
+    a free port (never scraped: the cost is in recording), and for `all` and
+    `sampled` also traces (a span per submit, workflow and step attempt) of
+    every workflow or of the share `sample` of them, exported with OTLP over
+    gRPC to the receiver on `receiver_port` by the SDK's batch span
+    processor, as in production."""
     env: dict[str, str] = {}
-    if args.observability in ("metrics", "all"):
+    if observability != "off":
         env["MULTIAGENTS_METRICS_PORT"] = str(free_port())
-    if args.observability == "all":
-        env["OTEL_TRACES_EXPORTER"] = "console"
+    if observability in TRACED:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{receiver_port}"
+        env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+        env["OTEL_TRACES_SAMPLER_ARG"] = str(sample if observability == "sampled" else 1.0)
     return env
 
 
@@ -407,7 +470,7 @@ def fill_throughput(
     figures.throughput_s = elapsed
     figures.workflows_per_s = n / elapsed
     figures.steps_per_s = 3 * n / elapsed
-    system = {k: v for k, v in meter.used.items() if k != "client"}
+    system = {k: v for k, v in meter.used.items() if k not in ("client", OTLP_RECEIVER)}
     figures.cpu_s_per_workflow = sum(system.values()) / n
     figures.cpu_breakdown_ms_per_workflow = {k: 1000 * v / n for k, v in meter.used.items()}
     stats.pop("config|resetstat", None)
@@ -480,22 +543,77 @@ def targets(ratio: dict[str, dict[str, float | None]]) -> list[dict[str, Any]]:
     return out
 
 
+def observability_report(results: list[Figures]) -> list[str]:
+    """With more than one --observability setting: each setting's server CPU
+    per workflow and throughput, run by run, and against `off` (the mean of
+    the ratios of runs made next to each other, and their range)."""
+    lines: list[str] = []
+    for system in dict.fromkeys(f.system for f in results if f.system.startswith("MultiAgents")):
+        runs = [f for f in results if f.system == system]
+        settings = [s for s in dict.fromkeys(f.observability for f in runs) if s != "off"]
+        offs = [f for f in runs if f.observability == "off"]
+        if not settings or not offs:
+            continue
+        lines.append(f"== observability against off, {system}: server CPU per workflow, throughput")
+        for setting in ["off", *settings]:
+            mine = [f for f in runs if f.observability == setting]
+            cpu = [f.cpu_breakdown_ms_per_workflow["server"] for f in mine]
+            rate = [f.workflows_per_s for f in mine]
+            line = (
+                f"{setting:8} server ms/workflow {' '.join(f'{c:.2f}' for c in cpu)} "
+                f"(mean {statistics.fmean(cpu):.2f}); workflows/s "
+                f"{' '.join(f'{r:.0f}' for r in rate)} (mean {statistics.fmean(rate):.0f})"
+            )
+            if setting != "off" and len(mine) == len(offs):
+                cpu_ratio = [
+                    f.cpu_breakdown_ms_per_workflow["server"]
+                    / o.cpu_breakdown_ms_per_workflow["server"]
+                    for f, o in zip(mine, offs, strict=True)
+                ]
+                rate_ratio = [
+                    f.workflows_per_s / o.workflows_per_s for f, o in zip(mine, offs, strict=True)
+                ]
+                line += (
+                    f"\n{'':8} against off, run by run: server CPU {_change(cpu_ratio)}, "
+                    f"throughput {_change(rate_ratio)}"
+                )
+            lines.append(line)
+    return lines
+
+
+def _change(ratios: list[float]) -> str:
+    """Ratios as a mean change and its range: `+12 % (+5 % to +20 %)`."""
+
+    def pct(r: float) -> str:
+        return f"{100 * (r - 1):+.0f} %"
+
+    return f"{pct(statistics.fmean(ratios))} ({pct(min(ratios))} to {pct(max(ratios))})"
+
+
 def report(results: list[Figures]) -> str:
     lines = []
     for f in results:
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in f.cpu_breakdown_ms_per_workflow.items())
         cmds = ", ".join(f"{k} {v}" for k, v in list(f.redis_commands.items())[:8])
+        setting = "" if f.observability == "off" else f", observability {f.observability}"
         lines += [
-            f"== {f.system}",
+            f"== {f.system}{setting}",
             f"latency (one 3-step workflow at a time): p50 {f.latency_p50_ms:.2f} ms, "
             f"p99 {f.latency_p99_ms:.2f} ms, mean {f.latency_mean_ms:.2f} ms",
-            f"throughput ({f.throughput_n} at once): {f.throughput_s:.2f} s, "
+            f"throughput ({f.throughput_n} {f.pace}): {f.throughput_s:.2f} s, "
             f"{f.workflows_per_s:.0f} workflows/s, {f.steps_per_s:.0f} steps/s",
             f"CPU per workflow (server+workers+redis): {1000 * f.cpu_s_per_workflow:.2f} ms "
             f"[ms: {cpu}]",
             f"peak RSS of the server: {f.server_peak_rss_mb:.1f} MB ({f.server_label})",
             f"redis commands per workflow: {f.redis_commands_per_workflow:.1f} [{cmds}]",
         ]
+        if f.spans_received >= 0:
+            lines.append(
+                f"spans received by the OTLP receiver: {f.spans_received} "
+                f"({f.spans_received / f.workflows_run:.2f} per workflow, "
+                f"{f.workflows_run} workflows)"
+            )
+    lines += observability_report(results)
     ratio = ratios(results)
     if not ratio:
         lines.append("(no ratios: they need MultiAgents and at least one of Celery, arq)")
@@ -555,11 +673,33 @@ async def main(argv: list[str] | None = None) -> int:
         "(the measure), or only a Redis counter (analysis: the server without the watchers)",
     )
     parser.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        metavar="N",
+        help="MultiAgents' throughput phase submits N workflows a second, each then waited "
+        "for, instead of all at once: its CPU per workflow at a fixed load (default: at once)",
+    )
+    parser.add_argument(
         "--observability",
-        choices=("off", "metrics", "all"),
         default="off",
-        help="the MultiAgents server with Prometheus metrics, or metrics and traces "
-        '(docs/performance.md, "Observability"); default off',
+        help="what the MultiAgents server records, comma-separated to compare them in one run: "
+        "off, metrics (Prometheus), all (metrics and a trace of every workflow, exported with "
+        "OTLP to a receiver process), sampled (all, tracing --trace-sample of the workflows); "
+        'docs/performance.md, "Observability"; default off',
+    )
+    parser.add_argument(
+        "--trace-sample",
+        type=float,
+        default=0.1,
+        metavar="RATIO",
+        help="the share of workflows --observability sampled traces (default 0.1)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run MultiAgents' settings this many times, in turn (default 1)",
     )
     parser.add_argument("--celery-pool", default="prefork")
     parser.add_argument("--celery-concurrency", type=int, default=os.cpu_count() or 2)
@@ -575,13 +715,27 @@ async def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown or not systems:
         parser.error(f"--systems: unknown {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
+    observability = [s.strip() for s in args.observability.split(",") if s.strip()]
+    unknown = sorted(set(observability) - set(OBSERVABILITY))
+    if unknown or not observability:
+        parser.error(
+            f"--observability: unknown {', '.join(unknown)}; choose from {', '.join(OBSERVABILITY)}"
+        )
+    if not 0 <= args.trace_sample <= 1:
+        parser.error(f"--trace-sample: {args.trace_sample} is not between 0 and 1")
+    if args.repeat < 1:
+        parser.error(f"--repeat: {args.repeat} is not a positive count")
 
     async with embedded_redis(args.keep) as (embedded, work):
         args.redis_proc = RedisProcess(embedded)
         results = []
         if "multiagents" in systems:
-            for processes in args.ma_processes:
-                results.append(await bench_multiagents(args, embedded.url, work, processes))
+            for _ in range(args.repeat):
+                for processes in args.ma_processes:
+                    for setting in observability:
+                        results.append(
+                            await bench_multiagents(args, embedded.url, work, processes, setting)
+                        )
         if "celery" in systems:
             results.append(bench_celery(args, embedded.url, work))
         if "arq" in systems:

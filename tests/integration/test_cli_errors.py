@@ -134,6 +134,14 @@ async def test_serve_rejects_a_malformed_config_file(tmp_path: Path) -> None:
     assert_one_line_error(result, f"config file {config}:3:1: invalid YAML")
 
 
+async def test_serve_rejects_a_sampler_arg_that_is_no_ratio(tmp_path: Path) -> None:
+    """With tracing on and no OTEL_TRACES_SAMPLER, the default sampler's ratio."""
+    env = {"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER_ARG": "10%"}
+    result = await cli("serve", "--port", "0", "--data-dir", str(tmp_path), env=env)
+    assert_one_line_error(result, "OTEL_TRACES_SAMPLER_ARG", "'10%'", "between 0 and 1")
+    assert not (tmp_path / "redis").exists()  # nothing was started
+
+
 async def test_serve_on_a_port_in_use_fails_in_one_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

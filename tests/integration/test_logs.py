@@ -2,10 +2,11 @@
 line, and the lines about a workflow carry its transaction id, step and
 attempt; ends and failures are logged at INFO with their duration. The
 text format keeps the same fields as key=value. And `serve` exports traces
-when the OTEL_* variables ask for them."""
+when the OTEL_* variables ask for them (OTLP, console)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -15,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from integration.helpers import make_config, wait_for
 from multiagents import (
@@ -129,11 +132,68 @@ def test_the_text_format_appends_the_fields_and_keeps_the_traceback_last() -> No
     assert line["exception"].endswith("ValueError: bad")
 
 
+class _Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP/gRPC trace receiver: keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+
+    async def Export(
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        self.requests.append(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def spans(self) -> list[dict[str, Any]]:
+        """Each span as name, trace id (hex) and the service.name of its resource."""
+        out = []
+        for request in self.requests:
+            for resource in request.resource_spans:
+                service = {a.key: a.value.string_value for a in resource.resource.attributes}
+                for scope in resource.scope_spans:
+                    out += [
+                        {
+                            "name": span.name,
+                            "trace_id": span.trace_id.hex(),
+                            "service": service["service.name"],
+                        }
+                        for span in scope.spans
+                    ]
+        return out
+
+
+def _console_spans(text: str) -> list[dict[str, Any]]:
+    """The console exporter's JSON spans, as `_Receiver.spans` gives them."""
+    decoder = json.JSONDecoder()
+    spans, at = [], text.find("{")
+    while at != -1:
+        span, end = decoder.raw_decode(text, at)
+        spans.append(
+            {
+                "name": span["name"],
+                "trace_id": span["context"]["trace_id"].removeprefix("0x"),
+                "service": span["resource"]["attributes"]["service.name"],
+            }
+        )
+        at = text.find("{", end)
+    return spans
+
+
+@pytest.mark.parametrize("exporter", ["otlp", "console"])
 async def test_serve_exports_the_workflow_trace_when_otel_variables_ask(
-    redis_server: EmbeddedRedis, tmp_path: Path, uid: str
+    redis_server: EmbeddedRedis, tmp_path: Path, uid: str, exporter: str
 ) -> None:
-    """`OTEL_TRACES_EXPORTER=console multiagents serve`: the spans of a
-    workflow come out on stdout as JSON, all in one trace."""
+    """`OTEL_EXPORTER_OTLP_ENDPOINT=... multiagents serve` (to a real OTLP
+    receiver) and `OTEL_TRACES_EXPORTER=console` (JSON on stdout): the spans
+    of a workflow, all in one trace, named by OTEL_SERVICE_NAME. (Every
+    workflow is traced: OTEL_TRACES_SAMPLER says so.)"""
+    receiver = _Receiver()
+    otlp = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, otlp)
+    otlp_port = otlp.add_insecure_port("127.0.0.1:0")
+    await otlp.start()
     port = free_port()
     out = tmp_path / "stdout.txt"
     argv = [
@@ -141,7 +201,11 @@ async def test_serve_exports_the_workflow_trace_when_otel_variables_ask(
         "--port", str(port), "--redis-url", redis_server.url,
         "--key-prefix", make_config("").key_prefix,
     ]  # fmt: skip
-    env = {**os.environ, "OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": uid}
+    env = {**os.environ, "OTEL_SERVICE_NAME": uid, "OTEL_TRACES_SAMPLER": "parentbased_always_on"}
+    if exporter == "otlp":
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp_port}"
+    else:
+        env["OTEL_TRACES_EXPORTER"] = "console"
     with open(out, "wb") as stdout:
         process = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, env=env)
     address = f"127.0.0.1:{port}"
@@ -166,24 +230,21 @@ async def test_serve_exports_the_workflow_trace_when_otel_variables_ask(
             tx = await client.execute_workflow(wf.name, {})
             assert (await client.wait(tx, timeout=20)).state == "completed"
     finally:
-        process.terminate()  # the SDK flushes its spans at exit
+        # The SDK exports what it holds at exit (to the receiver, which
+        # keeps serving meanwhile).
+        process.terminate()
         try:
-            process.wait(timeout=30)
+            await asyncio.to_thread(process.wait, 30)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    text = out.read_text()
-    decoder = json.JSONDecoder()
-    spans, at = [], text.find("{")
-    while at != -1:
-        span, end = decoder.raw_decode(text, at)
-        spans.append(span)
-        at = text.find("{", end)
-    mine = {s["name"]: s for s in spans if s["attributes"].get("multiagents.workflow") == wf.name}
+        await otlp.stop(None)
+    spans = receiver.spans() if exporter == "otlp" else _console_spans(out.read_text())
+    (workflow,) = [s for s in spans if s["name"] == f"workflow {wf.name}"]
+    mine = {s["name"]: s for s in spans if s["trace_id"] == workflow["trace_id"]}
     assert set(mine) == {
         "multiagents.v1.WorkflowService/ExecuteWorkflow",
         f"workflow {wf.name}",
         "step a",
     }
-    assert len({s["context"]["trace_id"] for s in mine.values()}) == 1
-    assert mine["step a"]["resource"]["attributes"]["service.name"] == uid
+    assert {s["service"] for s in mine.values()} == {uid}

@@ -188,7 +188,7 @@ async def test_the_command_a_worker_receives_names_its_attempt_in_the_workflow_t
     (attempt,) = [
         s
         for s in exporter.get_finished_spans()
-        if s.name == "step s" and _attr(s, "multiagents.transaction_id") == tx
+        if s.name == "step s" and _attr(s, "multiagents.command_id").startswith(f"{tx}:")
     ]
     version, trace_id, span_id, flags = command.metadata["traceparent"].split("-")
     assert (version, flags) == ("00", "01")

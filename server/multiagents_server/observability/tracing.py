@@ -19,6 +19,14 @@ held open: the submit span's `traceparent` is stored with the execution
 are derived from the transaction and command ids (SHA-256), so any replica
 can name them, and emit each span once, with its start time, when it ends.
 
+The sampler decides once per workflow, at the submit span: a workflow
+whose submit span is not sampled records no other span, and its commands
+carry the submit's `traceparent` (flags 00), so no worker records one
+either. `multiagents serve` samples a tenth of the workflows not submitted
+under a caller's sampled span unless told otherwise (`provider_from_env`):
+a span costs the server CPU to build and to export (docs/performance.md,
+"Observability").
+
 Spans are recorded only while an OpenTelemetry SDK `TracerProvider` is the
 global one (`opentelemetry.trace.set_tracer_provider`): the embedding
 application installs it, or `multiagents serve` from the standard OTEL_*
@@ -44,6 +52,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Tracer, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -108,39 +117,48 @@ def _id(kind: str, key: str, size: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{kind}|{key}".encode()).digest()[:size]) or 1
 
 
+# Cached: a workflow's span id is asked for by each of its attempts' spans,
+# an attempt's by its command and its span.
+@functools.lru_cache(maxsize=4096)
 def workflow_span_id(transaction_id: str) -> int:
     return _id("workflow", transaction_id, 8)
 
 
+@functools.lru_cache(maxsize=4096)
 def attempt_span_id(command_id: str) -> int:
     return _id("attempt", command_id, 8)
 
 
+def _traceparent(trace_id: int, span_id: int, flags: int) -> str:
+    """A W3C `traceparent` value (version 00), as the propagator writes it."""
+    return f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+
+
 @functools.lru_cache(maxsize=4096)
-def _parse(traceparent: str) -> SpanContext:
-    """A `traceparent` value as a span context (invalid when malformed)."""
-    span = trace.get_current_span(_propagator.extract({TRACEPARENT: traceparent}))
-    return span.get_span_context()
-
-
-def _submitted(ex: engine.Execution) -> SpanContext:
-    """The submit span stored with the execution; a trace id derived from the
-    root transaction when there is none (submitted while tracing was off)."""
-    carried = ex.metadata.get(TRACEPARENT)
-    if carried:
-        context = _parse(carried)
+def _submitted(transaction_id: str, traceparent: str | None) -> SpanContext:
+    """The submit span, from the `traceparent` stored with the execution; a
+    trace id derived from the root transaction when there is none (submitted
+    while tracing was off) or it is malformed. (Cached: every command and
+    span of a workflow asks.)"""
+    if traceparent:
+        span = trace.get_current_span(_propagator.extract({TRACEPARENT: traceparent}))
+        context = span.get_span_context()
         if context.is_valid:
             return context
-    root = ex.transaction_id.split(".", 1)[0]
+    root = transaction_id.split(".", 1)[0]
     return SpanContext(
         _id("trace", root, 16), 0, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED)
     )
 
 
+def _submit_of(ex: engine.Execution) -> SpanContext:
+    return _submitted(ex.transaction_id, ex.metadata.get(TRACEPARENT))
+
+
 def _workflow_parent(ex: engine.Execution) -> SpanContext | None:
     """The parent of the workflow span: the parent step's attempt span for a
     sub-workflow, else the submit span (None when there is none)."""
-    submitted = _submitted(ex)
+    submitted = _submit_of(ex)
     if ex.parent_command_id:
         span_id = attempt_span_id(ex.parent_command_id)
     elif submitted.span_id:
@@ -153,7 +171,7 @@ def _workflow_parent(ex: engine.Execution) -> SpanContext | None:
 
 
 def _workflow_context(ex: engine.Execution) -> SpanContext:
-    submitted = _submitted(ex)
+    submitted = _submit_of(ex)
     return SpanContext(
         submitted.trace_id,
         workflow_span_id(ex.transaction_id),
@@ -164,12 +182,16 @@ def _workflow_context(ex: engine.Execution) -> SpanContext:
 
 def command_metadata(ex: engine.Execution, command_id: str) -> dict[str, str]:
     """The metadata of a command: the execution's, with a `traceparent` that
-    names the command's attempt span while tracing is on."""
+    names the command's attempt span while tracing is on. A workflow the
+    sampler dropped keeps the submit's `traceparent` (flags 00): the worker
+    records no span of it either, so no span needs naming."""
     if tracer() is None:
         return ex.metadata
-    workflow = _workflow_context(ex)
-    flags = int(workflow.trace_flags) & TraceFlags.SAMPLED
-    traceparent = f"00-{workflow.trace_id:032x}-{attempt_span_id(command_id):016x}-{flags:02x}"
+    submitted = _submit_of(ex)
+    if not submitted.trace_flags.sampled and TRACEPARENT in ex.metadata:
+        return ex.metadata
+    flags = submitted.trace_flags & TraceFlags.SAMPLED
+    traceparent = _traceparent(submitted.trace_id, attempt_span_id(command_id), flags)
     return {**ex.metadata, TRACEPARENT: traceparent}
 
 
@@ -191,6 +213,8 @@ def _emit(
 ) -> None:
     """Record a span with the chosen id, from `start_ms` to now (in
     nanoseconds: a worker's span, on this host, ends before it)."""
+    if failure is not None:
+        attributes["multiagents.error_type"] = failure.type
     token = _chosen_span_id.set(span_id)
     try:
         span = t.start_span(
@@ -200,7 +224,6 @@ def _emit(
         _chosen_span_id.reset(token)
     if failure is not None:
         span.set_status(Status(StatusCode.ERROR, failure.message))
-        span.set_attribute("multiagents.error_type", failure.type)
     span.end(end_time=max(time.time_ns(), start_ms * 10**6))
 
 
@@ -252,19 +275,15 @@ def attempt_ended(
     start = _timings.dispatched.pop(command_id, now_ms)
     delivered = _timings.delivered.pop(command_id, None)
     t = tracer()
-    if t is None:
-        return
-    parent = _workflow_context(ex)
-    if not parent.trace_flags.sampled:
-        return  # the sampler dropped the workflow's trace: spare the span
+    if t is None or not _submit_of(ex).trace_flags.sampled:
+        return  # no tracing, or the sampler dropped the workflow's trace
+    # Few attributes (each costs, in the span and in its export): the step
+    # and whether it compensates are in the span's name, the transaction id
+    # begins the command id, the workflow is its parent's.
     attributes: dict[str, Any] = {
-        "multiagents.transaction_id": ex.transaction_id,
-        "multiagents.workflow": ex.spec.name,
-        "multiagents.step": entry.step,
-        "multiagents.attempt": attempt_of(command_id),
         "multiagents.command_id": command_id,
+        "multiagents.attempt": attempt_of(command_id),
         "multiagents.worker": entry.worker,
-        "multiagents.kind": entry.kind.value,
     }
     if delivered is not None:
         attributes["multiagents.queue_wait_ms"] = delivered - start
@@ -275,7 +294,7 @@ def attempt_ended(
         t,
         f"{prefix} {entry.step}",
         attempt_span_id(command_id),
-        parent,
+        _workflow_context(ex),
         start,
         attributes,
         failure,
@@ -286,7 +305,7 @@ def attempt_ended(
 def workflow_ended(ex: engine.Execution) -> None:
     """Emit the span of an execution that reached its final state."""
     t = tracer()
-    if t is None or not _submitted(ex).trace_flags.sampled:
+    if t is None or not _submit_of(ex).trace_flags.sampled:
         return
     attributes = {
         "multiagents.transaction_id": ex.transaction_id,
@@ -318,36 +337,58 @@ def submit_span(workflow: str, metadata: MutableMapping[str, str]) -> Iterator[N
     if t is None:
         yield
         return
-    parent = _propagator.extract(dict(metadata))
+    carried = metadata.get(TRACEPARENT)
+    parent = _propagator.extract({TRACEPARENT: carried}) if carried else otel_context.Context()
     with t.start_as_current_span(
         "multiagents.v1.WorkflowService/ExecuteWorkflow",
         context=parent,
         kind=SpanKind.SERVER,
         attributes={"multiagents.workflow": workflow},
-    ):
-        carrier: dict[str, str] = {}
-        _propagator.inject(carrier)
-        metadata[TRACEPARENT] = carrier[TRACEPARENT]
+    ) as span:
+        context = span.get_span_context()
+        metadata[TRACEPARENT] = _traceparent(context.trace_id, context.span_id, context.trace_flags)
         yield
 
 
 # -- `multiagents serve`: an SDK provider from the OTEL_* variables -------------
 
+# The share of workflows traced when OTEL_TRACES_SAMPLER is not set (the
+# SDK's own default would trace every one): docs/performance.md,
+# "Observability".
+DEFAULT_SAMPLE = 0.1
+
 
 class TracingSetupError(ValueError):
-    """The OTEL_* variables ask for an exporter that cannot be used."""
+    """The OTEL_* variables ask for an exporter or a sampler that cannot be used."""
 
 
 def configure_from_env(environ: MutableMapping[str, str] | None = None) -> bool:
-    """Install an SDK tracer provider when the OTEL_* variables ask for traces:
+    """Install an SDK tracer provider when the OTEL_* variables ask for
+    traces (see `provider_from_env`). Returns whether it did."""
+    provider = provider_from_env(environ)
+    if provider is None:
+        return False
+    trace.set_tracer_provider(provider)
+    return True
+
+
+def provider_from_env(environ: MutableMapping[str, str] | None = None) -> TracerProvider | None:
+    """An SDK tracer provider when the OTEL_* variables ask for traces:
     `OTEL_TRACES_EXPORTER` (`otlp`, `console`; comma-separated), or an OTLP
     endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`, `..._TRACES_ENDPOINT`), which
-    means `otlp`. The OTLP exporter (package opentelemetry-exporter-otlp)
-    reads its own OTEL_EXPORTER_OTLP_* settings; `OTEL_SERVICE_NAME` names
-    the service (default multiagents-server). Returns whether it did."""
+    means `otlp`; None otherwise. Spans go to each exporter through the
+    SDK's batch span processor (its OTEL_BSP_* settings apply). The OTLP
+    exporter (package opentelemetry-exporter-otlp: the server's `otlp`
+    extra) reads its own OTEL_EXPORTER_OTLP_* settings; `OTEL_SERVICE_NAME`
+    names the service (default multiagents-server).
+
+    The sampler is the SDK's from `OTEL_TRACES_SAMPLER` when that is set;
+    otherwise `parentbased_traceidratio` at `OTEL_TRACES_SAMPLER_ARG`
+    (default `DEFAULT_SAMPLE`): a workflow submitted under a caller's sampled
+    span is always traced, others one in ten."""
     env = os.environ if environ is None else environ
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return False
+        return None
     names = [n.strip() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
     if not names and (
         env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -355,14 +396,28 @@ def configure_from_env(environ: MutableMapping[str, str] | None = None) -> bool:
         names = ["otlp"]
     names = [n for n in names if n != "none"]
     if not names:
-        return False
+        return None
+    sampler = None if env.get("OTEL_TRACES_SAMPLER") else _default_sampler(env)
     exporters = [_exporter(name, env) for name in names]
     attributes = {"service.name": env.get("OTEL_SERVICE_NAME") or "multiagents-server"}
-    provider = TracerProvider(resource=Resource.create(attributes))
+    provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    return True
+    return provider
+
+
+def _default_sampler(env: MutableMapping[str, str]) -> Sampler:
+    text = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    try:
+        ratio = float(text) if text else DEFAULT_SAMPLE
+    except ValueError:
+        ratio = -1.0
+    if not 0 <= ratio <= 1:
+        raise TracingSetupError(
+            f"OTEL_TRACES_SAMPLER_ARG: {text!r} is not a ratio between 0 and 1 "
+            "(the share of workflows traced)"
+        )
+    return ParentBased(TraceIdRatioBased(ratio))
 
 
 def _exporter(name: str, env: MutableMapping[str, str]) -> SpanExporter:
@@ -377,14 +432,14 @@ def _exporter(name: str, env: MutableMapping[str, str]) -> SpanExporter:
     )
     try:
         if protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-                OTLPSpanExporter,
-            )
+            from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc_exporter
+
+            return grpc_exporter.OTLPSpanExporter()
+        from opentelemetry.exporter.otlp.proto.http import trace_exporter as http_exporter
+
+        return http_exporter.OTLPSpanExporter()
     except ImportError:
         raise TracingSetupError(
             "OTEL_TRACES_EXPORTER: the OTLP exporter needs the package "
-            "opentelemetry-exporter-otlp (pip install opentelemetry-exporter-otlp)"
+            "opentelemetry-exporter-otlp (pip install 'multiagents-server[otlp]')"
         ) from None
-    return OTLPSpanExporter()  # type: ignore[no-any-return]
