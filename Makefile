@@ -82,8 +82,9 @@ pytest:
 		--cov=multiagents --cov=multiagents_server --cov-fail-under=$(COV_FLOOR)
 
 # The cluster lane: the integration, crash and conformance tests again, against
-# a real 3-master Redis Cluster started by the tests (bounded to 30 minutes).
-# No coverage floor: it runs a part of the suite.
+# a real 3-master Redis Cluster started by the tests, and the tests marked
+# cluster_lane (the chaos test on a cluster whose masters it kills, 45 s of
+# chaos); bounded to 30 minutes. No coverage floor: it runs a part of the suite.
 pytest-cluster:
 	MULTIAGENTS_TEST_REDIS=cluster timeout 1800 $(PY) -m pytest -q -p no:cacheprovider \
 		tests/integration tests/conformance tests/seed

@@ -44,6 +44,7 @@ BACKGROUND = {
     "claim_timers", "renew_lease", "drop_lease", "live_replicas",
     "forget_dead_replicas", "known_workers", "consumers", "sessions_of", "run",
     "ensure_group", "prune_index", "prune_expired_index", "_run",
+    "pending_at", "pending_holders", "claim",
 }  # fmt: skip
 
 

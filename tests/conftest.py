@@ -4,7 +4,9 @@ session, on free localhost ports, stopped by pid at the end.
 With `MULTIAGENTS_TEST_REDIS=cluster` (the cluster lane, `make test-cluster`)
 the session's Redis is a real 3-master Redis Cluster instead, and every
 test that takes `redis_server` runs against it; tests that need a single
-node (they restart it) are marked `single_node` and skipped there.
+node (they restart it) are marked `single_node` and skipped there, tests
+marked `cluster_lane` (a cluster of their own whose nodes they kill) run
+there only.
 """
 
 from __future__ import annotations
@@ -53,12 +55,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    skip = pytest.mark.skip(
+    skip_single = pytest.mark.skip(
         reason="needs a single-node Redis it can restart (not the cluster lane)"
+    )
+    skip_cluster = pytest.mark.skip(
+        reason="runs in the cluster lane only (MULTIAGENTS_TEST_REDIS=cluster, make pytest-cluster)"
     )
     for item in items:
         if CLUSTER_LANE and "single_node" in item.keywords:
-            item.add_marker(skip)
+            item.add_marker(skip_single)
+        if not CLUSTER_LANE and "cluster_lane" in item.keywords:
+            item.add_marker(skip_cluster)
 
 
 @pytest.fixture(scope="session")

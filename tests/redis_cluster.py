@@ -9,7 +9,8 @@ ADDSLOTSRANGE is Redis 7 only) and a distinct config epoch, and every pair of
 nodes MEETs directly, so no node waits for gossip to learn of a peer. `start()`
 then polls CLUSTER INFO and CLUSTER NODES on every node, with a deadline,
 until each reports `cluster_state:ok` and sees the same masters, connected and
-serving slots. No replicas.
+serving slots. No replicas: a killed node is started again in place
+(`restart_node`), on its append-only file.
 
 A fresh master stays out of `cluster_state:ok` for 2 s after it starts (Redis'
 CLUSTER_WRITABLE_DELAY), so `start()` takes a little over 2 s.
@@ -216,6 +217,22 @@ class RedisCluster:
         # SIGKILL cannot be caught or delayed: this waits for the kernel only.
         process.wait(timeout=10)
         return process.pid
+
+    async def restart_node(self, i: int, timeout: float = 15.0) -> int:
+        """Start killed node `i` again on its port and directory; returns its pid.
+
+        It reads back its `nodes.conf` (the same node id, epoch and slots: it
+        rejoins the cluster as itself) and its append-only file (what it had
+        acknowledged). Waits until it answers, not until the cluster is
+        healthy again: its peers clear a FAIL flag they set on it only when
+        they hear from it (for a master with slots and no replica to take
+        over, 2 × node timeout after the flag was set), see `wait_healthy`.
+        """
+        if self.alive(i):
+            raise RuntimeError(f"node {i} (pid {self._processes[i].pid}) is running")
+        self._processes[i] = self._spawn(i)
+        await self._wait_ping(i, time.monotonic() + timeout)
+        return self._processes[i].pid
 
     def alive(self, i: int) -> bool:
         return i < len(self._processes) and self._processes[i].poll() is None

@@ -30,7 +30,13 @@ from multiagents_server.events import EventHub
 from multiagents_server.liveness import Liveness
 from multiagents_server.orchestrator import Orchestrator
 from multiagents_server.schedules import Schedules
-from multiagents_server.store import LeaseKeeper, Store, StoreUnavailable, open_store
+from multiagents_server.store import (
+    LeaseKeeper,
+    Store,
+    StoreSetupError,
+    StoreUnavailable,
+    open_store,
+)
 from multiagents_server.timers import run_timers
 from multiagents_server.transport.auth import BearerAuthInterceptor
 from multiagents_server.transport.malformed import MalformedRequestInterceptor
@@ -54,6 +60,9 @@ OUTCOMES_FLUSH_S = 1.0
 # How often health checks that Redis answers; the embedded one's restart backoff.
 REDIS_HEALTH_PERIOD_S = 1.0
 REDIS_RESTART_BACKOFF_S = (0.2, 10.0)
+# How often a replica looks for commands that nobody will answer for (see
+# Liveness.recover_lost_commands).
+RECOVER_LOST_S = 5.0
 
 
 class Server:
@@ -96,8 +105,11 @@ class Server:
         """Start Redis (when embedded), the gRPC server and the background loops."""
         try:
             await self._start()
-        except BaseException:
+        except BaseException as exc:
             await self.stop(grace_s=0)  # release what was started, e.g. a busy port
+            if isinstance(exc, StoreUnavailable):
+                # Redis went away while this replica joined: one line, not a bug.
+                raise StoreSetupError(f"Redis stopped serving while starting: {exc}") from None
             raise
 
     async def _start(self) -> None:
@@ -190,6 +202,7 @@ class Server:
             self.dashboard = Dashboard(config, self.replica_id)
             server.add_insecure_port(self.dashboard.grpc_target)
         liveness = Liveness(store, config, dispatcher, replica_id=self.replica_id)
+        lease_fifth_s = max(config.replica_lease_ms / 5000, 0.1)
         await liveness.renew_lease()
         self._lease_keeper = LeaseKeeper(
             self.redis_url, cluster=store.cluster, key=store.keys.replicas,
@@ -202,13 +215,19 @@ class Server:
             asyncio.create_task(hub.run(), name="event-hub"),
             asyncio.create_task(run_timers(orchestrator, liveness, schedules), name="timers"),
             asyncio.create_task(
-                self._every_fifth_of_lease(liveness.renew_lease, "renew the lease"), name="lease"
+                self._every(lease_fifth_s, liveness.renew_lease, "renew the lease"), name="lease"
             ),
             asyncio.create_task(
-                self._every_fifth_of_lease(
-                    liveness.reap_dead_replicas, "reclaim dead replicas' work"
+                self._every(
+                    lease_fifth_s, liveness.reap_dead_replicas, "reclaim dead replicas' work"
                 ),
                 name="reaper",
+            ),
+            asyncio.create_task(
+                self._every(
+                    RECOVER_LOST_S, liveness.recover_lost_commands, "look for lost commands"
+                ),
+                name="recover-lost",
             ),
             asyncio.create_task(self._flush_outcomes(orchestrator), name="outcomes"),
             asyncio.create_task(self._watch_redis(store), name="redis-health"),
@@ -226,23 +245,24 @@ class Server:
             extra={"address": self.address, "replica": self.replica_id, "redis": self.redis_url},
         )
 
-    async def _every_fifth_of_lease(
-        self, action: Callable[[], Awaitable[object]], what: str
+    async def _every(
+        self, period: float, action: Callable[[], Awaitable[object]], what: str
     ) -> None:
-        """Run `action` every fifth of the lease until cancelled. The lease
-        renewal and the reaper each get such a loop, so reclaiming a dead
-        replica's work never delays the renewal."""
-        period = max(self.config.replica_lease_ms / 5000, 0.1)
+        """Run `action` every `period` seconds until cancelled. The lease
+        renewal (every fifth of the lease), the reaper and the search for
+        lost commands each get such a loop, so that reclaiming work never
+        delays the renewal."""
         task = asyncio.current_task()
         while True:
             try:
                 await action()
             except StoreUnavailable as exc:
                 log.warning("cannot %s", what, extra={"error": str(exc)})
-            # A cancel that reached a Redis call in flight may come back as a
-            # failed call, or not at all (a batch torn down by the stop, a
-            # socket timeout expiring with it): the request to stop stands.
             if task is not None and task.cancelling():
+                # Or it came back as nothing at all: asyncio.wait_for before
+                # Python 3.12 (which redis-py uses) drops a cancel that meets
+                # the end of what it waits for. Without this the loop would
+                # go on, and a stop waiting for it would wait for ever.
                 raise asyncio.CancelledError
             await asyncio.sleep(period)
 
@@ -277,7 +297,7 @@ class Server:
                     log.error("redis unreachable; health is NOT_SERVING: %s", exc)
             task = asyncio.current_task()
             if task is not None and task.cancelling():
-                raise asyncio.CancelledError  # see _every_fifth_of_lease
+                raise asyncio.CancelledError  # see _every
             if ok != serving:
                 serving = ok
                 await self._set_health(serving)

@@ -10,9 +10,10 @@ stay in Redis. Pullers also scan every bucket now and then, in case a
 wake-up was lost. Answers are applied through the orchestrator, whose
 commit acknowledges the queue entry. A session that ends loses its
 in-flight commands (retryable `WorkerLost` failures); a replica that dies
-is handled by `liveness`. A command whose step names shared limits is
-sent only once its places in them are taken (`limits`); until then it
-waits here, grouped by its keys.
+is handled by `liveness`; a command Redis handed to this replica in a reply
+that never arrived is found and sent again (`recover_lost`). A command
+whose step names shared limits is sent only once its places in them are
+taken (`limits`); until then it waits here, grouped by its keys.
 
 A command is bound to the session it was sent to: only that session may
 answer it. Each session gets a secret resume token in Welcome. A session
@@ -71,10 +72,20 @@ LIMIT_POLL_MS = 100
 # Commands waiting for limits held by one replica: above this, its pullers
 # read no more until some start.
 MAX_WAITING = 10_000
+# A command pending at this replica that it does not hold, not delivered
+# again for this long, was lost on its way here (see `recover_lost`): twice
+# the deadline of a Redis call, so that no reply still on its way is taken
+# for lost.
+LOST_AFTER_MS = 10_000
 
 
 def transaction_of(command_id: str) -> str:
     return command_id.rsplit(":", 2)[0]
+
+
+def _pending_key(entry: CommandEntry) -> tuple[int, str, bytes]:
+    """Which queue entry `entry` is: (bucket, worker name, entry id)."""
+    return entry.bucket, entry.worker, entry.entry_id
 
 
 def holder_key(resume_token: str, worker_id: str) -> str:
@@ -231,6 +242,11 @@ class Dispatcher:
         # kept for a resume, by session id, with the task that fails them.
         self._holders: dict[str, Session] = {}
         self._kept: dict[str, tuple[Session, asyncio.Task[None]]] = {}
+        # Sessions being closed (their commands are being kept or failed).
+        self._closing: dict[str, Session] = {}
+        # Commands held by a task on their way elsewhere: an answer (or a
+        # loss) being applied, limits being taken (see `_held`).
+        self._handling: set[tuple[int, str, bytes]] = set()
         self._pullers: dict[str, asyncio.Task[None]] = {}
         self._backlog: dict[str, deque[CommandEntry]] = {}
         self._wakeup: dict[str, asyncio.Event] = {}
@@ -325,6 +341,13 @@ class Dispatcher:
         taken = _decode_kept(raw, session.id)
         session.inflight.update(taken)
         session.resumes = ""
+        try:
+            # Held here now: the replica that sent them must not send them again.
+            await self.store.claim(
+                self.replica_id, [_pending_key(i.entry) for i in taken.values()], min_idle_ms=0
+            )
+        except StoreUnavailable as exc:
+            log.warning("cannot take over the queue entries of resumed commands: %s", exc)
         log.info("worker session %s resumed %d commands in flight", session.id, len(taken))
         return True
 
@@ -335,6 +358,13 @@ class Dispatcher:
             return
         session.closed = True
         self.sessions.pop(session.id, None)
+        self._closing[session.id] = session
+        try:
+            await self._close(session, reason)
+        finally:
+            del self._closing[session.id]
+
+    async def _close(self, session: Session, reason: str) -> None:
         observability.session_closed(session)
         if self._holders.get(session.holder) is session:
             del self._holders[session.holder]
@@ -363,8 +393,10 @@ class Dispatcher:
 
     async def _expire(self, session: Session, reason: str, window_s: float) -> None:
         await asyncio.sleep(window_s)
-        del self._kept[session.id]
-        await self._settle(session, f"{reason}; not resumed")
+        try:
+            await self._settle(session, f"{reason}; not resumed")
+        finally:
+            self._kept.pop(session.id, None)
 
     async def _settle(self, session: Session, reason: str) -> None:
         """Fail the kept commands of an ended session, unless a resume took them."""
@@ -379,26 +411,36 @@ class Dispatcher:
 
     async def _lose(self, session: Session, reason: str) -> None:
         lost = list(session.inflight.values())
+        self._handling.update(_pending_key(i.entry) for i in lost)
         session.inflight.clear()
         if not lost:
             return
         failure = failures.worker_lost(f"worker session lost: {reason}")
         # Shielded: a cancelled caller must not leave lost commands unfailed.
-        await asyncio.shield(asyncio.gather(*(self.fail_lost(i, failure) for i in lost)))
+        await asyncio.shield(self.fail_lost(lost, failure))
 
     def _sessions_changed(self) -> None:
         if self.on_sessions_changed is not None:
             self.spawn(self.on_sessions_changed())
 
-    async def fail_lost(self, inflight: Inflight, failure: engine.Failure) -> None:
-        """Fail a command whose session (or replica) is gone: WorkerLost, retried."""
-        self._release_limits(inflight, None, back_off=False)
-        await self._apply(
-            transaction_of(inflight.command_id),
-            engine.StepFailed(inflight.command_id, failure),
-            ack=inflight.entry,
-            outcome=self._outcome(inflight, failure),
-        )
+    async def fail_lost(self, lost: Sequence[Inflight], failure: engine.Failure) -> None:
+        """Fail commands whose session (or replica) is gone: WorkerLost, retried."""
+        keys = [_pending_key(i.entry) for i in lost]
+        self._handling.update(keys)
+        try:
+            for inflight in lost:
+                self._release_limits(inflight, None, back_off=False)
+            await asyncio.gather(*(
+                self._apply(
+                    transaction_of(i.command_id),
+                    engine.StepFailed(i.command_id, failure),
+                    ack=i.entry,
+                    outcome=self._outcome(i, failure),
+                )
+                for i in lost
+            ))  # fmt: skip
+        finally:
+            self._handling.difference_update(keys)
 
     async def _apply(
         self,
@@ -410,8 +452,8 @@ class Dispatcher:
     ) -> None:
         """Apply a worker's answer, retrying while Redis is unreachable.
 
-        Giving up is safe: the command stays pending and the step's timeout
-        timer fails and retries the attempt.
+        Giving up is safe: the command stays pending at this replica, which
+        sends it again (`recover_lost`); else its step's timeout would.
         """
         delay = 0.1
         try:
@@ -519,6 +561,8 @@ class Dispatcher:
         failure = event.failure if isinstance(event, engine.StepFailed) else None
         back_off = failure is not None and failure.type == limits.RATE_LIMITED
         self._release_limits(inflight, event.usage, back_off=back_off)
+        key = _pending_key(inflight.entry)
+        self._handling.add(key)
         try:
             await self._apply(
                 transaction_of(command_id),
@@ -527,6 +571,7 @@ class Dispatcher:
                 outcome=self._outcome(inflight, failure),
             )
         finally:
+            self._handling.discard(key)
             self._wake(session.names)
 
     async def heartbeat(
@@ -585,8 +630,8 @@ class Dispatcher:
             await self.close_session(session, "server shutting down")
         for session, expiry in list(self._kept.values()):  # settled now, not later
             expiry.cancel()
-            del self._kept[session.id]
             await self._settle(session, "server shutting down")
+            self._kept.pop(session.id, None)
         for task in self._pullers.values():
             task.cancel()
         if self._limits_task is not None:
@@ -638,6 +683,12 @@ class Dispatcher:
     def deliver(self, entries: Sequence[CommandEntry]) -> None:
         for entry in entries:
             self.release(entry.worker)
+        self._to_sessions(entries)
+
+    def _to_sessions(self, entries: Sequence[CommandEntry]) -> None:
+        """Send commands held by this replica to local sessions, first in line;
+        back to their queues when no session serves them any more."""
+        for entry in entries:
             self._backlog.setdefault(entry.worker, deque()).appendleft(entry)
         for worker in {e.worker for e in entries}:
             self._deliver(worker)
@@ -691,6 +742,54 @@ class Dispatcher:
                 backlog.clear()
                 if entries:
                     await self.store.requeue_commands(entries)
+
+    def _held(self) -> set[tuple[int, str, bytes]]:
+        """Every queue entry this replica holds: waiting for a session, sent
+        to one (open, closing or kept for a resume), waiting for limits, or
+        in the hands of a task."""
+        held = set(self._handling)
+        for backlog in self._backlog.values():
+            held.update(_pending_key(e) for e in backlog)
+        sessions = [*self.sessions.values(), *self._closing.values()]
+        sessions += [s for s, _ in self._kept.values()]
+        for session in sessions:
+            held.update(_pending_key(i.entry) for i in session.inflight.values())
+        for group in self._waiting.values():
+            held.update(_pending_key(e) for e, _ in group)
+        return held
+
+    async def recover_lost(self) -> int:
+        """Send again the commands pending at this replica that it does not
+        hold; returns how many.
+
+        Redis gives a command to this replica (its consumer) when a read or
+        a commit that claims it runs, and this replica learns of it from the
+        reply. When the reply is lost — the connection dropped, or, on a
+        cluster, another node of the same pipeline failed — the command
+        stays pending here, and no other replica takes it while this one
+        lives: without this it would wait for its step's timeout. Looked
+        for only among commands not delivered for LOST_AFTER_MS, of the
+        worker names this replica served; each is claimed again first, so
+        one that a resuming session took meanwhile stays there.
+        """
+        names = sorted(self._backlog)
+        if not names:
+            return 0
+        pending = await self.store.pending_at(self.replica_id, names, min_idle_ms=LOST_AFTER_MS)
+        held = self._held()
+        lost = [p for p in pending if p not in held]
+        if not lost:
+            return 0
+        entries = await self.store.claim(self.replica_id, lost, min_idle_ms=LOST_AFTER_MS)
+        held = self._held()
+        entries = [e for e in entries if _pending_key(e) not in held]
+        if entries:
+            log.warning(
+                "sending again %d commands that this replica held without knowing "
+                "(a Redis reply that claimed them for it was lost)", len(entries),
+            )  # fmt: skip
+            self._to_sessions(entries)
+        return len(entries)
 
     def _deliver(self, name: str) -> None:
         backlog = self._backlog[name]
@@ -752,6 +851,7 @@ class Dispatcher:
                 self.spawn(self._show_waiting(command, refusal.key, refusal.reason))
             return
         session.reserved += 1
+        self._handling.add(_pending_key(entry))
         self.spawn(self._acquire(session, entry, command, waited=waited))
 
     async def _acquire(
@@ -768,6 +868,7 @@ class Dispatcher:
             wait_ms, refusal = int(REDIS_RETRY_S * 1000), Refusal("", "unavailable", "")
         finally:
             session.reserved -= 1
+            self._handling.discard(_pending_key(entry))  # waiting or started below
         if refusal is not None:
             if refusal.key:
                 self._refuse(keys, refusal)

@@ -100,3 +100,31 @@ async def test_kill_node(tmp_path: Path) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.slow
+async def test_a_killed_node_restarted_in_place_rejoins_with_its_data(tmp_path: Path) -> None:
+    async with RedisCluster(tmp_path, node_timeout_ms=1000) as cluster:
+        _, victim_port, victim_pid = cluster.nodes[1]
+        async with ClusterClient.from_url(cluster.url) as rc:
+            victim_keys = [f"k{n}" for n in range(1000) if _owner(rc, f"k{n}") == victim_port]
+            for key in victim_keys:
+                await rc.set(key, key)
+        cluster.kill_node(1)
+
+        async def survivors_see_it_failed() -> bool:
+            views = [await cluster.cluster_nodes(i) for i in (0, 2)]
+            return all("fail" in v[victim_port].flags for v in views)
+
+        await wait_for(survivors_see_it_failed, timeout=15, interval=0.05)
+        with pytest.raises(RuntimeError):
+            await cluster.restart_node(0)  # a running node is not started twice
+        pid = await cluster.restart_node(1)
+        assert pid != victim_pid and cluster.nodes[1] == ("127.0.0.1", victim_port, pid)
+        assert b"redis-server" in _cmdline(pid)
+        # The same node: its peers clear the FAIL flag and it serves its slots again.
+        await cluster.wait_healthy(timeout=20)
+        async with ClusterClient.from_url(cluster.url) as rc:
+            assert _owner(rc, victim_keys[0]) == victim_port
+            # Its append-only file gave back what it had acknowledged.
+            assert await rc.mget_nonatomic(victim_keys) == [k.encode() for k in victim_keys]

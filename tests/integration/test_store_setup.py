@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
-from integration.helpers import make_config
+from integration.helpers import make_config, wait_for
 from multiagents_server.app import Server
 from multiagents_server.embedded_redis import EmbeddedRedis, free_port
 from multiagents_server.store import StoreSetupError
@@ -51,3 +52,23 @@ def test_redis_versions_compare_by_major_and_minor() -> None:
     # Debian 7.0): the gate's comparison is tested on its own.
     assert _version("6.0.16") < (6, 2) <= _version("6.2.14") < _version("7.0.15")
     assert _version("unknown") < (6, 2)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+async def test_a_cluster_with_a_master_down_fails_at_start_in_one_line(tmp_path: Path) -> None:
+    # Found by the chaos test: a replica started while a master was down
+    # (CLUSTERDOWN) failed with a traceback.
+    async with RedisCluster(tmp_path, node_timeout_ms=1000) as cluster:
+        cluster.kill_node(2)
+
+        async def cluster_down() -> bool:
+            return (await cluster.cluster_info(0))["cluster_state"] == "fail"
+
+        await wait_for(cluster_down, timeout=15, interval=0.05)
+        with pytest.raises(StoreSetupError, match="does not serve: The cluster is down"):
+            await Server(make_config(cluster.node_url(0))).start()
+        done = serve(cluster.node_url(0))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: ") and "The cluster is down" in done.stderr

@@ -1,5 +1,6 @@
 """Redis storage and event bus of the server: the only package that imports redis."""
 
+from multiagents_server.store import redis_fixes
 from multiagents_server.store.connect import REDIS_MODES, open_store
 from multiagents_server.store.keys import Keys
 from multiagents_server.store.lease import LeaseKeeper
@@ -21,6 +22,8 @@ from multiagents_server.store.records import (
     WorkerOutcomes,
 )
 from multiagents_server.store.store import FLUSH_TIMER, SCHEDULE_TIMER, Store, observe_operations
+
+redis_fixes.install()
 
 __all__ = [
     "FLUSH_TIMER",

@@ -83,6 +83,10 @@ async def open_store(
         keys = Keys(prefix, await _bucket_count(client, Keys(prefix), buckets))
         store = Store(client, keys, cluster=cluster)
         await store.load_scripts()
+    except RedisError as exc:
+        # E.g. a cluster with a master down refuses every command (CLUSTERDOWN).
+        await client.aclose()
+        raise StoreSetupError(f"Redis at {url} does not serve: {exc}") from None
     except BaseException:
         await client.aclose()
         raise

@@ -391,6 +391,18 @@ return 0
 """
 )
 
+# Deletes a consumer of a command queue's group when nothing is pending at
+# it: XGROUP DELCONSUMER drops what is, and nobody could claim those
+# commands any more (a replica fenced off and reaped while it was alive may
+# have taken more since). KEYS[1] the queue. ARGV: group, consumer.
+# Returns 1 when deleted, 0 when kept (or there is no such group).
+DELETE_CONSUMER = """
+local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if not ok or #pending > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
 SCRIPTS = {
     "commit": COMMIT,
     "clear_followups": CLEAR_FOLLOWUPS,
@@ -399,4 +411,5 @@ SCRIPTS = {
     "schedule": SCHEDULE,
     "acquire_limits": ACQUIRE_LIMITS,
     "release_limits": RELEASE_LIMITS,
+    "delete_consumer": DELETE_CONSUMER,
 }

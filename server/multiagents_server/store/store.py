@@ -5,6 +5,7 @@ Redis failures as `StoreUnavailable` (or `Fenced`)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import random
@@ -660,37 +661,98 @@ class Store:
         return sorted(w.decode() for w in await self.redis.smembers(self.keys.worker_names))
 
     @_guarded
-    async def claim_pending_of(
-        self, dead_consumer: str, consumer: str, workers: Sequence[str], count: int = 100
-    ) -> list[CommandEntry]:
-        """Move up to `count` commands per queue pending at `dead_consumer` to `consumer`."""
-        queues = [(b, w) for w in workers for b in self.buckets]
+    async def pending_at(
+        self,
+        owner: str,
+        workers: Sequence[str],
+        *,
+        min_idle_ms: int,
+        count: int = 100,
+        buckets: Sequence[int] | None = None,
+    ) -> list[tuple[int, str, bytes]]:
+        """(bucket, worker, entry id) of up to `count` commands per queue of
+        `workers` (in `buckets`, default all) pending at consumer `owner`
+        (taken, not acknowledged) and not delivered again for `min_idle_ms`."""
+        queues = [(b, w) for w in workers for b in (self.buckets if buckets is None else buckets)]
         cmds = self._auto.commands()
         for b, w in queues:
             cmds.xpending_range(self.keys.queue(b, w), DISPATCH_GROUP, min="-", max="+",
-                                count=count, consumername=dead_consumer)  # fmt: skip
-        pending = await cmds.execute()
-        found: list[CommandEntry] = []
-        gone: list[CommandEntry] = []
-        for (b, w), rows in zip(queues, pending, strict=True):
-            if isinstance(rows, Exception) or not rows:
+                                count=count, consumername=owner, idle=min_idle_ms)  # fmt: skip
+        found = []
+        for (b, w), rows in zip(queues, await cmds.execute_raw(), strict=True):
+            if _no_group(rows):
                 continue
-            ids = [p["message_id"] for p in rows]
-            claimed = await self.redis.xclaim(self.keys.queue(b, w), DISPATCH_GROUP, consumer, 0,
-                                              ids)  # fmt: skip
-            found += [CommandEntry(b, w, eid, f[b"c"]) for eid, f in claimed if f]
-            present = {eid for eid, f in claimed if f}
-            gone += [CommandEntry(b, w, eid, b"") for eid in ids if eid not in present]
-        await self.ack_commands(gone)  # deleted while pending: nothing to redeliver
+            if isinstance(rows, Exception):
+                raise rows
+            found += [(b, w, p["message_id"]) for p in rows]
         return found
 
     @_guarded
-    async def delete_consumer(self, consumer: str, workers: Sequence[str]) -> None:
+    async def claim(
+        self, consumer: str, pending: Sequence[tuple[int, str, bytes]], *, min_idle_ms: int
+    ) -> list[CommandEntry]:
+        """Make `consumer` the holder of these pending commands, each unless it
+        was delivered again within `min_idle_ms`; the commands it holds now.
+        One deleted while pending is acknowledged: nothing to deliver."""
         cmds = self._auto.commands()
-        for w in workers:
-            for b in self.buckets:
-                cmds.xgroup_delconsumer(self.keys.queue(b, w), DISPATCH_GROUP, consumer)
-        await cmds.execute_raw()
+        for b, w, entry_id in pending:
+            # One entry per XCLAIM: Redis 6.2 answers a deleted one without its id.
+            cmds.xclaim(self.keys.queue(b, w), DISPATCH_GROUP, consumer, min_idle_ms, [entry_id])
+        found: list[CommandEntry] = []
+        gone: list[CommandEntry] = []
+        for (b, w, entry_id), claimed in zip(pending, await cmds.execute(), strict=True):
+            if claimed and claimed[0][1]:
+                found.append(CommandEntry(b, w, entry_id, claimed[0][1][b"c"]))
+            elif claimed:
+                gone.append(CommandEntry(b, w, entry_id, b""))
+        await self.ack_commands(gone)
+        return found
+
+    async def claim_pending_of(
+        self,
+        dead_consumer: str,
+        consumer: str,
+        workers: Sequence[str],
+        count: int = 100,
+        buckets: Sequence[int] | None = None,
+    ) -> list[CommandEntry]:
+        """Move up to `count` commands per queue (in `buckets`, default all)
+        pending at `dead_consumer` to `consumer`."""
+        pending = await self.pending_at(
+            dead_consumer, workers, min_idle_ms=0, count=count, buckets=buckets
+        )
+        return await self.claim(consumer, pending, min_idle_ms=0)
+
+    @_guarded
+    async def delete_consumer(
+        self, consumer: str, workers: Sequence[str], buckets: Sequence[int] | None = None
+    ) -> None:
+        """Forget `consumer` in the queues of `workers` where nothing is pending at it."""
+        await asyncio.gather(*(
+            self._script("delete_consumer", [self.keys.queue(b, w)], [DISPATCH_GROUP, consumer])
+            for w in workers
+            for b in (self.buckets if buckets is None else buckets)
+        ))  # fmt: skip
+
+    @_guarded
+    async def pending_holders(
+        self, workers: Sequence[str], buckets: Sequence[int]
+    ) -> dict[str, set[str]]:
+        """The consumers that commands of `workers` in `buckets` are pending
+        at, each with those worker names."""
+        queues = [(b, w) for w in workers for b in buckets]
+        cmds = self._auto.commands()
+        for b, w in queues:
+            cmds.xpending(self.keys.queue(b, w), DISPATCH_GROUP)
+        holders: dict[str, set[str]] = {}
+        for (_, w), summary in zip(queues, await cmds.execute_raw(), strict=True):
+            if _no_group(summary):
+                continue
+            if isinstance(summary, Exception):
+                raise summary
+            for consumer in summary["consumers"]:
+                holders.setdefault(consumer["name"].decode(), set()).add(w)
+        return holders
 
     # -- monitoring -------------------------------------------------------------------------
 
@@ -851,6 +913,12 @@ class Store:
             finally:
                 if client is not self.redis:
                     await client.aclose()
+
+
+def _no_group(reply: Any) -> bool:
+    """A reply saying that a queue has no consumer group (no session of its
+    worker name ever ran where its bucket lives)."""
+    return isinstance(reply, ResponseError) and str(reply).startswith("NOGROUP")
 
 
 def _output_entry(entry_id: bytes, f: dict[bytes, bytes]) -> OutputEntry:
