@@ -336,9 +336,11 @@ async def test_three_replicas_lose_nothing_when_one_is_killed_mid_run(
         for i in range(3)
     ]
     async with Client(addresses[1]) as client:
-        await wait_for(_registers(client, wf.build()), timeout=20, interval=0.1)
+        # Three replica processes starting on a loaded 2-core machine (the
+        # cluster lane) took over 20 s once.
+        await wait_for(_registers(client, wf.build()), timeout=60, interval=0.1)
         for runtime in runtimes:
-            await runtime.start(timeout=20)
+            await runtime.start(timeout=60)
         try:
             ids = await asyncio.gather(
                 *(client.execute_workflow("replicas.three_naps", {"nap": 0.3}) for _ in range(60))
