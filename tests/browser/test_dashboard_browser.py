@@ -307,8 +307,10 @@ async def test_the_steps_output_appears_live_each_attempt_apart_then_the_usage(
         assert epoch_text("essay")(browser).endswith("paragraph 199: the agent keeps on writing\n")
         assert essay_text.endswith(epoch_text("essay")(browser))
         # The text is followed to its end, through the renders of the rest of the page.
+        # (At least one re-render after the first: how many more depends on
+        # how the status changes batch, 3 in CI, more on an idle machine.)
         renders = browser.execute_script("return document.getElementById('live').dataset.updates")
-        assert int(renders) > 3
+        assert int(renders) >= 2
         at_end = (
             "const pre = [...document.querySelectorAll('.o-epoch[data-step=essay] pre')].pop();"
             "return pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4"
