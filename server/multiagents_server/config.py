@@ -186,6 +186,11 @@ def check(config: ServerConfig) -> None:
         )
     if not 0 <= config.dashboard_port <= 65535:
         raise ConfigError(f"dashboard_port: must be 0 (off) to 65535, got {config.dashboard_port}")
+    for name in ("replica_lease_ms", "replica_stall_limit_ms"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(
+                f"{name}: must be a positive number of ms, got {getattr(config, name)}"
+            )
     if config.dashboard_port and config.dashboard_port == config.port:
         raise ConfigError(f"dashboard_port: {config.dashboard_port} is the gRPC port too")
     if config.client_tokens and not config.worker_tokens and not config.allow_anonymous_workers:

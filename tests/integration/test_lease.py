@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import redis
 import redis.cluster
 
 from integration.helpers import make_config
 from multiagents_server.app import Server
+from multiagents_server.config import ConfigError, load_config
 from multiagents_server.orchestrator import now_ms
 
 LEASE_MS = 1_000
@@ -66,3 +68,12 @@ async def test_a_loop_stuck_past_the_stall_limit_loses_its_lease(redis_server: A
     # Renewed until the loop had not turned for the stall limit, then lapsed.
     assert left[0] > 0
     assert min(left) < 0, f"the lease of a stuck loop was kept: {left}"
+
+
+def test_the_lease_settings_must_be_positive() -> None:
+    env = {"MULTIAGENTS_REPLICA_STALL_LIMIT_MS": "0"}
+    with pytest.raises(ConfigError, match="replica_stall_limit_ms: must be a positive"):
+        load_config({}, environ=env)
+    with pytest.raises(ConfigError, match="replica_lease_ms: must be a positive"):
+        load_config({"replica_lease_ms": -1}, environ={})
+    assert load_config({}, environ={}).replica_stall_limit_ms == 15_000
