@@ -844,11 +844,9 @@ class Dispatcher:
         if group and not waited:
             group.append((entry, command))
             self._count_waiting(keys, 1)
-            refusal = self._refused.get(keys)
-            if refusal is None:
-                self.spawn(self._show_waiting(command, keys[0], "queued"))
-            else:
-                self.spawn(self._show_waiting(command, refusal.key, refusal.reason))
+            # Behind the group's first: what refused that one, else "queued".
+            refusal = self._refused.get(keys, Refusal(keys[0], "queued", ""))
+            self.spawn(self._show_waiting(command, refusal.key, refusal.reason))
             return
         session.reserved += 1
         self._handling.add(_pending_key(entry))
