@@ -719,7 +719,11 @@ class Dispatcher:
                     except TimeoutError:
                         dirty.update(self.store.buckets)  # in case a wake-up was lost
                     continue
+                # Cleared before the read: a wake-up that arrives during it
+                # marks its bucket again, as the read may have missed that
+                # command. A bucket whose read came back full is read again.
                 buckets = sorted(dirty)
+                dirty.clear()
                 per_bucket = max(1, min(READ_BATCH, -(-free // len(buckets))))
                 try:
                     await self.store.ensure_groups(name)
@@ -729,12 +733,13 @@ class Dispatcher:
                 except StoreError as exc:
                     # Redis restarting or unreachable: keep the puller, try again.
                     log.warning("cannot read commands of %s: %s", name, exc)
+                    dirty.update(buckets)
                     self.store.forget_groups()
                     await asyncio.sleep(REDIS_RETRY_S)
                     continue
                 for bucket, entries in taken.items():
-                    if len(entries) < per_bucket:
-                        dirty.discard(bucket)
+                    if len(entries) >= per_bucket:
+                        dirty.add(bucket)
                     backlog.extend(entries)
         finally:
             if not self._serving(name):
