@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,9 +18,30 @@ from conformance.harness import (
     Toolchains,
     WorkerProcess,
     launch_worker,
+    log_tail,
 )
 from multiagents import Client
 from multiagents_server.embedded_redis import EmbeddedRedis
+
+FAILURE_LOG_LINES = 200
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed scenario's report carries the end of the server's log and of
+    each worker's: what a CI run printed is all there is to go on."""
+    report: pytest.TestReport = yield
+    funcargs = getattr(item, "funcargs", {})
+    if report.failed and "conformance_server" in funcargs:
+        server: ServerProcess = funcargs["conformance_server"]
+        tail = log_tail(server.log, FAILURE_LOG_LINES)
+        report.sections.append((f"server log {server.log}", tail))
+        tmp_path = funcargs.get("tmp_path")
+        for log in sorted(tmp_path.glob("worker-*.log")) if tmp_path is not None else ():
+            report.sections.append((f"worker log {log.name}", log_tail(log, FAILURE_LOG_LINES)))
+    return report
 
 
 @pytest.fixture(scope="session")

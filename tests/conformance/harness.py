@@ -43,7 +43,7 @@ SERVER_ENV = {
 }
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def log_tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -156,7 +156,7 @@ class ServerProcess:
         def listening() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(
-                    f"server exited with {proc.returncode} while starting:\n{_tail(self.log)}"
+                    f"server exited with {proc.returncode} while starting:\n{log_tail(self.log)}"
                 )
             return "listening on" in self.log.read_text(errors="replace")
 
@@ -164,7 +164,7 @@ class ServerProcess:
             await wait_for(listening, timeout=SERVER_START_TIMEOUT_S, interval=0.05)
         except TimeoutError:
             raise AssertionError(
-                f"server not listening after {SERVER_START_TIMEOUT_S}s:\n{_tail(self.log)}"
+                f"server not listening after {SERVER_START_TIMEOUT_S}s:\n{log_tail(self.log)}"
             ) from None
 
     def kill(self) -> None:
@@ -209,11 +209,12 @@ class WorkerProcess:
             return await asyncio.wait_for(self.proc.wait(), timeout)
         except TimeoutError:
             raise AssertionError(
-                f"{self.lang} worker {self.pid} still running after {timeout}s:\n{_tail(self.log)}"
+                f"{self.lang} worker {self.pid} still running after {timeout}s:\n"
+                f"{log_tail(self.log)}"
             ) from None
 
     def tail(self) -> str:
-        return _tail(self.log)
+        return log_tail(self.log)
 
     def kill(self) -> None:
         """SIGKILL by pid, unless it has exited already."""
