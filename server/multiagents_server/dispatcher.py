@@ -1042,5 +1042,15 @@ class Dispatcher:
         """Run `coro` in the background, keeping the task referenced until it ends."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
         return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A background task's end; what failed it is logged here, as no one awaits it."""
+        self._tasks.discard(task)
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        if isinstance(exc, StoreError):
+            log.warning("background work not done, Redis unavailable: %s", exc)
+        else:
+            log.error("background work failed", exc_info=exc)

@@ -18,7 +18,7 @@ from multiagents_server import engine
 from multiagents_server.liveness import Liveness
 from multiagents_server.orchestrator import Orchestrator
 from multiagents_server.schedules import Schedules
-from multiagents_server.store import FLUSH_TIMER, SCHEDULE_TIMER, StoreUnavailable
+from multiagents_server.store import FLUSH_TIMER, SCHEDULE_TIMER, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,13 @@ async def run_timers(orchestrator: Orchestrator, liveness: Liveness, schedules: 
                     await schedules.fire(transaction_id)  # a schedule's id
                 else:
                     await orchestrator.apply(transaction_id, engine.TimerFired(timer))
+            except StoreError as exc:
+                # Redis down or restarting: one line, not a traceback each time.
+                # The claim lease expires and the timer fires again.
+                log.warning(
+                    "timer not fired, fires again: %s", exc,
+                    extra={"transaction_id": transaction_id, "timer": timer},
+                )  # fmt: skip
             except Exception:
                 # The claim lease expires and the timer fires again.
                 log.exception(

@@ -7,6 +7,7 @@ when the OTEL_* variables ask for them (OTLP, console)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -29,8 +30,10 @@ from multiagents import (
     WorkflowBuilder,
     worker,
 )
+from multiagents_server.app import Server
 from multiagents_server.embedded_redis import EmbeddedRedis, free_port
 from multiagents_server.observability.logs import JsonFormatter, TextFormatter
+from multiagents_server.store import StoreUnavailable
 
 FAST = RetryPolicy(max_attempts=3, initial_interval=0.05)
 
@@ -248,3 +251,31 @@ async def test_serve_exports_the_workflow_trace_when_otel_variables_ask(
         "step a",
     }
     assert {s["service"] for s in mine.values()} == {uid}
+
+
+async def test_background_work_stopped_by_redis_is_one_warning_not_a_lost_exception(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found in the chaos runs: a session change's lease renewal, spawned and
+    # never awaited, ended with StoreUnavailable while Redis was down, and
+    # asyncio printed "Task exception was never retrieved" with a traceback.
+    async def renew_while_redis_is_down() -> None:
+        raise StoreUnavailable("Redis unreachable: connection refused")
+
+    async def a_bug() -> None:
+        raise KeyError("session")
+
+    with caplog.at_level(logging.WARNING):
+        tasks = [
+            server.dispatcher.spawn(renew_while_redis_is_down()),
+            server.dispatcher.spawn(a_bug()),
+        ]
+        await asyncio.wait(tasks, timeout=5)
+        del tasks
+        gc.collect()  # an unretrieved exception is reported when its task is collected
+    lines = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert lines == [
+        ("WARNING", "background work not done, Redis unavailable: "
+                    "Redis unreachable: connection refused", False),
+        ("ERROR", "background work failed", True),
+    ]  # fmt: skip
