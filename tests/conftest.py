@@ -21,6 +21,7 @@ import warnings
 from collections.abc import AsyncIterator, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -31,6 +32,9 @@ from multiagents import Client
 from multiagents_server.app import Server
 from multiagents_server.embedded_redis import EmbeddedRedis
 from redis_cluster import RedisCluster
+
+if TYPE_CHECKING:
+    from conformance.harness import Toolchains
 
 ROOT = Path(__file__).resolve().parent.parent
 # Session teardown never waits longer than this for one component.
@@ -130,6 +134,15 @@ async def server(redis_server: EmbeddedRedis | RedisCluster) -> AsyncIterator[Se
 async def client(server: Server) -> AsyncIterator[Client]:
     async with Client(server.address) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def toolchains(tmp_path_factory: pytest.TempPathFactory) -> Toolchains:
+    """Each language's conformance worker and client programs
+    (tests/conformance/harness.py), built once per session on first use."""
+    from conformance.harness import Toolchains  # it imports this module
+
+    return Toolchains(tmp_path_factory.mktemp("conformance-build"))
 
 
 @pytest.fixture

@@ -44,12 +44,6 @@ def pytest_runtest_makereport(
     return report
 
 
-@pytest.fixture(scope="session")
-def toolchains(tmp_path_factory: pytest.TempPathFactory) -> Toolchains:
-    """Each language's conformance worker, built on first use."""
-    return Toolchains(tmp_path_factory.mktemp("conformance-build"))
-
-
 @pytest.fixture(scope="module")
 async def conformance_server(
     redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory

@@ -3,12 +3,15 @@ trace per workflow holds the caller's span, the submit, the workflow, every
 step attempt (retries and compensations included) and the worker's spans,
 each the child of the right one. Spans are caught by the SDK's in-memory
 exporter on the process's tracer provider (server, worker and caller all
-run in this process, talking over gRPC)."""
+run in this process, talking over gRPC); a Node worker process, the
+conformance worker, writes its spans to a file."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,6 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags
 
+from conformance.harness import Toolchains, launch_worker
 from integration.helpers import serving
 from multiagents import Client, RetryPolicy, WorkerExecutionError, WorkflowBuilder, wire, worker
 from multiagents.v1 import worker_service_pb2 as wpb
@@ -148,6 +152,63 @@ async def test_one_trace_holds_submit_workflow_attempts_and_worker_spans(
     (user_span,) = by_name["inside the worker"]
     (ok_run,) = [s for s in runs if s.name == f"run {ok.name}"]
     assert parent_of(user_span) == ok_run.context.span_id
+
+
+async def test_a_node_workers_spans_join_the_workflows_trace_under_each_attempt(
+    server: Server,
+    client: Client,
+    uid: str,
+    exporter: InMemorySpanExporter,
+    toolchains: Toolchains,
+    tmp_path: Path,
+) -> None:
+    """A real Node worker process (the conformance worker with
+    @opentelemetry/api and a tracer provider writing to a file) continues the
+    traceparent of each command: its `run` spans are in the workflow's trace,
+    each the child of the server's span of its attempt, retries included."""
+    spans_file = tmp_path / "node-spans.jsonl"
+    argv = [*toolchains.argv("node"), "--server", server.address, "--prefix", uid,
+            "--spans-file", str(spans_file)]  # fmt: skip
+    node = await launch_worker(argv, "node", uid, tmp_path / "worker-node.log")
+    wf = (
+        WorkflowBuilder(f"{uid}.wf")
+        .add_step("a", f"{uid}.step")
+        .add_step("f", f"{uid}.flaky", retry=FAST)
+        .build()
+    )
+    try:
+        await client.register_workflow(wf)
+        with trace.get_tracer("test").start_as_current_span("caller") as caller:
+            tx = await client.execute_workflow(wf.name, {"succeed_on_attempt": 2})
+        assert (await client.wait(tx, timeout=20)).state == "completed"
+    finally:
+        node.kill()
+        await node.proc.wait()
+
+    trace_id = caller.get_span_context().trace_id
+    attempts = {
+        _attr(s, "multiagents.command_id"): s
+        for s in exporter.get_finished_spans()
+        if s.context.trace_id == trace_id and s.name.startswith("step ")
+    }
+    assert sorted((s.name, _attr(s, "multiagents.attempt")) for s in attempts.values()) == [
+        ("step a", 1),
+        ("step f", 1),
+        ("step f", 2),
+    ]
+    # A span ends before its answer is sent: all are in the file by now.
+    runs = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    assert sorted((r["name"], r["attributes"]["multiagents.attempt"]) for r in runs) == [
+        (f"run {uid}.flaky", 1),
+        (f"run {uid}.flaky", 2),
+        (f"run {uid}.step", 1),
+    ]
+    for run in runs:
+        attempt = attempts[run["attributes"]["multiagents.command_id"]]
+        assert run["traceId"] == f"{trace_id:032x}"
+        assert run["parentSpanId"] == f"{attempt.context.span_id:016x}"
+        failed = run["attributes"]["multiagents.attempt"] == 1 and run["name"].endswith(".flaky")
+        assert run["status"] == (2 if failed else 0)  # SpanStatusCode.ERROR, UNSET
 
 
 async def test_the_command_a_worker_receives_names_its_attempt_in_the_workflow_trace(

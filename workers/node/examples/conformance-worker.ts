@@ -2,12 +2,19 @@
  * The Node worker of the cross-language conformance suite (tests/ in the repo).
  *
  *   node dist/examples/conformance-worker.js --server 127.0.0.1:50051 --prefix P [--max-concurrency 4]
+ *     [--spans-file PATH]
  *
  * Registers P.step, P.flaky, P.invalid, P.fail, P.compensate, P.slow and P.stream;
  * prints "READY" on stdout once the server has welcomed it; logs to stderr;
  * on SIGTERM drains gracefully and exits 0. Token: $MULTIAGENTS_TOKEN.
+ * With --spans-file, an OpenTelemetry tracer provider is installed and every
+ * span the process ends is appended to PATH as a JSON line (name, traceId,
+ * spanId, parentSpanId, attributes, status): how the tracing test sees the
+ * Node worker's spans join a workflow's trace.
  */
+import { appendFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace-base";
 import { NonRetryableError, Worker, consoleLogger, type Task } from "../src/index.js";
 
 const LANG = "node";
@@ -17,6 +24,7 @@ const { values } = parseArgs({
     server: { type: "string" },
     prefix: { type: "string" },
     "max-concurrency": { type: "string", default: "4" },
+    "spans-file": { type: "string" },
   },
 });
 if (values.server === undefined || values.prefix === undefined) {
@@ -24,6 +32,7 @@ if (values.server === undefined || values.prefix === undefined) {
   process.exit(2);
 }
 const prefix = values.prefix;
+if (values["spans-file"] !== undefined) await recordSpansTo(values["spans-file"]);
 const log = consoleLogger(undefined, "conformance-worker");
 
 const worker = new Worker({
@@ -103,6 +112,32 @@ function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
     }, ms);
     signal.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+/** Installs a tracer provider that appends every ended span to `path` as a JSON line. */
+async function recordSpansTo(path: string): Promise<void> {
+  const { context, trace } = await import("@opentelemetry/api");
+  const { AsyncLocalStorageContextManager } = await import("@opentelemetry/context-async-hooks");
+  const { BasicTracerProvider, SimpleSpanProcessor } = await import("@opentelemetry/sdk-trace-base");
+  const toFile: SpanExporter = {
+    export(spans: ReadableSpan[], done) {
+      for (const span of spans) {
+        const line = {
+          name: span.name,
+          traceId: span.spanContext().traceId,
+          spanId: span.spanContext().spanId,
+          parentSpanId: span.parentSpanContext?.spanId ?? null,
+          attributes: span.attributes,
+          status: span.status.code,
+        };
+        appendFileSync(path, JSON.stringify(line) + "\n");
+      }
+      done({ code: 0 }); // ExportResultCode.SUCCESS
+    },
+    shutdown: async () => {},
+  };
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(toFile)] }));
 }
 
 worker.once("ready", () => process.stdout.write("READY\n"));
