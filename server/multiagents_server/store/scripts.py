@@ -56,10 +56,12 @@ if rev ~= expected then return {-1} end
 if redis.call('HGET', KEYS[5], replica) ~= epoch then return {-2} end
 rev = rev + 1
 local tx = arg()
-redis.call('HSET', KEYS[1], 's', arg(), 'rev', rev)
+-- The execution hash's fields this transition writes, in one HSET at the end.
+local state_fields = {'s', arg(), 'rev', rev}
 local followups, flush_due = arg(), arg()
 if followups ~= '' then
-  redis.call('HSET', KEYS[1], 'ob:' .. rev, followups)
+  state_fields[#state_fields + 1] = 'ob:' .. rev
+  state_fields[#state_fields + 1] = followups
   redis.call('ZADD', KEYS[3], flush_due, tx .. '|flush')
 end
 local ttl, created = tonumber(arg()), arg()
@@ -137,12 +139,14 @@ if used_cost > 0 then redis.call('HINCRBY', KEYS[9], name .. '|cost', used_cost)
 count = tonumber(arg())
 for i = 1, count do
   local lane, attempt, step, comp = arg(), arg(), arg(), arg()
-  redis.call('HSET', KEYS[1], 'oa:' .. lane, attempt .. '|' .. step)
+  state_fields[#state_fields + 1] = 'oa:' .. lane
+  state_fields[#state_fields + 1] = attempt .. '|' .. step
   if tonumber(attempt) > 1 then
     redis.call('XADD', KEYS[8], '*', 'n', last_output_number(KEYS[8]) + 1, 's', step,
       'a', attempt, 'c', comp, 'e', 'r')
   end
 end
+redis.call('HSET', KEYS[1], unpack(state_fields))
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
