@@ -142,7 +142,7 @@ class Server:
             on_cancel=dispatcher.cancel_local,
             on_wake=dispatcher.wake,
             on_definition=orchestrator.definitions.forget_latest,
-            on_limit=dispatcher.limit_changed,
+            on_limit=dispatcher.limits.limit_changed,
         )
 
         options = [

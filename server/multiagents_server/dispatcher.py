@@ -13,7 +13,7 @@ in-flight commands (retryable `WorkerLost` failures); a replica that dies
 is handled by `liveness`; a command Redis handed to this replica in a reply
 that never arrived is found and sent again (`recover_lost`). A command
 whose step names shared limits is sent only once its places in them are
-taken (`limits`); until then it waits here, grouped by its keys.
+taken; until then it waits in this replica's `LimitGate`.
 
 A command is bound to the session it was sent to: only that session may
 answer it. Each session gets a secret resume token in Welcome. A session
@@ -41,21 +41,16 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from multiagents.v1 import common_pb2, workflow_pb2
+from multiagents.v1 import common_pb2
 from multiagents.v1 import worker_service_pb2 as wpb
-from multiagents_server import convert, engine, limits, observability, progress
+from multiagents_server import engine, limits, observability, progress
 from multiagents_server.config import ServerConfig
 from multiagents_server.engine import failures
 from multiagents_server.engine.saga import HEARTBEAT_TIMER, timer_id
+from multiagents_server.limit_gate import LimitGate, pending_key
 from multiagents_server.orchestrator import Orchestrator
 from multiagents_server.outcomes import Outcome
-from multiagents_server.store import (
-    CommandEntry,
-    Refusal,
-    Store,
-    StoreError,
-    StoreUnavailable,
-)
+from multiagents_server.store import CommandEntry, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +61,6 @@ REDIS_RETRY_S = 0.5
 # How long an answer is retried while Redis is unreachable before the step's
 # timeout is left to recover it.
 ANSWER_RETRY_S = 60.0
-# A command waiting for a concurrency key that another replica's attempt
-# holds is tried again this often (a local answer tries it at once).
-LIMIT_POLL_MS = 100
 # Commands waiting for limits held by one replica: above this, its pullers
 # read no more until some start.
 MAX_WAITING = 10_000
@@ -81,11 +73,6 @@ LOST_AFTER_MS = 10_000
 
 def transaction_of(command_id: str) -> str:
     return command_id.rsplit(":", 2)[0]
-
-
-def _pending_key(entry: CommandEntry) -> tuple[int, str, bytes]:
-    """Which queue entry `entry` is: (bucket, worker name, entry id)."""
-    return entry.bucket, entry.worker, entry.entry_id
 
 
 def holder_key(resume_token: str, worker_id: str) -> str:
@@ -246,24 +233,16 @@ class Dispatcher:
         self._closing: dict[str, Session] = {}
         # Commands held by a task on their way elsewhere: an answer (or a
         # loss) being applied, limits being taken (see `_held`).
-        self._handling: set[tuple[int, str, bytes]] = set()
+        self.handling: set[tuple[int, str, bytes]] = set()
         self._pullers: dict[str, asyncio.Task[None]] = {}
         self._backlog: dict[str, deque[CommandEntry]] = {}
         self._wakeup: dict[str, asyncio.Event] = {}
         # Buckets whose queue of a worker name may hold commands not taken yet.
         self._dirty: dict[str, set[int]] = {}
-        # Commands waiting for shared limits, by their keys (in round-robin
-        # order), and when each group is tried next.
-        self._waiting: dict[tuple[str, ...], deque[tuple[CommandEntry, wpb.Command]]] = {}
-        self._waiting_count = 0
-        self._due: dict[tuple[str, ...], int] = {}
-        # Why each group's first command was last refused (also the label
-        # of its commands in the metric of waiting steps).
-        self._refused: dict[tuple[str, ...], Refusal] = {}
-        self._limits_wakeup = asyncio.Event()
-        self._limits_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._stopping = False
+        self.stopping = False
+        # Commands waiting for their shared limits.
+        self.limits = LimitGate(self)
         # Called when the sessions change, to publish them (the liveness loop's renewal).
         self.on_sessions_changed: Callable[[], Coroutine[Any, Any, None]] | None = None
         orchestrator.local = self
@@ -306,7 +285,7 @@ class Dispatcher:
             self._dirty.setdefault(name, set(self.store.buckets))
             if name not in self._pullers or self._pullers[name].done():
                 self._pullers[name] = asyncio.create_task(self._pull(name), name=f"pull:{name}")
-        self._wake(session.names)
+        self.wake_pullers(session.names)
         self._sessions_changed()  # publish the session for ListWorkers now
         observability.session_opened(session)
         log.info(
@@ -344,7 +323,7 @@ class Dispatcher:
         try:
             # Held here now: the replica that sent them must not send them again.
             await self.store.claim(
-                self.replica_id, [_pending_key(i.entry) for i in taken.values()], min_idle_ms=0
+                self.replica_id, [pending_key(i.entry) for i in taken.values()], min_idle_ms=0
             )
         except StoreUnavailable as exc:
             log.warning("cannot take over the queue entries of resumed commands: %s", exc)
@@ -374,7 +353,7 @@ class Dispatcher:
             "worker session %s closed (%s) with %d commands in flight",
             session.id, reason, len(session.inflight),
         )  # fmt: skip
-        if session.inflight and window > 0 and not self._stopping:
+        if session.inflight and window > 0 and not self.stopping:
             try:
                 # Twice the window: the replica failing them must still find them.
                 await self.store.keep_for_resume(
@@ -387,8 +366,8 @@ class Dispatcher:
                 self._kept[session.id] = (session, expiry)
         else:
             await self._lose(session, reason)
-        self._wake(session.names)
-        if not self._stopping:
+        self.wake_pullers(session.names)
+        if not self.stopping:
             self._sessions_changed()
 
     async def _expire(self, session: Session, reason: str, window_s: float) -> None:
@@ -411,7 +390,7 @@ class Dispatcher:
 
     async def _lose(self, session: Session, reason: str) -> None:
         lost = list(session.inflight.values())
-        self._handling.update(_pending_key(i.entry) for i in lost)
+        self.handling.update(pending_key(i.entry) for i in lost)
         session.inflight.clear()
         if not lost:
             return
@@ -425,11 +404,11 @@ class Dispatcher:
 
     async def fail_lost(self, lost: Sequence[Inflight], failure: engine.Failure) -> None:
         """Fail commands whose session (or replica) is gone: WorkerLost, retried."""
-        keys = [_pending_key(i.entry) for i in lost]
-        self._handling.update(keys)
+        keys = [pending_key(i.entry) for i in lost]
+        self.handling.update(keys)
         try:
             for inflight in lost:
-                self._release_limits(inflight, None, back_off=False)
+                self.limits.release_attempt(inflight, None, back_off=False)
             await asyncio.gather(*(
                 self._apply(
                     transaction_of(i.command_id),
@@ -440,7 +419,7 @@ class Dispatcher:
                 for i in lost
             ))  # fmt: skip
         finally:
-            self._handling.difference_update(keys)
+            self.handling.difference_update(keys)
 
     async def _apply(
         self,
@@ -560,9 +539,9 @@ class Dispatcher:
             return
         failure = event.failure if isinstance(event, engine.StepFailed) else None
         back_off = failure is not None and failure.type == limits.RATE_LIMITED
-        self._release_limits(inflight, event.usage, back_off=back_off)
-        key = _pending_key(inflight.entry)
-        self._handling.add(key)
+        self.limits.release_attempt(inflight, event.usage, back_off=back_off)
+        key = pending_key(inflight.entry)
+        self.handling.add(key)
         try:
             await self._apply(
                 transaction_of(command_id),
@@ -571,8 +550,8 @@ class Dispatcher:
                 outcome=self._outcome(inflight, failure),
             )
         finally:
-            self._handling.discard(key)
-            self._wake(session.names)
+            self.handling.discard(key)
+            self.wake_pullers(session.names)
 
     async def heartbeat(
         self,
@@ -599,13 +578,7 @@ class Dispatcher:
                     cancel=wpb.Cancel(command_id=command_id, reason=reason)
                 )
                 session.outgoing.put_nowait(message)
-        for keys, group in self._waiting.items():
-            for item in group:
-                if item[1].command_id == command_id:
-                    group.remove(item)
-                    self._count_waiting(keys, -1)
-                    self.spawn(self.store.ack_commands([item[0]]))
-                    return
+        self.limits.drop(command_id)
 
     def served_names(self) -> list[str]:
         """Every worker name this replica's sessions have served."""
@@ -616,7 +589,7 @@ class Dispatcher:
 
     async def shutdown(self, timeout_s: float) -> None:
         """Ask every session to drain, wait for in-flight commands, then close."""
-        self._stopping = True
+        self.stopping = True
         for session in list(self.sessions.values()):
             session.draining = True
             session.outgoing.put_nowait(
@@ -634,51 +607,46 @@ class Dispatcher:
             self._kept.pop(session.id, None)
         for task in self._pullers.values():
             task.cancel()
-        if self._limits_task is not None:
-            self._limits_task.cancel()
+        waiting = self.limits.stop()
         await asyncio.gather(*self._pullers.values(), return_exceptions=True)
-        waiting = [e for group in self._waiting.values() for e, _ in group]
-        for keys, group in self._waiting.items():
-            self._count_waiting(keys, -len(group))
-        self._waiting.clear()
         await self.store.requeue_commands([e for q in self._backlog.values() for e in q] + waiting)
         self._backlog.clear()
 
     # -- flow of commands ---------------------------------------------------------------
 
-    def _wake(self, names: Iterable[str]) -> None:
+    def wake_pullers(self, names: Iterable[str]) -> None:
+        """Slots may have freed, or commands arrived, for these worker names."""
         for name in names:
             event = self._wakeup.get(name)
             if event is not None:
                 event.set()
-        if self._waiting:
-            self._limits_wakeup.set()
+        self.limits.nudge()
 
     def wake(self, bucket: int, worker: str) -> None:
         """A command of `worker` waits in `bucket` (a wake-up from the bus)."""
         dirty = self._dirty.get(worker)
         if dirty is not None:
             dirty.add(bucket)
-            self._wake((worker,))
+            self.wake_pullers((worker,))
 
-    def _serving(self, name: str) -> list[Session]:
+    def serving(self, name: str) -> list[Session]:
         return [s for s in self.sessions.values() if name in s.names and not s.closed]
 
     # LocalDispatch: the commit path claims commands for local sessions.
 
     def reserve(self, worker: str) -> bool:
-        candidates = [s for s in self._serving(worker) if s.free > 0]
+        candidates = [s for s in self.serving(worker) if s.free > 0]
         if not candidates:
             return False
         max(candidates, key=lambda s: s.free).reserved += 1
         return True
 
     def release(self, worker: str) -> None:
-        for session in self._serving(worker):
+        for session in self.serving(worker):
             if session.reserved > 0:
                 session.reserved -= 1
                 break
-        self._wake((worker,))
+        self.wake_pullers((worker,))
 
     def deliver(self, entries: Sequence[CommandEntry]) -> None:
         for entry in entries:
@@ -705,13 +673,13 @@ class Dispatcher:
         wakeup = self._wakeup[name]
         dirty = self._dirty[name]
         try:
-            while not self._stopping:
+            while not self.stopping:
                 self._deliver(name)
-                serving = self._serving(name)
+                serving = self.serving(name)
                 if not serving:
                     break
                 free = sum(s.free for s in serving)
-                if free <= 0 or backlog or not dirty or self._waiting_count >= MAX_WAITING:
+                if free <= 0 or backlog or not dirty or self.limits.count >= MAX_WAITING:
                     wakeup.clear()
                     try:
                         async with asyncio.timeout(SCAN_S):
@@ -742,8 +710,8 @@ class Dispatcher:
                         dirty.add(bucket)
                     backlog.extend(entries)
         finally:
-            if not self._serving(name):
-                entries = list(backlog) + self._forget_waiting(name)
+            if not self.serving(name):
+                entries = list(backlog) + self.limits.forget(name)
                 backlog.clear()
                 if entries:
                     await self.store.requeue_commands(entries)
@@ -752,15 +720,14 @@ class Dispatcher:
         """Every queue entry this replica holds: waiting for a session, sent
         to one (open, closing or kept for a resume), waiting for limits, or
         in the hands of a task."""
-        held = set(self._handling)
+        held = set(self.handling)
         for backlog in self._backlog.values():
-            held.update(_pending_key(e) for e in backlog)
+            held.update(pending_key(e) for e in backlog)
         sessions = [*self.sessions.values(), *self._closing.values()]
         sessions += [s for s, _ in self._kept.values()]
         for session in sessions:
-            held.update(_pending_key(i.entry) for i in session.inflight.values())
-        for group in self._waiting.values():
-            held.update(_pending_key(e) for e, _ in group)
+            held.update(pending_key(i.entry) for i in session.inflight.values())
+        held.update(pending_key(e) for e in self.limits.entries())
         return held
 
     async def recover_lost(self) -> int:
@@ -787,7 +754,7 @@ class Dispatcher:
             return 0
         entries = await self.store.claim(self.replica_id, lost, min_idle_ms=LOST_AFTER_MS)
         held = self._held()
-        entries = [e for e in entries if _pending_key(e) not in held]
+        entries = [e for e in entries if pending_key(e) not in held]
         if entries:
             log.warning(
                 "sending again %d commands that this replica held without knowing "
@@ -804,7 +771,7 @@ class Dispatcher:
         now = self.clock
         stale: list[CommandEntry] = []
         while backlog:
-            candidates = [s for s in self._serving(name) if s.free > 0]
+            candidates = [s for s in self.serving(name) if s.free > 0]
             if not candidates:
                 break
             session = max(candidates, key=lambda s: s.free)
@@ -814,7 +781,7 @@ class Dispatcher:
                 stale.append(entry)  # its timeout already fired
                 continue
             if command.rate_limits.keys:
-                self._take_limits(session, entry, command)
+                self.limits.hold(session, entry, command)
                 continue
             self._start(session, entry, command, now)
             batches.setdefault(session.id, []).append(command)
@@ -835,208 +802,10 @@ class Dispatcher:
         )
         observability.step_sent(inflight)
 
-    # -- shared limits -------------------------------------------------------------
-
-    def _take_limits(
-        self, session: Session, entry: CommandEntry, command: wpb.Command, *, waited: bool = False
-    ) -> None:
-        """Send a command once its places in its limits are taken: joins the
-        end of its keys' group when that group waits already (first come,
-        first served within a group), else tries now, holding a slot of
-        `session` meanwhile."""
-        keys = tuple(command.rate_limits.keys)
-        group = self._waiting.get(keys)
-        if group and not waited:
-            group.append((entry, command))
-            self._count_waiting(keys, 1)
-            # Behind the group's first: what refused that one, else "queued".
-            refusal = self._refused.get(keys, Refusal(keys[0], "queued", ""))
-            self.spawn(self._show_waiting(command, refusal.key, refusal.reason))
-            return
-        session.reserved += 1
-        self._handling.add(_pending_key(entry))
-        self.spawn(self._acquire(session, entry, command, waited=waited))
-
-    async def _acquire(
-        self, session: Session, entry: CommandEntry, command: wpb.Command, *, waited: bool
-    ) -> None:
-        keys = tuple(command.rate_limits.keys)
-        try:
-            wait_ms, refusal = await self.store.acquire_limits(
-                keys, command.command_id, command.deadline.ToMilliseconds(),
-                command.rate_limits.tokens,
-            )  # fmt: skip
-        except StoreError as exc:
-            log.warning("cannot take rate limit places: %s", exc)
-            wait_ms, refusal = int(REDIS_RETRY_S * 1000), Refusal("", "unavailable", "")
-        finally:
-            session.reserved -= 1
-            self._handling.discard(_pending_key(entry))  # waiting or started below
-        if refusal is not None:
-            if refusal.key:
-                self._refuse(keys, refusal)
-            self._wait(entry, command, wait_ms, waited=waited)
-            if not waited:
-                await self._show_waiting(command, refusal.key, refusal.reason)
-            self._wake(session.names)
-            return
-        if session.free < 0 or session.closed or session.draining:
-            # The session went away meanwhile: give the places back, try again.
-            self._release(keys, command.command_id, 0, back_off=False)
-            self._wait(entry, command, 0, waited=True)
-            self._wake(session.names)
-            return
+    def send(self, session: Session, entry: CommandEntry, command: wpb.Command) -> None:
+        """Record a command as running at `session` and send it there."""
         self._start(session, entry, command, self.clock)
         session.outgoing.put_nowait(wpb.ConnectResponse(command=command))
-        if waited and keys in self._waiting:
-            # The next of its group may fit too (a limit raised meanwhile):
-            # try it now rather than at the next place given back.
-            self._due[keys] = 0
-            self._limits_wakeup.set()
-        if waited:
-            transaction_id = transaction_of(command.command_id)
-            with contextlib.suppress(StoreError):
-                await self.store.clear_progress(transaction_id, command.command_id)
-
-    def _wait(
-        self, entry: CommandEntry, command: wpb.Command, wait_ms: int, *, waited: bool
-    ) -> None:
-        """Keep a command that may not start yet until `wait_ms` from now."""
-        keys = tuple(command.rate_limits.keys)
-        group = self._waiting.setdefault(keys, deque())
-        if waited:
-            group.appendleft((entry, command))  # it was the group's first
-        else:
-            group.append((entry, command))
-        self._count_waiting(keys, 1)
-        self._due[keys] = self.clock + max(1, min(wait_ms, LIMIT_POLL_MS * 10))
-        if self._limits_task is None or self._limits_task.done():
-            self._limits_task = asyncio.create_task(self._retry_waiting(), name="limits")
-        self._limits_wakeup.set()
-
-    async def _show_waiting(self, command: wpb.Command, key: str, reason: str) -> None:
-        """What GetStatus shows as the step's progress while it waits."""
-        details = {"waiting_for_rate_limit": key, "reason": reason}
-        record = workflow_pb2.StepProgress(
-            details=common_pb2.Payload(data=json.dumps(details).encode()),
-            updated_at=convert.timestamp(self.clock),
-            attempt=command.attempt,
-            command_id=command.command_id,
-        )
-        with contextlib.suppress(StoreError):
-            await self.store.set_progress(
-                command.transaction_id, command.command_id, record.SerializeToString(),
-                self.config.retention_ms,
-            )  # fmt: skip
-
-    async def _retry_waiting(self) -> None:
-        """Try the first command of each group whose keys should allow it,
-        round-robin over the groups, while a local session has a free slot."""
-        while not self._stopping and self._waiting:
-            self._limits_wakeup.clear()
-            now = self.clock
-            next_due = now + LIMIT_POLL_MS * 10
-            for keys in list(self._waiting):
-                group = self._waiting[keys]
-                if not group:
-                    del self._waiting[keys]
-                    self._due.pop(keys, None)
-                    self._refused.pop(keys, None)
-                    continue
-                due = self._due.get(keys, 0)
-                if due > now:
-                    next_due = min(next_due, due)
-                    continue
-                entry, command = group[0]
-                if command.deadline.ToMilliseconds() <= now:
-                    group.popleft()  # its timeout fired: nothing to start
-                    self._count_waiting(keys, -1)
-                    self.spawn(self.store.ack_commands([entry]))
-                    continue
-                candidates = [s for s in self._serving(entry.worker) if s.free > 0]
-                if not candidates:
-                    continue  # a slot that frees wakes this loop
-                group.popleft()
-                self._count_waiting(keys, -1)
-                self._due[keys] = now + LIMIT_POLL_MS * 10  # until its answer says
-                del self._waiting[keys]
-                self._waiting[keys] = group  # to the end: round-robin
-                session = max(candidates, key=lambda s: s.free)
-                self._take_limits(session, entry, command, waited=True)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.001, (next_due - self.clock) / 1000)):
-                    await self._limits_wakeup.wait()
-
-    def limit_changed(self, declared: str | None) -> None:
-        """A limit was declared, replaced or deleted (`declared` as declared,
-        e.g. `tenant:*`; None: any may have been, the bus was lost): the
-        groups waiting under a key it governs try again now, on every
-        replica, rather than when their retry is due."""
-        prefix = declared[:-1] if declared is not None and declared.endswith("*") else None
-        for keys in self._waiting:
-            if declared is None or any(
-                k == declared or (prefix is not None and k.startswith(prefix)) for k in keys
-            ):
-                self._due[keys] = 0
-        if self._waiting:
-            self._limits_wakeup.set()
-
-    def _forget_waiting(self, worker: str) -> list[CommandEntry]:
-        """Take the waiting commands of a worker name no local session serves."""
-        left: list[CommandEntry] = []
-        for keys, group in list(self._waiting.items()):
-            kept = deque(item for item in group if item[0].worker != worker)
-            left += [e for e, _ in group if e.worker == worker]
-            self._count_waiting(keys, len(kept) - len(group))
-            self._waiting[keys] = kept
-        return left
-
-    def _count_waiting(self, keys: tuple[str, ...], delta: int) -> None:
-        """`delta` commands more (or fewer) wait in the group of `keys`."""
-        self._waiting_count += delta
-        refusal = self._refused.get(keys)
-        if refusal is None:
-            observability.waiting_for_limit("", "", delta)
-        else:
-            observability.waiting_for_limit(refusal.limit, refusal.reason, delta)
-
-    def _refuse(self, keys: tuple[str, ...], refusal: Refusal) -> None:
-        """Record why the group of `keys` waits; the commands already in it
-        move to the new refusal's label in the metric."""
-        if self._refused.get(keys) == refusal:
-            return
-        waiting = len(self._waiting.get(keys, ()))
-        if waiting:
-            self._count_waiting(keys, -waiting)
-        self._refused[keys] = refusal
-        if waiting:
-            self._count_waiting(keys, waiting)
-
-    def _release_limits(
-        self, inflight: Inflight, usage: engine.Usage | None, *, back_off: bool
-    ) -> None:
-        """Give back the places of an attempt that ended; tokens it reserved
-        but did not use (by the usage it reported) go back too."""
-        if not inflight.limit_keys:
-            return
-        refund = 0
-        if usage is not None and inflight.limit_tokens:
-            refund = inflight.limit_tokens - usage.input_tokens - usage.output_tokens
-        self._release(inflight.limit_keys, inflight.command_id, refund, back_off=back_off)
-
-    def _release(self, keys: tuple[str, ...], holder: str, refund: int, *, back_off: bool) -> None:
-        async def release() -> None:
-            try:
-                await self.store.release_limits(keys, holder, refund, back_off)
-            except StoreError as exc:
-                log.warning("cannot give back rate limit places (they expire): %s", exc)
-            released = set(keys)
-            for group in self._waiting:
-                if released.intersection(group):
-                    self._due[group] = 0
-            self._limits_wakeup.set()
-
-        self.spawn(release())
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `coro` in the background, keeping the task referenced until it ends."""

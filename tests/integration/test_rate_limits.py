@@ -470,7 +470,7 @@ async def test_a_limit_changed_while_steps_wait_applies_to_them_at_once(
     first to end starts none, the second one. Deleted: every waiting step
     starts. Declared again, at one: the six still running count, so a new
     step waits."""
-    monkeypatch.setattr("multiagents_server.dispatcher.LIMIT_POLL_MS", 60_000)
+    monkeypatch.setattr("multiagents_server.limit_gate.LIMIT_POLL_MS", 60_000)
     await client.put_rate_limit(f"{uid}:k", max_concurrent=1)
     gates: dict[str, asyncio.Event] = {}
     started: list[str] = []
@@ -537,7 +537,7 @@ async def test_a_limit_raised_through_one_replica_starts_steps_waiting_at_anothe
     """The steps wait at replica B (its worker's); the limit is raised
     through replica A; B's periodic retry is put off, so only A's word
     (on the bus) can start the second step."""
-    monkeypatch.setattr("multiagents_server.dispatcher.LIMIT_POLL_MS", 60_000)
+    monkeypatch.setattr("multiagents_server.limit_gate.LIMIT_POLL_MS", 60_000)
     release = asyncio.Event()
     running = 0
 
