@@ -513,22 +513,29 @@ def ma_name(processes: int) -> str:
     return f"MultiAgents ({processes} process{'es' if processes > 1 else ''})"
 
 
+def us(results: list[Figures]) -> Figures | None:
+    """The MultiAgents run the peers are compared with: the default (one
+    replica per core), else the first process count that ran."""
+    ours = {f.system: f for f in results if f.system.startswith("MultiAgents")}
+    return ours.get("MultiAgents", next(iter(ours.values()), None))
+
+
 def ratios(results: list[Figures]) -> dict[str, dict[str, float | None]]:
-    """MultiAgents/peer for each ratio and each peer that ran (empty without MultiAgents).
-    A MultiAgents run with another process count counts as a peer of the default."""
+    """MultiAgents/peer for each ratio and each peer that ran (empty without
+    MultiAgents); a MultiAgents run with another process count counts as a peer."""
     by_name = {f.system: f for f in results}
-    us = by_name.get("MultiAgents")
+    ours = us(results)
     out: dict[str, dict[str, float | None]] = {}
-    if us is None:
+    if ours is None:
         return out
     for peer in peers(results):
         them = by_name.get(peer)
-        if them is None:
+        if them is None or peer == ours.system:
             continue
         out[peer] = {}
         for key, (_, name) in RATIOS.items():
             theirs = getattr(them, name)
-            out[peer][key] = getattr(us, name) / theirs if theirs else None
+            out[peer][key] = getattr(ours, name) / theirs if theirs else None
     return out
 
 
@@ -619,9 +626,11 @@ def report(results: list[Figures]) -> str:
         lines.append("(no ratios: they need MultiAgents and at least one of Celery, arq)")
         return "\n".join(lines)
     goals = {t["metric"]: t for t in targets(ratio)}
-    columns = peers(results)
+    columns = [p for p in peers(results) if p in ratio]
+    compared = us(results)
+    assert compared is not None
     lines += [
-        f"== ratios MultiAgents (serve default: {DEFAULT_PROCESSES} processes on "
+        f"== ratios {compared.system} (serve default: {DEFAULT_PROCESSES} processes on "
         f"{os.cpu_count()} cores)/peer (same run, same machine, same Redis)",
         f"{'':24} "
         + " ".join(f"{'us/' + p.removeprefix('MultiAgents '):>12}" for p in columns)
