@@ -75,6 +75,20 @@ async def _sessions(client: Client) -> set[str]:
     return {s.session_id for s in listed.sessions}
 
 
+async def _queued_after_a_session_left(
+    client: Client, channel: grpc.aio.Channel, keys: Keys, uid: str
+) -> tuple[str, str]:
+    """A first session makes the replica serve the worker name (and create
+    its consumer groups) and leaves; then a workflow is started, whose
+    command waits in its queue. Returns its transaction id and queue key."""
+    await client.register_workflow(WorkflowBuilder(uid).add_step("s", f"{uid}.w").build())
+    first = await RawWorker.connect(channel, _hello(uid, "w-1"))
+    first.call.cancel()
+    await wait_for(lambda: _gone(client, first.welcome.session_id), timeout=10, interval=0.05)
+    tx = await client.execute_workflow(uid, {})
+    return tx, keys.queue(keys.bucket_of(tx), f"{uid}.w")
+
+
 async def test_a_command_claimed_for_a_replica_by_a_lost_reply_is_sent_again(
     redis_server: EmbeddedRedis, raw_redis: Any, uid: str, quick_recovery: None
 ) -> None:
@@ -87,14 +101,7 @@ async def test_a_command_claimed_for_a_replica_by_a_lost_reply_is_sent_again(
         Client(server.address) as client,
         grpc.aio.insecure_channel(server.address) as channel,
     ):
-        await client.register_workflow(WorkflowBuilder(uid).add_step("s", f"{uid}.w").build())
-        # A first session makes the replica serve the worker name (and create
-        # its consumer groups); it leaves, and the command waits in its queue.
-        first = await RawWorker.connect(channel, _hello(uid, "w-1"))
-        first.call.cancel()
-        await wait_for(lambda: _gone(client, first.welcome.session_id), timeout=10, interval=0.05)
-        tx = await client.execute_workflow(uid, {})
-        queue = keys.queue(keys.bucket_of(tx), f"{uid}.w")
+        tx, queue = await _queued_after_a_session_left(client, channel, keys, uid)
         # The replica's read of the queue, whose reply never reaches it.
         read = await raw_redis.xreadgroup(DISPATCH_GROUP, server.replica_id, {queue: ">"}, count=10)
         assert read, "the command was queued"
@@ -189,12 +196,7 @@ async def test_commands_held_by_a_consumer_no_replica_registers_are_reclaimed(
         Client(server.address) as client,
         grpc.aio.insecure_channel(server.address) as channel,
     ):
-        await client.register_workflow(WorkflowBuilder(uid).add_step("s", f"{uid}.w").build())
-        first = await RawWorker.connect(channel, _hello(uid, "w-1"))
-        first.call.cancel()
-        await wait_for(lambda: _gone(client, first.welcome.session_id), timeout=10, interval=0.05)
-        tx = await client.execute_workflow(uid, {})
-        queue = keys.queue(keys.bucket_of(tx), f"{uid}.w")
+        tx, queue = await _queued_after_a_session_left(client, channel, keys, uid)
         assert await raw_redis.xreadgroup(DISPATCH_GROUP, "forgotten", {queue: ">"}, count=10)
         second = await RawWorker.connect(channel, _hello(uid, "w-2"))
         # Reclaimed once unregistered for a lease: failed as lost, run again.
