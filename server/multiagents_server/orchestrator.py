@@ -333,7 +333,15 @@ class Orchestrator:
                 cursor = f"{int(score)}:{tx}"
                 if st is None:
                     continue
-                ex = codec.execution_from_json(json.loads(st.state))
+                stored_form = json.loads(st.state)
+                # Filtered before the whole decode, which costs several times more:
+                # a rare name may scan thousands of executions.
+                peek = codec.name_and_state(stored_form)
+                if peek is not None and (
+                    (name and peek[0] != name) or (state is not None and peek[1] != state.value)
+                ):
+                    continue
+                ex = codec.execution_from_json(stored_form)
                 if (state is None or ex.state is state) and (not name or ex.spec.name == name):
                     found.append(Snapshot(ex, st.revision))
                     if len(found) == page_size:

@@ -24,6 +24,7 @@ from multiagents_server.engine import (
 from multiagents_server.engine.codec import (
     execution_from_json,
     execution_to_json,
+    name_and_state,
     spec_from_json,
     spec_to_json,
 )
@@ -160,6 +161,16 @@ def test_execution_round_trips_exactly_through_json(
     assert ex.state is state
 
     assert _round_trip(ex) == ex
+
+
+@EXECUTIONS
+def test_a_listing_reads_name_and_state_without_the_whole_decode(
+    build: Callable[[], Execution], state: State
+) -> None:
+    stored = json.loads(json.dumps(execution_to_json(build())))
+    assert name_and_state(stored) == ("order", state.value)
+    # An older stored form is decoded whole (it has no "v": 2).
+    assert name_and_state({k: v for k, v in stored.items() if k != "v"}) is None
 
 
 def test_round_trip_preserves_the_details_that_matter_mid_saga() -> None:

@@ -288,6 +288,15 @@ def execution_to_json(ex: Execution) -> dict[str, Any]:
     }
 
 
+def name_and_state(d: dict[str, Any]) -> tuple[str, str] | None:
+    """A stored execution's workflow name and state value, read without
+    decoding the rest (a listing's filter); None for an older stored form,
+    which only `execution_from_json` reads."""
+    if d.get("v") != 2:
+        return None
+    return d["spec"]["name"], d["state"]
+
+
 def execution_from_json(d: dict[str, Any]) -> Execution:
     if d.get("v") != 2:
         d = _upgrade_v1(d)
