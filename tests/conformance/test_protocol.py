@@ -43,18 +43,19 @@ def hello(*names: str, version: int = wpb.PROTOCOL_VERSION_1) -> wpb.ConnectRequ
 
 class RawSession:
     """One WorkerService.Connect stream driven message by message; it sends
-    Heartbeat{} every 100 ms (the conformance server's interval is 300 ms)."""
+    Heartbeat{} every 100 ms (the conformance server's interval is 300 ms)
+    unless `heartbeats` is False."""
 
-    def __init__(self, address: str, first: wpb.ConnectRequest) -> None:
+    def __init__(self, address: str, first: wpb.ConnectRequest, *, heartbeats: bool = True) -> None:
         self.channel = grpc.aio.insecure_channel(address)
         self.outgoing: asyncio.Queue[wpb.ConnectRequest] = asyncio.Queue()
         self.outgoing.put_nowait(first)
         stub = worker_service_pb2_grpc.WorkerServiceStub(self.channel)
         self.stream = stub.Connect(self._requests())
-        self.beats = asyncio.create_task(self._heartbeats())
+        self.beats = asyncio.create_task(self._heartbeats(heartbeats))
 
-    async def _heartbeats(self) -> None:
-        while True:
+    async def _heartbeats(self, enabled: bool) -> None:
+        while enabled:
             await asyncio.sleep(0.1)
             self.send(wpb.ConnectRequest(heartbeat=wpb.Heartbeat()))
 
@@ -89,8 +90,10 @@ class RawSession:
 
 
 async def refused(address: str, first: wpb.ConnectRequest) -> grpc.aio.AioRpcError:
-    """The error that ends a session opened with `first`."""
-    async with RawSession(address, first) as session:
+    """The error that ends a session opened with `first`. Nothing is written
+    after `first`: the grpcio client reports a write after the server ended
+    the stream as INTERNAL instead of the server's status (grpc/grpc#36066)."""
+    async with RawSession(address, first, heartbeats=False) as session:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await session.next("welcome")
     return raised.value
