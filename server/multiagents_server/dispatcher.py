@@ -209,7 +209,8 @@ class Session:
 
 
 class Dispatcher:
-    """Sessions, pullers and the reaper of one replica."""
+    """Worker sessions of one replica, the commands sent to them and their
+    answers; commands waiting for shared limits are held by `limits`."""
 
     def __init__(
         self,
