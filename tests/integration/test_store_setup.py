@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import redis.asyncio as redis
 
 from conftest import ROOT
 from integration.helpers import make_config, wait_for
 from multiagents_server.app import Server
 from multiagents_server.embedded_redis import EmbeddedRedis, free_port
 from multiagents_server.store import StoreSetupError
-from multiagents_server.store.connect import _version
+from multiagents_server.store.connect import _version, open_store
 from redis_cluster import RedisCluster
 
 
@@ -72,3 +74,34 @@ async def test_a_cluster_with_a_master_down_fails_at_start_in_one_line(tmp_path:
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("error: ") and "The cluster is down" in done.stderr
+
+
+@pytest.mark.single_node
+async def test_a_command_whose_connection_redis_closes_is_sent_again_once(
+    redis_server: EmbeddedRedis, uid: str
+) -> None:
+    """A connection closed under a command (as after a Redis restart, or an
+    idle connection dropped on the way) costs the caller nothing: the
+    command is sent again on a new connection."""
+    store = await open_store(redis_server.url, prefix=uid)
+    killer = redis.Redis.from_url(redis_server.url)
+    try:
+        # A command that waits in Redis (BLPOP on an empty list, for 1 s)
+        # while its connection is killed.
+        waiting = asyncio.create_task(store.redis.execute_command("BLPOP", f"{uid}:empty", 1))
+
+        async def waiter() -> int | None:
+            for client in await killer.client_list():
+                if client["cmd"] == "blpop":
+                    return int(client["id"])
+            return None
+
+        await wait_for(waiter, timeout=5, interval=0.01)
+        victim = await waiter()
+        assert victim is not None
+        assert await killer.client_kill_filter(_id=str(victim)) == 1
+        # Sent again on a new connection, it waits its second out: no error.
+        assert await asyncio.wait_for(waiting, 10) is None
+    finally:
+        await killer.aclose()
+        await store.close()

@@ -9,6 +9,9 @@ from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from multiagents_server.store.keys import DEFAULT_BUCKETS, Keys
@@ -23,6 +26,11 @@ MIN_VERSION = (6, 2)
 # redis-py's default pool fails past its limit instead of waiting; these
 # pools wait for a free connection (up to POOL_WAIT_S) instead.
 POOL_WAIT_S = 30
+# A command that meets a connection closed under it (Redis restarted, an
+# idle connection dropped on the way) is sent again once, at once, on a new
+# connection; a Redis that is down refuses that one too, so failing stays
+# fast. (A client built on a pool of its own gets no retry from redis-py.)
+CONNECTION_RETRY = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 REDIS_MODES = ("auto", "standalone", "cluster")
 
 
@@ -76,7 +84,11 @@ async def open_store(
             raise StoreSetupError(f"Redis Cluster at {url} is not usable: {exc}") from None
     else:
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=connections, timeout=POOL_WAIT_S, decode_responses=False
+            url,
+            max_connections=connections,
+            timeout=POOL_WAIT_S,
+            decode_responses=False,
+            retry=CONNECTION_RETRY,
         )
         client = redis.Redis.from_pool(pool)  # closing the client closes its pool
     try:
