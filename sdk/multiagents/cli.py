@@ -534,9 +534,7 @@ async def _follow_events(
             finished = watching.done()
             if finished:
                 watching.result()  # raises what the stream raised
-            for event in await client.get_history(tx):
-                if event.sequence <= last:
-                    continue
+            for event in await client.get_history(tx, after_sequence=last):
                 last = event.sequence
                 data = event_dict(event)
                 kind = data["kind"]

@@ -747,10 +747,22 @@ class Client:
         response = await self._call(self._stub.ListWaitingSignals, request)
         return [WaitingSignal.from_proto(w) for w in response.waiting]
 
-    async def get_history(self, transaction_id: str) -> Sequence[events_pb2.WorkflowEvent]:
-        request = pb.GetHistoryRequest(transaction_id=transaction_id)
-        response = await self._call(self._stub.GetHistory, request)
-        return list(response.events)
+    async def get_history(
+        self, transaction_id: str, *, after_sequence: int = 0
+    ) -> Sequence[events_pb2.WorkflowEvent]:
+        """The execution's history (the events after `after_sequence`), read
+        page by page."""
+        events: list[events_pb2.WorkflowEvent] = []
+        more = True
+        while more:
+            request = pb.GetHistoryRequest(
+                transaction_id=transaction_id,
+                after_sequence=events[-1].sequence if events else after_sequence,
+            )
+            response = await self._call(self._stub.GetHistory, request)
+            events.extend(response.events)
+            more = response.more and len(response.events) > 0
+        return events
 
     # -- schedules ----------------------------------------------------------------------
 

@@ -56,6 +56,9 @@ FINISHED_LIMIT = 1_000
 INDEX_PRUNE_EVERY_MS = 1_000
 INDEX_PRUNE_BATCH = 1_000
 LIST_SCAN_LIMIT = 5_000
+# A page of GetHistory stops before this many bytes of events, under the
+# 4 MiB a gRPC client receives by default (protos: GetHistoryRequest).
+HISTORY_PAGE_BYTES = 3 * 1024 * 1024
 
 
 def now_ms() -> int:
@@ -297,16 +300,29 @@ class Orchestrator:
         found.sort(key=lambda w: (w.since.ToMilliseconds(), w.transaction_id, w.path))
         return found[:limit]
 
-    async def history(self, transaction_id: str) -> list[events_pb2.WorkflowEvent]:
+    async def history(
+        self, transaction_id: str, after_sequence: int = 0, page_size: int = 0
+    ) -> tuple[list[events_pb2.WorkflowEvent], bool]:
+        """One page of the history: the events after `after_sequence`, at most
+        `page_size` of them (0: any number) and HISTORY_PAGE_BYTES of them (at
+        least one); and whether more followed when it was read."""
         entries = await self.store.history(transaction_id)
         if not entries and await self.store.load(transaction_id) is None:
             raise NotFound(f"transaction_id: no workflow {transaction_id!r}")
-        events = []
-        for sequence, raw in enumerate(entries, start=1):
+        last = len(entries) if page_size == 0 else min(len(entries), after_sequence + page_size)
+        events: list[events_pb2.WorkflowEvent] = []
+        size = 2  # the response's `more`
+        for sequence in range(after_sequence + 1, last + 1):
+            raw = entries[sequence - 1]
+            # An event's bytes, its sequence (at most 11) and its framing in
+            # the response (at most 6).
+            size += len(raw) + 17
+            if events and size > HISTORY_PAGE_BYTES:
+                break
             event = events_pb2.WorkflowEvent.FromString(raw)
             event.sequence = sequence
             events.append(event)
-        return events
+        return events, after_sequence + len(events) < len(entries)
 
     async def list(
         self, *, state: engine.State | None, name: str, page_size: int, page_token: str

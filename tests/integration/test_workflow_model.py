@@ -14,6 +14,7 @@ from multiagents import (
     Client,
     FailedPreconditionError,
     InvalidArgumentError,
+    Map,
     NotFoundError,
     RetryPolicy,
     StatusUpdate,
@@ -24,6 +25,8 @@ from multiagents import (
     step,
     worker,
 )
+from multiagents.v1 import workflow_service_pb2 as pb
+from multiagents.v1 import workflow_service_pb2_grpc
 from multiagents_server.app import Server
 
 ONCE = RetryPolicy(max_attempts=1)
@@ -171,6 +174,41 @@ async def test_a_map_runs_1000_items_within_its_concurrency_and_gathers_in_order
     assert 1 < most <= 20
     items = [s for s in status.steps if s.kind == "item"]
     assert len(items) == 1000 and items[999].path == "each/999"
+
+
+async def test_one_transition_can_start_and_cancel_five_thousand_commands(
+    server: Server, client: Client, uid: str
+) -> None:
+    # Five maps of 1,000 items at concurrency 1,000 start together: the
+    # creation commits 5,000 commands with their history and timers, the
+    # cancel 5,000 cancellations. Lua's unpack() refused either list whole.
+    @worker(f"{uid}.never_served")
+    async def never_served(ctx: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    maps = [
+        branch(f"b{i}", Map(f"m{i}", "context.items", step(f"s{i}", never_served), 1000))
+        for i in range(5)
+    ]
+    wf = WorkflowBuilder(f"{uid}.wide").add_parallel("all", maps).build()
+    await client.register_workflow(wf)
+    tx = await client.execute_workflow(wf.name, {"items": list(range(1000))})
+    started = await client.get_status(tx)
+    assert started.state == "running"
+    assert sum(s.status == "running" for s in started.steps if s.kind == "item") == 5000
+    await client.cancel_workflow(tx, "too wide")
+    status = await client.wait(tx, timeout=60)
+    assert status.state == "cancelled"
+    items = [s.status for s in status.steps if s.kind == "item"]
+    assert items == ["cancelled"] * 5000
+    # Each command carries the 1,000 items: about 25 MB of history, read in
+    # pages of under 3 MiB.
+    history = await client.get_history(tx)
+    assert [e.sequence for e in history] == list(range(1, len(history) + 1))
+    assert sum(e.HasField("command") for e in history) == 5000
+    stub = workflow_service_pb2_grpc.WorkflowServiceStub(client._channel)
+    first = await stub.GetHistory(pb.GetHistoryRequest(transaction_id=tx))
+    assert first.more and 0 < first.ByteSize() < 3 * 1024 * 1024
 
 
 async def test_a_map_over_a_missing_or_non_list_value_fails_naming_it(

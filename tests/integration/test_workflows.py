@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import grpc
+import pytest
+
 from integration.helpers import kinds, run, serving
 from multiagents import Client, RetryPolicy, WorkerExecutionError, WorkflowBuilder, worker
+from multiagents.v1 import workflow_service_pb2 as pb
+from multiagents.v1 import workflow_service_pb2_grpc
 from multiagents_server.app import Server
 
 FAST = RetryPolicy(max_attempts=3, initial_interval=0.05)
@@ -38,6 +43,52 @@ async def test_completed_workflow_flows_context_forward(
     }
     assert status.context == {"n": 1, "x": 2, "y": 20, "shared": "b"}
     assert status.current_step is None
+
+
+async def test_the_history_reads_in_pages_from_any_sequence(
+    server: Server, client: Client, uid: str
+) -> None:
+    @worker(f"{uid}.a")
+    async def a(ctx: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    builder = WorkflowBuilder(f"{uid}.wf")
+    for i in range(3):
+        builder.add_step(f"s{i}", a)
+    async with serving(server, a):
+        status = await run(client, builder.build(), {})
+    whole = await client.get_history(status.transaction_id)
+    assert [e.sequence for e in whole] == list(range(1, len(whole) + 1))
+    assert len(whole) >= 6  # a command and a result per step, at least
+
+    stub = workflow_service_pb2_grpc.WorkflowServiceStub(client._channel)
+    paged: list[Any] = []
+    more = True
+    while more:
+        after = paged[-1].sequence if paged else 0
+        page = await stub.GetHistory(
+            pb.GetHistoryRequest(
+                transaction_id=status.transaction_id, after_sequence=after, page_size=4
+            )
+        )
+        assert 1 <= len(page.events) <= 4
+        paged.extend(page.events)
+        more = page.more
+    assert paged == list(whole)
+    assert list(await client.get_history(status.transaction_id, after_sequence=5)) == whole[5:]
+    past_the_end = await stub.GetHistory(
+        pb.GetHistoryRequest(transaction_id=status.transaction_id, after_sequence=len(whole))
+    )
+    assert list(past_the_end.events) == [] and not past_the_end.more
+    for request, field in [
+        (pb.GetHistoryRequest(transaction_id=status.transaction_id, after_sequence=-1),
+         "after_sequence"),
+        (pb.GetHistoryRequest(transaction_id=status.transaction_id, page_size=1001), "page_size"),
+    ]:  # fmt: skip
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.GetHistory(request)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (info.value.details() or "").startswith(f"{field}:")
 
 
 async def test_retryable_error_is_retried_then_succeeds(

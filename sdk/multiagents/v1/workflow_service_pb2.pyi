@@ -150,16 +150,22 @@ class ListWorkflowsResponse(_message.Message):
     def __init__(self, workflows: _Optional[_Iterable[_Union[_workflow_pb2.WorkflowStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetHistoryRequest(_message.Message):
-    __slots__ = ("transaction_id",)
+    __slots__ = ("transaction_id", "after_sequence", "page_size")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
-    def __init__(self, transaction_id: _Optional[str] = ...) -> None: ...
+    after_sequence: int
+    page_size: int
+    def __init__(self, transaction_id: _Optional[str] = ..., after_sequence: _Optional[int] = ..., page_size: _Optional[int] = ...) -> None: ...
 
 class GetHistoryResponse(_message.Message):
-    __slots__ = ("events",)
+    __slots__ = ("events", "more")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[_events_pb2.WorkflowEvent]
-    def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.WorkflowEvent, _Mapping]]] = ...) -> None: ...
+    more: bool
+    def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.WorkflowEvent, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class SignalWorkflowRequest(_message.Message):
     __slots__ = ("transaction_id", "signal", "payload", "signal_id")

@@ -30,6 +30,12 @@ those of the shared limits (their own slot)."""
 #   '<attempt>|<path>'), with a rewind entry in the output stream after
 #   attempt 1.
 #
+# Lists of any length (a transition starting a parallel group of maps
+# dispatches thousands of commands) are passed to Redis in calls of at most
+# 4,000 values: Lua's unpack() stops at about 8,000 ("too many results to
+# unpack"), and a script that errors half-way keeps the writes it made. The
+# history of such a transition is several stream entries, read as one list.
+#
 # Returns {-1} when the revision does not match, {-2} when the replica has
 # been fenced off (its epoch is not the bucket's), else
 # {revision, then (key index, entry id, command) per command claimed for
@@ -44,8 +50,24 @@ local function last_output_number(key)
 end
 """
 
+# Calls `command key [prefix...] values...` in chunks of at most 4,000
+# values (an even number, so field/value and score/member pairs stay whole).
+_IN_CHUNKS = """
+local function in_chunks(command, key, prefix, values)
+  for first = 1, #values, 4000 do
+    local last = math.min(first + 3999, #values)
+    if prefix then
+      redis.call(command, key, prefix, unpack(values, first, last))
+    else
+      redis.call(command, key, unpack(values, first, last))
+    end
+  end
+end
+"""
+
 COMMIT = (
     _LAST_OUTPUT_NUMBER
+    + _IN_CHUNKS
     + """
 local n = 0
 local function arg() n = n + 1; return ARGV[n] end
@@ -73,7 +95,7 @@ if count > 0 then
     fields[#fields + 1] = tostring(i)
     fields[#fields + 1] = arg()
   end
-  redis.call('XADD', KEYS[2], '*', unpack(fields))
+  in_chunks('XADD', KEYS[2], '*', fields)
 end
 count = tonumber(arg())
 if count > 0 then
@@ -83,13 +105,13 @@ if count > 0 then
     pairs_[#pairs_ + 1] = arg()
     pairs_[#pairs_ + 1] = tx .. '|' .. timer
   end
-  redis.call('ZADD', KEYS[3], unpack(pairs_))
+  in_chunks('ZADD', KEYS[3], false, pairs_)
 end
 count = tonumber(arg())
 if count > 0 then
   local members = {}
   for i = 1, count do members[i] = tx .. '|' .. arg() end
-  redis.call('ZREM', KEYS[3], unpack(members))
+  in_chunks('ZREM', KEYS[3], false, members)
 end
 if created ~= '0' then redis.call('ZADD', KEYS[4], created, tx) end
 local out = {rev}
@@ -146,7 +168,7 @@ for i = 1, count do
       'a', attempt, 'c', comp, 'e', 'r')
   end
 end
-redis.call('HSET', KEYS[1], unpack(state_fields))
+in_chunks('HSET', KEYS[1], false, state_fields)
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)

@@ -305,7 +305,13 @@ class WorkflowService(workflow_service_pb2_grpc.WorkflowServiceServicer):
         self, request: pb.GetHistoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetHistoryResponse:
         tx = _require(request.transaction_id, "transaction_id")
-        return pb.GetHistoryResponse(events=await self.orchestrator.history(tx))
+        after = request.after_sequence
+        if after < 0:
+            raise InvalidArgument(f"after_sequence: must be 0 or more, got {after}")
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size: must be between 0 and {MAX_PAGE_SIZE}")
+        events, more = await self.orchestrator.history(tx, after, request.page_size)
+        return pb.GetHistoryResponse(events=events, more=more)
 
     @unary
     async def SignalWorkflow(

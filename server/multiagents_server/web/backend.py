@@ -55,12 +55,19 @@ class Backend:
         return response.status
 
     async def history(self, token: str | None, tx: str) -> list[events_pb2.WorkflowEvent]:
-        response: pb.GetHistoryResponse = await self._workflows.GetHistory(
-            pb.GetHistoryRequest(transaction_id=tx),
-            metadata=metadata(token),
-            timeout=CALL_TIMEOUT_S,
-        )
-        return list(response.events)
+        events: list[events_pb2.WorkflowEvent] = []
+        more = True
+        while more:
+            response: pb.GetHistoryResponse = await self._workflows.GetHistory(
+                pb.GetHistoryRequest(
+                    transaction_id=tx, after_sequence=events[-1].sequence if events else 0
+                ),
+                metadata=metadata(token),
+                timeout=CALL_TIMEOUT_S,
+            )
+            events.extend(response.events)
+            more = response.more and len(response.events) > 0
+        return events
 
     async def definition(
         self, token: str | None, name: str, version: int = 0

@@ -951,11 +951,22 @@ func (x *ListWorkflowsResponse) GetNextPageToken() string {
 	return ""
 }
 
-// GetHistoryRequest names an execution.
+// GetHistoryRequest names an execution and where to start reading its
+// history. A history can outgrow one message (a map of 1,000 items records
+// 1,000 commands with their contexts), so it is read in pages: repeat with
+// after_sequence set to the last event's sequence while `more` is true.
 type GetHistoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Transaction id.
 	TransactionId string `protobuf:"bytes,1,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
+	// Only the events after this sequence number (default 0: from the first).
+	// Negative: INVALID_ARGUMENT. Past the last event: no events, more false.
+	AfterSequence int64 `protobuf:"varint,2,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
+	// At most this many events; 0 (the default) sets no count limit. Between
+	// 0 and 1,000, else INVALID_ARGUMENT. Whatever it says, a page stops
+	// before 3 MiB of events (it always holds at least one event), so it fits
+	// the 4 MiB message limit gRPC clients have by default.
+	PageSize      int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -997,11 +1008,29 @@ func (x *GetHistoryRequest) GetTransactionId() string {
 	return ""
 }
 
-// GetHistoryResponse answers GetHistory.
+func (x *GetHistoryRequest) GetAfterSequence() int64 {
+	if x != nil {
+		return x.AfterSequence
+	}
+	return 0
+}
+
+func (x *GetHistoryRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+// GetHistoryResponse is one page of an execution's history.
 type GetHistoryResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Every event of the execution, in order.
-	Events        []*WorkflowEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// Events in sequence order, from after_sequence + 1 with no gaps.
+	Events []*WorkflowEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// True when the history held more events than this page when it was read.
+	// False on the last page; a running execution's history may still grow
+	// (WatchWorkflow says when).
+	More          bool `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1041,6 +1070,13 @@ func (x *GetHistoryResponse) GetEvents() []*WorkflowEvent {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *GetHistoryResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
 }
 
 // SignalWorkflowRequest sends one signal.
@@ -2488,11 +2524,14 @@ const file_multiagents_v1_workflow_service_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\"}\n" +
 	"\x15ListWorkflowsResponse\x12<\n" +
 	"\tworkflows\x18\x01 \x03(\v2\x1e.multiagents.v1.WorkflowStatusR\tworkflows\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\":\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"~\n" +
 	"\x11GetHistoryRequest\x12%\n" +
-	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\"K\n" +
+	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12%\n" +
+	"\x0eafter_sequence\x18\x02 \x01(\x03R\rafterSequence\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\"_\n" +
 	"\x12GetHistoryResponse\x125\n" +
-	"\x06events\x18\x01 \x03(\v2\x1d.multiagents.v1.WorkflowEventR\x06events\"\xa6\x01\n" +
+	"\x06events\x18\x01 \x03(\v2\x1d.multiagents.v1.WorkflowEventR\x06events\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"\xa6\x01\n" +
 	"\x15SignalWorkflowRequest\x12%\n" +
 	"\x0etransaction_id\x18\x01 \x01(\tR\rtransactionId\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\tR\x06signal\x121\n" +

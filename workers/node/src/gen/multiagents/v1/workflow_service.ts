@@ -245,16 +245,39 @@ export interface ListWorkflowsResponse {
   nextPageToken: string;
 }
 
-/** GetHistoryRequest names an execution. */
+/**
+ * GetHistoryRequest names an execution and where to start reading its
+ * history. A history can outgrow one message (a map of 1,000 items records
+ * 1,000 commands with their contexts), so it is read in pages: repeat with
+ * after_sequence set to the last event's sequence while `more` is true.
+ */
 export interface GetHistoryRequest {
   /** Transaction id. */
   transactionId: string;
+  /**
+   * Only the events after this sequence number (default 0: from the first).
+   * Negative: INVALID_ARGUMENT. Past the last event: no events, more false.
+   */
+  afterSequence: number;
+  /**
+   * At most this many events; 0 (the default) sets no count limit. Between
+   * 0 and 1,000, else INVALID_ARGUMENT. Whatever it says, a page stops
+   * before 3 MiB of events (it always holds at least one event), so it fits
+   * the 4 MiB message limit gRPC clients have by default.
+   */
+  pageSize: number;
 }
 
-/** GetHistoryResponse answers GetHistory. */
+/** GetHistoryResponse is one page of an execution's history. */
 export interface GetHistoryResponse {
-  /** Every event of the execution, in order. */
+  /** Events in sequence order, from after_sequence + 1 with no gaps. */
   events: WorkflowEvent[];
+  /**
+   * True when the history held more events than this page when it was read.
+   * False on the last page; a running execution's history may still grow
+   * (WatchWorkflow says when).
+   */
+  more: boolean;
 }
 
 /** SignalWorkflowRequest sends one signal. */
@@ -2028,13 +2051,19 @@ export const ListWorkflowsResponse: MessageFns<ListWorkflowsResponse> = {
 };
 
 function createBaseGetHistoryRequest(): GetHistoryRequest {
-  return { transactionId: "" };
+  return { transactionId: "", afterSequence: 0, pageSize: 0 };
 }
 
 export const GetHistoryRequest: MessageFns<GetHistoryRequest> = {
   encode(message: GetHistoryRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.transactionId !== "") {
       writer.uint32(10).string(message.transactionId);
+    }
+    if (message.afterSequence !== 0) {
+      writer.uint32(16).int64(message.afterSequence);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(24).int32(message.pageSize);
     }
     return writer;
   },
@@ -2060,6 +2089,22 @@ export const GetHistoryRequest: MessageFns<GetHistoryRequest> = {
             message.transactionId = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.afterSequence = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2079,6 +2124,16 @@ export const GetHistoryRequest: MessageFns<GetHistoryRequest> = {
         : isSet(object.transaction_id)
         ? globalThis.String(object.transaction_id)
         : "",
+      afterSequence: isSet(object.afterSequence)
+        ? globalThis.Number(object.afterSequence)
+        : isSet(object.after_sequence)
+        ? globalThis.Number(object.after_sequence)
+        : 0,
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
     };
   },
 
@@ -2086,6 +2141,12 @@ export const GetHistoryRequest: MessageFns<GetHistoryRequest> = {
     const obj: any = {};
     if (message.transactionId !== "") {
       obj.transactionId = message.transactionId;
+    }
+    if (message.afterSequence !== 0) {
+      obj.afterSequence = Math.round(message.afterSequence);
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
     }
     return obj;
   },
@@ -2096,18 +2157,23 @@ export const GetHistoryRequest: MessageFns<GetHistoryRequest> = {
   fromPartial<I extends Exact<DeepPartial<GetHistoryRequest>, I>>(object: I): GetHistoryRequest {
     const message = createBaseGetHistoryRequest();
     message.transactionId = object.transactionId ?? "";
+    message.afterSequence = object.afterSequence ?? 0;
+    message.pageSize = object.pageSize ?? 0;
     return message;
   },
 };
 
 function createBaseGetHistoryResponse(): GetHistoryResponse {
-  return { events: [] };
+  return { events: [], more: false };
 }
 
 export const GetHistoryResponse: MessageFns<GetHistoryResponse> = {
   encode(message: GetHistoryResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.events) {
       WorkflowEvent.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.more !== false) {
+      writer.uint32(16).bool(message.more);
     }
     return writer;
   },
@@ -2133,6 +2199,14 @@ export const GetHistoryResponse: MessageFns<GetHistoryResponse> = {
             message.events.push(WorkflowEvent.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.more = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2148,6 +2222,7 @@ export const GetHistoryResponse: MessageFns<GetHistoryResponse> = {
   fromJSON(object: any): GetHistoryResponse {
     return {
       events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => WorkflowEvent.fromJSON(e)) : [],
+      more: isSet(object.more) ? globalThis.Boolean(object.more) : false,
     };
   },
 
@@ -2155,6 +2230,9 @@ export const GetHistoryResponse: MessageFns<GetHistoryResponse> = {
     const obj: any = {};
     if (message.events?.length) {
       obj.events = message.events.map((e) => WorkflowEvent.toJSON(e));
+    }
+    if (message.more !== false) {
+      obj.more = message.more;
     }
     return obj;
   },
@@ -2165,6 +2243,7 @@ export const GetHistoryResponse: MessageFns<GetHistoryResponse> = {
   fromPartial<I extends Exact<DeepPartial<GetHistoryResponse>, I>>(object: I): GetHistoryResponse {
     const message = createBaseGetHistoryResponse();
     message.events = object.events?.map((e) => WorkflowEvent.fromPartial(e)) || [];
+    message.more = object.more ?? false;
     return message;
   },
 };
