@@ -50,14 +50,19 @@ from multiagents_server.engine.saga import HEARTBEAT_TIMER, timer_id
 from multiagents_server.limit_gate import LimitGate, pending_key
 from multiagents_server.orchestrator import Orchestrator
 from multiagents_server.outcomes import Outcome
-from multiagents_server.store import CommandEntry, Store, StoreError, StoreUnavailable
+from multiagents_server.store import (
+    RETRY_AFTER_UNAVAILABLE_S,
+    CommandEntry,
+    Store,
+    StoreError,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
 READ_BATCH = 100
 # A puller with free slots and no wake-up scans every bucket this often.
 SCAN_S = 1.0
-REDIS_RETRY_S = 0.5
 # How long an answer is retried while Redis is unreachable before the step's
 # timeout is left to recover it.
 ANSWER_RETRY_S = 60.0
@@ -704,7 +709,7 @@ class Dispatcher:
                     log.warning("cannot read commands of %s: %s", name, exc)
                     dirty.update(buckets)
                     self.store.forget_groups()
-                    await asyncio.sleep(REDIS_RETRY_S)
+                    await asyncio.sleep(RETRY_AFTER_UNAVAILABLE_S)
                     continue
                 for bucket, entries in taken.items():
                     if len(entries) >= per_bucket:

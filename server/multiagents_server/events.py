@@ -17,7 +17,7 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 
 from multiagents.v1 import events_pb2
-from multiagents_server.store import Store, StoreUnavailable
+from multiagents_server.store import RETRY_AFTER_UNAVAILABLE_S, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class EventHub:
                         self._on_cancel(command_id, reason)
             except StoreUnavailable as exc:
                 log.warning("event feed lost, reconnecting", extra={"error": str(exc)})
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(RETRY_AFTER_UNAVAILABLE_S)
 
     def _events(self, data: bytes) -> None:
         if not self._subscribers:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from multiagents.v1 import common_pb2, workflow_pb2
 from multiagents.v1 import worker_service_pb2 as wpb
 from multiagents_server import convert, engine, observability
-from multiagents_server.store import CommandEntry, Refusal, StoreError
+from multiagents_server.store import RETRY_AFTER_UNAVAILABLE_S, CommandEntry, Refusal, StoreError
 
 if TYPE_CHECKING:
     from multiagents_server.dispatcher import Dispatcher, Inflight, Session
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 # A command waiting for a concurrency key that another replica's attempt
 # holds is tried again this often (a local answer tries it at once).
 LIMIT_POLL_MS = 100
-# How long after a failed Redis call taking places is tried again.
-RETRY_AFTER_UNAVAILABLE_MS = 500
 
 Keys = tuple[str, ...]
 
@@ -104,7 +102,8 @@ class LimitGate:
             )  # fmt: skip
         except StoreError as exc:
             log.warning("cannot take rate limit places: %s", exc)
-            wait_ms, refusal = RETRY_AFTER_UNAVAILABLE_MS, Refusal("", "unavailable", "")
+            wait_ms = round(RETRY_AFTER_UNAVAILABLE_S * 1000)
+            refusal = Refusal("", "unavailable", "")
         finally:
             session.reserved -= 1
             dispatcher.handling.discard(pending_key(entry))  # waiting or started below

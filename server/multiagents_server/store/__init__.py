@@ -5,6 +5,7 @@ from multiagents_server.store.connect import REDIS_MODES, open_store
 from multiagents_server.store.keys import Keys
 from multiagents_server.store.lease import LeaseKeeper
 from multiagents_server.store.records import (
+    RETRY_AFTER_UNAVAILABLE_S,
     CommandEntry,
     Commit,
     Committed,
@@ -28,6 +29,7 @@ redis_fixes.install()
 __all__ = [
     "FLUSH_TIMER",
     "REDIS_MODES",
+    "RETRY_AFTER_UNAVAILABLE_S",
     "SCHEDULE_TIMER",
     "CommandEntry",
     "Commit",

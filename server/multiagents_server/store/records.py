@@ -13,6 +13,11 @@ class StoreUnavailable(StoreError):
     """Redis cannot be reached now (down, restarting, failing over): retry later."""
 
 
+# How long a background loop whose Redis call failed waits before it tries
+# again (a call is already sent again once on a new connection: connect.py).
+RETRY_AFTER_UNAVAILABLE_S = 0.5
+
+
 class Fenced(StoreUnavailable):
     """This replica's epoch is no longer a member of the bucket: it lost its
     lease (it was paused or cut off for longer than the lease) and another
