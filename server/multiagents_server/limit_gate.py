@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from multiagents.v1 import common_pb2, workflow_pb2
@@ -60,6 +60,12 @@ class LimitGate:
         # Why each group's first command was last refused (also the label
         # of its commands in the metric of waiting steps).
         self._refused: dict[Keys, Refusal] = {}
+        # Groups whose first command is being tried in Redis now (how many
+        # tries), and how often each was told meanwhile that a place may
+        # have freed: a refusal that crossed such news is tried again at
+        # once, not when it says (its reply can come after the news).
+        self._trying: dict[Keys, int] = {}
+        self._news: dict[Keys, int] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # How many commands wait, over all groups.
@@ -95,6 +101,8 @@ class LimitGate:
     ) -> None:
         dispatcher = self._dispatcher
         keys = tuple(command.rate_limits.keys)
+        self._trying[keys] = self._trying.get(keys, 0) + 1
+        news = self._news.get(keys, 0)
         try:
             wait_ms, refusal = await self._store.acquire_limits(
                 keys, command.command_id, command.deadline.ToMilliseconds(),
@@ -107,7 +115,10 @@ class LimitGate:
         finally:
             session.reserved -= 1
             dispatcher.handling.discard(pending_key(entry))  # waiting or started below
+            crossed = self._tried(keys, news)
         if refusal is not None:
+            if crossed:
+                wait_ms = 0
             if refusal.key:
                 self._refuse(keys, refusal)
             self._wait(entry, command, wait_ms, waited=waited)
@@ -212,12 +223,34 @@ class LimitGate:
         groups waiting under a key it governs try again now, on every
         replica, rather than when their retry is due."""
         prefix = declared[:-1] if declared is not None and declared.endswith("*") else None
+        self._may_pass(
+            lambda keys: (
+                declared is None
+                or any(k == declared or (prefix is not None and k.startswith(prefix)) for k in keys)
+            )
+        )
+
+    def _may_pass(self, governed: Callable[[Keys], bool]) -> None:
+        """A place may have freed (or a limit changed) under the groups
+        `governed` says: they try again now, and a try of theirs in Redis
+        now that is refused tries again at once."""
         for keys in self._waiting:
-            if declared is None or any(
-                k == declared or (prefix is not None and k.startswith(prefix)) for k in keys
-            ):
+            if governed(keys):
                 self._due[keys] = 0
-        self.nudge()
+        for keys in self._trying:
+            if governed(keys):
+                self._news[keys] = self._news.get(keys, 0) + 1
+        self._wakeup.set()
+
+    def _tried(self, keys: Keys, news: int) -> bool:
+        """A try of the group of `keys` in Redis ended: whether a place may
+        have freed under it since it began (its news count was `news`)."""
+        crossed = self._news.get(keys, 0) != news
+        self._trying[keys] -= 1
+        if not self._trying[keys]:
+            del self._trying[keys]
+            self._news.pop(keys, None)
+        return crossed
 
     def drop(self, command_id: str) -> bool:
         """Stop waiting for a cancelled command (its queue entry acknowledged)."""
@@ -290,9 +323,6 @@ class LimitGate:
             except StoreError as exc:
                 log.warning("cannot give back rate limit places (they expire): %s", exc)
             released = set(keys)
-            for group in self._waiting:
-                if released.intersection(group):
-                    self._due[group] = 0
-            self._wakeup.set()
+            self._may_pass(lambda group: not released.isdisjoint(group))
 
         self._dispatcher.spawn(release())
