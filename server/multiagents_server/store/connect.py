@@ -54,10 +54,13 @@ async def open_store(
     try:
         info: dict[str, Any] = await probe.info("server")
         cluster_info: dict[str, Any] = await probe.info("cluster")
+        durability = await _durability_gap(probe)
     except RedisError as exc:
         raise StoreSetupError(f"cannot reach Redis at {url}: {exc}") from None
     finally:
         await probe.aclose()
+    if durability:
+        log.warning("Redis at %s: %s (docs/guarantees.md)", url, durability)
     version = str(info.get("redis_version", "0"))
     if _version(version) < MIN_VERSION:
         raise StoreSetupError(
@@ -107,6 +110,36 @@ async def open_store(
         extra={"redis": url, "cluster": cluster, "version": version, "buckets": keys.buckets},
     )
     return store
+
+
+async def _durability_gap(probe: Any) -> str | None:
+    """What the node at the probe can lose of what it acknowledged, if
+    anything: the guarantees need its append-only file on and synced before
+    each answer (`appendonly yes`, `appendfsync always`). None when it keeps
+    everything, or when its configuration is not readable (CONFIG disabled,
+    as on some managed services)."""
+    persistence: dict[str, Any] = await probe.info("persistence")
+    if not int(persistence.get("aof_enabled", 0)):
+        return (
+            "appendonly is off: a restart of Redis loses the workflows, commands "
+            "and results it holds"
+        )
+    try:
+        fsync = (await probe.config_get("appendfsync")).get("appendfsync")
+    except RedisError:
+        return None
+    if fsync == "everysec":
+        return (
+            "appendfsync is everysec: a SIGKILL of redis-server while its disk is "
+            "busy, or a power loss, can lose up to 2 s of writes it acknowledged; "
+            "appendfsync always keeps them"
+        )
+    if fsync == "no":
+        return (
+            "appendfsync is no: a power loss can lose the writes of the last 30 s "
+            "or so; appendfsync always keeps them"
+        )
+    return None
 
 
 async def _bucket_count(client: Any, keys: Keys, wanted: int) -> int:
