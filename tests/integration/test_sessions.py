@@ -4,8 +4,10 @@ commands by presenting the resume token of its previous session."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 
 import grpc
 import pytest
@@ -132,3 +134,52 @@ async def test_a_worker_resumes_on_another_replica_before_the_first_saw_it_go(
     assert status.step_results == {"s": {"resumed_on": "b"}}
     assert status.steps[0].attempts == 1
     assert [e for e in history if e.HasField("error")] == []
+
+
+async def test_a_worker_that_sends_nothing_loses_its_session_after_three_heartbeat_intervals(
+    server: Server, uid: str
+) -> None:
+    assert server.dispatcher is not None
+    sessions = server.dispatcher.sessions
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        raw = await RawWorker.connect(channel, _hello(uid, "mute"))
+        session_id = raw.welcome.session_id
+        assert session_id in sessions
+        await wait_for(lambda: session_id not in sessions, timeout=10, interval=0.02)
+        raw.call.cancel()
+
+
+async def test_a_server_held_up_longer_than_the_heartbeat_limit_keeps_its_sessions(
+    server: Server, uid: str
+) -> None:
+    """The server's event loop stops for four heartbeat intervals (a long
+    garbage collection, a starved CPU) while a worker beats every third of an
+    interval: the beats it could not read are not the worker's fault, and the
+    session lives on. Before, the watchdog woke first and ended it."""
+    assert server.dispatcher is not None
+    dispatcher = server.dispatcher
+    interval_ms = server.config.heartbeat_interval_ms
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        raw = await RawWorker.connect(channel, _hello(uid, "beating"))
+        session = dispatcher.sessions[raw.welcome.session_id]
+
+        async def beat() -> None:
+            while True:
+                raw.send(wpb.ConnectRequest(heartbeat=wpb.Heartbeat()))
+                await asyncio.sleep(interval_ms / 3000)
+
+        beating = asyncio.create_task(beat())
+        try:
+            await wait_for(lambda: session.last_seen_ms > session.connected_ms, timeout=5)
+            time.sleep(4 * interval_ms / 1000)  # the whole loop held up, as by a GC pause
+            resumed_ms = dispatcher.clock
+            # Seen again, and the watchdog has woken at least twice since.
+            await wait_for(
+                lambda: session.closed or session.last_seen_ms > resumed_ms + 2 * interval_ms,
+                timeout=10,
+                interval=0.01,
+            )
+            assert not session.closed, "the session was ended after the server's own pause"
+        finally:
+            beating.cancel()
+            raw.call.cancel()

@@ -215,10 +215,24 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             session.end("drained")
 
     async def _watchdog(self, session: Session, interval_ms: int) -> None:
-        """Ends a session that sent nothing for three heartbeat intervals."""
+        """Ends a session that sent nothing for three heartbeat intervals.
+
+        Time the server itself did not run is not counted against the worker:
+        when the watchdog wakes an interval or more late (its event loop was
+        held up: a long garbage collection, a starved CPU), what the worker
+        sent meanwhile waits unread in the stream, so it looks again one
+        interval later, once the stream was read (once: a server late at
+        every wake-up still ends silent sessions)."""
         limit = 3 * interval_ms
+        looked_again = False
         while True:
+            slept_from = self.dispatcher.clock
             await asyncio.sleep(interval_ms / 1000)
+            late = self.dispatcher.clock - slept_from >= 2 * interval_ms
+            if late and not looked_again:
+                looked_again = True
+                continue
+            looked_again = False
             silent = self.dispatcher.clock - session.last_seen_ms
             if silent > limit:
                 log.warning(
