@@ -7,6 +7,14 @@ lowered by this replica's own commits, which schedule most timers), so a
 tick claims only the buckets with something due; every bucket is claimed at
 least once a `SWEEP_MS`, which bounds how late a timer scheduled by another
 replica can fire.
+
+Time the server itself did not run is not counted against workers: when the
+loop comes round `HELD_UP_S` or more after its last round (its process was
+held up: a long garbage collection, a starved CPU, SIGSTOP; or Redis was
+that slow), the heartbeats and answers workers sent meanwhile wait unread
+in their streams, so it waits `CATCH_UP_S` for them to be read before it
+claims anything (once per hold-up: a loop held up at every round still
+fires, later).
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ SWEEP_MS = 1_000
 CLAIM_LEASE_MS = 10_000
 CLAIM_LIMIT = 200
 CONCURRENCY = 64
+HELD_UP_S = 1.0
+CATCH_UP_S = 0.5
 
 
 async def run_timers(orchestrator: Orchestrator, liveness: Liveness, schedules: Schedules) -> None:
@@ -42,6 +52,8 @@ async def run_timers(orchestrator: Orchestrator, liveness: Liveness, schedules: 
 
     orchestrator.on_schedule = scheduled
     next_sweep = 0
+    loop = asyncio.get_running_loop()
+    last_round = loop.time()
 
     async def fire(transaction_id: str, timer: str) -> None:
         async with limit:
@@ -67,6 +79,13 @@ async def run_timers(orchestrator: Orchestrator, liveness: Liveness, schedules: 
 
     try:
         while True:
+            if loop.time() - last_round >= HELD_UP_S:
+                log.info(
+                    "timer loop was held up; fires once the streams are read",
+                    extra={"held_up_ms": round((loop.time() - last_round) * 1000)},
+                )
+                await asyncio.sleep(CATCH_UP_S)
+            last_round = loop.time()
             now = orchestrator.clock()
             owned = liveness.owned_buckets
             if now >= next_sweep:

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import ROOT
 from integration.helpers import RawWorker, make_config, wait_for
-from multiagents import Client, RetryPolicy, WorkerRuntime, WorkflowBuilder
+from multiagents import Client, RetryPolicy, WorkerRuntime, WorkflowBuilder, heartbeat, worker
 from multiagents.v1 import monitoring_service_pb2, monitoring_service_pb2_grpc
 from multiagents.v1 import worker_service_pb2 as wpb
 from multiagents_server.app import Server
@@ -444,3 +444,52 @@ async def test_serve_processes_restarts_a_killed_replica_and_loses_nothing(
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(timeout=30) == 0
     assert all(not Path(f"/proc/{pid}").exists() for pid in replicas[1:])
+
+
+async def test_a_paused_replica_does_not_time_out_a_step_whose_heartbeats_wait_unread(
+    replica: tuple[str, list[str]], processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """The replica is SIGSTOPped for twice the step's heartbeat timeout (a long
+    GC pause, a starved CPU) while its worker beats every 0.1 s: the beats wait
+    unread in the stream, through no fault of the worker's, and the step must
+    not fail of HeartbeatTimeout when the replica wakes. The lease is longer
+    than the pause, so nobody else takes over."""
+    address, args = replica
+    env = {"MULTIAGENTS_REPLICA_LEASE_MS": "10000", "MULTIAGENTS_HEARTBEAT_INTERVAL_MS": "300"}
+    server = spawn(*args, env=env)
+    processes.append(server)
+    timeout_s = 1.5
+    started = asyncio.Event()
+    woken = asyncio.Event()
+
+    @worker("pause.beating")
+    async def beating(ctx: dict[str, object]) -> dict[str, object]:
+        started.set()
+        while not woken.is_set():
+            heartbeat()
+            await asyncio.sleep(0.1)
+        for _ in range(10):  # beats the replica reads after waking
+            heartbeat()
+            await asyncio.sleep(0.1)
+        return {}
+
+    wf = WorkflowBuilder("pause.wf").add_step(
+        "s", beating, heartbeat_timeout=timeout_s, retry=RetryPolicy(max_attempts=1)
+    )
+    async with Client(address) as client:
+        await wait_for(_registers(client, wf.build()), timeout=20, interval=0.1)
+        runtime = WorkerRuntime([beating], servers=address, reconnect_max=0.3)
+        await runtime.start(timeout=20)
+        try:
+            tx = await client.execute_workflow("pause.wf", {})
+            await asyncio.wait_for(started.wait(), timeout=10)
+            server.send_signal(signal.SIGSTOP)
+            try:
+                await asyncio.sleep(2 * timeout_s)  # the worker beats on, unread
+            finally:
+                server.send_signal(signal.SIGCONT)
+                woken.set()
+            status = await client.wait(tx, timeout=30)
+        finally:
+            await runtime.stop()
+    assert status.state == "completed", status.error
