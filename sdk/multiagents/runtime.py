@@ -15,7 +15,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -224,26 +224,28 @@ class WorkerRuntime:
         )
         async with open_channel(address, self._credentials) as channel:
             stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
-            call = stub.Connect(_requests(queue), metadata=self._metadata)
-            first = await call.read()
-            if first is grpc.aio.EOF or first.WhichOneof("message") != "welcome":
-                raise ConnectionError("server closed the session before Welcome")
-            welcome = first.welcome
-            self.session_id = welcome.session_id
-            self._resume_token = welcome.resume_token
-            self.max_payload_bytes = welcome.max_payload_bytes or self.max_payload_bytes
-            for outcome in self._unsent:
-                queue.put_nowait(outcome)
-            self._unsent.clear()
-            self._send = queue
-            self.ready.set()
-            log.info("session %s open with %s", self.session_id, address)
-            interval = welcome.heartbeat_interval.ToMilliseconds() / 1000 or 5.0
-            helpers = [
-                asyncio.create_task(_heartbeats(queue, interval)),
-                asyncio.create_task(self._drain_on_stop(queue)),
-            ]
+            # Written by a task of ours, not handed to gRPC as an iterator:
+            # when the server ends the stream, gRPC would leave its consumer
+            # of the iterator pending for good, and drop the answer it took.
+            call = stub.Connect(metadata=self._metadata)
+            helpers = [asyncio.create_task(self._write_requests(call, queue))]
             try:
+                first = await call.read()
+                if first is grpc.aio.EOF or first.WhichOneof("message") != "welcome":
+                    raise ConnectionError("server closed the session before Welcome")
+                welcome = first.welcome
+                self.session_id = welcome.session_id
+                self._resume_token = welcome.resume_token
+                self.max_payload_bytes = welcome.max_payload_bytes or self.max_payload_bytes
+                for outcome in self._unsent:
+                    queue.put_nowait(outcome)
+                self._unsent.clear()
+                self._send = queue
+                self.ready.set()
+                log.info("session %s open with %s", self.session_id, address)
+                interval = welcome.heartbeat_interval.ToMilliseconds() / 1000 or 5.0
+                helpers.append(asyncio.create_task(_heartbeats(queue, interval)))
+                helpers.append(asyncio.create_task(self._drain_on_stop(queue)))
                 while True:
                     message = await call.read()
                     if message is grpc.aio.EOF:
@@ -257,14 +259,35 @@ class WorkerRuntime:
                     task.cancel()
                 await asyncio.gather(*helpers, return_exceptions=True)
                 while not queue.empty():
-                    item = queue.get_nowait()
-                    if item is not None and item.WhichOneof("message") in (
-                        "result",
-                        "failure",
-                        "outcomes",
-                    ):
-                        self._unsent.append(item)
+                    self._keep_answer(queue.get_nowait())
                 call.cancel()
+
+    async def _write_requests(self, call: grpc.aio.StreamStreamCall, queue: _Outgoing) -> None:
+        """Send the queued messages on the session's stream until the queue's
+        end marker (then half-close) or the stream's end. An answer the stream
+        did not take is kept for the next session (sent again if it did take
+        it: the server ignores an answer to a command no longer held)."""
+        async with contextlib.aclosing(_requests(queue)) as requests:
+            async for message in requests:
+                try:
+                    await call.write(message)
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                    self._keep_answer(message)  # the stream ended; the reader sees why
+                    return
+                except asyncio.CancelledError:
+                    self._keep_answer(message)
+                    raise
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await call.done_writing()
+
+    def _keep_answer(self, message: wpb.ConnectRequest | None) -> None:
+        """Keep an unsent answer for the next session; drop anything else."""
+        if message is not None and message.WhichOneof("message") in (
+            "result",
+            "failure",
+            "outcomes",
+        ):
+            self._unsent.append(message)
 
     async def _drain_on_stop(self, queue: _Outgoing) -> None:
         await self._stopping.wait()
@@ -412,7 +435,7 @@ def _usage(output: CommandOutput) -> common_pb2.Usage | None:
     return output.usage.to_proto() if output.usage else None
 
 
-async def _requests(queue: _Outgoing) -> AsyncIterator[wpb.ConnectRequest]:
+async def _requests(queue: _Outgoing) -> AsyncGenerator[wpb.ConnectRequest, None]:
     """The request stream: queued messages, with ready answers batched and
     ready text chunks of one command merged."""
     while True:

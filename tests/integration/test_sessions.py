@@ -5,6 +5,7 @@ commands by presenting the resume token of its previous session."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -13,7 +14,7 @@ import grpc
 import pytest
 
 from integration.helpers import RawWorker, make_config, wait_for
-from multiagents import Client, WorkflowBuilder
+from multiagents import Client, WorkerRuntime, WorkflowBuilder, worker
 from multiagents.v1 import common_pb2, monitoring_service_pb2, monitoring_service_pb2_grpc
 from multiagents.v1 import worker_service_pb2 as wpb
 from multiagents_server.app import Server
@@ -183,3 +184,48 @@ async def test_a_server_held_up_longer_than_the_heartbeat_limit_keeps_its_sessio
         finally:
             beating.cancel()
             raw.call.cancel()
+
+
+async def test_sessions_the_server_ends_leave_no_task_or_stream_behind_in_the_sdk(
+    server: Server, uid: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server ends the SDK worker's session three times; the worker opens
+    a new one each time. Before, each ended session left gRPC's consumer of
+    the request stream pending for good ("Task was destroyed but it is
+    pending", then "aclose(): asynchronous generator is already running")."""
+    await _collect_garbage()  # what earlier tests left is not this test's
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    caplog.clear()
+    assert server.dispatcher is not None
+    dispatcher = server.dispatcher
+
+    @worker(f"{uid}.w")
+    async def idle(ctx: dict[str, object]) -> dict[str, object]:
+        return {}
+
+    runtime = WorkerRuntime([idle], servers=server.address, reconnect_max=0.2)
+    await runtime.start(timeout=10)
+    try:
+        for _ in range(3):
+            ended = runtime.session_id
+            dispatcher.sessions[ended].end("ended by the test")
+
+            def reopened(ended: str = ended) -> bool:
+                return runtime.session_id not in ("", ended) and (
+                    runtime.session_id in dispatcher.sessions
+                )
+
+            await wait_for(reopened, timeout=10)
+    finally:
+        await runtime.stop()
+    await _collect_garbage()  # what was left pending is destroyed now, and logged
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+async def _collect_garbage() -> None:
+    """Destroy what is unreachable, and what its finalizers start: a pending
+    task destroyed leaves an async generator whose closing task fails, and
+    that failure is logged when the closing task is destroyed in turn."""
+    for _ in range(3):
+        gc.collect()
+        await asyncio.sleep(0)
