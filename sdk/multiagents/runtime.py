@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -228,7 +229,9 @@ class WorkerRuntime:
             # when the server ends the stream, gRPC would leave its consumer
             # of the iterator pending for good, and drop the answer it took.
             call = stub.Connect(metadata=self._metadata)
-            helpers = [asyncio.create_task(self._write_requests(call, queue))]
+            writer = asyncio.create_task(self._write_requests(call, queue))
+            writer.add_done_callback(functools.partial(_end_call_if_failed, call))
+            helpers = [writer]
             try:
                 first = await call.read()
                 if first is grpc.aio.EOF or first.WhichOneof("message") != "welcome":
@@ -433,6 +436,14 @@ class WorkerRuntime:
 
 def _usage(output: CommandOutput) -> common_pb2.Usage | None:
     return output.usage.to_proto() if output.usage else None
+
+
+def _end_call_if_failed(call: grpc.aio.StreamStreamCall, writer: asyncio.Task[None]) -> None:
+    """A writer that failed (a bug, not the stream's end) ends the call, so the
+    session is opened again instead of waiting with nothing sent."""
+    if not writer.cancelled() and writer.exception() is not None:
+        log.error("worker session's writer failed", exc_info=writer.exception())
+        call.cancel()
 
 
 async def _requests(queue: _Outgoing) -> AsyncGenerator[wpb.ConnectRequest, None]:

@@ -14,7 +14,8 @@ held up: a long garbage collection, a starved CPU, SIGSTOP; or Redis was
 that slow), the heartbeats and answers workers sent meanwhile wait unread
 in their streams, so it waits `CATCH_UP_S` for them to be read before it
 claims anything (once per hold-up: a loop held up at every round still
-fires, later).
+fires, later). Only this replica's timers wait: a timer in a bucket another
+replica owns fires there on time, whatever this replica has not read.
 """
 
 from __future__ import annotations
@@ -79,14 +80,18 @@ async def run_timers(orchestrator: Orchestrator, liveness: Liveness, schedules: 
 
     try:
         while True:
-            if loop.time() - last_round >= HELD_UP_S:
+            # The clock first: a hold-up after this reading cannot make a
+            # timer due; one before it is seen by the check below.
+            now = orchestrator.clock()
+            held_up_s = loop.time() - last_round
+            last_round = loop.time()
+            if held_up_s >= HELD_UP_S:
                 log.info(
                     "timer loop was held up; fires once the streams are read",
-                    extra={"held_up_ms": round((loop.time() - last_round) * 1000)},
+                    extra={"held_up_ms": round(held_up_s * 1000)},
                 )
                 await asyncio.sleep(CATCH_UP_S)
-            last_round = loop.time()
-            now = orchestrator.clock()
+                continue  # a hold-up during the catch-up is one too
             owned = liveness.owned_buckets
             if now >= next_sweep:
                 buckets = owned
@@ -101,6 +106,7 @@ async def run_timers(orchestrator: Orchestrator, liveness: Liveness, schedules: 
             except StoreUnavailable as exc:
                 log.warning("timer loop cannot reach redis", extra={"error": str(exc)})
                 await asyncio.sleep(1)
+                last_round = loop.time()  # a wait of its own, not a hold-up
                 continue
             full = False
             for bucket, due, first in claimed:
