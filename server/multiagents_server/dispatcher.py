@@ -192,8 +192,15 @@ class Session:
             self.outgoing.put_nowait(None)
 
     @property
+    def takes_commands(self) -> bool:
+        """Whether new commands may be sent: not draining, and its end not
+        asked for. A command put behind the end marker is never sent, yet
+        counts as held (and a resume would take it over unsent)."""
+        return not (self.draining or self.closed or self.end_reason)
+
+    @property
     def free(self) -> int:
-        if self.draining or self.closed:
+        if not self.takes_commands:
             return 0
         return self.max_concurrency - len(self.inflight) - self.reserved
 

@@ -126,7 +126,7 @@ class LimitGate:
                 await self._show_waiting(command, refusal.key, refusal.reason)
             dispatcher.wake_pullers(session.names)
             return
-        if session.free < 0 or session.closed or session.draining:
+        if session.free < 0 or not session.takes_commands:
             # The session went away meanwhile: give the places back, try again.
             self._release(keys, command.command_id, 0, back_off=False)
             self._wait(entry, command, 0, waited=True)

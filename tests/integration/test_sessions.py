@@ -229,3 +229,23 @@ async def _collect_garbage() -> None:
     for _ in range(3):
         gc.collect()
         await asyncio.sleep(0)
+
+
+async def test_a_session_whose_end_was_asked_takes_no_new_command(server: Server, uid: str) -> None:
+    """Between the end of a session being asked (watchdog, worker gone) and
+    its close, a command sent to it lands behind the stream's end marker: it
+    is never sent, yet counts as held, and a resume takes it over unsent —
+    the step then waits for its timeout (the cluster lane's rate-limit test
+    stuck for 270 s). Checked in the same tick as the end: the commit path
+    finds no slot at the ended session."""
+    assert server.dispatcher is not None
+    dispatcher = server.dispatcher
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        raw = await RawWorker.connect(channel, _hello(uid, "ending"))
+        session = dispatcher.sessions[raw.welcome.session_id]
+        assert dispatcher.reserve(f"{uid}.w")  # an open session has a slot
+        dispatcher.release(f"{uid}.w")
+        session.end("ended by the test")
+        assert not session.closed  # not yet: the close runs after the stream ends
+        assert not dispatcher.reserve(f"{uid}.w")
+        raw.call.cancel()
