@@ -83,8 +83,8 @@ async def run_timers(orchestrator: Orchestrator, liveness: Liveness, schedules: 
             # The clock first: a hold-up after this reading cannot make a
             # timer due; one before it is seen by the check below.
             now = orchestrator.clock()
-            held_up_s = loop.time() - last_round
-            last_round = loop.time()
+            round_at = loop.time()
+            held_up_s, last_round = round_at - last_round, round_at
             if held_up_s >= HELD_UP_S:
                 log.info(
                     "timer loop was held up; fires once the streams are read",

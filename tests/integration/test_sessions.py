@@ -235,9 +235,9 @@ async def test_a_session_whose_end_was_asked_takes_no_new_command(server: Server
     """Between the end of a session being asked (watchdog, worker gone) and
     its close, a command sent to it lands behind the stream's end marker: it
     is never sent, yet counts as held, and a resume takes it over unsent —
-    the step then waits for its timeout (the cluster lane's rate-limit test
-    stuck for 270 s). Checked in the same tick as the end: the commit path
-    finds no slot at the ended session."""
+    the step then waits for its timeout (the likely, unproven, cause of the
+    cluster lane's rate-limit test stuck for 270 s). Checked in the same
+    tick as the end: the commit path finds no slot at the ended session."""
     assert server.dispatcher is not None
     dispatcher = server.dispatcher
     async with grpc.aio.insecure_channel(server.address) as channel:
