@@ -55,6 +55,11 @@ PROGRESS_EVERY_S = 1.0
 # Commands a worker process runs at once by default: 8 in every SDK (Python,
 # Go's worker.DefaultMaxConcurrency, Node's DEFAULT_MAX_CONCURRENCY).
 DEFAULT_MAX_CONCURRENCY = 8
+# Answers written on a session are remembered this long, to be sent again
+# when the server lists their command in `Resumed` (docs/protocol.md), and
+# at most this many bytes of them (the oldest are forgotten first).
+RESEND_WINDOW_S = 10.0
+RESEND_MAX_BYTES = 32 * 1024 * 1024
 
 
 class WorkerStartError(MultiAgentsError):
@@ -116,6 +121,12 @@ class WorkerRuntime:
         self._cancelled: dict[str, str] = {}
         self._outputs: dict[str, CommandOutput] = {}
         self._unsent: list[wpb.ConnectRequest] = []
+        # Commands whose answer is queued, or kept for the next session.
+        self._unwritten: set[str] = set()
+        # Answers written, in writing order: id -> (when, session, message),
+        # and their size in bytes.
+        self._written: dict[str, tuple[float, str, wpb.ConnectRequest]] = {}
+        self._written_bytes = 0
         self._send: _Outgoing | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -274,6 +285,7 @@ class WorkerRuntime:
             async for message in requests:
                 try:
                     await call.write(message)
+                    self._remember_written(message)
                 except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
                     self._keep_answer(message)  # the stream ended; the reader sees why
                     return
@@ -282,6 +294,51 @@ class WorkerRuntime:
                     raise
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
             await call.done_writing()
+
+    def _remember_written(self, message: wpb.ConnectRequest) -> None:
+        """Remember the answers `message` carried, for a `Resumed` that lists
+        them; forget those first written more than RESEND_WINDOW_S ago, and
+        the oldest beyond RESEND_MAX_BYTES (an answer sent again keeps its
+        first time: it is not sent for ever)."""
+        now = time.monotonic()
+        for answer in _answers(message):
+            self._unwritten.discard(answer.command_id)
+            if answer.command_id not in self._written:
+                request = _answer_request(answer)
+                self._written[answer.command_id] = (now, self.session_id, request)
+                self._written_bytes += request.ByteSize()
+        while self._written:
+            oldest = next(iter(self._written))
+            written, _, request = self._written[oldest]
+            if now - written <= RESEND_WINDOW_S and self._written_bytes <= RESEND_MAX_BYTES:
+                break
+            del self._written[oldest]
+            self._written_bytes -= request.ByteSize()
+
+    def _resumed(self, command_ids: Iterable[str]) -> None:
+        """This session took over these commands of the previous one: answer
+        again those answered there; fail at once (WorkerLost, retried) those
+        this process never got or no longer remembers."""
+        for cid in command_ids:
+            written = self._written.get(cid)
+            if cid in self._running or cid in self._unwritten:
+                continue  # its answer will go on this session
+            if written is not None and written[1] == self.session_id:
+                continue  # answered on this session already
+            if written is not None:
+                log.info("sending again the answer to resumed command %s", cid)
+                self._emit(written[2])
+                continue
+            log.warning("resumed command %s is unknown here; failing it as lost", cid)
+            failure = common_pb2.Failure(
+                message="the worker does not have this command (never received, or its "
+                "answer is forgotten)",
+                type="WorkerLost",
+                kind=FailureKind.WORKER_LOST.to_proto(),
+            )
+            self._emit(
+                wpb.ConnectRequest(failure=wpb.CommandFailure(command_id=cid, failure=failure))
+            )
 
     def _keep_answer(self, message: wpb.ConnectRequest | None) -> None:
         """Keep an unsent answer for the next session; drop anything else."""
@@ -320,6 +377,8 @@ class WorkerRuntime:
                 output.acknowledged(message.output_ack)
         elif kind == "drain_request":
             log.info("server asked to drain: %s", message.drain_request.reason)
+        elif kind == "resumed":
+            self._resumed(message.resumed.command_ids)
 
     def _start(self, command: wpb.Command) -> None:
         task = asyncio.create_task(self._execute(command))
@@ -331,6 +390,7 @@ class WorkerRuntime:
         self._cancelled.pop(command_id, None)  # a handler that did not stop when cancelled
 
     def _emit(self, message: wpb.ConnectRequest) -> None:
+        self._unwritten.update(answer.command_id for answer in _answers(message))
         if self._send is not None:
             self._send.put_nowait(message)
         elif message.WhichOneof("message") not in ("heartbeat", "output_chunk"):
@@ -432,6 +492,24 @@ class WorkerRuntime:
             self._emit(wpb.ConnectRequest(heartbeat=message))
 
         return beat
+
+
+def _answers(message: wpb.ConnectRequest) -> list[wpb.CommandResult | wpb.CommandFailure]:
+    """The results and failures a request carries (none for other kinds)."""
+    kind = message.WhichOneof("message")
+    if kind == "result":
+        return [message.result]
+    if kind == "failure":
+        return [message.failure]
+    if kind == "outcomes":
+        return [getattr(o, o.WhichOneof("outcome")) for o in message.outcomes.outcomes]
+    return []
+
+
+def _answer_request(answer: wpb.CommandResult | wpb.CommandFailure) -> wpb.ConnectRequest:
+    if isinstance(answer, wpb.CommandResult):
+        return wpb.ConnectRequest(result=answer)
+    return wpb.ConnectRequest(failure=answer)
 
 
 def _usage(output: CommandOutput) -> common_pb2.Usage | None:

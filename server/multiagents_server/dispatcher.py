@@ -74,6 +74,9 @@ MAX_WAITING = 10_000
 # the deadline of a Redis call, so that no reply still on its way is taken
 # for lost.
 LOST_AFTER_MS = 10_000
+# A resume waits at most this long for its previous session, being closed on
+# this replica, to keep its commands for it.
+SETTLE_WAIT_S = 5.0
 
 
 def transaction_of(command_id: str) -> str:
@@ -155,6 +158,15 @@ def _decode_kept(raw: bytes, session_id: str) -> dict[str, Inflight]:
     return found
 
 
+def _tell_resumed(session: Session, command_ids: Iterable[str]) -> None:
+    """Send `Resumed`: the worker answers again what it answered on the
+    previous session and fails what it never got (docs/protocol.md)."""
+    ids = sorted(command_ids)
+    if ids:
+        resumed = wpb.Resumed(command_ids=ids)
+        session.outgoing.put_nowait(wpb.ConnectResponse(resumed=resumed))
+
+
 @dataclass(eq=False, slots=True)
 class Session:
     """One connected worker process."""
@@ -179,6 +191,8 @@ class Session:
     draining: bool = False
     closed: bool = False
     end_reason: str = ""
+    # Set once the session is closed and its commands kept or failed.
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def holder(self) -> str:
@@ -285,10 +299,12 @@ class Dispatcher:
             resumes=hello.resume_token,
         )
         if session.resumes:
-            previous = self._holders.get(holder_key(session.resumes, session.worker_id))
+            previous_holder = holder_key(session.resumes, session.worker_id)
+            previous = self._holders.get(previous_holder)
             if previous is not None:
                 self._take_over(previous, session)
             else:
+                await self._settled(previous_holder)
                 await self._resume(session)
         self._holders[session.holder] = session
         self.sessions[session.id] = session
@@ -308,6 +324,14 @@ class Dispatcher:
         )  # fmt: skip
         return session
 
+    async def _settled(self, holder: str) -> None:
+        """Wait (a bounded time) for the session of `holder` being closed here
+        to have kept its commands in Redis, so that a resume finds them."""
+        closing = [s for s in self._closing.values() if s.holder == holder]
+        if closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing[0].settled.wait(), SETTLE_WAIT_S)
+
     def _take_over(self, previous: Session, session: Session) -> None:
         """Move the commands of `previous`, still open here, to `session`."""
         session.inflight, previous.inflight = previous.inflight, {}
@@ -315,13 +339,15 @@ class Dispatcher:
             inflight.session_id = session.id
         session.resumes = ""
         previous.end(f"resumed by session {session.id}")
+        _tell_resumed(session, session.inflight)
         log.info(
             "worker session %s resumes %s with %d commands in flight",
             session.id, previous.id, len(session.inflight),
         )  # fmt: skip
 
-    async def _resume(self, session: Session) -> bool:
-        """Take over the commands kept by the ended session `session` resumes;
+    async def _resume(self, session: Session, answering: str = "") -> bool:
+        """Take over the commands kept by the ended session `session` resumes,
+        and tell the worker which (but `answering`, the one it answers now);
         False when there are none (unknown token, other worker id, expired,
         or that session's end not noticed yet)."""
         try:
@@ -333,6 +359,7 @@ class Dispatcher:
         taken = _decode_kept(raw, session.id)
         session.inflight.update(taken)
         session.resumes = ""
+        _tell_resumed(session, [cid for cid in taken if cid != answering])
         try:
             # Held here now: the replica that sent them must not send them again.
             await self.store.claim(
@@ -355,6 +382,7 @@ class Dispatcher:
             await self._close(session, reason)
         finally:
             del self._closing[session.id]
+            session.settled.set()
 
     async def _close(self, session: Session, reason: str) -> None:
         observability.session_closed(session)
@@ -537,7 +565,7 @@ class Dispatcher:
         self, session: Session, command_id: str, event: engine.StepCompleted | engine.StepFailed
     ) -> None:
         inflight = session.inflight.pop(command_id, None)
-        if inflight is None and session.resumes and await self._resume(session):
+        if inflight is None and session.resumes and await self._resume(session, command_id):
             # The previous session's end was noticed after this one opened.
             inflight = session.inflight.pop(command_id, None)
         if inflight is None:

@@ -21,7 +21,7 @@ from conformance.harness import (
     session_pid,
     worker_sessions,
 )
-from integration.helpers import TcpProxy, wait_for
+from integration.helpers import SessionProxy, TcpProxy, wait_for
 from multiagents import Client, RetryPolicy, WorkflowBuilder, WorkflowFailedError, WorkflowStatus
 from multiagents.monitoring import EventMonitor, WorkerMonitor
 from multiagents.v1 import common_pb2, events_pb2
@@ -496,6 +496,63 @@ async def test_a_broken_connection_resumes_the_running_step_with_the_resume_toke
     # Answered on the new session, which the command was re-attached to.
     assert [t.session_id not in first and t.success for t in traces] == [True]
     assert worker.proc.returncode is None
+
+
+async def test_an_answer_lost_as_the_stream_broke_is_sent_again_on_the_resumed_session(
+    lang: str,
+    start_worker: StartWorker,
+    client: Client,
+    uid: str,
+    conformance_server: ServerProcess,
+) -> None:
+    """The worker wrote its answer, but the stream broke before the server
+    read it (a proxy drops it, then breaks the stream). The worker resumes;
+    the server lists the command in Resumed; the worker sends its answer
+    again: one attempt, no error, long before the step's timeout (without
+    it, the step would wait for that timeout)."""
+    async with SessionProxy(conformance_server.address) as proxy:
+        await start_worker(lang, uid, server=proxy.address)
+        proxy.lose_answer(f"{uid}.step")
+        wf = WorkflowBuilder(f"{uid}.lost-answer").add_step(
+            "s", f"{uid}.step", timeout=300, retry=FAST_RETRY
+        )
+        status, history = await run(client, wf.build(), {})
+    assert len(proxy.lost) == 1
+    assert status.state == "completed", errors(history)
+    assert status.step_results["s"]["last_lang"] == lang
+    assert status.steps[0].attempts == 1
+    assert errors(history) == []
+
+
+async def test_a_command_lost_as_the_stream_broke_is_failed_as_worker_lost_by_the_worker(
+    lang: str,
+    start_worker: StartWorker,
+    client: Client,
+    uid: str,
+    conformance_server: ServerProcess,
+) -> None:
+    """The server wrote a command, but the stream broke before the worker
+    read it (a proxy drops it, then breaks the stream). The worker resumes;
+    the server lists the command in Resumed; the worker, which never had it,
+    answers WORKER_LOST at once, and the retry runs (without it, the step
+    would wait for its timeout)."""
+    async with SessionProxy(conformance_server.address) as proxy:
+        await start_worker(lang, uid, server=proxy.address)
+        proxy.lose_command(f"{uid}.step")
+        wf = WorkflowBuilder(f"{uid}.lost-command").add_step(
+            "s", f"{uid}.step", timeout=300, retry=FAST_RETRY
+        )
+        status, history = await run(client, wf.build(), {})
+    assert len(proxy.lost) == 1
+    assert status.state == "completed", errors(history)
+    assert status.steps[0].attempts == 2
+    assert kinds(history) == [("s", common_pb2.FAILURE_KIND_WORKER_LOST, 0)]
+    (lost,) = [e.error.error for e in history if e.HasField("error")]
+    # The worker's answer, not the server's failing of a session not resumed.
+    assert (lost.type, lost.message) == (
+        "WorkerLost",
+        "the worker does not have this command (never received, or its answer is forgotten)",
+    )
 
 
 async def test_sigterm_drains_the_running_step_then_exits_zero(

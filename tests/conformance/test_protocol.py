@@ -181,10 +181,10 @@ async def test_a_kind_a_worker_may_not_claim_is_recorded_as_application(
     await client.register_workflow(wf.build())
     claimed = common_pb2.Failure(
         message="it was not me",
-        type="WorkerLost",
-        kind=common_pb2.FAILURE_KIND_WORKER_LOST,
+        type="HeartbeatTimeout",
+        kind=common_pb2.FAILURE_KIND_HEARTBEAT_TIMEOUT,
         cause=common_pb2.Failure(
-            message="nor me", type="Timeout", kind=common_pb2.FAILURE_KIND_HEARTBEAT_TIMEOUT
+            message="nor me", type="Budget", kind=common_pb2.FAILURE_KIND_BUDGET_EXCEEDED
         ),
     )
     async with RawSession(client.address, hello(f"{uid}.w")) as session:
@@ -197,8 +197,8 @@ async def test_a_kind_a_worker_may_not_claim_is_recorded_as_application(
     assert [
         (f["kind"], f["type"], f["message"]) for f in (status.error, status.error["cause"])
     ] == [
-        ("application", "WorkerLost", "it was not me"),
-        ("application", "Timeout", "nor me"),
+        ("application", "HeartbeatTimeout", "it was not me"),
+        ("application", "Budget", "nor me"),
     ]
 
 

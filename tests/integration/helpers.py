@@ -184,3 +184,134 @@ class TcpProxy:
         finally:
             self._links.discard(writer)
             writer.transport.abort()
+
+
+class SessionProxy:
+    """A WorkerService proxy on a free local port to `upstream`, at the gRPC
+    message level, that can lose one message as a stream ending at the wrong
+    moment does: `lose_answer(name)` drops the next answer to a command of
+    worker `name` on its way to the server, `lose_command(name)` the next
+    such command on its way to the worker; either way the session's stream
+    is then broken on both sides (the server sees the worker go, the worker
+    gets UNAVAILABLE and reconnects through the proxy)."""
+
+    def __init__(self, upstream: str) -> None:
+        self._upstream = upstream
+        self._server: grpc.aio.Server | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._lose_answer: set[str] = set()
+        self._lose_command: set[str] = set()
+        self._names: dict[str, str] = {}  # command id -> worker name
+        self.lost: list[str] = []  # ids whose command or answer was lost
+        self.address = ""
+
+    def lose_answer(self, worker_name: str) -> None:
+        self._lose_answer.add(worker_name)
+
+    def lose_command(self, worker_name: str) -> None:
+        self._lose_command.add(worker_name)
+
+    async def __aenter__(self) -> SessionProxy:
+        self._channel = grpc.aio.insecure_channel(self._upstream)
+        handler = grpc.method_handlers_generic_handler(
+            "multiagents.v1.WorkerService",
+            {
+                "Connect": grpc.stream_stream_rpc_method_handler(
+                    self._connect,
+                    request_deserializer=wpb.ConnectRequest.FromString,
+                    response_serializer=wpb.ConnectResponse.SerializeToString,
+                )
+            },
+        )
+        self._server = grpc.aio.server()
+        self._server.add_generic_rpc_handlers((handler,))
+        port = self._server.add_insecure_port("127.0.0.1:0")
+        self.address = f"127.0.0.1:{port}"
+        await self._server.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None and self._channel is not None
+        await self._server.stop(grace=None)
+        await self._channel.close()
+
+    def _losing_answer(self, message: wpb.ConnectRequest) -> bool:
+        kind = message.WhichOneof("message")
+        if kind in ("result", "failure"):
+            ids = [getattr(message, kind).command_id]
+        elif kind == "outcomes":
+            ids = [
+                getattr(o, o.WhichOneof("outcome")).command_id for o in message.outcomes.outcomes
+            ]
+        else:
+            return False
+        for cid in ids:
+            name = self._names.get(cid, "")
+            if name in self._lose_answer:
+                self._lose_answer.discard(name)
+                self.lost.append(cid)
+                return True
+        return False
+
+    def _without_lost_command(self, message: wpb.ConnectResponse) -> bool:
+        """Remove from `message` the command to lose, if any (True then)."""
+        kind = message.WhichOneof("message")
+        commands = (
+            [message.command] if kind == "command"
+            else list(message.commands.commands) if kind == "commands" else []
+        )  # fmt: skip
+        for command in commands:
+            self._names[command.command_id] = command.worker_name
+            if command.worker_name in self._lose_command:
+                self._lose_command.discard(command.worker_name)
+                self.lost.append(command.command_id)
+                kept = [c for c in commands if c is not command]
+                message.ClearField("message")
+                if kept:
+                    message.commands.commands.extend(kept)
+                return True
+        return False
+
+    async def _connect(
+        self, requests: AsyncIterator[wpb.ConnectRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[wpb.ConnectResponse]:
+        assert self._channel is not None
+        upstream = worker_service_pb2_grpc.WorkerServiceStub(self._channel).Connect(
+            metadata=context.invocation_metadata()
+        )
+        broken = asyncio.Event()
+
+        async def forward_requests() -> None:
+            async for message in requests:
+                if self._losing_answer(message):
+                    broken.set()
+                    return
+                await upstream.write(message)
+            await upstream.done_writing()
+
+        pump = asyncio.create_task(forward_requests())
+        try:
+            while not broken.is_set():
+                read = asyncio.ensure_future(upstream.read())
+                lost = asyncio.ensure_future(broken.wait())
+                await asyncio.wait({read, lost}, return_when=asyncio.FIRST_COMPLETED)
+                lost.cancel()
+                if not read.done():
+                    read.cancel()
+                    break
+                message = read.result()
+                if message is grpc.aio.EOF:
+                    code = await upstream.code()
+                    if code != grpc.StatusCode.OK:
+                        await context.abort(code, await upstream.details() or "")
+                    return
+                if self._without_lost_command(message):
+                    broken.set()
+                    if message.WhichOneof("message") is None:
+                        break
+                yield message
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            upstream.cancel()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "connection lost (test proxy)")

@@ -21,11 +21,11 @@ from multiagents_server.app import Server
 from multiagents_server.embedded_redis import EmbeddedRedis
 
 
-def _hello(uid: str, worker_id: str, resume_token: str = "") -> wpb.Hello:
+def _hello(uid: str, worker_id: str, resume_token: str = "", concurrency: int = 1) -> wpb.Hello:
     return wpb.Hello(
         worker_id=worker_id,
         worker_names=[f"{uid}.w"],
-        max_concurrency=1,
+        max_concurrency=concurrency,
         resume_token=resume_token,
     )
 
@@ -88,6 +88,10 @@ async def test_a_worker_reconnecting_with_its_resume_token_keeps_its_command(
         token = first.welcome.resume_token
         second = await RawWorker.connect(channel, _hello(uid, "w-1", resume_token=token))
         assert second.welcome.resume_token not in ("", token)  # one per session
+        # Told at once which commands it took over (the SDKs answer them again).
+        told = await second.read()
+        assert told.WhichOneof("message") == "resumed"
+        assert list(told.resumed.command_ids) == [command.command_id]
         second.send(_result(command, {"resumed": True}))
         status = await client.wait(tx, timeout=10)
         second.call.cancel()
@@ -102,8 +106,9 @@ async def test_a_worker_resumes_on_another_replica_before_the_first_saw_it_go(
     redis_server: EmbeddedRedis, uid: str
 ) -> None:
     """The worker reconnects to replica B while its old session on replica A
-    is still open (the worker saw the break first): its command is taken
-    over when it answers, once A has seen the old session end."""
+    is still open (the worker saw the break first): its two commands are
+    taken over when it answers one, once A has seen the old session end, and
+    B tells it in Resumed which other one it took."""
     config = make_config(redis_server.url)
     async with (
         Server(config) as a,
@@ -113,11 +118,13 @@ async def test_a_worker_resumes_on_another_replica_before_the_first_saw_it_go(
         grpc.aio.insecure_channel(b.address) as to_b,
     ):
         await client.register_workflow(WorkflowBuilder(uid).add_step("s", f"{uid}.w").build())
-        first = await RawWorker.connect(to_a, _hello(uid, "w-1"))
-        tx = await client.execute_workflow(uid, {})
-        (command,) = await first.commands(1)
+        first = await RawWorker.connect(to_a, _hello(uid, "w-1", concurrency=2))
+        txs = [await client.execute_workflow(uid, {}) for _ in range(2)]
+        command, other = await first.commands(2)
         token = first.welcome.resume_token
-        second = await RawWorker.connect(to_b, _hello(uid, "w-1", resume_token=token))
+        second = await RawWorker.connect(
+            to_b, _hello(uid, "w-1", resume_token=token, concurrency=2)
+        )
         first.call.cancel()
 
         async def first_gone() -> bool:
@@ -128,13 +135,18 @@ async def test_a_worker_resumes_on_another_replica_before_the_first_saw_it_go(
         # A publishes its sessions once the ended one's commands are kept.
         await wait_for(first_gone, timeout=10, interval=0.05)
         second.send(_result(command, {"resumed_on": "b"}))
-        status = await client.wait(tx, timeout=10)
+        told = await second.read()
+        assert told.WhichOneof("message") == "resumed"
+        assert list(told.resumed.command_ids) == [other.command_id]
+        second.send(_result(other, {"resumed_on": "b"}))
+        finals = [await client.wait(tx, timeout=10) for tx in txs]
         second.call.cancel()
-        history = await client.get_history(tx)
-    assert status.state == "completed"
-    assert status.step_results == {"s": {"resumed_on": "b"}}
-    assert status.steps[0].attempts == 1
-    assert [e for e in history if e.HasField("error")] == []
+        histories = [await client.get_history(tx) for tx in txs]
+    for status, history in zip(finals, histories, strict=True):
+        assert status.state == "completed"
+        assert status.step_results == {"s": {"resumed_on": "b"}}
+        assert status.steps[0].attempts == 1
+        assert [e for e in history if e.HasField("error")] == []
 
 
 async def test_a_worker_that_sends_nothing_loses_its_session_after_three_heartbeat_intervals(

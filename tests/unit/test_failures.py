@@ -46,7 +46,7 @@ def _chain(depth: int) -> common_pb2.Failure:
         (common_pb2.FAILURE_KIND_INVALID_RESULT, FailureKind.INVALID_RESULT),
         (common_pb2.FAILURE_KIND_TIMEOUT, FailureKind.TIMEOUT),  # stopped at its deadline
         (common_pb2.FAILURE_KIND_HEARTBEAT_TIMEOUT, FailureKind.APPLICATION),
-        (common_pb2.FAILURE_KIND_WORKER_LOST, FailureKind.APPLICATION),
+        (common_pb2.FAILURE_KIND_WORKER_LOST, FailureKind.WORKER_LOST),  # a Resumed id it lacks
         (common_pb2.FAILURE_KIND_CHILD_WORKFLOW_FAILED, FailureKind.APPLICATION),
         (99, FailureKind.APPLICATION),  # a kind from a newer protocol
     ],
@@ -54,7 +54,7 @@ def _chain(depth: int) -> common_pb2.Failure:
 def test_a_worker_may_only_claim_worker_kinds(sent: int, recorded: FailureKind) -> None:
     wire = common_pb2.Failure(message="m", type="StepTimeout", kind=sent)  # type: ignore[arg-type]
     wire.cause.CopyFrom(
-        common_pb2.Failure(message="inner", kind=common_pb2.FAILURE_KIND_WORKER_LOST)
+        common_pb2.Failure(message="inner", kind=common_pb2.FAILURE_KIND_BUDGET_EXCEEDED)
     )
 
     failure = convert.failure_from_proto(wire)

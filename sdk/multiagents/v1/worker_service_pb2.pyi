@@ -48,7 +48,7 @@ class ConnectRequest(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., result: _Optional[_Union[CommandResult, _Mapping]] = ..., failure: _Optional[_Union[CommandFailure, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., outcomes: _Optional[_Union[CommandOutcomes, _Mapping]] = ..., output_chunk: _Optional[_Union[OutputChunk, _Mapping]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("welcome", "command", "cancel", "ping", "drain_request", "commands", "output_ack")
+    __slots__ = ("welcome", "command", "cancel", "ping", "drain_request", "commands", "output_ack", "resumed")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class ConnectResponse(_message.Message):
     DRAIN_REQUEST_FIELD_NUMBER: _ClassVar[int]
     COMMANDS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_ACK_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     command: Command
     cancel: Cancel
@@ -63,7 +64,8 @@ class ConnectResponse(_message.Message):
     drain_request: DrainRequest
     commands: Commands
     output_ack: OutputAck
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., drain_request: _Optional[_Union[DrainRequest, _Mapping]] = ..., commands: _Optional[_Union[Commands, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ...) -> None: ...
+    resumed: Resumed
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., drain_request: _Optional[_Union[DrainRequest, _Mapping]] = ..., commands: _Optional[_Union[Commands, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ..., resumed: _Optional[_Union[Resumed, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("worker_id", "worker_names", "max_concurrency", "sdk_language", "sdk_version", "protocol_version", "resume_token")
@@ -96,6 +98,12 @@ class Welcome(_message.Message):
     max_payload_bytes: int
     resume_token: str
     def __init__(self, session_id: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., max_payload_bytes: _Optional[int] = ..., resume_token: _Optional[str] = ...) -> None: ...
+
+class Resumed(_message.Message):
+    __slots__ = ("command_ids",)
+    COMMAND_IDS_FIELD_NUMBER: _ClassVar[int]
+    command_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, command_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Command(_message.Message):
     __slots__ = ("command_id", "kind", "worker_name", "transaction_id", "correlation_id", "step", "context", "attempt", "deadline", "heartbeat_timeout", "metadata", "rate_limits")

@@ -35,6 +35,7 @@ WORKER_KINDS = frozenset(
         FailureKind.TIMEOUT,
         FailureKind.CANCELLED,
         FailureKind.INVALID_RESULT,
+        FailureKind.WORKER_LOST,  # the answer to a resumed command it does not have
     }
 )
 # Causes kept below a failure (a worker's chain, nested sub-workflows).

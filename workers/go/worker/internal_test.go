@@ -89,9 +89,9 @@ func TestFlushBatchesAnswersUnderTheSizeLimit(t *testing.T) {
 	small := &pb.CommandOutcome{Outcome: &pb.CommandOutcome_Failure{Failure: &pb.CommandFailure{CommandId: "f"}}}
 	w.outcomes = append(w.outcomes, small)
 	var msgs []*pb.ConnectRequest
-	sent, err := w.flush(func(m *pb.ConnectRequest) error { msgs = append(msgs, m); return nil }, nil)
-	if err != nil || len(sent) != 6 {
-		t.Fatalf("flush = %d, %v", len(sent), err)
+	err := w.flush(func(m *pb.ConnectRequest) error { msgs = append(msgs, m); return nil }, "s")
+	if err != nil || len(w.sent) != 6 {
+		t.Fatalf("flush = %d, %v", len(w.sent), err)
 	}
 	// Two half-megabyte answers never fit together with envelope overhead:
 	// each goes alone, and the last one shares a batch with the small failure.
@@ -118,7 +118,7 @@ func TestFlushKeepsUnsentAnswersPending(t *testing.T) {
 			Failure: &pb.CommandFailure{CommandId: fmt.Sprint(i)}}})
 	}
 	boom := errors.New("stream broken")
-	if _, err := w.flush(func(*pb.ConnectRequest) error { return boom }, nil); err != boom {
+	if err := w.flush(func(*pb.ConnectRequest) error { return boom }, "s"); err != boom {
 		t.Fatalf("flush = %v", err)
 	}
 	if len(w.outcomes) != 3 {
@@ -131,11 +131,11 @@ func TestFlushSendsTaskHeartbeatsWithoutDetailsTogether(t *testing.T) {
 	details, _ := payload.Encode(map[string]any{"progress": 0.5})
 	w.beats = map[string]*pb.Payload{"a": nil, "b": details, "c": nil}
 	var got []string
-	if _, err := w.flush(func(m *pb.ConnectRequest) error {
+	if err := w.flush(func(m *pb.ConnectRequest) error {
 		hb := m.GetHeartbeat()
 		got = append(got, fmt.Sprintf("%v%s", hb.GetCommandIds(), hb.GetDetails().GetData()))
 		return nil
-	}, nil); err != nil {
+	}, "s"); err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(got) != `[[b]{"progress":0.5} [a c]]` {

@@ -64,10 +64,13 @@ const (
 	defaultHeartbeatInterval = 5 * time.Second
 	welcomeTimeout           = 30 * time.Second
 	closeTimeout             = 5 * time.Second
-	// resendWindow: when a session breaks, answers sent on it this recently
-	// are sent again on the next session, since a successful Send does not
-	// prove the server read them. The server ignores duplicate answers.
+	// resendWindow: answers sent this recently are remembered, to be sent
+	// again when the server lists their command in Resumed: a successful
+	// Send does not prove the server read them (docs/protocol.md).
 	resendWindow = 10 * time.Second
+	// resendMaxBytes: and at most this many bytes of them (the oldest are
+	// forgotten first).
+	resendMaxBytes = 32 << 20
 	// maxBatchBytes bounds one CommandOutcomes message; a single larger
 	// outcome is still sent, alone.
 	maxBatchBytes = 1 << 20
@@ -116,6 +119,12 @@ type Worker struct {
 	// commands in flight stay this process's across a reconnect.
 	resumeToken atomic.Value // string
 	handlersWG  sync.WaitGroup
+	// sent: answers first sent in the last resendWindow, oldest first, and
+	// by command id. An answer sent again keeps its first time, so it is not
+	// sent for ever. Used by the session loop only.
+	sent      []sentOutcome
+	sentByID  map[string]sentOutcome
+	sentBytes int
 
 	mu       sync.Mutex
 	inflight map[string]context.CancelCauseFunc // running commands by id
@@ -155,6 +164,7 @@ func New(opts Options) *Worker {
 		inflight:     map[string]context.CancelCauseFunc{},
 		beats:        map[string]*pb.Payload{},
 		outputs:      map[string]*taskOutput{},
+		sentByID:     map[string]sentOutcome{},
 		outcomeReady: make(chan struct{}, 1),
 		beatReady:    make(chan struct{}, 1),
 	}
@@ -261,16 +271,6 @@ func isPermanent(err error) bool {
 	return false
 }
 
-// rejectsMessages reports whether a session's error may be the server's
-// answer to a message of ours; such messages are not sent again.
-func rejectsMessages(err error) bool {
-	switch status.Code(err) {
-	case codes.InvalidArgument, codes.ResourceExhausted, codes.FailedPrecondition, codes.OutOfRange:
-		return true
-	}
-	return false
-}
-
 var errServerDrained = errors.New("server asked to drain; session closed")
 
 // session runs one Connect stream until it breaks, the server's drain
@@ -329,25 +329,13 @@ func (w *Worker) session(ctx context.Context, client pb.WorkerServiceClient) (we
 	if err := send(&pb.ConnectRequest{Message: &pb.ConnectRequest_Hello{Hello: w.hello()}}); err != nil {
 		return false, err
 	}
-	var sent []sentOutcome
-	defer func() {
-		if err != nil && err != errServerDrained && !rejectsMessages(err) {
-			cutoff := time.Now().Add(-resendWindow)
-			var again []*pb.CommandOutcome
-			for _, s := range sent {
-				if s.at.After(cutoff) {
-					again = append(again, s.outcome)
-				}
-			}
-			w.requeue(again)
-		}
-	}()
 	var (
 		ticker          *time.Ticker
 		heartbeat       <-chan time.Time
 		noWelcome       = time.NewTimer(welcomeTimeout)
 		done            = ctx.Done()
 		shutdown, drain bool
+		sessionID       string
 	)
 	defer func() {
 		noWelcome.Stop()
@@ -357,7 +345,7 @@ func (w *Worker) session(ctx context.Context, client pb.WorkerServiceClient) (we
 	}()
 	for {
 		if welcomed {
-			if sent, err = w.flush(send, sent); err != nil {
+			if err = w.flush(send, sessionID); err != nil {
 				return true, err
 			}
 			if (shutdown || drain) && w.idle() {
@@ -378,6 +366,7 @@ func (w *Worker) session(ctx context.Context, client pb.WorkerServiceClient) (we
 					continue
 				}
 				welcomed = true
+				sessionID = x.Welcome.GetSessionId()
 				// Chunks queued before this session belong to commands it does not hold.
 				w.mu.Lock()
 				w.chunks = nil
@@ -414,6 +403,8 @@ func (w *Worker) session(ctx context.Context, client pb.WorkerServiceClient) (we
 				if output != nil {
 					output.acknowledged(x.OutputAck)
 				}
+			case *pb.ConnectResponse_Resumed:
+				w.resumed(x.Resumed.GetCommandIds(), sessionID)
 			case *pb.ConnectResponse_DrainRequest:
 				drain = true
 				w.log.Info("multiagents server asked to drain", "reason", x.DrainRequest.GetReason(),
@@ -698,16 +689,59 @@ func (w *Worker) queueChunk(id string, c *pb.OutputChunk) {
 
 type sentOutcome struct {
 	at      time.Time
+	session string // the session it was sent on
 	outcome *pb.CommandOutcome
+	bytes   int
+}
+
+// resumed handles Resumed: the session took over these commands of the
+// previous one. Answers sent there are sent again; a command neither running
+// nor answered here (never received, or its answer forgotten) is failed at
+// once as WORKER_LOST, retryable, so the server retries it now instead of at
+// its timeout.
+func (w *Worker) resumed(ids []string, sessionID string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, id := range ids {
+		if _, running := w.inflight[id]; running || slices.ContainsFunc(w.outcomes, answers(id)) {
+			continue // its answer goes on this session
+		}
+		if sent, ok := w.sentByID[id]; ok && sent.session == sessionID {
+			continue // answered on this session already
+		} else if ok {
+			w.log.Info("multiagents sending again the answer to a resumed command", "command_id", id)
+			w.outcomes = append(w.outcomes, sent.outcome)
+			continue
+		}
+		w.log.Warn("multiagents resumed command unknown here; failing it as lost", "command_id", id)
+		w.outcomes = append(w.outcomes, &pb.CommandOutcome{Outcome: &pb.CommandOutcome_Failure{
+			Failure: &pb.CommandFailure{CommandId: id, Failure: &pb.Failure{
+				Message: "the worker does not have this command (never received, or its answer is forgotten)",
+				Type:    "WorkerLost",
+				Kind:    pb.FailureKind_FAILURE_KIND_WORKER_LOST,
+			}},
+		}})
+	}
+	notify(w.outcomeReady)
+}
+
+// answers reports whether an outcome answers command id.
+func answers(id string) func(*pb.CommandOutcome) bool {
+	return func(o *pb.CommandOutcome) bool { return outcomeID(o) == id }
+}
+
+// outcomeID is the command an outcome answers.
+func outcomeID(o *pb.CommandOutcome) string {
+	if r := o.GetResult(); r != nil {
+		return r.GetCommandId()
+	}
+	return o.GetFailure().GetCommandId()
 }
 
 // flush sends pending task heartbeats, then pending answers, batching the
-// answers. Answers that could not be sent stay pending for the next session.
-// It appends what it sent to sent, after dropping entries older than
-// resendWindow, and returns it.
-func (w *Worker) flush(send func(*pb.ConnectRequest) error, sent []sentOutcome) ([]sentOutcome, error) {
-	cutoff := time.Now().Add(-resendWindow)
-	sent = slices.DeleteFunc(sent, func(s sentOutcome) bool { return s.at.Before(cutoff) })
+// answers. Answers that could not be sent stay pending for the next session;
+// those sent are remembered in w.sent for resendWindow.
+func (w *Worker) flush(send func(*pb.ConnectRequest) error, sessionID string) error {
 	w.mu.Lock()
 	outs, beats, chunks := w.outcomes, w.beats, w.chunks
 	w.outcomes, w.beats, w.chunks = nil, map[string]*pb.Payload{}, nil
@@ -717,7 +751,7 @@ func (w *Worker) flush(send func(*pb.ConnectRequest) error, sent []sentOutcome) 
 	for _, c := range mergeChunks(chunks) {
 		if err := send(&pb.ConnectRequest{Message: &pb.ConnectRequest_OutputChunk{OutputChunk: c}}); err != nil {
 			w.requeue(outs)
-			return sent, err
+			return err
 		}
 	}
 	// Heartbeats without details share one message; details are per command.
@@ -736,7 +770,7 @@ func (w *Worker) flush(send func(*pb.ConnectRequest) error, sent []sentOutcome) 
 	for _, hb := range hbs {
 		if err := send(&pb.ConnectRequest{Message: &pb.ConnectRequest_Heartbeat{Heartbeat: hb}}); err != nil {
 			w.requeue(outs)
-			return sent, err
+			return err
 		}
 	}
 	for len(outs) > 0 {
@@ -747,15 +781,32 @@ func (w *Worker) flush(send func(*pb.ConnectRequest) error, sent []sentOutcome) 
 		}
 		if err := send(outcomeMessage(outs[:n])); err != nil {
 			w.requeue(outs)
-			return sent, err
+			return err
 		}
 		now := time.Now()
 		for _, o := range outs[:n] {
-			sent = append(sent, sentOutcome{now, o})
+			if id := outcomeID(o); w.sentByID[id].outcome == nil {
+				w.sentByID[id] = sentOutcome{now, sessionID, o, proto.Size(o)}
+				w.sent = append(w.sent, w.sentByID[id])
+				w.sentBytes += w.sentByID[id].bytes
+			}
 		}
+		w.forgetSent(now)
 		outs = outs[n:]
 	}
-	return sent, nil
+	return nil
+}
+
+// forgetSent drops the answers first sent over resendWindow ago, and the
+// oldest beyond resendMaxBytes.
+func (w *Worker) forgetSent(now time.Time) {
+	n := 0
+	for n < len(w.sent) && (now.Sub(w.sent[n].at) > resendWindow || w.sentBytes > resendMaxBytes) {
+		delete(w.sentByID, outcomeID(w.sent[n].outcome))
+		w.sentBytes -= w.sent[n].bytes
+		n++
+	}
+	w.sent = w.sent[n:]
 }
 
 func (w *Worker) requeue(outs []*pb.CommandOutcome) {

@@ -391,9 +391,35 @@ func TestAnswersOfCommandsFinishedWhileDisconnectedAreSentAfterReconnecting(t *t
 		t.Errorf("reconnecting Hello resumes %q, want token-of-s-1", hello2.GetResumeToken())
 	}
 	s2.send(t, &pb.ConnectResponse{Message: &pb.ConnectResponse_Welcome{Welcome: &pb.Welcome{SessionId: "s-2"}}})
-	if id, got := resultOf(t, s2.nextOutcome(t)); id != "c1" || got["done"] != "c1" {
-		t.Errorf("answered %s %v", id, got)
+	// As the real server does: c1 was taken over. Whether its answer was
+	// queued (sent after Welcome) or written on the ended session (sent
+	// again now), it is answered once; c9 never reached this process, so
+	// it is failed at once as WORKER_LOST.
+	s2.send(t, &pb.ConnectResponse{Message: &pb.ConnectResponse_Resumed{Resumed: &pb.Resumed{CommandIds: []string{"c1", "c9"}}}})
+	got := map[string]*pb.CommandOutcome{}
+	for len(got) < 2 {
+		for _, o := range s2.nextOutcomes(t) {
+			if got[outcomeCommandID(o)] != nil {
+				t.Fatalf("%s answered twice", outcomeCommandID(o))
+			}
+			got[outcomeCommandID(o)] = o
+		}
 	}
+	if id, result := resultOf(t, got["c1"]); id != "c1" || result["done"] != "c1" {
+		t.Errorf("answered %s %v", id, result)
+	}
+	if _, f := failureOf(t, got["c9"]); f.GetKind() != pb.FailureKind_FAILURE_KIND_WORKER_LOST || f.GetType() != "WorkerLost" || f.GetNonRetryable() {
+		t.Errorf("unknown resumed command answered %v", f)
+	}
+	s2.send(t, &pb.ConnectResponse{Message: &pb.ConnectResponse_Ping{Ping: &pb.Ping{}}})
+	s2.nextHeartbeat(t) // nothing more was answered before it
+}
+
+func outcomeCommandID(o *pb.CommandOutcome) string {
+	if r := o.GetResult(); r != nil {
+		return r.GetCommandId()
+	}
+	return o.GetFailure().GetCommandId()
 }
 
 func TestDuplicateCommandIsRunOnce(t *testing.T) {

@@ -87,6 +87,29 @@ export function toFailure(err: unknown, depth = MAX_CAUSE_DEPTH): Failure {
   };
 }
 
+/**
+ * The answer to a command listed in Resumed that this process neither runs
+ * nor remembers answering: WORKER_LOST, retryable, so the server retries the
+ * step now instead of at its timeout (docs/protocol.md, Reconnecting).
+ */
+export function lostOutcome(commandId: string): CommandOutcome {
+  const failure: Failure = {
+    message: "the worker does not have this command (never received, or its answer is forgotten)",
+    type: "WorkerLost",
+    nonRetryable: false,
+    stackTrace: "",
+    details: undefined,
+    kind: FailureKind.FAILURE_KIND_WORKER_LOST,
+    cause: undefined,
+  };
+  return { outcome: { $case: "failure", value: { commandId, failure, usage: undefined } } };
+}
+
+/** The command an outcome answers. */
+export function outcomeCommandId(outcome: CommandOutcome): string {
+  return outcome.outcome?.value.commandId ?? "";
+}
+
 /** How many outcomes from the front of `outbox` go into the next message (at least one). */
 export function batchLength(outbox: readonly CommandOutcome[]): number {
   let count = 0;
@@ -109,7 +132,7 @@ export function outcomesMessage(batch: readonly CommandOutcome[]): ConnectReques
 }
 
 /** A cheap upper-bound estimate of an outcome's encoded size. */
-function outcomeSize(outcome: CommandOutcome): number {
+export function outcomeSize(outcome: CommandOutcome): number {
   const o = outcome.outcome;
   if (o === undefined) return 16;
   if (o.$case === "result") return 64 + o.value.commandId.length + (o.value.result?.data.length ?? 0);

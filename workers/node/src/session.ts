@@ -14,6 +14,7 @@ import {
   type Hello,
   type OutputAck,
   type ProtocolVersion,
+  type Resumed,
   type Welcome,
   type WorkerServiceClient,
 } from "./gen/multiagents/v1/worker_service.js";
@@ -46,6 +47,8 @@ export interface SessionHandlers {
   onPing(): void;
   onDrainRequest(request: DrainRequest): void;
   onOutputAck(ack: OutputAck): void;
+  /** The session took over these commands of the previous one. */
+  onResumed(resumed: Resumed): void;
   /** Called every heartbeat interval after Welcome. */
   onHeartbeatDue(): void;
 }
@@ -160,6 +163,8 @@ export class Session {
           return this.handlers.onDrainRequest(message.value);
         case "outputAck":
           return this.handlers.onOutputAck(message.value);
+        case "resumed":
+          return this.handlers.onResumed(message.value);
         default: {
           const unknown: never = message;
           this.logger.warn("unknown server message", { message: (unknown as { $case: string }).$case });

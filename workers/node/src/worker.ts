@@ -17,13 +17,22 @@ import {
   type DrainRequest,
   type Hello,
   ProtocolVersion,
+  type Resumed,
   WorkerServiceClient,
 } from "./gen/multiagents/v1/worker_service.js";
 import { backoffDelay, sleep, type BackoffOptions } from "./backoff.js";
 import { DEFAULT_MAX_CONCURRENCY, serverAddress } from "./env.js";
 import { ApplicationError, CancelledError, DeadlineExceededError, SessionRejectedError, WorkerShutdownError } from "./errors.js";
 import { consoleLogger, type Logger } from "./logger.js";
-import { batchLength, failureOutcome, outcomesMessage, resultOutcome } from "./outcomes.js";
+import {
+  batchLength,
+  failureOutcome,
+  lostOutcome,
+  outcomeCommandId,
+  outcomeSize,
+  outcomesMessage,
+  resultOutcome,
+} from "./outcomes.js";
 import { decodeJsonObject, encodeJson } from "./payload.js";
 import { DEFAULT_MAX_PAYLOAD_BYTES, FATAL_HANDSHAKE_CODES, Session, type SessionEnd, type SessionInfo } from "./session.js";
 import type { Usage } from "./gen/multiagents/v1/common.js";
@@ -96,6 +105,10 @@ interface Running {
 
 /** Longest setTimeout delay Node accepts. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Answers sent on a session are remembered this long, for a Resumed that lists them... */
+const RESEND_WINDOW_MS = 10_000;
+/** ...and at most about this many bytes of them (the oldest are forgotten first). */
+const RESEND_MAX_BYTES = 32 * 1024 * 1024;
 
 /**
  * A worker process's connection to the orchestrator.
@@ -115,6 +128,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly handlers = new Map<string, Handler>();
   private readonly running = new Map<string, Running>();
   private outbox: CommandOutcome[] = [];
+  /** Answers sent on a session, in sending order: command id -> when and what. */
+  private readonly sent = new Map<string, { at: number; sessionId: string; outcome: CommandOutcome; bytes: number }>();
+  private sentBytes = 0;
   private flushScheduled = false;
   private session: Session | undefined;
   private lastInfo: SessionInfo | undefined;
@@ -282,6 +298,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         onPing: () => this.sendHeartbeat(),
         onDrainRequest: (request) => this.onDrainRequest(request),
         onOutputAck: (ack) => this.running.get(ack.commandId)?.output.acknowledged(ack),
+        onResumed: (resumed) => this.onResumed(resumed),
         onHeartbeatDue: () => this.sendHeartbeat(),
       },
       this.logger,
@@ -310,6 +327,49 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (this.stopping) this.session?.send({ message: { $case: "drain", value: {} } });
     this.emit("ready", info);
     this.maybeEndSession();
+  }
+
+  /**
+   * This session took over these commands of the previous one: answer again
+   * those answered there; fail at once (WorkerLost, retried) those this
+   * process never got or no longer remembers.
+   */
+  private onResumed(resumed: Resumed): void {
+    const queued = new Set(this.outbox.map(outcomeCommandId));
+    for (const id of resumed.commandIds) {
+      if (this.running.has(id) || queued.has(id)) continue; // its answer goes on this session
+      const sent = this.sent.get(id);
+      if (sent?.sessionId === this.lastInfo?.sessionId) continue; // answered on this session already
+      if (sent !== undefined) {
+        this.logger.info("sending again the answer to a resumed command", { command_id: id });
+        this.outbox.push(sent.outcome);
+      } else {
+        this.logger.warn("resumed command unknown here; failing it as lost", { command_id: id });
+        this.outbox.push(lostOutcome(id));
+      }
+    }
+    this.scheduleFlush();
+  }
+
+  /**
+   * Remembers answers just sent; forgets those first sent over
+   * RESEND_WINDOW_MS ago, and the oldest beyond RESEND_MAX_BYTES (an answer
+   * sent again keeps its first time: it is not sent for ever).
+   */
+  private rememberSent(batch: readonly CommandOutcome[]): void {
+    const now = Date.now();
+    for (const outcome of batch) {
+      const id = outcomeCommandId(outcome);
+      if (this.sent.has(id)) continue;
+      const bytes = outcomeSize(outcome);
+      this.sent.set(id, { at: now, sessionId: this.lastInfo?.sessionId ?? "", outcome, bytes });
+      this.sentBytes += bytes;
+    }
+    for (const [id, { at, bytes }] of this.sent) {
+      if (now - at <= RESEND_WINDOW_MS && this.sentBytes <= RESEND_MAX_BYTES) break;
+      this.sent.delete(id);
+      this.sentBytes -= bytes;
+    }
   }
 
   private onDrainRequest(request: DrainRequest): void {
@@ -420,7 +480,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (session === undefined || !session.writable) return;
     while (this.outbox.length > 0) {
       const count = batchLength(this.outbox);
-      if (!session.send(outcomesMessage(this.outbox.slice(0, count)))) return;
+      const batch = this.outbox.slice(0, count);
+      if (!session.send(outcomesMessage(batch))) return;
+      this.rememberSent(batch);
       this.outbox.splice(0, count);
     }
     if (endIfDrained) this.maybeEndSession();

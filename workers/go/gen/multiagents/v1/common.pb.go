@@ -52,7 +52,9 @@ const (
 	FailureKind_FAILURE_KIND_HEARTBEAT_TIMEOUT FailureKind = 3
 	// The worker session (type "WorkerLost", "worker session lost: ...") or
 	// the server replica that held it ("server replica ... lost") ended while
-	// the attempt ran. Produced by the server. Retried: at-least-once.
+	// the attempt ran. Produced by the server; also by a worker answering a
+	// command listed in Resumed that it never received or no longer
+	// remembers (type "WorkerLost"). Retried: at-least-once.
 	FailureKind_FAILURE_KIND_WORKER_LOST FailureKind = 4
 	// The attempt or workflow was cancelled. Produced by workers answering a
 	// Cancel (message: Cancel.reason; type "Cancelled"; the server ignores that
@@ -358,7 +360,8 @@ type Failure struct {
 	// Which class of failure this is. FAILURE_KIND_UNSPECIFIED (a worker or a
 	// stored failure that predates the field) is read as
 	// FAILURE_KIND_APPLICATION. A worker may only report APPLICATION,
-	// TIMEOUT, CANCELLED or INVALID_RESULT; the server records any other kind
+	// TIMEOUT, CANCELLED, INVALID_RESULT or WORKER_LOST (the answer to a
+	// Resumed command it does not have); the server records any other kind
 	// a worker sends (a server-only kind, or a value it does not know) as
 	// APPLICATION, keeping the message and type, and the session goes on.
 	Kind FailureKind `protobuf:"varint,6,opt,name=kind,proto3,enum=multiagents.v1.FailureKind" json:"kind,omitempty"`

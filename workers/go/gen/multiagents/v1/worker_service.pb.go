@@ -313,6 +313,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_DrainRequest
 	//	*ConnectResponse_Commands
 	//	*ConnectResponse_OutputAck
+	//	*ConnectResponse_Resumed
 	Message       isConnectResponse_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -418,6 +419,15 @@ func (x *ConnectResponse) GetOutputAck() *OutputAck {
 	return nil
 }
 
+func (x *ConnectResponse) GetResumed() *Resumed {
+	if x != nil {
+		if x, ok := x.Message.(*ConnectResponse_Resumed); ok {
+			return x.Resumed
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Message interface {
 	isConnectResponse_Message()
 }
@@ -457,6 +467,13 @@ type ConnectResponse_OutputAck struct {
 	OutputAck *OutputAck `protobuf:"bytes,8,opt,name=output_ack,json=outputAck,proto3,oneof"`
 }
 
+type ConnectResponse_Resumed struct {
+	// This session took over commands of the previous session named by
+	// Hello.resume_token: sent right after Welcome, or later when the
+	// take-over happens at the session's first answer to one of them.
+	Resumed *Resumed `protobuf:"bytes,9,opt,name=resumed,proto3,oneof"`
+}
+
 func (*ConnectResponse_Welcome) isConnectResponse_Message() {}
 
 func (*ConnectResponse_Command) isConnectResponse_Message() {}
@@ -470,6 +487,8 @@ func (*ConnectResponse_DrainRequest) isConnectResponse_Message() {}
 func (*ConnectResponse_Commands) isConnectResponse_Message() {}
 
 func (*ConnectResponse_OutputAck) isConnectResponse_Message() {}
+
+func (*ConnectResponse_Resumed) isConnectResponse_Message() {}
 
 // Hello opens a session.
 type Hello struct {
@@ -668,6 +687,69 @@ func (x *Welcome) GetResumeToken() string {
 	return ""
 }
 
+// Resumed lists the commands this session took over from the worker's
+// previous session (Hello.resume_token). The server sent each of them on the
+// previous session and has no answer to it; an answer the worker wrote just
+// before that session ended may never have been read, and a command the
+// server wrote just before it ended may never have reached the worker. For
+// each command_id the worker:
+//   - is still running: nothing to do; the answer goes on this session;
+//   - already answered on the previous session (the reference SDKs remember
+//     the answers they sent in the last 10 s, up to 32 MiB): sends that
+//     answer again on this session; one answered on this session already
+//     (kept while disconnected, sent after Welcome): nothing to do;
+//   - has never received, or no longer remembers: answers at once with a
+//     CommandFailure of kind FAILURE_KIND_WORKER_LOST, retryable (the SDKs:
+//     type "WorkerLost"), so that the step is retried now rather than at its
+//     timeout.
+//
+// A worker that ignores this message still works: such commands then fail
+// at their step's timeout. See docs/protocol.md, "Reconnecting".
+type Resumed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The commands taken over; never empty.
+	CommandIds    []string `protobuf:"bytes,1,rep,name=command_ids,json=commandIds,proto3" json:"command_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Resumed) Reset() {
+	*x = Resumed{}
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Resumed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Resumed) ProtoMessage() {}
+
+func (x *Resumed) ProtoReflect() protoreflect.Message {
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Resumed.ProtoReflect.Descriptor instead.
+func (*Resumed) Descriptor() ([]byte, []int) {
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Resumed) GetCommandIds() []string {
+	if x != nil {
+		return x.CommandIds
+	}
+	return nil
+}
+
 // Command asks the worker to run one attempt.
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -708,7 +790,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[4]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +802,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[4]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +815,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{4}
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Command) GetCommandId() string {
@@ -831,7 +913,7 @@ type Commands struct {
 
 func (x *Commands) Reset() {
 	*x = Commands{}
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[5]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +925,7 @@ func (x *Commands) String() string {
 func (*Commands) ProtoMessage() {}
 
 func (x *Commands) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[5]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +938,7 @@ func (x *Commands) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Commands.ProtoReflect.Descriptor instead.
 func (*Commands) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{5}
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Commands) GetCommands() []*Command {
@@ -892,7 +974,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[6]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +986,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[6]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +999,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{6}
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -950,7 +1032,8 @@ type CommandFailure struct {
 	// The failure; non_retryable=true for validation errors. kind is
 	// FAILURE_KIND_APPLICATION (the default when unset), TIMEOUT (the handler
 	// was stopped at the command's deadline), CANCELLED (the answer to a
-	// Cancel) or INVALID_RESULT (the SDK found its own result unsendable);
+	// Cancel), INVALID_RESULT (the SDK found its own result unsendable) or
+	// WORKER_LOST (a command listed in Resumed that the worker does not have);
 	// any other kind is recorded as APPLICATION. The cause chain and every
 	// stack trace in it are kept as documented on Failure.
 	Failure *Failure `protobuf:"bytes,2,opt,name=failure,proto3" json:"failure,omitempty"`
@@ -963,7 +1046,7 @@ type CommandFailure struct {
 
 func (x *CommandFailure) Reset() {
 	*x = CommandFailure{}
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[7]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1058,7 @@ func (x *CommandFailure) String() string {
 func (*CommandFailure) ProtoMessage() {}
 
 func (x *CommandFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[7]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1071,7 @@ func (x *CommandFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandFailure.ProtoReflect.Descriptor instead.
 func (*CommandFailure) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{7}
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CommandFailure) GetCommandId() string {
@@ -1028,7 +1111,7 @@ type CommandOutcome struct {
 
 func (x *CommandOutcome) Reset() {
 	*x = CommandOutcome{}
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[8]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1123,7 @@ func (x *CommandOutcome) String() string {
 func (*CommandOutcome) ProtoMessage() {}
 
 func (x *CommandOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[8]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1136,7 @@ func (x *CommandOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandOutcome.ProtoReflect.Descriptor instead.
 func (*CommandOutcome) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{8}
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CommandOutcome) GetOutcome() isCommandOutcome_Outcome {
@@ -1110,7 +1193,7 @@ type CommandOutcomes struct {
 
 func (x *CommandOutcomes) Reset() {
 	*x = CommandOutcomes{}
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[9]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1205,7 @@ func (x *CommandOutcomes) String() string {
 func (*CommandOutcomes) ProtoMessage() {}
 
 func (x *CommandOutcomes) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[9]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1218,7 @@ func (x *CommandOutcomes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandOutcomes.ProtoReflect.Descriptor instead.
 func (*CommandOutcomes) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{9}
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CommandOutcomes) GetOutcomes() []*CommandOutcome {
@@ -1158,7 +1241,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[10]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1253,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[10]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1266,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{10}
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Heartbeat) GetCommandIds() []string {
@@ -1209,7 +1292,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[11]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1304,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[11]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1317,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{11}
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{12}
 }
 
 // Cancel asks the worker to stop a command: the workflow was cancelled, or
@@ -1257,7 +1340,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[12]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1352,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[12]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1365,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{12}
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Cancel) GetCommandId() string {
@@ -1314,7 +1397,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[13]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +1409,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[13]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +1422,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{13}
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{14}
 }
 
 // DrainRequest asks the worker to drain.
@@ -1353,7 +1436,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[14]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1448,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[14]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1461,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{14}
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DrainRequest) GetReason() string {
@@ -1416,7 +1499,7 @@ type OutputChunk struct {
 
 func (x *OutputChunk) Reset() {
 	*x = OutputChunk{}
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[15]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1511,7 @@ func (x *OutputChunk) String() string {
 func (*OutputChunk) ProtoMessage() {}
 
 func (x *OutputChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[15]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1524,7 @@ func (x *OutputChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputChunk.ProtoReflect.Descriptor instead.
 func (*OutputChunk) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{15}
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OutputChunk) GetCommandId() string {
@@ -1528,7 +1611,7 @@ type OutputAck struct {
 
 func (x *OutputAck) Reset() {
 	*x = OutputAck{}
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[16]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1623,7 @@ func (x *OutputAck) String() string {
 func (*OutputAck) ProtoMessage() {}
 
 func (x *OutputAck) ProtoReflect() protoreflect.Message {
-	mi := &file_multiagents_v1_worker_service_proto_msgTypes[16]
+	mi := &file_multiagents_v1_worker_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1636,7 @@ func (x *OutputAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputAck.ProtoReflect.Descriptor instead.
 func (*OutputAck) Descriptor() ([]byte, []int) {
-	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{16}
+	return file_multiagents_v1_worker_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OutputAck) GetCommandId() string {
@@ -1597,7 +1680,7 @@ const file_multiagents_v1_worker_service_proto_rawDesc = "" +
 	"\x05drain\x18\x05 \x01(\v2\x15.multiagents.v1.DrainH\x00R\x05drain\x12=\n" +
 	"\boutcomes\x18\x06 \x01(\v2\x1f.multiagents.v1.CommandOutcomesH\x00R\boutcomes\x12@\n" +
 	"\foutput_chunk\x18\a \x01(\v2\x1b.multiagents.v1.OutputChunkH\x00R\voutputChunkB\t\n" +
-	"\amessage\"\x9d\x03\n" +
+	"\amessage\"\xd2\x03\n" +
 	"\x0fConnectResponse\x123\n" +
 	"\awelcome\x18\x01 \x01(\v2\x17.multiagents.v1.WelcomeH\x00R\awelcome\x123\n" +
 	"\acommand\x18\x02 \x01(\v2\x17.multiagents.v1.CommandH\x00R\acommand\x120\n" +
@@ -1606,7 +1689,8 @@ const file_multiagents_v1_worker_service_proto_rawDesc = "" +
 	"\rdrain_request\x18\x05 \x01(\v2\x1c.multiagents.v1.DrainRequestH\x00R\fdrainRequest\x126\n" +
 	"\bcommands\x18\x06 \x01(\v2\x18.multiagents.v1.CommandsH\x00R\bcommands\x12:\n" +
 	"\n" +
-	"output_ack\x18\b \x01(\v2\x19.multiagents.v1.OutputAckH\x00R\toutputAckB\t\n" +
+	"output_ack\x18\b \x01(\v2\x19.multiagents.v1.OutputAckH\x00R\toutputAck\x123\n" +
+	"\aresumed\x18\t \x01(\v2\x17.multiagents.v1.ResumedH\x00R\aresumedB\t\n" +
 	"\amessage\"\xa3\x02\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12!\n" +
@@ -1623,7 +1707,10 @@ const file_multiagents_v1_worker_service_proto_rawDesc = "" +
 	"\x12heartbeat_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12J\n" +
 	"\x10protocol_version\x18\x03 \x01(\x0e2\x1f.multiagents.v1.ProtocolVersionR\x0fprotocolVersion\x12*\n" +
 	"\x11max_payload_bytes\x18\x04 \x01(\x03R\x0fmaxPayloadBytes\x12!\n" +
-	"\fresume_token\x18\x05 \x01(\tR\vresumeToken\"\xe8\x04\n" +
+	"\fresume_token\x18\x05 \x01(\tR\vresumeToken\"*\n" +
+	"\aResumed\x12\x1f\n" +
+	"\vcommand_ids\x18\x01 \x03(\tR\n" +
+	"commandIds\"\xe8\x04\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x12/\n" +
@@ -1711,7 +1798,7 @@ func file_multiagents_v1_worker_service_proto_rawDescGZIP() []byte {
 }
 
 var file_multiagents_v1_worker_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_multiagents_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_multiagents_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_multiagents_v1_worker_service_proto_goTypes = []any{
 	(ProtocolVersion)(0),          // 0: multiagents.v1.ProtocolVersion
 	(CommandKind)(0),              // 1: multiagents.v1.CommandKind
@@ -1719,69 +1806,71 @@ var file_multiagents_v1_worker_service_proto_goTypes = []any{
 	(*ConnectResponse)(nil),       // 3: multiagents.v1.ConnectResponse
 	(*Hello)(nil),                 // 4: multiagents.v1.Hello
 	(*Welcome)(nil),               // 5: multiagents.v1.Welcome
-	(*Command)(nil),               // 6: multiagents.v1.Command
-	(*Commands)(nil),              // 7: multiagents.v1.Commands
-	(*CommandResult)(nil),         // 8: multiagents.v1.CommandResult
-	(*CommandFailure)(nil),        // 9: multiagents.v1.CommandFailure
-	(*CommandOutcome)(nil),        // 10: multiagents.v1.CommandOutcome
-	(*CommandOutcomes)(nil),       // 11: multiagents.v1.CommandOutcomes
-	(*Heartbeat)(nil),             // 12: multiagents.v1.Heartbeat
-	(*Drain)(nil),                 // 13: multiagents.v1.Drain
-	(*Cancel)(nil),                // 14: multiagents.v1.Cancel
-	(*Ping)(nil),                  // 15: multiagents.v1.Ping
-	(*DrainRequest)(nil),          // 16: multiagents.v1.DrainRequest
-	(*OutputChunk)(nil),           // 17: multiagents.v1.OutputChunk
-	(*OutputAck)(nil),             // 18: multiagents.v1.OutputAck
-	nil,                           // 19: multiagents.v1.Command.MetadataEntry
-	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
-	(*Payload)(nil),               // 21: multiagents.v1.Payload
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*RateLimitUse)(nil),          // 23: multiagents.v1.RateLimitUse
-	(*Usage)(nil),                 // 24: multiagents.v1.Usage
-	(*Failure)(nil),               // 25: multiagents.v1.Failure
-	(OutputKind)(0),               // 26: multiagents.v1.OutputKind
+	(*Resumed)(nil),               // 6: multiagents.v1.Resumed
+	(*Command)(nil),               // 7: multiagents.v1.Command
+	(*Commands)(nil),              // 8: multiagents.v1.Commands
+	(*CommandResult)(nil),         // 9: multiagents.v1.CommandResult
+	(*CommandFailure)(nil),        // 10: multiagents.v1.CommandFailure
+	(*CommandOutcome)(nil),        // 11: multiagents.v1.CommandOutcome
+	(*CommandOutcomes)(nil),       // 12: multiagents.v1.CommandOutcomes
+	(*Heartbeat)(nil),             // 13: multiagents.v1.Heartbeat
+	(*Drain)(nil),                 // 14: multiagents.v1.Drain
+	(*Cancel)(nil),                // 15: multiagents.v1.Cancel
+	(*Ping)(nil),                  // 16: multiagents.v1.Ping
+	(*DrainRequest)(nil),          // 17: multiagents.v1.DrainRequest
+	(*OutputChunk)(nil),           // 18: multiagents.v1.OutputChunk
+	(*OutputAck)(nil),             // 19: multiagents.v1.OutputAck
+	nil,                           // 20: multiagents.v1.Command.MetadataEntry
+	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(*Payload)(nil),               // 22: multiagents.v1.Payload
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*RateLimitUse)(nil),          // 24: multiagents.v1.RateLimitUse
+	(*Usage)(nil),                 // 25: multiagents.v1.Usage
+	(*Failure)(nil),               // 26: multiagents.v1.Failure
+	(OutputKind)(0),               // 27: multiagents.v1.OutputKind
 }
 var file_multiagents_v1_worker_service_proto_depIdxs = []int32{
 	4,  // 0: multiagents.v1.ConnectRequest.hello:type_name -> multiagents.v1.Hello
-	8,  // 1: multiagents.v1.ConnectRequest.result:type_name -> multiagents.v1.CommandResult
-	9,  // 2: multiagents.v1.ConnectRequest.failure:type_name -> multiagents.v1.CommandFailure
-	12, // 3: multiagents.v1.ConnectRequest.heartbeat:type_name -> multiagents.v1.Heartbeat
-	13, // 4: multiagents.v1.ConnectRequest.drain:type_name -> multiagents.v1.Drain
-	11, // 5: multiagents.v1.ConnectRequest.outcomes:type_name -> multiagents.v1.CommandOutcomes
-	17, // 6: multiagents.v1.ConnectRequest.output_chunk:type_name -> multiagents.v1.OutputChunk
+	9,  // 1: multiagents.v1.ConnectRequest.result:type_name -> multiagents.v1.CommandResult
+	10, // 2: multiagents.v1.ConnectRequest.failure:type_name -> multiagents.v1.CommandFailure
+	13, // 3: multiagents.v1.ConnectRequest.heartbeat:type_name -> multiagents.v1.Heartbeat
+	14, // 4: multiagents.v1.ConnectRequest.drain:type_name -> multiagents.v1.Drain
+	12, // 5: multiagents.v1.ConnectRequest.outcomes:type_name -> multiagents.v1.CommandOutcomes
+	18, // 6: multiagents.v1.ConnectRequest.output_chunk:type_name -> multiagents.v1.OutputChunk
 	5,  // 7: multiagents.v1.ConnectResponse.welcome:type_name -> multiagents.v1.Welcome
-	6,  // 8: multiagents.v1.ConnectResponse.command:type_name -> multiagents.v1.Command
-	14, // 9: multiagents.v1.ConnectResponse.cancel:type_name -> multiagents.v1.Cancel
-	15, // 10: multiagents.v1.ConnectResponse.ping:type_name -> multiagents.v1.Ping
-	16, // 11: multiagents.v1.ConnectResponse.drain_request:type_name -> multiagents.v1.DrainRequest
-	7,  // 12: multiagents.v1.ConnectResponse.commands:type_name -> multiagents.v1.Commands
-	18, // 13: multiagents.v1.ConnectResponse.output_ack:type_name -> multiagents.v1.OutputAck
-	0,  // 14: multiagents.v1.Hello.protocol_version:type_name -> multiagents.v1.ProtocolVersion
-	20, // 15: multiagents.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	0,  // 16: multiagents.v1.Welcome.protocol_version:type_name -> multiagents.v1.ProtocolVersion
-	1,  // 17: multiagents.v1.Command.kind:type_name -> multiagents.v1.CommandKind
-	21, // 18: multiagents.v1.Command.context:type_name -> multiagents.v1.Payload
-	22, // 19: multiagents.v1.Command.deadline:type_name -> google.protobuf.Timestamp
-	20, // 20: multiagents.v1.Command.heartbeat_timeout:type_name -> google.protobuf.Duration
-	19, // 21: multiagents.v1.Command.metadata:type_name -> multiagents.v1.Command.MetadataEntry
-	23, // 22: multiagents.v1.Command.rate_limits:type_name -> multiagents.v1.RateLimitUse
-	6,  // 23: multiagents.v1.Commands.commands:type_name -> multiagents.v1.Command
-	21, // 24: multiagents.v1.CommandResult.result:type_name -> multiagents.v1.Payload
-	24, // 25: multiagents.v1.CommandResult.usage:type_name -> multiagents.v1.Usage
-	25, // 26: multiagents.v1.CommandFailure.failure:type_name -> multiagents.v1.Failure
-	24, // 27: multiagents.v1.CommandFailure.usage:type_name -> multiagents.v1.Usage
-	8,  // 28: multiagents.v1.CommandOutcome.result:type_name -> multiagents.v1.CommandResult
-	9,  // 29: multiagents.v1.CommandOutcome.failure:type_name -> multiagents.v1.CommandFailure
-	10, // 30: multiagents.v1.CommandOutcomes.outcomes:type_name -> multiagents.v1.CommandOutcome
-	21, // 31: multiagents.v1.Heartbeat.details:type_name -> multiagents.v1.Payload
-	26, // 32: multiagents.v1.OutputChunk.kind:type_name -> multiagents.v1.OutputKind
-	2,  // 33: multiagents.v1.WorkerService.Connect:input_type -> multiagents.v1.ConnectRequest
-	3,  // 34: multiagents.v1.WorkerService.Connect:output_type -> multiagents.v1.ConnectResponse
-	34, // [34:35] is the sub-list for method output_type
-	33, // [33:34] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	7,  // 8: multiagents.v1.ConnectResponse.command:type_name -> multiagents.v1.Command
+	15, // 9: multiagents.v1.ConnectResponse.cancel:type_name -> multiagents.v1.Cancel
+	16, // 10: multiagents.v1.ConnectResponse.ping:type_name -> multiagents.v1.Ping
+	17, // 11: multiagents.v1.ConnectResponse.drain_request:type_name -> multiagents.v1.DrainRequest
+	8,  // 12: multiagents.v1.ConnectResponse.commands:type_name -> multiagents.v1.Commands
+	19, // 13: multiagents.v1.ConnectResponse.output_ack:type_name -> multiagents.v1.OutputAck
+	6,  // 14: multiagents.v1.ConnectResponse.resumed:type_name -> multiagents.v1.Resumed
+	0,  // 15: multiagents.v1.Hello.protocol_version:type_name -> multiagents.v1.ProtocolVersion
+	21, // 16: multiagents.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	0,  // 17: multiagents.v1.Welcome.protocol_version:type_name -> multiagents.v1.ProtocolVersion
+	1,  // 18: multiagents.v1.Command.kind:type_name -> multiagents.v1.CommandKind
+	22, // 19: multiagents.v1.Command.context:type_name -> multiagents.v1.Payload
+	23, // 20: multiagents.v1.Command.deadline:type_name -> google.protobuf.Timestamp
+	21, // 21: multiagents.v1.Command.heartbeat_timeout:type_name -> google.protobuf.Duration
+	20, // 22: multiagents.v1.Command.metadata:type_name -> multiagents.v1.Command.MetadataEntry
+	24, // 23: multiagents.v1.Command.rate_limits:type_name -> multiagents.v1.RateLimitUse
+	7,  // 24: multiagents.v1.Commands.commands:type_name -> multiagents.v1.Command
+	22, // 25: multiagents.v1.CommandResult.result:type_name -> multiagents.v1.Payload
+	25, // 26: multiagents.v1.CommandResult.usage:type_name -> multiagents.v1.Usage
+	26, // 27: multiagents.v1.CommandFailure.failure:type_name -> multiagents.v1.Failure
+	25, // 28: multiagents.v1.CommandFailure.usage:type_name -> multiagents.v1.Usage
+	9,  // 29: multiagents.v1.CommandOutcome.result:type_name -> multiagents.v1.CommandResult
+	10, // 30: multiagents.v1.CommandOutcome.failure:type_name -> multiagents.v1.CommandFailure
+	11, // 31: multiagents.v1.CommandOutcomes.outcomes:type_name -> multiagents.v1.CommandOutcome
+	22, // 32: multiagents.v1.Heartbeat.details:type_name -> multiagents.v1.Payload
+	27, // 33: multiagents.v1.OutputChunk.kind:type_name -> multiagents.v1.OutputKind
+	2,  // 34: multiagents.v1.WorkerService.Connect:input_type -> multiagents.v1.ConnectRequest
+	3,  // 35: multiagents.v1.WorkerService.Connect:output_type -> multiagents.v1.ConnectResponse
+	35, // [35:36] is the sub-list for method output_type
+	34, // [34:35] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_multiagents_v1_worker_service_proto_init() }
@@ -1808,12 +1897,13 @@ func file_multiagents_v1_worker_service_proto_init() {
 		(*ConnectResponse_DrainRequest)(nil),
 		(*ConnectResponse_Commands)(nil),
 		(*ConnectResponse_OutputAck)(nil),
+		(*ConnectResponse_Resumed)(nil),
 	}
-	file_multiagents_v1_worker_service_proto_msgTypes[8].OneofWrappers = []any{
+	file_multiagents_v1_worker_service_proto_msgTypes[9].OneofWrappers = []any{
 		(*CommandOutcome_Result)(nil),
 		(*CommandOutcome_Failure)(nil),
 	}
-	file_multiagents_v1_worker_service_proto_msgTypes[15].OneofWrappers = []any{
+	file_multiagents_v1_worker_service_proto_msgTypes[16].OneofWrappers = []any{
 		(*OutputChunk_Text)(nil),
 		(*OutputChunk_Binary)(nil),
 	}
@@ -1823,7 +1913,7 @@ func file_multiagents_v1_worker_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_multiagents_v1_worker_service_proto_rawDesc), len(file_multiagents_v1_worker_service_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

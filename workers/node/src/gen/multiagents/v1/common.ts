@@ -49,7 +49,9 @@ export enum FailureKind {
   /**
    * FAILURE_KIND_WORKER_LOST - The worker session (type "WorkerLost", "worker session lost: ...") or
    * the server replica that held it ("server replica ... lost") ended while
-   * the attempt ran. Produced by the server. Retried: at-least-once.
+   * the attempt ran. Produced by the server; also by a worker answering a
+   * command listed in Resumed that it never received or no longer
+   * remembers (type "WorkerLost"). Retried: at-least-once.
    */
   FAILURE_KIND_WORKER_LOST = 4,
   /**
@@ -349,7 +351,8 @@ export interface Failure {
    * Which class of failure this is. FAILURE_KIND_UNSPECIFIED (a worker or a
    * stored failure that predates the field) is read as
    * FAILURE_KIND_APPLICATION. A worker may only report APPLICATION,
-   * TIMEOUT, CANCELLED or INVALID_RESULT; the server records any other kind
+   * TIMEOUT, CANCELLED, INVALID_RESULT or WORKER_LOST (the answer to a
+   * Resumed command it does not have); the server records any other kind
    * a worker sends (a server-only kind, or a value it does not know) as
    * APPLICATION, keeping the message and type, and the session goes on.
    */

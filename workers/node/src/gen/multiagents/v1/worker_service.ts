@@ -164,6 +164,13 @@ export interface ConnectResponse {
     | //
     /** Chunks of a command's output are stored (or refused). */
     { $case: "outputAck"; value: OutputAck }
+    | //
+    /**
+     * This session took over commands of the previous session named by
+     * Hello.resume_token: sent right after Welcome, or later when the
+     * take-over happens at the session's first answer to one of them.
+     */
+    { $case: "resumed"; value: Resumed }
     | undefined;
 }
 
@@ -222,6 +229,30 @@ export interface Welcome {
    * over those commands.
    */
   resumeToken: string;
+}
+
+/**
+ * Resumed lists the commands this session took over from the worker's
+ * previous session (Hello.resume_token). The server sent each of them on the
+ * previous session and has no answer to it; an answer the worker wrote just
+ * before that session ended may never have been read, and a command the
+ * server wrote just before it ended may never have reached the worker. For
+ * each command_id the worker:
+ * - is still running: nothing to do; the answer goes on this session;
+ * - already answered on the previous session (the reference SDKs remember
+ *   the answers they sent in the last 10 s, up to 32 MiB): sends that
+ *   answer again on this session; one answered on this session already
+ *   (kept while disconnected, sent after Welcome): nothing to do;
+ * - has never received, or no longer remembers: answers at once with a
+ *   CommandFailure of kind FAILURE_KIND_WORKER_LOST, retryable (the SDKs:
+ *   type "WorkerLost"), so that the step is retried now rather than at its
+ *   timeout.
+ * A worker that ignores this message still works: such commands then fail
+ * at their step's timeout. See docs/protocol.md, "Reconnecting".
+ */
+export interface Resumed {
+  /** The commands taken over; never empty. */
+  commandIds: string[];
 }
 
 /** Command asks the worker to run one attempt. */
@@ -324,7 +355,8 @@ export interface CommandFailure {
    * The failure; non_retryable=true for validation errors. kind is
    * FAILURE_KIND_APPLICATION (the default when unset), TIMEOUT (the handler
    * was stopped at the command's deadline), CANCELLED (the answer to a
-   * Cancel) or INVALID_RESULT (the SDK found its own result unsendable);
+   * Cancel), INVALID_RESULT (the SDK found its own result unsendable) or
+   * WORKER_LOST (a command listed in Resumed that the worker does not have);
    * any other kind is recorded as APPLICATION. The cause chain and every
    * stack trace in it are kept as documented on Failure.
    */
@@ -690,6 +722,9 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
       case "outputAck":
         OutputAck.encode(message.message.value, writer.uint32(66).fork()).join();
         break;
+      case "resumed":
+        Resumed.encode(message.message.value, writer.uint32(74).fork()).join();
+        break;
     }
     return writer;
   },
@@ -763,6 +798,14 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
             message.message = { $case: "outputAck", value: OutputAck.decode(reader, reader.uint32()) };
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.message = { $case: "resumed", value: Resumed.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -795,6 +838,8 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
         ? { $case: "outputAck", value: OutputAck.fromJSON(object.outputAck) }
         : isSet(object.output_ack)
         ? { $case: "outputAck", value: OutputAck.fromJSON(object.output_ack) }
+        : isSet(object.resumed)
+        ? { $case: "resumed", value: Resumed.fromJSON(object.resumed) }
         : undefined,
     };
   },
@@ -815,6 +860,8 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
       obj.commands = Commands.toJSON(message.message.value);
     } else if (message.message?.$case === "outputAck") {
       obj.outputAck = OutputAck.toJSON(message.message.value);
+    } else if (message.message?.$case === "resumed") {
+      obj.resumed = Resumed.toJSON(message.message.value);
     }
     return obj;
   },
@@ -864,6 +911,12 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
       case "outputAck": {
         if (object.message?.value !== undefined && object.message?.value !== null) {
           message.message = { $case: "outputAck", value: OutputAck.fromPartial(object.message.value) };
+        }
+        break;
+      }
+      case "resumed": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "resumed", value: Resumed.fromPartial(object.message.value) };
         }
         break;
       }
@@ -1224,6 +1277,79 @@ export const Welcome: MessageFns<Welcome> = {
     message.protocolVersion = object.protocolVersion ?? 0;
     message.maxPayloadBytes = object.maxPayloadBytes ?? 0;
     message.resumeToken = object.resumeToken ?? "";
+    return message;
+  },
+};
+
+function createBaseResumed(): Resumed {
+  return { commandIds: [] };
+}
+
+export const Resumed: MessageFns<Resumed> = {
+  encode(message: Resumed, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.commandIds) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Resumed {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumed();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.commandIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Resumed {
+    return {
+      commandIds: globalThis.Array.isArray(object?.commandIds)
+        ? object.commandIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.command_ids)
+        ? object.command_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: Resumed): unknown {
+    const obj: any = {};
+    if (message.commandIds?.length) {
+      obj.commandIds = message.commandIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Resumed>, I>>(base?: I): Resumed {
+    return Resumed.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Resumed>, I>>(object: I): Resumed {
+    const message = createBaseResumed();
+    message.commandIds = object.commandIds?.map((e) => e) || [];
     return message;
   },
 };
