@@ -158,6 +158,16 @@ def _decode_kept(raw: bytes, session_id: str) -> dict[str, Inflight]:
     return found
 
 
+def _refuse(session: Session, command_id: str) -> None:
+    """Drop an answer that is not this session's to give (another session's
+    command, one answered already, or one failed as lost); the session is
+    not told, so that it cannot probe for live ids."""
+    log.warning(
+        "refused an answer for a command this session does not hold",
+        extra={"session": session.id, "worker_id": session.worker_id, "command_id": command_id},
+    )
+
+
 def _tell_resumed(session: Session, command_ids: Iterable[str]) -> None:
     """Send `Resumed`: the worker answers again what it answered on the
     previous session and fails what it never got (docs/protocol.md)."""
@@ -193,6 +203,10 @@ class Session:
     end_reason: str = ""
     # Set once the session is closed and its commands kept or failed.
     settled: asyncio.Event = field(default_factory=asyncio.Event)
+    # While `resumes` is set: one take-over at an answer at a time, and the
+    # answers that came before their command could be taken over.
+    resuming: asyncio.Lock = field(default_factory=asyncio.Lock)
+    early: dict[str, engine.StepCompleted | engine.StepFailed] = field(default_factory=dict)
 
     @property
     def holder(self) -> str:
@@ -306,6 +320,8 @@ class Dispatcher:
             else:
                 await self._settled(previous_holder)
                 await self._resume(session)
+            if session.resumes:  # to be taken over at an answer, if ever
+                self.spawn(self._give_up_resume(session))
         self._holders[session.holder] = session
         self.sessions[session.id] = session
         for name in session.names:
@@ -337,7 +353,8 @@ class Dispatcher:
         session.inflight, previous.inflight = previous.inflight, {}
         for inflight in session.inflight.values():
             inflight.session_id = session.id
-        session.resumes = ""
+        # What `previous` still resumed itself, this session resumes now.
+        session.resumes, session.early = previous.resumes, previous.early
         previous.end(f"resumed by session {session.id}")
         _tell_resumed(session, session.inflight)
         log.info(
@@ -359,7 +376,13 @@ class Dispatcher:
         taken = _decode_kept(raw, session.id)
         session.inflight.update(taken)
         session.resumes = ""
-        _tell_resumed(session, [cid for cid in taken if cid != answering])
+        early, session.early = session.early, {}
+        _tell_resumed(session, [cid for cid in taken if cid != answering and cid not in early])
+        for cid, event in early.items():
+            if cid in taken:
+                self.spawn(self._answer(session, cid, event))
+            else:
+                _refuse(session, cid)
         try:
             # Held here now: the replica that sent them must not send them again.
             await self.store.claim(
@@ -565,18 +588,12 @@ class Dispatcher:
         self, session: Session, command_id: str, event: engine.StepCompleted | engine.StepFailed
     ) -> None:
         inflight = session.inflight.pop(command_id, None)
-        if inflight is None and session.resumes and await self._resume(session, command_id):
-            # The previous session's end was noticed after this one opened.
-            inflight = session.inflight.pop(command_id, None)
+        if inflight is None and session.resumes:
+            inflight = await self._take_over_at_answer(session, command_id, event)
+            if inflight is None and command_id in session.early:
+                return
         if inflight is None:
-            # Not this session's to answer (another session's command, one
-            # answered already, or one failed as lost): dropped, and the
-            # session is not told, so that it cannot probe for live ids.
-            log.warning(
-                "refused an answer for a command this session does not hold",
-                extra={"session": session.id, "worker_id": session.worker_id,
-                       "command_id": command_id},
-            )  # fmt: skip
+            _refuse(session, command_id)
             return
         failure = event.failure if isinstance(event, engine.StepFailed) else None
         back_off = failure is not None and failure.type == limits.RATE_LIMITED
@@ -593,6 +610,41 @@ class Dispatcher:
         finally:
             self.handling.discard(key)
             self.wake_pullers(session.names)
+
+    async def _take_over_at_answer(
+        self, session: Session, command_id: str, event: engine.StepCompleted | engine.StepFailed
+    ) -> Inflight | None:
+        """The held command `command_id` answers, when the previous session
+        this one resumes had not been seen to end at Hello: take that
+        session's commands over now, one answer at a time. An answer that
+        comes before they are kept for the take-over (the old replica has not
+        noticed the end yet) is kept in `session.early` and applied when a
+        later answer's take-over brings its command."""
+        async with session.resuming:
+            inflight = session.inflight.pop(command_id, None)
+            if inflight is not None or not session.resumes:
+                return inflight
+            if await self._resume(session, command_id):
+                return session.inflight.pop(command_id, None)
+            if len(session.early) < session.max_concurrency:
+                session.early[command_id] = event
+                log.info(
+                    "kept an answer until its command is taken over from the previous session",
+                    extra={"session": session.id, "command_id": command_id},
+                )
+            return None
+
+    async def _give_up_resume(self, session: Session) -> None:
+        """Once the previous session's kept commands are surely gone (they
+        live twice the resume window), stop trying to take them over, and
+        refuse the answers kept aside."""
+        give_up_ms = session.connected_ms + 2 * self.config.resume_window_ms
+        await asyncio.sleep(max(0, give_up_ms - self.clock) / 1000)
+        async with session.resuming:
+            session.resumes = ""
+            for cid in session.early:
+                _refuse(session, cid)
+            session.early.clear()
 
     async def heartbeat(
         self,

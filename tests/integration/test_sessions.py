@@ -63,12 +63,16 @@ async def test_an_answer_from_another_session_is_refused_and_the_holders_is_take
         thief = await RawWorker.connect(
             channel, _hello(uid, "thief", resume_token=holder.welcome.resume_token)
         )
-        for other in (intruder, thief):
-            other.send(_result(command, {"by": other.welcome.session_id}))
-            await wait_for(lambda: _refused(caplog, command.command_id), timeout=10)
-            caplog.clear()
+        intruder.send(_result(command, {"by": "intruder"}))
+        await wait_for(lambda: _refused(caplog, command.command_id), timeout=10)
+        caplog.clear()
+        # A session that presented a token is not told either: its answer is
+        # kept aside for a take-over that never comes, then refused (twice
+        # the resume window after it opened).
+        thief.send(_result(command, {"by": "thief"}))
         holder.send(_result(command, {"by": "holder"}))
         status = await client.wait(tx, timeout=10)
+        await wait_for(lambda: _refused(caplog, command.command_id), timeout=30)
         for raw in (holder, intruder, thief):
             raw.call.cancel()
     assert status.state == "completed"
@@ -127,13 +131,10 @@ async def test_a_worker_resumes_on_another_replica_before_the_first_saw_it_go(
         )
         first.call.cancel()
 
-        async def first_gone() -> bool:
-            stub = monitoring_service_pb2_grpc.MonitoringServiceStub(client._channel)
-            listed = await stub.ListWorkers(monitoring_service_pb2.ListWorkersRequest())
-            return first.welcome.session_id not in {s.session_id for s in listed.sessions}
-
         # A publishes its sessions once the ended one's commands are kept.
-        await wait_for(first_gone, timeout=10, interval=0.05)
+        await wait_for(
+            lambda: _listed_gone(client, first.welcome.session_id), timeout=10, interval=0.05
+        )
         second.send(_result(command, {"resumed_on": "b"}))
         told = await second.read()
         assert told.WhichOneof("message") == "resumed"
@@ -147,6 +148,76 @@ async def test_a_worker_resumes_on_another_replica_before_the_first_saw_it_go(
         assert status.step_results == {"s": {"resumed_on": "b"}}
         assert status.steps[0].attempts == 1
         assert [e for e in history if e.HasField("error")] == []
+
+
+async def test_answers_before_and_during_a_take_over_at_an_answer_are_all_applied(
+    redis_server: EmbeddedRedis, uid: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker reconnects to replica B while A still holds its old session
+    and answers at once: the first answer comes before A has kept the old
+    session's commands (B keeps it aside, and applies it at the take-over);
+    two more come together in one message after A kept them (one takes them
+    over while the other waits for it). Before, the first and often the
+    third were refused, and waited for the step's timeout."""
+    caplog.set_level(logging.INFO, logger="multiagents_server.dispatcher")
+    config = make_config(redis_server.url)
+    async with (
+        Server(config) as a,
+        Server(config) as b,
+        Client(a.address) as client,
+        grpc.aio.insecure_channel(a.address) as to_a,
+        grpc.aio.insecure_channel(b.address) as to_b,
+    ):
+        await client.register_workflow(WorkflowBuilder(uid).add_step("s", f"{uid}.w").build())
+        first = await RawWorker.connect(to_a, _hello(uid, "w-1", concurrency=3))
+        txs = [await client.execute_workflow(uid, {}) for _ in range(3)]
+        early, *together = await first.commands(3)
+        token = first.welcome.resume_token
+        second = await RawWorker.connect(
+            to_b, _hello(uid, "w-1", resume_token=token, concurrency=3)
+        )
+        second.send(_result(early, {"on": "b"}))
+
+        def kept_aside() -> bool:
+            return any(
+                r.getMessage().startswith("kept an answer until its command is taken over")
+                and getattr(r, "command_id", None) == early.command_id
+                for r in caplog.records
+            )
+
+        await wait_for(kept_aside, timeout=10)
+        first.call.cancel()
+        await wait_for(lambda: _listed_gone(client, first.welcome.session_id), timeout=10)
+        payload = _result(early, {"on": "b"}).result.result
+        second.send(
+            wpb.ConnectRequest(
+                outcomes=wpb.CommandOutcomes(
+                    outcomes=[
+                        wpb.CommandOutcome(
+                            result=wpb.CommandResult(command_id=c.command_id, result=payload)
+                        )
+                        for c in together
+                    ]
+                )
+            )
+        )
+        finals = [await client.wait(tx, timeout=10) for tx in txs]
+        second.call.cancel()
+        histories = [await client.get_history(tx) for tx in txs]
+    for status, history in zip(finals, histories, strict=True):
+        assert status.state == "completed"
+        assert status.step_results == {"s": {"on": "b"}}
+        assert status.steps[0].attempts == 1
+        assert [e for e in history if e.HasField("error")] == []
+    assert not any(_refused(caplog, c.command_id) for c in (early, *together))
+
+
+async def _listed_gone(client: Client, session_id: str) -> bool:
+    """The session is no longer listed: its replica closed it and kept its
+    commands for a resume (it publishes its sessions after that)."""
+    stub = monitoring_service_pb2_grpc.MonitoringServiceStub(client._channel)
+    listed = await stub.ListWorkers(monitoring_service_pb2.ListWorkersRequest())
+    return session_id not in {s.session_id for s in listed.sessions}
 
 
 async def test_a_worker_that_sends_nothing_loses_its_session_after_three_heartbeat_intervals(
