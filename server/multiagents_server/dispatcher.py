@@ -20,8 +20,9 @@ answer it. Each session gets a secret resume token in Welcome. A session
 that ends with commands in flight keeps them in Redis for
 `resume_window_ms`, under a hash of its token and worker id; a worker that
 reconnects (to any replica) with that token and the same worker id takes
-them over, at Hello or, if the old session's end was not noticed yet, when
-it answers one of them. Commands not taken over by then fail as
+them over, at Hello or, if the old session's end was not noticed yet, as
+soon as it is (`_keep_resuming`; answers that come before are kept aside),
+and is told which in `Resumed`. Commands not taken over by then fail as
 `WorkerLost`. Taking them is one GETDEL: either the new session or the
 failing replica gets them, never both.
 """
@@ -77,6 +78,9 @@ LOST_AFTER_MS = 10_000
 # A resume waits at most this long for its previous session, being closed on
 # this replica, to keep its commands for it.
 SETTLE_WAIT_S = 5.0
+# A session whose previous session's end was not noticed at Hello tries to
+# take over that session's commands this often (see `_keep_resuming`).
+RESUME_POLL_S = 0.5
 
 
 def transaction_of(command_id: str) -> str:
@@ -316,12 +320,12 @@ class Dispatcher:
             previous_holder = holder_key(session.resumes, session.worker_id)
             previous = self._holders.get(previous_holder)
             if previous is not None:
-                self._take_over(previous, session)
+                await self._take_over(previous, session)
             else:
                 await self._settled(previous_holder)
                 await self._resume(session)
-            if session.resumes:  # to be taken over at an answer, if ever
-                self.spawn(self._give_up_resume(session))
+            if session.resumes:  # its end not noticed yet: taken over later
+                self.spawn(self._keep_resuming(session))
         self._holders[session.holder] = session
         self.sessions[session.id] = session
         for name in session.names:
@@ -348,14 +352,22 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(closing[0].settled.wait(), SETTLE_WAIT_S)
 
-    def _take_over(self, previous: Session, session: Session) -> None:
-        """Move the commands of `previous`, still open here, to `session`."""
-        session.inflight, previous.inflight = previous.inflight, {}
-        for inflight in session.inflight.values():
-            inflight.session_id = session.id
-        # What `previous` still resumed itself, this session resumes now.
-        session.resumes, session.early = previous.resumes, previous.early
-        previous.end(f"resumed by session {session.id}")
+    async def _take_over(self, previous: Session, session: Session) -> None:
+        """Move the commands of `previous`, still open here, to `session`
+        (after any take-over `previous` is doing itself); if `previous` closed
+        meanwhile, take them from where its close kept them."""
+        async with previous.resuming:
+            if previous.closed:
+                await self._settled(previous.holder)
+                await self._resume(session)
+                return
+            session.inflight, previous.inflight = previous.inflight, {}
+            for inflight in session.inflight.values():
+                inflight.session_id = session.id
+            # What `previous` still resumed itself, this session resumes now.
+            session.resumes, session.early = previous.resumes, previous.early
+            previous.resumes, previous.early = "", {}
+            previous.end(f"resumed by session {session.id}")
         _tell_resumed(session, session.inflight)
         log.info(
             "worker session %s resumes %s with %d commands in flight",
@@ -378,11 +390,12 @@ class Dispatcher:
         session.resumes = ""
         early, session.early = session.early, {}
         _tell_resumed(session, [cid for cid in taken if cid != answering and cid not in early])
-        for cid, event in early.items():
-            if cid in taken:
-                self.spawn(self._answer(session, cid, event))
-            else:
+        for cid, event in early.items():  # answers that came before their command
+            held = session.inflight.pop(cid, None)
+            if held is None:
                 _refuse(session, cid)
+            else:
+                self.spawn(self._apply_answer(session, held, event))
         try:
             # Held here now: the replica that sent them must not send them again.
             await self.store.claim(
@@ -412,6 +425,13 @@ class Dispatcher:
         if self._holders.get(session.holder) is session:
             del self._holders[session.holder]
         session.end(reason)
+        if session.resumes:
+            # Still resuming: take over what can be, to keep it with this
+            # session's commands for the next session that resumes this one.
+            async with session.resuming:
+                if session.resumes and not self.stopping:
+                    await self._resume(session)
+                self._stop_resuming(session)
         window = self.config.resume_window_ms
         log.info(
             "worker session %s closed (%s) with %d commands in flight",
@@ -589,12 +609,29 @@ class Dispatcher:
     ) -> None:
         inflight = session.inflight.pop(command_id, None)
         if inflight is None and session.resumes:
-            inflight = await self._take_over_at_answer(session, command_id, event)
-            if inflight is None and command_id in session.early:
-                return
+            async with session.resuming:  # one take-over at a time
+                inflight = session.inflight.pop(command_id, None)
+                if inflight is None and session.resumes:
+                    if await self._resume(session, command_id):
+                        inflight = session.inflight.pop(command_id, None)
+                    elif len(session.early) < session.max_concurrency:
+                        # Before the old replica kept its command: applied
+                        # when the take-over brings it (`_resume`).
+                        session.early[command_id] = event
+                        log.info(
+                            "kept an answer until its command is taken over",
+                            extra={"session": session.id, "command_id": command_id},
+                        )
+                        return
         if inflight is None:
             _refuse(session, command_id)
             return
+        await self._apply_answer(session, inflight, event)
+
+    async def _apply_answer(
+        self, session: Session, inflight: Inflight, event: engine.StepCompleted | engine.StepFailed
+    ) -> None:
+        """Apply the answer to a command `session` held (popped from it)."""
         failure = event.failure if isinstance(event, engine.StepFailed) else None
         back_off = failure is not None and failure.type == limits.RATE_LIMITED
         self.limits.release_attempt(inflight, event.usage, back_off=back_off)
@@ -602,7 +639,7 @@ class Dispatcher:
         self.handling.add(key)
         try:
             await self._apply(
-                transaction_of(command_id),
+                transaction_of(inflight.command_id),
                 event,
                 ack=inflight.entry,
                 outcome=self._outcome(inflight, failure),
@@ -611,40 +648,29 @@ class Dispatcher:
             self.handling.discard(key)
             self.wake_pullers(session.names)
 
-    async def _take_over_at_answer(
-        self, session: Session, command_id: str, event: engine.StepCompleted | engine.StepFailed
-    ) -> Inflight | None:
-        """The held command `command_id` answers, when the previous session
-        this one resumes had not been seen to end at Hello: take that
-        session's commands over now, one answer at a time. An answer that
-        comes before they are kept for the take-over (the old replica has not
-        noticed the end yet) is kept in `session.early` and applied when a
-        later answer's take-over brings its command."""
+    async def _keep_resuming(self, session: Session) -> None:
+        """The previous session `session` resumes had not been seen to end
+        at Hello (its replica notices within a few heartbeat intervals, then
+        keeps its commands): try to take them over every RESUME_POLL_S, and
+        at each answer to one of them (`_answer`), until they would be
+        failed as lost; then stop, refusing the answers kept aside."""
+        config = self.config
+        give_up_ms = (
+            session.connected_ms + 5 * config.heartbeat_interval_ms + 2 * config.resume_window_ms
+        )
+        while self.clock < give_up_ms:
+            await asyncio.sleep(RESUME_POLL_S)
+            async with session.resuming:
+                if session.closed or not session.resumes or await self._resume(session):
+                    return
         async with session.resuming:
-            inflight = session.inflight.pop(command_id, None)
-            if inflight is not None or not session.resumes:
-                return inflight
-            if await self._resume(session, command_id):
-                return session.inflight.pop(command_id, None)
-            if len(session.early) < session.max_concurrency:
-                session.early[command_id] = event
-                log.info(
-                    "kept an answer until its command is taken over from the previous session",
-                    extra={"session": session.id, "command_id": command_id},
-                )
-            return None
+            self._stop_resuming(session)
 
-    async def _give_up_resume(self, session: Session) -> None:
-        """Once the previous session's kept commands are surely gone (they
-        live twice the resume window), stop trying to take them over, and
-        refuse the answers kept aside."""
-        give_up_ms = session.connected_ms + 2 * self.config.resume_window_ms
-        await asyncio.sleep(max(0, give_up_ms - self.clock) / 1000)
-        async with session.resuming:
-            session.resumes = ""
-            for cid in session.early:
-                _refuse(session, cid)
-            session.early.clear()
+    def _stop_resuming(self, session: Session) -> None:
+        session.resumes = ""
+        for cid in session.early:
+            _refuse(session, cid)
+        session.early.clear()
 
     async def heartbeat(
         self,

@@ -470,7 +470,7 @@ type ConnectResponse_OutputAck struct {
 type ConnectResponse_Resumed struct {
 	// This session took over commands of the previous session named by
 	// Hello.resume_token: sent right after Welcome, or later when the
-	// take-over happens at the session's first answer to one of them.
+	// previous session's end was noticed after Hello (docs/protocol.md).
 	Resumed *Resumed `protobuf:"bytes,9,opt,name=resumed,proto3,oneof"`
 }
 
@@ -512,8 +512,11 @@ type Hello struct {
 	// the previous one still held, so that their answers are accepted on it:
 	// at Hello when the server (any replica) already saw the previous session
 	// end within its resume window (resume_window_ms, 3 s by default), else
-	// at the first answer to one of them. The worker_id must be the previous
-	// session's. An unknown, expired or mismatched token is not an error:
+	// as soon as the previous session's replica has noticed its end (tried
+	// every 0.5 s and at each answer to one of them, for 5 heartbeat
+	// intervals and twice the resume window; answers that come before are
+	// kept aside and applied then; see Resumed). The worker_id must be the
+	// previous session's. An unknown, expired or mismatched token is not an error:
 	// nothing is taken over, and the previous session's commands fail as
 	// WorkerLost and are retried. At most 200 characters, else
 	// INVALID_ARGUMENT naming hello.resume_token.
