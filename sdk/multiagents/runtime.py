@@ -56,10 +56,13 @@ PROGRESS_EVERY_S = 1.0
 # Go's worker.DefaultMaxConcurrency, Node's DEFAULT_MAX_CONCURRENCY).
 DEFAULT_MAX_CONCURRENCY = 8
 # Answers written on a session are remembered this long, to be sent again
-# when the server lists their command in `Resumed` (docs/protocol.md), and
-# at most this many bytes of them (the oldest are forgotten first).
-RESEND_WINDOW_S = 10.0
+# when the server lists their command in `Resumed` (docs/protocol.md): the
+# default step timeout, after which no answer to them counts. At most this
+# many bytes of them (RESEND_ENTRY_BYTES more each), the oldest forgotten
+# first.
+RESEND_WINDOW_S = 600.0
 RESEND_MAX_BYTES = 32 * 1024 * 1024
+RESEND_ENTRY_BYTES = 256
 
 
 class WorkerStartError(MultiAgentsError):
@@ -306,14 +309,14 @@ class WorkerRuntime:
             if answer.command_id not in self._written:
                 request = _answer_request(answer)
                 self._written[answer.command_id] = (now, self.session_id, request)
-                self._written_bytes += request.ByteSize()
+                self._written_bytes += request.ByteSize() + RESEND_ENTRY_BYTES
         while self._written:
             oldest = next(iter(self._written))
             written, _, request = self._written[oldest]
             if now - written <= RESEND_WINDOW_S and self._written_bytes <= RESEND_MAX_BYTES:
                 break
             del self._written[oldest]
-            self._written_bytes -= request.ByteSize()
+            self._written_bytes -= request.ByteSize() + RESEND_ENTRY_BYTES
 
     def _resumed(self, command_ids: Iterable[str]) -> None:
         """This session took over these commands of the previous one: answer

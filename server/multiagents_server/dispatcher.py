@@ -357,22 +357,28 @@ class Dispatcher:
         (after any take-over `previous` is doing itself); if `previous` closed
         meanwhile, take them from where its close kept them."""
         async with previous.resuming:
-            if previous.closed:
-                await self._settled(previous.holder)
-                await self._resume(session)
-                return
-            session.inflight, previous.inflight = previous.inflight, {}
-            for inflight in session.inflight.values():
-                inflight.session_id = session.id
-            # What `previous` still resumed itself, this session resumes now.
-            session.resumes, session.early = previous.resumes, previous.early
-            previous.resumes, previous.early = "", {}
-            previous.end(f"resumed by session {session.id}")
+            moved = not previous.closed
+            if moved:
+                self._move(previous, session)
+        if not moved:
+            await self._settled(previous.holder)
+            await self._resume(session)
+            return
         _tell_resumed(session, session.inflight)
         log.info(
             "worker session %s resumes %s with %d commands in flight",
             session.id, previous.id, len(session.inflight),
         )  # fmt: skip
+
+    def _move(self, previous: Session, session: Session) -> None:
+        """Move the commands of `previous` to `session`, and what it resumed."""
+        session.inflight, previous.inflight = previous.inflight, {}
+        for inflight in session.inflight.values():
+            inflight.session_id = session.id
+        # What `previous` still resumed itself, this session resumes now.
+        session.resumes, session.early = previous.resumes, previous.early
+        previous.resumes, previous.early = "", {}
+        previous.end(f"resumed by session {session.id}")
 
     async def _resume(self, session: Session, answering: str = "") -> bool:
         """Take over the commands kept by the ended session `session` resumes,
@@ -425,11 +431,13 @@ class Dispatcher:
         if self._holders.get(session.holder) is session:
             del self._holders[session.holder]
         session.end(reason)
-        if session.resumes:
+        if session.resumes and self.stopping:
+            self._stop_resuming(session)
+        elif session.resumes:
             # Still resuming: take over what can be, to keep it with this
             # session's commands for the next session that resumes this one.
             async with session.resuming:
-                if session.resumes and not self.stopping:
+                if session.resumes:
                     await self._resume(session)
                 self._stop_resuming(session)
         window = self.config.resume_window_ms
@@ -450,6 +458,11 @@ class Dispatcher:
                 self._kept[session.id] = (session, expiry)
         else:
             await self._lose(session, reason)
+            if window > 0:
+                # Nothing kept, said so: a session resuming this one on
+                # another replica stops looking (`_keep_resuming`).
+                with contextlib.suppress(StoreUnavailable):
+                    await self.store.keep_for_resume(session.holder, _encode_kept(()), 2 * window)
         self.wake_pullers(session.names)
         if not self.stopping:
             self._sessions_changed()

@@ -66,11 +66,13 @@ const (
 	closeTimeout             = 5 * time.Second
 	// resendWindow: answers sent this recently are remembered, to be sent
 	// again when the server lists their command in Resumed: a successful
-	// Send does not prove the server read them (docs/protocol.md).
-	resendWindow = 10 * time.Second
-	// resendMaxBytes: and at most this many bytes of them (the oldest are
-	// forgotten first).
-	resendMaxBytes = 32 << 20
+	// Send does not prove the server read them (docs/protocol.md). The
+	// default step timeout, after which no answer to them counts.
+	resendWindow = 10 * time.Minute
+	// resendMaxBytes: and at most this many bytes of them, resendEntryBytes
+	// more each (the oldest are forgotten first).
+	resendMaxBytes   = 32 << 20
+	resendEntryBytes = 256
 	// maxBatchBytes bounds one CommandOutcomes message; a single larger
 	// outcome is still sent, alone.
 	maxBatchBytes = 1 << 20
@@ -786,7 +788,7 @@ func (w *Worker) flush(send func(*pb.ConnectRequest) error, sessionID string) er
 		now := time.Now()
 		for _, o := range outs[:n] {
 			if id := outcomeID(o); w.sentByID[id].outcome == nil {
-				w.sentByID[id] = sentOutcome{now, sessionID, o, proto.Size(o)}
+				w.sentByID[id] = sentOutcome{now, sessionID, o, proto.Size(o) + resendEntryBytes}
 				w.sent = append(w.sent, w.sentByID[id])
 				w.sentBytes += w.sentByID[id].bytes
 			}

@@ -105,10 +105,14 @@ interface Running {
 
 /** Longest setTimeout delay Node accepts. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-/** Answers sent on a session are remembered this long, for a Resumed that lists them... */
-const RESEND_WINDOW_MS = 10_000;
-/** ...and at most about this many bytes of them (the oldest are forgotten first). */
+/**
+ * Answers sent on a session are remembered this long, for a Resumed that
+ * lists them: the default step timeout, after which no answer to them counts...
+ */
+const RESEND_WINDOW_MS = 600_000;
+/** ...and at most about this many bytes of them (RESEND_ENTRY_BYTES more each; the oldest forgotten first). */
 const RESEND_MAX_BYTES = 32 * 1024 * 1024;
+const RESEND_ENTRY_BYTES = 256;
 
 /**
  * A worker process's connection to the orchestrator.
@@ -361,7 +365,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     for (const outcome of batch) {
       const id = outcomeCommandId(outcome);
       if (this.sent.has(id)) continue;
-      const bytes = outcomeSize(outcome);
+      const bytes = outcomeSize(outcome) + RESEND_ENTRY_BYTES;
       this.sent.set(id, { at: now, sessionId: this.lastInfo?.sessionId ?? "", outcome, bytes });
       this.sentBytes += bytes;
     }

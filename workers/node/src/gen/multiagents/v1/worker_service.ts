@@ -243,7 +243,7 @@ export interface Welcome {
  * each command_id the worker:
  * - is still running: nothing to do; the answer goes on this session;
  * - already answered on the previous session (the reference SDKs remember
- *   the answers they sent for at least 10 s, up to 32 MiB): sends that
+ *   the answers they sent for 10 minutes, up to 32 MiB): sends that
  *   answer again on this session; one answered on this session already
  *   (kept while disconnected, sent after Welcome): nothing to do;
  * - has never received, or no longer remembers: answers at once with a
